@@ -1,0 +1,184 @@
+/**
+ * The one error type a customer, operator or agent can cause. Every code is a
+ * seed 001 code (or a documented addition); the HTTP status and the Connect
+ * code are decided here, once, so no handler knows which protocol called it.
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+
+/** Seed 001 error codes, plus the few this product adds (documented in docs/errors.md). */
+export const ErrorCode = {
+  CUSTOMER_AUTH_REQUIRED: "CUSTOMER_AUTH_REQUIRED",
+  API_KEY_INVALID: "API_KEY_INVALID",
+  API_KEY_REVOKED: "API_KEY_REVOKED",
+  API_KEY_SCOPE_DENIED: "API_KEY_SCOPE_DENIED",
+  CREDIT_INSUFFICIENT: "CREDIT_INSUFFICIENT",
+  RATE_LIMITED: "RATE_LIMITED",
+  DAILY_TASK_LIMIT_EXCEEDED: "DAILY_TASK_LIMIT_EXCEEDED",
+  LEGACY_DEPRECATED: "LEGACY_DEPRECATED",
+  JOB_NOT_FOUND: "JOB_NOT_FOUND",
+  ARTIFACT_NOT_FOUND: "ARTIFACT_NOT_FOUND",
+  SIGNED_URL_FAILED: "SIGNED_URL_FAILED",
+  IDEMPOTENCY_CONFLICT: "IDEMPOTENCY_CONFLICT",
+  IDEMPOTENCY_KEY_INVALID: "IDEMPOTENCY_KEY_INVALID",
+  PAGINATION_INVALID_CURSOR: "PAGINATION_INVALID_CURSOR",
+  EXPORT_RANGE_TOO_LARGE: "EXPORT_RANGE_TOO_LARGE",
+  WEBHOOK_INVALID_URL: "WEBHOOK_INVALID_URL",
+  WEBHOOK_DELIVERY_FAILED: "WEBHOOK_DELIVERY_FAILED",
+  INTERNAL_ERROR: "INTERNAL_ERROR",
+  // Additions (not in the seeds; documented in docs/errors.md).
+  VALIDATION_FAILED: "VALIDATION_FAILED",
+  DATASET_NOT_FOUND: "DATASET_NOT_FOUND",
+  TRAINING_PACKAGE_NOT_FOUND: "TRAINING_PACKAGE_NOT_FOUND",
+  RESOURCE_NOT_FOUND: "RESOURCE_NOT_FOUND",
+  UPLOAD_INVALID: "UPLOAD_INVALID",
+  UPLOAD_URL_EXPIRED: "UPLOAD_URL_EXPIRED",
+  PACKAGE_INVALID: "PACKAGE_INVALID",
+  STATE_CONFLICT: "STATE_CONFLICT",
+  PAYLOAD_TOO_LARGE: "PAYLOAD_TOO_LARGE",
+  UNSUPPORTED_MEDIA_TYPE: "UNSUPPORTED_MEDIA_TYPE",
+  METHOD_NOT_ALLOWED: "METHOD_NOT_ALLOWED",
+  ROUTE_NOT_FOUND: "ROUTE_NOT_FOUND",
+  ADMIN_AUTH_REQUIRED: "ADMIN_AUTH_REQUIRED",
+  NODE_AUTH_INVALID: "NODE_AUTH_INVALID",
+  ENROLLMENT_TOKEN_INVALID: "ENROLLMENT_TOKEN_INVALID",
+  NOT_IMPLEMENTED: "NOT_IMPLEMENTED",
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+interface Mapping {
+  readonly http: number;
+  readonly connect: Code;
+}
+
+function mappingOf(code: ErrorCode): Mapping {
+  switch (code) {
+    case "CUSTOMER_AUTH_REQUIRED":
+    case "API_KEY_INVALID":
+    case "API_KEY_REVOKED":
+    case "ADMIN_AUTH_REQUIRED":
+    case "NODE_AUTH_INVALID":
+    case "ENROLLMENT_TOKEN_INVALID":
+      return { http: 401, connect: Code.Unauthenticated };
+    case "API_KEY_SCOPE_DENIED":
+      return { http: 403, connect: Code.PermissionDenied };
+    case "CREDIT_INSUFFICIENT":
+      return { http: 402, connect: Code.FailedPrecondition };
+    case "RATE_LIMITED":
+    case "DAILY_TASK_LIMIT_EXCEEDED":
+      return { http: 429, connect: Code.ResourceExhausted };
+    case "LEGACY_DEPRECATED":
+      return { http: 410, connect: Code.Unimplemented };
+    case "JOB_NOT_FOUND":
+    case "ARTIFACT_NOT_FOUND":
+    case "DATASET_NOT_FOUND":
+    case "TRAINING_PACKAGE_NOT_FOUND":
+    case "RESOURCE_NOT_FOUND":
+    case "ROUTE_NOT_FOUND":
+      return { http: 404, connect: Code.NotFound };
+    case "SIGNED_URL_FAILED":
+      return { http: 502, connect: Code.Unavailable };
+    case "IDEMPOTENCY_CONFLICT":
+    case "STATE_CONFLICT":
+      return { http: 409, connect: Code.Aborted };
+    case "UPLOAD_URL_EXPIRED":
+      return { http: 410, connect: Code.FailedPrecondition };
+    case "IDEMPOTENCY_KEY_INVALID":
+    case "PAGINATION_INVALID_CURSOR":
+    case "EXPORT_RANGE_TOO_LARGE":
+    case "WEBHOOK_INVALID_URL":
+    case "VALIDATION_FAILED":
+    case "UPLOAD_INVALID":
+    case "PACKAGE_INVALID":
+      return { http: 400, connect: Code.InvalidArgument };
+    case "PAYLOAD_TOO_LARGE":
+      return { http: 413, connect: Code.ResourceExhausted };
+    case "UNSUPPORTED_MEDIA_TYPE":
+      return { http: 415, connect: Code.InvalidArgument };
+    case "METHOD_NOT_ALLOWED":
+      return { http: 405, connect: Code.Unimplemented };
+    case "NOT_IMPLEMENTED":
+      return { http: 501, connect: Code.Unimplemented };
+    case "WEBHOOK_DELIVERY_FAILED":
+      return { http: 502, connect: Code.Unavailable };
+    case "INTERNAL_ERROR":
+      return { http: 500, connect: Code.Internal };
+    default:
+      return assertExhaustive(code);
+  }
+}
+
+/** Compile-time proof that a switch covers every case. */
+export function assertExhaustive(value: never): never {
+  throw new Error(`unhandled case: ${String(value)}`);
+}
+
+/** An error a caller can act on: a seed code, a message for a person, optional extra fields. */
+export class ApiError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Readonly<Record<string, unknown>>;
+  /** Extra response headers (e.g. Retry-After on 429). */
+  readonly headers: Readonly<Record<string, string>>;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: { details?: Record<string, unknown>; headers?: Record<string, string>; cause?: unknown } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "ApiError";
+    this.code = code;
+    this.details = options.details ?? {};
+    this.headers = options.headers ?? {};
+  }
+
+  get httpStatus(): number {
+    return mappingOf(this.code).http;
+  }
+
+  get connectCode(): Code {
+    return mappingOf(this.code).connect;
+  }
+}
+
+/** Shorthand for the common 400. */
+export function validationError(message: string, details?: Record<string, unknown>): ApiError {
+  return new ApiError("VALIDATION_FAILED", message, details === undefined ? {} : { details });
+}
+
+/** HTTP status and Connect code of a seed code, for places that hold only the code. */
+export function httpStatusOf(code: ErrorCode): number {
+  return mappingOf(code).http;
+}
+
+/** Connect code of a seed code. */
+export function connectCodeOf(code: ErrorCode): Code {
+  return mappingOf(code).connect;
+}
+
+/** The prefix of the ConnectError message carrying the seed code, e.g. "[JOB_NOT_FOUND] ...". */
+export const reasonMetadataKey = "x-gpu-agent-error-code";
+
+/**
+ * Converts anything thrown by a handler to a ConnectError whose metadata and
+ * message carry the seed code. Unknown errors become INTERNAL_ERROR; their
+ * cause is for logs only and never reaches the client.
+ */
+export function toConnectError(error: unknown): ConnectError {
+  if (error instanceof ConnectError) return error;
+  const api = error instanceof ApiError ? error : new ApiError("INTERNAL_ERROR", "internal error", { cause: error });
+  const metadata = new Headers({ [reasonMetadataKey]: api.code });
+  for (const [k, v] of Object.entries(api.headers)) metadata.set(k, v);
+  return new ConnectError(api.message, api.connectCode, metadata, undefined, api);
+}
+
+/** Recovers the seed code from an error, whichever protocol carried it. */
+export function apiErrorFrom(error: unknown): ApiError {
+  if (error instanceof ApiError) return error;
+  if (error instanceof ConnectError) {
+    if (error.cause instanceof ApiError) return error.cause;
+    const code = error.metadata.get(reasonMetadataKey);
+    if (code !== null && code in ErrorCode) return new ApiError(code as ErrorCode, error.rawMessage);
+    if (error.code === Code.Unimplemented) return new ApiError("NOT_IMPLEMENTED", error.rawMessage);
+  }
+  return new ApiError("INTERNAL_ERROR", "internal error", { cause: error });
+}
