@@ -3,6 +3,9 @@
  * seed 001 code (or a documented addition); the HTTP status and the Connect
  * code are decided here, once, so no handler knows which protocol called it.
  */
+import { fromJson, toJson } from "@bufbuild/protobuf";
+import type { JsonObject } from "@bufbuild/protobuf";
+import { StructSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 
 /** Seed 001 error codes, plus the few this product adds (documented in docs/errors.md). */
@@ -155,20 +158,35 @@ export function connectCodeOf(code: ErrorCode): Code {
   return mappingOf(code).connect;
 }
 
-/** The prefix of the ConnectError message carrying the seed code, e.g. "[JOB_NOT_FOUND] ...". */
+/** The metadata key (header or trailer) carrying the seed code on Connect, gRPC and gRPC-Web errors. */
 export const reasonMetadataKey = "x-gpu-agent-error-code";
 
 /**
- * Converts anything thrown by a handler to a ConnectError whose metadata and
- * message carry the seed code. Unknown errors become INTERNAL_ERROR; their
- * cause is for logs only and never reaches the client.
+ * Converts anything thrown by a handler to a ConnectError that carries the seed
+ * code three ways, so every kind of client can read it: the metadata key above,
+ * a "[JOB_NOT_FOUND] " prefix on the message (clients that show only the
+ * message still show the reason), and a google.protobuf.Struct error detail
+ * `{code, details?}`. Unknown errors become INTERNAL_ERROR; their cause is for
+ * logs only and never reaches the client.
  */
 export function toConnectError(error: unknown): ConnectError {
   if (error instanceof ConnectError) return error;
   const api = error instanceof ApiError ? error : new ApiError("INTERNAL_ERROR", "internal error", { cause: error });
   const metadata = new Headers({ [reasonMetadataKey]: api.code });
   for (const [k, v] of Object.entries(api.headers)) metadata.set(k, v);
-  return new ConnectError(api.message, api.connectCode, metadata, undefined, api);
+  return new ConnectError(`[${api.code}] ${api.message}`, api.connectCode, metadata, reasonDetail(api), api);
+}
+
+/** The Struct detail; its type is ConnectError's, which the package does not export by name. */
+function reasonDetail(api: ApiError): ConstructorParameters<typeof ConnectError>[3] {
+  const json: JsonObject = { code: api.code };
+  if (Object.keys(api.details).length > 0) json["details"] = api.details as JsonObject;
+  try {
+    return [{ desc: StructSchema, value: fromJson(StructSchema, json) }];
+  } catch {
+    // Details that are not JSON (a bigint, a cycle) must not turn a clear error into an internal one.
+    return [{ desc: StructSchema, value: fromJson(StructSchema, { code: api.code }) }];
+  }
 }
 
 /** Recovers the seed code from an error, whichever protocol carried it. */
@@ -177,8 +195,22 @@ export function apiErrorFrom(error: unknown): ApiError {
   if (error instanceof ConnectError) {
     if (error.cause instanceof ApiError) return error.cause;
     const code = error.metadata.get(reasonMetadataKey);
-    if (code !== null && code in ErrorCode) return new ApiError(code as ErrorCode, error.rawMessage);
+    if (code !== null && code in ErrorCode) {
+      const prefix = `[${code}] `;
+      const message = error.rawMessage.startsWith(prefix) ? error.rawMessage.slice(prefix.length) : error.rawMessage;
+      const details = detailsOf(error);
+      return new ApiError(code as ErrorCode, message, details === undefined ? {} : { details });
+    }
     if (error.code === Code.Unimplemented) return new ApiError("NOT_IMPLEMENTED", error.rawMessage);
   }
   return new ApiError("INTERNAL_ERROR", "internal error", { cause: error });
+}
+
+function detailsOf(error: ConnectError): Record<string, unknown> | undefined {
+  for (const struct of error.findDetails(StructSchema)) {
+    const json = toJson(StructSchema, struct);
+    const details = json["details"];
+    if (details !== null && typeof details === "object" && !Array.isArray(details)) return details;
+  }
+  return undefined;
 }

@@ -1,0 +1,33 @@
+// Makes sure the machine has what the test suite starts for real: PostgreSQL
+// server binaries and Python 3. On Debian as root it installs what is missing
+// with apt-get; elsewhere it says what to install and fails.
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, readdirSync } from "node:fs";
+
+function onPath(command: string): boolean {
+  return spawnSync("sh", ["-c", `command -v ${command}`], { stdio: "ignore" }).status === 0;
+}
+
+function hasPostgres(): boolean {
+  if (onPath("initdb") && onPath("pg_ctl")) return true;
+  const base = "/usr/lib/postgresql";
+  return existsSync(base) && readdirSync(base).some((v) => existsSync(`${base}/${v}/bin/initdb`));
+}
+
+const missing: string[] = [];
+if (!hasPostgres()) missing.push("postgresql");
+if (!onPath("python3")) missing.push("python3");
+if (missing.length > 0) {
+  const isRoot = process.getuid?.() === 0;
+  if (!isRoot || !onPath("apt-get")) {
+    process.stderr.write(`The tests need: ${missing.join(", ")}. Install them (Debian: apt-get install -y ${missing.join(" ")}).\n`);
+    process.exit(1);
+  }
+  process.stdout.write(`installing ${missing.join(", ")} with apt-get…\n`);
+  execFileSync("apt-get", ["update", "-q"], { stdio: "inherit" });
+  execFileSync("apt-get", ["install", "-y", "-q", "--no-install-recommends", ...missing], {
+    stdio: "inherit",
+    env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+  });
+}
+process.stdout.write("system prerequisites: ok\n");

@@ -1,0 +1,242 @@
+/**
+ * The node agent: enrollment, and the long-running loop that ties the
+ * session (the stream to the control plane) to the runner (the units).
+ *
+ * Agent lifecycle:
+ *   Starting → identity read from <dataDir>/node.json, capabilities detected → Serving
+ *   Serving  → Drain from the control plane → Draining (runs finish, no new units)
+ *            → signal aborted                → ShuttingDown
+ *   Draining → signal aborted                → ShuttingDown
+ *   ShuttingDown: refuse new units; wait up to shutdownGraceMs for running
+ *   units; kill the rest (outcome NODE_ERROR so the control plane re-queues
+ *   them); wait briefly for the outbox to be acked; close the stream.
+ */
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { create } from "@bufbuild/protobuf";
+import { createClient } from "@connectrpc/connect";
+import type { Transport } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { AgentService, EnrollRequestSchema } from "../gen/gpuagent/agent/v1/agent_pb.ts";
+import type { Capabilities } from "../gen/gpuagent/agent/v1/agent_pb.ts";
+import type { Clock } from "../platform/clock.ts";
+import { detectCapabilities, diskFreeMb, gpuUsage } from "./capabilities.ts";
+import type { AgentLogger } from "./logger.ts";
+import { createUnitRunner } from "./runner.ts";
+import type { UnitRunnerOptions } from "./runner.ts";
+import { createAgentSession } from "./session.ts";
+import type { AgentSession } from "./session.ts";
+
+/** What `enroll` stores in `<dataDir>/node.json` (snake_case, as printed). */
+export interface NodeIdentity {
+  /** Control plane base URL, e.g. http://scheduler:8080. */
+  url: string;
+  node_id: string;
+  /** Secret: the file is written with mode 0600. */
+  node_credential: string;
+  trust_level: string;
+}
+
+/** Name of the identity file inside the data directory. */
+export const NODE_FILE = "node.json";
+
+/** Reads and checks `<dataDir>/node.json`. */
+export async function readNodeIdentity(dataDir: string): Promise<NodeIdentity> {
+  const file = path.join(dataDir, NODE_FILE);
+  let raw: string;
+  try {
+    raw = await readFile(file, "utf8");
+  } catch (err) {
+    throw new Error(`cannot read ${file}: run "gpu-agent enroll" first (${(err as Error).message})`);
+  }
+  const value = JSON.parse(raw) as Partial<Record<keyof NodeIdentity, unknown>>;
+  for (const key of ["url", "node_id", "node_credential", "trust_level"] as const) {
+    if (typeof value[key] !== "string" || (key !== "trust_level" && value[key] === "")) {
+      throw new Error(`${file}: field ${key} is missing`);
+    }
+  }
+  return value as NodeIdentity;
+}
+
+/** Writes node.json atomically with mode 0600 (it holds the node credential). */
+export async function writeNodeIdentity(dataDir: string, identity: NodeIdentity): Promise<void> {
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const file = path.join(dataDir, NODE_FILE);
+  const tmp = `${file}.${process.pid}.tmp`;
+  await writeFile(tmp, `${JSON.stringify(identity, null, 2)}\n`, { mode: 0o600, flag: "w" });
+  await rename(tmp, file);
+}
+
+/** The gRPC (HTTP/2 cleartext or TLS) transport to the control plane. */
+export function controlPlaneTransport(url: string): Transport {
+  return createGrpcTransport({
+    // gRPC always runs over HTTP/2 here (this transport has no httpVersion
+    // switch); a plain http:// URL means HTTP/2 cleartext.
+    baseUrl: url,
+    // Home networks drop idle connections silently; pings notice within ~30 s.
+    pingIntervalMs: 15_000,
+    pingTimeoutMs: 15_000,
+  });
+}
+
+/** Options of enrollNode. */
+export interface EnrollOptions {
+  url: string;
+  token: string;
+  dataDir: string;
+  devGpuMib?: number;
+  logger: AgentLogger;
+  /** Injected in tests; default gRPC to `url`. */
+  transport?: Transport;
+}
+
+/** Exchanges an enrollment token for a node identity and stores it. */
+export async function enrollNode(opts: EnrollOptions): Promise<NodeIdentity> {
+  await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
+  const capabilities = await detectCapabilities({
+    dataDir: opts.dataDir,
+    logger: opts.logger,
+    ...(opts.devGpuMib !== undefined ? { devGpuMib: opts.devGpuMib } : {}),
+  });
+  const client = createClient(AgentService, opts.transport ?? controlPlaneTransport(opts.url));
+  const res = await client.enroll(create(EnrollRequestSchema, { token: opts.token, capabilities }));
+  const identity: NodeIdentity = {
+    url: opts.url,
+    node_id: res.nodeId,
+    node_credential: res.nodeCredential,
+    trust_level: res.trustLevel,
+  };
+  await writeNodeIdentity(opts.dataDir, identity);
+  return identity;
+}
+
+/** Options of createNodeAgent. */
+export interface NodeAgentOptions {
+  dataDir: string;
+  /** Declare a development GPU of this many MiB when none is detected. */
+  devGpuMib?: number;
+  maxConcurrentUnits: number;
+  clock: Clock;
+  logger: AgentLogger;
+  /** How long shutdown waits for running units before killing them (default 30 s). */
+  shutdownGraceMs?: number;
+  /** How long shutdown waits for the control plane to ack final messages (default 10 s). */
+  flushTimeoutMs?: number;
+  /** Keep work directories (GPU_AGENT_KEEP_WORK=1). */
+  keepWork?: boolean;
+  /** Injected in tests; default gRPC to node.json's url. */
+  transport?: Transport;
+  /** Runner knobs for tests (kill grace, throttles). */
+  runner?: Partial<Pick<UnitRunnerOptions, "killGraceMs" | "progressIntervalMs" | "logFlushMs" | "python" | "unitUser">>;
+}
+
+/** A node agent; `run` resolves after a graceful shutdown. */
+export interface NodeAgent {
+  run(signal: AbortSignal): Promise<void>;
+}
+
+/** Builds the agent. Nothing happens until `run`. */
+export function createNodeAgent(opts: NodeAgentOptions): NodeAgent {
+  const { clock, logger } = opts;
+  return {
+    async run(signal) {
+      const identity = await readNodeIdentity(opts.dataDir);
+      const capabilities: Capabilities = await detectCapabilities({
+        dataDir: opts.dataDir,
+        logger,
+        ...(opts.devGpuMib !== undefined ? { devGpuMib: opts.devGpuMib } : {}),
+      });
+      logger.info(
+        {
+          node_id: identity.node_id,
+          url: identity.url,
+          gpus: capabilities.gpus.map((g) => `${g.index}:${g.name}:${g.vramMb}MiB${g.declared ? " (declared)" : ""}`),
+          python: capabilities.pythonVersion,
+          max_units: opts.maxConcurrentUnits,
+        },
+        "agent starting",
+      );
+      const client = createClient(AgentService, opts.transport ?? controlPlaneTransport(identity.url));
+
+      // The runner reports through the session; the session is created after
+      // the runner, so the forward reference goes through this variable.
+      let session: AgentSession | undefined;
+      const runner = createUnitRunner({
+        ...opts.runner,
+        dataDir: opts.dataDir,
+        nodeCredential: identity.node_credential,
+        send: (body) => session?.send(body),
+        gpuIndexes: () => capabilities.gpus.map((g) => g.index),
+        maxConcurrentUnits: opts.maxConcurrentUnits,
+        clock,
+        logger,
+        ...(opts.keepWork !== undefined ? { keepWork: opts.keepWork } : {}),
+      });
+      session = createAgentSession({
+        client,
+        nodeId: identity.node_id,
+        nodeCredential: identity.node_credential,
+        clock,
+        logger,
+        async hello() {
+          capabilities.diskFreeMb = await diskFreeMb(opts.dataDir);
+          return { capabilities, running: runner.running() };
+        },
+        async heartbeat() {
+          return {
+            diskFreeMb: await diskFreeMb(opts.dataDir),
+            gpus: await gpuUsage(capabilities.gpus),
+            running: runner.running(),
+          };
+        },
+        onControl(message) {
+          switch (message.body.case) {
+            case "assign":
+              void runner.assign(message.body.value);
+              break;
+            case "cancel":
+              runner.cancel(message.body.value);
+              break;
+            case "drain":
+              logger.warn({ reason: message.body.value.reason }, "drain requested: no new units");
+              runner.drain();
+              break;
+            default:
+              break;
+          }
+        },
+      });
+
+      // The stream outlives `signal` so the last Finished messages still go out.
+      const sessionStop = new AbortController();
+      const sessionDone = session.run(sessionStop.signal);
+
+      await new Promise<void>((resolve) => {
+        if (signal.aborted) return resolve();
+        signal.addEventListener("abort", () => resolve(), { once: true });
+      });
+
+      runner.drain();
+      const graceMs = opts.shutdownGraceMs ?? 30_000;
+      logger.info({ running: runner.running().length, grace_ms: graceMs }, "shutting down: waiting for running units");
+      const graceOver = new AbortController();
+      const finishedInTime = await Promise.race([
+        runner.idle().then(() => true),
+        clock.sleep(graceMs, graceOver.signal).then(
+          () => false,
+          () => false,
+        ),
+      ]);
+      graceOver.abort();
+      if (!finishedInTime) {
+        logger.warn({ running: runner.running().length }, "grace period over: killing running units");
+        await runner.killAll();
+      }
+      const flushed = await session.flushed(opts.flushTimeoutMs ?? 10_000);
+      if (!flushed) logger.warn({ unacked: session.unacked() }, "stopping with unacknowledged messages");
+      sessionStop.abort();
+      await sessionDone;
+      logger.info({}, "agent stopped");
+    },
+  };
+}

@@ -1,0 +1,252 @@
+/**
+ * AgentService, control side: enrollment and the per-node Session stream.
+ *
+ * Inbound messages are handled in order; each one with seq > 0 is acknowledged
+ * only after its effect is committed, so an agent that resends after a
+ * reconnect loses nothing, and the handlers are idempotent by (unit, attempt),
+ * so a resent message changes nothing twice.
+ */
+import { create } from "@bufbuild/protobuf";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { ApiError } from "../api/errors.ts";
+import type { ControlPlaneDeps } from "../deps.ts";
+import type { AgentService, Capabilities, SessionRequest, SessionResponse } from "../gen/gpuagent/agent/v1/agent_pb.ts";
+import { AckSchema, Outcome, WelcomeSchema } from "../gen/gpuagent/agent/v1/agent_pb.ts";
+import type { FinishOutcome } from "../jobs/lifecycle.ts";
+import { applyAccepted, applyArtifactReady, applyFinished, applyProgress, applyRejected, requeueUnitsOfNode } from "../jobs/lifecycle.ts";
+import { AsyncQueue } from "../platform/async-queue.ts";
+import { hashSecret, newId, newSecret } from "../platform/ids.ts";
+import type { NodeRow, StoredCapabilities } from "../store/nodes.ts";
+import { consumeEnrollmentToken, findNodeByCredential, insertNode, markNodeConnected, touchNodeHeartbeat } from "../store/nodes.ts";
+import { dispatchAssignments, newResponse, sendCancel } from "./assignments.ts";
+import type { AgentSession, SessionRegistry } from "./session-registry.ts";
+import { sendToSession } from "./session-registry.ts";
+
+/** Protocol version this control plane speaks. */
+export const protocolVersion = 1;
+/** Bound of each stream's outbound queue (flow control). */
+const outboundCapacity = 1024;
+
+/** Blob key of an artifact upload (shared with the upload route). */
+export function artifactBlobKey(unitId: string, attempt: number, name: string): string {
+  return `artifacts/${unitId}/${attempt}/${name}`;
+}
+
+/** Converts the agent's Capabilities message to what the nodes table stores. */
+export function storedCapabilities(c: Capabilities | undefined): StoredCapabilities {
+  return {
+    cpuCores: c?.cpuCores ?? 0,
+    memoryMb: c?.memoryMb ?? 0,
+    diskFreeMb: c?.diskFreeMb ?? 0,
+    gpus: (c?.gpus ?? []).map((g) => ({ index: g.index, name: g.name, vramMb: g.vramMb, uuid: g.uuid, declared: g.declared })),
+    hostname: c?.hostname ?? "",
+    os: c?.os ?? "",
+    arch: c?.arch ?? "",
+    pythonVersion: c?.pythonVersion ?? "",
+    agentVersion: c?.agentVersion ?? "",
+  };
+}
+
+/** Finds the node behind a stream's bearer credential. */
+export async function authenticateNode(deps: ControlPlaneDeps, authorization: string | null): Promise<NodeRow> {
+  const credential = /^Bearer\s+(\S+)$/i.exec(authorization ?? "")?.[1];
+  if (credential === undefined) throw new ApiError("NODE_AUTH_INVALID", "missing node credential (authorization: Bearer <node_credential>)");
+  const node = await findNodeByCredential(deps.db, hashSecret(credential));
+  if (node === undefined) throw new ApiError("NODE_AUTH_INVALID", "unknown node credential; enroll the node again");
+  if (node.state === "revoked") throw new ApiError("NODE_AUTH_INVALID", "this node was revoked by an operator");
+  return node;
+}
+
+const outcomes: Record<number, FinishOutcome> = {
+  [Outcome.SUCCEEDED]: "succeeded",
+  [Outcome.FAILED]: "failed",
+  [Outcome.TIMED_OUT]: "timed_out",
+  [Outcome.CANCELLED]: "cancelled",
+  [Outcome.NODE_ERROR]: "node_error",
+};
+
+const artifactKinds = new Set(["checkpoint", "metrics", "logs", "other"]);
+
+/** Builds the AgentService implementation. */
+export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegistry): ServiceImpl<typeof AgentService> {
+  const { db, clock, logger, config } = deps;
+  const now = () => new Date(clock.now());
+
+  async function handle(session: AgentSession, node: NodeRow, message: SessionRequest): Promise<void> {
+    const body = message.body;
+    switch (body.case) {
+      case "hello": {
+        // A stale Hello (resent) is harmless: the node is already registered.
+        return;
+      }
+      case "heartbeat": {
+        // Liveness is kept in memory; the database hears about it only every few seconds.
+        const persistEveryMs = Math.max(1000, (config.agents.unreachableAfterSeconds * 1000) / 3);
+        if (clock.now() - session.lastPersistedMs >= persistEveryMs) {
+          session.lastPersistedMs = clock.now();
+          await touchNodeHeartbeat(db, node.id, now());
+        }
+        return;
+      }
+      case "accepted": {
+        const u = body.value.unit;
+        if (u !== undefined) await applyAccepted(db, node.id, { unitId: u.unitId, attempt: u.attempt }, now());
+        return;
+      }
+      case "rejected": {
+        const u = body.value.unit;
+        if (u !== undefined) await applyRejected(db, node.id, { unitId: u.unitId, attempt: u.attempt }, body.value.reason);
+        deps.wakePlacer();
+        return;
+      }
+      case "progress": {
+        const u = body.value.unit;
+        if (u !== undefined) {
+          const metrics: Record<string, number> = {};
+          for (const [k, v] of Object.entries(body.value.metrics)) if (Number.isFinite(v) && k.length <= 64) metrics[k] = v;
+          await applyProgress(db, node.id, { unitId: u.unitId, attempt: u.attempt }, body.value.progress, metrics);
+        }
+        return;
+      }
+      case "log":
+        // Live log lines are not stored yet; the agent uploads the full log as an artifact.
+        return;
+      case "artifactReady": {
+        const a = body.value;
+        const u = a.unit;
+        if (u === undefined || !artifactKinds.has(a.kind)) return;
+        const key = artifactBlobKey(u.unitId, u.attempt, a.name);
+        if (!(await deps.blobs.exists(key))) {
+          logger.warn({ nodeId: node.id, unitId: u.unitId, name: a.name }, "artifact announced but never uploaded; ignored");
+          return;
+        }
+        await applyArtifactReady(
+          db,
+          node.id,
+          { unitId: u.unitId, attempt: u.attempt },
+          { name: a.name, kind: a.kind as "checkpoint", sizeBytes: Number(a.sizeBytes), sha256: a.sha256, blobKey: key },
+          now(),
+        );
+        return;
+      }
+      case "finished": {
+        const f = body.value;
+        const u = f.unit;
+        const outcome = outcomes[f.outcome];
+        if (u === undefined || outcome === undefined) return;
+        const effects = await applyFinished(
+          db,
+          node.id,
+          { unitId: u.unitId, attempt: u.attempt },
+          { outcome, exitCode: f.exitCode, error: f.error, runSeconds: f.runSeconds },
+          config.rates,
+          now(),
+        );
+        for (const c of effects.cancel) sendCancel(sessions, c.nodeId, c.unitId, c.attempt, "job ended");
+        deps.wakePlacer();
+        return;
+      }
+      case "ack":
+      case undefined:
+        return;
+      default: {
+        const never: never = body;
+        throw new Error(`unknown message ${String(never)}`);
+      }
+    }
+  }
+
+  return {
+    async enroll(request) {
+      const tokenHash = hashSecret(request.token);
+      const credential = newSecret("nc_");
+      const nodeId = newId();
+      const trustLevel = await db.transaction(async (tx) => {
+        const capabilities = storedCapabilities(request.capabilities);
+        // The node row must exist before the token can point at it.
+        await insertNode(tx, { id: nodeId, hostname: capabilities.hostname ?? "", trustLevel: "community", credentialHash: hashSecret(credential), capabilities }, now());
+        const level = await consumeEnrollmentToken(tx, tokenHash, nodeId, now());
+        if (level === undefined) throw new ApiError("ENROLLMENT_TOKEN_INVALID", "the enrollment token is unknown, already used or expired; ask an operator for a new one");
+        await tx.query(`UPDATE nodes SET trust_level = $2 WHERE id = $1`, [nodeId, level]);
+        return level;
+      });
+      logger.info({ nodeId, trustLevel }, "node enrolled");
+      return { nodeId, nodeCredential: credential, trustLevel };
+    },
+
+    async *session(requests: AsyncIterable<SessionRequest>, ctx: HandlerContext): AsyncIterable<SessionResponse> {
+      const node = await authenticateNode(deps, ctx.requestHeader.get("authorization"));
+      const session: AgentSession = {
+        nodeId: node.id,
+        sessionId: newId(),
+        outbound: new AsyncQueue<SessionResponse>(outboundCapacity),
+        sentAssignments: new Set(),
+        lastSeenMs: clock.now(),
+        lastPersistedMs: 0,
+        nextSeq: 1n,
+      };
+      const log = logger.child({ nodeId: node.id, sessionId: session.sessionId });
+      const consume = async () => {
+        let greeted = false;
+        for await (const message of requests) {
+          session.lastSeenMs = clock.now();
+          if (!greeted) {
+            if (message.body.case !== "hello") throw new ApiError("VALIDATION_FAILED", "the first message of a session must be Hello");
+            greeted = true;
+            const hello = message.body.value;
+            const connected = await markNodeConnected(db, node.id, storedCapabilities(hello.capabilities), now());
+            if (connected === undefined) throw new ApiError("NODE_AUTH_INVALID", "this node was revoked by an operator");
+            session.lastPersistedMs = clock.now();
+            sessions.register(session);
+            sendToSession(
+              session,
+              {
+                case: "welcome",
+                value: create(WelcomeSchema, {
+                  nodeId: node.id,
+                  sessionId: session.sessionId,
+                  heartbeatIntervalSeconds: config.agents.heartbeatIntervalSeconds,
+                  protocolVersion,
+                }),
+              },
+              newResponse,
+            );
+            await reconcileRunning(node.id, hello.running.map((r) => r.unitId));
+            log.info({ running: hello.running.length }, "agent session started");
+            await dispatchAssignments(deps, sessions, node.id);
+            deps.wakePlacer();
+          } else {
+            await handle(session, node, message);
+          }
+          if (message.seq > 0n) session.outbound.push(newResponse(0n, { case: "ack", value: create(AckSchema, { seq: message.seq }) }));
+        }
+      };
+      const reconcileRunning = async (nodeId: string, stillRunning: string[]) => {
+        // Units we believe run there but the agent no longer has were lost with its process.
+        const lost = await db.query<{ id: string }>(
+          `SELECT id FROM compute_units WHERE node_id = $1 AND status = 'running' AND NOT (id = ANY($2::uuid[]))`,
+          [nodeId, stillRunning],
+        );
+        if (lost.length > 0) {
+          await requeueUnitsOfNode(db, nodeId, "the node restarted and lost the unit");
+          log.warn({ lost: lost.length }, "units lost by a restarted agent were re-queued");
+        }
+      };
+      const consumer = consume().then(
+        () => session.outbound.close(),
+        (error: unknown) => {
+          log.warn({ err: error }, "agent session ended with an error");
+          session.outbound.close(error);
+        },
+      );
+      try {
+        yield* session.outbound;
+      } finally {
+        sessions.unregister(session);
+        session.outbound.close();
+        void consumer;
+        log.info("agent session closed");
+      }
+    },
+  };
+}

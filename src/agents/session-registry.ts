@@ -1,0 +1,61 @@
+/**
+ * The agent streams this replica holds, keyed by node AND session id, so that
+ * a stale stream's cleanup can never remove the newer session of the same node
+ * (a node that reconnects quickly has two for a moment).
+ */
+import type { SessionResponse } from "../gen/gpuagent/agent/v1/agent_pb.ts";
+import type { AsyncQueue } from "../platform/async-queue.ts";
+
+/** One open stream. */
+export interface AgentSession {
+  readonly nodeId: string;
+  readonly sessionId: string;
+  readonly outbound: AsyncQueue<SessionResponse>;
+  /** Assignment ids already sent on this stream (re-sent on a new stream). */
+  readonly sentAssignments: Set<string>;
+  lastSeenMs: number;
+  lastPersistedMs: number;
+  nextSeq: bigint;
+}
+
+/** Registry of open sessions on this replica. */
+export class SessionRegistry {
+  private readonly byNode = new Map<string, AgentSession>();
+
+  /** Registers a session, closing an older one of the same node. */
+  register(session: AgentSession): void {
+    const previous = this.byNode.get(session.nodeId);
+    if (previous !== undefined && previous.sessionId !== session.sessionId) previous.outbound.close();
+    this.byNode.set(session.nodeId, session);
+  }
+
+  /** Removes the session only if it is still the current one of its node. */
+  unregister(session: AgentSession): void {
+    if (this.byNode.get(session.nodeId)?.sessionId === session.sessionId) this.byNode.delete(session.nodeId);
+  }
+
+  get(nodeId: string): AgentSession | undefined {
+    return this.byNode.get(nodeId);
+  }
+
+  get size(): number {
+    return this.byNode.size;
+  }
+
+  all(): AgentSession[] {
+    return [...this.byNode.values()];
+  }
+
+  /** Closes every stream (shutdown). */
+  closeAll(): void {
+    for (const s of this.byNode.values()) s.outbound.close();
+    this.byNode.clear();
+  }
+}
+
+/** Sends a control message with the session's next sequence number; false when the queue is full or closed. */
+export function sendToSession(session: AgentSession, body: SessionResponse["body"], create: (seq: bigint, body: SessionResponse["body"]) => SessionResponse): boolean {
+  const seq = session.nextSeq;
+  session.nextSeq += 1n;
+  return session.outbound.push(create(seq, body));
+}

@@ -1,0 +1,598 @@
+/**
+ * CustomerService: decode and validate, authenticate, call the store and the
+ * job life cycle, map rows to protos. It never knows whether REST, Connect or
+ * gRPC called it; errors are ApiErrors with seed codes.
+ */
+import { createHash } from "node:crypto";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromDate, timestampNow } from "@bufbuild/protobuf/wkt";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { sendCancel } from "../agents/assignments.ts";
+import type { SessionRegistry } from "../agents/session-registry.ts";
+import type { CustomerPrincipal } from "../auth/authenticate.ts";
+import { authenticateCustomer, requireScope } from "../auth/authenticate.ts";
+import { Scope } from "../auth/scopes.ts";
+import type { ControlPlaneDeps } from "../deps.ts";
+import type {
+  ArtifactSchema,
+  ComputeUnitSchema,
+  CustomerService,
+  DatasetSchema,
+  TrainingJobSchema,
+  TrainingPackageSchema,
+} from "../gen/gpuagent/customer/v1/customer_pb.ts";
+import { cancelJob } from "../jobs/lifecycle.ts";
+import { allowedTrustLevels } from "../placer/index.ts";
+import { planJob, projectedCost } from "../planner/plan.ts";
+import { isUuid, newId } from "../platform/ids.ts";
+import { inspectPackage } from "../storage/package-inspect.ts";
+import { creditBalance, listLedger, lockCustomer } from "../store/customers.ts";
+import type { ArtifactRow, JobRow, UnitRow } from "../store/jobs.ts";
+import {
+  creditsDebitedByUnit,
+  creditsDebitedForJob,
+  customerJobCounts,
+  findArtifact,
+  findIdempotencyRecord,
+  findJob,
+  insertIdempotencyRecord,
+  insertJob,
+  insertUnit,
+  listArtifactsOfJob,
+  listJobs,
+  listUnitsOfJob,
+} from "../store/jobs.ts";
+import { isUniqueViolation } from "../store/database.ts";
+import { pageRequest, toPage } from "../store/pagination.ts";
+import type { UploadRow, UploadTable } from "../store/uploads.ts";
+import { findUpload, insertUpload, listUploads, markUploadDeleted, markUploadReady } from "../store/uploads.ts";
+import { ApiError, validationError } from "./errors.ts";
+
+const apiVersion = "v1";
+const sensitivities = ["public", "low_sensitive", "high_sensitive"] as const;
+type Sensitivity = (typeof sensitivities)[number];
+const jobStatuses = new Set(["queued", "running", "completed", "failed", "cancelled", "expired"]);
+const sha256Pattern = /^[0-9a-f]{64}$/;
+const idempotencyKeyPattern = /^[A-Za-z0-9._:-]{8,128}$/;
+
+const ts = (d: Date | null | undefined) => (d === null || d === undefined ? undefined : timestampFromDate(d));
+
+function requireName(value: string, what: string): string {
+  const name = value.trim();
+  if (name === "" || name.length > 200) throw validationError(`${what} must be 1 to 200 characters`, { field: "name" });
+  return name;
+}
+
+function requireId(id: string, notFound: ApiError["code"], what: string): string {
+  // Malformed ids are simply not found: the answer does not reveal id syntax or other tenants.
+  if (!isUuid(id)) throw new ApiError(notFound, `${what} ${JSON.stringify(id)} not found`);
+  return id.toLowerCase();
+}
+
+/** Builds the CustomerService implementation. */
+export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionRegistry): Partial<ServiceImpl<typeof CustomerService>> {
+  const { db, clock, config, signer, blobs } = deps;
+  const now = () => new Date(clock.now());
+  const caller = (ctx: HandlerContext) => authenticateCustomer(db, ctx.requestHeader, now());
+
+  function datasetMessage(row: UploadRow): MessageInitShape<typeof DatasetSchema> {
+    return {
+      id: row.id,
+      name: row.name,
+      sizeBytes: BigInt(row.size_bytes),
+      sha256: row.sha256,
+      format: row.format ?? "",
+      status: row.status,
+      uploadUrl: row.status === "awaiting_upload" && row.uploaded_at === null ? signer.sign("put", row.blob_key, row.upload_expires_at.getTime()) : "",
+      uploadExpiresAt: row.status === "awaiting_upload" ? ts(row.upload_expires_at) : undefined,
+      createdAt: ts(row.created_at),
+      finalizedAt: ts(row.finalized_at),
+    };
+  }
+
+  function packageMessage(row: UploadRow): MessageInitShape<typeof TrainingPackageSchema> {
+    const stages = (() => {
+      try {
+        return planJob({ requiredVramMb: 1 << 30, requiredDiskMb: 1 << 30, maxRuntimeSeconds: 60, entrypoint: row.entrypoint ?? "train.py", manifest: row.manifest ?? undefined }).map((u) => u.name);
+      } catch {
+        return [];
+      }
+    })();
+    return {
+      ...datasetMessage(row),
+      entrypoint: row.entrypoint ?? "",
+      entryCount: row.entry_count ?? 0,
+      stages: row.status === "ready" ? stages : [],
+    } as MessageInitShape<typeof TrainingPackageSchema>;
+  }
+
+  async function jobMessage(row: JobRow): Promise<MessageInitShape<typeof TrainingJobSchema>> {
+    const units = await listUnitsOfJob(db, row.id);
+    return {
+      id: row.id,
+      name: row.name,
+      datasetId: row.dataset_id,
+      trainingPackageId: row.training_package_id,
+      status: row.status,
+      progress: row.progress,
+      requiredVramMb: row.required_vram_mb,
+      requiredDiskMb: row.required_disk_mb,
+      maxRuntimeSeconds: row.max_runtime_seconds,
+      sensitivity: row.sensitivity,
+      createdAt: ts(row.created_at),
+      startedAt: ts(row.started_at),
+      finishedAt: ts(row.finished_at),
+      error: row.error,
+      metrics: row.metrics,
+      projectedCostCredits: BigInt(row.projected_cost_credits),
+      creditsDebited: BigInt(await creditsDebitedForJob(db, row.id)),
+      computeUnitCount: units.length,
+      computeUnitsCompleted: units.filter((u) => u.status === "completed").length,
+    };
+  }
+
+  function unitMessage(row: UnitRow, debited: number): MessageInitShape<typeof ComputeUnitSchema> {
+    return {
+      id: row.id,
+      jobId: row.job_id,
+      name: row.name,
+      kind: row.kind,
+      dependsOn: row.depends_on,
+      status: row.status,
+      attempt: row.attempt,
+      progress: row.progress,
+      metrics: row.metrics,
+      nodeId: row.node_id ?? "",
+      requiredVramMb: row.required_vram_mb,
+      requiredDiskMb: row.required_disk_mb,
+      unschedulableReason: row.status === "ready" ? row.unschedulable_reason : "",
+      createdAt: ts(row.created_at),
+      startedAt: ts(row.started_at),
+      finishedAt: ts(row.finished_at),
+      exitCode: row.exit_code ?? 0,
+      error: row.error,
+      creditsDebited: BigInt(debited),
+    };
+  }
+
+  function artifactMessage(row: ArtifactRow): MessageInitShape<typeof ArtifactSchema> {
+    return {
+      id: row.id,
+      jobId: row.job_id,
+      computeUnitId: row.compute_unit_id,
+      kind: row.kind,
+      name: row.name,
+      sizeBytes: BigInt(row.size_bytes),
+      sha256: row.sha256,
+      createdAt: ts(row.created_at),
+    };
+  }
+
+  async function createUpload(
+    table: UploadTable,
+    principal: CustomerPrincipal,
+    req: { name: string; sizeBytes: bigint; sha256: string; extra: string },
+  ): Promise<UploadRow> {
+    requireScope(principal, Scope.datasetWrite);
+    const name = requireName(req.name, "name");
+    const maxBytes = table === "datasets" ? config.limits.datasetMaxBytes : config.limits.packageMaxBytes;
+    const size = Number(req.sizeBytes);
+    if (!Number.isSafeInteger(size) || size <= 0) throw validationError("size_bytes must be a positive integer", { field: "size_bytes" });
+    if (size > maxBytes) throw new ApiError("PAYLOAD_TOO_LARGE", `size_bytes ${size} exceeds the limit of ${maxBytes} bytes`);
+    const sha256 = req.sha256.trim().toLowerCase();
+    if (!sha256Pattern.test(sha256)) throw validationError("sha256 must be 64 lower-case hex characters", { field: "sha256" });
+    const id = newId();
+    const kind = table === "datasets" ? "datasets" : "packages";
+    return insertUpload(db, table, {
+      id,
+      customerId: principal.customerId,
+      name,
+      sizeBytes: size,
+      sha256,
+      blobKey: `${kind}/${principal.customerId}/${id}`,
+      uploadExpiresAt: new Date(clock.now() + config.limits.uploadUrlTtlSeconds * 1000),
+      extra: req.extra,
+    });
+  }
+
+  async function findOwnUpload(table: UploadTable, principal: CustomerPrincipal, id: string): Promise<UploadRow> {
+    const code = table === "datasets" ? "DATASET_NOT_FOUND" : "TRAINING_PACKAGE_NOT_FOUND";
+    const what = table === "datasets" ? "dataset" : "training package";
+    const row = await findUpload(db, table, principal.customerId, requireId(id, code, what));
+    if (row === undefined || row.status === "deleted") throw new ApiError(code, `${what} ${id} not found`);
+    return row;
+  }
+
+  /** Verifies the uploaded bytes against the declared size and sha256 (and, for packages, the zip). */
+  async function finalizeUpload(table: UploadTable, principal: CustomerPrincipal, id: string): Promise<UploadRow> {
+    requireScope(principal, Scope.datasetWrite);
+    const row = await findOwnUpload(table, principal, id);
+    if (row.status === "ready") return row; // finalize is idempotent
+    if (row.uploaded_at === null || !(await blobs.exists(row.blob_key))) {
+      throw new ApiError("UPLOAD_INVALID", "no bytes were uploaded yet; PUT the file to upload_url first");
+    }
+    const { stream, size } = await blobs.open(row.blob_key);
+    const hash = createHash("sha256");
+    for await (const chunk of stream) hash.update(chunk as Buffer);
+    const actual = hash.digest("hex");
+    if (size !== row.size_bytes || actual !== row.sha256) {
+      // The bad upload is discarded; the declared values stay, so the customer can PUT again.
+      await blobs.delete(row.blob_key);
+      await db.query(`UPDATE ${table} SET uploaded_at = NULL WHERE id = $1 AND status = 'awaiting_upload'`, [row.id]);
+      throw new ApiError(
+        "UPLOAD_INVALID",
+        size !== row.size_bytes
+          ? `uploaded ${size} bytes but size_bytes declared ${row.size_bytes}; upload again`
+          : `sha256 of the uploaded bytes is ${actual}, not the declared ${row.sha256}; upload again`,
+        { details: { expected_sha256: row.sha256, actual_sha256: actual, expected_size: row.size_bytes, actual_size: size } },
+      );
+    }
+    let facts: { entryCount: number; manifest: unknown } | undefined;
+    if (table === "training_packages") {
+      const inspected = await inspectPackage(blobs.localPath(row.blob_key), {
+        entrypoint: row.entrypoint ?? "train.py",
+        maxEntries: config.limits.packageMaxEntries,
+        maxUncompressedBytes: config.limits.packageMaxBytes * 4,
+      });
+      // An invalid manifest is refused now, with its reason, not at job creation.
+      planJob({ requiredVramMb: 1 << 30, requiredDiskMb: 1 << 30, maxRuntimeSeconds: 60, entrypoint: row.entrypoint ?? "train.py", manifest: inspected.manifest });
+      facts = { entryCount: inspected.entryCount, manifest: inspected.manifest ?? null };
+    }
+    const ready = await markUploadReady(db, table, row.id, now(), facts);
+    return ready ?? (await findOwnUpload(table, principal, id));
+  }
+
+  return {
+    async getConfig() {
+      return {
+        apiVersion,
+        build: config.build,
+        serverTime: timestampNow(),
+        limits: {
+          jobCreationsPerMinute: config.limits.jobCreationsPerMinute,
+          activeJobs: config.limits.activeJobs,
+          computeUnitsPerDay: config.limits.computeUnitsPerDay,
+          pageLimitDefault: 50,
+          pageLimitMax: 100,
+          exportRangeMaxDays: 90,
+          downloadUrlTtlSeconds: config.limits.downloadUrlTtlSeconds,
+        },
+        workloadRates: [
+          { kind: "cpu", creditsPerMinute: BigInt(config.rates.cpuCreditsPerMinute) },
+          { kind: "gpu", creditsPerMinute: BigInt(config.rates.gpuCreditsPerMinute) },
+        ],
+        sensitivityTiers: sensitivities.map((name) => ({ name, allowedTrustLevels: allowedTrustLevels(name) })),
+        uploadLimits: {
+          datasetMaxBytes: BigInt(config.limits.datasetMaxBytes),
+          trainingPackageMaxBytes: BigInt(config.limits.packageMaxBytes),
+          trainingPackageMaxEntries: config.limits.packageMaxEntries,
+          uploadUrlTtlSeconds: config.limits.uploadUrlTtlSeconds,
+        },
+      };
+    },
+
+    async getMeta() {
+      return { service: "gpu-agent", apiVersion, build: config.build, serverTime: timestampNow() };
+    },
+
+    // ---- datasets ----
+    async createDataset(req, ctx) {
+      const principal = await caller(ctx);
+      const row = await createUpload("datasets", principal, { name: req.name, sizeBytes: req.sizeBytes, sha256: req.sha256, extra: req.format.trim().slice(0, 40) });
+      return { dataset: datasetMessage(row) };
+    },
+    async finalizeDataset(req, ctx) {
+      return { dataset: datasetMessage(await finalizeUpload("datasets", await caller(ctx), req.id)) };
+    },
+    async getDataset(req, ctx) {
+      return { dataset: datasetMessage(await findOwnUpload("datasets", await caller(ctx), req.id)) };
+    },
+    async listDatasets(req, ctx) {
+      const principal = await caller(ctx);
+      const page = pageRequest(req.limit, req.cursor);
+      const rows = await listUploads(db, "datasets", principal.customerId, page.limit + 1, page.after);
+      const cut = toPage(rows, page, (r) => ({ at: r.created_at, id: r.id }));
+      return { data: cut.rows.map(datasetMessage), page: cut.page };
+    },
+    async deleteDataset(req, ctx) {
+      const principal = await caller(ctx);
+      requireScope(principal, Scope.datasetWrite);
+      const row = await findOwnUpload("datasets", principal, req.id);
+      await markUploadDeleted(db, "datasets", principal.customerId, row.id, now());
+      return { id: row.id, deleted: true };
+    },
+
+    // ---- training packages ----
+    async createTrainingPackage(req, ctx) {
+      const principal = await caller(ctx);
+      const entrypoint = req.entrypoint.trim() === "" ? "train.py" : req.entrypoint.trim();
+      if (!/^[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}\.py$/.test(entrypoint) || entrypoint.split("/").includes("..")) {
+        throw validationError("entrypoint must be a relative path to a .py file inside the package", { field: "entrypoint" });
+      }
+      const row = await createUpload("training_packages", principal, { name: req.name, sizeBytes: req.sizeBytes, sha256: req.sha256, extra: entrypoint });
+      return { trainingPackage: packageMessage(row) };
+    },
+    async finalizeTrainingPackage(req, ctx) {
+      return { trainingPackage: packageMessage(await finalizeUpload("training_packages", await caller(ctx), req.id)) };
+    },
+    async getTrainingPackage(req, ctx) {
+      return { trainingPackage: packageMessage(await findOwnUpload("training_packages", await caller(ctx), req.id)) };
+    },
+    async listTrainingPackages(req, ctx) {
+      const principal = await caller(ctx);
+      const page = pageRequest(req.limit, req.cursor);
+      const rows = await listUploads(db, "training_packages", principal.customerId, page.limit + 1, page.after);
+      const cut = toPage(rows, page, (r) => ({ at: r.created_at, id: r.id }));
+      return { data: cut.rows.map(packageMessage), page: cut.page };
+    },
+    async deleteTrainingPackage(req, ctx) {
+      const principal = await caller(ctx);
+      requireScope(principal, Scope.datasetWrite);
+      const row = await findOwnUpload("training_packages", principal, req.id);
+      await markUploadDeleted(db, "training_packages", principal.customerId, row.id, now());
+      return { id: row.id, deleted: true };
+    },
+
+    // ---- training jobs ----
+    async createTrainingJob(req, ctx) {
+      const principal = await caller(ctx);
+      requireScope(principal, Scope.trainingWrite);
+      const name = requireName(req.name, "name");
+      const vram = req.requiredVramMb !== 0 ? req.requiredVramMb : req.minVramMb;
+      const runtime = req.maxRuntimeSeconds !== 0 ? req.maxRuntimeSeconds : req.maxRuntimeMinutes * 60;
+      const disk = req.requiredDiskMb === 0 ? 1024 : req.requiredDiskMb;
+      if (!Number.isInteger(vram) || vram < 0 || vram > 1_048_576) throw validationError("required_vram_mb must be between 0 and 1048576", { field: "required_vram_mb" });
+      if (disk < 1 || disk > 10_485_760) throw validationError("required_disk_mb must be between 1 and 10485760", { field: "required_disk_mb" });
+      if (runtime < 1 || runtime > 7 * 24 * 3600) throw validationError("max_runtime_seconds must be between 1 and 604800", { field: "max_runtime_seconds" });
+      const sensitivity = (req.sensitivity === "" ? "public" : req.sensitivity) as Sensitivity;
+      if (!sensitivities.includes(sensitivity)) throw validationError(`sensitivity must be one of ${sensitivities.join(", ")}`, { field: "sensitivity" });
+      const datasetId = requireId(req.datasetId, "DATASET_NOT_FOUND", "dataset");
+      const packageId = requireId(req.trainingPackageId, "TRAINING_PACKAGE_NOT_FOUND", "training package");
+      const idempotencyKey = ctx.requestHeader.get("idempotency-key");
+      if (idempotencyKey !== null && !idempotencyKeyPattern.test(idempotencyKey)) {
+        throw new ApiError("IDEMPOTENCY_KEY_INVALID", "Idempotency-Key must be 8 to 128 characters of letters, digits and . _ : -");
+      }
+      const requestHash = createHash("sha256")
+        .update(JSON.stringify([name, datasetId, packageId, vram, disk, runtime, sensitivity]))
+        .digest("hex");
+
+      const create = () =>
+        db.transaction(async (tx) => {
+          // One customer's creations are serialised, so every limit below is exact across replicas.
+          await lockCustomer(tx, principal.customerId);
+          if (idempotencyKey !== null) {
+            const previous = await findIdempotencyRecord(tx, principal.customerId, idempotencyKey);
+            if (previous !== undefined) {
+              if (previous.request_hash !== requestHash) {
+                throw new ApiError("IDEMPOTENCY_CONFLICT", "this Idempotency-Key was already used with a different request body");
+              }
+              return { jobId: previous.job_id, replay: true };
+            }
+          }
+          const at = now();
+          const counts = await customerJobCounts(tx, principal.customerId, at);
+          const limits = config.limits;
+          if (counts.createdLastMinute >= limits.jobCreationsPerMinute) {
+            const retry = counts.oldestInWindow === null ? 60 : Math.max(1, Math.ceil((counts.oldestInWindow.getTime() + 60_000 - at.getTime()) / 1000));
+            throw new ApiError("RATE_LIMITED", `at most ${limits.jobCreationsPerMinute} training jobs per minute; retry in ${retry} s`, {
+              headers: { "retry-after": String(retry) },
+            });
+          }
+          if (counts.active >= limits.activeJobs) {
+            throw new ApiError("RATE_LIMITED", `at most ${limits.activeJobs} training jobs may be active at once; wait for one to finish or cancel one`, {
+              headers: { "retry-after": "30" },
+            });
+          }
+          const dataset = await findUpload(tx, "datasets", principal.customerId, datasetId);
+          if (dataset === undefined || dataset.status === "deleted") throw new ApiError("DATASET_NOT_FOUND", `dataset ${datasetId} not found`);
+          if (dataset.status !== "ready") throw new ApiError("STATE_CONFLICT", `dataset ${datasetId} is not finalized yet`);
+          const pkg = await findUpload(tx, "training_packages", principal.customerId, packageId);
+          if (pkg === undefined || pkg.status === "deleted") throw new ApiError("TRAINING_PACKAGE_NOT_FOUND", `training package ${packageId} not found`);
+          if (pkg.status !== "ready") throw new ApiError("STATE_CONFLICT", `training package ${packageId} is not finalized yet`);
+          const units = planJob({ requiredVramMb: vram, requiredDiskMb: disk, maxRuntimeSeconds: runtime, entrypoint: pkg.entrypoint ?? "train.py", manifest: pkg.manifest ?? undefined });
+          if (counts.unitsToday + units.length > limits.computeUnitsPerDay) {
+            const tomorrow = Math.ceil((Date.UTC(at.getUTCFullYear(), at.getUTCMonth(), at.getUTCDate() + 1) - at.getTime()) / 1000);
+            throw new ApiError(
+              "DAILY_TASK_LIMIT_EXCEEDED",
+              `this job needs ${units.length} compute units but only ${Math.max(0, limits.computeUnitsPerDay - counts.unitsToday)} of today's ${limits.computeUnitsPerDay} remain`,
+              { headers: { "retry-after": String(tomorrow) } },
+            );
+          }
+          const cost = projectedCost(units, config.rates, runtime);
+          const balance = await creditBalance(tx, principal.customerId);
+          if (cost > balance) {
+            throw new ApiError("CREDIT_INSUFFICIENT", `the projected cost of ${cost} credits exceeds the balance of ${balance} credits`, {
+              details: { projected_cost_credits: cost, credits_balance: balance },
+            });
+          }
+          const jobId = newId();
+          await insertJob(
+            tx,
+            {
+              id: jobId,
+              customer_id: principal.customerId,
+              name,
+              dataset_id: datasetId,
+              training_package_id: packageId,
+              required_vram_mb: vram,
+              required_disk_mb: disk,
+              max_runtime_seconds: runtime,
+              sensitivity,
+              projected_cost_credits: cost,
+            },
+            at,
+          );
+          for (const [planIndex, unit] of units.entries()) {
+            await insertUnit(
+              tx,
+              {
+                id: newId(),
+                jobId,
+                customerId: principal.customerId,
+                name: unit.name,
+                planIndex,
+                kind: unit.kind,
+                dependsOn: unit.dependsOn,
+                entrypoint: unit.entrypoint,
+                args: unit.args,
+                vramMb: unit.vramMb,
+                diskMb: unit.diskMb,
+                cpuCores: unit.cpuCores,
+                memoryMb: unit.memoryMb,
+                maxAttempts: config.agents.maxAttempts,
+              },
+              at,
+            );
+          }
+          if (idempotencyKey !== null) await insertIdempotencyRecord(tx, principal.customerId, idempotencyKey, requestHash, jobId);
+          ctx.responseHeader.set("x-ratelimit-limit", String(limits.jobCreationsPerMinute));
+          ctx.responseHeader.set("x-ratelimit-remaining", String(Math.max(0, limits.jobCreationsPerMinute - counts.createdLastMinute - 1)));
+          ctx.responseHeader.set("x-ratelimit-reset", String(Math.ceil(((counts.oldestInWindow ?? at).getTime() + 60_000) / 1000)));
+          return { jobId, replay: false };
+        });
+
+      let result: { jobId: string; replay: boolean };
+      try {
+        result = await create();
+      } catch (error) {
+        // Two requests with one new key raced: the loser answers as a replay.
+        if (idempotencyKey !== null && isUniqueViolation(error)) result = await create();
+        else throw error;
+      }
+      if (!result.replay) deps.wakePlacer();
+      const job = await findJob(db, principal.customerId, result.jobId);
+      return { trainingJob: await jobMessage(job!) };
+    },
+
+    async listTrainingJobs(req, ctx) {
+      const principal = await caller(ctx);
+      const page = pageRequest(req.limit, req.cursor);
+      const status = req.status.trim() === "" ? undefined : req.status.trim();
+      if (status !== undefined && !jobStatuses.has(status)) throw validationError(`status must be one of ${[...jobStatuses].join(", ")}`, { field: "status" });
+      const rows = await listJobs(db, principal.customerId, page.limit + 1, status, page.after);
+      const cut = toPage(rows, page, (r) => ({ at: r.created_at, id: r.id }));
+      return { data: await Promise.all(cut.rows.map(jobMessage)), page: cut.page };
+    },
+
+    async getTrainingJob(req, ctx) {
+      const principal = await caller(ctx);
+      const job = await findJob(db, principal.customerId, requireId(req.id, "JOB_NOT_FOUND", "training job"));
+      if (job === undefined) throw new ApiError("JOB_NOT_FOUND", `training job ${req.id} not found`);
+      return { trainingJob: await jobMessage(job) };
+    },
+
+    async cancelTrainingJob(req, ctx) {
+      const principal = await caller(ctx);
+      requireScope(principal, Scope.trainingWrite);
+      const id = requireId(req.id, "JOB_NOT_FOUND", "training job");
+      if ((await findJob(db, principal.customerId, id)) === undefined) throw new ApiError("JOB_NOT_FOUND", `training job ${req.id} not found`);
+      const effects = await cancelJob(db, id, now());
+      for (const c of effects.cancel) sendCancel(sessions, c.nodeId, c.unitId, c.attempt, "cancelled by the customer");
+      const job = await findJob(db, principal.customerId, id);
+      return { trainingJob: await jobMessage(job!) };
+    },
+
+    async listComputeUnits(req, ctx) {
+      const principal = await caller(ctx);
+      const id = requireId(req.id, "JOB_NOT_FOUND", "training job");
+      if ((await findJob(db, principal.customerId, id)) === undefined) throw new ApiError("JOB_NOT_FOUND", `training job ${req.id} not found`);
+      const page = pageRequest(req.limit, req.cursor);
+      const all = await listUnitsOfJob(db, id);
+      const after = page.after;
+      // Units of one job are few (≤ 64) and listed in plan order; the cursor names the last unit seen.
+      const start = after === undefined ? 0 : all.findIndex((u) => u.id === after.id) + 1;
+      if (after !== undefined && start === 0) throw new ApiError("PAGINATION_INVALID_CURSOR", "the cursor does not belong to this job's compute units");
+      const debits = await creditsDebitedByUnit(db, id);
+      const cut = toPage(all.slice(start, start + page.limit + 1), page, (r) => ({ at: r.created_at, id: r.id }));
+      return { data: cut.rows.map((u) => unitMessage(u, debits.get(u.id) ?? 0)), page: cut.page };
+    },
+
+    async listArtifacts(req, ctx) {
+      const principal = await caller(ctx);
+      requireScope(principal, Scope.artifactRead);
+      const id = requireId(req.id, "JOB_NOT_FOUND", "training job");
+      if ((await findJob(db, principal.customerId, id)) === undefined) throw new ApiError("JOB_NOT_FOUND", `training job ${req.id} not found`);
+      const page = pageRequest(req.limit, req.cursor);
+      const rows = await listArtifactsOfJob(db, id, page.limit + 1, page.after);
+      const cut = toPage(rows, page, (r) => ({ at: r.created_at, id: r.id }));
+      return { data: cut.rows.map(artifactMessage), page: cut.page };
+    },
+
+    async createArtifactDownloadUrl(req, ctx) {
+      const principal = await caller(ctx);
+      requireScope(principal, Scope.artifactRead);
+      const jobId = requireId(req.jobId, "JOB_NOT_FOUND", "training job");
+      if ((await findJob(db, principal.customerId, jobId)) === undefined) throw new ApiError("JOB_NOT_FOUND", `training job ${req.jobId} not found`);
+      const artifact = await findArtifact(db, principal.customerId, jobId, requireId(req.artifactId, "ARTIFACT_NOT_FOUND", "artifact"));
+      if (artifact === undefined) throw new ApiError("ARTIFACT_NOT_FOUND", `artifact ${req.artifactId} not found`);
+      if (!(await blobs.exists(artifact.blob_key))) throw new ApiError("SIGNED_URL_FAILED", "the artifact's bytes are not available in storage; try again later");
+      const ttl = config.limits.downloadUrlTtlSeconds;
+      const expiresAt = clock.now() + ttl * 1000;
+      return { downloadUrl: signer.sign("get", artifact.blob_key, expiresAt), expiresAt: timestampFromDate(new Date(expiresAt)), expiresInSeconds: ttl };
+    },
+
+    // ---- usage and credits ----
+    async listCreditLedger(req, ctx) {
+      const principal = await caller(ctx);
+      requireScope(principal, Scope.usageRead);
+      const page = pageRequest(req.limit, req.cursor);
+      const rows = await listLedger(db, principal.customerId, page.limit + 1, page.after);
+      const cut = toPage(rows, page, (r) => ({ at: r.created_at, id: r.id }));
+      return {
+        data: cut.rows.map((r) => ({
+          id: r.id,
+          amount: BigInt(r.amount),
+          kind: r.kind,
+          description: r.description,
+          jobId: r.job_id ?? "",
+          computeUnitId: r.compute_unit_id ?? "",
+          createdAt: ts(r.created_at),
+        })),
+        page: cut.page,
+        balance: BigInt(await creditBalance(db, principal.customerId)),
+      };
+    },
+
+    async getUsageSummary(_req, ctx) {
+      const principal = await caller(ctx);
+      requireScope(principal, Scope.usageRead);
+      const [row] = await db.query<{
+        debited: number;
+        granted: number;
+        units: number;
+        gpu_seconds: number;
+        cpu_seconds: number;
+        jobs_total: number;
+        jobs_active: number;
+      }>(
+        `SELECT
+           (SELECT COALESCE(-sum(amount), 0)::bigint FROM ledger_entries WHERE customer_id = $1 AND kind = 'debit') AS debited,
+           (SELECT COALESCE(sum(amount), 0)::bigint FROM ledger_entries WHERE customer_id = $1 AND kind = 'grant') AS granted,
+           (SELECT count(*)::int FROM usage_records WHERE customer_id = $1) AS units,
+           (SELECT COALESCE(ceil(sum(run_seconds) FILTER (WHERE kind = 'gpu')), 0)::bigint FROM usage_records WHERE customer_id = $1) AS gpu_seconds,
+           (SELECT COALESCE(ceil(sum(run_seconds) FILTER (WHERE kind = 'cpu')), 0)::bigint FROM usage_records WHERE customer_id = $1) AS cpu_seconds,
+           (SELECT count(*)::int FROM training_jobs WHERE customer_id = $1) AS jobs_total,
+           (SELECT count(*)::int FROM training_jobs WHERE customer_id = $1 AND status IN ('queued', 'running')) AS jobs_active`,
+        [principal.customerId],
+      );
+      return {
+        creditsBalance: BigInt((row?.granted ?? 0) - (row?.debited ?? 0)),
+        creditsDebitedTotal: BigInt(row?.debited ?? 0),
+        creditsGrantedTotal: BigInt(row?.granted ?? 0),
+        computeUnitsCompleted: row?.units ?? 0,
+        gpuSeconds: BigInt(row?.gpu_seconds ?? 0),
+        cpuSeconds: BigInt(row?.cpu_seconds ?? 0),
+        jobsTotal: row?.jobs_total ?? 0,
+        jobsActive: row?.jobs_active ?? 0,
+      };
+    },
+
+    // ---- retired ----
+    async createLegacyImageJob(req) {
+      if (req.legacyPath.startsWith("image")) {
+        throw new ApiError("LEGACY_DEPRECATED", "POST /customer/jobs/image* was retired in Stage 17.1; use POST /api/v1/customer/training-jobs");
+      }
+      throw new ApiError("ROUTE_NOT_FOUND", `no route for POST /api/v1/customer/jobs/${req.legacyPath}`);
+    },
+  };
+}

@@ -1,0 +1,613 @@
+/**
+ * REST transcoding of `google.api.http` annotations: one generic router driven
+ * by the service descriptors, with no code per endpoint.
+ *
+ *   HTTP request ──match rule──▶ JSON object (query → body → path variables)
+ *        ──fromJson──▶ request message ──in-memory Connect transport──▶ the same
+ *        ServiceImpl the Connect router serves ──toJson──▶ HTTP response
+ *
+ * Calling through `createRouterTransport` (rather than invoking the impl
+ * directly) means REST requests pass the same interceptors (auth, error
+ * conversion) and see the same `HandlerContext` as Connect and gRPC ones;
+ * handlers cannot tell REST was used. The price is one binary encode/decode in
+ * memory per call, and that errors cross the boundary as ConnectErrors, which
+ * is why the seed code travels in metadata (see `toConnectError`).
+ *
+ * Conventions (documented in the contract, decided here once):
+ * - JSON uses proto field names and always emits fields with default values
+ *   (`"progress": 0`, `"error": ""`), so clients see every field.
+ * - A POST rule of an rpc named `Create*` answers 201 (AIP-133); others 200.
+ * - Path variables win over body and query fields naming the same field: the
+ *   URL names the resource, a body cannot redirect the call to another one.
+ * - Unknown query parameters, unknown body fields and wrong types are 400
+ *   VALIDATION_FAILED naming the field; a typo must not silently widen a query.
+ */
+import http2 from "node:http2";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { ScalarType, createRegistry, fromJson, getOption, hasOption, toJson } from "@bufbuild/protobuf";
+import type { DescField, DescMessage, DescMethodUnary, DescService, JsonObject, JsonValue } from "@bufbuild/protobuf";
+import { createRouterTransport } from "@connectrpc/connect";
+import type { Interceptor, ServiceImpl, Transport } from "@connectrpc/connect";
+import { http } from "../../gen/google/api/annotations_pb.ts";
+import type { HttpRule } from "../../gen/google/api/http_pb.ts";
+import type { HttpBody } from "../../gen/google/api/httpbody_pb.ts";
+import { createErrorInterceptor } from "../connect-errors.ts";
+import type { ErrorLogger } from "../connect-errors.ts";
+import { ApiError, apiErrorFrom, validationError } from "../errors.ts";
+
+/** A service and the (possibly partial) implementation the Connect router also serves. */
+export interface RestServiceBinding<S extends DescService = DescService> {
+  readonly service: S;
+  readonly impl: Partial<ServiceImpl<S>>;
+}
+
+/**
+ * Pairs a service with its implementation, checking the impl against that
+ * service's methods; the result fits the transcoder's heterogeneous list.
+ */
+export function restService<S extends DescService>(service: S, impl: Partial<ServiceImpl<S>>): RestServiceBinding {
+  return { service, impl } as unknown as RestServiceBinding;
+}
+
+/** Options of {@link createRestTranscoder}. */
+export interface RestTranscoderOptions {
+  readonly services: ReadonlyArray<RestServiceBinding>;
+  /** Largest request body accepted, in bytes; larger is 413 PAYLOAD_TOO_LARGE. Default 1 MiB. */
+  readonly maxBodyBytes?: number;
+  /**
+   * Interceptors of the Connect router, so REST calls pass the same ones
+   * (auth, limits). The error interceptor is always added first.
+   */
+  readonly interceptors?: ReadonlyArray<Interceptor>;
+  /** Receives causes of unexpected handler errors (never sent to clients). */
+  readonly logger?: ErrorLogger;
+}
+
+/** The request types the transcoder serves: HTTP/1.1 and HTTP/2 compatibility requests. */
+export type RestRequest = IncomingMessage | http2.Http2ServerRequest;
+/** The response types the transcoder writes. */
+export type RestResponse = ServerResponse | http2.Http2ServerResponse;
+
+/** A REST front for the services, to be called from an HTTP server's request handler. */
+export interface RestTranscoder {
+  /**
+   * Serves the request if its path matches a rule. Resolves false only when no
+   * rule's path matches and the path is outside `/api/`, so the caller can
+   * fall through; every other outcome (including 404 under `/api/`) is
+   * answered here and resolves true.
+   */
+  handle(req: RestRequest, res: RestResponse, requestId: string): Promise<boolean>;
+  /** The compiled routes, "METHOD /template", for docs and startup logs. */
+  readonly routes: ReadonlyArray<string>;
+}
+
+const defaultMaxBodyBytes = 1024 * 1024;
+const httpBodyTypeName = "google.api.HttpBody";
+
+/**
+ * Builds the transcoder: compiles every unary method's HttpRule (and its
+ * additional bindings) once, and an in-memory Connect transport over the impls.
+ */
+export function createRestTranscoder(options: RestTranscoderOptions): RestTranscoder {
+  const maxBodyBytes = options.maxBodyBytes ?? defaultMaxBodyBytes;
+  const routes: Route[] = [];
+  for (const { service, impl } of options.services) {
+    for (const m of service.methods) {
+      // Streaming rpcs have no REST shape here (the agent stream is gRPC only).
+      if (m.methodKind !== "unary" || !hasOption(m, http)) continue;
+      const method = m as DescMethodUnary; // DescMethod is not a discriminated union; checked just above.
+      const rule = getOption(method, http);
+      const implemented = typeof (impl as Record<string, unknown>)[method.localName] === "function";
+      for (const r of [rule, ...rule.additionalBindings]) {
+        const route = compileRoute(method, r, implemented);
+        if (route !== undefined) routes.push(route);
+      }
+    }
+  }
+  routes.sort((a, b) => compareSpecificity(a.template, b.template));
+
+  const transport: Transport = createRouterTransport(
+    (router) => {
+      for (const { service, impl } of options.services) router.service(service, impl);
+    },
+    {
+      router: {
+        interceptors: [
+          createErrorInterceptor(options.logger === undefined ? {} : { logger: options.logger }),
+          ...(options.interceptors ?? []),
+        ],
+      },
+    },
+  );
+  // Any-typed fields (HttpBody.extensions) need the types of the services' files.
+  const registry = createRegistry(...options.services.map((s) => s.service.file));
+
+  async function handle(req: RestRequest, res: RestResponse, requestId: string): Promise<boolean> {
+    const url = new URL(req.url ?? "/", "http://localhost");
+    const path = normalizePath(url.pathname);
+    const method = (req.method ?? "GET").toUpperCase();
+    setHeader(res, "x-request-id", requestId);
+    const matches = routes.flatMap((route) => {
+      const vars = matchTemplate(route.template, path);
+      return vars === undefined ? [] : [{ route, vars }];
+    });
+    try {
+      if (matches.length === 0) {
+        if (!path.startsWith("/api/") && path !== "/api") return false;
+        throw new ApiError("ROUTE_NOT_FOUND", `no route for ${method} ${url.pathname}`);
+      }
+      const match = matches.find((m) => m.route.httpMethod === method);
+      if (match === undefined) {
+        const allowed = [...new Set(matches.map((m) => m.route.httpMethod))].sort();
+        throw new ApiError("METHOD_NOT_ALLOWED", `${method} is not allowed on ${url.pathname}; allowed: ${allowed.join(", ")}`, {
+          headers: { allow: allowed.join(", ") },
+        });
+      }
+      await serve(match.route, match.vars, url, req, res, requestId);
+    } catch (error) {
+      writeApiError(res, error, requestId);
+    }
+    return true;
+  }
+
+  async function serve(route: Route, vars: Map<string, string>, url: URL, req: RestRequest, res: RestResponse, requestId: string): Promise<void> {
+    const { method } = route;
+    if (!route.implemented) {
+      throw new ApiError("NOT_IMPLEMENTED", `${method.parent.name}.${method.name} is not implemented`);
+    }
+    const input = await buildInput(route, vars, url, req, maxBodyBytes);
+    const abort = new AbortController();
+    res.on("close", () => {
+      if (!res.writableFinished) abort.abort();
+    });
+    const header = forwardedRequestHeaders(req, requestId);
+    let response;
+    try {
+      response = await transport.unary(method, abort.signal, undefined, header, input);
+    } catch (error) {
+      // Headers the handler set before failing (x-ratelimit-*, Retry-After) still reach the client.
+      const metadata = (error as { metadata?: unknown }).metadata;
+      if (metadata instanceof Headers) copyResponseHeaders(metadata, res);
+      throw error;
+    }
+    copyResponseHeaders(response.header, res);
+    copyResponseHeaders(response.trailer, res);
+    const status = route.httpMethod === "POST" && method.name.startsWith("Create") ? 201 : 200;
+    const field = route.responseField;
+    if (field !== undefined && field.fieldKind === "message" && field.message.typeName === httpBodyTypeName) {
+      const body = (response.message as Record<string, unknown>)[field.localName] as HttpBody | undefined;
+      res.statusCode = status;
+      setHeader(res, "content-type", body?.contentType || "application/octet-stream");
+      res.end(Buffer.from(body?.data ?? new Uint8Array()));
+      return;
+    }
+    const json = toJson(method.output, response.message, { useProtoFieldName: true, alwaysEmitImplicit: true, registry });
+    const out: JsonValue = field === undefined ? json : ((json as JsonObject)[field.name] ?? null);
+    writeJson(res, status, out);
+  }
+
+  return { handle, routes: routes.map((r) => `${r.httpMethod} ${r.pattern}`) };
+}
+
+/**
+ * Writes the REST error envelope `{"error":{"code","message","request_id"[,"details"]}}`
+ * with the ApiError's status and extra headers. Anything that is not an ApiError
+ * is converted with `apiErrorFrom` (unknown errors become a bare 500).
+ */
+export function writeApiError(res: RestResponse, error: unknown, requestId: string): void {
+  const api = apiErrorFrom(error);
+  if (res.headersSent) {
+    // Too late for an envelope: cut the response so the client sees a failure, not a short body.
+    res.destroy();
+    return;
+  }
+  for (const [k, v] of Object.entries(api.headers)) setHeader(res, k, v);
+  setHeader(res, "x-request-id", requestId);
+  const body: JsonObject = { code: api.code, message: api.message, request_id: requestId };
+  if (Object.keys(api.details).length > 0) body["details"] = api.details as JsonObject;
+  writeJson(res, api.httpStatus, { error: body });
+}
+
+// ---------------------------------------------------------------- routes
+
+interface Route {
+  readonly method: DescMethodUnary;
+  readonly httpMethod: string;
+  readonly pattern: string;
+  readonly template: Template;
+  /** "" (no body), "*" (the whole body), or a top-level request field. */
+  readonly body: "" | "*" | DescField;
+  readonly responseField: DescField | undefined;
+  readonly implemented: boolean;
+}
+
+/** One path segment of a template: a literal, `*` (one segment) or `**` (zero or more). */
+type Segment = { kind: "literal"; value: string } | { kind: "one" } | { kind: "any" };
+
+interface Template {
+  readonly segments: ReadonlyArray<{ readonly segment: Segment; readonly variable: string | undefined }>;
+  readonly verb: string | undefined;
+}
+
+function compileRoute(method: DescMethodUnary, rule: HttpRule, implemented: boolean): Route | undefined {
+  let httpMethod: string;
+  let pattern: string;
+  switch (rule.pattern.case) {
+    case "get":
+    case "put":
+    case "post":
+    case "delete":
+    case "patch":
+      httpMethod = rule.pattern.case.toUpperCase();
+      pattern = rule.pattern.value;
+      break;
+    case "custom":
+      httpMethod = rule.pattern.value.kind.toUpperCase();
+      pattern = rule.pattern.value.path;
+      break;
+    case undefined:
+      return undefined;
+  }
+  const where = `${method.parent.typeName}.${method.name}`;
+  let body: Route["body"] = "";
+  if (rule.body === "*") body = "*";
+  else if (rule.body !== "") body = fieldOrThrow(method.input, rule.body, where);
+  const responseField = rule.responseBody === "" ? undefined : fieldOrThrow(method.output, rule.responseBody, where);
+  const template = compileTemplate(pattern, where);
+  for (const s of template.segments) {
+    if (s.variable !== undefined) fieldPathOrThrow(method.input, s.variable, where);
+  }
+  return { method, httpMethod, pattern, template, body, responseField, implemented };
+}
+
+function fieldOrThrow(desc: DescMessage, name: string, where: string): DescField {
+  const field = desc.fields.find((f) => f.name === name);
+  if (field === undefined) throw new Error(`${where}: google.api.http names unknown field "${name}" of ${desc.typeName}`);
+  return field;
+}
+
+function fieldPathOrThrow(desc: DescMessage, path: string, where: string): void {
+  let current: DescMessage | undefined = desc;
+  for (const name of path.split(".")) {
+    if (current === undefined) throw new Error(`${where}: path variable "${path}" walks into a non-message field`);
+    const field = fieldOrThrow(current, name, where);
+    current = field.fieldKind === "message" ? field.message : undefined;
+  }
+}
+
+/**
+ * Compiles a path template (`/v1/{name=shelves/*}/books/{id}:verb`). Errors are
+ * thrown at startup: a bad annotation is a build bug, not a request error.
+ */
+function compileTemplate(pattern: string, where: string): Template {
+  if (!pattern.startsWith("/")) throw new Error(`${where}: path template "${pattern}" must start with /`);
+  let rest = pattern.slice(1);
+  let verb: string | undefined;
+  // A verb follows the last segment after ":" outside braces.
+  const lastSlash = rest.lastIndexOf("/");
+  const colon = rest.indexOf(":", lastSlash + 1);
+  if (colon !== -1 && !rest.slice(colon).includes("}")) {
+    verb = rest.slice(colon + 1);
+    rest = rest.slice(0, colon);
+  }
+  const segments: Array<{ segment: Segment; variable: string | undefined }> = [];
+  const tokens = rest.match(/\{[^}]*\}|[^/]+/g) ?? [];
+  for (const token of tokens) {
+    if (token.startsWith("{")) {
+      const inner = token.slice(1, -1);
+      const eq = inner.indexOf("=");
+      const variable = eq === -1 ? inner : inner.slice(0, eq);
+      const sub = eq === -1 ? "*" : inner.slice(eq + 1);
+      for (const part of sub.split("/")) segments.push({ segment: segmentOf(part), variable });
+    } else {
+      segments.push({ segment: segmentOf(token), variable: undefined });
+    }
+  }
+  const anyAt = segments.findIndex((s) => s.segment.kind === "any");
+  if (anyAt !== -1 && anyAt !== segments.length - 1) throw new Error(`${where}: "**" must be the last segment of "${pattern}"`);
+  return { segments, verb };
+}
+
+function segmentOf(token: string): Segment {
+  if (token === "**") return { kind: "any" };
+  if (token === "*") return { kind: "one" };
+  return { kind: "literal", value: token };
+}
+
+/** Literal segments beat variables, and `*` beats `**`, so `/jobs/export` wins over `/jobs/{id}`. */
+function compareSpecificity(a: Template, b: Template): number {
+  const rank = (s: Segment | undefined): number => (s === undefined ? 3 : s.kind === "literal" ? 0 : s.kind === "one" ? 1 : 2);
+  const n = Math.max(a.segments.length, b.segments.length);
+  for (let i = 0; i < n; i++) {
+    const d = rank(a.segments[i]?.segment) - rank(b.segments[i]?.segment);
+    if (d !== 0) return d;
+  }
+  return 0;
+}
+
+/** Matches a raw (still percent-encoded) path; returns the decoded variables, or undefined. */
+function matchTemplate(template: Template, path: string): Map<string, string> | undefined {
+  let raw = path.slice(1);
+  if (template.verb !== undefined) {
+    if (!raw.endsWith(`:${template.verb}`)) return undefined;
+    raw = raw.slice(0, -(template.verb.length + 1));
+  }
+  const parts = raw === "" ? [] : raw.split("/");
+  const captured = new Map<string, string[]>();
+  let i = 0;
+  for (const { segment, variable } of template.segments) {
+    let taken: string[];
+    if (segment.kind === "any") {
+      taken = parts.slice(i);
+      i = parts.length;
+    } else {
+      const part = parts[i];
+      if (part === undefined || part === "") return undefined;
+      if (segment.kind === "literal" && part !== segment.value) return undefined;
+      taken = [part];
+      i++;
+    }
+    if (variable !== undefined) captured.set(variable, [...(captured.get(variable) ?? []), ...taken]);
+  }
+  if (i !== parts.length) return undefined;
+  const vars = new Map<string, string>();
+  for (const [name, segs] of captured) {
+    // Each segment is decoded on its own so an encoded "/" (%2F) stays inside its segment.
+    vars.set(name, segs.map(decodeSegment).join("/"));
+  }
+  return vars;
+}
+
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw validationError(`path segment "${segment}" is not valid percent-encoding`);
+  }
+}
+
+/** One trailing slash is forgiven: `/api/v1/x/` is `/api/v1/x`. */
+function normalizePath(path: string): string {
+  return path.length > 1 && path.endsWith("/") ? path.slice(0, -1) : path;
+}
+
+// ---------------------------------------------------------------- request
+
+async function buildInput(route: Route, vars: Map<string, string>, url: URL, req: RestRequest, maxBodyBytes: number): Promise<ReturnType<typeof fromJson<DescMessage>>> {
+  const input = route.method.input;
+  const obj: JsonObject = {};
+  const seen = new Set<string>();
+  for (const key of url.searchParams.keys()) {
+    if (seen.has(key)) continue;
+    seen.add(key);
+    setQueryParam(obj, input, key, url.searchParams.getAll(key));
+  }
+  if (route.body !== "") {
+    const body = await readBody(req, maxBodyBytes, route.body !== "*" && isHttpBodyField(route.body));
+    if (route.body === "*") {
+      const parsed = body === undefined ? {} : parseJson(body.bytes);
+      if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+        throw validationError("request body must be a JSON object");
+      }
+      for (const [key, value] of Object.entries(parsed)) {
+        const field = findField(input, key);
+        if (field === undefined) obj[key] = value;
+        else setCanonical(obj, field, value);
+      }
+    } else if (isHttpBodyField(route.body)) {
+      if (body !== undefined) {
+        setCanonical(obj, route.body, { content_type: body.contentType, data: Buffer.from(body.bytes).toString("base64") });
+      }
+    } else if (body !== undefined) {
+      setCanonical(obj, route.body, parseJson(body.bytes));
+    }
+  }
+  for (const [path, value] of vars) setPath(obj, input, path.split("."), path, [value], "path variable");
+  try {
+    return fromJson(input, obj);
+  } catch (error) {
+    // protobuf-es names the field and the value, e.g. `cannot decode field
+    // gpuagent.customer.v1.ListTrainingJobsRequest.limit from JSON: "x"`.
+    const message = error instanceof Error ? error.message : "invalid request";
+    const field = fieldNamedIn(message);
+    throw validationError(message, field === undefined ? undefined : { field });
+  }
+}
+
+/** The field a protobuf-es fromJson error names, for `details.field`. */
+function fieldNamedIn(message: string): string | undefined {
+  return /cannot decode field [\w.]+\.(\w+) from JSON/.exec(message)?.[1] ?? /key "([^"]+)" is unknown/.exec(message)?.[1];
+}
+
+function isHttpBodyField(field: DescField): boolean {
+  return field.fieldKind === "message" && field.message.typeName === httpBodyTypeName;
+}
+
+function findField(desc: DescMessage, key: string): DescField | undefined {
+  return desc.fields.find((f) => f.name === key || f.jsonName === key);
+}
+
+/** Sets a field under its proto name and drops its JSON-name alias, so one source wins cleanly. */
+function setCanonical(obj: JsonObject, field: DescField, value: JsonValue): void {
+  if (field.jsonName !== field.name) delete obj[field.jsonName];
+  obj[field.name] = value;
+}
+
+function setQueryParam(obj: JsonObject, desc: DescMessage, key: string, values: string[]): void {
+  setPath(obj, desc, key.split("."), key, values, "query parameter");
+}
+
+/** Writes a (possibly dotted) field path into the JSON object, coercing strings by field type. */
+function setPath(obj: JsonObject, desc: DescMessage, path: string[], name: string, values: string[], what: string): void {
+  const [head, ...tail] = path;
+  const field = head === undefined ? undefined : findField(desc, head);
+  if (field === undefined) throw validationError(`unknown ${what} "${name}"`, { field: name });
+  if (tail.length > 0) {
+    if (field.fieldKind !== "message") throw validationError(`${what} "${name}": "${field.name}" has no subfields`, { field: name });
+    const existing = obj[field.name];
+    const child: JsonObject = existing !== null && typeof existing === "object" && !Array.isArray(existing) ? existing : {};
+    setCanonical(obj, field, child);
+    setPath(child, field.message, tail, name, values, what);
+    return;
+  }
+  if (field.fieldKind === "list") {
+    setCanonical(obj, field, values.map((v) => coerce(field.listKind === "scalar" ? field.scalar : undefined, field.listKind === "message" ? field.message : undefined, v)));
+    return;
+  }
+  if (field.fieldKind === "map") throw validationError(`${what} "${name}" cannot set a map field`, { field: name });
+  if (values.length !== 1) throw validationError(`${what} "${name}" is given ${values.length} times but is not repeated`, { field: name });
+  const value = values[0] ?? "";
+  setCanonical(obj, field, coerce(field.fieldKind === "scalar" ? field.scalar : undefined, field.fieldKind === "message" ? field.message : undefined, value));
+}
+
+const wrapperScalars: Readonly<Record<string, ScalarType>> = {
+  "google.protobuf.DoubleValue": ScalarType.DOUBLE,
+  "google.protobuf.FloatValue": ScalarType.FLOAT,
+  "google.protobuf.Int32Value": ScalarType.INT32,
+  "google.protobuf.UInt32Value": ScalarType.UINT32,
+  "google.protobuf.BoolValue": ScalarType.BOOL,
+};
+
+/**
+ * Turns a query or path string into the JSON value proto3 JSON expects. A value
+ * that does not parse stays a string, so fromJson rejects it and names the field.
+ * 64-bit integers stay strings (their JSON form).
+ */
+function coerce(scalar: ScalarType | undefined, message: DescMessage | undefined, value: string): JsonValue {
+  const type = scalar ?? (message === undefined ? undefined : wrapperScalars[message.typeName]);
+  switch (type) {
+    case ScalarType.BOOL:
+      return value === "true" ? true : value === "false" ? false : value;
+    case ScalarType.DOUBLE:
+    case ScalarType.FLOAT:
+    case ScalarType.INT32:
+    case ScalarType.UINT32:
+    case ScalarType.SINT32:
+    case ScalarType.FIXED32:
+    case ScalarType.SFIXED32: {
+      const n = Number(value);
+      return value.trim() !== "" && Number.isFinite(n) ? n : value;
+    }
+    default:
+      return value;
+  }
+}
+
+function parseJson(bytes: Uint8Array): JsonValue {
+  try {
+    return JSON.parse(Buffer.from(bytes).toString("utf8")) as JsonValue;
+  } catch (error) {
+    throw validationError(`request body is not valid JSON: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
+
+/**
+ * Reads the body up to the limit. Resolves undefined for an empty body. A
+ * non-JSON content type is 415 unless the body is bound to an HttpBody field
+ * (raw bytes). Over the limit is 413; the rest of the body is drained so that an
+ * HTTP/1.1 client still reads the answer instead of a reset connection.
+ */
+async function readBody(req: RestRequest, maxBodyBytes: number, raw: boolean): Promise<{ bytes: Uint8Array; contentType: string } | undefined> {
+  const contentType = headerValue(req, "content-type") ?? "";
+  const declared = Number(headerValue(req, "content-length") ?? "NaN");
+  if (declared === 0) return undefined;
+  if (!raw && contentType !== "" && !isJsonContentType(contentType)) {
+    req.resume();
+    throw new ApiError("UNSUPPORTED_MEDIA_TYPE", `content type "${contentType}" is not supported; send application/json`);
+  }
+  const tooLarge = (): ApiError => new ApiError("PAYLOAD_TOO_LARGE", `request body exceeds ${maxBodyBytes} bytes`, { details: { max_body_bytes: maxBodyBytes } });
+  if (Number.isFinite(declared) && declared > maxBodyBytes) {
+    req.resume();
+    throw tooLarge();
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  await new Promise<void>((resolve, reject) => {
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > maxBodyBytes) {
+        req.off("data", onData);
+        req.resume();
+        reject(tooLarge());
+        return;
+      }
+      chunks.push(chunk);
+    };
+    req.on("data", onData);
+    req.once("end", () => resolve());
+    req.once("error", reject);
+    req.once("aborted", () => reject(validationError("request body was aborted")));
+  });
+  if (size === 0) return undefined;
+  return { bytes: Buffer.concat(chunks), contentType: contentType || "application/octet-stream" };
+}
+
+function isJsonContentType(contentType: string): boolean {
+  const mime = (contentType.split(";")[0] ?? "").trim().toLowerCase();
+  return mime === "application/json" || (mime.startsWith("application/") && mime.endsWith("+json"));
+}
+
+function headerValue(req: RestRequest, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v.join(", ") : v;
+}
+
+/**
+ * Request headers not forwarded to the handler: HTTP/2 pseudo-headers, hop-by-hop
+ * headers, and those describing the REST body or the Connect/gRPC framing (the
+ * in-memory transport sets its own; forwarding them would confuse it).
+ */
+const droppedRequestHeaders = new Set([
+  "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "http2-settings", "proxy-connection",
+  "content-type", "content-length", "content-encoding", "accept-encoding", "expect", "trailer",
+]);
+
+function forwardedRequestHeaders(req: RestRequest, requestId: string): Headers {
+  const out = new Headers();
+  for (const [name, value] of Object.entries(req.headers)) {
+    const key = name.toLowerCase();
+    if (value === undefined || key.startsWith(":") || droppedRequestHeaders.has(key)) continue;
+    if (key.startsWith("connect-") || key.startsWith("grpc-")) continue;
+    try {
+      for (const v of Array.isArray(value) ? value : [value]) out.append(key, v);
+    } catch {
+      // A value Headers rejects (control characters) cannot be meant for a handler; skip it.
+    }
+  }
+  out.set("x-request-id", requestId);
+  return out;
+}
+
+/** Response headers the in-memory Connect protocol produces; the REST response has its own. */
+const droppedResponseHeaders = new Set([
+  "content-type", "content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive",
+  "date", "vary", "accept-encoding", "trailer", "te", "upgrade", "x-request-id",
+]);
+
+function copyResponseHeaders(from: Headers, res: RestResponse): void {
+  if (res.headersSent) return;
+  for (const [key, value] of from) {
+    if (droppedResponseHeaders.has(key) || key.startsWith("connect-") || key.startsWith("grpc-") || key === "set-cookie") continue;
+    setHeader(res, key, value);
+  }
+  const cookies = from.getSetCookie();
+  if (cookies.length > 0) setHeader(res, "set-cookie", cookies);
+}
+
+// ---------------------------------------------------------------- response
+
+function setHeader(res: RestResponse, name: string, value: string | string[]): void {
+  if (res.headersSent) return;
+  // HTTP/2 forbids connection-specific headers; one from a handler must not crash the response.
+  if (res instanceof http2.Http2ServerResponse && (name === "connection" || name === "keep-alive")) return;
+  res.setHeader(name, value);
+}
+
+function writeJson(res: RestResponse, status: number, body: JsonValue): void {
+  const text = JSON.stringify(body);
+  res.statusCode = status;
+  setHeader(res, "content-type", "application/json; charset=utf-8");
+  setHeader(res, "content-length", String(Buffer.byteLength(text)));
+  res.end(text);
+}
+

@@ -1,0 +1,23 @@
+/**
+ * The one bag of dependencies the control plane's parts receive (built only in
+ * cmd/ and in test setups), so the database, clock, blob store and logger are
+ * always injected.
+ */
+import type { Logger } from "pino";
+import type { Clock } from "./platform/clock.ts";
+import type { SchedulerConfig } from "./platform/config.ts";
+import type { BlobStore } from "./storage/blob-store.ts";
+import type { UrlSigner } from "./storage/signed-url.ts";
+import type { Database } from "./store/database.ts";
+
+/** Shared dependencies of the control plane. */
+export interface ControlPlaneDeps {
+  readonly config: SchedulerConfig;
+  readonly db: Database;
+  readonly blobs: BlobStore;
+  readonly signer: UrlSigner;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  /** Asks the leader's placement loop to run soon (units became ready, a node connected). */
+  readonly wakePlacer: () => void;
+}

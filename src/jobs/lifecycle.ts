@@ -1,0 +1,320 @@
+/**
+ * Job and compute-unit state machines, and every transition caused by an agent
+ * event, a customer or the leader's sweeper. Each function is one database
+ * transaction; each is idempotent by (unit_id, attempt), because agent events
+ * arrive at least once and possibly late.
+ *
+ * Compute unit:
+ *   pending   → ready      (all dependencies completed)         | cancelled
+ *   ready     → assigned   (leader's placement, fenced by term)  | cancelled
+ *   assigned  → running    (agent Accepted)                      | ready (Rejected, node lost, ack timeout) | cancelled
+ *   running   → completed  (Finished SUCCEEDED: debit once)      | ready (retry: attempt + 1) | failed | cancelled
+ *   completed, failed, cancelled: terminal.
+ *
+ * Training job:
+ *   queued  → running   (first unit accepted)                  | cancelled | failed | expired
+ *   running → completed (every unit completed, progress 1)     | failed (a unit failed past its attempts) | cancelled | expired
+ *   completed, failed, cancelled, expired: terminal (counted as no longer active by the limits).
+ */
+import type { WorkloadRates } from "../planner/plan.ts";
+import { unitCost } from "../planner/plan.ts";
+import { newId } from "../platform/ids.ts";
+import { insertDebitOnce } from "../store/customers.ts";
+import type { Database, Sql } from "../store/database.ts";
+import type { JobRow, UnitRow } from "../store/jobs.ts";
+import { findUnit, insertArtifactOnce, insertUsageOnce, listUnitsOfJob, lockJob } from "../store/jobs.ts";
+
+/** A unit attempt named by an agent event. */
+export interface UnitAttempt {
+  unitId: string;
+  attempt: number;
+}
+
+/** What the caller must tell nodes after a transition. */
+export interface Effects {
+  /** Units to cancel on the node that runs them. */
+  cancel: { nodeId: string; unitId: string; attempt: number }[];
+  /** Whether units became ready (the placer should run soon). */
+  unitsReady: boolean;
+}
+
+const noEffects = (): Effects => ({ cancel: [], unitsReady: false });
+
+/** Outcome of a finished attempt, as the agent reports it. */
+export type FinishOutcome = "succeeded" | "failed" | "timed_out" | "cancelled" | "node_error";
+
+const activeUnitStatuses = new Set<UnitRow["status"]>(["assigned", "running"]);
+const terminalUnitStatuses = new Set<UnitRow["status"]>(["completed", "failed", "cancelled"]);
+
+/** Locks and returns the unit when this event is about its current attempt on this node. */
+async function currentAttempt(tx: Sql, nodeId: string, ref: UnitAttempt): Promise<UnitRow | undefined> {
+  const unit = await findUnit(tx, ref.unitId, true);
+  if (unit === undefined || unit.attempt !== ref.attempt || unit.node_id !== nodeId) return undefined;
+  return unit;
+}
+
+/** The agent accepted an assignment: the unit runs, and its job with it. */
+export async function applyAccepted(db: Database, nodeId: string, ref: UnitAttempt, now: Date): Promise<void> {
+  await db.transaction(async (tx) => {
+    const unit = await currentAttempt(tx, nodeId, ref);
+    if (unit === undefined || unit.status !== "assigned") return;
+    await tx.query(`UPDATE compute_units SET status = 'running', started_at = COALESCE(started_at, $2) WHERE id = $1`, [unit.id, now]);
+    await tx.query(`UPDATE training_jobs SET status = 'running', started_at = COALESCE(started_at, $2) WHERE id = $1 AND status = 'queued'`, [
+      unit.job_id,
+      now,
+    ]);
+  });
+}
+
+/** The agent refused an assignment: back to ready, avoiding that node. */
+export async function applyRejected(db: Database, nodeId: string, ref: UnitAttempt, reason: string): Promise<Effects> {
+  return db.transaction(async (tx) => {
+    const unit = await currentAttempt(tx, nodeId, ref);
+    if (unit === undefined || !activeUnitStatuses.has(unit.status)) return noEffects();
+    await requeue(tx, unit, nodeId, `rejected by node: ${reason}`, false);
+    return { cancel: [], unitsReady: true };
+  });
+}
+
+/** Progress of a running attempt; job progress is the mean over its units. */
+export async function applyProgress(
+  db: Database,
+  nodeId: string,
+  ref: UnitAttempt,
+  progress: number,
+  metrics: Record<string, number>,
+): Promise<void> {
+  await db.transaction(async (tx) => {
+    const unit = await currentAttempt(tx, nodeId, ref);
+    if (unit === undefined || !activeUnitStatuses.has(unit.status)) return;
+    const clamped = Math.min(1, Math.max(0, Number.isFinite(progress) ? progress : 0));
+    await tx.query(
+      `UPDATE compute_units SET progress = $2, metrics = metrics || $3::jsonb,
+         status = CASE WHEN status = 'assigned' THEN 'running' ELSE status END WHERE id = $1`,
+      [unit.id, clamped, JSON.stringify(metrics)],
+    );
+    await refreshJobProgress(tx, unit.job_id, unit.kind === "gpu" ? metrics : undefined);
+  });
+}
+
+async function refreshJobProgress(tx: Sql, jobId: string, metrics: Record<string, number> | undefined): Promise<void> {
+  await tx.query(
+    `UPDATE training_jobs j SET progress = LEAST(1, GREATEST(j.progress, sub.p)),
+       metrics = CASE WHEN $2::jsonb IS NULL THEN j.metrics ELSE j.metrics || $2::jsonb END
+     FROM (SELECT avg(CASE WHEN status = 'completed' THEN 1 ELSE progress END) AS p FROM compute_units WHERE job_id = $1) sub
+     WHERE j.id = $1 AND j.status IN ('queued', 'running')`,
+    [jobId, metrics === undefined || Object.keys(metrics).length === 0 ? null : JSON.stringify(metrics)],
+  );
+}
+
+/** Records an artifact the agent uploaded for an attempt (the blob is already stored and verified). */
+export async function applyArtifactReady(
+  db: Database,
+  nodeId: string,
+  ref: UnitAttempt,
+  artifact: { name: string; kind: "checkpoint" | "metrics" | "logs" | "other"; sizeBytes: number; sha256: string; blobKey: string },
+  now: Date,
+): Promise<boolean> {
+  return db.transaction(async (tx) => {
+    const unit = await findUnit(tx, ref.unitId);
+    if (unit === undefined || unit.node_id !== nodeId || unit.attempt !== ref.attempt) return false;
+    await insertArtifactOnce(
+      tx,
+      {
+        id: newId(),
+        job_id: unit.job_id,
+        compute_unit_id: unit.id,
+        customer_id: unit.customer_id,
+        attempt: ref.attempt,
+        kind: artifact.kind,
+        name: artifact.name,
+        size_bytes: artifact.sizeBytes,
+        sha256: artifact.sha256,
+        blob_key: artifact.blobKey,
+      },
+      now,
+    );
+    return true;
+  });
+}
+
+/**
+ * A finished attempt. Success completes the unit, debits it exactly once,
+ * readies its dependents and may complete the job. A failure retries while
+ * attempts remain, else fails the job and cancels its other units. Node errors
+ * re-place the unit elsewhere. Events for an old attempt change nothing.
+ */
+export async function applyFinished(
+  db: Database,
+  nodeId: string,
+  ref: UnitAttempt,
+  result: { outcome: FinishOutcome; exitCode: number; error: string; runSeconds: number },
+  rates: WorkloadRates,
+  now: Date,
+): Promise<Effects> {
+  return db.transaction(async (tx) => {
+    const unit = await currentAttempt(tx, nodeId, ref);
+    if (unit === undefined || !activeUnitStatuses.has(unit.status)) return noEffects();
+    const job = await lockJob(tx, unit.job_id);
+    if (job === undefined) return noEffects();
+    const runSeconds = Math.max(0, result.runSeconds);
+    switch (result.outcome) {
+      case "succeeded":
+        return completeUnit(tx, job, unit, runSeconds, rates, now);
+      case "node_error":
+        if (unit.attempt < unit.max_attempts) {
+          await requeue(tx, unit, nodeId, `node error: ${result.error}`.slice(0, 500), true);
+          return { cancel: [], unitsReady: true };
+        }
+        return failUnit(tx, job, unit, result, now);
+      case "failed":
+        if (unit.attempt < unit.max_attempts) {
+          await requeue(tx, unit, undefined, `attempt ${unit.attempt} failed: ${result.error}`.slice(0, 500), true);
+          return { cancel: [], unitsReady: true };
+        }
+        return failUnit(tx, job, unit, result, now);
+      case "timed_out":
+        return failUnit(tx, job, unit, { ...result, error: result.error || "killed at its deadline (max_runtime_seconds)" }, now);
+      case "cancelled":
+        await tx.query(
+          `UPDATE compute_units SET status = 'cancelled', finished_at = $2, exit_code = $3, run_seconds = $4 WHERE id = $1`,
+          [unit.id, now, result.exitCode, runSeconds],
+        );
+        return noEffects();
+      default: {
+        const never: never = result.outcome;
+        throw new Error(`unknown outcome ${String(never)}`);
+      }
+    }
+  });
+}
+
+async function completeUnit(tx: Sql, job: JobRow, unit: UnitRow, runSeconds: number, rates: WorkloadRates, now: Date): Promise<Effects> {
+  await tx.query(
+    `UPDATE compute_units SET status = 'completed', progress = 1, finished_at = $2, exit_code = 0, run_seconds = $3,
+       unschedulable_reason = '' WHERE id = $1`,
+    [unit.id, now, runSeconds],
+  );
+  const credits = unitCost(unit.kind, runSeconds, rates);
+  await insertDebitOnce(tx, {
+    id: newId(),
+    customerId: unit.customer_id,
+    amount: credits,
+    jobId: unit.job_id,
+    computeUnitId: unit.id,
+    description: `${job.name}: ${unit.name} (${unit.kind}, ${Math.ceil(runSeconds)} s)`,
+  });
+  await insertUsageOnce(
+    tx,
+    { id: newId(), customerId: unit.customer_id, jobId: unit.job_id, unitId: unit.id, kind: unit.kind, runSeconds, credits },
+    now,
+  );
+  const units = await listUnitsOfJob(tx, unit.job_id);
+  const completed = new Set(units.filter((u) => u.status === "completed").map((u) => u.name));
+  let unitsReady = false;
+  for (const candidate of units) {
+    if (candidate.status === "pending" && candidate.depends_on.every((d) => completed.has(d))) {
+      await tx.query(`UPDATE compute_units SET status = 'ready', ready_at = $2 WHERE id = $1 AND status = 'pending'`, [candidate.id, now]);
+      unitsReady = true;
+    }
+  }
+  if (units.every((u) => u.status === "completed")) {
+    await tx.query(
+      `UPDATE training_jobs SET status = 'completed', progress = 1, finished_at = $2 WHERE id = $1 AND status IN ('queued', 'running')`,
+      [unit.job_id, now],
+    );
+  } else {
+    await refreshJobProgress(tx, unit.job_id, undefined);
+  }
+  return { cancel: [], unitsReady };
+}
+
+async function failUnit(
+  tx: Sql,
+  job: JobRow,
+  unit: UnitRow,
+  result: { exitCode: number; error: string; runSeconds: number },
+  now: Date,
+): Promise<Effects> {
+  await tx.query(
+    `UPDATE compute_units SET status = 'failed', finished_at = $2, exit_code = $3, error = $4, run_seconds = $5 WHERE id = $1`,
+    [unit.id, now, result.exitCode, result.error.slice(0, 2000), result.runSeconds],
+  );
+  const reason = `compute unit "${unit.name}" failed after ${unit.attempt} attempt(s): ${result.error}`.slice(0, 2000);
+  return finishJob(tx, job, "failed", reason, now);
+}
+
+/**
+ * Ends a job that is not yet terminal: the status, and every unit not yet
+ * terminal cancelled. Returns the running units whose nodes must be told.
+ */
+export async function finishJob(
+  tx: Sql,
+  job: JobRow,
+  status: "failed" | "cancelled" | "expired",
+  reason: string,
+  now: Date,
+): Promise<Effects> {
+  const updated = await tx.query(
+    `UPDATE training_jobs SET status = $2, error = $3, finished_at = $4 WHERE id = $1 AND status IN ('queued', 'running') RETURNING id`,
+    [job.id, status, reason, now],
+  );
+  if (updated.length === 0) return noEffects();
+  const units = await listUnitsOfJob(tx, job.id);
+  const effects = noEffects();
+  for (const u of units) {
+    if (terminalUnitStatuses.has(u.status)) continue;
+    if (activeUnitStatuses.has(u.status) && u.node_id !== null) effects.cancel.push({ nodeId: u.node_id, unitId: u.id, attempt: u.attempt });
+    await tx.query(`UPDATE compute_units SET status = 'cancelled', finished_at = $2, error = $3 WHERE id = $1`, [u.id, now, reason]);
+  }
+  return effects;
+}
+
+/** Puts a unit back in the queue with a new attempt, optionally excluding the node it was on. */
+async function requeue(tx: Sql, unit: UnitRow, excludeNode: string | undefined, reason: string, newAttempt: boolean): Promise<void> {
+  await tx.query(
+    `UPDATE compute_units SET status = 'ready', node_id = NULL, gpu_index = -1, assignment_id = NULL, progress = 0,
+       attempt = attempt + $2, error = $3, ready_at = now(),
+       excluded_node_ids = CASE WHEN $4::uuid IS NULL OR $4::uuid = ANY(excluded_node_ids) THEN excluded_node_ids
+                                ELSE array_append(excluded_node_ids, $4::uuid) END
+     WHERE id = $1`,
+    [unit.id, newAttempt ? 1 : 0, reason, excludeNode ?? null],
+  );
+}
+
+/** A customer cancels a job: nothing more starts; running units are killed; nothing is debited for them. */
+export async function cancelJob(db: Database, jobId: string, now: Date): Promise<Effects> {
+  return db.transaction(async (tx) => {
+    const job = await lockJob(tx, jobId);
+    if (job === undefined) return noEffects();
+    return finishJob(tx, job, "cancelled", "cancelled by the customer", now);
+  });
+}
+
+/** The leader's sweep: jobs running past max_runtime_seconds expire and their units are killed. */
+export async function expireOverdueJobs(db: Database, now: Date): Promise<Effects> {
+  return db.transaction(async (tx) => {
+    const overdue = await tx.query<JobRow>(
+      `SELECT * FROM training_jobs WHERE status = 'running' AND started_at + make_interval(secs => max_runtime_seconds) < $1 FOR UPDATE`,
+      [now],
+    );
+    const effects = noEffects();
+    for (const job of overdue) {
+      const e = await finishJob(tx, job, "expired", `exceeded max_runtime_seconds (${job.max_runtime_seconds} s)`, now);
+      effects.cancel.push(...e.cancel);
+    }
+    return effects;
+  });
+}
+
+/** A node was lost: its assigned and running units go back to the queue, avoiding it, with attempt + 1. */
+export async function requeueUnitsOfNode(db: Database, nodeId: string, reason: string): Promise<number> {
+  return db.transaction(async (tx) => {
+    const units = await tx.query<UnitRow>(
+      `SELECT * FROM compute_units WHERE node_id = $1 AND status IN ('assigned', 'running') FOR UPDATE`,
+      [nodeId],
+    );
+    for (const unit of units) await requeue(tx, unit, nodeId, reason, true);
+    return units.length;
+  });
+}

@@ -1,0 +1,13 @@
+/** A node that already holds the dataset skips the download and the sha256 check. */
+import type { NodeView } from "../cycle-state.ts";
+import type { UnitRequest } from "../types.ts";
+import type { ScorePlugin } from "./plugin.ts";
+
+/** 100 when the node caches the unit's dataset, else 0. */
+export const dataLocality = {
+  name: "DataLocality",
+  weight: "dataLocality",
+  score(unit: UnitRequest, node: NodeView) {
+    return node.node.cachedDatasetIds.has(unit.datasetId) ? 100 : 0;
+  },
+} as const satisfies ScorePlugin;

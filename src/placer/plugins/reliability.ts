@@ -1,0 +1,14 @@
+/** Home nodes go away; prefer the ones that have finished their work before. */
+import type { NodeView } from "../cycle-state.ts";
+import type { UnitRequest } from "../types.ts";
+import type { ScorePlugin } from "./plugin.ts";
+
+/** 100 × the node's reliability, clamped to 0..1 (NaN counts as 0). */
+export const reliability = {
+  name: "Reliability",
+  weight: "reliability",
+  score(_unit: UnitRequest, node: NodeView) {
+    const r = node.node.reliability;
+    return Number.isNaN(r) ? 0 : 100 * Math.min(1, Math.max(0, r));
+  },
+} as const satisfies ScorePlugin;

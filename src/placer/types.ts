@@ -1,0 +1,102 @@
+/**
+ * The placer's input and output. The snapshot is immutable for the placer:
+ * a cycle works on its own copy of the free resources (see cycle-state.ts).
+ */
+import type { UnitKind } from "../planner/plan.ts";
+import type { ReasonCode } from "./reasons.ts";
+
+/** Re-exported so placer callers need not import the planner for it. */
+export type { UnitKind };
+
+/** How far the operator trusts a node; ordered community < verified < controlled. */
+export type TrustLevel = "community" | "verified" | "controlled";
+
+/** A job's data sensitivity tier; decides the lowest trust level its units may run at. */
+export type Sensitivity = "public" | "low_sensitive" | "high_sensitive";
+
+/** One GPU of a node as last reported: its device index, total and free VRAM. */
+export interface GpuView {
+  index: number;
+  name: string;
+  vramMb: number;
+  freeVramMb: number;
+}
+
+/** One node as the leader sees it at the start of a cycle (free = capacity − running − assumed). */
+export interface NodeSnapshot {
+  id: string;
+  trustLevel: TrustLevel;
+  /** Online and not cordoned, draining or revoked. */
+  schedulable: boolean;
+  cpuCores: number;
+  freeCpuCores: number;
+  memoryMb: number;
+  freeMemoryMb: number;
+  diskFreeMb: number;
+  gpus: GpuView[];
+  cachedDatasetIds: ReadonlySet<string>;
+  /** 0..1, e.g. the share of recent attempts the node finished; values outside are clamped. */
+  reliability: number;
+}
+
+/** Every node the cycle may consider. */
+export interface ClusterSnapshot {
+  nodes: readonly NodeSnapshot[];
+}
+
+/** A ready compute unit waiting for a node. */
+export interface UnitRequest {
+  id: string;
+  jobId: string;
+  customerId: string;
+  kind: UnitKind;
+  vramMb: number;
+  diskMb: number;
+  cpuCores: number;
+  memoryMb: number;
+  sensitivity: Sensitivity;
+  datasetId: string;
+  /** Nodes that already failed this unit; never placed there again. */
+  excludedNodeIds: readonly string[];
+  /** When the unit became ready (ms since the epoch); older goes first within a customer. */
+  readySinceMs: number;
+}
+
+/** A decision: run the unit on this node (and this GPU device index, -1 for a cpu unit). */
+export interface Placement {
+  unitId: string;
+  nodeId: string;
+  gpuIndex: number;
+  /** The weighted score 0..100 of the chosen node, rounded to 3 decimals. */
+  score: number;
+}
+
+/** A unit no node could take this cycle, and why. */
+export interface Unplaced {
+  unitId: string;
+  /** How many nodes each reason rejected; every node is counted once, under its first failing filter. */
+  reasons: Partial<Record<ReasonCode, number>>;
+  /** True when every node rejected the unit for a reason retrying cannot fix (trust, excluded node). */
+  unresolvable: boolean;
+  /** For the customer, e.g. "no online node with a GPU of ≥ 24000 MB free VRAM at trust ≥ verified (3 nodes: …)". */
+  message: string;
+}
+
+/** The cycle's plan; the caller commits it (re-checking against fresh state). */
+export interface PlacementResult {
+  placements: Placement[];
+  unplaced: Unplaced[];
+}
+
+/** Relative importance of the score plugins; only the ratios matter. */
+export interface ScoreWeights {
+  binPack: number;
+  reliability: number;
+  dataLocality: number;
+}
+
+/** Per-call options: the tie-break seed (e.g. the cycle or evaluation id) and score weights. */
+export interface PlacerOptions {
+  seed: string;
+  weights?: ScoreWeights;
+}

@@ -1,0 +1,109 @@
+/**
+ * The leader's background work: placement cycles (on a timer and whenever
+ * something wakes them), and the sweeper (expired jobs, silent nodes,
+ * assignments never accepted). It runs only while this replica leads, under
+ * the term it was given, and stops when its signal aborts.
+ */
+import { dispatchAssignments, sendCancel } from "../agents/assignments.ts";
+import type { SessionRegistry } from "../agents/session-registry.ts";
+import type { ControlPlaneDeps } from "../deps.ts";
+import { expireOverdueJobs, requeueUnitsOfNode } from "../jobs/lifecycle.ts";
+import { findSilentNodes, markNodeUnreachable } from "../store/nodes.ts";
+import { runPlacementCycle } from "./placement-cycle.ts";
+
+/** Observable state of the loop. */
+export interface LeaderLoopStatus {
+  cycles: number;
+  placements: number;
+  lastCycleMs: number;
+}
+
+/** The leader loop: `run` until aborted; `wake` to place soon. */
+export interface LeaderLoop {
+  run(term: number, signal: AbortSignal): Promise<void>;
+  wake(): void;
+  readonly status: LeaderLoopStatus;
+}
+
+const sweepEveryMs = 2000;
+
+/** Builds the leader loop. */
+export function createLeaderLoop(deps: ControlPlaneDeps, sessions: SessionRegistry): LeaderLoop {
+  const { clock, config, logger, db } = deps;
+  let wakeUp: (() => void) | undefined;
+  let pendingWake = false;
+  const status: LeaderLoopStatus = { cycles: 0, placements: 0, lastCycleMs: 0 };
+  // A node counts as live for placement only while this replica holds its stream.
+  // (With several replicas, assignments reach other replicas' streams via LISTEN/NOTIFY; see DESIGN.md.)
+  const isLive = (nodeId: string) => sessions.get(nodeId) !== undefined;
+
+  async function sweep(): Promise<void> {
+    const now = new Date(clock.now());
+    const expired = await expireOverdueJobs(db, now);
+    for (const c of expired.cancel) sendCancel(sessions, c.nodeId, c.unitId, c.attempt, "max_runtime_seconds exceeded");
+    const silentSince = new Date(clock.now() - config.agents.unreachableAfterSeconds * 1000);
+    for (const node of await findSilentNodes(db, silentSince)) {
+      if (sessions.get(node.id) !== undefined) continue; // its stream is open here; the heartbeat write is just throttled
+      if (await markNodeUnreachable(db, node.id)) {
+        const n = await requeueUnitsOfNode(db, node.id, "the node stopped sending heartbeats");
+        logger.warn({ nodeId: node.id, requeued: n }, "node unreachable; its units were re-queued");
+      }
+    }
+    // Assignments that were never accepted (agent gone before Accepted) go back to the queue.
+    const stale = await db.query<{ node_id: string }>(
+      `SELECT DISTINCT node_id FROM compute_units WHERE status = 'assigned' AND assigned_at < $1`,
+      [new Date(clock.now() - config.agents.assignAckTimeoutSeconds * 1000)],
+    );
+    for (const row of stale) {
+      if (sessions.get(row.node_id) === undefined) await requeueUnitsOfNode(db, row.node_id, "the node never accepted the assignment");
+    }
+  }
+
+  return {
+    status,
+    wake() {
+      pendingWake = true;
+      wakeUp?.();
+    },
+    async run(term, signal) {
+      let lastSweep = 0;
+      logger.info({ term }, "leading: placement loop started");
+      while (!signal.aborted) {
+        pendingWake = false;
+        const started = clock.now();
+        try {
+          const result = await runPlacementCycle(deps, term, isLive);
+          status.cycles += 1;
+          status.placements += result.placed.length;
+          if (!result.committed) {
+            logger.error({ term }, "placement term is no longer current; stepping down");
+            return;
+          }
+          for (const nodeId of new Set(result.placed.map((p) => p.nodeId))) await dispatchAssignments(deps, sessions, nodeId);
+          if (clock.now() - lastSweep >= sweepEveryMs) {
+            lastSweep = clock.now();
+            await sweep();
+          }
+        } catch (error) {
+          if (signal.aborted) break;
+          logger.error({ err: error }, "placement cycle failed; retrying");
+        }
+        status.lastCycleMs = clock.now() - started;
+        if (pendingWake) continue;
+        await new Promise<void>((resolve) => {
+          const controller = new AbortController();
+          const done = () => {
+            wakeUp = undefined;
+            controller.abort();
+            signal.removeEventListener("abort", done);
+            resolve();
+          };
+          wakeUp = done;
+          signal.addEventListener("abort", done, { once: true });
+          clock.sleep(config.placementIntervalMs, controller.signal).then(done, () => undefined);
+        });
+      }
+      logger.info({ term }, "placement loop stopped");
+    },
+  };
+}

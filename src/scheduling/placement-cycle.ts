@@ -1,0 +1,160 @@
+/**
+ * One placement cycle of the leader: read a snapshot (ready units, schedulable
+ * nodes, resources held by assigned/running units) → the pure placer → commit
+ * the plan in one transaction fenced by the leader's term → tell the nodes.
+ *
+ * The commit re-checks each unit is still `ready` (a cancel may have won the
+ * race) and that the term it was planned under is still the current one, so a
+ * deposed leader cannot commit anything.
+ */
+import type { ControlPlaneDeps } from "../deps.ts";
+import { placeUnits } from "../placer/index.ts";
+import type { ClusterSnapshot, NodeSnapshot, UnitRequest } from "../placer/index.ts";
+import { newId } from "../platform/ids.ts";
+import type { Sql } from "../store/database.ts";
+import type { NodeRow } from "../store/nodes.ts";
+
+/** Name of the lease row whose term fences placement commits. */
+export const placementLease = "placement";
+
+/** What a cycle did. */
+export interface CycleResult {
+  placed: { unitId: string; nodeId: string }[];
+  unplaced: number;
+  /** False when the term was no longer current (nothing committed). */
+  committed: boolean;
+}
+
+interface ReadyUnitRow {
+  id: string;
+  job_id: string;
+  customer_id: string;
+  kind: "cpu" | "gpu";
+  required_vram_mb: number;
+  required_disk_mb: number;
+  required_cpu_cores: number;
+  required_memory_mb: number;
+  excluded_node_ids: string[];
+  ready_at: Date | null;
+  created_at: Date;
+  sensitivity: "public" | "low_sensitive" | "high_sensitive";
+  dataset_id: string;
+}
+
+interface HeldRow {
+  node_id: string;
+  gpu_index: number;
+  vram: number;
+  disk: number;
+  cpu: number;
+  memory: number;
+}
+
+/** Reads the snapshot the placer works on. `liveNodeIds` limits placement to nodes with a live stream. */
+export async function readSnapshot(
+  sql: Sql,
+  isLive: (nodeId: string) => boolean,
+  maxUnits = 1000,
+): Promise<{ snapshot: ClusterSnapshot; units: UnitRequest[] }> {
+  const ready = await sql.query<ReadyUnitRow>(
+    `SELECT u.id, u.job_id, u.customer_id, u.kind, u.required_vram_mb, u.required_disk_mb, u.required_cpu_cores,
+            u.required_memory_mb, u.excluded_node_ids, u.ready_at, u.created_at, j.sensitivity, j.dataset_id
+     FROM compute_units u JOIN training_jobs j ON j.id = u.job_id
+     WHERE u.status = 'ready' AND j.status IN ('queued', 'running')
+     ORDER BY u.ready_at, u.id LIMIT $1`,
+    [maxUnits],
+  );
+  const nodes = await sql.query<NodeRow>(`SELECT * FROM nodes WHERE state = 'online'`);
+  const held = await sql.query<HeldRow>(
+    `SELECT node_id, gpu_index, sum(required_vram_mb)::int AS vram, sum(required_disk_mb)::int AS disk,
+            sum(required_cpu_cores)::int AS cpu, sum(required_memory_mb)::int AS memory
+     FROM compute_units WHERE status IN ('assigned', 'running') AND node_id IS NOT NULL GROUP BY node_id, gpu_index`,
+  );
+  const heldByNode = new Map<string, HeldRow[]>();
+  for (const h of held) heldByNode.set(h.node_id, [...(heldByNode.get(h.node_id) ?? []), h]);
+  const snapshot: ClusterSnapshot = {
+    nodes: nodes.map((n): NodeSnapshot => {
+      const rows = heldByNode.get(n.id) ?? [];
+      const sum = (f: (h: HeldRow) => number) => rows.reduce((acc, h) => acc + f(h), 0);
+      const c = n.capabilities;
+      return {
+        id: n.id,
+        trustLevel: n.trust_level,
+        schedulable: isLive(n.id),
+        cpuCores: c.cpuCores ?? 0,
+        freeCpuCores: (c.cpuCores ?? 0) - sum((h) => h.cpu),
+        memoryMb: c.memoryMb ?? 0,
+        freeMemoryMb: (c.memoryMb ?? 0) - sum((h) => h.memory),
+        diskFreeMb: (c.diskFreeMb ?? 0) - sum((h) => h.disk),
+        gpus: (c.gpus ?? []).map((g) => ({
+          index: g.index ?? 0,
+          name: g.name ?? "",
+          vramMb: g.vramMb ?? 0,
+          freeVramMb: (g.vramMb ?? 0) - rows.filter((h) => h.gpu_index === (g.index ?? 0)).reduce((a, h) => a + h.vram, 0),
+        })),
+        cachedDatasetIds: new Set(),
+        reliability: 1,
+      };
+    }),
+  };
+  const units = ready.map(
+    (u): UnitRequest => ({
+      id: u.id,
+      jobId: u.job_id,
+      customerId: u.customer_id,
+      kind: u.kind,
+      vramMb: u.kind === "gpu" ? u.required_vram_mb : 0,
+      diskMb: u.required_disk_mb,
+      cpuCores: u.required_cpu_cores,
+      memoryMb: u.required_memory_mb,
+      sensitivity: u.sensitivity,
+      datasetId: u.dataset_id,
+      excludedNodeIds: u.excluded_node_ids,
+      readySinceMs: (u.ready_at ?? u.created_at).getTime(),
+    }),
+  );
+  return { snapshot, units };
+}
+
+/** Runs one cycle under `term`. */
+export async function runPlacementCycle(
+  deps: ControlPlaneDeps,
+  term: number,
+  isLive: (nodeId: string) => boolean,
+): Promise<CycleResult> {
+  const { db, clock } = deps;
+  const { snapshot, units } = await readSnapshot(db, isLive);
+  if (units.length === 0) return { placed: [], unplaced: 0, committed: true };
+  const cycleId = newId();
+  const plan = placeUnits(snapshot, units, { seed: cycleId });
+  const now = new Date(clock.now());
+  return db.transaction(async (tx) => {
+    // Fencing: the lease row is locked and must still carry our term.
+    const [lease] = await tx.query<{ term: number }>(`SELECT term FROM scheduler_leases WHERE name = $1 FOR UPDATE`, [placementLease]);
+    if (lease === undefined || lease.term !== term) return { placed: [], unplaced: plan.unplaced.length, committed: false };
+    const placed: CycleResult["placed"] = [];
+    for (const p of plan.placements) {
+      const rows = await tx.query(
+        `UPDATE compute_units SET status = 'assigned', node_id = $2, gpu_index = $3, assignment_id = $4, assigned_at = $5,
+           leader_term = $6, unschedulable_reason = '' WHERE id = $1 AND status = 'ready' RETURNING id`,
+        [p.unitId, p.nodeId, p.gpuIndex, newId(), now, term],
+      );
+      if (rows.length === 1) placed.push({ unitId: p.unitId, nodeId: p.nodeId });
+    }
+    for (const u of plan.unplaced) {
+      await tx.query(`UPDATE compute_units SET unschedulable_reason = $2 WHERE id = $1 AND status = 'ready'`, [u.unitId, u.message.slice(0, 500)]);
+    }
+    return { placed, unplaced: plan.unplaced.length, committed: true };
+  });
+}
+
+/** Takes the placement lease for `holder`, bumping the term; returns the new term. */
+export async function acquirePlacementTerm(sql: Sql, holder: string, minimumTerm = 0): Promise<number> {
+  const [row] = await sql.query<{ term: number }>(
+    `INSERT INTO scheduler_leases (name, term, holder) VALUES ($1, GREATEST($3::bigint, 1), $2)
+     ON CONFLICT (name) DO UPDATE SET term = GREATEST(scheduler_leases.term + 1, $3::bigint), holder = $2, updated_at = now()
+     RETURNING term`,
+    [placementLease, holder, minimumTerm],
+  );
+  return row!.term;
+}

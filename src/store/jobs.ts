@@ -1,0 +1,326 @@
+/**
+ * SQL for training jobs, their compute units, artifacts and usage. The state
+ * machines these rows follow are documented in src/jobs/lifecycle.ts; every
+ * transition here is a conditional UPDATE (WHERE status = …), so a replayed or
+ * late event changes nothing.
+ */
+import type { Sql } from "./database.ts";
+
+/** A training_jobs row. */
+export interface JobRow {
+  id: string;
+  customer_id: string;
+  name: string;
+  dataset_id: string;
+  training_package_id: string;
+  status: "queued" | "running" | "completed" | "failed" | "cancelled" | "expired";
+  progress: number;
+  required_vram_mb: number;
+  required_disk_mb: number;
+  max_runtime_seconds: number;
+  sensitivity: "public" | "low_sensitive" | "high_sensitive";
+  error: string;
+  metrics: Record<string, number>;
+  projected_cost_credits: number;
+  created_at: Date;
+  started_at: Date | null;
+  finished_at: Date | null;
+}
+
+/** A compute_units row. */
+export interface UnitRow {
+  id: string;
+  job_id: string;
+  customer_id: string;
+  name: string;
+  plan_index: number;
+  kind: "cpu" | "gpu";
+  depends_on: string[];
+  status: "pending" | "ready" | "assigned" | "running" | "completed" | "failed" | "cancelled";
+  attempt: number;
+  max_attempts: number;
+  progress: number;
+  metrics: Record<string, number>;
+  entrypoint: string;
+  args: string[];
+  required_vram_mb: number;
+  required_disk_mb: number;
+  required_cpu_cores: number;
+  required_memory_mb: number;
+  node_id: string | null;
+  gpu_index: number;
+  assignment_id: string | null;
+  leader_term: number | null;
+  excluded_node_ids: string[];
+  unschedulable_reason: string;
+  exit_code: number | null;
+  error: string;
+  run_seconds: number;
+  created_at: Date;
+  ready_at: Date | null;
+  assigned_at: Date | null;
+  started_at: Date | null;
+  finished_at: Date | null;
+}
+
+/** An artifacts row. */
+export interface ArtifactRow {
+  id: string;
+  job_id: string;
+  compute_unit_id: string;
+  customer_id: string;
+  attempt: number;
+  kind: "checkpoint" | "metrics" | "logs" | "other";
+  name: string;
+  size_bytes: number;
+  sha256: string;
+  blob_key: string;
+  created_at: Date;
+}
+
+/** Terminal job statuses. */
+export const terminalJobStatuses = ["completed", "failed", "cancelled", "expired"] as const;
+
+/** Inserts a job. */
+export async function insertJob(
+  sql: Sql,
+  job: Omit<JobRow, "status" | "progress" | "error" | "metrics" | "created_at" | "started_at" | "finished_at">,
+  now: Date,
+): Promise<JobRow> {
+  const [row] = await sql.query<JobRow>(
+    `INSERT INTO training_jobs (id, customer_id, name, dataset_id, training_package_id, status, required_vram_mb,
+       required_disk_mb, max_runtime_seconds, sensitivity, projected_cost_credits, created_at)
+     VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11) RETURNING *`,
+    [
+      job.id,
+      job.customer_id,
+      job.name,
+      job.dataset_id,
+      job.training_package_id,
+      job.required_vram_mb,
+      job.required_disk_mb,
+      job.max_runtime_seconds,
+      job.sensitivity,
+      job.projected_cost_credits,
+      now,
+    ],
+  );
+  return row!;
+}
+
+/** Inserts one planned unit. Units without dependencies start ready. */
+export async function insertUnit(
+  sql: Sql,
+  unit: {
+    id: string;
+    jobId: string;
+    customerId: string;
+    name: string;
+    planIndex: number;
+    kind: "cpu" | "gpu";
+    dependsOn: readonly string[];
+    entrypoint: string;
+    args: readonly string[];
+    vramMb: number;
+    diskMb: number;
+    cpuCores: number;
+    memoryMb: number;
+    maxAttempts: number;
+  },
+  now: Date,
+): Promise<void> {
+  const ready = unit.dependsOn.length === 0;
+  await sql.query(
+    `INSERT INTO compute_units (id, job_id, customer_id, name, kind, depends_on, status, attempt, max_attempts, entrypoint, args,
+       required_vram_mb, required_disk_mb, required_cpu_cores, required_memory_mb, created_at, ready_at, plan_index)
+     VALUES ($1, $2, $3, $4, $5, $6::text[], $7, 1, $8, $9, $10::text[], $11, $12, $13, $14, $15, $16, $17)`,
+    [
+      unit.id,
+      unit.jobId,
+      unit.customerId,
+      unit.name,
+      unit.kind,
+      unit.dependsOn,
+      ready ? "ready" : "pending",
+      unit.maxAttempts,
+      unit.entrypoint,
+      unit.args,
+      unit.vramMb,
+      unit.diskMb,
+      unit.cpuCores,
+      unit.memoryMb,
+      now,
+      ready ? now : null,
+      unit.planIndex,
+    ],
+  );
+}
+
+/** One of this customer's jobs. */
+export async function findJob(sql: Sql, customerId: string, id: string): Promise<JobRow | undefined> {
+  const [row] = await sql.query<JobRow>(`SELECT * FROM training_jobs WHERE id = $1 AND customer_id = $2`, [id, customerId]);
+  return row;
+}
+
+/** A job by id, any customer (control plane internal). */
+export async function findJobById(sql: Sql, id: string): Promise<JobRow | undefined> {
+  const [row] = await sql.query<JobRow>(`SELECT * FROM training_jobs WHERE id = $1`, [id]);
+  return row;
+}
+
+/** A customer's jobs, newest first, optionally by status. */
+export async function listJobs(
+  sql: Sql,
+  customerId: string,
+  limit: number,
+  status: string | undefined,
+  after?: { at: Date; id: string },
+): Promise<JobRow[]> {
+  const params: unknown[] = [customerId, limit];
+  let where = `customer_id = $1`;
+  if (status !== undefined) {
+    params.push(status);
+    where += ` AND status = $${params.length}`;
+  }
+  if (after !== undefined) {
+    params.push(after.at, after.id);
+    where += ` AND (created_at, id) < ($${params.length - 1}, $${params.length})`;
+  }
+  return sql.query<JobRow>(`SELECT * FROM training_jobs WHERE ${where} ORDER BY created_at DESC, id DESC LIMIT $2`, params);
+}
+
+/** Counts used by the limits: creations in the last minute, active jobs, units created since the UTC day began. */
+export async function customerJobCounts(
+  sql: Sql,
+  customerId: string,
+  now: Date,
+): Promise<{ createdLastMinute: number; active: number; unitsToday: number; oldestInWindow: Date | null }> {
+  const [row] = await sql.query<{ created_last_minute: number; active: number; oldest_in_window: Date | null }>(
+    `SELECT count(*) FILTER (WHERE created_at > $2::timestamptz - interval '60 seconds')::int AS created_last_minute,
+            count(*) FILTER (WHERE status IN ('queued', 'running'))::int AS active,
+            min(created_at) FILTER (WHERE created_at > $2::timestamptz - interval '60 seconds') AS oldest_in_window
+     FROM training_jobs WHERE customer_id = $1`,
+    [customerId, now],
+  );
+  const [units] = await sql.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM compute_units WHERE customer_id = $1 AND created_at >= date_trunc('day', $2::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'`,
+    [customerId, now],
+  );
+  return {
+    createdLastMinute: row?.created_last_minute ?? 0,
+    active: row?.active ?? 0,
+    unitsToday: units?.n ?? 0,
+    oldestInWindow: row?.oldest_in_window ?? null,
+  };
+}
+
+/** Units of a job in plan order. */
+export async function listUnitsOfJob(sql: Sql, jobId: string): Promise<UnitRow[]> {
+  return sql.query<UnitRow>(`SELECT * FROM compute_units WHERE job_id = $1 ORDER BY plan_index, id`, [jobId]);
+}
+
+/** A unit by id, with row lock when asked (for transitions). */
+export async function findUnit(sql: Sql, id: string, forUpdate = false): Promise<UnitRow | undefined> {
+  const [row] = await sql.query<UnitRow>(`SELECT * FROM compute_units WHERE id = $1${forUpdate ? " FOR UPDATE" : ""}`, [id]);
+  return row;
+}
+
+/** Locks a job row for a transition. */
+export async function lockJob(sql: Sql, id: string): Promise<JobRow | undefined> {
+  const [row] = await sql.query<JobRow>(`SELECT * FROM training_jobs WHERE id = $1 FOR UPDATE`, [id]);
+  return row;
+}
+
+/** Artifacts of a job, oldest first. */
+export async function listArtifactsOfJob(sql: Sql, jobId: string, limit: number, after?: { at: Date; id: string }): Promise<ArtifactRow[]> {
+  return after === undefined
+    ? sql.query<ArtifactRow>(`SELECT * FROM artifacts WHERE job_id = $1 ORDER BY created_at, id LIMIT $2`, [jobId, limit])
+    : sql.query<ArtifactRow>(
+        `SELECT * FROM artifacts WHERE job_id = $1 AND (created_at, id) > ($3, $4) ORDER BY created_at, id LIMIT $2`,
+        [jobId, limit, after.at, after.id],
+      );
+}
+
+/** The artifacts a unit produced in the attempt that completed it (inputs of its dependents). */
+export async function listArtifactsOfUnits(sql: Sql, unitIds: readonly string[]): Promise<ArtifactRow[]> {
+  if (unitIds.length === 0) return [];
+  return sql.query<ArtifactRow>(
+    `SELECT a.* FROM artifacts a JOIN compute_units u ON u.id = a.compute_unit_id AND u.attempt = a.attempt
+     WHERE a.compute_unit_id = ANY($1::uuid[]) ORDER BY a.created_at, a.id`,
+    [unitIds],
+  );
+}
+
+/** One artifact of one job of this customer. */
+export async function findArtifact(sql: Sql, customerId: string, jobId: string, id: string): Promise<ArtifactRow | undefined> {
+  const [row] = await sql.query<ArtifactRow>(`SELECT * FROM artifacts WHERE id = $1 AND job_id = $2 AND customer_id = $3`, [
+    id,
+    jobId,
+    customerId,
+  ]);
+  return row;
+}
+
+/** Records an artifact once per (unit, attempt, name). */
+export async function insertArtifactOnce(sql: Sql, row: Omit<ArtifactRow, "created_at">, now: Date): Promise<void> {
+  await sql.query(
+    `INSERT INTO artifacts (id, job_id, compute_unit_id, customer_id, attempt, kind, name, size_bytes, sha256, blob_key, created_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+     ON CONFLICT (compute_unit_id, attempt, name) DO NOTHING`,
+    [row.id, row.job_id, row.compute_unit_id, row.customer_id, row.attempt, row.kind, row.name, row.size_bytes, row.sha256, row.blob_key, now],
+  );
+}
+
+/** Usage of one completed unit, once. */
+export async function insertUsageOnce(
+  sql: Sql,
+  row: { id: string; customerId: string; jobId: string; unitId: string; kind: string; runSeconds: number; credits: number },
+  now: Date,
+): Promise<void> {
+  await sql.query(
+    `INSERT INTO usage_records (id, customer_id, job_id, compute_unit_id, kind, run_seconds, credits, created_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (compute_unit_id) DO NOTHING`,
+    [row.id, row.customerId, row.jobId, row.unitId, row.kind, row.runSeconds, row.credits, now],
+  );
+}
+
+/** Credits debited per job, for the job view. */
+export async function creditsDebitedForJob(sql: Sql, jobId: string): Promise<number> {
+  const [row] = await sql.query<{ total: number }>(
+    `SELECT COALESCE(-sum(amount), 0)::bigint AS total FROM ledger_entries WHERE job_id = $1 AND kind = 'debit'`,
+    [jobId],
+  );
+  return row?.total ?? 0;
+}
+
+/** Credits debited per unit of a job. */
+export async function creditsDebitedByUnit(sql: Sql, jobId: string): Promise<Map<string, number>> {
+  const rows = await sql.query<{ compute_unit_id: string; total: number }>(
+    `SELECT compute_unit_id, (-sum(amount))::bigint AS total FROM ledger_entries WHERE job_id = $1 AND kind = 'debit' GROUP BY compute_unit_id`,
+    [jobId],
+  );
+  return new Map(rows.map((r) => [r.compute_unit_id, r.total]));
+}
+
+/** Idempotency record of (customer, key). */
+export async function findIdempotencyRecord(
+  sql: Sql,
+  customerId: string,
+  key: string,
+): Promise<{ request_hash: string; job_id: string } | undefined> {
+  const [row] = await sql.query<{ request_hash: string; job_id: string }>(
+    `SELECT request_hash, job_id FROM idempotency_records WHERE customer_id = $1 AND key = $2`,
+    [customerId, key],
+  );
+  return row;
+}
+
+/** Stores an idempotency record; the primary key makes a concurrent duplicate fail. */
+export async function insertIdempotencyRecord(sql: Sql, customerId: string, key: string, requestHash: string, jobId: string): Promise<void> {
+  await sql.query(`INSERT INTO idempotency_records (customer_id, key, request_hash, job_id) VALUES ($1, $2, $3, $4)`, [
+    customerId,
+    key,
+    requestHash,
+    jobId,
+  ]);
+}

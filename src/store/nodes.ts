@@ -1,0 +1,151 @@
+/** SQL for nodes and enrollment tokens. */
+import type { Sql } from "./database.ts";
+
+/** Trust levels, lowest first. */
+export type TrustLevel = "community" | "verified" | "controlled";
+/** Node states. */
+export type NodeState = "online" | "unreachable" | "cordoned" | "draining" | "revoked";
+
+/** Capabilities as stored (the agent's Capabilities message in proto JSON). */
+export interface StoredCapabilities {
+  cpuCores?: number;
+  memoryMb?: number;
+  diskFreeMb?: number;
+  gpus?: { index?: number; name?: string; vramMb?: number; uuid?: string; declared?: boolean }[];
+  hostname?: string;
+  os?: string;
+  arch?: string;
+  pythonVersion?: string;
+  agentVersion?: string;
+}
+
+/** A nodes row. */
+export interface NodeRow {
+  id: string;
+  hostname: string;
+  trust_level: TrustLevel;
+  state: NodeState;
+  credential_hash: string;
+  capabilities: StoredCapabilities;
+  enrolled_at: Date;
+  last_heartbeat_at: Date | null;
+  revoked_at: Date | null;
+}
+
+/** Inserts an enrollment token (hash only). */
+export async function insertEnrollmentToken(
+  sql: Sql,
+  row: { id: string; tokenHash: string; trustLevel: TrustLevel; expiresAt: Date },
+): Promise<void> {
+  await sql.query(`INSERT INTO enrollment_tokens (id, token_hash, trust_level, expires_at) VALUES ($1, $2, $3, $4)`, [
+    row.id,
+    row.tokenHash,
+    row.trustLevel,
+    row.expiresAt,
+  ]);
+}
+
+/** Uses a token once: returns its trust level, or undefined when unknown, used or expired. */
+export async function consumeEnrollmentToken(sql: Sql, tokenHash: string, nodeId: string, now: Date): Promise<TrustLevel | undefined> {
+  const [row] = await sql.query<{ trust_level: TrustLevel }>(
+    `UPDATE enrollment_tokens SET used_at = $3, node_id = $2
+     WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $3 RETURNING trust_level`,
+    [tokenHash, nodeId, now],
+  );
+  return row?.trust_level;
+}
+
+/** Inserts an enrolled node. */
+export async function insertNode(
+  sql: Sql,
+  row: { id: string; hostname: string; trustLevel: TrustLevel; credentialHash: string; capabilities: StoredCapabilities },
+  now: Date,
+): Promise<NodeRow> {
+  const [created] = await sql.query<NodeRow>(
+    `INSERT INTO nodes (id, hostname, trust_level, state, credential_hash, capabilities, enrolled_at)
+     VALUES ($1, $2, $3, 'unreachable', $4, $5::jsonb, $6) RETURNING *`,
+    [row.id, row.hostname, row.trustLevel, row.credentialHash, JSON.stringify(row.capabilities), now],
+  );
+  return created!;
+}
+
+/** A node by credential hash. */
+export async function findNodeByCredential(sql: Sql, credentialHash: string): Promise<NodeRow | undefined> {
+  const [row] = await sql.query<NodeRow>(`SELECT * FROM nodes WHERE credential_hash = $1`, [credentialHash]);
+  return row;
+}
+
+/** A node by id. */
+export async function findNode(sql: Sql, id: string): Promise<NodeRow | undefined> {
+  const [row] = await sql.query<NodeRow>(`SELECT * FROM nodes WHERE id = $1`, [id]);
+  return row;
+}
+
+/** All nodes (operators' list), oldest first. */
+export async function listNodes(sql: Sql, limit: number, after?: { at: Date; id: string }): Promise<NodeRow[]> {
+  return after === undefined
+    ? sql.query<NodeRow>(`SELECT * FROM nodes ORDER BY enrolled_at, id LIMIT $1`, [limit])
+    : sql.query<NodeRow>(`SELECT * FROM nodes WHERE (enrolled_at, id) > ($2, $3) ORDER BY enrolled_at, id LIMIT $1`, [
+        limit,
+        after.at,
+        after.id,
+      ]);
+}
+
+/** A node connected: record capabilities, and come online unless an operator cordoned, drained or revoked it. */
+export async function markNodeConnected(sql: Sql, id: string, capabilities: StoredCapabilities, now: Date): Promise<NodeRow | undefined> {
+  const [row] = await sql.query<NodeRow>(
+    `UPDATE nodes SET capabilities = $2::jsonb, hostname = COALESCE(NULLIF($4, ''), hostname), last_heartbeat_at = $3,
+       state = CASE WHEN state = 'unreachable' THEN 'online' ELSE state END
+     WHERE id = $1 AND state <> 'revoked' RETURNING *`,
+    [id, JSON.stringify(capabilities), now, capabilities.hostname ?? ""],
+  );
+  return row;
+}
+
+/** Persists liveness (throttled by the caller; heartbeats do not write on every beat). */
+export async function touchNodeHeartbeat(sql: Sql, id: string, now: Date): Promise<void> {
+  await sql.query(
+    `UPDATE nodes SET last_heartbeat_at = $2, state = CASE WHEN state = 'unreachable' THEN 'online' ELSE state END
+     WHERE id = $1 AND state <> 'revoked'`,
+    [id, now],
+  );
+}
+
+/** Operator state change; returns the row, or undefined for an unknown node. */
+export async function setNodeState(sql: Sql, id: string, state: NodeState, now: Date): Promise<NodeRow | undefined> {
+  const [row] = await sql.query<NodeRow>(
+    `UPDATE nodes SET state = $2, revoked_at = CASE WHEN $2 = 'revoked' THEN $3::timestamptz ELSE revoked_at END
+     WHERE id = $1 AND state <> 'revoked' RETURNING *`,
+    [id, state, now],
+  );
+  return row ?? findNode(sql, id);
+}
+
+/** Sets the trust level. */
+export async function setNodeTrustLevel(sql: Sql, id: string, trustLevel: TrustLevel): Promise<NodeRow | undefined> {
+  const [row] = await sql.query<NodeRow>(`UPDATE nodes SET trust_level = $2 WHERE id = $1 RETURNING *`, [id, trustLevel]);
+  return row;
+}
+
+/** Online nodes whose last persisted heartbeat is older than `before`. */
+export async function findSilentNodes(sql: Sql, before: Date): Promise<NodeRow[]> {
+  return sql.query<NodeRow>(
+    `SELECT * FROM nodes WHERE state IN ('online', 'cordoned', 'draining') AND (last_heartbeat_at IS NULL OR last_heartbeat_at < $1)`,
+    [before],
+  );
+}
+
+/** Marks a node unreachable (only from online). */
+export async function markNodeUnreachable(sql: Sql, id: string): Promise<boolean> {
+  const rows = await sql.query(`UPDATE nodes SET state = 'unreachable' WHERE id = $1 AND state = 'online' RETURNING id`, [id]);
+  return rows.length === 1;
+}
+
+/** Count of units running or assigned per node. */
+export async function runningUnitsByNode(sql: Sql): Promise<Map<string, number>> {
+  const rows = await sql.query<{ node_id: string; n: number }>(
+    `SELECT node_id, count(*)::int AS n FROM compute_units WHERE status IN ('assigned', 'running') AND node_id IS NOT NULL GROUP BY node_id`,
+  );
+  return new Map(rows.map((r) => [r.node_id, r.n]));
+}

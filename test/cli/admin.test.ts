@@ -1,0 +1,66 @@
+import assert from "node:assert/strict";
+import { runCli } from "../../src/cli/program.ts";
+import { ADMIN_TOKEN, captureIo, depsFor, startFakeApi, type FakeApi } from "./fake-api.ts";
+
+describe("gpuctl admin", () => {
+  let api: FakeApi;
+  beforeEach(async () => {
+    api = await startFakeApi();
+  });
+  afterEach(async () => {
+    await api.close();
+  });
+
+  it("create-customer prints exactly customer_id and api_key as JSON, even without --json", async () => {
+    const cap = captureIo();
+    const code = await runCli(["admin", "create-customer", "--email", "a@b.c", "--password", "pw-123456", "--credits", "500"], depsFor(api, cap));
+    assert.equal(code, 0, cap.err());
+    const printed = JSON.parse(cap.out()) as Record<string, unknown>;
+    assert.deepEqual(Object.keys(printed).sort(), ["api_key", "customer_id"]);
+    assert.deepEqual(printed, { customer_id: "cus_1", api_key: "sk_test_new" });
+    const post = api.seen[0];
+    assert.equal(post?.headers.authorization, `Bearer ${ADMIN_TOKEN}`);
+    assert.deepEqual(JSON.parse(post?.body.toString() ?? ""), { email: "a@b.c", password: "pw-123456", credits: 500 });
+  });
+
+  it("enrollment-token --json prints the token and its expiry", async () => {
+    const cap = captureIo();
+    const code = await runCli(["admin", "enrollment-token", "--trust-level", "verified", "--ttl", "600", "--json"], depsFor(api, cap));
+    assert.equal(code, 0, cap.err());
+    const printed = JSON.parse(cap.out()) as Record<string, unknown>;
+    assert.equal(printed["token"], "enr_abc");
+    assert.equal(printed["expires_at"], "2026-01-01T01:00:00Z");
+    assert.deepEqual(JSON.parse(api.seen[0]?.body.toString() ?? ""), { trust_level: "verified", ttl_seconds: 600 });
+  });
+
+  it("grant-credits posts the amount and reason to the customer's credits path", async () => {
+    const cap = captureIo();
+    const code = await runCli(["admin", "grant-credits", "--customer", "cus_7", "--amount", "250", "--reason", "promo"], depsFor(api, cap));
+    assert.equal(code, 0, cap.err());
+    assert.equal(api.seen[0]?.path, "/api/v1/admin/customers/cus_7/credits");
+    assert.match(cap.out(), /^credits_balance\s+1250$/m);
+  });
+
+  it("nodes and scheduler render for humans and as JSON", async () => {
+    const cap = captureIo();
+    assert.equal(await runCli(["admin", "nodes"], depsFor(api, cap)), 0, cap.err());
+    assert.match(cap.out(), /node_1\s+box\s+verified\s+online\s+RTX 4090 24564MiB/);
+    const cap2 = captureIo();
+    assert.equal(await runCli(["admin", "scheduler", "--json"], depsFor(api, cap2)), 0, cap2.err());
+    assert.equal((JSON.parse(cap2.out()) as { term: string }).term, "3");
+  });
+
+  it("a wrong admin token surfaces the server's code", async () => {
+    const cap = captureIo();
+    const deps = depsFor(api, cap);
+    deps.env["GPU_AGENT_ADMIN_TOKEN"] = "nope";
+    assert.equal(await runCli(["admin", "scheduler"], deps), 1);
+    assert.match(cap.err(), /ADMIN_AUTH_REQUIRED/);
+  });
+
+  it("an unknown trust level is a usage error", async () => {
+    const cap = captureIo();
+    assert.equal(await runCli(["admin", "enrollment-token", "--trust-level", "root"], depsFor(api, cap)), 2);
+    assert.equal(api.seen.length, 0);
+  });
+});

@@ -1,0 +1,501 @@
+import assert from "node:assert/strict";
+import { viewOf } from "../../src/placer/cycle-state.ts";
+import { fairOrder } from "../../src/placer/fairness.ts";
+import { allowedTrustLevels, placeUnits } from "../../src/placer/index.ts";
+import {
+  binPack,
+  binPackScore,
+  cpuFit,
+  dataLocality,
+  diskFit,
+  type FilterPlugin,
+  gpuVram,
+  memoryFit,
+  nodeExcluded,
+  nodeSchedulable,
+  reliability,
+  trustTier,
+} from "../../src/placer/plugins/index.ts";
+import type { ReasonCode, Status } from "../../src/placer/reasons.ts";
+import type { ClusterSnapshot, NodeSnapshot, PlacementResult, Sensitivity, TrustLevel, UnitRequest } from "../../src/placer/types.ts";
+import { gpu, type NodeOverrides, nodeWith, unitWith } from "./builders.ts";
+
+const seed = "cycle-1";
+
+function place(nodes: NodeSnapshot[], units: UnitRequest[], s = seed): PlacementResult {
+  return placeUnits({ nodes }, units, { seed: s });
+}
+
+function placedOn(result: PlacementResult): Record<string, string> {
+  return Object.fromEntries(result.placements.map((p) => [p.unitId, p.nodeId]));
+}
+
+describe("filter plugins, each alone", () => {
+  const cases: {
+    name: string;
+    plugin: FilterPlugin;
+    node: NodeOverrides;
+    unit: Partial<UnitRequest>;
+    expected: Status;
+  }[] = [
+    { name: "NodeSchedulable passes an online node", plugin: nodeSchedulable, node: {}, unit: {}, expected: { code: "success" } },
+    {
+      name: "NodeSchedulable rejects a cordoned or offline node",
+      plugin: nodeSchedulable,
+      node: { schedulable: false },
+      unit: {},
+      expected: { code: "unschedulable", reason: "node_unschedulable" },
+    },
+    {
+      name: "TrustTier passes a public unit on a community node",
+      plugin: trustTier,
+      node: { trustLevel: "community" },
+      unit: { sensitivity: "public" },
+      expected: { code: "success" },
+    },
+    {
+      name: "TrustTier rejects a low_sensitive unit on a community node as unresolvable",
+      plugin: trustTier,
+      node: { trustLevel: "community" },
+      unit: { sensitivity: "low_sensitive" },
+      expected: { code: "unresolvable", reason: "trust_below_tier" },
+    },
+    {
+      name: "TrustTier rejects a high_sensitive unit on a verified node as unresolvable",
+      plugin: trustTier,
+      node: { trustLevel: "verified" },
+      unit: { sensitivity: "high_sensitive" },
+      expected: { code: "unresolvable", reason: "trust_below_tier" },
+    },
+    {
+      name: "GpuVram passes a gpu unit when one GPU has exactly enough free VRAM",
+      plugin: gpuVram,
+      node: { vram: [8000] },
+      unit: { vramMb: 8000 },
+      expected: { code: "success" },
+    },
+    {
+      name: "GpuVram rejects a gpu unit when no single GPU has enough free VRAM",
+      plugin: gpuVram,
+      node: { vram: [12288, 12288] },
+      unit: { vramMb: 20000 },
+      expected: { code: "unschedulable", reason: "insufficient_vram" },
+    },
+    {
+      name: "GpuVram counts free VRAM, not total VRAM",
+      plugin: gpuVram,
+      node: { gpus: [gpu(0, 24576, 4000)] },
+      unit: { vramMb: 8000 },
+      expected: { code: "unschedulable", reason: "insufficient_vram" },
+    },
+    {
+      name: "GpuVram rejects a gpu unit on a node without GPUs",
+      plugin: gpuVram,
+      node: { vram: [] },
+      unit: { kind: "gpu" },
+      expected: { code: "unschedulable", reason: "no_gpu" },
+    },
+    {
+      name: "GpuVram passes a cpu unit on a node without GPUs",
+      plugin: gpuVram,
+      node: { vram: [] },
+      unit: { kind: "cpu", vramMb: 0 },
+      expected: { code: "success" },
+    },
+    {
+      name: "NodeExcluded rejects a node that already failed the unit as unresolvable",
+      plugin: nodeExcluded,
+      node: { id: "node-x" },
+      unit: { excludedNodeIds: ["node-y", "node-x"] },
+      expected: { code: "unresolvable", reason: "node_excluded" },
+    },
+    {
+      name: "NodeExcluded passes a node that is not excluded",
+      plugin: nodeExcluded,
+      node: { id: "node-x" },
+      unit: { excludedNodeIds: ["node-y"] },
+      expected: { code: "success" },
+    },
+    { name: "DiskFit passes exactly enough disk", plugin: diskFit, node: { diskFreeMb: 10_000 }, unit: { diskMb: 10_000 }, expected: { code: "success" } },
+    {
+      name: "DiskFit rejects too little disk",
+      plugin: diskFit,
+      node: { diskFreeMb: 9_999 },
+      unit: { diskMb: 10_000 },
+      expected: { code: "unschedulable", reason: "insufficient_disk" },
+    },
+    {
+      name: "CpuFit rejects too few free cores",
+      plugin: cpuFit,
+      node: { freeCpuCores: 1 },
+      unit: { cpuCores: 2 },
+      expected: { code: "unschedulable", reason: "insufficient_cpu" },
+    },
+    { name: "CpuFit passes enough free cores", plugin: cpuFit, node: { freeCpuCores: 2 }, unit: { cpuCores: 2 }, expected: { code: "success" } },
+    {
+      name: "MemoryFit rejects too little free memory",
+      plugin: memoryFit,
+      node: { freeMemoryMb: 1024 },
+      unit: { memoryMb: 2048 },
+      expected: { code: "unschedulable", reason: "insufficient_memory" },
+    },
+    {
+      name: "MemoryFit passes enough free memory",
+      plugin: memoryFit,
+      node: { freeMemoryMb: 2048 },
+      unit: { memoryMb: 2048 },
+      expected: { code: "success" },
+    },
+  ];
+  for (const tc of cases) {
+    it(tc.name, () => assert.deepEqual(tc.plugin.filter(unitWith(tc.unit), viewOf(nodeWith(tc.node))), tc.expected));
+  }
+});
+
+describe("placeUnits: each filter alone decides a one-node cluster", () => {
+  const cases: { name: string; node: NodeOverrides; unit: Partial<UnitRequest>; reason: ReasonCode }[] = [
+    { name: "an unschedulable node is not used", node: { schedulable: false }, unit: {}, reason: "node_unschedulable" },
+    { name: "a node below the tier is not used", node: { trustLevel: "community" }, unit: { sensitivity: "low_sensitive" }, reason: "trust_below_tier" },
+    { name: "a node whose GPU is too small is not used", node: { vram: [12288] }, unit: { vramMb: 24000 }, reason: "insufficient_vram" },
+    { name: "a node without a GPU is not used for a gpu unit", node: { vram: [] }, unit: {}, reason: "no_gpu" },
+    { name: "a node with too little disk is not used", node: { diskFreeMb: 100 }, unit: { diskMb: 101 }, reason: "insufficient_disk" },
+    { name: "a node with too few cores is not used", node: { freeCpuCores: 1 }, unit: { cpuCores: 4 }, reason: "insufficient_cpu" },
+    { name: "a node with too little memory is not used", node: { freeMemoryMb: 512 }, unit: { memoryMb: 1024 }, reason: "insufficient_memory" },
+    { name: "an excluded node is not used", node: { id: "node-a" }, unit: { excludedNodeIds: ["node-a"] }, reason: "node_excluded" },
+  ];
+  for (const tc of cases) {
+    it(tc.name, () => {
+      const result = place([nodeWith(tc.node)], [unitWith(tc.unit)]);
+      assert.deepEqual(result.placements, []);
+      assert.deepEqual(result.unplaced[0]?.reasons, { [tc.reason]: 1 });
+    });
+  }
+
+  it("the same node is used once the obstacle is gone", () => {
+    const result = place([nodeWith()], [unitWith()]);
+    assert.deepEqual(placedOn(result), { "unit-1": "node-a" });
+    assert.deepEqual(result.unplaced, []);
+  });
+});
+
+describe("placeUnits: VRAM", () => {
+  it("never places a unit requiring 24000 MB VRAM on a node with a 12288 MB GPU", () => {
+    const nodes = [
+      nodeWith({ id: "small-1", vram: [12288] }),
+      nodeWith({ id: "small-2", vram: [12288], reliability: 1, cached: ["ds-1"] }),
+      nodeWith({ id: "big", vram: [24576], reliability: 0 }),
+    ];
+    assert.deepEqual(placedOn(place(nodes, [unitWith({ vramMb: 24000 })])), { "unit-1": "big" });
+    const onlySmall = place(nodes.slice(0, 2), [unitWith({ vramMb: 24000 })]);
+    assert.deepEqual(onlySmall.placements, []);
+    assert.deepEqual(onlySmall.unplaced[0]?.reasons, { insufficient_vram: 2 });
+  });
+
+  it("does not host a 20 GB unit on two 12 GB GPUs", () => {
+    const result = place([nodeWith({ vram: [12288, 12288] })], [unitWith({ vramMb: 20480 })]);
+    assert.deepEqual(result.placements, []);
+    assert.deepEqual(result.unplaced[0]?.reasons, { insufficient_vram: 1 });
+  });
+
+  it("best fit picks the smaller adequate GPU across nodes", () => {
+    const nodes = [nodeWith({ id: "a-80g", vram: [81920] }), nodeWith({ id: "b-24g", vram: [24576] }), nodeWith({ id: "c-12g", vram: [12288] })];
+    assert.deepEqual(placedOn(place(nodes, [unitWith({ vramMb: 20000 })])), { "unit-1": "b-24g" });
+  });
+
+  it("best fit picks the smaller adequate GPU within a node and reports its device index", () => {
+    const node = nodeWith({ gpus: [gpu(3, 81920), gpu(5, 24576), gpu(7, 12288)] });
+    const result = place([node], [unitWith({ vramMb: 20000 })]);
+    assert.equal(result.placements[0]?.gpuIndex, 5);
+  });
+
+  it("best fit counts VRAM left free, not GPU size", () => {
+    const nodes = [nodeWith({ id: "a-80g-mostly-used", gpus: [gpu(0, 81920, 21000)] }), nodeWith({ id: "b-24g-idle", vram: [24576] })];
+    assert.deepEqual(placedOn(place(nodes, [unitWith({ vramMb: 20000 })])), { "unit-1": "a-80g-mostly-used" });
+  });
+
+  it("gives a cpu unit GPU index -1", () => {
+    const result = place([nodeWith()], [unitWith({ kind: "cpu", vramMb: 0 })]);
+    assert.equal(result.placements[0]?.gpuIndex, -1);
+  });
+});
+
+describe("placeUnits: sensitivity tiers", () => {
+  const tiers: { sensitivity: Sensitivity; allowed: TrustLevel[] }[] = [
+    { sensitivity: "public", allowed: ["community", "verified", "controlled"] },
+    { sensitivity: "low_sensitive", allowed: ["verified", "controlled"] },
+    { sensitivity: "high_sensitive", allowed: ["controlled"] },
+  ];
+  for (const tc of tiers) {
+    it(`allows a ${tc.sensitivity} unit on ${tc.allowed.join(", ")} nodes only`, () => {
+      assert.deepEqual(allowedTrustLevels(tc.sensitivity), tc.allowed);
+      for (const trustLevel of ["community", "verified", "controlled"] as const) {
+        const result = place([nodeWith({ trustLevel })], [unitWith({ sensitivity: tc.sensitivity })]);
+        assert.equal(result.placements.length === 1, tc.allowed.includes(trustLevel), `${tc.sensitivity} on ${trustLevel}`);
+      }
+    });
+  }
+
+  it("never places a low_sensitive unit on a community node, even when it is the better fit", () => {
+    const nodes = [
+      nodeWith({ id: "community", trustLevel: "community", vram: [8192], reliability: 1, cached: ["ds-1"] }),
+      nodeWith({ id: "verified", trustLevel: "verified", vram: [81920], reliability: 0 }),
+    ];
+    const units = [unitWith({ id: "low", sensitivity: "low_sensitive" }), unitWith({ id: "public", readySinceMs: 2_000 })];
+    assert.deepEqual(placedOn(place(nodes, units)), { low: "verified", public: "community" });
+  });
+
+  it("never places a high_sensitive unit outside controlled nodes", () => {
+    const nodes = [
+      nodeWith({ id: "community", trustLevel: "community" }),
+      nodeWith({ id: "verified", trustLevel: "verified" }),
+      nodeWith({ id: "controlled", trustLevel: "controlled", vram: [24576] }),
+    ];
+    const units = [1, 2, 3, 4].map((i) => unitWith({ id: `u${i}`, sensitivity: "high_sensitive", vramMb: 8000 }));
+    const result = place(nodes, units);
+    // The controlled node's one GPU fits three 8000 MB units; the fourth waits rather than go lower.
+    assert.deepEqual(new Set(result.placements.map((p) => p.nodeId)), new Set(["controlled"]));
+    assert.equal(result.placements.length, 3);
+    assert.deepEqual(result.unplaced[0]?.reasons, { trust_below_tier: 2, insufficient_vram: 1 });
+    assert.equal(result.unplaced[0]?.unresolvable, false);
+  });
+});
+
+describe("placeUnits: reservation within a cycle", () => {
+  const cases: { name: string; node: NodeOverrides; unit: Partial<UnitRequest>; fits: number; reason: ReasonCode }[] = [
+    { name: "two 16 GB units do not share one 24 GB GPU", node: { vram: [24576] }, unit: { vramMb: 16384 }, fits: 1, reason: "insufficient_vram" },
+    { name: "units sharing one GPU stop at its free VRAM", node: { vram: [24576] }, unit: { vramMb: 8192 }, fits: 3, reason: "insufficient_vram" },
+    { name: "disk is reserved", node: { diskFreeMb: 25_000 }, unit: { diskMb: 10_000 }, fits: 2, reason: "insufficient_disk" },
+    { name: "cores are reserved", node: { freeCpuCores: 5 }, unit: { cpuCores: 2 }, fits: 2, reason: "insufficient_cpu" },
+    { name: "memory is reserved", node: { freeMemoryMb: 4096 }, unit: { memoryMb: 2048 }, fits: 2, reason: "insufficient_memory" },
+  ];
+  for (const tc of cases) {
+    it(tc.name, () => {
+      const units = [0, 1, 2, 3].map((i) => unitWith({ ...tc.unit, id: `u${i}`, readySinceMs: i }));
+      const result = place([nodeWith(tc.node)], units);
+      assert.equal(result.placements.length, tc.fits);
+      for (const u of result.unplaced) assert.deepEqual(u.reasons, { [tc.reason]: 1 });
+    });
+  }
+
+  it("moves a unit to a second GPU once the first is full", () => {
+    const result = place([nodeWith({ vram: [16384, 16384] })], [unitWith({ id: "u1", vramMb: 16000 }), unitWith({ id: "u2", vramMb: 16000 })]);
+    assert.deepEqual(
+      result.placements.map((p) => p.gpuIndex).sort(),
+      [0, 1],
+    );
+  });
+
+  it("never mutates the input snapshot", () => {
+    const snapshot: ClusterSnapshot = { nodes: [nodeWith({ id: "a" }), nodeWith({ id: "b", vram: [12288, 8192] })] };
+    const before = structuredClone(snapshot);
+    placeUnits(snapshot, [0, 1, 2].map((i) => unitWith({ id: `u${i}`, vramMb: 8000 })), { seed });
+    assert.deepEqual(snapshot, before);
+  });
+});
+
+describe("placeUnits: fairness", () => {
+  it("places customer B's only unit in the first cycle although customer A has 50 older ready units", () => {
+    const aUnits = Array.from({ length: 50 }, (_, i) => unitWith({ id: `a-${String(i).padStart(2, "0")}`, customerId: "A", readySinceMs: i }));
+    const bUnit = unitWith({ id: "b-0", customerId: "B", readySinceMs: 10_000 });
+    // Room for three units: one 24 GB GPU, 8000 MB each.
+    const result = place([nodeWith({ vram: [24576] })], [...aUnits, bUnit]);
+    assert.deepEqual(
+      result.placements.map((p) => p.unitId),
+      ["a-00", "b-0", "a-01"],
+    );
+    assert.equal(result.unplaced.length, 48);
+  });
+
+  it("orders round-robin by customer, customers by their oldest unit, units oldest first", () => {
+    const units = [
+      unitWith({ id: "c2", customerId: "C", readySinceMs: 5 }),
+      unitWith({ id: "a2", customerId: "A", readySinceMs: 30 }),
+      unitWith({ id: "b1", customerId: "B", readySinceMs: 1 }),
+      unitWith({ id: "a1", customerId: "A", readySinceMs: 20 }),
+      unitWith({ id: "c1", customerId: "C", readySinceMs: 5 }),
+      unitWith({ id: "a3", customerId: "A", readySinceMs: 40 }),
+    ];
+    assert.deepEqual(
+      fairOrder(units).map((u) => u.id),
+      ["b1", "c1", "a1", "c2", "a2", "a3"],
+    );
+  });
+
+  it("does not let a unit that fits nowhere block the units behind it", () => {
+    const result = place([nodeWith({ vram: [24576] })], [unitWith({ id: "huge", vramMb: 80000, readySinceMs: 0 }), unitWith({ id: "small" })]);
+    assert.deepEqual(placedOn(result), { small: "node-a" });
+  });
+});
+
+describe("placeUnits: scores and ties", () => {
+  it("prefers the node that caches the unit's dataset when all else is equal", () => {
+    const nodes = [nodeWith({ id: "a" }), nodeWith({ id: "b", cached: ["ds-1"] }), nodeWith({ id: "c" })];
+    assert.deepEqual(placedOn(place(nodes, [unitWith()])), { "unit-1": "b" });
+  });
+
+  it("prefers the more reliable node when all else is equal", () => {
+    const nodes = [nodeWith({ id: "a", reliability: 0.5 }), nodeWith({ id: "b", reliability: 0.99 }), nodeWith({ id: "c", reliability: 0.7 })];
+    assert.deepEqual(placedOn(place(nodes, [unitWith()])), { "unit-1": "b" });
+  });
+
+  it("lets weights from the options change the winner", () => {
+    const nodes = [nodeWith({ id: "tight", vram: [8192], reliability: 0.2 }), nodeWith({ id: "loose", vram: [81920], reliability: 1 })];
+    const unit = unitWith({ vramMb: 8000 });
+    assert.equal(placeUnits({ nodes }, [unit], { seed, weights: { binPack: 1, reliability: 0, dataLocality: 0 } }).placements[0]?.nodeId, "tight");
+    assert.equal(placeUnits({ nodes }, [unit], { seed, weights: { binPack: 0, reliability: 1, dataLocality: 0 } }).placements[0]?.nodeId, "loose");
+  });
+
+  it("rejects weights that are all zero", () => {
+    assert.throws(() => placeUnits({ nodes: [] }, [], { seed, weights: { binPack: 0, reliability: 0, dataLocality: 0 } }), RangeError);
+  });
+
+  it("breaks a tie the same way for the same seed, whatever the node order", () => {
+    const nodes = ["n1", "n2", "n3", "n4", "n5", "n6"].map((id) => nodeWith({ id }));
+    const first = place(nodes, [unitWith()], "seed-x").placements[0]?.nodeId;
+    assert.equal(place([...nodes].reverse(), [unitWith()], "seed-x").placements[0]?.nodeId, first);
+  });
+
+  it("spreads tie-breaks across nodes for different seeds", () => {
+    const nodes = ["n1", "n2", "n3", "n4", "n5", "n6"].map((id) => nodeWith({ id }));
+    const winners = new Set(Array.from({ length: 20 }, (_, i) => place(nodes, [unitWith()], `seed-${i}`).placements[0]?.nodeId));
+    assert.ok(winners.size > 1, `always ${[...winners].join()}`);
+  });
+
+  const binPackCases: { name: string; unit: { kind: "cpu" | "gpu"; vramMb: number; diskMb: number }; freeVram: number; freeDisk: number; expected: number }[] = [
+    { name: "scores a perfect VRAM and disk fit 100", unit: { kind: "gpu", vramMb: 8000, diskMb: 100 }, freeVram: 8000, freeDisk: 100, expected: 100 },
+    { name: "scores half the VRAM and half the disk 50", unit: { kind: "gpu", vramMb: 4000, diskMb: 50 }, freeVram: 8000, freeDisk: 100, expected: 50 },
+    { name: "weighs VRAM three times disk", unit: { kind: "gpu", vramMb: 8000, diskMb: 0 }, freeVram: 8000, freeDisk: 100, expected: 75 },
+    { name: "scores a cpu unit on disk alone", unit: { kind: "cpu", vramMb: 0, diskMb: 25 }, freeVram: 0, freeDisk: 100, expected: 25 },
+    { name: "scores asking nothing of nothing as a perfect fit", unit: { kind: "cpu", vramMb: 0, diskMb: 0 }, freeVram: 0, freeDisk: 0, expected: 100 },
+  ];
+  for (const tc of binPackCases) {
+    it(`binPackScore ${tc.name}`, () => assert.equal(binPackScore(tc.unit, tc.freeVram, tc.freeDisk), tc.expected));
+  }
+
+  it("score plugins stay within 0..100", () => {
+    const view = viewOf(nodeWith({ reliability: 7, cached: ["ds-1"] }));
+    for (const plugin of [binPack, reliability, dataLocality]) {
+      const s = plugin.score(unitWith(), view);
+      assert.ok(s >= 0 && s <= 100, `${plugin.name} gave ${s}`);
+    }
+  });
+});
+
+describe("placeUnits: unplaced units explain why", () => {
+  it("counts every node under its first failing filter and says so in the message", () => {
+    const nodes = [
+      nodeWith({ id: "a", vram: [12288] }),
+      nodeWith({ id: "b", vram: [16384] }),
+      nodeWith({ id: "c", trustLevel: "community", vram: [81920] }),
+    ];
+    const result = place(nodes, [unitWith({ vramMb: 24000, sensitivity: "low_sensitive" })]);
+    assert.deepEqual(result.unplaced, [
+      {
+        unitId: "unit-1",
+        reasons: { insufficient_vram: 2, trust_below_tier: 1 },
+        unresolvable: false,
+        message:
+          "no online node with a GPU of ≥ 24000 MB free VRAM at trust ≥ verified (3 nodes: 2 insufficient_vram, 1 trust_below_tier)",
+      },
+    ]);
+  });
+
+  it("describes a cpu unit by cores, memory and disk", () => {
+    const result = place([nodeWith({ schedulable: false })], [unitWith({ kind: "cpu", vramMb: 0, cpuCores: 4, memoryMb: 1024, diskMb: 500 })]);
+    assert.equal(
+      result.unplaced[0]?.message,
+      "no online node with 4 free CPU cores, 1024 MB free memory and 500 MB free disk at trust ≥ community (1 node: 1 node_unschedulable)",
+    );
+  });
+
+  const resolvability: { name: string; nodes: NodeSnapshot[]; unit: Partial<UnitRequest>; unresolvable: boolean }[] = [
+    {
+      name: "is unresolvable when every node is below the unit's tier",
+      nodes: [nodeWith({ id: "a", trustLevel: "community" }), nodeWith({ id: "b", trustLevel: "verified" })],
+      unit: { sensitivity: "high_sensitive" },
+      unresolvable: true,
+    },
+    {
+      name: "is unresolvable when every node is below the tier or already failed the unit",
+      nodes: [nodeWith({ id: "a", trustLevel: "community" }), nodeWith({ id: "b", trustLevel: "controlled" })],
+      unit: { sensitivity: "high_sensitive", excludedNodeIds: ["b"] },
+      unresolvable: true,
+    },
+    {
+      name: "is resolvable when some node only lacks free VRAM now",
+      nodes: [nodeWith({ id: "a", trustLevel: "community" }), nodeWith({ id: "b", trustLevel: "controlled", gpus: [gpu(0, 24576, 0)] })],
+      unit: { sensitivity: "high_sensitive" },
+      unresolvable: false,
+    },
+    { name: "is resolvable in an empty cluster, where nodes may still join", nodes: [], unit: {}, unresolvable: false },
+  ];
+  for (const tc of resolvability) {
+    it(tc.name, () => assert.equal(place(tc.nodes, [unitWith(tc.unit)]).unplaced[0]?.unresolvable, tc.unresolvable));
+  }
+
+  it("says there are no nodes in an empty cluster", () => {
+    assert.deepEqual(place([], [unitWith({ vramMb: 1000 })]).unplaced[0], {
+      unitId: "unit-1",
+      reasons: {},
+      unresolvable: false,
+      message: "no online node with a GPU of ≥ 1000 MB free VRAM at trust ≥ community (no nodes)",
+    });
+  });
+});
+
+describe("placeUnits: golden plan", () => {
+  const snapshot: ClusterSnapshot = {
+    nodes: [
+      nodeWith({ id: "home-3090", trustLevel: "community", vram: [24576], reliability: 0.8, cached: ["ds-cats"] }),
+      nodeWith({ id: "home-4090x2", trustLevel: "verified", vram: [24576, 24576], reliability: 0.95 }),
+      nodeWith({ id: "lab-a100", trustLevel: "controlled", gpus: [gpu(0, 81920, 81920), gpu(1, 81920, 40000)], reliability: 0.99 }),
+      nodeWith({ id: "lab-cpu", trustLevel: "controlled", vram: [], freeCpuCores: 8, reliability: 1 }),
+      nodeWith({ id: "home-3060", trustLevel: "community", vram: [12288], reliability: 0.6, diskFreeMb: 50_000 }),
+      nodeWith({ id: "home-offline", trustLevel: "verified", vram: [49152], schedulable: false }),
+    ],
+  };
+  const units: UnitRequest[] = [
+    unitWith({ id: "acme-train-big", customerId: "acme", vramMb: 40000, sensitivity: "high_sensitive", readySinceMs: 100 }),
+    unitWith({ id: "acme-train-2", customerId: "acme", vramMb: 20000, sensitivity: "low_sensitive", readySinceMs: 200 }),
+    unitWith({ id: "acme-prep", customerId: "acme", kind: "cpu", vramMb: 0, cpuCores: 1, memoryMb: 512, sensitivity: "high_sensitive", readySinceMs: 300 }),
+    unitWith({ id: "bob-cats", customerId: "bob", vramMb: 10000, datasetId: "ds-cats", readySinceMs: 150 }),
+    unitWith({ id: "bob-small", customerId: "bob", vramMb: 6000, diskMb: 40_000, readySinceMs: 160 }),
+    unitWith({ id: "bob-retry", customerId: "bob", vramMb: 20000, excludedNodeIds: ["home-4090x2"], readySinceMs: 170 }),
+    unitWith({ id: "carol-huge", customerId: "carol", vramMb: 90000, readySinceMs: 50 }),
+  ];
+
+  it("places a fixed snapshot with seed golden-1 exactly so", () => {
+    const result = placeUnits(snapshot, units, { seed: "golden-1" });
+    assert.deepEqual(result, GOLDEN);
+  });
+
+  it("gives the same plan for the units and nodes in reverse order", () => {
+    const reversed = placeUnits({ nodes: [...snapshot.nodes].reverse() }, [...units].reverse(), { seed: "golden-1" });
+    assert.deepEqual(reversed, GOLDEN);
+  });
+});
+
+/**
+ * Checked by hand: fair order is carol, acme, bob by oldest unit; carol's 90 GB unit fits no GPU; the 40 GB
+ * high_sensitive unit takes the A100 whose free 40000 MB fits exactly; bob-cats goes where ds-cats is cached;
+ * bob-retry skips the node that failed it and lands on the other A100 GPU.
+ */
+const GOLDEN: PlacementResult = {
+  placements: [
+    { unitId: "acme-train-big", nodeId: "lab-a100", gpuIndex: 1, score: 67.45 },
+    { unitId: "bob-cats", nodeId: "home-3090", gpuIndex: 0, score: 59.509 },
+    { unitId: "acme-train-2", nodeId: "home-4090x2", gpuIndex: 0, score: 59.268 },
+    { unitId: "bob-small", nodeId: "home-3060", gpuIndex: 0, score: 46.311 },
+    { unitId: "acme-prep", nodeId: "lab-cpu", gpuIndex: -1, score: 31 },
+    { unitId: "bob-retry", nodeId: "lab-a100", gpuIndex: 0, score: 39.11 },
+  ],
+  unplaced: [
+    {
+      unitId: "carol-huge",
+      reasons: { insufficient_vram: 4, node_unschedulable: 1, no_gpu: 1 },
+      unresolvable: false,
+      message:
+        "no online node with a GPU of ≥ 90000 MB free VRAM at trust ≥ community (6 nodes: 4 insufficient_vram, 1 node_unschedulable, 1 no_gpu)",
+    },
+  ],
+};

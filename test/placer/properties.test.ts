@@ -1,0 +1,205 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { allowedTrustLevels, placeUnits } from "../../src/placer/index.ts";
+import type { ClusterSnapshot, NodeSnapshot, PlacementResult, UnitRequest } from "../../src/placer/types.ts";
+import { gpu, unitWith } from "./builders.ts";
+
+const trust = fc.constantFrom("community", "verified", "controlled" as const);
+const gpuSizes = [8192, 12288, 16384, 24576, 49152, 81920];
+const datasets = ["ds-1", "ds-2", "ds-3"];
+
+const gpuArb = fc
+  .record({ vram: fc.constantFrom(...gpuSizes), usedPct: fc.integer({ min: 0, max: 100 }) })
+  .map(({ vram, usedPct }) => ({ vram, free: Math.floor((vram * (100 - usedPct)) / 100) }));
+
+const nodeArb = fc.record({
+  trustLevel: trust,
+  // Four in five nodes are schedulable, so most scenarios have somewhere to place.
+  schedulable: fc.integer({ min: 0, max: 4 }).map((n) => n > 0),
+  cpuCores: fc.integer({ min: 1, max: 32 }),
+  cpuUsed: fc.integer({ min: 0, max: 32 }),
+  memoryMb: fc.integer({ min: 1024, max: 65536 }),
+  memUsed: fc.integer({ min: 0, max: 65536 }),
+  diskFreeMb: fc.integer({ min: 0, max: 200_000 }),
+  gpus: fc.array(gpuArb, { maxLength: 4 }),
+  cached: fc.subarray(datasets),
+  reliability: fc.double({ min: 0, max: 1, noNaN: true }),
+});
+
+/** Random clusters: node ids are distinct but not in index order, so id order and input order differ. */
+const clusterArb = fc
+  .array(nodeArb, { maxLength: 12 })
+  .chain((nodes) => fc.tuple(fc.constant(nodes), fc.shuffledSubarray(nodes.map((_, i) => i), { minLength: nodes.length })))
+  .map(([nodes, perm]): ClusterSnapshot => ({
+    nodes: nodes.map(
+      (n, i): NodeSnapshot => ({
+        id: `node-${String(perm[i]).padStart(2, "0")}`,
+        trustLevel: n.trustLevel,
+        schedulable: n.schedulable,
+        cpuCores: n.cpuCores,
+        freeCpuCores: Math.max(0, n.cpuCores - n.cpuUsed),
+        memoryMb: n.memoryMb,
+        freeMemoryMb: Math.max(0, n.memoryMb - n.memUsed),
+        diskFreeMb: n.diskFreeMb,
+        gpus: n.gpus.map((g, index) => gpu(index * 2, g.vram, g.free)),
+        cachedDatasetIds: new Set(n.cached),
+        reliability: n.reliability,
+      }),
+    ),
+  }));
+
+function unitsArb(nodeIds: string[]): fc.Arbitrary<UnitRequest[]> {
+  const unit = fc.record({
+    customerId: fc.constantFrom("cust-a", "cust-b", "cust-c"),
+    kind: fc.constantFrom("cpu", "gpu" as const),
+    vramMb: fc.constantFrom(1000, 6000, 8000, 12000, 16000, 20000, 24000, 40000, 80000, 90000),
+    diskMb: fc.integer({ min: 0, max: 80_000 }),
+    cpuCores: fc.integer({ min: 1, max: 8 }),
+    memoryMb: fc.integer({ min: 256, max: 16384 }),
+    sensitivity: fc.constantFrom("public", "low_sensitive", "high_sensitive" as const),
+    datasetId: fc.constantFrom(...datasets),
+    excludedNodeIds: nodeIds.length === 0 ? fc.constant([]) : fc.subarray(nodeIds, { maxLength: Math.min(3, nodeIds.length) }),
+    readySinceMs: fc.integer({ min: 0, max: 5 }),
+  });
+  return fc
+    .array(unit, { maxLength: 30 })
+    .map((us) => us.map((u, i) => unitWith({ ...u, id: `unit-${String(i).padStart(2, "0")}`, vramMb: u.kind === "gpu" ? u.vramMb : 0 })));
+}
+
+const scenarioArb = clusterArb.chain((snapshot) =>
+  fc.record({
+    snapshot: fc.constant(snapshot),
+    units: unitsArb(snapshot.nodes.map((n) => n.id)),
+    seed: fc.string({ maxLength: 12 }),
+  }),
+);
+
+interface Residual {
+  cpu: number;
+  memory: number;
+  disk: number;
+  gpus: Map<number, number>;
+}
+
+/** What is left on each node after the plan, computed independently of the placer. */
+function residuals(snapshot: ClusterSnapshot, units: readonly UnitRequest[], result: PlacementResult): Map<string, Residual> {
+  const left = new Map<string, Residual>(
+    snapshot.nodes.map((n) => [
+      n.id,
+      { cpu: n.freeCpuCores, memory: n.freeMemoryMb, disk: n.diskFreeMb, gpus: new Map(n.gpus.map((g) => [g.index, g.freeVramMb])) },
+    ]),
+  );
+  const byId = new Map(units.map((u) => [u.id, u]));
+  for (const p of result.placements) {
+    const unit = byId.get(p.unitId);
+    const r = left.get(p.nodeId);
+    assert.ok(unit !== undefined && r !== undefined);
+    r.cpu -= unit.cpuCores;
+    r.memory -= unit.memoryMb;
+    r.disk -= unit.diskMb;
+    if (unit.kind === "gpu") {
+      const free = r.gpus.get(p.gpuIndex);
+      assert.ok(free !== undefined, `unit ${unit.id} got GPU ${p.gpuIndex}, which node ${p.nodeId} does not have`);
+      r.gpus.set(p.gpuIndex, free - unit.vramMb);
+    } else {
+      assert.equal(p.gpuIndex, -1);
+    }
+  }
+  return left;
+}
+
+function fitsNow(unit: UnitRequest, node: NodeSnapshot, r: Residual): boolean {
+  return (
+    node.schedulable &&
+    allowedTrustLevels(unit.sensitivity).includes(node.trustLevel) &&
+    !unit.excludedNodeIds.includes(node.id) &&
+    r.disk >= unit.diskMb &&
+    r.cpu >= unit.cpuCores &&
+    r.memory >= unit.memoryMb &&
+    (unit.kind === "cpu" || [...r.gpus.values()].some((free) => free >= unit.vramMb))
+  );
+}
+
+describe("placeUnits properties", () => {
+  it("never over-commits a node: VRAM per GPU, disk, cores and memory stay within what was free", () => {
+    fc.assert(
+      fc.property(scenarioArb, ({ snapshot, units, seed }) => {
+        const result = placeUnits(snapshot, units, { seed });
+        for (const [id, r] of residuals(snapshot, units, result)) {
+          assert.ok(r.cpu >= 0 && r.memory >= 0 && r.disk >= 0, `node ${id} over-committed: ${JSON.stringify(r)}`);
+          for (const [index, free] of r.gpus) assert.ok(free >= 0, `GPU ${index} of node ${id} over-committed`);
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("never breaks a tier rule, uses an unschedulable node or an excluded node", () => {
+    fc.assert(
+      fc.property(scenarioArb, ({ snapshot, units, seed }) => {
+        const nodes = new Map(snapshot.nodes.map((n) => [n.id, n]));
+        const byId = new Map(units.map((u) => [u.id, u]));
+        for (const p of placeUnits(snapshot, units, { seed }).placements) {
+          const node = nodes.get(p.nodeId);
+          const unit = byId.get(p.unitId);
+          assert.ok(node !== undefined && unit !== undefined);
+          assert.ok(allowedTrustLevels(unit.sensitivity).includes(node.trustLevel), `${unit.sensitivity} unit on ${node.trustLevel} node`);
+          assert.ok(node.schedulable);
+          assert.ok(!unit.excludedNodeIds.includes(node.id));
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("accounts for every unit once and for every node in each unplaced unit's reasons", () => {
+    fc.assert(
+      fc.property(scenarioArb, ({ snapshot, units, seed }) => {
+        const result = placeUnits(snapshot, units, { seed });
+        const seen = [...result.placements.map((p) => p.unitId), ...result.unplaced.map((u) => u.unitId)].sort();
+        assert.deepEqual(seen, units.map((u) => u.id).sort());
+        for (const u of result.unplaced) {
+          const total = Object.values(u.reasons).reduce((a, b) => a + b, 0);
+          assert.equal(total, snapshot.nodes.length);
+        }
+        for (const p of result.placements) assert.ok(p.score >= 0 && p.score <= 100);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("leaves no unit unplaced while a node could still take it after the cycle (the index skips nothing feasible)", () => {
+    fc.assert(
+      fc.property(scenarioArb, ({ snapshot, units, seed }) => {
+        const result = placeUnits(snapshot, units, { seed });
+        const left = residuals(snapshot, units, result);
+        const byId = new Map(units.map((u) => [u.id, u]));
+        for (const u of result.unplaced) {
+          const unit = byId.get(u.unitId);
+          assert.ok(unit !== undefined);
+          for (const node of snapshot.nodes) {
+            assert.ok(!fitsNow(unit, node, left.get(node.id) as Residual), `unit ${unit.id} left unplaced but fits ${node.id}`);
+          }
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("is deterministic for the same seed, whatever the order of nodes and units, and leaves the snapshot alone", () => {
+    fc.assert(
+      fc.property(scenarioArb, fc.integer(), ({ snapshot, units, seed }, salt) => {
+        const before = structuredClone(snapshot);
+        const first = placeUnits(snapshot, units, { seed });
+        assert.deepEqual(placeUnits(snapshot, units, { seed }), first);
+        const rotate = <T>(xs: readonly T[]): T[] => {
+          const k = xs.length === 0 ? 0 : Math.abs(salt) % xs.length;
+          return [...xs.slice(k), ...xs.slice(0, k)].reverse();
+        };
+        assert.deepEqual(placeUnits({ nodes: rotate(snapshot.nodes) }, rotate(units), { seed }), first);
+        assert.deepEqual(snapshot, before);
+      }),
+      { numRuns: 200 },
+    );
+  });
+});

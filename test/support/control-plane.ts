@@ -1,0 +1,178 @@
+/**
+ * Real processes for integration tests: a control plane on port 0 (embedded
+ * PGlite or a throwaway PostgreSQL database), node agents as real child
+ * processes of cmd/agent.ts, and small REST helpers.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pino } from "pino";
+import type { ControlPlane } from "../../src/control-plane.ts";
+import { startControlPlane } from "../../src/control-plane.ts";
+import { defaultAgents, defaultLimits, defaultRates } from "../../src/platform/config.ts";
+
+const repoRoot = join(import.meta.dirname, "..", "..");
+
+/** A control plane started for a test, with its temporary data directory. */
+export interface TestControlPlane {
+  plane: ControlPlane;
+  url: string;
+  adminToken: string;
+  dataDir: string;
+  stop(): Promise<void>;
+}
+
+/** Starts a control plane on a free loopback port. */
+export async function startTestControlPlane(options: { databaseUrl?: string } = {}): Promise<TestControlPlane> {
+  const dataDir = await mkdtemp(join(tmpdir(), "gpu-agent-cp-"));
+  const adminToken = "test-admin-token-" + createHash("sha256").update(dataDir).digest("hex").slice(0, 16);
+  const plane = await startControlPlane(
+    {
+      host: "127.0.0.1",
+      port: 0,
+      publicUrl: "http://127.0.0.1:0",
+      dataDir,
+      databaseUrl: options.databaseUrl,
+      etcdEndpoints: [],
+      replicaId: "test-replica",
+      adminToken,
+      blobDir: join(dataDir, "blobs"),
+      placementIntervalMs: 200,
+      limits: defaultLimits,
+      rates: defaultRates,
+      agents: { ...defaultAgents, heartbeatIntervalSeconds: 1 },
+      build: "test",
+    },
+    { logger: pino({ level: process.env["TEST_LOG_LEVEL"] ?? "silent" }) },
+  );
+  return {
+    plane,
+    url: plane.url,
+    adminToken,
+    dataDir,
+    async stop() {
+      await plane.close();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A node agent running as a real child process. */
+export interface TestAgent {
+  nodeId: string;
+  output(): string;
+  stop(): Promise<void>;
+}
+
+function collect(child: ChildProcess): () => string {
+  const chunks: Buffer[] = [];
+  child.stdout?.on("data", (c: Buffer) => chunks.push(c));
+  child.stderr?.on("data", (c: Buffer) => chunks.push(c));
+  return () => Buffer.concat(chunks).toString("utf8");
+}
+
+/** Enrolls and runs `cmd/agent.ts` against `url` with a token of `trustLevel`. */
+export async function startTestAgent(
+  cp: TestControlPlane,
+  options: { trustLevel: "community" | "verified" | "controlled"; devGpuMib?: number },
+): Promise<TestAgent> {
+  const token = (await adminRequest(cp, "POST", "/api/v1/admin/enrollment-tokens", { trust_level: options.trustLevel }))["token"] as string;
+  const dataDir = await mkdtemp(join(tmpdir(), "gpu-agent-node-"));
+  const agentCmd = join(repoRoot, "cmd", "agent.ts");
+  const devGpu = options.devGpuMib === undefined ? [] : ["--dev-gpu", String(options.devGpuMib)];
+  const env = { ...process.env, LOG_LEVEL: "debug", GPU_AGENT_DEV_GPU_MIB: "" };
+  const enroll = spawn(process.execPath, [agentCmd, "enroll", "--url", cp.url, "--token", token, "--data-dir", dataDir, ...devGpu], { env });
+  const enrollOutput = collect(enroll);
+  const code = await new Promise<number | null>((resolve) => enroll.on("exit", resolve));
+  if (code !== 0) throw new Error(`agent enroll failed (${code}):\n${enrollOutput()}`);
+  const nodeId = (JSON.parse(enrollOutput().split("\n").find((l) => l.startsWith("{\"node_id\"")) ?? "{}") as { node_id: string }).node_id;
+  const run = spawn(process.execPath, [agentCmd, "run", "--data-dir", dataDir, ...devGpu, "--grace-seconds", "1"], { env });
+  const output = collect(run);
+  return {
+    nodeId,
+    output,
+    async stop() {
+      if (run.exitCode === null) {
+        const exited = new Promise((resolve) => run.on("exit", resolve));
+        run.kill("SIGTERM");
+        await exited;
+      }
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A JSON response with its status. */
+export interface JsonResponse {
+  status: number;
+  headers: Headers;
+  body: Record<string, unknown>;
+}
+
+/** Calls the REST API. */
+export async function request(
+  cp: TestControlPlane,
+  method: string,
+  path: string,
+  options: { body?: unknown; headers?: Record<string, string> } = {},
+): Promise<JsonResponse> {
+  const res = await fetch(cp.url + path, {
+    method,
+    headers: { ...(options.body === undefined ? {} : { "content-type": "application/json" }), ...options.headers },
+    ...(options.body === undefined ? {} : { body: JSON.stringify(options.body) }),
+  });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, body: text === "" ? {} : (JSON.parse(text) as Record<string, unknown>) };
+}
+
+/** Calls an admin endpoint; throws unless 2xx. */
+export async function adminRequest(cp: TestControlPlane, method: string, path: string, body?: unknown): Promise<Record<string, unknown>> {
+  const res = await request(cp, method, path, { body, headers: { authorization: `Bearer ${cp.adminToken}` } });
+  if (res.status >= 300) throw new Error(`${method} ${path} → ${res.status} ${JSON.stringify(res.body)}`);
+  return res.body;
+}
+
+/** Creates a customer and returns its API key. */
+export async function createCustomer(cp: TestControlPlane, credits = 10_000): Promise<{ customerId: string; apiKey: string }> {
+  const email = `customer-${Math.random().toString(36).slice(2)}@example.com`;
+  const body = await adminRequest(cp, "POST", "/api/v1/admin/customers", { email, password: "correct horse battery", credits });
+  return { customerId: body["customer_id"] as string, apiKey: body["api_key"] as string };
+}
+
+/** Creates, uploads and finalizes a dataset or package; returns the finalized resource. */
+export async function uploadResource(
+  cp: TestControlPlane,
+  apiKey: string,
+  kind: "datasets" | "training-packages",
+  name: string,
+  bytes: Buffer,
+  extra: Record<string, unknown> = {},
+): Promise<Record<string, unknown>> {
+  const sha256 = createHash("sha256").update(bytes).digest("hex");
+  const created = await request(cp, "POST", `/api/v1/customer/${kind}`, {
+    body: { name, size_bytes: bytes.length, sha256, ...extra },
+    headers: { "x-api-key": apiKey },
+  });
+  if (created.status !== 201) throw new Error(`create ${kind}: ${created.status} ${JSON.stringify(created.body)}`);
+  const put = await fetch(created.body["upload_url"] as string, { method: "PUT", body: bytes, headers: { "content-type": "application/octet-stream" } });
+  if (put.status !== 200) throw new Error(`PUT upload_url: ${put.status} ${await put.text()}`);
+  const finalized = await request(cp, "POST", `/api/v1/customer/${kind}/${created.body["id"] as string}/finalize`, {
+    body: {},
+    headers: { "x-api-key": apiKey },
+  });
+  if (finalized.status !== 200) throw new Error(`finalize ${kind}: ${finalized.status} ${JSON.stringify(finalized.body)}`);
+  return finalized.body;
+}
+
+/** Polls until `check` returns a value or the timeout passes (integration tests wait on real processes). */
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined>, timeoutMs: number, onTimeout?: () => string): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${onTimeout === undefined ? "" : `\n${onTimeout()}`}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
