@@ -29,7 +29,9 @@ function devGpuMib(flag: number | undefined): number | undefined {
   if (flag !== undefined) return flag;
   const env = process.env["GPU_AGENT_DEV_GPU_MIB"];
   if (env === undefined || env === "") return undefined;
-  return positiveInt(env);
+  const n = Number(env);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`GPU_AGENT_DEV_GPU_MIB must be a positive integer, got ${JSON.stringify(env)}`);
+  return n;
 }
 
 const program = new Command()

@@ -218,15 +218,27 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
     });
   };
 
-  /** The unprivileged child must be able to walk down to its work dir. */
+  /**
+   * The unprivileged child must be able to walk down to its work dir: the
+   * data dir and work root get search permission for others (no listing;
+   * node.json stays 0600), and every ancestor must already allow it, which
+   * fails loudly for a data dir under /root instead of as a puzzling EACCES.
+   */
+  let workRootReady = false;
   const prepareWorkRoot = async () => {
     await mkdir(workRoot, { recursive: true, mode: 0o711 });
-    if (unitUser) {
-      await chmod(workRoot, 0o711);
-      const s = await stat(opts.dataDir);
-      // Search permission only (no listing): node.json stays 0600 regardless.
-      if ((s.mode & 0o001) === 0) await chmod(opts.dataDir, (s.mode & 0o7777) | 0o001);
+    if (!unitUser || workRootReady) return;
+    await chmod(workRoot, 0o711);
+    const dataDir = path.resolve(opts.dataDir);
+    const s = await stat(dataDir);
+    if ((s.mode & 0o001) === 0) await chmod(dataDir, (s.mode & 0o7777) | 0o001);
+    for (let dir = path.dirname(dataDir); ; dir = path.dirname(dir)) {
+      if (((await stat(dir)).mode & 0o001) === 0) {
+        throw new UnitError(Outcome.NODE_ERROR, `${dir} is not searchable by other users, so units (run as nobody) cannot reach ${workRoot}; move the data dir`);
+      }
+      if (path.dirname(dir) === dir) break;
     }
+    workRootReady = true;
   };
 
   async function execute(a: Assign, state: UnitState): Promise<void> {

@@ -123,7 +123,8 @@ describe("node agent over gRPC", function () {
       });
       const running = agent.run(stop.signal);
       const until = Date.now() + 20_000;
-      while (!received.some((r) => r.body.case === "finished") && Date.now() < until) {
+      const seen = (kind: SessionRequest["body"]["case"]) => received.some((r) => r.body.case === kind);
+      while (!(seen("finished") && seen("heartbeat")) && Date.now() < until) {
         await new Promise((r) => setTimeout(r, 50));
       }
       stop.abort();
@@ -141,6 +142,10 @@ describe("node agent over gRPC", function () {
       assert.equal(finished?.body.case === "finished" && finished.body.value.outcome, Outcome.SUCCEEDED);
       assert.equal(blobs.uploads.get(`${unitId}/out.txt`)?.body.toString(), "ok");
       assert.ok(received.some((r) => r.body.case === "ack"), "the agent acked Welcome and Assign");
+      const heartbeat = received.find((r) => r.body.case === "heartbeat");
+      assert.ok(heartbeat && heartbeat.seq > 0n);
+      assert.ok(heartbeat.body.case === "heartbeat" && heartbeat.body.value.diskFreeMb > 0);
+      assert.deepEqual(heartbeat.body.case === "heartbeat" && heartbeat.body.value.gpus.map((g) => g.index), [0]);
     } finally {
       await blobs.close();
       await new Promise<void>((resolve) => server.close(() => resolve()));
