@@ -337,6 +337,10 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
     async createTrainingJob(req, ctx) {
       const principal = await caller(ctx);
       requireScope(principal, Scope.trainingWrite);
+      const idempotencyKey = ctx.requestHeader.get("idempotency-key");
+      if (idempotencyKey !== null && !idempotencyKeyPattern.test(idempotencyKey)) {
+        throw new ApiError("IDEMPOTENCY_KEY_INVALID", "Idempotency-Key must be 8 to 128 characters of letters, digits and . _ : -");
+      }
       const name = requireName(req.name, "name");
       const vram = req.requiredVramMb !== 0 ? req.requiredVramMb : req.minVramMb;
       const runtime = req.maxRuntimeSeconds !== 0 ? req.maxRuntimeSeconds : req.maxRuntimeMinutes * 60;
@@ -348,10 +352,6 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
       if (!sensitivities.includes(sensitivity)) throw validationError(`sensitivity must be one of ${sensitivities.join(", ")}`, { field: "sensitivity" });
       const datasetId = requireId(req.datasetId, "DATASET_NOT_FOUND", "dataset");
       const packageId = requireId(req.trainingPackageId, "TRAINING_PACKAGE_NOT_FOUND", "training package");
-      const idempotencyKey = ctx.requestHeader.get("idempotency-key");
-      if (idempotencyKey !== null && !idempotencyKeyPattern.test(idempotencyKey)) {
-        throw new ApiError("IDEMPOTENCY_KEY_INVALID", "Idempotency-Key must be 8 to 128 characters of letters, digits and . _ : -");
-      }
       const requestHash = createHash("sha256")
         .update(JSON.stringify([name, datasetId, packageId, vram, disk, runtime, sensitivity]))
         .digest("hex");

@@ -35,6 +35,7 @@ export const ErrorCode = {
   RESOURCE_NOT_FOUND: "RESOURCE_NOT_FOUND",
   UPLOAD_INVALID: "UPLOAD_INVALID",
   UPLOAD_URL_EXPIRED: "UPLOAD_URL_EXPIRED",
+  SIGNED_URL_INVALID: "SIGNED_URL_INVALID",
   PACKAGE_INVALID: "PACKAGE_INVALID",
   STATE_CONFLICT: "STATE_CONFLICT",
   PAYLOAD_TOO_LARGE: "PAYLOAD_TOO_LARGE",
@@ -63,6 +64,7 @@ function mappingOf(code: ErrorCode): Mapping {
     case "ENROLLMENT_TOKEN_INVALID":
       return { http: 401, connect: Code.Unauthenticated };
     case "API_KEY_SCOPE_DENIED":
+    case "SIGNED_URL_INVALID":
       return { http: 403, connect: Code.PermissionDenied };
     case "CREDIT_INSUFFICIENT":
       return { http: 402, connect: Code.FailedPrecondition };

@@ -48,9 +48,9 @@ export function createBlobRoutes(deps: ControlPlaneDeps): HttpRoute[] {
     if (!result.ok) {
       throw result.reason === "expired"
         ? new ApiError("UPLOAD_URL_EXPIRED", "this signed URL has expired; request a new one")
-        : new ApiError("SIGNED_URL_FAILED", "this signed URL is not valid");
+        : new ApiError("SIGNED_URL_INVALID", "this signed URL is not valid (altered or not issued here)");
     }
-    if (result.request.op !== op) throw new ApiError("SIGNED_URL_FAILED", `this signed URL does not allow ${op.toUpperCase()}`);
+    if (result.request.op !== op) throw new ApiError("SIGNED_URL_INVALID", `this signed URL does not allow ${op.toUpperCase()}`);
     return result.request;
   };
 
@@ -62,7 +62,7 @@ export function createBlobRoutes(deps: ControlPlaneDeps): HttpRoute[] {
         const { key } = verify(req, "put");
         const table = tableOfKey(key);
         const row = table === undefined ? undefined : await findUploadByBlobKey(db, table, key);
-        if (table === undefined || row === undefined) throw new ApiError("SIGNED_URL_FAILED", "this signed URL does not name an upload");
+        if (table === undefined || row === undefined) throw new ApiError("SIGNED_URL_INVALID", "this signed URL does not name an upload");
         const declared = Number(req.headers["content-length"] ?? NaN);
         if (Number.isFinite(declared) && declared > row.size_bytes) {
           throw new ApiError("PAYLOAD_TOO_LARGE", `the body is ${declared} bytes but size_bytes declared ${row.size_bytes}`);

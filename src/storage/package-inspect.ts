@@ -69,7 +69,7 @@ export async function inspectPackage(
   let manifest: unknown;
   try {
     await new Promise<void>((resolve, reject) => {
-      zip.on("error", (e: Error) => reject(invalid(`the zip is corrupt: ${e.message}`)));
+      zip.on("error", (e: Error) => reject(invalid(`the package is refused: ${e.message}`)));
       zip.on("end", () => resolve());
       zip.on("entry", (entry: Entry) => {
         void (async () => {
