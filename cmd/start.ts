@@ -4,7 +4,7 @@
 // as `controlled`. Where no GPU is detected the local agent declares a
 // development GPU (GPU_AGENT_DEV_GPU_MIB, default 24576) so seed 001's example
 // job runs on any laptop; production agents never do this unless told to.
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { pino } from "pino";
@@ -24,10 +24,12 @@ const devGpu = process.env["GPU_AGENT_DEV_GPU_MIB"] ?? "24576";
 if (!existsSync(join(agentDir, "node.json"))) {
   const token = newSecret("et_");
   await insertEnrollmentToken(plane.deps.db, { id: newId(), tokenHash: hashSecret(token), trustLevel: "controlled", expiresAt: new Date(Date.now() + 600_000) });
-  const enrolled = spawnSync(process.execPath, [agentCmd, "enroll", "--url", plane.url, "--token", token, "--data-dir", agentDir, "--dev-gpu", devGpu], {
-    stdio: ["ignore", "inherit", "inherit"],
+  // Asynchronous: the agent enrolls against this very process, whose event loop must keep serving.
+  const enroll = spawn(process.execPath, [agentCmd, "enroll", "--url", plane.url, "--token", token, "--data-dir", agentDir, "--dev-gpu", devGpu], {
+    stdio: ["ignore", "ignore", "inherit"],
   });
-  if (enrolled.status !== 0) {
+  const status = await new Promise<number | null>((resolve) => enroll.on("exit", resolve));
+  if (status !== 0) {
     logger.error("the local agent could not enroll");
     await plane.close();
     process.exit(1);
