@@ -83,7 +83,7 @@ export async function startControlPlane(
   };
 
   const customer = createCustomerService(deps, sessions);
-  const leaderLoop = createLeaderLoop(deps, sessions);
+  const leaderLoop = createLeaderLoop(deps, sessions, metrics);
   wake = () => leaderLoop.wake();
   let term = 0;
   const adminImpl: Partial<ServiceImpl<typeof AdminService>> = {

@@ -8,6 +8,7 @@ import { dispatchAssignments, sendCancel } from "../agents/assignments.ts";
 import type { SessionRegistry } from "../agents/session-registry.ts";
 import type { ControlPlaneDeps } from "../deps.ts";
 import { expireOverdueJobs, requeueUnitsOfNode } from "../jobs/lifecycle.ts";
+import type { ControlPlaneMetrics } from "../observability/metrics.ts";
 import { findSilentNodes, markNodeUnreachable } from "../store/nodes.ts";
 import { runPlacementCycle } from "./placement-cycle.ts";
 
@@ -28,7 +29,7 @@ export interface LeaderLoop {
 const sweepEveryMs = 2000;
 
 /** Builds the leader loop. */
-export function createLeaderLoop(deps: ControlPlaneDeps, sessions: SessionRegistry): LeaderLoop {
+export function createLeaderLoop(deps: ControlPlaneDeps, sessions: SessionRegistry, metrics?: ControlPlaneMetrics): LeaderLoop {
   const { clock, config, logger, db } = deps;
   let wakeUp: (() => void) | undefined;
   let pendingWake = false;
@@ -75,6 +76,9 @@ export function createLeaderLoop(deps: ControlPlaneDeps, sessions: SessionRegist
           const result = await runPlacementCycle(deps, term, isLive);
           status.cycles += 1;
           status.placements += result.placed.length;
+          metrics?.placementDuration.observe({ result: result.committed ? "committed" : "fenced" }, (clock.now() - started) / 1000);
+          metrics?.placements.inc({ result: "placed" }, result.placed.length);
+          metrics?.placements.inc({ result: "unplaced" }, result.unplaced);
           if (!result.committed) {
             logger.error({ term }, "placement term is no longer current; stepping down");
             return;
