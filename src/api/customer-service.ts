@@ -46,6 +46,9 @@ import { isUniqueViolation } from "../store/database.ts";
 import { pageRequest, toPage } from "../store/pagination.ts";
 import type { UploadRow, UploadTable } from "../store/uploads.ts";
 import { findUpload, insertUpload, listUploads, markUploadDeleted, markUploadReady } from "../store/uploads.ts";
+import { createIdentityHandlers } from "./customer/identity.ts";
+import { createUsageHandlers } from "./customer/usage.ts";
+import { createWebhookHandlers } from "./customer/webhooks.ts";
 import { ApiError, validationError } from "./errors.ts";
 
 const apiVersion = "v1";
@@ -243,6 +246,10 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
   }
 
   return {
+    ...createIdentityHandlers(deps),
+    ...createUsageHandlers(deps),
+    ...createWebhookHandlers(deps),
+
     async getConfig() {
       return {
         apiVersion,

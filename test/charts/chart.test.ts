@@ -323,7 +323,7 @@ describe("charts/gpu-agent", () => {
     it("requires only keys that values.yaml defines, and declares every key values.yaml defines", () => {
       const walk = (s: Json, v: Json | undefined, path: string): void => {
         if (!isObject(s)) return;
-        const target = isObject(s["$ref"] === undefined ? s : null) ? s : resolveRef(schema, String(s["$ref"]));
+        const target = typeof s["$ref"] === "string" ? resolveRef(schema, s["$ref"]) : s;
         for (const part of Array.isArray(s["allOf"]) ? s["allOf"] : []) walk(part, v, path);
         if (!isObject(v)) return;
         const required = target["required"];
@@ -421,7 +421,7 @@ describe("charts/gpu-agent", () => {
 
     it("sets only environment variables the scheduler reads", () => {
       const source = read(repo, "src", "platform", "config.ts") + read(repo, "cmd", "scheduler.ts");
-      const known = new Set([...source.matchAll(/env\["([A-Z0-9_]+)"\]/g)].map((m) => m[1]));
+      const known = new Set([...source.matchAll(/(?:env\[|intFrom\(env, )"([A-Z0-9_]+)"/g)].map((m) => m[1]));
       const configMapKeys = [...template("configmap.yaml").split(/^data:$/m)[1]!.matchAll(/^ {2}([A-Z0-9_]+):/gm)].map((m) => m[1]);
       const deploymentEnv = [...template("deployment.yaml").matchAll(/- name: ([A-Z0-9_]+)$/gm)].map((m) => m[1]);
       const all = [...configMapKeys, ...deploymentEnv];

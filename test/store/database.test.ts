@@ -38,6 +38,8 @@ const tables = [
   "training_jobs",
   "training_packages",
   "usage_records",
+  "webhook_deliveries",
+  "webhook_endpoints",
 ];
 
 /** A customer with one job and one compute unit: the least a ledger debit needs. */

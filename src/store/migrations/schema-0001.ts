@@ -9,6 +9,9 @@ export const schema0001 = [
      id uuid PRIMARY KEY,
      email text NOT NULL UNIQUE,
      password_hash text NOT NULL,
+     -- Login throttling: consecutive failures and the time before which logins are refused.
+     failed_logins integer NOT NULL DEFAULT 0,
+     locked_until timestamptz,
      created_at timestamptz NOT NULL DEFAULT now()
    )`,
   `CREATE TABLE api_keys (
@@ -201,4 +204,36 @@ export const schema0001 = [
      holder text NOT NULL,
      updated_at timestamptz NOT NULL DEFAULT now()
    )`,
+  `CREATE TABLE webhook_endpoints (
+     id uuid PRIMARY KEY,
+     customer_id uuid NOT NULL REFERENCES customers(id),
+     url text NOT NULL,
+     events text[] NOT NULL,
+     description text NOT NULL DEFAULT '',
+     -- Secrets sign deliveries, so the plaintext is needed; it is never returned after create/rotate.
+     secret text NOT NULL,
+     previous_secret text,
+     previous_secret_expires_at timestamptz,
+     created_at timestamptz NOT NULL DEFAULT now(),
+     deleted_at timestamptz
+   )`,
+  `CREATE INDEX webhook_endpoints_customer ON webhook_endpoints (customer_id, created_at DESC, id) WHERE deleted_at IS NULL`,
+  // The outbox: written in the same transaction as the state change that causes the event.
+  `CREATE TABLE webhook_deliveries (
+     id uuid PRIMARY KEY,
+     endpoint_id uuid NOT NULL REFERENCES webhook_endpoints(id),
+     customer_id uuid NOT NULL REFERENCES customers(id),
+     event_id uuid NOT NULL,
+     event_type text NOT NULL,
+     payload jsonb NOT NULL,
+     status text NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+     attempts integer NOT NULL DEFAULT 0,
+     next_attempt_at timestamptz NOT NULL DEFAULT now(),
+     last_status_code integer,
+     last_error text NOT NULL DEFAULT '',
+     created_at timestamptz NOT NULL DEFAULT now(),
+     delivered_at timestamptz,
+     UNIQUE (endpoint_id, event_id)
+   )`,
+  `CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending'`,
 ];
