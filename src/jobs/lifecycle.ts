@@ -23,6 +23,7 @@ import { insertDebitOnce } from "../store/customers.ts";
 import type { Database, Sql } from "../store/database.ts";
 import type { JobRow, UnitRow } from "../store/jobs.ts";
 import { findUnit, insertArtifactOnce, insertUsageOnce, listUnitsOfJob, lockJob } from "../store/jobs.ts";
+import { enqueueWebhookEvent } from "../webhooks/outbox.ts";
 
 /** A unit attempt named by an agent event. */
 export interface UnitAttempt {
@@ -118,10 +119,11 @@ export async function applyArtifactReady(
   return db.transaction(async (tx) => {
     const unit = await findUnit(tx, ref.unitId);
     if (unit === undefined || unit.node_id !== nodeId || unit.attempt !== ref.attempt) return false;
-    await insertArtifactOnce(
+    const artifactId = newId();
+    const inserted = await insertArtifactOnce(
       tx,
       {
-        id: newId(),
+        id: artifactId,
         job_id: unit.job_id,
         compute_unit_id: unit.id,
         customer_id: unit.customer_id,
@@ -134,6 +136,15 @@ export async function applyArtifactReady(
       },
       now,
     );
+    if (inserted) {
+      await enqueueWebhookEvent(
+        tx,
+        unit.customer_id,
+        "artifact.ready",
+        { job_id: unit.job_id, compute_unit_id: unit.id, artifact_id: artifactId, name: artifact.name, kind: artifact.kind, size_bytes: artifact.sizeBytes, sha256: artifact.sha256 },
+        now,
+      );
+    }
     return true;
   });
 }
@@ -219,10 +230,11 @@ async function completeUnit(tx: Sql, job: JobRow, unit: UnitRow, runSeconds: num
     }
   }
   if (units.every((u) => u.status === "completed")) {
-    await tx.query(
-      `UPDATE training_jobs SET status = 'completed', progress = 1, finished_at = $2 WHERE id = $1 AND status IN ('queued', 'running')`,
+    const done = await tx.query(
+      `UPDATE training_jobs SET status = 'completed', progress = 1, finished_at = $2 WHERE id = $1 AND status IN ('queued', 'running') RETURNING id`,
       [unit.job_id, now],
     );
+    if (done.length === 1) await enqueueWebhookEvent(tx, job.customer_id, "job.completed", { job_id: job.id, name: job.name, status: "completed" }, now);
   } else {
     await refreshJobProgress(tx, unit.job_id, undefined);
   }
@@ -260,6 +272,7 @@ export async function finishJob(
     [job.id, status, reason, now],
   );
   if (updated.length === 0) return noEffects();
+  await enqueueWebhookEvent(tx, job.customer_id, `job.${status}`, { job_id: job.id, name: job.name, status, error: reason }, now);
   const units = await listUnitsOfJob(tx, job.id);
   const effects = noEffects();
   for (const u of units) {

@@ -262,13 +262,14 @@ export async function findArtifact(sql: Sql, customerId: string, jobId: string, 
 }
 
 /** Records an artifact once per (unit, attempt, name). */
-export async function insertArtifactOnce(sql: Sql, row: Omit<ArtifactRow, "created_at">, now: Date): Promise<void> {
-  await sql.query(
+export async function insertArtifactOnce(sql: Sql, row: Omit<ArtifactRow, "created_at">, now: Date): Promise<boolean> {
+  const inserted = await sql.query(
     `INSERT INTO artifacts (id, job_id, compute_unit_id, customer_id, attempt, kind, name, size_bytes, sha256, blob_key, created_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-     ON CONFLICT (compute_unit_id, attempt, name) DO NOTHING`,
+     ON CONFLICT (compute_unit_id, attempt, name) DO NOTHING RETURNING id`,
     [row.id, row.job_id, row.compute_unit_id, row.customer_id, row.attempt, row.kind, row.name, row.size_bytes, row.sha256, row.blob_key, now],
   );
+  return inserted.length === 1;
 }
 
 /** Usage of one completed unit, once. */
