@@ -100,7 +100,13 @@ export function schedulerConfigFromEnv(env: NodeJS.ProcessEnv): SchedulerConfig 
     adminToken: env["GPU_AGENT_ADMIN_TOKEN"] || undefined,
     blobDir: env["GPU_AGENT_BLOB_DIR"] ?? join(dataDir, "blobs"),
     placementIntervalMs: intFrom(env, "GPU_AGENT_PLACEMENT_INTERVAL_MS", 500),
-    limits: defaultLimits,
+    // Seed 001's limits are the defaults; operators (and the API benchmark) may change them.
+    limits: {
+      ...defaultLimits,
+      jobCreationsPerMinute: intFrom(env, "GPU_AGENT_LIMIT_JOBS_PER_MINUTE", defaultLimits.jobCreationsPerMinute),
+      activeJobs: intFrom(env, "GPU_AGENT_LIMIT_ACTIVE_JOBS", defaultLimits.activeJobs),
+      computeUnitsPerDay: intFrom(env, "GPU_AGENT_LIMIT_UNITS_PER_DAY", defaultLimits.computeUnitsPerDay),
+    },
     rates: defaultRates,
     agents: {
       ...defaultAgents,
