@@ -184,3 +184,81 @@ export async function listLedger(sql: Sql, customerId: string, limit: number, af
         [customerId, limit, after.at, after.id],
       );
 }
+
+/** What a login needs to know about a customer: the hash and the throttling state. */
+export interface LoginCandidateRow {
+  id: string;
+  email: string;
+  password_hash: string;
+  created_at: Date;
+  failed_logins: number;
+  locked_until: Date | null;
+}
+
+/** The login view of a customer by e-mail (case-insensitive). */
+export async function findLoginCandidate(sql: Sql, email: string): Promise<LoginCandidateRow | undefined> {
+  const [row] = await sql.query<LoginCandidateRow>(
+    `SELECT id, email, password_hash, created_at, failed_logins, locked_until FROM customers WHERE lower(email) = lower($1)`,
+    [email],
+  );
+  return row;
+}
+
+/** Login throttling parameters: failures before the first lock, its length, and the longest lock. */
+export interface LoginThrottle {
+  maxFailures: number;
+  baseLockSeconds: number;
+  maxLockSeconds: number;
+}
+
+/**
+ * Counts a failed login and, from the `maxFailures`-th consecutive failure on,
+ * locks the account for `baseLockSeconds · 2^(failures − maxFailures)`, capped
+ * at `maxLockSeconds`. One UPDATE, so concurrent failures can neither lose a
+ * count nor shorten a lock (SET expressions read the row as it was locked).
+ */
+export async function recordLoginFailure(
+  sql: Sql,
+  customerId: string,
+  now: Date,
+  throttle: LoginThrottle,
+): Promise<{ failed_logins: number; locked_until: Date | null }> {
+  const [row] = await sql.query<{ failed_logins: number; locked_until: Date | null }>(
+    `UPDATE customers
+        SET failed_logins = failed_logins + 1,
+            locked_until = CASE
+              WHEN failed_logins + 1 >= $3 THEN
+                $2::timestamptz + make_interval(secs => LEAST($5::double precision,
+                  $4::double precision * power(2, LEAST(failed_logins + 1 - $3, 30))))
+              ELSE locked_until
+            END
+      WHERE id = $1
+      RETURNING failed_logins, locked_until`,
+    [customerId, now, throttle.maxFailures, throttle.baseLockSeconds, throttle.maxLockSeconds],
+  );
+  return row ?? { failed_logins: 0, locked_until: null };
+}
+
+/**
+ * Clears the failure count after a correct password, unless a lock took effect
+ * in the meantime (a concurrent failure): then nothing changes and the result
+ * is false, so a lock is never bypassed by a race.
+ */
+export async function resetLoginFailures(sql: Sql, customerId: string, now: Date): Promise<boolean> {
+  const rows = await sql.query(
+    `UPDATE customers SET failed_logins = 0, locked_until = NULL
+      WHERE id = $1 AND (locked_until IS NULL OR locked_until <= $2::timestamptz)
+      RETURNING id`,
+    [customerId, now],
+  );
+  return rows.length === 1;
+}
+
+/** How many of a customer's API keys are not revoked. */
+export async function countActiveApiKeys(sql: Sql, customerId: string): Promise<number> {
+  const [row] = await sql.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM api_keys WHERE customer_id = $1 AND revoked_at IS NULL`,
+    [customerId],
+  );
+  return row?.n ?? 0;
+}

@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { pino } from "pino";
 import type { ControlPlane } from "../../src/control-plane.ts";
 import { startControlPlane } from "../../src/control-plane.ts";
+import type { Clock } from "../../src/platform/clock.ts";
 import { defaultAgents, defaultLimits, defaultRates } from "../../src/platform/config.ts";
 
 const repoRoot = join(import.meta.dirname, "..", "..");
@@ -24,8 +25,8 @@ export interface TestControlPlane {
   stop(): Promise<void>;
 }
 
-/** Starts a control plane on a free loopback port. */
-export async function startTestControlPlane(options: { databaseUrl?: string } = {}): Promise<TestControlPlane> {
+/** Starts a control plane on a free loopback port (on the system clock unless `clock` is given). */
+export async function startTestControlPlane(options: { databaseUrl?: string; clock?: Clock } = {}): Promise<TestControlPlane> {
   const dataDir = await mkdtemp(join(tmpdir(), "gpu-agent-cp-"));
   const adminToken = "test-admin-token-" + createHash("sha256").update(dataDir).digest("hex").slice(0, 16);
   const plane = await startControlPlane(
@@ -45,7 +46,10 @@ export async function startTestControlPlane(options: { databaseUrl?: string } = 
       agents: { ...defaultAgents, heartbeatIntervalSeconds: 1 },
       build: "test",
     },
-    { logger: pino({ level: process.env["TEST_LOG_LEVEL"] ?? "silent" }) },
+    {
+      logger: pino({ level: process.env["TEST_LOG_LEVEL"] ?? "silent" }),
+      ...(options.clock === undefined ? {} : { clock: options.clock }),
+    },
   );
   return {
     plane,
