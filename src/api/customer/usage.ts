@@ -1,10 +1,156 @@
 /** CustomerService handlers: Usage and credits reports: daily usage, CSV exports. */
-import type { ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { authenticateCustomer, requireScope } from "../../auth/authenticate.ts";
+import type { CustomerPrincipal } from "../../auth/authenticate.ts";
+import { Scope } from "../../auth/scopes.ts";
+import { csvContentType, csvDocument } from "../../billing/csv.ts";
+import type { CsvValue } from "../../billing/csv.ts";
 import type { ControlPlaneDeps } from "../../deps.ts";
 import type { CustomerService } from "../../gen/gpuagent/customer/v1/customer_pb.ts";
+import { balanceBefore, dailyUsage, listLedgerBetween, listUsageRecords } from "../../store/usage.ts";
+import { ApiError, validationError } from "../errors.ts";
+
+const dayMs = 86_400_000;
+/** Seed 001: daily usage and exports cover at most 90 days. */
+const maxDays = 90;
+const defaultDays = 30;
+const dayPattern = /^(\d{4})-(\d{2})-(\d{2})$/;
+
+/** Usage export columns (the documented CSV contract; reorder nothing). */
+export const usageCsvHeader = ["date", "job_id", "compute_unit_id", "kind", "run_seconds", "credits"] as const;
+/** Credit statement columns. */
+export const statementCsvHeader = ["date", "entry_id", "kind", "amount", "balance_after", "description", "job_id", "compute_unit_id"] as const;
+
+/** Midnight UTC (ms) of the day holding `ms`. */
+function startOfDay(ms: number): number {
+  return Math.floor(ms / dayMs) * dayMs;
+}
+
+/** YYYY-MM-DD (UTC) of an instant. */
+function dayString(ms: number): string {
+  return new Date(ms).toISOString().slice(0, 10);
+}
+
+/** Midnight UTC (ms) of a YYYY-MM-DD day, or a 400 naming the field. */
+function parseDay(value: string, field: string): number {
+  const m = dayPattern.exec(value);
+  const ms = m === null ? NaN : Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]));
+  // Date.UTC rolls 2026-02-30 over to March; the round trip catches days that do not exist.
+  if (Number.isNaN(ms) || dayString(ms) !== value) {
+    throw validationError(`${field} must be a date written YYYY-MM-DD`, { field });
+  }
+  return ms;
+}
+
+/** An inclusive range of whole UTC days, as midnights in ms. */
+interface DayRange {
+  from: number;
+  to: number;
+}
+
+/**
+ * Resolves date_from/date_to. Both empty: the last 30 days, today included.
+ * Only one given: the other is today (date_to) or 30 days before date_to
+ * (date_from), so a lone bound still yields the default-sized window.
+ */
+function resolveRange(dateFrom: string, dateTo: string, nowMs: number): DayRange {
+  const fromText = dateFrom.trim();
+  const toText = dateTo.trim();
+  const to = toText === "" ? startOfDay(nowMs) : parseDay(toText, "date_to");
+  const from = fromText === "" ? to - (defaultDays - 1) * dayMs : parseDay(fromText, "date_from");
+  if (from > to) throw validationError("date_from must not be after date_to", { field: "date_from" });
+  const days = (to - from) / dayMs + 1;
+  if (days > maxDays) {
+    throw new ApiError("EXPORT_RANGE_TOO_LARGE", `the range spans ${days} days; export at most ${maxDays} days at a time`, {
+      details: { days, max_days: maxDays },
+    });
+  }
+  return { from, to };
+}
+
+/** A CSV response: the body, plus a download file name the REST transcoder passes on. */
+function csvResponse(ctx: HandlerContext, filename: string, rows: string) {
+  ctx.responseHeader.set("content-disposition", `attachment; filename="${filename}"`);
+  return { body: { contentType: csvContentType, data: new TextEncoder().encode(rows) } };
+}
+
+/** Seconds as stored (double precision), to the millisecond, so the CSV does not show float noise. */
+function seconds(value: number): number {
+  return Math.round(value * 1000) / 1000;
+}
 
 /** The usage part of CustomerService. */
 export function createUsageHandlers(deps: ControlPlaneDeps): Partial<ServiceImpl<typeof CustomerService>> {
-  void deps;
-  return {};
+  const { db, clock } = deps;
+
+  async function reader(ctx: HandlerContext): Promise<CustomerPrincipal> {
+    const principal = await authenticateCustomer(db, ctx.requestHeader, new Date(clock.now()));
+    requireScope(principal, Scope.usageRead);
+    return principal;
+  }
+
+  return {
+    async getDailyUsage(req, ctx) {
+      const principal = await reader(ctx);
+      // 0 is proto3's "not set".
+      const days = req.days === 0 ? defaultDays : req.days;
+      if (!Number.isInteger(days) || days < 1 || days > maxDays) {
+        throw validationError(`days must be between 1 and ${maxDays}`, { field: "days" });
+      }
+      const today = startOfDay(clock.now());
+      const from = today - (days - 1) * dayMs;
+      const rows = await dailyUsage(db, principal.customerId, new Date(from), new Date(today + dayMs));
+      const byDate = new Map(rows.map((r) => [r.date, r]));
+      // Every day appears, zero days too, so charts need no gap filling.
+      const data = Array.from({ length: days }, (_, i) => {
+        const date = dayString(from + i * dayMs);
+        const row = byDate.get(date);
+        return {
+          date,
+          computeUnitsCompleted: row?.units ?? 0,
+          gpuSeconds: BigInt(row?.gpu_seconds ?? 0),
+          cpuSeconds: BigInt(row?.cpu_seconds ?? 0),
+          creditsDebited: BigInt(row?.credits ?? 0),
+        };
+      });
+      return { data };
+    },
+
+    async exportUsageCsv(req, ctx) {
+      const principal = await reader(ctx);
+      const range = resolveRange(req.dateFrom, req.dateTo, clock.now());
+      const records = await listUsageRecords(db, principal.customerId, new Date(range.from), new Date(range.to + dayMs));
+      const rows = records.map((r): CsvValue[] => [
+        dayString(r.created_at.getTime()),
+        r.job_id,
+        r.compute_unit_id,
+        r.kind,
+        seconds(r.run_seconds),
+        r.credits,
+      ]);
+      return csvResponse(ctx, `usage-${dayString(range.from)}-${dayString(range.to)}.csv`, csvDocument(usageCsvHeader, rows));
+    },
+
+    async getCreditStatementCsv(req, ctx) {
+      const principal = await reader(ctx);
+      const range = resolveRange(req.dateFrom, req.dateTo, clock.now());
+      const from = new Date(range.from);
+      // One snapshot: a debit landing between the two reads must not be counted twice or lost.
+      const { opening, entries } = await db.transaction(
+        async (tx) => ({
+          opening: await balanceBefore(tx, principal.customerId, from),
+          entries: await listLedgerBetween(tx, principal.customerId, from, new Date(range.to + dayMs)),
+        }),
+        { isolation: "repeatable read" },
+      );
+      const fromText = dayString(range.from);
+      const rows: CsvValue[][] = [[fromText, "", "opening_balance", 0, opening, "opening balance", "", ""]];
+      let balance = opening;
+      for (const e of entries) {
+        balance += e.amount;
+        rows.push([dayString(e.created_at.getTime()), e.id, e.kind, e.amount, balance, e.description, e.job_id ?? "", e.compute_unit_id ?? ""]);
+      }
+      return csvResponse(ctx, `credit-statement-${fromText}-${dayString(range.to)}.csv`, csvDocument(statementCsvHeader, rows));
+    },
+  };
 }

@@ -1,0 +1,77 @@
+/**
+ * SQL for the usage and credit reports (daily usage, usage CSV, credit statement).
+ * One function per operation; every query is scoped to one customer.
+ */
+import type { LedgerRow } from "./customers.ts";
+import type { Sql } from "./database.ts";
+
+/** One UTC day of a customer's usage; days without usage are absent. */
+export interface DailyUsageRow {
+  /** YYYY-MM-DD (UTC). */
+  date: string;
+  units: number;
+  gpu_seconds: number;
+  cpu_seconds: number;
+  credits: number;
+}
+
+/**
+ * Usage per UTC day in [from, to). Seconds are summed per day, then rounded up,
+ * so a day's figure is never less than what ran. Credits come from the usage
+ * records, which hold exactly what each unit's one debit took.
+ */
+export async function dailyUsage(sql: Sql, customerId: string, from: Date, to: Date): Promise<DailyUsageRow[]> {
+  return sql.query<DailyUsageRow>(
+    `SELECT to_char((created_at AT TIME ZONE 'UTC')::date, 'YYYY-MM-DD') AS date,
+            count(*)::int AS units,
+            COALESCE(ceil(sum(run_seconds) FILTER (WHERE kind = 'gpu')), 0)::bigint AS gpu_seconds,
+            COALESCE(ceil(sum(run_seconds) FILTER (WHERE kind = 'cpu')), 0)::bigint AS cpu_seconds,
+            COALESCE(sum(credits), 0)::bigint AS credits
+       FROM usage_records
+      WHERE customer_id = $1 AND created_at >= $2 AND created_at < $3
+      GROUP BY 1
+      ORDER BY 1`,
+    [customerId, from, to],
+  );
+}
+
+/** A usage_records row. */
+export interface UsageRecordRow {
+  id: string;
+  customer_id: string;
+  job_id: string;
+  compute_unit_id: string;
+  kind: string;
+  run_seconds: number;
+  credits: number;
+  created_at: Date;
+}
+
+/** A customer's usage records in [from, to), oldest first. */
+export async function listUsageRecords(sql: Sql, customerId: string, from: Date, to: Date): Promise<UsageRecordRow[]> {
+  return sql.query<UsageRecordRow>(
+    `SELECT * FROM usage_records
+      WHERE customer_id = $1 AND created_at >= $2 AND created_at < $3
+      ORDER BY created_at, id`,
+    [customerId, from, to],
+  );
+}
+
+/** The sum of a customer's ledger strictly before `before`: the opening balance of a statement. */
+export async function balanceBefore(sql: Sql, customerId: string, before: Date): Promise<number> {
+  const [row] = await sql.query<{ balance: number }>(
+    `SELECT COALESCE(sum(amount), 0)::bigint AS balance FROM ledger_entries WHERE customer_id = $1 AND created_at < $2`,
+    [customerId, before],
+  );
+  return row?.balance ?? 0;
+}
+
+/** A customer's ledger entries in [from, to), oldest first (the order a running balance needs). */
+export async function listLedgerBetween(sql: Sql, customerId: string, from: Date, to: Date): Promise<LedgerRow[]> {
+  return sql.query<LedgerRow>(
+    `SELECT * FROM ledger_entries
+      WHERE customer_id = $1 AND created_at >= $2 AND created_at < $3
+      ORDER BY created_at, id`,
+    [customerId, from, to],
+  );
+}
