@@ -23,13 +23,14 @@ import { createMetrics } from "./observability/metrics.ts";
 import type { Clock } from "./platform/clock.ts";
 import { systemClock } from "./platform/clock.ts";
 import type { SchedulerConfig } from "./platform/config.ts";
-import { acquirePlacementTerm } from "./scheduling/placement-cycle.ts";
+import { runLeadership } from "./scheduling/leadership.ts";
 import { createLeaderLoop } from "./scheduling/leader-loop.ts";
 import { startHttpServer } from "./server/http-server.ts";
 import { createLocalBlobStore } from "./storage/blob-store.ts";
 import { createBlobRoutes } from "./storage/blob-routes.ts";
 import { createUrlSigner } from "./storage/signed-url.ts";
 import { openDatabase } from "./store/database.ts";
+import { createWebhookDispatcher } from "./webhooks/dispatcher.ts";
 
 /** A running replica. */
 export interface ControlPlane {
@@ -45,13 +46,20 @@ export interface ControlPlane {
 /** Reads a secret file of the data directory, creating it on first start. */
 async function persistentSecret(dataDir: string, file: string): Promise<{ value: string; created: boolean }> {
   const path = join(dataDir, file);
+  let existing: string | undefined;
   try {
-    return { value: (await readFile(path, "utf8")).trim(), created: false };
+    existing = (await readFile(path, "utf8")).trim();
   } catch {
-    const value = randomBytes(32).toString("base64url");
-    await writeFile(path, `${value}\n`, { mode: 0o600, flag: "wx" });
-    return { value, created: true };
+    existing = undefined;
   }
+  if (existing !== undefined) {
+    // A short or empty secret would make signatures forgeable: refuse to start rather than run with it.
+    if (existing.length < 32) throw new Error(`${path} holds a secret shorter than 32 characters; remove it to generate a new one`);
+    return { value: existing, created: false };
+  }
+  const value = randomBytes(32).toString("base64url");
+  await writeFile(path, `${value}\n`, { mode: 0o600, flag: "wx" });
+  return { value, created: true };
 }
 
 /** Starts a replica. `config.port` 0 picks a free port (tests). */
@@ -123,9 +131,10 @@ export async function startControlPlane(
     httpRoutes: createBlobRoutes(deps),
     health: {
       live: () => true,
+      // Ready once migrations ran (openDatabase did them) and the database answers; leading is not required.
       ready: async () => {
         await db.query(`SELECT 1`);
-        return term > 0 || config.etcdEndpoints.length > 0;
+        return true;
       },
     },
     metrics: async () => {
@@ -140,12 +149,33 @@ export async function startControlPlane(
     liveConfig.publicUrl = server.url;
   }
 
-  // Embedded default (no etcd): this replica always leads. Its term still fences commits.
+  // Leadership through the database lease (etcd election comes with ETCD_ENDPOINTS later). The
+  // embedded default is one replica, so it takes the lease at once. The term fences every commit.
   const leadership = new AbortController();
-  term = await acquirePlacementTerm(db, config.replicaId);
-  metrics.isLeader.set(1);
-  metrics.leaderTerm.set(term);
-  const loopDone = leaderLoop.run(term, leadership.signal).catch((error: unknown) => logger.error({ err: error }, "leader loop crashed"));
+  const loopDone = runLeadership(
+    deps,
+    { replicaId: config.replicaId, ttlMs: 15_000, force: config.databaseUrl === undefined },
+    {
+      onStartedLeading: async (leaderTerm, signal) => {
+        term = leaderTerm;
+        metrics.isLeader.set(1);
+        metrics.leaderTerm.set(leaderTerm);
+        await leaderLoop.run(leaderTerm, signal);
+      },
+      onStoppedLeading: () => {
+        term = 0;
+        metrics.isLeader.set(0);
+        metrics.leaderTerm.set(0);
+      },
+    },
+    leadership.signal,
+  ).catch((error: unknown) => logger.error({ err: error }, "leadership loop crashed"));
+
+  // Every replica delivers webhooks; claiming rows with SKIP LOCKED keeps each delivery to one of them.
+  const webhookStop = new AbortController();
+  const webhooksDone = createWebhookDispatcher(deps, { onOutcome: (outcome) => metrics.webhookDeliveries.inc({ outcome }) })
+    .run(webhookStop.signal)
+    .catch((error: unknown) => logger.error({ err: error }, "webhook dispatcher crashed"));
 
   let closed = false;
   return {
@@ -158,7 +188,8 @@ export async function startControlPlane(
       if (closed) return;
       closed = true;
       leadership.abort();
-      await loopDone;
+      webhookStop.abort();
+      await Promise.all([loopDone, webhooksDone]);
       sessions.closeAll();
       await server.close();
       await db.close();

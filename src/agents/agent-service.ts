@@ -6,6 +6,7 @@
  * reconnect loses nothing, and the handlers are idempotent by (unit, attempt),
  * so a resent message changes nothing twice.
  */
+import { createHash } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { ApiError } from "../api/errors.ts";
@@ -30,6 +31,14 @@ const outboundCapacity = 1024;
 /** Blob key of an artifact upload (shared with the upload route). */
 export function artifactBlobKey(unitId: string, attempt: number, name: string): string {
   return `artifacts/${unitId}/${attempt}/${name}`;
+}
+
+/** Size and sha256 of a stored blob. */
+async function hashBlob(deps: ControlPlaneDeps, key: string): Promise<{ size: number; sha256: string }> {
+  const { stream, size } = await deps.blobs.open(key);
+  const hash = createHash("sha256");
+  for await (const chunk of stream) hash.update(chunk as Buffer);
+  return { size, sha256: hash.digest("hex") };
 }
 
 /** Converts the agent's Capabilities message to what the nodes table stores. */
@@ -120,11 +129,16 @@ export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegi
           logger.warn({ nodeId: node.id, unitId: u.unitId, name: a.name }, "artifact announced but never uploaded; ignored");
           return;
         }
+        // Record what is stored, not what the node claims: customers and later stages verify against it.
+        const stored = await hashBlob(deps, key);
+        if (stored.sha256 !== a.sha256 || stored.size !== Number(a.sizeBytes)) {
+          logger.warn({ nodeId: node.id, unitId: u.unitId, name: a.name }, "artifact differs from what the node announced; recording the stored bytes");
+        }
         await applyArtifactReady(
           db,
           node.id,
           { unitId: u.unitId, attempt: u.attempt },
-          { name: a.name, kind: a.kind as "checkpoint", sizeBytes: Number(a.sizeBytes), sha256: a.sha256, blobKey: key },
+          { name: a.name, kind: a.kind as "checkpoint", sizeBytes: stored.size, sha256: stored.sha256, blobKey: key },
           now(),
         );
         return;
@@ -211,7 +225,7 @@ export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegi
               },
               newResponse,
             );
-            await reconcileRunning(node.id, hello.running.map((r) => r.unitId));
+            await reconcileRunning(node.id, hello.running.map((r) => ({ unitId: r.unitId, attempt: r.attempt })));
             log.info({ running: hello.running.length }, "agent session started");
             await dispatchAssignments(deps, sessions, node.id);
             deps.wakePlacer();
@@ -221,15 +235,23 @@ export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegi
           if (message.seq > 0n) session.outbound.push(newResponse(0n, { case: "ack", value: create(AckSchema, { seq: message.seq }) }));
         }
       };
-      const reconcileRunning = async (nodeId: string, stillRunning: string[]) => {
+      const reconcileRunning = async (nodeId: string, reported: { unitId: string; attempt: number }[]) => {
+        const current = await db.query<{ id: string; attempt: number }>(
+          `SELECT id, attempt FROM compute_units WHERE node_id = $1 AND status IN ('assigned', 'running')`,
+          [nodeId],
+        );
+        const isCurrent = (r: { unitId: string; attempt: number }) => current.some((c) => c.id === r.unitId && c.attempt === r.attempt);
+        // Attempts the node still runs but that were taken back meanwhile must stop: their units run elsewhere now.
+        for (const r of reported.filter((r) => !isCurrent(r))) sendCancel(sessions, nodeId, r.unitId, r.attempt, "this attempt was re-placed");
         // Units we believe run there but the agent no longer has were lost with its process.
         const lost = await db.query<{ id: string }>(
           `SELECT id FROM compute_units WHERE node_id = $1 AND status = 'running' AND NOT (id = ANY($2::uuid[]))`,
-          [nodeId, stillRunning],
+          [nodeId, reported.map((r) => r.unitId)],
         );
         if (lost.length > 0) {
-          await requeueUnitsOfNode(db, nodeId, "the node restarted and lost the unit");
+          await requeueUnitsOfNode(db, nodeId, "the node restarted and lost the unit", { unitIds: lost.map((l) => l.id), statuses: ["running"] });
           log.warn({ lost: lost.length }, "units lost by a restarted agent were re-queued");
+          deps.wakePlacer();
         }
       };
       const consumer = consume().then(

@@ -5,7 +5,9 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { sendCancel } from "../agents/assignments.ts";
 import type { SessionRegistry } from "../agents/session-registry.ts";
+import { requeueUnitsOfNode } from "../jobs/lifecycle.ts";
 import { requireAdmin } from "../auth/authenticate.ts";
 import { hashPassword } from "../auth/passwords.ts";
 import { allScopes } from "../auth/scopes.ts";
@@ -74,7 +76,12 @@ export function createAdminService(deps: ControlPlaneDeps, sessions: SessionRegi
     if (!isUuid(id)) throw new ApiError("RESOURCE_NOT_FOUND", `node ${id} not found`);
     const row = await setNodeState(db, id, state, now());
     if (row === undefined) throw new ApiError("RESOURCE_NOT_FOUND", `node ${id} not found`);
-    if (state === "revoked") sessions.get(id)?.outbound.close();
+    if (state === "revoked") {
+      // A revoked node runs nothing more: its units go elsewhere, and it is told to stop them before its stream closes.
+      const taken = await requeueUnitsOfNode(db, id, "the node was revoked by an operator");
+      for (const t of taken) sendCancel(sessions, id, t.unitId, t.attempt, "node revoked");
+      sessions.get(id)?.outbound.close();
+    }
     deps.wakePlacer();
     return { node: await nodeMessage(row) };
   }

@@ -41,6 +41,7 @@ import {
   listArtifactsOfJob,
   listJobs,
   listUnitsOfJob,
+  outstandingProjectedCost,
 } from "../store/jobs.ts";
 import { isUniqueViolation } from "../store/database.ts";
 import { pageRequest, toPage } from "../store/pagination.ts";
@@ -407,10 +408,15 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
           }
           const cost = projectedCost(units, config.rates, runtime);
           const balance = await creditBalance(tx, principal.customerId);
-          if (cost > balance) {
-            throw new ApiError("CREDIT_INSUFFICIENT", `the projected cost of ${cost} credits exceeds the balance of ${balance} credits`, {
-              details: { projected_cost_credits: cost, credits_balance: balance },
-            });
+          const reserved = await outstandingProjectedCost(tx, principal.customerId);
+          if (cost > balance - reserved) {
+            throw new ApiError(
+              "CREDIT_INSUFFICIENT",
+              reserved > 0
+                ? `the projected cost of ${cost} credits exceeds the ${balance - reserved} credits left after the ${reserved} your active jobs may still spend (balance ${balance})`
+                : `the projected cost of ${cost} credits exceeds the balance of ${balance} credits`,
+              { details: { projected_cost_credits: cost, credits_balance: balance, credits_reserved_by_active_jobs: reserved } },
+            );
           }
           const jobId = newId();
           await insertJob(

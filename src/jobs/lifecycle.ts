@@ -47,11 +47,24 @@ export type FinishOutcome = "succeeded" | "failed" | "timed_out" | "cancelled" |
 const activeUnitStatuses = new Set<UnitRow["status"]>(["assigned", "running"]);
 const terminalUnitStatuses = new Set<UnitRow["status"]>(["completed", "failed", "cancelled"]);
 
-/** Locks and returns the unit when this event is about its current attempt on this node. */
+/**
+ * Locks the unit's job, then the unit, and returns the unit when this event is
+ * about its current attempt on this node. Every transaction here locks in that
+ * order (job, then its units by id), so concurrent transitions — an agent's
+ * progress and a customer's cancel, say — queue instead of deadlocking.
+ */
 async function currentAttempt(tx: Sql, nodeId: string, ref: UnitAttempt): Promise<UnitRow | undefined> {
+  const peek = await findUnit(tx, ref.unitId);
+  if (peek === undefined || peek.attempt !== ref.attempt || peek.node_id !== nodeId) return undefined;
+  await lockJob(tx, peek.job_id);
   const unit = await findUnit(tx, ref.unitId, true);
   if (unit === undefined || unit.attempt !== ref.attempt || unit.node_id !== nodeId) return undefined;
   return unit;
+}
+
+/** Locks the jobs of `jobIds` in id order (the global lock order: jobs before units, both by id). */
+async function lockJobs(tx: Sql, jobIds: Iterable<string>): Promise<void> {
+  for (const id of [...new Set(jobIds)].sort()) await lockJob(tx, id);
 }
 
 /** The agent accepted an assignment: the unit runs, and its job with it. */
@@ -168,7 +181,10 @@ export async function applyFinished(
     if (unit === undefined || !activeUnitStatuses.has(unit.status)) return noEffects();
     const job = await lockJob(tx, unit.job_id);
     if (job === undefined) return noEffects();
-    const runSeconds = Math.max(0, result.runSeconds);
+    // The node reports the run time; never bill more than the attempt could have run.
+    const reported = Number.isFinite(result.runSeconds) ? Math.max(0, result.runSeconds) : 0;
+    const elapsed = unit.started_at === null ? reported : (now.getTime() - unit.started_at.getTime()) / 1000 + 1;
+    const runSeconds = Math.min(reported, Math.max(0, elapsed), job.max_runtime_seconds);
     switch (result.outcome) {
       case "succeeded":
         return completeUnit(tx, job, unit, runSeconds, rates, now);
@@ -273,7 +289,7 @@ export async function finishJob(
   );
   if (updated.length === 0) return noEffects();
   await enqueueWebhookEvent(tx, job.customer_id, `job.${status}`, { job_id: job.id, name: job.name, status, error: reason }, now);
-  const units = await listUnitsOfJob(tx, job.id);
+  const units = (await listUnitsOfJob(tx, job.id)).sort((a, b) => (a.id < b.id ? -1 : 1));
   const effects = noEffects();
   for (const u of units) {
     if (terminalUnitStatuses.has(u.status)) continue;
@@ -308,7 +324,8 @@ export async function cancelJob(db: Database, jobId: string, now: Date): Promise
 export async function expireOverdueJobs(db: Database, now: Date): Promise<Effects> {
   return db.transaction(async (tx) => {
     const overdue = await tx.query<JobRow>(
-      `SELECT * FROM training_jobs WHERE status = 'running' AND started_at + make_interval(secs => max_runtime_seconds) < $1 FOR UPDATE`,
+      `SELECT * FROM training_jobs WHERE status = 'running' AND started_at + make_interval(secs => max_runtime_seconds) < $1
+       ORDER BY id FOR UPDATE`,
       [now],
     );
     const effects = noEffects();
@@ -320,14 +337,76 @@ export async function expireOverdueJobs(db: Database, now: Date): Promise<Effect
   });
 }
 
-/** A node was lost: its assigned and running units go back to the queue, avoiding it, with attempt + 1. */
-export async function requeueUnitsOfNode(db: Database, nodeId: string, reason: string): Promise<number> {
+/** Which of a node's units to take back. */
+export interface RequeueSelection {
+  /** Only these units (e.g. the ones a reconnecting agent no longer has). */
+  unitIds?: readonly string[];
+  /** Only units in these statuses (default assigned and running). */
+  statuses?: readonly ("assigned" | "running")[];
+  /** Only units assigned before this time (assignments never accepted). */
+  assignedBefore?: Date;
+}
+
+/**
+ * Units lost with a node go back to the queue, avoiding that node, with
+ * attempt + 1 (a late Finished of the old attempt then changes nothing).
+ * Returns the attempts taken back, so the caller can cancel them on the node
+ * should it come back.
+ */
+export async function requeueUnitsOfNode(
+  db: Database,
+  nodeId: string,
+  reason: string,
+  selection: RequeueSelection = {},
+): Promise<{ unitId: string; attempt: number }[]> {
+  return requeueUnitsOfNodeIn(db, nodeId, reason, selection);
+}
+
+async function requeueUnitsOfNodeIn(
+  db: Database,
+  nodeId: string,
+  reason: string,
+  selection: RequeueSelection,
+  guard?: (tx: Sql) => Promise<boolean>,
+): Promise<{ unitId: string; attempt: number }[]> {
   return db.transaction(async (tx) => {
-    const units = await tx.query<UnitRow>(
-      `SELECT * FROM compute_units WHERE node_id = $1 AND status IN ('assigned', 'running') FOR UPDATE`,
-      [nodeId],
+    if (guard !== undefined && !(await guard(tx))) return [];
+    const params: unknown[] = [nodeId, selection.statuses ?? ["assigned", "running"]];
+    let where = `node_id = $1 AND status = ANY($2::text[])`;
+    if (selection.unitIds !== undefined) {
+      params.push(selection.unitIds);
+      where += ` AND id = ANY($${params.length}::uuid[])`;
+    }
+    if (selection.assignedBefore !== undefined) {
+      params.push(selection.assignedBefore);
+      where += ` AND assigned_at < $${params.length}`;
+    }
+    const candidates = await tx.query<UnitRow>(`SELECT * FROM compute_units WHERE ${where}`, params);
+    await lockJobs(tx, candidates.map((u) => u.job_id));
+    const taken: { unitId: string; attempt: number }[] = [];
+    for (const candidate of candidates.sort((a, b) => (a.id < b.id ? -1 : 1))) {
+      const unit = await findUnit(tx, candidate.id, true);
+      if (unit === undefined || unit.node_id !== nodeId || unit.attempt !== candidate.attempt || !activeUnitStatuses.has(unit.status)) continue;
+      await requeue(tx, unit, nodeId, reason, true);
+      taken.push({ unitId: unit.id, attempt: unit.attempt });
+    }
+    return taken;
+  });
+}
+
+/**
+ * The leader's verdict on a silent node, in one transaction: it becomes
+ * unreachable (unless an operator state says otherwise) and its units go back
+ * to the queue — but only if it is still silent, so a node that reconnected a
+ * moment ago keeps its units.
+ */
+export async function takeBackSilentNode(db: Database, nodeId: string, silentSince: Date): Promise<{ unitId: string; attempt: number }[]> {
+  return requeueUnitsOfNodeIn(db, nodeId, "the node stopped sending heartbeats", {}, async (tx) => {
+    const still = await tx.query(
+      `UPDATE nodes SET state = CASE WHEN state = 'online' THEN 'unreachable' ELSE state END
+       WHERE id = $1 AND (last_heartbeat_at IS NULL OR last_heartbeat_at < $2) RETURNING id`,
+      [nodeId, silentSince],
     );
-    for (const unit of units) await requeue(tx, unit, nodeId, reason, true);
-    return units.length;
+    return still.length === 1;
   });
 }

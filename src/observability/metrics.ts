@@ -12,6 +12,7 @@ export interface ControlPlaneMetrics {
   readonly agentStreams: Gauge;
   readonly isLeader: Gauge;
   readonly leaderTerm: Gauge;
+  readonly webhookDeliveries: Counter<"outcome">;
 }
 
 /** Creates the registry and the metrics. */
@@ -36,5 +37,11 @@ export function createMetrics(): ControlPlaneMetrics {
     agentStreams: new Gauge({ name: "gpuagent_agent_streams", help: "Agent streams held by this replica.", registers: [registry] }),
     isLeader: new Gauge({ name: "gpuagent_leader_is_leader", help: "1 while this replica leads placement.", registers: [registry] }),
     leaderTerm: new Gauge({ name: "gpuagent_leader_term", help: "The fencing term this replica leads under (0 when not leading).", registers: [registry] }),
+    webhookDeliveries: new Counter({
+      name: "gpuagent_webhook_deliveries_total",
+      help: "Webhook delivery attempts by outcome.",
+      labelNames: ["outcome"],
+      registers: [registry],
+    }),
   };
 }

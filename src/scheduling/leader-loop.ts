@@ -7,9 +7,9 @@
 import { dispatchAssignments, sendCancel } from "../agents/assignments.ts";
 import type { SessionRegistry } from "../agents/session-registry.ts";
 import type { ControlPlaneDeps } from "../deps.ts";
-import { expireOverdueJobs, requeueUnitsOfNode } from "../jobs/lifecycle.ts";
+import { expireOverdueJobs, requeueUnitsOfNode, takeBackSilentNode } from "../jobs/lifecycle.ts";
 import type { ControlPlaneMetrics } from "../observability/metrics.ts";
-import { findSilentNodes, markNodeUnreachable } from "../store/nodes.ts";
+import { findSilentNodes } from "../store/nodes.ts";
 import { runPlacementCycle } from "./placement-cycle.ts";
 
 /** Observable state of the loop. */
@@ -34,29 +34,38 @@ export function createLeaderLoop(deps: ControlPlaneDeps, sessions: SessionRegist
   let wakeUp: (() => void) | undefined;
   let pendingWake = false;
   const status: LeaderLoopStatus = { cycles: 0, placements: 0, lastCycleMs: 0 };
-  // A node counts as live for placement only while this replica holds its stream.
+  // A node counts as live for placement only while this replica holds its stream and hears from it.
   // (With several replicas, assignments reach other replicas' streams via LISTEN/NOTIFY; see DESIGN.md.)
-  const isLive = (nodeId: string) => sessions.get(nodeId) !== undefined;
+  const silenceMs = config.agents.unreachableAfterSeconds * 1000;
+  const isLive = (nodeId: string) => {
+    const session = sessions.get(nodeId);
+    return session !== undefined && clock.now() - session.lastSeenMs < silenceMs;
+  };
 
   async function sweep(): Promise<void> {
     const now = new Date(clock.now());
     const expired = await expireOverdueJobs(db, now);
     for (const c of expired.cancel) sendCancel(sessions, c.nodeId, c.unitId, c.attempt, "max_runtime_seconds exceeded");
-    const silentSince = new Date(clock.now() - config.agents.unreachableAfterSeconds * 1000);
-    for (const node of await findSilentNodes(db, silentSince)) {
-      if (sessions.get(node.id) !== undefined) continue; // its stream is open here; the heartbeat write is just throttled
-      if (await markNodeUnreachable(db, node.id)) {
-        const n = await requeueUnitsOfNode(db, node.id, "the node stopped sending heartbeats");
-        logger.warn({ nodeId: node.id, requeued: n }, "node unreachable; its units were re-queued");
+    // A stream that is open but silent (a half-open connection of a node that lost power) is dead.
+    for (const session of sessions.all()) {
+      if (clock.now() - session.lastSeenMs >= silenceMs) {
+        logger.warn({ nodeId: session.nodeId, sessionId: session.sessionId }, "agent stream silent past the grace period; closing it");
+        session.outbound.close();
+        sessions.unregister(session);
       }
     }
-    // Assignments that were never accepted (agent gone before Accepted) go back to the queue.
-    const stale = await db.query<{ node_id: string }>(
-      `SELECT DISTINCT node_id FROM compute_units WHERE status = 'assigned' AND assigned_at < $1`,
-      [new Date(clock.now() - config.agents.assignAckTimeoutSeconds * 1000)],
-    );
+    const silentSince = new Date(clock.now() - silenceMs);
+    for (const node of await findSilentNodes(db, silentSince)) {
+      if (isLive(node.id)) continue; // its stream is alive here; the heartbeat write is just throttled
+      const taken = await takeBackSilentNode(db, node.id, silentSince);
+      if (taken.length > 0) logger.warn({ nodeId: node.id, requeued: taken.length }, "node unreachable; its units were re-queued");
+    }
+    // Assignments that were never accepted (the agent went away before Accepted) go back to the queue.
+    const cutoff = new Date(clock.now() - config.agents.assignAckTimeoutSeconds * 1000);
+    const stale = await db.query<{ node_id: string }>(`SELECT DISTINCT node_id FROM compute_units WHERE status = 'assigned' AND assigned_at < $1`, [cutoff]);
     for (const row of stale) {
-      if (sessions.get(row.node_id) === undefined) await requeueUnitsOfNode(db, row.node_id, "the node never accepted the assignment");
+      if (isLive(row.node_id)) continue;
+      await requeueUnitsOfNode(db, row.node_id, "the node never accepted the assignment", { statuses: ["assigned"], assignedBefore: cutoff });
     }
   }
 
@@ -80,6 +89,7 @@ export function createLeaderLoop(deps: ControlPlaneDeps, sessions: SessionRegist
           metrics?.placements.inc({ result: "placed" }, result.placed.length);
           metrics?.placements.inc({ result: "unplaced" }, result.unplaced);
           if (!result.committed) {
+            // Fenced: another replica leads now. Return; the leadership loop steps down and campaigns again.
             logger.error({ term }, "placement term is no longer current; stepping down");
             return;
           }

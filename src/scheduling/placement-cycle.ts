@@ -8,7 +8,7 @@
  * deposed leader cannot commit anything.
  */
 import type { ControlPlaneDeps } from "../deps.ts";
-import { placeUnits } from "../placer/index.ts";
+import { allowedTrustLevels, placeUnits } from "../placer/index.ts";
 import type { ClusterSnapshot, NodeSnapshot, UnitRequest } from "../placer/index.ts";
 import { newId } from "../platform/ids.ts";
 import type { Sql } from "../store/database.ts";
@@ -133,11 +133,17 @@ export async function runPlacementCycle(
     const [lease] = await tx.query<{ term: number }>(`SELECT term FROM scheduler_leases WHERE name = $1 FOR UPDATE`, [placementLease]);
     if (lease === undefined || lease.term !== term) return { placed: [], unplaced: plan.unplaced.length, committed: false };
     const placed: CycleResult["placed"] = [];
-    for (const p of plan.placements) {
+    const sensitivityOf = new Map(units.map((u) => [u.id, u.sensitivity]));
+    // Unit ids in order, so concurrent transactions touching the same units lock them in the same order.
+    for (const p of [...plan.placements].sort((a, b) => (a.unitId < b.unitId ? -1 : 1))) {
+      // Re-checked against fresh rows: an operator may have cordoned the node or lowered its trust since the snapshot.
       const rows = await tx.query(
         `UPDATE compute_units SET status = 'assigned', node_id = $2, gpu_index = $3, assignment_id = $4, assigned_at = $5,
-           leader_term = $6, unschedulable_reason = '' WHERE id = $1 AND status = 'ready' RETURNING id`,
-        [p.unitId, p.nodeId, p.gpuIndex, newId(), now, term],
+           leader_term = $6, unschedulable_reason = ''
+         WHERE id = $1 AND status = 'ready'
+           AND EXISTS (SELECT 1 FROM nodes n WHERE n.id = $2 AND n.state = 'online' AND n.trust_level = ANY($7::text[]))
+         RETURNING id`,
+        [p.unitId, p.nodeId, p.gpuIndex, newId(), now, term, allowedTrustLevels(sensitivityOf.get(p.unitId) ?? "high_sensitive")],
       );
       if (rows.length === 1) placed.push({ unitId: p.unitId, nodeId: p.nodeId });
     }
@@ -146,15 +152,4 @@ export async function runPlacementCycle(
     }
     return { placed, unplaced: plan.unplaced.length, committed: true };
   });
-}
-
-/** Takes the placement lease for `holder`, bumping the term; returns the new term. */
-export async function acquirePlacementTerm(sql: Sql, holder: string, minimumTerm = 0): Promise<number> {
-  const [row] = await sql.query<{ term: number }>(
-    `INSERT INTO scheduler_leases (name, term, holder) VALUES ($1, GREATEST($3::bigint, 1), $2)
-     ON CONFLICT (name) DO UPDATE SET term = GREATEST(scheduler_leases.term + 1, $3::bigint), holder = $2, updated_at = now()
-     RETURNING term`,
-    [placementLease, holder, minimumTerm],
-  );
-  return row!.term;
 }

@@ -47,7 +47,10 @@ export function createBlobRoutes(deps: ControlPlaneDeps): HttpRoute[] {
     const result = signer.verify(requestUrl(req), clock.now());
     if (!result.ok) {
       throw result.reason === "expired"
-        ? new ApiError("UPLOAD_URL_EXPIRED", "this signed URL has expired; request a new one")
+        ? new ApiError(
+            "SIGNED_URL_EXPIRED",
+            op === "get" ? "this download URL has expired; mint a new one with POST …/download-url" : "this upload URL has expired; create the upload again",
+          )
         : new ApiError("SIGNED_URL_INVALID", "this signed URL is not valid (altered or not issued here)");
     }
     if (result.request.op !== op) throw new ApiError("SIGNED_URL_INVALID", `this signed URL does not allow ${op.toUpperCase()}`);

@@ -325,3 +325,20 @@ export async function insertIdempotencyRecord(sql: Sql, customerId: string, key:
     jobId,
   ]);
 }
+
+/**
+ * Credits the customer's active jobs may still spend: each job's projected
+ * cost less what it has been debited so far. A new job must fit in the balance
+ * left after these, or several jobs could together spend more than it.
+ */
+export async function outstandingProjectedCost(sql: Sql, customerId: string): Promise<number> {
+  const [row] = await sql.query<{ outstanding: number }>(
+    `SELECT COALESCE(sum(GREATEST(j.projected_cost_credits - COALESCE(d.debited, 0), 0)), 0)::bigint AS outstanding
+     FROM training_jobs j
+     LEFT JOIN (SELECT job_id, -sum(amount) AS debited FROM ledger_entries WHERE customer_id = $1 AND kind = 'debit' GROUP BY job_id) d
+       ON d.job_id = j.id
+     WHERE j.customer_id = $1 AND j.status IN ('queued', 'running')`,
+    [customerId],
+  );
+  return row?.outstanding ?? 0;
+}

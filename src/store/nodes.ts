@@ -136,12 +136,6 @@ export async function findSilentNodes(sql: Sql, before: Date): Promise<NodeRow[]
   );
 }
 
-/** Marks a node unreachable (only from online). */
-export async function markNodeUnreachable(sql: Sql, id: string): Promise<boolean> {
-  const rows = await sql.query(`UPDATE nodes SET state = 'unreachable' WHERE id = $1 AND state = 'online' RETURNING id`, [id]);
-  return rows.length === 1;
-}
-
 /** Count of units running or assigned per node. */
 export async function runningUnitsByNode(sql: Sql): Promise<Map<string, number>> {
   const rows = await sql.query<{ node_id: string; n: number }>(

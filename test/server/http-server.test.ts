@@ -149,7 +149,7 @@ describe("HTTP server: one port for REST, Connect, gRPC and gRPC-Web", () => {
           method: "PUT",
           pattern: /^\/blobs\/([a-z0-9-]+)$/,
           async handle(req, res, match) {
-            if (match[1] === "forbidden") throw new ApiError("UPLOAD_URL_EXPIRED", "the upload URL expired");
+            if (match[1] === "forbidden") throw new ApiError("SIGNED_URL_EXPIRED", "the upload URL expired");
             let bytes = 0;
             for await (const chunk of req) bytes += (chunk as Buffer).length;
             res.setHeader("content-type", "application/json");
@@ -322,7 +322,7 @@ describe("HTTP server: one port for REST, Connect, gRPC and gRPC-Web", () => {
       path: "/blobs/forbidden",
       body: "x",
       status: 410,
-      check: (t) => assert.equal((JSON.parse(t) as { error: { code: string } }).error.code, "UPLOAD_URL_EXPIRED"),
+      check: (t) => assert.equal((JSON.parse(t) as { error: { code: string } }).error.code, "SIGNED_URL_EXPIRED"),
     },
     {
       name: "an unknown path outside /api/ is a 404 envelope",

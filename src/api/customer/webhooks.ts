@@ -1,10 +1,154 @@
 /** CustomerService handlers: Webhook endpoints: create, list, test, rotate the secret, delete. */
-import type { ServiceImpl } from "@connectrpc/connect";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { authenticateCustomer, requireScope } from "../../auth/authenticate.ts";
+import { Scope } from "../../auth/scopes.ts";
 import type { ControlPlaneDeps } from "../../deps.ts";
-import type { CustomerService } from "../../gen/gpuagent/customer/v1/customer_pb.ts";
+import type { CustomerService, WebhookSchema } from "../../gen/gpuagent/customer/v1/customer_pb.ts";
+import { isUuid, newId, newSecret } from "../../platform/ids.ts";
+import { lockCustomer } from "../../store/customers.ts";
+import { pageRequest, toPage } from "../../store/pagination.ts";
+import type { WebhookEndpointRow } from "../../store/webhooks.ts";
+import {
+  countWebhookEndpoints,
+  deleteWebhookEndpoint,
+  findWebhookEndpoint,
+  insertWebhookDelivery,
+  insertWebhookEndpoint,
+  listWebhookEndpoints,
+  rotateWebhookSecret,
+} from "../../store/webhooks.ts";
+import type { WebhookEventType } from "../../webhooks/outbox.ts";
+import { webhookEventTypes } from "../../webhooks/outbox.ts";
+import { checkWebhookUrl } from "../../webhooks/url-safety.ts";
+import { ApiError, validationError } from "../errors.ts";
+
+/** The most live endpoints one customer may have. */
+export const maxWebhookEndpointsPerCustomer = 20;
+/** How long the previous secret keeps signing after a rotation. */
+export const previousSecretValidityMs = 24 * 3600 * 1000;
+/** Prefix of webhook signing secrets. */
+export const webhookSecretPrefix = "whsec_";
+const maxDescriptionLength = 500;
+
+/** Event types an endpoint may subscribe to: all but `webhook.test`, which is sent on request only. */
+export const subscribableWebhookEvents: readonly WebhookEventType[] = webhookEventTypes.filter((t) => t !== "webhook.test");
+
+/** Trims, checks and de-duplicates the requested event types (order of first appearance kept). */
+function parseEvents(events: readonly string[]): string[] {
+  const wanted = [...new Set(events.map((e) => e.trim()))];
+  if (wanted.length === 0) {
+    throw validationError(`events must name at least one of: ${subscribableWebhookEvents.join(", ")}`, { field: "events" });
+  }
+  const unknown = wanted.filter((e) => !(subscribableWebhookEvents as readonly string[]).includes(e));
+  if (unknown.length > 0) {
+    throw validationError(`unknown event type ${unknown.map((e) => JSON.stringify(e)).join(", ")}; known: ${subscribableWebhookEvents.join(", ")}`, {
+      field: "events",
+    });
+  }
+  return wanted;
+}
+
+function webhookMessage(row: WebhookEndpointRow): MessageInitShape<typeof WebhookSchema> {
+  return {
+    id: row.id,
+    url: row.url,
+    events: row.events,
+    description: row.description,
+    createdAt: timestampFromDate(row.created_at),
+    previousSecretExpiresAt: row.previous_secret_expires_at === null ? undefined : timestampFromDate(row.previous_secret_expires_at),
+  };
+}
+
+const notFound = (id: string) => new ApiError("RESOURCE_NOT_FOUND", `webhook ${JSON.stringify(id)} not found`);
 
 /** The webhooks part of CustomerService. */
 export function createWebhookHandlers(deps: ControlPlaneDeps): Partial<ServiceImpl<typeof CustomerService>> {
-  void deps;
-  return {};
+  const { db, clock } = deps;
+  const now = () => new Date(clock.now());
+  const caller = (ctx: HandlerContext) => authenticateCustomer(db, ctx.requestHeader, now());
+  // Malformed ids are simply not found: the answer does not reveal id syntax or other tenants.
+  const requireWebhookId = (id: string) => {
+    if (!isUuid(id)) throw notFound(id);
+    return id.toLowerCase();
+  };
+
+  return {
+    async createWebhook(req, ctx) {
+      const principal = await caller(ctx);
+      requireScope(principal, Scope.webhookWrite);
+      const url = checkWebhookUrl(req.url);
+      const events = parseEvents(req.events);
+      const description = req.description.trim();
+      if (description.length > maxDescriptionLength) {
+        throw validationError(`description must be at most ${maxDescriptionLength} characters`, { field: "description" });
+      }
+      const secret = newSecret(webhookSecretPrefix);
+      const row = await db.transaction(async (tx) => {
+        // The customer row lock serialises concurrent creates, so the limit holds under races.
+        await lockCustomer(tx, principal.customerId);
+        if ((await countWebhookEndpoints(tx, principal.customerId)) >= maxWebhookEndpointsPerCustomer) {
+          throw new ApiError("RATE_LIMITED", `at most ${maxWebhookEndpointsPerCustomer} webhook endpoints per customer; delete one before adding another`, {
+            details: { limit: maxWebhookEndpointsPerCustomer },
+          });
+        }
+        return insertWebhookEndpoint(tx, { id: newId(), customerId: principal.customerId, url: url.href, events, description, secret, now: now() });
+      });
+      return { webhook: webhookMessage(row), secret };
+    },
+
+    async listWebhooks(req, ctx) {
+      const principal = await caller(ctx);
+      const page = pageRequest(req.limit, req.cursor);
+      const rows = await listWebhookEndpoints(db, principal.customerId, page.limit + 1, page.after);
+      const cut = toPage(rows, page, (r) => ({ at: r.created_at, id: r.id }));
+      return { data: cut.rows.map(webhookMessage), page: cut.page };
+    },
+
+    async testWebhook(req, ctx) {
+      const principal = await caller(ctx);
+      requireScope(principal, Scope.webhookWrite);
+      const id = requireWebhookId(req.id);
+      const endpoint = await findWebhookEndpoint(db, principal.customerId, id);
+      if (endpoint === undefined) throw notFound(req.id);
+      const at = now();
+      const eventId = newId();
+      const delivery = await insertWebhookDelivery(db, {
+        id: newId(),
+        endpointId: endpoint.id,
+        customerId: principal.customerId,
+        eventId,
+        eventType: "webhook.test",
+        payload: {
+          id: eventId,
+          type: "webhook.test",
+          created_at: at.toISOString(),
+          data: { webhook_id: endpoint.id, message: "This is a test event from GPU-Agent." },
+        },
+        now: at,
+      });
+      return { deliveryId: delivery.id, status: "queued" };
+    },
+
+    async rotateWebhookSecret(req, ctx) {
+      const principal = await caller(ctx);
+      requireScope(principal, Scope.webhookWrite);
+      const id = requireWebhookId(req.id);
+      const secret = newSecret(webhookSecretPrefix);
+      const expiresAt = new Date(clock.now() + previousSecretValidityMs);
+      const row = await rotateWebhookSecret(db, principal.customerId, id, secret, expiresAt);
+      if (row === undefined) throw notFound(req.id);
+      return { webhook: webhookMessage(row), secret, previousSecretExpiresAt: timestampFromDate(expiresAt) };
+    },
+
+    async deleteWebhook(req, ctx) {
+      const principal = await caller(ctx);
+      requireScope(principal, Scope.webhookWrite);
+      const id = requireWebhookId(req.id);
+      const deleted = await db.transaction((tx) => deleteWebhookEndpoint(tx, principal.customerId, id, now()));
+      if (!deleted) throw notFound(req.id);
+      return { id, deleted: true };
+    },
+  };
 }

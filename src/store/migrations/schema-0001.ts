@@ -1,4 +1,8 @@
 /**
+ * Timestamps default to millisecond precision: JavaScript Dates (and so the
+ * keyset pagination cursors) carry milliseconds, and a microsecond-precise row
+ * would sort between two cursor positions and be skipped.
+ *
  * The initial schema, as plain PostgreSQL (the same text runs on PGlite and on
  * a PostgreSQL server). Uniqueness that money and work depend on lives here,
  * not in memory: one debit per compute unit, one idempotency record per key,
@@ -7,13 +11,15 @@
 export const schema0001 = [
   `CREATE TABLE customers (
      id uuid PRIMARY KEY,
-     email text NOT NULL UNIQUE,
+     email text NOT NULL,
      password_hash text NOT NULL,
      -- Login throttling: consecutive failures and the time before which logins are refused.
      failed_logins integer NOT NULL DEFAULT 0,
      locked_until timestamptz,
-     created_at timestamptz NOT NULL DEFAULT now()
+     created_at timestamptz NOT NULL DEFAULT date_trunc('milliseconds', now())
    )`,
+  // E-mail addresses are unique whatever their case (login looks them up case-insensitively).
+  `CREATE UNIQUE INDEX customers_email_lower ON customers (lower(email))`,
   `CREATE TABLE api_keys (
      id uuid PRIMARY KEY,
      customer_id uuid NOT NULL REFERENCES customers(id),
@@ -21,7 +27,7 @@ export const schema0001 = [
      prefix text NOT NULL,
      key_hash text NOT NULL UNIQUE,
      scopes text[] NOT NULL,
-     created_at timestamptz NOT NULL DEFAULT now(),
+     created_at timestamptz NOT NULL DEFAULT date_trunc('milliseconds', now()),
      last_used_at timestamptz,
      revoked_at timestamptz
    )`,
@@ -30,7 +36,7 @@ export const schema0001 = [
      id uuid PRIMARY KEY,
      customer_id uuid NOT NULL REFERENCES customers(id),
      token_hash text NOT NULL UNIQUE,
-     created_at timestamptz NOT NULL DEFAULT now(),
+     created_at timestamptz NOT NULL DEFAULT date_trunc('milliseconds', now()),
      expires_at timestamptz NOT NULL,
      revoked_at timestamptz
    )`,
@@ -45,7 +51,7 @@ export const schema0001 = [
      blob_key text NOT NULL,
      upload_expires_at timestamptz NOT NULL,
      uploaded_at timestamptz,
-     created_at timestamptz NOT NULL DEFAULT now(),
+     created_at timestamptz NOT NULL DEFAULT date_trunc('milliseconds', now()),
      finalized_at timestamptz,
      deleted_at timestamptz
    )`,
@@ -63,7 +69,7 @@ export const schema0001 = [
      uploaded_at timestamptz,
      entry_count integer NOT NULL DEFAULT 0,
      manifest jsonb,
-     created_at timestamptz NOT NULL DEFAULT now(),
+     created_at timestamptz NOT NULL DEFAULT date_trunc('milliseconds', now()),
      finalized_at timestamptz,
      deleted_at timestamptz
    )`,
@@ -83,7 +89,7 @@ export const schema0001 = [
      error text NOT NULL DEFAULT '',
      metrics jsonb NOT NULL DEFAULT '{}',
      projected_cost_credits bigint NOT NULL DEFAULT 0,
-     created_at timestamptz NOT NULL DEFAULT now(),
+     created_at timestamptz NOT NULL DEFAULT date_trunc('milliseconds', now()),
      started_at timestamptz,
      finished_at timestamptz
    )`,
@@ -96,7 +102,7 @@ export const schema0001 = [
      state text NOT NULL CHECK (state IN ('online', 'unreachable', 'cordoned', 'draining', 'revoked')),
      credential_hash text NOT NULL UNIQUE,
      capabilities jsonb NOT NULL DEFAULT '{}',
-     enrolled_at timestamptz NOT NULL DEFAULT now(),
+     enrolled_at timestamptz NOT NULL DEFAULT date_trunc('milliseconds', now()),
      last_heartbeat_at timestamptz,
      revoked_at timestamptz
    )`,
@@ -104,7 +110,7 @@ export const schema0001 = [
      id uuid PRIMARY KEY,
      token_hash text NOT NULL UNIQUE,
      trust_level text NOT NULL CHECK (trust_level IN ('community', 'verified', 'controlled')),
-     created_at timestamptz NOT NULL DEFAULT now(),
+     created_at timestamptz NOT NULL DEFAULT date_trunc('milliseconds', now()),
      expires_at timestamptz NOT NULL,
      used_at timestamptz,
      node_id uuid REFERENCES nodes(id)
@@ -138,7 +144,7 @@ export const schema0001 = [
      exit_code integer,
      error text NOT NULL DEFAULT '',
      run_seconds double precision NOT NULL DEFAULT 0,
-     created_at timestamptz NOT NULL DEFAULT now(),
+     created_at timestamptz NOT NULL DEFAULT date_trunc('milliseconds', now()),
      ready_at timestamptz,
      assigned_at timestamptz,
      started_at timestamptz,
@@ -160,7 +166,7 @@ export const schema0001 = [
      size_bytes bigint NOT NULL,
      sha256 text NOT NULL,
      blob_key text NOT NULL,
-     created_at timestamptz NOT NULL DEFAULT now(),
+     created_at timestamptz NOT NULL DEFAULT date_trunc('milliseconds', now()),
      UNIQUE (compute_unit_id, attempt, name)
    )`,
   `CREATE INDEX artifacts_job ON artifacts (job_id, created_at, id)`,
@@ -172,7 +178,7 @@ export const schema0001 = [
      description text NOT NULL DEFAULT '',
      job_id uuid REFERENCES training_jobs(id),
      compute_unit_id uuid REFERENCES compute_units(id),
-     created_at timestamptz NOT NULL DEFAULT now(),
+     created_at timestamptz NOT NULL DEFAULT date_trunc('milliseconds', now()),
      CHECK ((kind = 'debit') = (compute_unit_id IS NOT NULL))
    )`,
   // A unit is debited at most once, whatever replays the completion.
@@ -186,7 +192,7 @@ export const schema0001 = [
      kind text NOT NULL,
      run_seconds double precision NOT NULL,
      credits bigint NOT NULL,
-     created_at timestamptz NOT NULL DEFAULT now()
+     created_at timestamptz NOT NULL DEFAULT date_trunc('milliseconds', now())
    )`,
   `CREATE INDEX usage_records_customer ON usage_records (customer_id, created_at)`,
   `CREATE TABLE idempotency_records (
@@ -194,7 +200,7 @@ export const schema0001 = [
      key text NOT NULL,
      request_hash text NOT NULL,
      job_id uuid NOT NULL REFERENCES training_jobs(id),
-     created_at timestamptz NOT NULL DEFAULT now(),
+     created_at timestamptz NOT NULL DEFAULT date_trunc('milliseconds', now()),
      PRIMARY KEY (customer_id, key)
    )`,
   // The leader's fencing term: a placement commits only while its term is current.
@@ -202,7 +208,7 @@ export const schema0001 = [
      name text PRIMARY KEY,
      term bigint NOT NULL,
      holder text NOT NULL,
-     updated_at timestamptz NOT NULL DEFAULT now()
+     updated_at timestamptz NOT NULL DEFAULT date_trunc('milliseconds', now())
    )`,
   `CREATE TABLE webhook_endpoints (
      id uuid PRIMARY KEY,
@@ -214,7 +220,7 @@ export const schema0001 = [
      secret text NOT NULL,
      previous_secret text,
      previous_secret_expires_at timestamptz,
-     created_at timestamptz NOT NULL DEFAULT now(),
+     created_at timestamptz NOT NULL DEFAULT date_trunc('milliseconds', now()),
      deleted_at timestamptz
    )`,
   `CREATE INDEX webhook_endpoints_customer ON webhook_endpoints (customer_id, created_at DESC, id) WHERE deleted_at IS NULL`,
@@ -228,10 +234,10 @@ export const schema0001 = [
      payload jsonb NOT NULL,
      status text NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
      attempts integer NOT NULL DEFAULT 0,
-     next_attempt_at timestamptz NOT NULL DEFAULT now(),
+     next_attempt_at timestamptz NOT NULL DEFAULT date_trunc('milliseconds', now()),
      last_status_code integer,
      last_error text NOT NULL DEFAULT '',
-     created_at timestamptz NOT NULL DEFAULT now(),
+     created_at timestamptz NOT NULL DEFAULT date_trunc('milliseconds', now()),
      delivered_at timestamptz,
      UNIQUE (endpoint_id, event_id)
    )`,
