@@ -114,6 +114,9 @@ const refName = (ref: string): string => ref.replace("#/components/schemas/", ""
 
 /** The Postman variable of a path variable: `training-jobs/{id}` and `training-jobs/{job_id}` → training_job_id. */
 export function variableFor(path: string, name: string): string {
+  // An artifact belongs to a finished job, not to the job the collection just created:
+  // as in seed 002, `job_id` + `artifact_id` name a completed job and one of its artifacts.
+  if (name === "job_id" && path.includes("{artifact_id}")) return "job_id";
   const segments = path.split("/");
   const at = segments.indexOf(`{${name}}`);
   const collection = at > 0 ? (segments[at - 1] ?? "") : "";
@@ -324,8 +327,9 @@ function uploadItem(e: Endpoint, variable: string): Record<string, unknown> {
       header: [{ key: "Content-Type", value: "application/octet-stream" }],
       url: `{{${variable}}}`,
       auth: { type: "noauth" },
-      body: { mode: "file", file: { src: "" } },
-      description: `PUT the file's bytes to the signed \`upload_url\` that ${e.op.summary} answered (saved as \`{{${variable}}}\`); choose the file in the Body tab. Its size and sha256 must be the ones declared. Then finalize.`,
+      // A path relative to newman's --working-dir; in the Postman app, choose the file in the Body tab.
+      body: { mode: "file", file: { src: variable.startsWith("dataset") ? "dataset.csv" : "package.zip" } },
+      description: `PUT the file's bytes to the signed \`upload_url\` that ${e.op.summary} answered (saved as \`{{${variable}}}\`). Its size and sha256 must be the ones declared in \`{{${variable.replace(/_upload_url$/, "")}_size_bytes}}\` and \`{{${variable.replace(/_upload_url$/, "")}_sha256}}\`. With newman, the file is \`${variable.startsWith("dataset") ? "dataset.csv" : "package.zip"}\` in the --working-dir. Then finalize.`,
     },
     response: [],
   };
@@ -347,6 +351,7 @@ const postmanVariables = [
   "training_package_upload_url",
   "training_package_id",
   "training_job_id",
+  "job_id",
   "artifact_id",
   "webhook_id",
 ] as const;
@@ -447,7 +452,9 @@ function typeText(doc: OpenApi, schema: Schema): string {
 const cell = (text: string | undefined): string => (text ?? "").replace(/\|/g, "\\|").replace(/\n+/g, " ");
 
 function fieldTable(doc: OpenApi, schema: Schema): string[] {
-  const props = resolveRef(doc, schema).properties ?? {};
+  const resolved = resolveRef(doc, schema);
+  const props = resolved.properties ?? {};
+  if (resolved.properties === undefined && resolved.additionalProperties === true) return [`Any JSON object.${resolved.description === undefined ? "" : ` ${resolved.description}`}`];
   if (Object.keys(props).length === 0) return ["(no fields)"];
   return ["| field | type | description |", "|---|---|---|", ...Object.entries(props).map(([name, p]) => `| \`${name}\` | ${typeText(doc, p)} | ${cell(p.description)} |`)];
 }

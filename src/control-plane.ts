@@ -12,6 +12,7 @@ import type { Logger } from "pino";
 import { createAgentService } from "./agents/agent-service.ts";
 import { SessionRegistry } from "./agents/session-registry.ts";
 import { createAdminService } from "./api/admin-service.ts";
+import { createOpenApiRoute } from "./api/openapi.ts";
 import { requireAdmin } from "./auth/authenticate.ts";
 import { createCustomerService } from "./api/customer-service.ts";
 import { createRestTranscoder, restService } from "./api/rest/transcoder.ts";
@@ -128,7 +129,7 @@ export async function startControlPlane(
       router.service(AgentService, agent);
     },
     rest,
-    httpRoutes: createBlobRoutes(deps),
+    httpRoutes: [...createBlobRoutes(deps), createOpenApiRoute([CustomerService, AdminService])],
     health: {
       live: () => true,
       // Ready once migrations ran (openDatabase did them) and the database answers; leading is not required.

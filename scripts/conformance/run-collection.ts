@@ -7,7 +7,8 @@
  * package, a completed job with artifacts, and a webhook. It passes only when
  * every request gets a 2xx or 3xx.
  */
-import { readFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { readFile, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import type { TestAgent, TestControlPlane } from "../../test/support/control-plane.ts";
@@ -46,20 +47,18 @@ interface Newman {
 /** The fixtures and their variable names. */
 export type Fixtures = Record<string, string>;
 
-async function createFixtures(cp: TestControlPlane): Promise<Fixtures> {
+async function createFixtures(cp: TestControlPlane, workingDir: string): Promise<Fixtures> {
   const created = await adminRequest(cp, "POST", "/api/v1/admin/customers", { email: "customer@example.com", password: "REPLACE_ME", credits: 100_000 });
   const apiKey = created["api_key"] as string;
   const login = await request(cp, "POST", "/api/v1/customer/auth/login", { body: { email: "customer@example.com", password: "REPLACE_ME" } });
   const sessionToken = (login.body["session_token"] as string | undefined) ?? "";
-  const dataset = await uploadResource(cp, apiKey, "datasets", "tiny-mlp", await readFile(join(example, "dataset.csv")), { format: "csv" });
-  const dir = await mkdtemp(join(tmpdir(), "conformance-"));
-  let pkg: Record<string, unknown>;
-  try {
-    await zipDirectory(join(example, "package"), join(dir, "package.zip"));
-    pkg = await uploadResource(cp, apiKey, "training-packages", "tiny-mlp", await readFile(join(dir, "package.zip")));
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  // The files a collection may upload itself (newman resolves body file paths against workingDir).
+  const datasetBytes = await readFile(join(example, "dataset.csv"));
+  await writeFile(join(workingDir, "dataset.csv"), datasetBytes);
+  await zipDirectory(join(example, "package"), join(workingDir, "package.zip"));
+  const packageBytes = await readFile(join(workingDir, "package.zip"));
+  const dataset = await uploadResource(cp, apiKey, "datasets", "tiny-mlp", datasetBytes, { format: "csv" });
+  const pkg = await uploadResource(cp, apiKey, "training-packages", "tiny-mlp", packageBytes);
   const auth = { "x-api-key": apiKey };
   const job = await request(cp, "POST", "/api/v1/customer/training-jobs", {
     headers: auth,
@@ -87,6 +86,12 @@ async function createFixtures(cp: TestControlPlane): Promise<Fixtures> {
   const apiKeyId = ((keys?.body["data"] as Record<string, unknown>[] | undefined)?.[0]?.["id"] as string | undefined) ?? "";
   return {
     base_url: cp.url,
+    email: "customer@example.com",
+    password: "REPLACE_ME",
+    dataset_size_bytes: String(datasetBytes.length),
+    dataset_sha256: createHash("sha256").update(datasetBytes).digest("hex"),
+    training_package_size_bytes: String(packageBytes.length),
+    training_package_sha256: createHash("sha256").update(packageBytes).digest("hex"),
     api_key: apiKey,
     session_token: sessionToken,
     admin_token: cp.adminToken,
@@ -106,10 +111,11 @@ export async function runConformance(collectionPath: string, options: { reporter
   const newman = createRequire(import.meta.url)("newman") as Newman;
   let cp: TestControlPlane | undefined;
   let agent: TestAgent | undefined;
+  const workingDir = await mkdtemp(join(tmpdir(), "conformance-"));
   try {
     cp = await startTestControlPlane();
     agent = await startTestAgent(cp, { trustLevel: "controlled", devGpuMib: 24576 });
-    const fixtures = await createFixtures(cp);
+    const fixtures = await createFixtures(cp, workingDir);
     const summary = await new Promise<NewmanSummary>((resolve, reject) =>
       newman.run(
         {
@@ -117,6 +123,8 @@ export async function runConformance(collectionPath: string, options: { reporter
           environment: { values: Object.entries(fixtures).map(([key, value]) => ({ key, value, enabled: true })) },
           reporters: options.reporters ?? ["cli"],
           timeoutRequest: 30_000,
+          workingDir,
+          insecureFileRead: false,
           ignoreRedirects: true,
         },
         (err, result) => (err === null ? resolve(result) : reject(err)),
@@ -132,6 +140,7 @@ export async function runConformance(collectionPath: string, options: { reporter
   } finally {
     await agent?.stop();
     await cp?.stop();
+    await rm(workingDir, { recursive: true, force: true });
   }
 }
 

@@ -1,0 +1,135 @@
+// npm run bench:api — authenticated GET /customer/training-jobs/{id} and
+// POST /customer/training-jobs against bare node:http, in one run. The server
+// (embedded default) and the baseline each run in their own process; the load
+// generator (autocannon) runs here. Prints one JSON line.
+import { type ChildProcess, spawn } from "node:child_process";
+import { createHash, randomUUID } from "node:crypto";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createRequire } from "node:module";
+import { zipDirectory } from "../src/cli/files.ts";
+
+interface AutocannonResult {
+  requests: { average: number };
+  latency: { p99: number };
+  non2xx: number;
+  errors: number;
+}
+type Autocannon = (options: Record<string, unknown>) => Promise<AutocannonResult>;
+const autocannon = createRequire(import.meta.url)("autocannon") as Autocannon;
+
+const root = join(import.meta.dirname, "..");
+const durationS = Number(process.env["BENCH_DURATION_S"] ?? 8);
+const connections = Number(process.env["BENCH_CONNECTIONS"] ?? 32);
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function waitForLine(child: ChildProcess, pattern: RegExp): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let buffer = "";
+    child.stdout?.on("data", (c: Buffer) => {
+      buffer += c.toString();
+      const m = buffer.split("\n").find((l) => pattern.test(l));
+      if (m !== undefined) resolve(m);
+    });
+    child.on("exit", (code) => reject(new Error(`process exited (${code}) before "${pattern}"`)));
+  });
+}
+
+async function json(url: string, init: RequestInit): Promise<Record<string, unknown>> {
+  const res = await fetch(url, init);
+  const body = (await res.json()) as Record<string, unknown>;
+  if (!res.ok) throw new Error(`${init.method ?? "GET"} ${url}: ${res.status} ${JSON.stringify(body)}`);
+  return body;
+}
+
+async function upload(base: string, key: string, kind: string, bytes: Buffer): Promise<string> {
+  const created = await json(`${base}/api/v1/customer/${kind}`, {
+    method: "POST",
+    headers: { "x-api-key": key, "content-type": "application/json" },
+    body: JSON.stringify({ name: "bench", size_bytes: bytes.length, sha256: createHash("sha256").update(bytes).digest("hex") }),
+  });
+  await fetch(created["upload_url"] as string, { method: "PUT", body: bytes });
+  await json(`${base}/api/v1/customer/${kind}/${created["id"] as string}/finalize`, { method: "POST", headers: { "x-api-key": key, "content-type": "application/json" }, body: "{}" });
+  return created["id"] as string;
+}
+
+const dataDir = await mkdtemp(join(tmpdir(), "bench-api-"));
+const adminToken = randomUUID() + randomUUID();
+const port = await freePort();
+const scheduler = spawn(process.execPath, [join(root, "cmd", "scheduler.ts")], {
+  env: {
+    ...process.env,
+    PORT: String(port),
+    GPU_AGENT_DATA_DIR: dataDir,
+    GPU_AGENT_ADMIN_TOKEN: adminToken,
+    LOG_LEVEL: "warn",
+    GPU_AGENT_LIMIT_JOBS_PER_MINUTE: "1000000",
+    GPU_AGENT_LIMIT_ACTIVE_JOBS: "1000000",
+    GPU_AGENT_LIMIT_UNITS_PER_DAY: "100000000",
+  },
+  stdio: ["ignore", "pipe", "inherit"],
+});
+const bare = spawn(process.execPath, [join(root, "bench", "bare-server.ts")], { stdio: ["ignore", "pipe", "inherit"] });
+try {
+  const barePort = (JSON.parse(await waitForLine(bare, /"port"/)) as { port: number }).port;
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    const ok = await fetch(`${base}/readyz`).then((r) => r.ok, () => false);
+    if (ok) break;
+    if (i > 300) throw new Error("the scheduler did not become ready");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const customer = await json(`${base}/api/v1/admin/customers`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json" },
+    body: JSON.stringify({ email: "bench@example.com", password: "bench-password", credits: 1_000_000_000 }),
+  });
+  const key = customer["api_key"] as string;
+  const datasetId = await upload(base, key, "datasets", await readFile(join(root, "examples", "tiny-mlp", "dataset.csv")));
+  await zipDirectory(join(root, "examples", "tiny-mlp", "package"), join(dataDir, "package.zip"));
+  const packageId = await upload(base, key, "training-packages", await readFile(join(dataDir, "package.zip")));
+  const jobBody = JSON.stringify({ name: "bench", dataset_id: datasetId, training_package_id: packageId, required_vram_mb: 8000, max_runtime_seconds: 60 });
+  const job = await json(`${base}/api/v1/customer/training-jobs`, { method: "POST", headers: { "x-api-key": key, "content-type": "application/json" }, body: jobBody });
+
+  const common = { connections, duration: durationS };
+  const bareRun = await autocannon({ ...common, url: `http://127.0.0.1:${barePort}/` });
+  const getRun = await autocannon({ ...common, url: `${base}/api/v1/customer/training-jobs/${job["id"] as string}`, headers: { "x-api-key": key } });
+  const createRun = await autocannon({
+    ...common,
+    duration: Math.max(3, Math.round(durationS / 2)),
+    url: `${base}/api/v1/customer/training-jobs`,
+    method: "POST",
+    headers: { "x-api-key": key, "content-type": "application/json" },
+    body: jobBody,
+  });
+  for (const [name, run] of [["bare", bareRun], ["get", getRun], ["create", createRun]] as const) {
+    if (run.non2xx > 0 || run.errors > 0) process.stderr.write(`warning: ${name} run had ${run.non2xx} non-2xx and ${run.errors} errors\n`);
+  }
+  process.stdout.write(
+    `${JSON.stringify({
+      get_rps: Math.round(getRun.requests.average),
+      create_rps: Math.round(createRun.requests.average),
+      bare_rps: Math.round(bareRun.requests.average),
+      get_ratio: Number((getRun.requests.average / bareRun.requests.average).toFixed(3)),
+      p99_ms: getRun.latency.p99,
+      connections,
+      duration_s: durationS,
+      database: "embedded (PGlite)",
+    })}\n`,
+  );
+} finally {
+  scheduler.kill("SIGTERM");
+  bare.kill("SIGTERM");
+  await new Promise((r) => setTimeout(r, 500));
+  await rm(dataDir, { recursive: true, force: true });
+}
