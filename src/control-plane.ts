@@ -13,7 +13,7 @@ import { createAgentService } from "./agents/agent-service.ts";
 import { SessionRegistry } from "./agents/session-registry.ts";
 import { createAdminService } from "./api/admin-service.ts";
 import { createOpenApiRoute } from "./api/openapi.ts";
-import { requireAdmin } from "./auth/authenticate.ts";
+import { ApiKeyCache, requireAdmin } from "./auth/authenticate.ts";
 import { createCustomerService } from "./api/customer-service.ts";
 import { createRestTranscoder, restService } from "./api/rest/transcoder.ts";
 import type { ControlPlaneDeps } from "./deps.ts";
@@ -88,6 +88,7 @@ export async function startControlPlane(
     signer: createUrlSigner(() => liveConfig.publicUrl, signingKey),
     clock,
     logger,
+    apiKeyCache: new ApiKeyCache(),
     wakePlacer: () => wake(),
   };
 

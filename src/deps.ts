@@ -4,6 +4,7 @@
  * always injected.
  */
 import type { Logger } from "pino";
+import type { ApiKeyCache } from "./auth/authenticate.ts";
 import type { Clock } from "./platform/clock.ts";
 import type { SchedulerConfig } from "./platform/config.ts";
 import type { BlobStore } from "./storage/blob-store.ts";
@@ -18,6 +19,8 @@ export interface ControlPlaneDeps {
   readonly signer: UrlSigner;
   readonly clock: Clock;
   readonly logger: Logger;
+  /** Recently verified API keys (see ApiKeyCache). */
+  readonly apiKeyCache: ApiKeyCache;
   /** Asks the leader's placement loop to run soon (units became ready, a node connected). */
   readonly wakePlacer: () => void;
 }

@@ -27,19 +27,19 @@ import { planJob, projectedCost } from "../planner/plan.ts";
 import { isUuid, newId } from "../platform/ids.ts";
 import { inspectPackage } from "../storage/package-inspect.ts";
 import { creditBalance, listLedger, lockCustomer } from "../store/customers.ts";
-import type { ArtifactRow, JobRow, UnitRow } from "../store/jobs.ts";
+import type { ArtifactRow, JobViewRow, UnitRow } from "../store/jobs.ts";
 import {
   creditsDebitedByUnit,
-  creditsDebitedForJob,
   customerJobCounts,
   findArtifact,
   findIdempotencyRecord,
   findJob,
+  findJobView,
   insertIdempotencyRecord,
   insertJob,
   insertUnit,
   listArtifactsOfJob,
-  listJobs,
+  listJobViews,
   listUnitsOfJob,
   outstandingProjectedCost,
 } from "../store/jobs.ts";
@@ -77,7 +77,7 @@ function requireId(id: string, notFound: ApiError["code"], what: string): string
 export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionRegistry): Partial<ServiceImpl<typeof CustomerService>> {
   const { db, clock, config, signer, blobs } = deps;
   const now = () => new Date(clock.now());
-  const caller = (ctx: HandlerContext) => authenticateCustomer(db, ctx.requestHeader, now());
+  const caller = (ctx: HandlerContext) => authenticateCustomer(db, ctx.requestHeader, now(), deps.apiKeyCache);
 
   function datasetMessage(row: UploadRow): MessageInitShape<typeof DatasetSchema> {
     return {
@@ -110,8 +110,7 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
     } as MessageInitShape<typeof TrainingPackageSchema>;
   }
 
-  async function jobMessage(row: JobRow): Promise<MessageInitShape<typeof TrainingJobSchema>> {
-    const units = await listUnitsOfJob(db, row.id);
+  function jobMessage(row: JobViewRow): MessageInitShape<typeof TrainingJobSchema> {
     return {
       id: row.id,
       name: row.name,
@@ -129,9 +128,9 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
       error: row.error,
       metrics: row.metrics,
       projectedCostCredits: BigInt(row.projected_cost_credits),
-      creditsDebited: BigInt(await creditsDebitedForJob(db, row.id)),
-      computeUnitCount: units.length,
-      computeUnitsCompleted: units.filter((u) => u.status === "completed").length,
+      creditsDebited: BigInt(row.credits_debited),
+      computeUnitCount: row.compute_unit_count,
+      computeUnitsCompleted: row.compute_units_completed,
     };
   }
 
@@ -473,8 +472,8 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
         else throw error;
       }
       if (!result.replay) deps.wakePlacer();
-      const job = await findJob(db, principal.customerId, result.jobId);
-      return { trainingJob: await jobMessage(job!) };
+      const job = await findJobView(db, principal.customerId, result.jobId);
+      return { trainingJob: jobMessage(job!) };
     },
 
     async listTrainingJobs(req, ctx) {
@@ -482,16 +481,16 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
       const page = pageRequest(req.limit, req.cursor);
       const status = req.status.trim() === "" ? undefined : req.status.trim();
       if (status !== undefined && !jobStatuses.has(status)) throw validationError(`status must be one of ${[...jobStatuses].join(", ")}`, { field: "status" });
-      const rows = await listJobs(db, principal.customerId, page.limit + 1, status, page.after);
+      const rows = await listJobViews(db, principal.customerId, page.limit + 1, status, page.after);
       const cut = toPage(rows, page, (r) => ({ at: r.created_at, id: r.id }));
-      return { data: await Promise.all(cut.rows.map(jobMessage)), page: cut.page };
+      return { data: cut.rows.map(jobMessage), page: cut.page };
     },
 
     async getTrainingJob(req, ctx) {
       const principal = await caller(ctx);
-      const job = await findJob(db, principal.customerId, requireId(req.id, "JOB_NOT_FOUND", "training job"));
+      const job = await findJobView(db, principal.customerId, requireId(req.id, "JOB_NOT_FOUND", "training job"));
       if (job === undefined) throw new ApiError("JOB_NOT_FOUND", `training job ${req.id} not found`);
-      return { trainingJob: await jobMessage(job) };
+      return { trainingJob: jobMessage(job) };
     },
 
     async cancelTrainingJob(req, ctx) {
@@ -501,8 +500,8 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
       if ((await findJob(db, principal.customerId, id)) === undefined) throw new ApiError("JOB_NOT_FOUND", `training job ${req.id} not found`);
       const effects = await cancelJob(db, id, now());
       for (const c of effects.cancel) sendCancel(sessions, c.nodeId, c.unitId, c.attempt, "cancelled by the customer");
-      const job = await findJob(db, principal.customerId, id);
-      return { trainingJob: await jobMessage(job!) };
+      const job = await findJobView(db, principal.customerId, id);
+      return { trainingJob: jobMessage(job!) };
     },
 
     async listComputeUnits(req, ctx) {

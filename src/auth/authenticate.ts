@@ -6,6 +6,7 @@
 import { ApiError } from "../api/errors.ts";
 import { hashSecret, safeEqual } from "../platform/ids.ts";
 import type { Sql } from "../store/database.ts";
+import type { ApiKeyRow } from "../store/customers.ts";
 import { findApiKeyByHash, findSessionByHash, touchApiKey } from "../store/customers.ts";
 import type { Scope } from "./scopes.ts";
 import { allScopes } from "./scopes.ts";
@@ -18,14 +19,67 @@ export interface CustomerPrincipal {
   apiKeyId: string | undefined;
 }
 
+/**
+ * Recently verified API keys, so an API call costs no database round trip for
+ * its key. An entry lives `ttlMs`: a key revoked on this replica is forgotten
+ * at once (`clear`), one revoked through another replica within `ttlMs`.
+ * Unknown keys are never cached, so a new key works at once.
+ */
+export class ApiKeyCache {
+  private readonly entries = new Map<string, { row: ApiKeyRow; fetchedAtMs: number; touchedAtMs: number }>();
+  readonly ttlMs: number;
+  readonly maxEntries: number;
+
+  constructor(ttlMs = 5000, maxEntries = 10_000) {
+    this.ttlMs = ttlMs;
+    this.maxEntries = maxEntries;
+  }
+
+  /** The cached row for a key hash while fresh. */
+  get(keyHash: string, nowMs: number): { row: ApiKeyRow; touchedAtMs: number } | undefined {
+    const entry = this.entries.get(keyHash);
+    if (entry === undefined) return undefined;
+    if (nowMs - entry.fetchedAtMs >= this.ttlMs) {
+      this.entries.delete(keyHash);
+      return undefined;
+    }
+    return entry;
+  }
+
+  set(keyHash: string, row: ApiKeyRow, nowMs: number, touchedAtMs: number): void {
+    if (this.entries.size >= this.maxEntries) {
+      const oldest = this.entries.keys().next().value;
+      if (oldest !== undefined) this.entries.delete(oldest);
+    }
+    this.entries.set(keyHash, { row, fetchedAtMs: nowMs, touchedAtMs });
+  }
+
+  /** Forgets every key (after a revocation on this replica). */
+  clear(): void {
+    this.entries.clear();
+  }
+}
+
+/** `last_used_at` is kept to the minute; it is not worth a write per request. */
+const touchEveryMs = 60_000;
+
 /** Resolves the customer behind the request headers, or throws the seed's auth error. */
-export async function authenticateCustomer(sql: Sql, headers: Headers, now: Date): Promise<CustomerPrincipal> {
+export async function authenticateCustomer(sql: Sql, headers: Headers, now: Date, cache?: ApiKeyCache): Promise<CustomerPrincipal> {
   const apiKey = headers.get("x-api-key");
   if (apiKey !== null && apiKey !== "") {
-    const row = await findApiKeyByHash(sql, hashSecret(apiKey.trim()));
-    if (row === undefined) throw new ApiError("API_KEY_INVALID", "the X-API-Key header does not name a valid key");
+    const keyHash = hashSecret(apiKey.trim());
+    const nowMs = now.getTime();
+    const cached = cache?.get(keyHash, nowMs);
+    let row = cached?.row;
+    if (row === undefined) {
+      row = await findApiKeyByHash(sql, keyHash);
+      if (row === undefined) throw new ApiError("API_KEY_INVALID", "the X-API-Key header does not name a valid key");
+    }
     if (row.revoked_at !== null) throw new ApiError("API_KEY_REVOKED", "this API key was revoked; create a new one");
-    await touchApiKey(sql, row.id, now);
+    if (cached === undefined || nowMs - cached.touchedAtMs >= touchEveryMs) {
+      await touchApiKey(sql, row.id, now);
+      cache?.set(keyHash, row, nowMs, nowMs);
+    }
     return { customerId: row.customer_id, method: "api_key", scopes: row.scopes, apiKeyId: row.id };
   }
   const bearer = /^Bearer\s+(\S+)$/i.exec(headers.get("authorization") ?? "")?.[1];

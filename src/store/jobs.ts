@@ -168,27 +168,6 @@ export async function findJobById(sql: Sql, id: string): Promise<JobRow | undefi
   return row;
 }
 
-/** A customer's jobs, newest first, optionally by status. */
-export async function listJobs(
-  sql: Sql,
-  customerId: string,
-  limit: number,
-  status: string | undefined,
-  after?: { at: Date; id: string },
-): Promise<JobRow[]> {
-  const params: unknown[] = [customerId, limit];
-  let where = `customer_id = $1`;
-  if (status !== undefined) {
-    params.push(status);
-    where += ` AND status = $${params.length}`;
-  }
-  if (after !== undefined) {
-    params.push(after.at, after.id);
-    where += ` AND (created_at, id) < ($${params.length - 1}, $${params.length})`;
-  }
-  return sql.query<JobRow>(`SELECT * FROM training_jobs WHERE ${where} ORDER BY created_at DESC, id DESC LIMIT $2`, params);
-}
-
 /** Counts used by the limits: creations in the last minute, active jobs, units created since the UTC day began. */
 export async function customerJobCounts(
   sql: Sql,
@@ -285,15 +264,6 @@ export async function insertUsageOnce(
   );
 }
 
-/** Credits debited per job, for the job view. */
-export async function creditsDebitedForJob(sql: Sql, jobId: string): Promise<number> {
-  const [row] = await sql.query<{ total: number }>(
-    `SELECT COALESCE(-sum(amount), 0)::bigint AS total FROM ledger_entries WHERE job_id = $1 AND kind = 'debit'`,
-    [jobId],
-  );
-  return row?.total ?? 0;
-}
-
 /** Credits debited per unit of a job. */
 export async function creditsDebitedByUnit(sql: Sql, jobId: string): Promise<Map<string, number>> {
   const rows = await sql.query<{ compute_unit_id: string; total: number }>(
@@ -341,4 +311,43 @@ export async function outstandingProjectedCost(sql: Sql, customerId: string): Pr
     [customerId],
   );
   return row?.outstanding ?? 0;
+}
+
+/** A job with the counters its API view shows, read in one query. */
+export interface JobViewRow extends JobRow {
+  compute_unit_count: number;
+  compute_units_completed: number;
+  credits_debited: number;
+}
+
+const jobViewColumns = `j.*,
+  (SELECT count(*)::int FROM compute_units u WHERE u.job_id = j.id) AS compute_unit_count,
+  (SELECT count(*)::int FROM compute_units u WHERE u.job_id = j.id AND u.status = 'completed') AS compute_units_completed,
+  (SELECT COALESCE(-sum(l.amount), 0)::bigint FROM ledger_entries l WHERE l.job_id = j.id AND l.kind = 'debit') AS credits_debited`;
+
+/** One of this customer's jobs with its counters. */
+export async function findJobView(sql: Sql, customerId: string, id: string): Promise<JobViewRow | undefined> {
+  const [row] = await sql.query<JobViewRow>(`SELECT ${jobViewColumns} FROM training_jobs j WHERE j.id = $1 AND j.customer_id = $2`, [id, customerId]);
+  return row;
+}
+
+/** A customer's jobs with their counters, newest first, optionally by status. */
+export async function listJobViews(
+  sql: Sql,
+  customerId: string,
+  limit: number,
+  status: string | undefined,
+  after?: { at: Date; id: string },
+): Promise<JobViewRow[]> {
+  const params: unknown[] = [customerId, limit];
+  let where = `j.customer_id = $1`;
+  if (status !== undefined) {
+    params.push(status);
+    where += ` AND j.status = $${params.length}`;
+  }
+  if (after !== undefined) {
+    params.push(after.at, after.id);
+    where += ` AND (j.created_at, j.id) < ($${params.length - 1}, $${params.length})`;
+  }
+  return sql.query<JobViewRow>(`SELECT ${jobViewColumns} FROM training_jobs j WHERE ${where} ORDER BY j.created_at DESC, j.id DESC LIMIT $2`, params);
 }

@@ -93,7 +93,7 @@ function requireScopes(scopes: readonly string[]): string[] {
 export function createIdentityHandlers(deps: ControlPlaneDeps): Partial<ServiceImpl<typeof CustomerService>> {
   const { db, clock } = deps;
   const now = () => new Date(clock.now());
-  const caller = (ctx: HandlerContext) => authenticateCustomer(db, ctx.requestHeader, now());
+  const caller = (ctx: HandlerContext) => authenticateCustomer(db, ctx.requestHeader, now(), deps.apiKeyCache);
 
   async function sessionCaller(ctx: HandlerContext): Promise<CustomerPrincipal> {
     const principal = await caller(ctx);
@@ -190,6 +190,8 @@ export function createIdentityHandlers(deps: ControlPlaneDeps): Partial<ServiceI
       if (!isUuid(req.id)) throw notFound();
       const row = await revokeApiKey(db, principal.customerId, req.id.toLowerCase(), now());
       if (row === undefined) throw notFound();
+      // Revocation takes effect at once on this replica (others within the cache's ttl).
+      deps.apiKeyCache.clear();
       return { apiKey: apiKeyMessage(row) };
     },
   };

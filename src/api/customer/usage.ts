@@ -84,7 +84,7 @@ export function createUsageHandlers(deps: ControlPlaneDeps): Partial<ServiceImpl
   const { db, clock } = deps;
 
   async function reader(ctx: HandlerContext): Promise<CustomerPrincipal> {
-    const principal = await authenticateCustomer(db, ctx.requestHeader, new Date(clock.now()));
+    const principal = await authenticateCustomer(db, ctx.requestHeader, new Date(clock.now()), deps.apiKeyCache);
     requireScope(principal, Scope.usageRead);
     return principal;
   }

@@ -67,7 +67,7 @@ const notFound = (id: string) => new ApiError("RESOURCE_NOT_FOUND", `webhook ${J
 export function createWebhookHandlers(deps: ControlPlaneDeps): Partial<ServiceImpl<typeof CustomerService>> {
   const { db, clock } = deps;
   const now = () => new Date(clock.now());
-  const caller = (ctx: HandlerContext) => authenticateCustomer(db, ctx.requestHeader, now());
+  const caller = (ctx: HandlerContext) => authenticateCustomer(db, ctx.requestHeader, now(), deps.apiKeyCache);
   // Malformed ids are simply not found: the answer does not reveal id syntax or other tenants.
   const requireWebhookId = (id: string) => {
     if (!isUuid(id)) throw notFound(id);
