@@ -354,6 +354,7 @@ const postmanVariables = [
   "job_id",
   "artifact_id",
   "webhook_id",
+  "delivery_id",
 ] as const;
 const secretVariables = new Set(["api_key", "session_token", "password"]);
 

@@ -10,8 +10,7 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { sendCancel } from "../agents/assignments.ts";
 import type { SessionRegistry } from "../agents/session-registry.ts";
 import type { CustomerPrincipal } from "../auth/authenticate.ts";
-import { authenticateCustomer, requireScope } from "../auth/authenticate.ts";
-import { Scope } from "../auth/scopes.ts";
+import { authorizeCall } from "../auth/authorize.ts";
 import type { ControlPlaneDeps } from "../deps.ts";
 import type {
   ArtifactSchema,
@@ -77,7 +76,8 @@ function requireId(id: string, notFound: ApiError["code"], what: string): string
 export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionRegistry): Partial<ServiceImpl<typeof CustomerService>> {
   const { db, clock, config, signer, blobs } = deps;
   const now = () => new Date(clock.now());
-  const caller = (ctx: HandlerContext) => authenticateCustomer(db, ctx.requestHeader, now(), deps.apiKeyCache);
+  // Authentication and the rpc's access policy (declared in the proto) are checked here, once.
+  const caller = (ctx: HandlerContext) => authorizeCall(deps, ctx);
 
   function datasetMessage(row: UploadRow): MessageInitShape<typeof DatasetSchema> {
     return {
@@ -176,7 +176,6 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
     principal: CustomerPrincipal,
     req: { name: string; sizeBytes: bigint; sha256: string; extra: string },
   ): Promise<UploadRow> {
-    requireScope(principal, Scope.datasetWrite);
     const name = requireName(req.name, "name");
     const maxBytes = table === "datasets" ? config.limits.datasetMaxBytes : config.limits.packageMaxBytes;
     const size = Number(req.sizeBytes);
@@ -208,7 +207,6 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
 
   /** Verifies the uploaded bytes against the declared size and sha256 (and, for packages, the zip). */
   async function finalizeUpload(table: UploadTable, principal: CustomerPrincipal, id: string): Promise<UploadRow> {
-    requireScope(principal, Scope.datasetWrite);
     const row = await findOwnUpload(table, principal, id);
     if (row.status === "ready") return row; // finalize is idempotent
     if (row.uploaded_at === null || !(await blobs.exists(row.blob_key))) {
@@ -303,7 +301,6 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
     },
     async deleteDataset(req, ctx) {
       const principal = await caller(ctx);
-      requireScope(principal, Scope.datasetWrite);
       const row = await findOwnUpload("datasets", principal, req.id);
       await markUploadDeleted(db, "datasets", principal.customerId, row.id, now());
       return { id: row.id, deleted: true };
@@ -334,7 +331,6 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
     },
     async deleteTrainingPackage(req, ctx) {
       const principal = await caller(ctx);
-      requireScope(principal, Scope.datasetWrite);
       const row = await findOwnUpload("training_packages", principal, req.id);
       await markUploadDeleted(db, "training_packages", principal.customerId, row.id, now());
       return { id: row.id, deleted: true };
@@ -343,7 +339,6 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
     // ---- training jobs ----
     async createTrainingJob(req, ctx) {
       const principal = await caller(ctx);
-      requireScope(principal, Scope.trainingWrite);
       const idempotencyKey = ctx.requestHeader.get("idempotency-key");
       if (idempotencyKey !== null && !idempotencyKeyPattern.test(idempotencyKey)) {
         throw new ApiError("IDEMPOTENCY_KEY_INVALID", "Idempotency-Key must be 8 to 128 characters of letters, digits and . _ : -");
@@ -495,7 +490,6 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
 
     async cancelTrainingJob(req, ctx) {
       const principal = await caller(ctx);
-      requireScope(principal, Scope.trainingWrite);
       const id = requireId(req.id, "JOB_NOT_FOUND", "training job");
       if ((await findJob(db, principal.customerId, id)) === undefined) throw new ApiError("JOB_NOT_FOUND", `training job ${req.id} not found`);
       const effects = await cancelJob(db, id, now());
@@ -521,7 +515,6 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
 
     async listArtifacts(req, ctx) {
       const principal = await caller(ctx);
-      requireScope(principal, Scope.artifactRead);
       const id = requireId(req.id, "JOB_NOT_FOUND", "training job");
       if ((await findJob(db, principal.customerId, id)) === undefined) throw new ApiError("JOB_NOT_FOUND", `training job ${req.id} not found`);
       const page = pageRequest(req.limit, req.cursor);
@@ -532,7 +525,6 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
 
     async createArtifactDownloadUrl(req, ctx) {
       const principal = await caller(ctx);
-      requireScope(principal, Scope.artifactRead);
       const jobId = requireId(req.jobId, "JOB_NOT_FOUND", "training job");
       if ((await findJob(db, principal.customerId, jobId)) === undefined) throw new ApiError("JOB_NOT_FOUND", `training job ${req.jobId} not found`);
       const artifact = await findArtifact(db, principal.customerId, jobId, requireId(req.artifactId, "ARTIFACT_NOT_FOUND", "artifact"));
@@ -546,7 +538,6 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
     // ---- usage and credits ----
     async listCreditLedger(req, ctx) {
       const principal = await caller(ctx);
-      requireScope(principal, Scope.usageRead);
       const page = pageRequest(req.limit, req.cursor);
       const rows = await listLedger(db, principal.customerId, page.limit + 1, page.after);
       const cut = toPage(rows, page, (r) => ({ at: r.created_at, id: r.id }));
@@ -567,7 +558,6 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
 
     async getUsageSummary(_req, ctx) {
       const principal = await caller(ctx);
-      requireScope(principal, Scope.usageRead);
       const [row] = await db.query<{
         debited: number;
         granted: number;

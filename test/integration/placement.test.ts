@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { zipDirectory } from "../../src/cli/files.ts";
 import type { TestAgent, TestControlPlane } from "../support/control-plane.ts";
-import { createCustomer, request, startTestAgent, startTestControlPlane, uploadResource, waitFor } from "../support/control-plane.ts";
+import { adminRequest, createCustomer, request, startTestAgent, startTestControlPlane, uploadResource, waitFor } from "../support/control-plane.ts";
 
 const example = join(import.meta.dirname, "..", "..", "examples", "tiny-mlp");
 
@@ -27,6 +27,15 @@ describe("placement with real agents", function () {
     // A 12 GB GPU at the highest trust, and a 24 GB GPU at the lowest.
     smallControlled = await startTestAgent(cp, { trustLevel: "controlled", devGpuMib: 12288 });
     bigCommunity = await startTestAgent(cp, { trustLevel: "community", devGpuMib: 24576 });
+    // Both streams must be up before jobs arrive, or the first reasons name one node only.
+    await waitFor(
+      "both agents online",
+      async () => {
+        const nodes = await adminRequest(cp, "GET", "/api/v1/admin/nodes");
+        return (nodes["data"] as { state: string }[]).filter((n) => n.state === "online").length === 2 ? true : undefined;
+      },
+      30_000,
+    );
     ({ apiKey } = await createCustomer(cp, 100_000));
     const dir = await mkdtemp(join(tmpdir(), "pkg-"));
     await zipDirectory(join(example, "package"), join(dir, "p.zip"));

@@ -12,7 +12,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { CustomerPrincipal } from "../../auth/authenticate.ts";
-import { authenticateCustomer } from "../../auth/authenticate.ts";
+import { authorizeCall } from "../../auth/authorize.ts";
 import { hashPassword, verifyPassword } from "../../auth/passwords.ts";
 import { allScopes, isScope } from "../../auth/scopes.ts";
 import type { ControlPlaneDeps } from "../../deps.ts";
@@ -93,17 +93,11 @@ function requireScopes(scopes: readonly string[]): string[] {
 export function createIdentityHandlers(deps: ControlPlaneDeps): Partial<ServiceImpl<typeof CustomerService>> {
   const { db, clock } = deps;
   const now = () => new Date(clock.now());
-  const caller = (ctx: HandlerContext) => authenticateCustomer(db, ctx.requestHeader, now(), deps.apiKeyCache);
+  // Authentication and the rpc's access policy (declared in the proto) are checked here, once.
+  const caller = (ctx: HandlerContext) => authorizeCall(deps, ctx);
 
-  async function sessionCaller(ctx: HandlerContext): Promise<CustomerPrincipal> {
-    const principal = await caller(ctx);
-    if (principal.method !== "session") {
-      throw new ApiError("API_KEY_SCOPE_DENIED", "API keys are managed from a signed-in session (Authorization: Bearer <session_token>), not with an API key", {
-        details: { required_auth: "session" },
-      });
-    }
-    return principal;
-  }
+  // Session-only rpcs declare it in the proto; authorizeCall enforces it.
+  const sessionCaller = caller;
 
   async function customerMessage(id: string): Promise<MessageInitShape<typeof CustomerSchema>> {
     const customer = await findCustomer(db, id);

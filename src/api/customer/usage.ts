@@ -1,8 +1,7 @@
 /** CustomerService handlers: Usage and credits reports: daily usage, CSV exports. */
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { authenticateCustomer, requireScope } from "../../auth/authenticate.ts";
+import { authorizeCall } from "../../auth/authorize.ts";
 import type { CustomerPrincipal } from "../../auth/authenticate.ts";
-import { Scope } from "../../auth/scopes.ts";
 import { csvContentType, csvDocument } from "../../billing/csv.ts";
 import type { CsvValue } from "../../billing/csv.ts";
 import type { ControlPlaneDeps } from "../../deps.ts";
@@ -84,9 +83,7 @@ export function createUsageHandlers(deps: ControlPlaneDeps): Partial<ServiceImpl
   const { db, clock } = deps;
 
   async function reader(ctx: HandlerContext): Promise<CustomerPrincipal> {
-    const principal = await authenticateCustomer(db, ctx.requestHeader, new Date(clock.now()), deps.apiKeyCache);
-    requireScope(principal, Scope.usageRead);
-    return principal;
+    return authorizeCall(deps, ctx);
   }
 
   return {

@@ -2,8 +2,7 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { authenticateCustomer, requireScope } from "../../auth/authenticate.ts";
-import { Scope } from "../../auth/scopes.ts";
+import { authorizeCall } from "../../auth/authorize.ts";
 import type { ControlPlaneDeps } from "../../deps.ts";
 import type { CustomerService, WebhookSchema } from "../../gen/gpuagent/customer/v1/customer_pb.ts";
 import { isUuid, newId, newSecret } from "../../platform/ids.ts";
@@ -67,7 +66,8 @@ const notFound = (id: string) => new ApiError("RESOURCE_NOT_FOUND", `webhook ${J
 export function createWebhookHandlers(deps: ControlPlaneDeps): Partial<ServiceImpl<typeof CustomerService>> {
   const { db, clock } = deps;
   const now = () => new Date(clock.now());
-  const caller = (ctx: HandlerContext) => authenticateCustomer(db, ctx.requestHeader, now(), deps.apiKeyCache);
+  // Authentication and the rpc's access policy (declared in the proto) are checked here, once.
+  const caller = (ctx: HandlerContext) => authorizeCall(deps, ctx);
   // Malformed ids are simply not found: the answer does not reveal id syntax or other tenants.
   const requireWebhookId = (id: string) => {
     if (!isUuid(id)) throw notFound(id);
@@ -77,7 +77,6 @@ export function createWebhookHandlers(deps: ControlPlaneDeps): Partial<ServiceIm
   return {
     async createWebhook(req, ctx) {
       const principal = await caller(ctx);
-      requireScope(principal, Scope.webhookWrite);
       const url = checkWebhookUrl(req.url);
       const events = parseEvents(req.events);
       const description = req.description.trim();
@@ -108,7 +107,6 @@ export function createWebhookHandlers(deps: ControlPlaneDeps): Partial<ServiceIm
 
     async testWebhook(req, ctx) {
       const principal = await caller(ctx);
-      requireScope(principal, Scope.webhookWrite);
       const id = requireWebhookId(req.id);
       const endpoint = await findWebhookEndpoint(db, principal.customerId, id);
       if (endpoint === undefined) throw notFound(req.id);
@@ -133,7 +131,6 @@ export function createWebhookHandlers(deps: ControlPlaneDeps): Partial<ServiceIm
 
     async rotateWebhookSecret(req, ctx) {
       const principal = await caller(ctx);
-      requireScope(principal, Scope.webhookWrite);
       const id = requireWebhookId(req.id);
       const secret = newSecret(webhookSecretPrefix);
       const expiresAt = new Date(clock.now() + previousSecretValidityMs);
@@ -144,7 +141,6 @@ export function createWebhookHandlers(deps: ControlPlaneDeps): Partial<ServiceIm
 
     async deleteWebhook(req, ctx) {
       const principal = await caller(ctx);
-      requireScope(principal, Scope.webhookWrite);
       const id = requireWebhookId(req.id);
       const deleted = await db.transaction((tx) => deleteWebhookEndpoint(tx, principal.customerId, id, now()));
       if (!deleted) throw notFound(req.id);

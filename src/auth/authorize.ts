@@ -1,0 +1,29 @@
+/**
+ * The access check of every customer rpc, driven by the rpc's
+ * `(gpuagent.customer.v1.access)` option in the proto: public, session only,
+ * or an API key scope. Handlers call `authorizeCall(deps, ctx)` first and never
+ * repeat the policy in code, so the contract, the check and the docs agree.
+ */
+import { getOption, hasOption } from "@bufbuild/protobuf";
+import type { HandlerContext } from "@connectrpc/connect";
+import { ApiError } from "../api/errors.ts";
+import type { ControlPlaneDeps } from "../deps.ts";
+import { access } from "../gen/gpuagent/customer/v1/access_pb.ts";
+import type { CustomerPrincipal } from "./authenticate.ts";
+import { authenticateCustomer, requireScope } from "./authenticate.ts";
+import { isScope } from "./scopes.ts";
+
+/** Authenticates the caller and enforces the rpc's access policy; returns the principal. */
+export async function authorizeCall(deps: ControlPlaneDeps, ctx: HandlerContext): Promise<CustomerPrincipal> {
+  const policy = hasOption(ctx.method, access) ? getOption(ctx.method, access) : undefined;
+  const principal = await authenticateCustomer(deps.db, ctx.requestHeader, new Date(deps.clock.now()), deps.apiKeyCache);
+  if (policy?.sessionOnly === true && principal.method !== "session") {
+    throw new ApiError("API_KEY_SCOPE_DENIED", "API keys are managed from a signed-in portal session (Authorization: Bearer <session token>), not with an API key");
+  }
+  const scope = policy?.scope ?? "";
+  if (scope !== "") {
+    if (!isScope(scope)) throw new Error(`rpc ${ctx.method.name} declares unknown scope ${scope}`);
+    requireScope(principal, scope);
+  }
+  return principal;
+}
