@@ -63,7 +63,13 @@ const ts = (d: Date | null | undefined) => (d === null || d === undefined ? unde
 function requireName(value: string, what: string): string {
   const name = value.trim();
   if (name === "" || name.length > 200) throw validationError(`${what} must be 1 to 200 characters`, { field: "name" });
+  rejectNul(name, "name");
   return name;
+}
+
+/** PostgreSQL text cannot hold U+0000: refused as bad input here rather than failing the INSERT (a 500). */
+function rejectNul(value: string, field: string): void {
+  if (value.includes("\u0000")) throw validationError(`${field} must not contain NUL (U+0000) characters`, { field });
 }
 
 function requireId(id: string, notFound: ApiError["code"], what: string): string {
@@ -283,6 +289,7 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
     // ---- datasets ----
     async createDataset(req, ctx) {
       const principal = await caller(ctx);
+      rejectNul(req.format, "format");
       const row = await createUpload("datasets", principal, { name: req.name, sizeBytes: req.sizeBytes, sha256: req.sha256, extra: req.format.trim().slice(0, 40) });
       return { dataset: datasetMessage(row) };
     },

@@ -48,7 +48,8 @@ function decodeCursor(cursor: string): CursorKey {
   const { t, id } = parsed as { t?: unknown; id?: unknown };
   if (typeof t !== "string" || typeof id !== "string" || !isUuid(id)) throw invalid();
   const at = new Date(t);
-  if (Number.isNaN(at.getTime())) throw invalid();
+  // Only dates a row can have: anything else is a forged cursor (and PostgreSQL cannot hold every JS date).
+  if (Number.isNaN(at.getTime()) || at.getUTCFullYear() < 2000 || at.getUTCFullYear() > 9999) throw invalid();
   return { at, id };
 }
 

@@ -117,6 +117,8 @@ export function createIdentityHandlers(deps: ControlPlaneDeps): Partial<ServiceI
     async login(req) {
       const email = req.email.trim();
       if (email === "" || email.length > emailMax) throw validationError("email is required", { field: "email" });
+      // PostgreSQL text cannot hold U+0000: the lookup would fail (a 500), so it is bad input.
+      if (email.includes("\u0000")) throw validationError("email must not contain NUL (U+0000) characters", { field: "email" });
       if (req.password === "" || req.password.length > passwordMax) {
         throw validationError(`password must be 1 to ${passwordMax} characters`, { field: "password" });
       }
@@ -152,6 +154,7 @@ export function createIdentityHandlers(deps: ControlPlaneDeps): Partial<ServiceI
       const principal = await sessionCaller(ctx);
       const name = req.name.trim();
       if (name === "" || name.length > apiKeyNameMax) throw validationError(`name must be 1 to ${apiKeyNameMax} characters`, { field: "name" });
+      if (name.includes("\u0000")) throw validationError("name must not contain NUL (U+0000) characters", { field: "name" });
       const scopes = requireScopes(req.scopes);
       const prefix = apiKeyPrefix("live");
       const key = newSecret(prefix);
