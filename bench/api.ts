@@ -76,6 +76,7 @@ const scheduler = spawn(process.execPath, [join(root, "cmd", "scheduler.ts")], {
     GPU_AGENT_LIMIT_JOBS_PER_MINUTE: "1000000",
     GPU_AGENT_LIMIT_ACTIVE_JOBS: "1000000",
     GPU_AGENT_LIMIT_UNITS_PER_DAY: "100000000",
+    GPU_AGENT_LIMIT_REQUESTS_PER_MINUTE: "100000000",
   },
   stdio: ["ignore", "pipe", "inherit"],
 });

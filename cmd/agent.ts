@@ -3,15 +3,20 @@
  * gpu-agent: the node agent command line. Parses flags and environment,
  * builds the dependencies and hands over to src/agent/.
  *
- *   gpu-agent enroll --url URL --token T --data-dir D [--dev-gpu MIB]
- *   gpu-agent run --data-dir D [--dev-gpu MIB] [--max-units N] [--grace-seconds S]
+ *   gpu-agent enroll --url URL --token T --data-dir D [--dev-gpu MIB] [--ca FILE]
+ *   gpu-agent run --data-dir D [--dev-gpu MIB] [--max-units N] [--grace-seconds S] [--ca FILE]
+ *
+ * An https:// URL uses TLS; --ca (or GPU_AGENT_CA_FILE) names a PEM file of a
+ * private CA to trust besides the system ones.
  *
  * GPU_AGENT_DEV_GPU_MIB is the same as --dev-gpu; GPU_AGENT_KEEP_WORK=1 keeps
  * unit work directories for debugging.
  */
+import { readFileSync } from "node:fs";
 import { Command, InvalidArgumentError } from "commander";
 import pino from "pino";
-import { createNodeAgent, enrollNode } from "../src/agent/agent.ts";
+import type { AgentTlsOptions } from "../src/agent/agent.ts";
+import { createNodeAgent, enrollNode, trustCertificateAuthority } from "../src/agent/agent.ts";
 import { AGENT_VERSION } from "../src/agent/capabilities.ts";
 import { systemClock } from "../src/platform/clock.ts";
 
@@ -34,6 +39,16 @@ function devGpuMib(flag: number | undefined): number | undefined {
   return n;
 }
 
+/** --ca wins over GPU_AGENT_CA_FILE; the CA is trusted by the stream, downloads and uploads alike. */
+function tlsOptions(flag: string | undefined): AgentTlsOptions {
+  const file = flag ?? (process.env["GPU_AGENT_CA_FILE"] || undefined);
+  if (file === undefined) return {};
+  const ca = readFileSync(file, "utf8");
+  if (!ca.includes("-----BEGIN CERTIFICATE-----")) throw new Error(`${file} is not a PEM certificate`);
+  trustCertificateAuthority(ca);
+  return { ca };
+}
+
 const program = new Command()
   .name("gpu-agent")
   .description("GPU-Agent node agent: runs training units assigned by the control plane")
@@ -46,13 +61,15 @@ program
   .requiredOption("--token <token>", "one-time enrollment token")
   .requiredOption("--data-dir <dir>", "agent data directory")
   .option("--dev-gpu <mib>", "declare a development GPU of this many MiB when none is detected", positiveInt)
-  .action(async (opts: { url: string; token: string; dataDir: string; devGpu?: number }) => {
+  .option("--ca <file>", "PEM file of a private CA that signed the control plane's certificate (https:// URLs)")
+  .action(async (opts: { url: string; token: string; dataDir: string; devGpu?: number; ca?: string }) => {
     const dev = devGpuMib(opts.devGpu);
     const identity = await enrollNode({
       url: opts.url,
       token: opts.token,
       dataDir: opts.dataDir,
       logger,
+      tls: tlsOptions(opts.ca),
       ...(dev !== undefined ? { devGpuMib: dev } : {}),
     });
     process.stdout.write(`${JSON.stringify({ node_id: identity.node_id, trust_level: identity.trust_level })}\n`);
@@ -65,8 +82,10 @@ program
   .option("--dev-gpu <mib>", "declare a development GPU of this many MiB when none is detected", positiveInt)
   .option("--max-units <n>", "most units run at once", positiveInt, 2)
   .option("--grace-seconds <s>", "on shutdown, how long running units may finish before they are killed", positiveInt, 30)
-  .action(async (opts: { dataDir: string; devGpu?: number; maxUnits: number; graceSeconds: number }) => {
+  .option("--ca <file>", "PEM file of a private CA that signed the control plane's certificate (https:// URLs)")
+  .action(async (opts: { dataDir: string; devGpu?: number; maxUnits: number; graceSeconds: number; ca?: string }) => {
     const dev = devGpuMib(opts.devGpu);
+    const tls = tlsOptions(opts.ca);
     const stop = new AbortController();
     let signals = 0;
     const onSignal = (sig: NodeJS.Signals) => {
@@ -89,6 +108,7 @@ program
       keepWork: process.env["GPU_AGENT_KEEP_WORK"] === "1",
       clock: systemClock,
       logger,
+      tls,
       ...(dev !== undefined ? { devGpuMib: dev } : {}),
     });
     await agent.run(stop.signal);

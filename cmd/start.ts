@@ -9,13 +9,14 @@ import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { pino } from "pino";
 import { startControlPlane } from "../src/control-plane.ts";
+import { controlPlaneOptionsFromEnv } from "../src/control-plane-env.ts";
 import { hashSecret, newId, newSecret } from "../src/platform/ids.ts";
 import { schedulerConfigFromEnv } from "../src/platform/config.ts";
 import { insertEnrollmentToken } from "../src/store/nodes.ts";
 
 const logger = pino({ name: "gpu-agent-scheduler", level: process.env["LOG_LEVEL"] ?? "info" });
 const config = schedulerConfigFromEnv(process.env);
-const plane = await startControlPlane(config, { logger });
+const plane = await startControlPlane(config, controlPlaneOptionsFromEnv(process.env, config, logger));
 logger.info({ url: plane.url, database: config.databaseUrl === undefined ? "embedded (PGlite)" : "postgresql" }, "control plane listening");
 
 const agentDir = resolve(config.dataDir, "local-agent");

@@ -230,7 +230,7 @@ function captureScript(doc: OpenApi, e: Endpoint, variables: ReadonlySet<string>
   const saves: string[] = [];
   const collection = e.path.split("/").filter((s) => s !== "").at(-1) ?? "";
   // The variable of the resources this path lists or creates: /training-jobs → training_job_id.
-  const resourceVar = collection === "" || collection.startsWith("{") ? undefined : `${collection.replace(/s$/, "").replace(/-/g, "_")}_id`;
+  const resourceVar = collection === "" || collection.startsWith("{") ? undefined : `${collection.replace(/ies$/, "y").replace(/s$/, "").replace(/-/g, "_")}_id`;
   // Top-level fields named like a (non-id) variable: Login → session_token.
   for (const name of Object.keys(props)) {
     if (variables.has(name) && !name.endsWith("_id") && props[name]?.type === "string") saves.push(`save(${JSON.stringify(name)}, json[${JSON.stringify(name)}]);`);

@@ -1,6 +1,8 @@
 // Makes sure the machine has what the test suite starts for real: PostgreSQL
-// server binaries and Python 3. On Debian as root it installs what is missing
-// with apt-get; elsewhere it says what to install and fails.
+// server binaries, Python 3, etcd (failover tests), Prometheus with promtool
+// (metrics test), and curl and jq (seed 001's curl examples). On Debian as
+// root it installs what is missing with apt-get; elsewhere it says what to
+// install and fails.
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
 
@@ -17,6 +19,12 @@ function hasPostgres(): boolean {
 const missing: string[] = [];
 if (!hasPostgres()) missing.push("postgresql");
 if (!onPath("python3")) missing.push("python3");
+// Debian names the server package etcd-server; etcd-client brings etcdctl, handy when a failover test fails.
+if (!onPath("etcd")) missing.push("etcd-server", "etcd-client");
+if (!onPath("prometheus") || !onPath("promtool")) missing.push("prometheus");
+// test/integration/seed-curl.test.ts runs seed 001's curl examples as written (curl … | jq).
+if (!onPath("curl")) missing.push("curl");
+if (!onPath("jq")) missing.push("jq");
 if (missing.length > 0) {
   const isRoot = process.getuid?.() === 0;
   if (!isRoot || !onPath("apt-get")) {

@@ -9,8 +9,8 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
+import { Etcd3 } from "etcd3";
 import { createAgentService } from "./agents/agent-service.ts";
-import { SessionRegistry } from "./agents/session-registry.ts";
 import { createAdminService } from "./api/admin-service.ts";
 import { createOpenApiRoute } from "./api/openapi.ts";
 import { ApiKeyCache, requireAdmin } from "./auth/authenticate.ts";
@@ -20,6 +20,11 @@ import type { ControlPlaneDeps } from "./deps.ts";
 import { AdminService } from "./gen/gpuagent/admin/v1/admin_pb.ts";
 import { AgentService } from "./gen/gpuagent/agent/v1/agent_pb.ts";
 import { CustomerService } from "./gen/gpuagent/customer/v1/customer_pb.ts";
+import type { ClusterBus } from "./ha/cluster-bus.ts";
+import { createLocalBus, createPgBus } from "./ha/cluster-bus.ts";
+import { createClusterStreams } from "./ha/cluster-sessions.ts";
+import { claimFencingTerm } from "./ha/fencing.ts";
+import { LeaderElector, defaultTiming, validateTiming } from "./ha/leader-elector.ts";
 import { createMetrics } from "./observability/metrics.ts";
 import type { Clock } from "./platform/clock.ts";
 import { systemClock } from "./platform/clock.ts";
@@ -31,7 +36,10 @@ import { createLocalBlobStore } from "./storage/blob-store.ts";
 import { createBlobRoutes } from "./storage/blob-routes.ts";
 import { createUrlSigner } from "./storage/signed-url.ts";
 import { openDatabase } from "./store/database.ts";
+import type { WebhookDispatcherOptions } from "./webhooks/dispatcher.ts";
 import { createWebhookDispatcher } from "./webhooks/dispatcher.ts";
+import type { RequestLimitOptions } from "./limits/request-limits.ts";
+import { createRequestLimiter } from "./limits/request-limits.ts";
 
 /** A running replica. */
 export interface ControlPlane {
@@ -63,10 +71,21 @@ async function persistentSecret(dataDir: string, file: string): Promise<{ value:
   return { value, created: true };
 }
 
+/** High-availability settings (cmd/scheduler.ts reads them from the environment). */
+export interface HaOptions {
+  /** etcd lease TTL (GPU_AGENT_LEASE_TTL_SECONDS, default 5): how long a dead leader blocks placement. */
+  readonly leaseTtlSeconds?: number;
+  /** How often each replica re-dispatches pending assignments of its own streams (default 3000 ms). */
+  readonly rescanIntervalMs?: number;
+}
+
+/** Default etcd lease TTL in seconds. */
+export const defaultLeaseTtlSeconds = 5;
+
 /** Starts a replica. `config.port` 0 picks a free port (tests). */
 export async function startControlPlane(
   config: SchedulerConfig,
-  options: { logger: Logger; clock?: Clock; signingKey?: string },
+  options: { logger: Logger; clock?: Clock; signingKey?: string; requestLimit?: RequestLimitOptions; webhooks?: WebhookDispatcherOptions; ha?: HaOptions },
 ): Promise<ControlPlane> {
   const clock = options.clock ?? systemClock;
   const logger = options.logger;
@@ -74,9 +93,26 @@ export async function startControlPlane(
   await mkdir(config.blobDir, { recursive: true });
   const admin = config.adminToken === undefined ? await persistentSecret(config.dataDir, "admin-token") : { value: config.adminToken, created: false };
   const signingKey = options.signingKey ?? (await persistentSecret(config.dataDir, "signing-key")).value;
+  const timing = defaultTiming(options.ha?.leaseTtlSeconds ?? defaultLeaseTtlSeconds);
+  // Checked before anything starts, so a bad TTL stops the replica with a clear message.
+  if (config.etcdEndpoints.length > 0) validateTiming(timing);
   const db = await openDatabase(config.databaseUrl === undefined ? { dataDir: join(config.dataDir, "pgdata") } : { url: config.databaseUrl });
-  const metrics = createMetrics();
-  const sessions = new SessionRegistry();
+  // Several replicas share PostgreSQL and talk over LISTEN/NOTIFY; the embedded database has one replica.
+  let resync: () => void = () => undefined;
+  const bus: ClusterBus =
+    config.databaseUrl === undefined
+      ? createLocalBus(logger)
+      : await createPgBus({ url: config.databaseUrl, sql: db, replicaId: config.replicaId, clock, logger, onResync: () => resync() });
+  const etcd =
+    config.etcdEndpoints.length === 0
+      ? undefined
+      : new Etcd3({
+          hosts: config.etcdEndpoints,
+          dialTimeout: 2000,
+          // Unary calls get a deadline so an unreachable etcd fails the leader's renew check instead of hanging
+          // it; streams (watches, lease keep-alives) must not have one.
+          defaultCallOptions: (context) => (context.isStream ? {} : { deadline: new Date(clock.now() + Math.max(500, timing.retryPeriodMs)) }),
+        });
 
   let wake: () => void = () => undefined;
   const liveConfig = { ...config };
@@ -89,13 +125,33 @@ export async function startControlPlane(
     clock,
     logger,
     apiKeyCache: new ApiKeyCache(),
-    wakePlacer: () => wake(),
+    requestLimiter: createRequestLimiter(clock, options.requestLimit),
+    // The leader may be another replica than the one that queued the work: every replica hears it.
+    wakePlacer: () => bus.publish({ type: "wake" }),
   };
 
+  const streams = createClusterStreams(deps, bus, () => wake());
+  const sessions = streams.sessions;
+  resync = () => void streams.rescan().catch((error: unknown) => logger.warn({ err: error }, "re-scan after reconnect failed"));
+  const metrics = createMetrics({
+    pendingUnits: () =>
+      db.query<{ kind: string; status: string; count: number }>(
+        `SELECT kind, status, count(*)::int AS count FROM compute_units WHERE status IN ('pending', 'ready') GROUP BY kind, status`,
+      ),
+    nodes: () => db.query<{ state: string; trust: string; count: number }>(`SELECT state, trust_level AS trust, count(*)::int AS count FROM nodes GROUP BY state, trust_level`),
+    creditsDebited: async () => {
+      const [row] = await db.query<{ total: number }>(`SELECT COALESCE(-sum(amount), 0)::bigint AS total FROM ledger_entries WHERE kind = 'debit'`);
+      return row?.total ?? 0;
+    },
+    agentStreams: () => sessions.size,
+  });
+
   const customer = createCustomerService(deps, sessions);
-  const leaderLoop = createLeaderLoop(deps, sessions, metrics);
+  const leaderLoop = createLeaderLoop(deps, streams, metrics);
   wake = () => leaderLoop.wake();
   let term = 0;
+  let elector: LeaderElector | undefined;
+  let closing = false;
   const adminImpl: Partial<ServiceImpl<typeof AdminService>> = {
     ...createAdminService(deps, sessions, admin.value),
     async getSchedulerStatus(_req, ctx) {
@@ -108,7 +164,7 @@ export async function startControlPlane(
       return {
         replicaId: config.replicaId,
         isLeader: term > 0,
-        leaderId: term > 0 ? config.replicaId : "",
+        leaderId: term > 0 ? config.replicaId : (elector?.leader ?? ""),
         term: BigInt(term),
         queues,
         nodesOnline: sessions.size,
@@ -121,9 +177,19 @@ export async function startControlPlane(
     services: [restService(CustomerService, customer), restService(AdminService, adminImpl)],
     logger,
   });
+  const tls =
+    config.tls === undefined
+      ? undefined
+      : {
+          cert: await readFile(config.tls.certFile),
+          key: await readFile(config.tls.keyFile),
+          ...(config.tls.caFile === undefined ? {} : { ca: await readFile(config.tls.caFile) }),
+          requestClientCert: config.tls.requireClientCert,
+        };
   const server = await startHttpServer({
     port: config.port,
     host: config.host,
+    ...(tls === undefined ? {} : { tls }),
     connectRoutes: (router) => {
       router.service(CustomerService, customer);
       router.service(AdminService, adminImpl);
@@ -133,16 +199,17 @@ export async function startControlPlane(
     httpRoutes: [...createBlobRoutes(deps), createOpenApiRoute([CustomerService, AdminService])],
     health: {
       live: () => true,
-      // Ready once migrations ran (openDatabase did them) and the database answers; leading is not required.
+      // Ready once migrations ran (openDatabase did them) and the database and etcd (when configured)
+      // answer; leading is not required. False while shutting down, so traffic moves elsewhere first.
       ready: async () => {
+        if (closing) return false;
         await db.query(`SELECT 1`);
+        if (etcd !== undefined) await etcd.maintenance.status();
         return true;
       },
     },
-    metrics: async () => {
-      metrics.agentStreams.set(sessions.size);
-      return { contentType: metrics.registry.contentType, body: await metrics.registry.metrics() };
-    },
+    metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
+    onRequest: (method, path, status, seconds) => metrics.observeHttp(method, path, status, seconds),
     logger,
   });
 
@@ -151,31 +218,60 @@ export async function startControlPlane(
     liveConfig.publicUrl = server.url;
   }
 
-  // Leadership through the database lease (etcd election comes with ETCD_ENDPOINTS later). The
-  // embedded default is one replica, so it takes the lease at once. The term fences every commit.
+  // Leadership: an etcd election when ETCD_ENDPOINTS is set, else the database lease (the embedded
+  // default is one replica, so it takes the lease at once). Either way the term fences every commit.
   const leadership = new AbortController();
-  const loopDone = runLeadership(
-    deps,
-    { replicaId: config.replicaId, ttlMs: 15_000, force: config.databaseUrl === undefined },
-    {
-      onStartedLeading: async (leaderTerm, signal) => {
-        term = leaderTerm;
-        metrics.isLeader.set(1);
-        metrics.leaderTerm.set(leaderTerm);
-        await leaderLoop.run(leaderTerm, signal);
+  const stoppedLeading = () => {
+    term = 0;
+    metrics.isLeader.set(0);
+    metrics.leaderTerm.set(0);
+  };
+  const lead = async (leaderTerm: number, signal: AbortSignal) => {
+    term = leaderTerm;
+    metrics.isLeader.set(1);
+    metrics.leaderTerm.set(leaderTerm);
+    await leaderLoop.run(leaderTerm, signal);
+  };
+  let loopDone: Promise<void>;
+  if (etcd !== undefined) {
+    elector = new LeaderElector({
+      client: etcd,
+      electionName: "gpu-agent-scheduler",
+      identity: config.replicaId,
+      ...timing,
+      clock,
+      logger,
+      callbacks: {
+        onStartedLeading: async (signal, revision) => {
+          // The database fence must carry this term before anything is committed under it; a newer term
+          // there means this campaign is already stale: return, and the elector resigns.
+          if (!(await claimFencingTerm(db, revision, config.replicaId))) {
+            logger.error({ term: revision }, "a newer leader term is already recorded; stepping down");
+            return;
+          }
+          await lead(revision, signal);
+        },
+        onStoppedLeading: stoppedLeading,
+        onNewLeader: (identity) => logger.info({ leader: identity ?? null }, "leader changed"),
       },
-      onStoppedLeading: () => {
-        term = 0;
-        metrics.isLeader.set(0);
-        metrics.leaderTerm.set(0);
-      },
-    },
-    leadership.signal,
-  ).catch((error: unknown) => logger.error({ err: error }, "leadership loop crashed"));
+    });
+    loopDone = elector.run(leadership.signal).catch((error: unknown) => logger.error({ err: error }, "leader election crashed"));
+  } else {
+    loopDone = runLeadership(
+      deps,
+      { replicaId: config.replicaId, ttlMs: 15_000, force: config.databaseUrl === undefined },
+      { onStartedLeading: lead, onStoppedLeading: stoppedLeading },
+      leadership.signal,
+    ).catch((error: unknown) => logger.error({ err: error }, "leadership loop crashed"));
+  }
+
+  // Every replica re-dispatches its own streams' pending assignments: the backstop for a lost NOTIFY.
+  const rescanStop = new AbortController();
+  const rescansDone = streams.runRescans(options.ha?.rescanIntervalMs ?? 3000, rescanStop.signal);
 
   // Every replica delivers webhooks; claiming rows with SKIP LOCKED keeps each delivery to one of them.
   const webhookStop = new AbortController();
-  const webhooksDone = createWebhookDispatcher(deps, { onOutcome: (outcome) => metrics.webhookDeliveries.inc({ outcome }) })
+  const webhooksDone = createWebhookDispatcher(deps, { ...options.webhooks, onOutcome: (outcome) => metrics.webhookDeliveries.inc({ outcome }) })
     .run(webhookStop.signal)
     .catch((error: unknown) => logger.error({ err: error }, "webhook dispatcher crashed"));
 
@@ -186,14 +282,23 @@ export async function startControlPlane(
     adminToken: admin.value,
     adminTokenGenerated: admin.created,
     deps,
+    /**
+     * Graceful shutdown: not ready any more; leadership resigned (etcd resign / lease released) so another
+     * replica leads at once; agent streams closed so agents reconnect to another replica; in-flight
+     * requests finished (within the server's grace); then the connections closed.
+     */
     async close() {
       if (closed) return;
       closed = true;
+      closing = true;
       leadership.abort();
       webhookStop.abort();
-      await Promise.all([loopDone, webhooksDone]);
+      rescanStop.abort();
+      await Promise.all([loopDone, webhooksDone, rescansDone]);
       sessions.closeAll();
       await server.close();
+      await bus.close();
+      etcd?.close();
       await db.close();
     },
   };

@@ -5,6 +5,7 @@
  */
 import type { Logger } from "pino";
 import type { ApiKeyCache } from "./auth/authenticate.ts";
+import type { TokenBucketLimiter } from "./limits/token-bucket.ts";
 import type { Clock } from "./platform/clock.ts";
 import type { SchedulerConfig } from "./platform/config.ts";
 import type { BlobStore } from "./storage/blob-store.ts";
@@ -21,6 +22,11 @@ export interface ControlPlaneDeps {
   readonly logger: Logger;
   /** Recently verified API keys (see ApiKeyCache). */
   readonly apiKeyCache: ApiKeyCache;
+  /**
+   * The general per-caller request limit of this replica (src/limits/README.md), applied by
+   * `authorizeCall`. Build it with `createRequestLimiter(clock, { requestsPerMinute })`.
+   */
+  readonly requestLimiter: TokenBucketLimiter;
   /** Asks the leader's placement loop to run soon (units became ready, a node connected). */
   readonly wakePlacer: () => void;
 }

@@ -13,6 +13,7 @@
  */
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
+import tls from "node:tls";
 import { create } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import type { Transport } from "@connectrpc/connect";
@@ -67,12 +68,31 @@ export async function writeNodeIdentity(dataDir: string, identity: NodeIdentity)
   await rename(tmp, file);
 }
 
-/** The gRPC (HTTP/2 cleartext or TLS) transport to the control plane. */
-export function controlPlaneTransport(url: string): Transport {
+/** TLS settings of the agent's connections to the control plane. */
+export interface AgentTlsOptions {
+  /** PEM of the CA that signed the control plane's certificate (a private CA); the system CAs otherwise. */
+  ca?: string;
+}
+
+/**
+ * Adds a private CA to the CAs this process trusts by default, so the
+ * signed-URL downloads (fetch) and artifact uploads (https) trust the control
+ * plane's certificate as the stream does. Call once at start-up.
+ */
+export function trustCertificateAuthority(caPem: string): void {
+  // Node >= 24.5 has it; the pinned @types/node (24.3) does not declare it yet.
+  const withSetter = tls as typeof tls & { setDefaultCACertificates(certs: string[]): void };
+  withSetter.setDefaultCACertificates([...tls.getCACertificates("default"), caPem]);
+}
+
+/** The gRPC (HTTP/2 cleartext for http://, TLS for https://) transport to the control plane. */
+export function controlPlaneTransport(url: string, tlsOptions: AgentTlsOptions = {}): Transport {
+  const secure = new URL(url).protocol === "https:";
   return createGrpcTransport({
     // gRPC always runs over HTTP/2 here (this transport has no httpVersion
-    // switch); a plain http:// URL means HTTP/2 cleartext.
+    // switch); a plain http:// URL means HTTP/2 cleartext, https:// TLS with ALPN h2.
     baseUrl: url,
+    ...(secure && tlsOptions.ca !== undefined ? { nodeOptions: { ca: tlsOptions.ca } } : {}),
     // Home networks drop idle connections silently; pings notice within ~30 s.
     pingIntervalMs: 15_000,
     pingTimeoutMs: 15_000,
@@ -88,6 +108,7 @@ export interface EnrollOptions {
   logger: AgentLogger;
   /** Injected in tests; default gRPC to `url`. */
   transport?: Transport;
+  tls?: AgentTlsOptions;
 }
 
 /** Exchanges an enrollment token for a node identity and stores it. */
@@ -98,7 +119,7 @@ export async function enrollNode(opts: EnrollOptions): Promise<NodeIdentity> {
     logger: opts.logger,
     ...(opts.devGpuMib !== undefined ? { devGpuMib: opts.devGpuMib } : {}),
   });
-  const client = createClient(AgentService, opts.transport ?? controlPlaneTransport(opts.url));
+  const client = createClient(AgentService, opts.transport ?? controlPlaneTransport(opts.url, opts.tls));
   const res = await client.enroll(create(EnrollRequestSchema, { token: opts.token, capabilities }));
   const identity: NodeIdentity = {
     url: opts.url,
@@ -126,6 +147,7 @@ export interface NodeAgentOptions {
   keepWork?: boolean;
   /** Injected in tests; default gRPC to node.json's url. */
   transport?: Transport;
+  tls?: AgentTlsOptions;
   /** Runner knobs for tests (kill grace, throttles). */
   runner?: Partial<Pick<UnitRunnerOptions, "killGraceMs" | "progressIntervalMs" | "logFlushMs" | "python" | "unitUser">>;
 }
@@ -156,7 +178,7 @@ export function createNodeAgent(opts: NodeAgentOptions): NodeAgent {
         },
         "agent starting",
       );
-      const client = createClient(AgentService, opts.transport ?? controlPlaneTransport(identity.url));
+      const client = createClient(AgentService, opts.transport ?? controlPlaneTransport(identity.url, opts.tls));
 
       // The runner reports through the session; the session is created after
       // the runner, so the forward reference goes through this variable.

@@ -22,7 +22,7 @@ import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { constants as fsConstants, createWriteStream } from "node:fs";
 import type { WriteStream } from "node:fs";
-import { chmod, lchown, mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
+import { chmod, lchown, lstat, mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { constants as osConstants } from "node:os";
 import path from "node:path";
 import { create } from "@bufbuild/protobuf";
@@ -49,12 +49,14 @@ import { DEFAULT_ZIP_LIMITS, UnsafeZipError, extractZipSafely } from "./unzip.ts
 import type { ZipLimits } from "./unzip.ts";
 
 /** Why a unit was killed; decides its outcome. */
-type KillReason = "cancelled" | "timed_out" | "shutdown";
+type KillReason = "cancelled" | "timed_out" | "shutdown" | "disk_limit";
 
 const KILL_OUTCOME: Record<KillReason, Outcome> = {
   cancelled: Outcome.CANCELLED,
   timed_out: Outcome.TIMED_OUT,
   shutdown: Outcome.NODE_ERROR,
+  // The customer's code wrote more than it declared: its failure, not the node's.
+  disk_limit: Outcome.FAILED,
 };
 
 /** Everything createUnitRunner needs. */
@@ -90,6 +92,8 @@ export interface UnitRunnerOptions {
   zipLimits?: ZipLimits;
   /** Attempts per artifact upload and per download (default 4: one plus three retries). */
   transferTries?: number;
+  /** How often a running unit's work directory is measured against its `disk_mb` (default 2 s). */
+  diskCheckMs?: number;
 }
 
 /** The runner as the agent drives it. */
@@ -192,6 +196,7 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
   const python = opts.python ?? "python3";
   const zipLimits = opts.zipLimits ?? DEFAULT_ZIP_LIMITS;
   const transferTries = opts.transferTries ?? 4;
+  const diskCheckMs = opts.diskCheckMs ?? 2000;
   const workRoot = path.join(opts.dataDir, "work");
 
   const units = new Map<string, UnitState>();
@@ -345,6 +350,8 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
       const logFile = createWriteStream(path.join(outputDir, `${stage}.log`), { flags: "wx", mode: 0o644 });
       const runStarted = clock.now();
       ranProcess = true;
+      const diskWatch = new AbortController();
+      if (a.diskMb > 0) void watchDisk(state, workDir, a.diskMb, diskWatch.signal);
       try {
         const result = await runProcess({
           command: python,
@@ -360,6 +367,7 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
         exitCode = result.exitCode;
         if (result.spawnError) throw new UnitError(Outcome.NODE_ERROR, `could not start ${python}: ${result.spawnError}`);
       } finally {
+        diskWatch.abort();
         runSeconds = (clock.now() - runStarted) / 1000;
         await new Promise<void>((resolve) => logFile.end(resolve));
       }
@@ -382,8 +390,9 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
       deadlineTimer.abort();
     }
 
-    // ---- artifacts (failed runs too; never for units that did not start)
-    if (ranProcess && state.killReason !== "shutdown") {
+    // ---- artifacts (failed runs too; never for units that did not start, nor
+    // for a unit stopped for writing too much: its output is what must not spread)
+    if (ranProcess && state.killReason !== "shutdown" && state.killReason !== "disk_limit") {
       const uploadError = await uploadArtifacts(a, unit, outputDir, unitUser !== undefined);
       if (uploadError && outcome === Outcome.SUCCEEDED) {
         outcome = Outcome.NODE_ERROR;
@@ -407,6 +416,31 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
         return `deadline exceeded (max_runtime_seconds ${a.maxRuntimeSeconds})`;
       case "shutdown":
         return "agent shut down before the unit finished";
+      case "disk_limit":
+        return `disk limit exceeded: the work directory grew past the declared disk_mb ${a.diskMb}`;
+    }
+  }
+
+  /**
+   * Measures the unit's work directory (package, dataset, inputs, outputs,
+   * anything the process wrote under HOME) every diskCheckMs and kills the
+   * unit when it holds more than `diskMb`. A check, not a quota: between two
+   * checks a fast writer can overshoot, so the node keeps its own headroom.
+   */
+  async function watchDisk(state: UnitState, workDir: string, diskMb: number, signal: AbortSignal): Promise<void> {
+    const limit = diskMb * 1024 * 1024;
+    for (;;) {
+      try {
+        await clock.sleep(diskCheckMs, signal);
+      } catch {
+        return;
+      }
+      const used = await directoryBytes(workDir).catch(() => 0);
+      if (used > limit && !signal.aborted) {
+        logger.warn({ unit_id: state.unitId, attempt: state.attempt, used_mb: Math.round(used / 1048576), disk_mb: diskMb }, "unit exceeded its disk limit");
+        kill(state, "disk_limit");
+        return;
+      }
     }
   }
 
@@ -439,6 +473,8 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
     });
     if (spawned !== undefined) return { exitCode: -1, spawnError: spawned };
     const pid = child.pid as number;
+    // The pid (also the process group id) lets an operator find or kill the unit's processes.
+    logger.info({ unit_id: unit.unitId, attempt: unit.attempt, pid }, "unit process started");
     // Errors after spawn (e.g. a failed kill) must not crash the agent.
     child.on("error", (err) => logger.warn({ unit_id: unit.unitId, err: err.message }, "child process error"));
 
@@ -708,6 +744,37 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
       await Promise.all(now.map((u) => u.done));
     },
   };
+}
+
+/**
+ * Bytes a directory tree occupies on disk (allocated blocks, so sparse files
+ * count for what they really use; apparent size where blocks are not
+ * reported). Symlinks are not followed. Stops counting past 1e6 entries.
+ */
+export async function directoryBytes(dir: string): Promise<number> {
+  let total = 0;
+  let entries = 0;
+  const pending = [dir];
+  while (pending.length > 0 && entries < 1_000_000) {
+    const current = pending.pop()!;
+    let list;
+    try {
+      list = await readdir(current, { withFileTypes: true });
+    } catch {
+      continue;
+    }
+    for (const entry of list) {
+      entries++;
+      const full = path.join(current, entry.name);
+      if (entry.isDirectory()) {
+        pending.push(full);
+        continue;
+      }
+      const st = await lstat(full).catch(() => undefined);
+      if (st !== undefined) total += st.blocks > 0 ? st.blocks * 512 : st.size;
+    }
+  }
+  return total;
 }
 
 function outcomeName(outcome: Outcome): keyof typeof Outcome {

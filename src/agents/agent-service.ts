@@ -16,10 +16,10 @@ import { AckSchema, Outcome, WelcomeSchema } from "../gen/gpuagent/agent/v1/agen
 import type { FinishOutcome } from "../jobs/lifecycle.ts";
 import { applyAccepted, applyArtifactReady, applyFinished, applyProgress, applyRejected, requeueUnitsOfNode } from "../jobs/lifecycle.ts";
 import { AsyncQueue } from "../platform/async-queue.ts";
-import { hashSecret, newId, newSecret } from "../platform/ids.ts";
+import { hashSecret, isUuid, newId, newSecret } from "../platform/ids.ts";
 import type { NodeRow, StoredCapabilities } from "../store/nodes.ts";
 import { consumeEnrollmentToken, findNodeByCredential, insertNode, markNodeConnected, touchNodeHeartbeat } from "../store/nodes.ts";
-import { dispatchAssignments, newResponse, sendCancel } from "./assignments.ts";
+import { dispatchAssignments, newResponse, sendCancel, sendDrain } from "./assignments.ts";
 import type { AgentSession, SessionRegistry } from "./session-registry.ts";
 import { sendToSession } from "./session-registry.ts";
 
@@ -81,6 +81,25 @@ export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegi
   const { db, clock, logger, config } = deps;
   const now = () => new Date(clock.now());
 
+  /**
+   * Attempts a node says it runs that are no longer its current ones (the
+   * unit was re-placed, cancelled, or its job ended) are cancelled there. A
+   * Cancel lost to a full queue or a broken stream is thus repeated at the
+   * next heartbeat; nodes that run nothing cost no query.
+   */
+  async function stopStaleAttempts(nodeId: string, reported: { unitId: string; attempt: number }[]): Promise<void> {
+    const ids = reported.map((r) => r.unitId).filter((id) => isUuid(id));
+    const current = ids.length === 0
+      ? []
+      : await db.query<{ id: string; attempt: number }>(
+          `SELECT id, attempt FROM compute_units WHERE id = ANY($1::uuid[]) AND node_id = $2 AND status IN ('assigned', 'running')`,
+          [ids, nodeId],
+        );
+    for (const r of reported) {
+      if (!current.some((c) => c.id === r.unitId && c.attempt === r.attempt)) sendCancel(sessions, nodeId, r.unitId, r.attempt, "this attempt is no longer current");
+    }
+  }
+
   async function handle(session: AgentSession, node: NodeRow, message: SessionRequest): Promise<void> {
     const body = message.body;
     switch (body.case) {
@@ -95,6 +114,10 @@ export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegi
           session.lastPersistedMs = clock.now();
           await touchNodeHeartbeat(db, node.id, now());
         }
+        // Assigns that found the queue full are sent again now (flow control delays, never loses).
+        if (session.dispatchPending === true && session.outbound.size < outboundCapacity / 2) await dispatchAssignments(deps, sessions, node.id);
+        const running = body.value.running;
+        if (running.length > 0) await stopStaleAttempts(node.id, running.map((r) => ({ unitId: r.unitId, attempt: r.attempt })));
         return;
       }
       case "accepted": {
@@ -225,6 +248,8 @@ export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegi
               },
               newResponse,
             );
+            // A node drained while it was away hears it again: drained is an operator state, not a session one.
+            if (connected.state === "draining") sendDrain(sessions, node.id, "the node is being drained by an operator");
             await reconcileRunning(node.id, hello.running.map((r) => ({ unitId: r.unitId, attempt: r.attempt })));
             log.info({ running: hello.running.length }, "agent session started");
             await dispatchAssignments(deps, sessions, node.id);
@@ -246,10 +271,10 @@ export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegi
         // Units we believe run there but the agent no longer has were lost with its process.
         const lost = await db.query<{ id: string }>(
           `SELECT id FROM compute_units WHERE node_id = $1 AND status = 'running' AND NOT (id = ANY($2::uuid[]))`,
-          [nodeId, reported.map((r) => r.unitId)],
+          [nodeId, reported.map((r) => r.unitId).filter((id) => isUuid(id))],
         );
         if (lost.length > 0) {
-          await requeueUnitsOfNode(db, nodeId, "the node restarted and lost the unit", { unitIds: lost.map((l) => l.id), statuses: ["running"] });
+          await requeueUnitsOfNode(db, nodeId, "the node restarted and lost the unit", { unitIds: lost.map((l) => l.id), statuses: ["running"], now: now() });
           log.warn({ lost: lost.length }, "units lost by a restarted agent were re-queued");
           deps.wakePlacer();
         }

@@ -7,7 +7,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Assign, SessionResponse } from "../gen/gpuagent/agent/v1/agent_pb.ts";
-import { AssignSchema, CancelSchema, InputFileSchema, SessionResponseSchema, UnitRefSchema } from "../gen/gpuagent/agent/v1/agent_pb.ts";
+import { AssignSchema, CancelSchema, DrainSchema, InputFileSchema, SessionResponseSchema, UnitRefSchema } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import type { ControlPlaneDeps } from "../deps.ts";
 import type { UnitRow } from "../store/jobs.ts";
 import { findJobById, listArtifactsOfUnits, listUnitsOfJob } from "../store/jobs.ts";
@@ -27,16 +27,33 @@ export async function dispatchAssignments(deps: ControlPlaneDeps, sessions: Sess
     [nodeId],
   );
   let sent = 0;
+  session.dispatchPending = false;
   for (const unit of units) {
     const assignmentId = unit.assignment_id!;
     if (session.sentAssignments.has(assignmentId)) continue;
     const assign = await buildAssign(deps, unit);
     if (assign === undefined) continue;
-    if (!sendToSession(session, { case: "assign", value: assign }, newResponse)) break;
+    if (!sendToSession(session, { case: "assign", value: assign }, newResponse)) {
+      // Full queue (a slow agent): not marked as sent, so the next heartbeat's re-dispatch sends it.
+      session.dispatchPending = true;
+      break;
+    }
     session.sentAssignments.add(assignmentId);
     sent += 1;
   }
+  // Assignments leave `assigned` once accepted or taken back; forget them so the set stays small.
+  if (session.sentAssignments.size > units.length) {
+    const current = new Set(units.map((u) => u.assignment_id));
+    for (const id of session.sentAssignments) if (!current.has(id)) session.sentAssignments.delete(id);
+  }
   return sent;
+}
+
+/** Tells a node to take no new units (its running units finish). */
+export function sendDrain(sessions: SessionRegistry, nodeId: string, reason: string): boolean {
+  const session = sessions.get(nodeId);
+  if (session === undefined) return false;
+  return sendToSession(session, { case: "drain", value: create(DrainSchema, { reason }) }, newResponse);
 }
 
 /** Tells a node to kill a unit attempt. */

@@ -16,6 +16,14 @@ export interface AgentSession {
   lastSeenMs: number;
   lastPersistedMs: number;
   nextSeq: bigint;
+  /**
+   * Set when an Assign did not fit the full outbound queue: the next
+   * heartbeat re-runs the dispatch, so flow control delays an assignment
+   * instead of losing it.
+   */
+  dispatchPending?: boolean;
+  /** Messages refused because the outbound queue was full (flow control at work). */
+  refused?: number;
 }
 
 /** Registry of open sessions on this replica. */
@@ -53,9 +61,18 @@ export class SessionRegistry {
   }
 }
 
-/** Sends a control message with the session's next sequence number; false when the queue is full or closed. */
+/**
+ * Sends a control message with the session's next sequence number; false when
+ * the queue is full or closed (nothing is queued then, and no seq is used up).
+ * The queue's bound is what keeps a slow agent from growing this process's
+ * memory: a caller that gets false must be able to send again later.
+ */
 export function sendToSession(session: AgentSession, body: SessionResponse["body"], create: (seq: bigint, body: SessionResponse["body"]) => SessionResponse): boolean {
   const seq = session.nextSeq;
+  if (!session.outbound.push(create(seq, body))) {
+    session.refused = (session.refused ?? 0) + 1;
+    return false;
+  }
   session.nextSeq += 1n;
-  return session.outbound.push(create(seq, body));
+  return true;
 }

@@ -5,7 +5,7 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { sendCancel } from "../agents/assignments.ts";
+import { sendCancel, sendDrain } from "../agents/assignments.ts";
 import type { SessionRegistry } from "../agents/session-registry.ts";
 import { requeueUnitsOfNode } from "../jobs/lifecycle.ts";
 import { requireAdmin } from "../auth/authenticate.ts";
@@ -78,10 +78,12 @@ export function createAdminService(deps: ControlPlaneDeps, sessions: SessionRegi
     if (row === undefined) throw new ApiError("RESOURCE_NOT_FOUND", `node ${id} not found`);
     if (state === "revoked") {
       // A revoked node runs nothing more: its units go elsewhere, and it is told to stop them before its stream closes.
-      const taken = await requeueUnitsOfNode(db, id, "the node was revoked by an operator");
+      const taken = await requeueUnitsOfNode(db, id, "the node was revoked by an operator", { now: new Date(clock.now()) });
       for (const t of taken) sendCancel(sessions, id, t.unitId, t.attempt, "node revoked");
       sessions.get(id)?.outbound.close();
     }
+    // The agent stops taking units itself too (and hears it again on its next Hello).
+    if (state === "draining") sendDrain(sessions, id, "the node is being drained by an operator");
     deps.wakePlacer();
     return { node: await nodeMessage(row) };
   }
@@ -90,7 +92,7 @@ export function createAdminService(deps: ControlPlaneDeps, sessions: SessionRegi
     async createCustomer(req, ctx) {
       admin(ctx);
       const email = req.email.trim();
-      if (!emailPattern.test(email)) throw validationError("email must be a valid e-mail address", { field: "email" });
+      if (!emailPattern.test(email) || email.includes("\u0000")) throw validationError("email must be a valid e-mail address", { field: "email" });
       if (req.password.length < 8 || req.password.length > 256) throw validationError("password must be 8 to 256 characters", { field: "password" });
       const credits = Number(req.credits);
       if (!Number.isSafeInteger(credits) || credits < 0) throw validationError("credits must be a non-negative integer", { field: "credits" });
@@ -129,6 +131,7 @@ export function createAdminService(deps: ControlPlaneDeps, sessions: SessionRegi
       admin(ctx);
       const amount = Number(req.amount);
       if (!Number.isSafeInteger(amount) || amount <= 0) throw validationError("amount must be a positive integer", { field: "amount" });
+      if (req.reason.includes("\u0000") || req.reason.length > 500) throw validationError("reason must be at most 500 characters of text", { field: "reason" });
       if (!isUuid(req.customerId) || (await findCustomer(db, req.customerId)) === undefined) {
         throw new ApiError("RESOURCE_NOT_FOUND", `customer ${req.customerId} not found`);
       }

@@ -10,7 +10,7 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { sendCancel } from "../agents/assignments.ts";
 import type { SessionRegistry } from "../agents/session-registry.ts";
 import type { CustomerPrincipal } from "../auth/authenticate.ts";
-import { authorizeCall } from "../auth/authorize.ts";
+import { authorizeCall, authorizePublicCall } from "../auth/authorize.ts";
 import type { ControlPlaneDeps } from "../deps.ts";
 import type {
   ArtifactSchema,
@@ -21,6 +21,8 @@ import type {
   TrainingPackageSchema,
 } from "../gen/gpuagent/customer/v1/customer_pb.ts";
 import { cancelJob } from "../jobs/lifecycle.ts";
+import { applyRateLimitHeaders } from "../limits/headers.ts";
+import { jobCreationLimitState } from "../limits/job-creation.ts";
 import { allowedTrustLevels } from "../placer/index.ts";
 import { planJob, projectedCost } from "../planner/plan.ts";
 import { isUuid, newId } from "../platform/ids.ts";
@@ -254,7 +256,8 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
     ...createUsageHandlers(deps),
     ...createWebhookHandlers(deps),
 
-    async getConfig() {
+    async getConfig(_req, ctx) {
+      authorizePublicCall(deps, ctx);
       return {
         apiVersion,
         build: config.build,
@@ -282,7 +285,8 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
       };
     },
 
-    async getMeta() {
+    async getMeta(_req, ctx) {
+      authorizePublicCall(deps, ctx);
       return { service: "gpu-agent", apiVersion, build: config.build, serverTime: timestampNow() };
     },
 
@@ -381,6 +385,8 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
           const at = now();
           const counts = await customerJobCounts(tx, principal.customerId, at);
           const limits = config.limits;
+          // The X-RateLimit-* headers describe the count this transaction decides on, on refusals too.
+          applyRateLimitHeaders(ctx.responseHeader, jobCreationLimitState(limits.jobCreationsPerMinute, counts, at.getTime(), false));
           if (counts.createdLastMinute >= limits.jobCreationsPerMinute) {
             const retry = counts.oldestInWindow === null ? 60 : Math.max(1, Math.ceil((counts.oldestInWindow.getTime() + 60_000 - at.getTime()) / 1000));
             throw new ApiError("RATE_LIMITED", `at most ${limits.jobCreationsPerMinute} training jobs per minute; retry in ${retry} s`, {
@@ -459,9 +465,7 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
             );
           }
           if (idempotencyKey !== null) await insertIdempotencyRecord(tx, principal.customerId, idempotencyKey, requestHash, jobId);
-          ctx.responseHeader.set("x-ratelimit-limit", String(limits.jobCreationsPerMinute));
-          ctx.responseHeader.set("x-ratelimit-remaining", String(Math.max(0, limits.jobCreationsPerMinute - counts.createdLastMinute - 1)));
-          ctx.responseHeader.set("x-ratelimit-reset", String(Math.ceil(((counts.oldestInWindow ?? at).getTime() + 60_000) / 1000)));
+          applyRateLimitHeaders(ctx.responseHeader, jobCreationLimitState(limits.jobCreationsPerMinute, counts, at.getTime(), true));
           return { jobId, replay: false };
         });
 
@@ -597,7 +601,8 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
     },
 
     // ---- retired ----
-    async createLegacyImageJob(req) {
+    async createLegacyImageJob(req, ctx) {
+      authorizePublicCall(deps, ctx);
       if (req.legacyPath.startsWith("image")) {
         throw new ApiError("LEGACY_DEPRECATED", "POST /customer/jobs/image* was retired in Stage 17.1; use POST /api/v1/customer/training-jobs");
       }

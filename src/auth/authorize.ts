@@ -3,20 +3,33 @@
  * `(gpuagent.customer.v1.access)` option in the proto: public, session only,
  * or an API key scope. Handlers call `authorizeCall(deps, ctx)` first and never
  * repeat the policy in code, so the contract, the check and the docs agree.
+ *
+ * Once the caller is known it also takes one request from the caller's general
+ * request limit and sets the `X-RateLimit-*` headers (src/limits), before the
+ * scope check, so a refused or failing call still reports the limit.
  */
 import { getOption, hasOption } from "@bufbuild/protobuf";
 import type { HandlerContext } from "@connectrpc/connect";
 import { ApiError } from "../api/errors.ts";
 import type { ControlPlaneDeps } from "../deps.ts";
 import { access } from "../gen/gpuagent/customer/v1/access_pb.ts";
+import { enforceAnonymousLimit, enforceRequestLimits } from "../limits/request-limits.ts";
 import type { CustomerPrincipal } from "./authenticate.ts";
 import { authenticateCustomer, requireScope } from "./authenticate.ts";
 import { isScope } from "./scopes.ts";
 
-/** Authenticates the caller and enforces the rpc's access policy; returns the principal. */
+/** Authenticates the caller, applies its request limit and enforces the rpc's access policy; returns the principal. */
 export async function authorizeCall(deps: ControlPlaneDeps, ctx: HandlerContext): Promise<CustomerPrincipal> {
   const policy = hasOption(ctx.method, access) ? getOption(ctx.method, access) : undefined;
-  const principal = await authenticateCustomer(deps.db, ctx.requestHeader, new Date(deps.clock.now()), deps.apiKeyCache);
+  let principal: CustomerPrincipal;
+  try {
+    principal = await authenticateCustomer(deps.db, ctx.requestHeader, new Date(deps.clock.now()), deps.apiKeyCache);
+  } catch (error) {
+    // A caller who could not authenticate is limited (and told so) by its address.
+    enforceAnonymousLimit(deps, ctx);
+    throw error;
+  }
+  await enforceRequestLimits(deps, ctx, principal);
   if (policy?.sessionOnly === true && principal.method !== "session") {
     throw new ApiError("API_KEY_SCOPE_DENIED", "API keys are managed from a signed-in portal session (Authorization: Bearer <session token>), not with an API key");
   }
@@ -26,4 +39,9 @@ export async function authorizeCall(deps: ControlPlaneDeps, ctx: HandlerContext)
     requireScope(principal, scope);
   }
   return principal;
+}
+
+/** For public rpcs (no credentials): the per-address limit and its headers. */
+export function authorizePublicCall(deps: ControlPlaneDeps, ctx: HandlerContext): void {
+  enforceAnonymousLimit(deps, ctx);
 }

@@ -9,6 +9,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import type { Clock } from "../platform/clock.ts";
 import { adminCreateCustomer, adminEnrollmentToken, adminGrantCredits, adminNodes, adminScheduler } from "./admin.ts";
+import { defaultToleranceSeconds, webhooksVerify } from "./webhooks.ts";
 import { artifactsDownload, artifactsList } from "./artifacts.ts";
 import { createClient, DEFAULT_BASE_URL } from "./client.ts";
 import type { CliContext } from "./context.ts";
@@ -215,6 +216,21 @@ export function buildProgram(deps: CliDeps, onExit: (code: number) => void): Com
     .action(
       run((ctx, json, jobId: string, o: { artifact?: string; out?: string }) =>
         artifactsDownload({ jobId, artifact: o.artifact, out: o.out, json }, ctx),
+      ),
+    );
+
+  // ---- webhooks ----
+  const webhooks = program.command("webhooks").description("webhook helpers");
+  webhooks
+    .command("verify")
+    .description("verify a received delivery's GPU-Agent-Signature header (exit 0 valid, 1 invalid)")
+    .requiredOption("--body-file <file>", "the raw request body, exactly as received")
+    .requiredOption("--signature <header>", "the GPU-Agent-Signature header value")
+    .requiredOption("--secret <secret...>", "the endpoint's secret(s); give both during a rotation")
+    .option("--tolerance-s <seconds>", "accepted timestamp age", (v) => Number(v), defaultToleranceSeconds)
+    .action(
+      run((ctx, json, o: { bodyFile: string; signature: string; secret: string[]; toleranceS: number }) =>
+        webhooksVerify({ bodyFile: o.bodyFile, signature: o.signature, secrets: o.secret, toleranceS: o.toleranceS, json }, ctx),
       ),
     );
 

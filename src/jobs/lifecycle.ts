@@ -11,6 +11,14 @@
  *   running   → completed  (Finished SUCCEEDED: debit once)      | ready (retry: attempt + 1) | failed | cancelled
  *   completed, failed, cancelled: terminal.
  *
+ * Every new attempt increments `attempt` (the idempotency key of one run), but
+ * only failures of the customer's code (Finished FAILED: the script exited
+ * non-zero) count against `max_attempts`, in `code_failures`. Attempts lost to
+ * a node — it went silent, its agent restarted, it answered NODE_ERROR, it was
+ * revoked, it never accepted — count in `node_failures` against a separate
+ * budget ({@link maxNodeFailures}), so the customer does not pay for flaky
+ * homes, yet a unit that takes down every node it touches still ends.
+ *
  * Training job:
  *   queued  → running   (first unit accepted)                  | cancelled | failed | expired
  *   running → completed (every unit completed, progress 1)     | failed (a unit failed past its attempts) | cancelled | expired
@@ -40,6 +48,19 @@ export interface Effects {
 }
 
 const noEffects = (): Effects => ({ cancel: [], unitsReady: false });
+
+/**
+ * Attempts a unit may lose to nodes before it fails. Generous because a lost
+ * node is usually not the unit's fault; finite because a unit that crashes or
+ * exhausts every node it lands on must end with a reason instead of touring
+ * the fleet forever.
+ */
+export const maxNodeFailures = 5;
+
+/** The failure counters of a unit (columns of compute_units not in UnitRow). */
+type Counted = UnitRow & { code_failures?: number; node_failures?: number };
+const codeFailuresOf = (u: UnitRow): number => (u as Counted).code_failures ?? 0;
+const nodeFailuresOf = (u: UnitRow): number => (u as Counted).node_failures ?? 0;
 
 /** Outcome of a finished attempt, as the agent reports it. */
 export type FinishOutcome = "succeeded" | "failed" | "timed_out" | "cancelled" | "node_error";
@@ -189,17 +210,17 @@ export async function applyFinished(
       case "succeeded":
         return completeUnit(tx, job, unit, runSeconds, rates, now);
       case "node_error":
-        if (unit.attempt < unit.max_attempts) {
-          await requeue(tx, unit, nodeId, `node error: ${result.error}`.slice(0, 500), true);
-          return { cancel: [], unitsReady: true };
-        }
-        return failUnit(tx, job, unit, result, now);
+        // Not the customer's code: re-placed elsewhere without using up its attempts.
+        return nodeFailure(tx, job, unit, nodeId, `node error: ${result.error}`, result.exitCode, now);
       case "failed":
-        if (unit.attempt < unit.max_attempts) {
-          await requeue(tx, unit, undefined, `attempt ${unit.attempt} failed: ${result.error}`.slice(0, 500), true);
+        // The customer's code failed: this uses up one of its attempts.
+        if (codeFailuresOf(unit) + 1 < unit.max_attempts) {
+          await requeue(tx, unit, undefined, `attempt ${unit.attempt} failed: ${result.error}`.slice(0, 2000), true, "code");
+          await tx.query(`UPDATE compute_units SET exit_code = $2 WHERE id = $1`, [unit.id, result.exitCode]);
           return { cancel: [], unitsReady: true };
         }
-        return failUnit(tx, job, unit, result, now);
+        await tx.query(`UPDATE compute_units SET code_failures = code_failures + 1 WHERE id = $1`, [unit.id]);
+        return failUnit(tx, job, unit, result, now, `its code failed ${codeFailuresOf(unit) + 1} time(s) (max_attempts ${unit.max_attempts})`);
       case "timed_out":
         return failUnit(tx, job, unit, { ...result, error: result.error || "killed at its deadline (max_runtime_seconds)" }, now);
       case "cancelled":
@@ -263,13 +284,31 @@ async function failUnit(
   unit: UnitRow,
   result: { exitCode: number; error: string; runSeconds: number },
   now: Date,
+  why = `attempt ${unit.attempt}`,
 ): Promise<Effects> {
   await tx.query(
     `UPDATE compute_units SET status = 'failed', finished_at = $2, exit_code = $3, error = $4, run_seconds = $5 WHERE id = $1`,
     [unit.id, now, result.exitCode, result.error.slice(0, 2000), result.runSeconds],
   );
-  const reason = `compute unit "${unit.name}" failed after ${unit.attempt} attempt(s): ${result.error}`.slice(0, 2000);
+  const reason = `compute unit "${unit.name}" failed: ${why}: ${result.error}`.slice(0, 2000);
   return finishJob(tx, job, "failed", reason, now);
+}
+
+/**
+ * An attempt lost to its node: back to the queue avoiding that node, at no
+ * cost to the customer's attempts, unless the unit has now lost
+ * {@link maxNodeFailures} attempts to nodes — then it fails, with that reason.
+ * The caller holds the job's lock.
+ */
+async function nodeFailure(tx: Sql, job: JobRow, unit: UnitRow, nodeId: string, reason: string, exitCode: number, now: Date): Promise<Effects> {
+  const failures = nodeFailuresOf(unit) + 1;
+  if (failures < maxNodeFailures) {
+    await requeue(tx, unit, nodeId, reason.slice(0, 2000), true, "node");
+    return { cancel: [], unitsReady: true };
+  }
+  await tx.query(`UPDATE compute_units SET node_failures = node_failures + 1 WHERE id = $1`, [unit.id]);
+  const why = `${failures} attempts were lost to nodes (the limit is ${maxNodeFailures}); the unit may be crashing or exhausting the nodes it runs on; the last one`;
+  return failUnit(tx, job, unit, { exitCode, error: reason, runSeconds: 0 }, now, why);
 }
 
 /**
@@ -299,15 +338,21 @@ export async function finishJob(
   return effects;
 }
 
-/** Puts a unit back in the queue with a new attempt, optionally excluding the node it was on. */
-async function requeue(tx: Sql, unit: UnitRow, excludeNode: string | undefined, reason: string, newAttempt: boolean): Promise<void> {
+/**
+ * Puts a unit back in the queue, optionally excluding the node it was on.
+ * `failure` says whose fault the attempt's end was: "code" and "node" start a
+ * new attempt and count it; undefined (a Rejected assignment, which never ran)
+ * keeps the attempt.
+ */
+async function requeue(tx: Sql, unit: UnitRow, excludeNode: string | undefined, reason: string, newAttempt: boolean, failure?: "code" | "node"): Promise<void> {
   await tx.query(
     `UPDATE compute_units SET status = 'ready', node_id = NULL, gpu_index = -1, assignment_id = NULL, progress = 0,
        attempt = attempt + $2, error = $3, ready_at = now(),
+       code_failures = code_failures + $5, node_failures = node_failures + $6,
        excluded_node_ids = CASE WHEN $4::uuid IS NULL OR $4::uuid = ANY(excluded_node_ids) THEN excluded_node_ids
                                 ELSE array_append(excluded_node_ids, $4::uuid) END
      WHERE id = $1`,
-    [unit.id, newAttempt ? 1 : 0, reason, excludeNode ?? null],
+    [unit.id, newAttempt ? 1 : 0, reason, excludeNode ?? null, failure === "code" ? 1 : 0, failure === "node" ? 1 : 0],
   );
 }
 
@@ -345,6 +390,8 @@ export interface RequeueSelection {
   statuses?: readonly ("assigned" | "running")[];
   /** Only units assigned before this time (assignments never accepted). */
   assignedBefore?: Date;
+  /** The caller's clock, for a unit that fails here; default the database's `now()`. */
+  now?: Date;
 }
 
 /**
@@ -382,12 +429,17 @@ async function requeueUnitsOfNodeIn(
       where += ` AND assigned_at < $${params.length}`;
     }
     const candidates = await tx.query<UnitRow>(`SELECT * FROM compute_units WHERE ${where}`, params);
+    if (candidates.length === 0) return [];
     await lockJobs(tx, candidates.map((u) => u.job_id));
+    const now = selection.now ?? (await tx.query<{ now: Date }>(`SELECT now() AS now`))[0]!.now;
     const taken: { unitId: string; attempt: number }[] = [];
     for (const candidate of candidates.sort((a, b) => (a.id < b.id ? -1 : 1))) {
       const unit = await findUnit(tx, candidate.id, true);
       if (unit === undefined || unit.node_id !== nodeId || unit.attempt !== candidate.attempt || !activeUnitStatuses.has(unit.status)) continue;
-      await requeue(tx, unit, nodeId, reason, true);
+      const job = await lockJob(tx, unit.job_id);
+      if (job === undefined) continue;
+      // Lost with its node: counts against the node-failure budget, not the customer's attempts.
+      await nodeFailure(tx, job, unit, nodeId, reason, -1, now);
       taken.push({ unitId: unit.id, attempt: unit.attempt });
     }
     return taken;
@@ -400,8 +452,8 @@ async function requeueUnitsOfNodeIn(
  * to the queue — but only if it is still silent, so a node that reconnected a
  * moment ago keeps its units.
  */
-export async function takeBackSilentNode(db: Database, nodeId: string, silentSince: Date): Promise<{ unitId: string; attempt: number }[]> {
-  return requeueUnitsOfNodeIn(db, nodeId, "the node stopped sending heartbeats", {}, async (tx) => {
+export async function takeBackSilentNode(db: Database, nodeId: string, silentSince: Date, now?: Date): Promise<{ unitId: string; attempt: number }[]> {
+  return requeueUnitsOfNodeIn(db, nodeId, "the node stopped sending heartbeats", now === undefined ? {} : { now }, async (tx) => {
     const still = await tx.query(
       `UPDATE nodes SET state = CASE WHEN state = 'online' THEN 'unreachable' ELSE state END
        WHERE id = $1 AND (last_heartbeat_at IS NULL OR last_heartbeat_at < $2) RETURNING id`,

@@ -1,5 +1,6 @@
-/** The placer's public surface: one pure function and its types. */
-export { placeUnits, defaultWeights } from "./place-units.ts";
+/** The placer's public surface: one pure function, a long-lived form of it for many cycles, and their types. */
+export { createPlacer, defaultMaxScored, defaultWeights, placeUnits, type Decision, type Placer } from "./place-units.ts";
+export { reasonCounts, type ReasonCounts } from "./reason-counts.ts";
 export { allowedTrustLevels, minimumTrust } from "./trust.ts";
 export { Reason, type ReasonCode } from "./reasons.ts";
 export { fairOrder } from "./fairness.ts";

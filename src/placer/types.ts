@@ -99,4 +99,12 @@ export interface ScoreWeights {
 export interface PlacerOptions {
   seed: string;
   weights?: ScoreWeights;
+  /**
+   * At most this many feasible nodes are scored per unit, taken in best-fit
+   * order (tightest VRAM for a gpu unit, tightest disk for a cpu unit; ties in
+   * seeded order). Default 32 (`defaultMaxScored`). A unit no node takes is
+   * still checked against every candidate, so none is left unplaced while a
+   * node could take it.
+   */
+  maxScored?: number;
 }

@@ -32,10 +32,21 @@ export interface AgentsConfig {
   maxAttempts: number;
 }
 
+/** TLS for the one port (HTTPS and gRPC over TLS); absent → cleartext. */
+export interface TlsConfig {
+  certFile: string;
+  keyFile: string;
+  /** CA bundle for client certificates. */
+  caFile?: string;
+  /** Mutual TLS: every client must present a certificate from `caFile`. */
+  requireClientCert: boolean;
+}
+
 /** Everything the scheduler process needs. */
 export interface SchedulerConfig {
   host: string;
   port: number;
+  tls?: TlsConfig;
   /** Base URL that signed URLs point to (what agents and customers can reach). */
   publicUrl: string;
   dataDir: string;
@@ -89,10 +100,22 @@ export function schedulerConfigFromEnv(env: NodeJS.ProcessEnv): SchedulerConfig 
   const port = intFrom(env, "PORT", 8080);
   const host = env["HOST"] ?? "127.0.0.1";
   const dataDir = env["GPU_AGENT_DATA_DIR"] ?? "./.gpu-agent";
+  const certFile = env["GPU_AGENT_TLS_CERT"] ?? "";
+  const tls: TlsConfig | undefined =
+    certFile === ""
+      ? undefined
+      : {
+          certFile,
+          keyFile: env["GPU_AGENT_TLS_KEY"] ?? "",
+          ...(env["GPU_AGENT_TLS_CA"] ? { caFile: env["GPU_AGENT_TLS_CA"] } : {}),
+          requireClientCert: env["GPU_AGENT_TLS_CLIENT_CERT"] === "require",
+        };
+  if (tls !== undefined && tls.keyFile === "") throw new Error("GPU_AGENT_TLS_CERT is set but GPU_AGENT_TLS_KEY is not");
   return {
     host,
     port,
-    publicUrl: env["GPU_AGENT_PUBLIC_URL"] ?? `http://${host === "0.0.0.0" ? "127.0.0.1" : host}:${port}`,
+    ...(tls === undefined ? {} : { tls }),
+    publicUrl: env["GPU_AGENT_PUBLIC_URL"] ?? `${tls === undefined ? "http" : "https"}://${host === "0.0.0.0" ? "127.0.0.1" : host}:${port}`,
     dataDir,
     databaseUrl: env["DATABASE_URL"] || undefined,
     etcdEndpoints: (env["ETCD_ENDPOINTS"] ?? "").split(",").map((s) => s.trim()).filter(Boolean),

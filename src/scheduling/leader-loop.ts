@@ -4,9 +4,10 @@
  * assignments never accepted). It runs only while this replica leads, under
  * the term it was given, and stops when its signal aborts.
  */
-import { dispatchAssignments, sendCancel } from "../agents/assignments.ts";
-import type { SessionRegistry } from "../agents/session-registry.ts";
+import { sendCancel } from "../agents/assignments.ts";
 import type { ControlPlaneDeps } from "../deps.ts";
+import type { ClusterStreams } from "../ha/cluster-sessions.ts";
+import { freshNodeIds } from "../ha/liveness.ts";
 import { expireOverdueJobs, requeueUnitsOfNode, takeBackSilentNode } from "../jobs/lifecycle.ts";
 import type { ControlPlaneMetrics } from "../observability/metrics.ts";
 import { findSilentNodes } from "../store/nodes.ts";
@@ -28,36 +29,41 @@ export interface LeaderLoop {
 
 const sweepEveryMs = 2000;
 
+/** What the loop needs of the replica's streams (ha/cluster-sessions.ts). */
+export type LeaderStreams = Pick<ClusterStreams, "sessions" | "dispatchNode">;
+
 /** Builds the leader loop. */
-export function createLeaderLoop(deps: ControlPlaneDeps, sessions: SessionRegistry, metrics?: ControlPlaneMetrics): LeaderLoop {
+export function createLeaderLoop(deps: ControlPlaneDeps, streams: LeaderStreams, metrics?: ControlPlaneMetrics): LeaderLoop {
+  const sessions = streams.sessions;
   const { clock, config, logger, db } = deps;
   let wakeUp: (() => void) | undefined;
   let pendingWake = false;
   const status: LeaderLoopStatus = { cycles: 0, placements: 0, lastCycleMs: 0 };
-  // A node counts as live for placement only while this replica holds its stream and hears from it.
-  // (With several replicas, assignments reach other replicas' streams via LISTEN/NOTIFY; see DESIGN.md.)
+  // A node is live for placement while some replica holds its stream and hears from it: here, by the
+  // local session; elsewhere, by the heartbeat that replica persists (ha/liveness.ts). Assignments reach
+  // other replicas' streams through the cluster bus (LISTEN/NOTIFY).
   const silenceMs = config.agents.unreachableAfterSeconds * 1000;
+  let remoteLive = new Set<string>();
   const isLive = (nodeId: string) => {
-    const session = sessions.get(nodeId);
-    return session !== undefined && clock.now() - session.lastSeenMs < silenceMs;
+    const session = sessions.getLocal(nodeId);
+    if (session !== undefined && clock.now() - session.lastSeenMs < silenceMs) return true;
+    return remoteLive.has(nodeId);
+  };
+  const refreshLiveness = async () => {
+    remoteLive = await freshNodeIds(db, new Date(clock.now() - silenceMs));
   };
 
   async function sweep(): Promise<void> {
     const now = new Date(clock.now());
     const expired = await expireOverdueJobs(db, now);
+    // Relayed to whichever replica holds each stream.
     for (const c of expired.cancel) sendCancel(sessions, c.nodeId, c.unitId, c.attempt, "max_runtime_seconds exceeded");
-    // A stream that is open but silent (a half-open connection of a node that lost power) is dead.
-    for (const session of sessions.all()) {
-      if (clock.now() - session.lastSeenMs >= silenceMs) {
-        logger.warn({ nodeId: session.nodeId, sessionId: session.sessionId }, "agent stream silent past the grace period; closing it");
-        session.outbound.close();
-        sessions.unregister(session);
-      }
-    }
+    // Silent streams are closed by each replica's own re-scan (ha/cluster-sessions.ts), not here: the
+    // leader sees only its own.
     const silentSince = new Date(clock.now() - silenceMs);
     for (const node of await findSilentNodes(db, silentSince)) {
       if (isLive(node.id)) continue; // its stream is alive here; the heartbeat write is just throttled
-      const taken = await takeBackSilentNode(db, node.id, silentSince);
+      const taken = await takeBackSilentNode(db, node.id, silentSince, new Date(clock.now()));
       if (taken.length > 0) logger.warn({ nodeId: node.id, requeued: taken.length }, "node unreachable; its units were re-queued");
     }
     // Assignments that were never accepted (the agent went away before Accepted) go back to the queue.
@@ -65,7 +71,7 @@ export function createLeaderLoop(deps: ControlPlaneDeps, sessions: SessionRegist
     const stale = await db.query<{ node_id: string }>(`SELECT DISTINCT node_id FROM compute_units WHERE status = 'assigned' AND assigned_at < $1`, [cutoff]);
     for (const row of stale) {
       if (isLive(row.node_id)) continue;
-      await requeueUnitsOfNode(db, row.node_id, "the node never accepted the assignment", { statuses: ["assigned"], assignedBefore: cutoff });
+      await requeueUnitsOfNode(db, row.node_id, "the node never accepted the assignment", { statuses: ["assigned"], assignedBefore: cutoff, now: new Date(clock.now()) });
     }
   }
 
@@ -82,22 +88,25 @@ export function createLeaderLoop(deps: ControlPlaneDeps, sessions: SessionRegist
         pendingWake = false;
         const started = clock.now();
         try {
+          await refreshLiveness();
           const result = await runPlacementCycle(deps, term, isLive);
           status.cycles += 1;
           status.placements += result.placed.length;
           metrics?.placementDuration.observe({ result: result.committed ? "committed" : "fenced" }, (clock.now() - started) / 1000);
           metrics?.placements.inc({ result: "placed" }, result.placed.length);
           metrics?.placements.inc({ result: "unplaced" }, result.unplaced);
+          for (const p of result.placed) metrics?.placementLatency.observe(p.waitedMs / 1000);
           if (!result.committed) {
             // Fenced: another replica leads now. Return; the leadership loop steps down and campaigns again.
             logger.error({ term }, "placement term is no longer current; stepping down");
             return;
           }
-          for (const nodeId of new Set(result.placed.map((p) => p.nodeId))) await dispatchAssignments(deps, sessions, nodeId);
+          for (const nodeId of new Set(result.placed.map((p) => p.nodeId))) await streams.dispatchNode(nodeId);
           if (clock.now() - lastSweep >= sweepEveryMs) {
             lastSweep = clock.now();
             await sweep();
           }
+          metrics?.schedulerCycle.observe((clock.now() - started) / 1000);
         } catch (error) {
           if (signal.aborted) break;
           logger.error({ err: error }, "placement cycle failed; retrying");

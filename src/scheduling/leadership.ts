@@ -1,6 +1,7 @@
 /**
- * Who places work. Until etcd election is built (ETCD_ENDPOINTS), replicas
- * elect a leader through a lease row in the database: the holder renews it
+ * Who places work without etcd (ETCD_ENDPOINTS unset; with it, see
+ * ha/leader-elector.ts). Replicas elect a leader through a lease row in the
+ * database: the holder renews it
  * every ttl/3; another replica takes it over only once it is older than the
  * ttl, and every takeover bumps the term. The term fences placement commits
  * (placement-cycle.ts), so a paused leader that wakes up after losing the lease

@@ -19,7 +19,8 @@ export const placementLease = "placement";
 
 /** What a cycle did. */
 export interface CycleResult {
-  placed: { unitId: string; nodeId: string }[];
+  /** Units placed, with how long each waited in `ready` (placement latency). */
+  placed: { unitId: string; nodeId: string; waitedMs: number }[];
   unplaced: number;
   /** False when the term was no longer current (nothing committed). */
   committed: boolean;
@@ -50,7 +51,7 @@ interface HeldRow {
   memory: number;
 }
 
-/** Reads the snapshot the placer works on. `liveNodeIds` limits placement to nodes with a live stream. */
+/** Reads the snapshot the placer works on. `isLive` limits placement to nodes with a live stream (on any replica). */
 export async function readSnapshot(
   sql: Sql,
   isLive: (nodeId: string) => boolean,
@@ -134,6 +135,7 @@ export async function runPlacementCycle(
     if (lease === undefined || lease.term !== term) return { placed: [], unplaced: plan.unplaced.length, committed: false };
     const placed: CycleResult["placed"] = [];
     const sensitivityOf = new Map(units.map((u) => [u.id, u.sensitivity]));
+    const readySince = new Map(units.map((u) => [u.id, u.readySinceMs]));
     // Unit ids in order, so concurrent transactions touching the same units lock them in the same order.
     for (const p of [...plan.placements].sort((a, b) => (a.unitId < b.unitId ? -1 : 1))) {
       // Re-checked against fresh rows: an operator may have cordoned the node or lowered its trust since the snapshot.
@@ -145,7 +147,7 @@ export async function runPlacementCycle(
          RETURNING id`,
         [p.unitId, p.nodeId, p.gpuIndex, newId(), now, term, allowedTrustLevels(sensitivityOf.get(p.unitId) ?? "high_sensitive")],
       );
-      if (rows.length === 1) placed.push({ unitId: p.unitId, nodeId: p.nodeId });
+      if (rows.length === 1) placed.push({ unitId: p.unitId, nodeId: p.nodeId, waitedMs: Math.max(0, now.getTime() - (readySince.get(p.unitId) ?? now.getTime())) });
     }
     for (const u of plan.unplaced) {
       await tx.query(`UPDATE compute_units SET unschedulable_reason = $2 WHERE id = $1 AND status = 'ready'`, [u.unitId, u.message.slice(0, 500)]);

@@ -8,6 +8,10 @@
  * (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`) sends the socket to an http2 server,
  * anything else to an http1 server. Neither of those listens itself.
  *
+ * With `tls` the port speaks TLS instead, and ALPN picks the protocol: `h2`
+ * (gRPC, Connect) or `http/1.1` (everything else), both from one
+ * `http2.createSecureServer({allowHTTP1: true})`; mutual TLS is optional.
+ *
  * Both use one connect-node adapter: RPC paths go to the Connect router; the
  * rest falls back, in order, to /healthz, /readyz, /metrics, the raw
  * `httpRoutes`, the REST transcoder, and finally a 404 envelope.
@@ -16,6 +20,7 @@ import { randomUUID } from "node:crypto";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import type tls from "node:tls";
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
@@ -41,6 +46,20 @@ export interface HealthChecks {
   ready(): Promise<boolean>;
 }
 
+/** TLS for the port (PEM strings or buffers). */
+export interface HttpServerTlsOptions {
+  readonly cert: string | Buffer;
+  readonly key: string | Buffer;
+  /** CA bundle: sent along as the chain, and the CAs client certificates must chain to. */
+  readonly ca?: string | Buffer;
+  /**
+   * Mutual TLS: every client must present a certificate that chains to `ca`;
+   * others are refused in the handshake. This is for the whole port, so turn
+   * it on where every client (agents, customers, probes) holds a certificate.
+   */
+  readonly requestClientCert?: boolean;
+}
+
 /** Options of {@link startHttpServer}. */
 export interface HttpServerOptions {
   /** 0 picks a free port (tests). */
@@ -58,13 +77,17 @@ export interface HttpServerOptions {
   readonly logger: Logger;
   /** How long close() lets in-flight requests finish before cutting them. Default 2000 ms. */
   readonly closeGraceMs?: number;
+  /** Serve TLS (h2 and http/1.1 by ALPN) instead of cleartext. */
+  readonly tls?: HttpServerTlsOptions;
+  /** Called once per finished request (metrics); `path` has no query string. */
+  readonly onRequest?: (method: string, path: string, status: number, seconds: number) => void;
 }
 
 /** A started server. */
 export interface HttpServer {
   /** The bound port (the real one when 0 was asked). */
   readonly port: number;
-  /** `http://host:port`, with 127.0.0.1 for a wildcard host. */
+  /** `http://host:port` (`https://` with TLS), with 127.0.0.1 for a wildcard host. */
   readonly url: string;
   /**
    * Stops accepting connections, closes idle keep-alive sockets and HTTP/2
@@ -139,6 +162,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     const requestId = assignRequestId(req);
     res.setHeader("x-request-id", requestId);
     res.once("close", () => {
+      options.onRequest?.(req.method ?? "GET", (req.url ?? "/").split("?")[0] ?? "/", res.statusCode, (performance.now() - started) / 1000);
       logger.info(
         {
           method: req.method,
@@ -195,7 +219,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   });
   h2.on("sessionError", (error: Error) => logger.debug({ err: error }, "http2 session error"));
 
-  const server = net.createServer((socket) => {
+  const cleartext = (): net.Server => net.createServer((socket) => {
     sockets.add(socket);
     socket.once("close", () => {
       sockets.delete(socket);
@@ -230,6 +254,52 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     socket.on("data", onData);
   });
 
+  const secure = (tlsOptions: HttpServerTlsOptions): net.Server => {
+    const mutual = tlsOptions.requestClientCert === true;
+    const server = http2.createSecureServer(
+      {
+        cert: tlsOptions.cert,
+        key: tlsOptions.key,
+        ...(tlsOptions.ca === undefined ? {} : { ca: tlsOptions.ca }),
+        allowHTTP1: true,
+        ALPNProtocols: ["h2", "http/1.1"],
+        requestCert: mutual,
+        rejectUnauthorized: mutual,
+      },
+      onRequest,
+    );
+    server.on("secureConnection", (socket: tls.TLSSocket) => {
+      sockets.add(socket);
+      socket.once("close", () => {
+        sockets.delete(socket);
+        busy.delete(socket);
+      });
+      if (socket.alpnProtocol === "h2") h2Sockets.add(socket);
+    });
+    server.on("session", (session: http2.ServerHttp2Session) => {
+      sessions.add(session);
+      session.once("close", () => sessions.delete(session));
+      if (closing) session.close();
+    });
+    server.on("sessionError", (error: Error) => logger.debug({ err: error }, "http2 session error"));
+    server.on("tlsClientError", (error: Error) => logger.debug({ err: error }, "TLS handshake failed"));
+    // HTTP/1.1 requests over TLS: the same busy bookkeeping as the cleartext http1 server.
+    server.on("request", (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
+      if (req.httpVersionMajor !== 1) return;
+      const socket = (req as http.IncomingMessage).socket;
+      busy.set(socket, (busy.get(socket) ?? 0) + 1);
+      res.once("close", () => {
+        const n = (busy.get(socket) ?? 1) - 1;
+        if (n > 0) busy.set(socket, n);
+        else busy.delete(socket);
+        if (closing && n <= 0) socket.destroy();
+      });
+    });
+    return server;
+  };
+
+  const server = options.tls === undefined ? cleartext() : secure(options.tls);
+
   const host = options.host ?? "0.0.0.0";
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -263,7 +333,8 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     return closed;
   };
 
-  return { port: address.port, url: `http://${urlHost}:${address.port}`, close };
+  const scheme = options.tls === undefined ? "http" : "https";
+  return { port: address.port, url: `${scheme}://${urlHost}:${address.port}`, close };
 }
 
 /** Reuses a sane incoming x-request-id, else mints one, and writes it back onto the request. */
@@ -271,8 +342,13 @@ function assignRequestId(req: RestRequest): string {
   const incoming = req.headers["x-request-id"];
   const id = typeof incoming === "string" && requestIdPattern.test(incoming) ? incoming : randomUUID();
   req.headers["x-request-id"] = id;
+  // The peer address, for limits on callers without credentials. Always overwritten: a client cannot choose it.
+  req.headers[peerAddressHeader] = req.socket.remoteAddress ?? "unknown";
   return id;
 }
+
+/** Request header the server sets to the TCP peer's address (never taken from the client). */
+export const peerAddressHeader = "x-gpu-agent-peer-address";
 
 function requestIdOf(req: RestRequest): string {
   const id = req.headers["x-request-id"];

@@ -33,7 +33,12 @@ export interface WebhookDeliveryRow {
   last_error: string;
   created_at: Date;
   delivered_at: Date | null;
+  /** The first delivery of the same event to this endpoint, when this row is a redelivery. */
+  redelivery_of: string | null;
 }
+
+/** Delivery statuses. */
+export const webhookDeliveryStatuses = ["pending", "delivered", "failed"] as const;
 
 /** A delivery claimed by a dispatcher, with what it needs of its endpoint. */
 export interface ClaimedDelivery {
@@ -157,6 +162,64 @@ export async function insertWebhookDelivery(
 export async function findWebhookDelivery(sql: Sql, id: string): Promise<WebhookDeliveryRow | undefined> {
   const [row] = await sql.query<WebhookDeliveryRow>(`SELECT * FROM webhook_deliveries WHERE id = $1`, [id]);
   return row;
+}
+
+/**
+ * An endpoint's deliveries, newest first, after the cursor key, optionally of one status. The
+ * caller has checked that the endpoint is the customer's.
+ */
+export async function listWebhookDeliveries(
+  sql: Sql,
+  endpointId: string,
+  limit: number,
+  status: WebhookDeliveryRow["status"] | undefined,
+  after?: { at: Date; id: string },
+): Promise<WebhookDeliveryRow[]> {
+  const params: unknown[] = [endpointId, limit];
+  let where = `endpoint_id = $1`;
+  if (status !== undefined) {
+    params.push(status);
+    where += ` AND status = $${params.length}`;
+  }
+  if (after !== undefined) {
+    params.push(after.at, after.id);
+    where += ` AND (created_at, id) < ($${params.length - 1}, $${params.length})`;
+  }
+  return sql.query<WebhookDeliveryRow>(`SELECT * FROM webhook_deliveries WHERE ${where} ORDER BY created_at DESC, id DESC LIMIT $2`, params);
+}
+
+/** One delivery of this endpoint, or undefined. */
+export async function findDeliveryOfEndpoint(sql: Sql, endpointId: string, id: string): Promise<WebhookDeliveryRow | undefined> {
+  const [row] = await sql.query<WebhookDeliveryRow>(`SELECT * FROM webhook_deliveries WHERE id = $1 AND endpoint_id = $2`, [id, endpointId]);
+  return row;
+}
+
+/**
+ * Queues a redelivery of `original`: a new pending row with the same event id, type and payload,
+ * linked to the first delivery of that event (`redelivery_of`), due now. When a redelivery of that
+ * event is already pending it is returned instead (`created` false), so repeated requests do not
+ * pile up copies. Run inside a transaction (the lock on the first delivery serialises requests).
+ */
+export async function insertRedelivery(
+  sql: Sql,
+  original: WebhookDeliveryRow,
+  id: string,
+  now: Date,
+): Promise<{ row: WebhookDeliveryRow; created: boolean }> {
+  const rootId = original.redelivery_of ?? original.id;
+  await sql.query(`SELECT id FROM webhook_deliveries WHERE id = $1 FOR UPDATE`, [rootId]);
+  const [pending] = await sql.query<WebhookDeliveryRow>(
+    `SELECT * FROM webhook_deliveries WHERE redelivery_of = $1 AND status = 'pending'`,
+    [rootId],
+  );
+  if (pending !== undefined) return { row: pending, created: false };
+  const [created] = await sql.query<WebhookDeliveryRow>(
+    `INSERT INTO webhook_deliveries (id, endpoint_id, customer_id, event_id, event_type, payload, status, next_attempt_at, created_at, redelivery_of)
+     SELECT $1, endpoint_id, customer_id, event_id, event_type, payload, 'pending', $2, $2, $3
+     FROM webhook_deliveries WHERE id = $3 RETURNING *`,
+    [id, now, rootId],
+  );
+  return { row: created!, created: true };
 }
 
 /**

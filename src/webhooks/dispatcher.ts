@@ -57,6 +57,13 @@ export interface WebhookDispatcherOptions {
   readonly batchSize?: number;
   /** Pause between passes that found nothing more to do (default 1000 ms). */
   readonly pollIntervalMs?: number;
+  /** Base of the exponential backoff (default {@link webhookRetryBaseMs}, 10 s); tests shorten it. */
+  readonly retryBaseMs?: number;
+  /**
+   * False: `run` delivers nothing and returns at once (an API-only replica; the other replicas
+   * drain the outbox). Deliveries stay queued. Default true.
+   */
+  readonly deliver?: boolean;
   /** Attempts before a delivery is `failed` (default 8: about 21 minutes of retries). */
   readonly maxAttempts?: number;
   /** Limit of one HTTP request (default 10 000 ms). */
@@ -86,11 +93,11 @@ export const webhookRetryBaseMs = 10_000;
 export const webhookRetryCapMs = 3_600_000;
 
 /**
- * The wait after the `attempts`-th failed attempt: 10 s · 2^(attempts-1), capped at 1 h, times a
- * jitter factor in [0.8, 1.2) so that endpoints that failed together do not retry in lockstep.
+ * The wait after the `attempts`-th failed attempt: 10 s (`baseMs`) · 2^(attempts-1), capped at 1 h,
+ * times a jitter factor in [0.8, 1.2) so that endpoints that failed together do not retry in lockstep.
  */
-export function webhookRetryDelayMs(attempts: number, random: () => number = Math.random): number {
-  const base = Math.min(webhookRetryCapMs, webhookRetryBaseMs * 2 ** Math.max(0, attempts - 1));
+export function webhookRetryDelayMs(attempts: number, random: () => number = Math.random, baseMs: number = webhookRetryBaseMs): number {
+  const base = Math.min(webhookRetryCapMs, baseMs * 2 ** Math.max(0, attempts - 1));
   return Math.round(Math.min(webhookRetryCapMs, base * (0.8 + 0.4 * random())));
 }
 
@@ -163,6 +170,9 @@ export function createWebhookDispatcher(deps: ControlPlaneDeps, options: Webhook
   const timeoutMs = options.timeoutMs ?? 10_000;
   const leaseMs = Math.max(options.leaseMs ?? 60_000, timeoutMs * 2);
   const random = options.random ?? Math.random;
+  const retryBaseMs = options.retryBaseMs ?? webhookRetryBaseMs;
+  if (!(retryBaseMs > 0)) throw new Error(`retryBaseMs must be positive, got ${retryBaseMs}`);
+  const deliver = options.deliver ?? true;
   const report = (outcome: WebhookAttemptOutcome) => {
     try {
       options.onOutcome?.(outcome);
@@ -171,7 +181,8 @@ export function createWebhookDispatcher(deps: ControlPlaneDeps, options: Webhook
     }
   };
 
-  if (allowPrivate) logger.warn("webhook dispatcher allows private addresses: for tests only");
+  if (allowPrivate) logger.warn("WEBHOOK DISPATCHER ALLOWS PRIVATE ADDRESSES (loopback, private networks): SSRF protection is OFF; for tests only");
+  if (retryBaseMs !== webhookRetryBaseMs) logger.warn({ retryBaseMs }, "webhook retry backoff base changed from its default");
 
   /** Sends one request with the clock-driven time limit; returns the response or throws. */
   async function send(delivery: ClaimedDelivery, url: URL, address: ResolvedAddress): Promise<WebhookHttpResponse> {
@@ -216,7 +227,7 @@ export function createWebhookDispatcher(deps: ControlPlaneDeps, options: Webhook
         logger.warn({ deliveryId: delivery.id, endpointId: delivery.endpoint_id, attempts: delivery.attempts, reason }, "webhook delivery failed for good");
         return;
       }
-      const next = new Date(at + webhookRetryDelayMs(delivery.attempts, random));
+      const next = new Date(at + webhookRetryDelayMs(delivery.attempts, random, retryBaseMs));
       const ok = await markDeliveryRetry(db, delivery.id, lease, statusCode, reason, next);
       report(ok ? "retry" : "lost_lease");
       logger.info({ deliveryId: delivery.id, attempts: delivery.attempts, nextAttemptAt: next.toISOString(), reason }, "webhook delivery will be retried");
@@ -271,6 +282,10 @@ export function createWebhookDispatcher(deps: ControlPlaneDeps, options: Webhook
   }
 
   async function run(signal: AbortSignal): Promise<void> {
+    if (!deliver) {
+      logger.warn("webhook delivery is off on this replica; queued deliveries wait for a replica that delivers");
+      return;
+    }
     while (!signal.aborted) {
       let claimed = 0;
       try {

@@ -29,7 +29,7 @@ import { sha256, startBlobServer, zipOf } from "./helpers.ts";
 import type { BlobServer } from "./helpers.ts";
 
 /** The Assign fields these tests vary. */
-type AssignInit = Pick<MessageInitShape<typeof AssignSchema>, "kind" | "gpuIndex" | "args" | "inputs" | "maxRuntimeSeconds" | "deadline" | "env">;
+type AssignInit = Pick<MessageInitShape<typeof AssignSchema>, "kind" | "gpuIndex" | "args" | "inputs" | "maxRuntimeSeconds" | "deadline" | "env" | "diskMb">;
 
 const exampleDir = path.resolve(import.meta.dirname, "../../examples/tiny-mlp");
 const CREDENTIAL = "nc_test_credential";
@@ -395,5 +395,35 @@ describe("unit runner", function () {
     assert.match(done?.error ?? "", /header must be x1,x2,label/);
     // The log still comes back: it is what the customer needs to debug.
     assert.ok(rec.artifacts(unitId).some((a) => a.name === "prepare.log"));
+  });
+
+  it("stops a unit whose work directory outgrows its disk_mb as FAILED \"disk limit exceeded\", uploading nothing", async () => {
+    runner = newRunner({ diskCheckMs: 100 });
+    const unitId = randomUUID();
+    const writer = `
+import os, time
+out = os.path.join(os.environ["GPU_AGENT_OUTPUT_DIR"], "huge.bin")
+with open(out, "wb") as f:
+    for _ in range(400):
+        f.write(os.urandom(64 * 1024))
+        f.flush()
+        os.fsync(f.fileno())
+        time.sleep(0.01)
+print("wrote everything", flush=True)
+`;
+    await runner.assign(
+      assignFor({
+        unitId,
+        stage: "train",
+        args: [],
+        diskMb: 2,
+        inputs: [input("package", "package.zip", await zipOf({ "train.py": writer })), input("dataset", "d.csv", Buffer.from("x"))],
+      }),
+    );
+    const done = rec.finished(unitId)[0];
+    assert.equal(done?.outcome, Outcome.FAILED, done?.error);
+    assert.match(done?.error ?? "", /disk limit exceeded/);
+    assert.ok(!rec.logLines(unitId).includes("wrote everything"), "killed before it finished writing");
+    assert.equal(rec.artifacts(unitId).length, 0);
   });
 });

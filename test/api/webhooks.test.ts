@@ -1,6 +1,7 @@
 /**
  * Webhook endpoints over the real REST API: create (secret shown once), list, test, rotate the
- * secret, delete; URL and event validation; tenants isolated.
+ * secret, delete; their deliveries: list (cursor, status filter), redeliver; URL and event
+ * validation; tenants isolated.
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
@@ -205,8 +206,12 @@ describe("webhook endpoints API", () => {
       assert.equal(denied.status, 403, `${method} ${path}`);
       assert.equal(errorCode(denied.body), "API_KEY_SCOPE_DENIED");
     }
-    const list = await request(cp, "GET", "/api/v1/customer/webhooks", { headers: { "x-api-key": key } });
-    assert.equal(list.status, 200);
+    // The proto declares webhook:write for listing too (endpoints and their deliveries).
+    for (const path of ["/api/v1/customer/webhooks", `/api/v1/customer/webhooks/${id}/deliveries`]) {
+      const list = await request(cp, "GET", path, { headers: { "x-api-key": key } });
+      assert.equal(list.status, 403, path);
+      assert.equal(errorCode(list.body), "API_KEY_SCOPE_DENIED");
+    }
   });
 
   it("needs authentication", async () => {
@@ -243,5 +248,124 @@ describe("webhook endpoints API", () => {
     const [first] = [...seen];
     assert.equal((await request(cp, "DELETE", `/api/v1/customer/webhooks/${first}`, { headers: { "x-api-key": customer.apiKey } })).status, 200);
     assert.equal((await create({ url: seedUrl, events: ["job.completed"] }, customer.apiKey)).status, 201);
+  });
+
+  describe("deliveries", () => {
+    let owner: { apiKey: string; customerId: string };
+    let endpointId: string;
+    const auth = () => ({ "x-api-key": owner.apiKey });
+    const list = (query = "", id = endpointId, key = owner.apiKey) =>
+      request(cp, "GET", `/api/v1/customer/webhooks/${id}/deliveries${query}`, { headers: { "x-api-key": key } });
+
+    before(async () => {
+      owner = await createCustomer(cp);
+      const res = await create({ url: seedUrl, events: ["job.completed"] }, owner.apiKey);
+      endpointId = (res.body["webhook"] as Record<string, string>)["id"]!;
+    });
+
+    it("lists an endpoint's deliveries newest first, through cursor pages, with a status filter", async () => {
+      const queued: string[] = [];
+      for (let i = 0; i < 5; i++) {
+        const res = await request(cp, "POST", `/api/v1/customer/webhooks/${endpointId}/test`, { headers: auth() });
+        queued.push(res.body["delivery_id"] as string);
+      }
+      // Mark two as delivered, as the dispatcher would (no receiver is reachable from this test).
+      await cp.plane.deps.db.query(`UPDATE webhook_deliveries SET status = 'delivered', delivered_at = now(), last_status_code = 204 WHERE id = ANY($1::uuid[])`, [
+        queued.slice(0, 2),
+      ]);
+      const seen: Record<string, unknown>[] = [];
+      let cursor = "";
+      for (let pages = 0; pages < 10; pages++) {
+        const page = await list(`?limit=2${cursor === "" ? "" : `&cursor=${cursor}`}`);
+        assert.equal(page.status, 200, JSON.stringify(page.body));
+        seen.push(...(page.body["data"] as Record<string, unknown>[]));
+        const info = page.body["page"] as Record<string, unknown>;
+        assert.equal(info["limit"], 2);
+        if (info["has_more"] !== true) break;
+        cursor = info["next_cursor"] as string;
+      }
+      assert.equal(seen.length, 5, "every delivery once, none skipped or repeated across pages");
+      assert.deepEqual(new Set(seen.map((d) => d["id"])), new Set(queued));
+      const times = seen.map((d) => Date.parse(d["created_at"] as string));
+      assert.ok(times.every((t, i) => i === 0 || t <= times[i - 1]!), "newest first");
+      const first = seen.find((d) => d["id"] === queued[0])!;
+      assert.equal(first["webhook_id"], endpointId);
+      assert.equal(first["event_type"], "webhook.test");
+      assert.equal(first["status"], "delivered");
+      assert.equal(first["last_status_code"], 204);
+      assert.equal(typeof first["delivered_at"], "string");
+      const last = seen.find((d) => d["id"] === queued[4])!;
+      assert.equal(last["status"], "pending");
+      assert.equal(typeof last["next_attempt_at"], "string");
+
+      const delivered = await list("?status=delivered");
+      assert.deepEqual((delivered.body["data"] as Record<string, unknown>[]).map((d) => d["id"]).sort(), queued.slice(0, 2).sort());
+      const pending = await list("?status=pending");
+      assert.equal((pending.body["data"] as unknown[]).length, 3);
+      const bad = await list("?status=sent");
+      assert.equal(bad.status, 400);
+      assert.equal(errorCode(bad.body), "VALIDATION_FAILED");
+      const badCursor = await list("?cursor=not-a-cursor");
+      assert.equal(badCursor.status, 400);
+      assert.equal(errorCode(badCursor.body), "PAGINATION_INVALID_CURSOR");
+    });
+
+    it("answers 404 RESOURCE_NOT_FOUND for another customer's webhook and its deliveries", async () => {
+      const stranger = await createCustomer(cp);
+      const res = await list("", endpointId, stranger.apiKey);
+      assert.equal(res.status, 404);
+      assert.equal(errorCode(res.body), "RESOURCE_NOT_FOUND");
+      assert.equal((await list("", "not-a-uuid")).status, 404);
+      const [one] = (await list("?limit=1")).body["data"] as Record<string, string>[];
+      const redeliver = await request(cp, "POST", `/api/v1/customer/webhooks/${endpointId}/deliveries/${one!["id"]!}/redeliver`, {
+        headers: { "x-api-key": stranger.apiKey },
+        body: {},
+      });
+      assert.equal(redeliver.status, 404);
+      assert.equal(errorCode(redeliver.body), "RESOURCE_NOT_FOUND");
+      // A delivery id of another endpoint, even the caller's own, is not found under this one.
+      const other = await create({ url: seedUrl, events: ["job.completed"] }, owner.apiKey);
+      const otherId = (other.body["webhook"] as Record<string, string>)["id"]!;
+      const crossed = await request(cp, "POST", `/api/v1/customer/webhooks/${otherId}/deliveries/${one!["id"]!}/redeliver`, { headers: auth(), body: {} });
+      assert.equal(crossed.status, 404);
+    });
+
+    it("redelivers: a new pending delivery of the same event and payload; asking again returns the one still queued", async () => {
+      const test = await request(cp, "POST", `/api/v1/customer/webhooks/${endpointId}/test`, { headers: auth() });
+      const originalId = test.body["delivery_id"] as string;
+      await cp.plane.deps.db.query(`UPDATE webhook_deliveries SET status = 'failed', attempts = 8, last_error = 'WEBHOOK_DELIVERY_FAILED: gave up' WHERE id = $1`, [originalId]);
+      const path = `/api/v1/customer/webhooks/${endpointId}/deliveries/${originalId}/redeliver`;
+      const res = await request(cp, "POST", path, { headers: auth(), body: {} });
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      const copy = res.body["delivery"] as Record<string, unknown>;
+      assert.notEqual(copy["id"], originalId);
+      assert.equal(copy["status"], "pending");
+      assert.equal(copy["attempts"], 0);
+      assert.equal(copy["webhook_id"], endpointId);
+      const original = await findWebhookDelivery(cp.plane.deps.db, originalId);
+      const stored = await findWebhookDelivery(cp.plane.deps.db, copy["id"] as string);
+      assert.equal(copy["event_id"], original!.event_id);
+      assert.deepEqual(stored!.payload, original!.payload);
+      assert.equal(stored!.redelivery_of, originalId);
+      assert.equal(original!.status, "failed", "the original keeps its history");
+
+      // While that redelivery is queued, asking again (a retried click) does not queue another.
+      const again = await request(cp, "POST", path, { headers: auth(), body: {} });
+      assert.equal((again.body["delivery"] as Record<string, unknown>)["id"], copy["id"]);
+      // Concurrent requests too.
+      await cp.plane.deps.db.query(`UPDATE webhook_deliveries SET status = 'delivered' WHERE id = $1`, [copy["id"]]);
+      const racing = await Promise.all(Array.from({ length: 10 }, () => request(cp, "POST", path, { headers: auth(), body: {} })));
+      const ids = new Set(racing.map((r) => (r.body["delivery"] as Record<string, unknown>)["id"]));
+      assert.equal(ids.size, 1, "ten racing redeliveries queue one copy");
+      // Redelivering the redelivery links to the first delivery of the event.
+      const ofCopy = await request(cp, "POST", `/api/v1/customer/webhooks/${endpointId}/deliveries/${copy["id"] as string}/redeliver`, { headers: auth(), body: {} });
+      assert.equal((ofCopy.body["delivery"] as Record<string, unknown>)["id"], [...ids][0]);
+      const rows = await cp.plane.deps.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM webhook_deliveries WHERE event_id = $1`, [copy["event_id"]]);
+      assert.equal(rows[0]!.n, 3);
+
+      const unknown = await request(cp, "POST", `/api/v1/customer/webhooks/${endpointId}/deliveries/${randomUUID()}/redeliver`, { headers: auth(), body: {} });
+      assert.equal(unknown.status, 404);
+      assert.equal(errorCode(unknown.body), "RESOURCE_NOT_FOUND");
+    });
   });
 });

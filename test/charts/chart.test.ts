@@ -420,7 +420,9 @@ describe("charts/gpu-agent", () => {
     });
 
     it("sets only environment variables the scheduler reads", () => {
-      const source = read(repo, "src", "platform", "config.ts") + read(repo, "cmd", "scheduler.ts");
+      const source = ["src/platform/config.ts", "src/control-plane-env.ts", "src/limits/request-limits.ts", "src/webhooks/env.ts", "cmd/scheduler.ts"]
+        .map((file) => read(repo, ...file.split("/")))
+        .join("\n");
       const known = new Set([...source.matchAll(/(?:env\[|intFrom\(env, )"([A-Z0-9_]+)"/g)].map((m) => m[1]));
       const configMapKeys = [...template("configmap.yaml").split(/^data:$/m)[1]!.matchAll(/^ {2}([A-Z0-9_]+):/gm)].map((m) => m[1]);
       const deploymentEnv = [...template("deployment.yaml").matchAll(/- name: ([A-Z0-9_]+)$/gm)].map((m) => m[1]);

@@ -1,7 +1,11 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { allowedTrustLevels, placeUnits } from "../../src/placer/index.ts";
-import type { ClusterSnapshot, NodeSnapshot, PlacementResult, UnitRequest } from "../../src/placer/types.ts";
+import { bestGpu, viewOf } from "../../src/placer/cycle-state.ts";
+import { allowedTrustLevels, createPlacer, defaultWeights, fairOrder, placeUnits } from "../../src/placer/index.ts";
+import { filterPlugins, scorePlugins } from "../../src/placer/plugins/index.ts";
+import { seededShuffle } from "../../src/placer/prng.ts";
+import type { ReasonCode } from "../../src/placer/reasons.ts";
+import type { ClusterSnapshot, NodeSnapshot, Placement, PlacementResult, UnitRequest } from "../../src/placer/types.ts";
 import { gpu, unitWith } from "./builders.ts";
 
 const trust = fc.constantFrom("community", "verified", "controlled" as const);
@@ -198,6 +202,123 @@ describe("placeUnits properties", () => {
         };
         assert.deepEqual(placeUnits({ nodes: rotate(snapshot.nodes) }, rotate(units), { seed }), first);
         assert.deepEqual(snapshot, before);
+      }),
+      { numRuns: 200 },
+    );
+  });
+});
+
+/**
+ * The placer without indexes or a cap: every filter plugin on every node,
+ * every feasible node scored (for a cpu unit only the feasible nodes without
+ * a GPU when there are any), ties by the seeded shuffle. The indexed placer
+ * must give the same plan whenever the cap does not bite.
+ */
+function referencePlace(snapshot: ClusterSnapshot, units: readonly UnitRequest[], seed: string): {
+  placements: Placement[];
+  unplaced: { unitId: string; reasons: Partial<Record<ReasonCode, number>>; unresolvable: boolean }[];
+} {
+  const nodes = snapshot.nodes.map((n) => ({ ...n, gpus: n.gpus.map((g) => ({ ...g })) }));
+  const rank = new Map(seededShuffle(nodes.map((n) => n.id).sort(), seed).map((id, i) => [id, i]));
+  const w = defaultWeights;
+  const placements: Placement[] = [];
+  const unplaced: { unitId: string; reasons: Partial<Record<ReasonCode, number>>; unresolvable: boolean }[] = [];
+  for (const unit of fairOrder(units)) {
+    const reasons: Partial<Record<ReasonCode, number>> = {};
+    let unresolvable = 0;
+    let best: { node: NodeSnapshot; score: number } | undefined;
+    const feasible: NodeSnapshot[] = [];
+    for (const node of nodes) {
+      const failed = filterPlugins.map((f) => f.filter(unit, viewOf(node))).find((st) => st.code !== "success");
+      if (failed !== undefined && "reason" in failed) {
+        reasons[failed.reason] = (reasons[failed.reason] ?? 0) + 1;
+        if (failed.code === "unresolvable") unresolvable++;
+        continue;
+      }
+      feasible.push(node);
+    }
+    const gpuless = feasible.filter((n) => n.gpus.length === 0);
+    for (const node of unit.kind === "cpu" && gpuless.length > 0 ? gpuless : feasible) {
+      const view = viewOf(node);
+      const total = scorePlugins.reduce((a, p) => a + w[p.weight] * p.score(unit, view), 0);
+      const score = Math.round((total / (w.binPack + w.reliability + w.dataLocality)) * 1000) / 1000;
+      if (best === undefined || score > best.score || (score === best.score && (rank.get(node.id) as number) < (rank.get(best.node.id) as number))) {
+        best = { node, score };
+      }
+    }
+    if (best === undefined) {
+      unplaced.push({ unitId: unit.id, reasons, unresolvable: nodes.length > 0 && unresolvable === nodes.length });
+      continue;
+    }
+    const node = best.node;
+    const pos = unit.kind === "gpu" ? bestGpu(viewOf(node), unit.vramMb) : -1;
+    node.freeCpuCores -= unit.cpuCores;
+    node.freeMemoryMb -= unit.memoryMb;
+    node.diskFreeMb -= unit.diskMb;
+    const gpu = node.gpus[pos];
+    if (gpu !== undefined) gpu.freeVramMb -= unit.vramMb;
+    placements.push({ unitId: unit.id, nodeId: node.id, gpuIndex: gpu?.index ?? -1, score: best.score });
+  }
+  return { placements, unplaced };
+}
+
+/** The snapshot after a plan's placements, built independently of the placer. */
+function afterPlan(snapshot: ClusterSnapshot, units: readonly UnitRequest[], result: PlacementResult): ClusterSnapshot {
+  const left = residuals(snapshot, units, result);
+  return {
+    nodes: snapshot.nodes.map((n) => {
+      const r = left.get(n.id) as Residual;
+      return { ...n, freeCpuCores: r.cpu, freeMemoryMb: r.memory, diskFreeMb: r.disk, gpus: n.gpus.map((g) => ({ ...g, freeVramMb: r.gpus.get(g.index) as number })) };
+    }),
+  };
+}
+
+describe("placeUnits against a full scan, and the long-lived placer", () => {
+  it("gives exactly the plan of an index-free full scan when the cap does not bite", () => {
+    fc.assert(
+      fc.property(scenarioArb, ({ snapshot, units, seed }) => {
+        const result = placeUnits(snapshot, units, { seed });
+        const reference = referencePlace(snapshot, units, seed);
+        assert.deepEqual(result.placements, reference.placements);
+        assert.deepEqual(
+          result.unplaced.map(({ unitId, reasons, unresolvable }) => ({ unitId, reasons, unresolvable })),
+          reference.unplaced,
+        );
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("keeps every hard rule and leaves nothing feasible unplaced when the cap bites (maxScored 1 and 2)", () => {
+    fc.assert(
+      fc.property(scenarioArb, fc.constantFrom(1, 2), ({ snapshot, units, seed }, maxScored) => {
+        const result = placeUnits(snapshot, units, { seed, maxScored });
+        const left = residuals(snapshot, units, result);
+        const byId = new Map(units.map((u) => [u.id, u]));
+        for (const [id, r] of left) {
+          assert.ok(r.cpu >= 0 && r.memory >= 0 && r.disk >= 0, `node ${id} over-committed`);
+          for (const free of r.gpus.values()) assert.ok(free >= 0, `a GPU of node ${id} over-committed`);
+        }
+        for (const u of result.unplaced) {
+          const unit = byId.get(u.unitId) as UnitRequest;
+          for (const node of snapshot.nodes) assert.ok(!fitsNow(unit, node, left.get(node.id) as Residual));
+          assert.equal(Object.values(u.reasons).reduce((a, b) => a + b, 0), snapshot.nodes.length);
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("plans a second cycle on a long-lived placer exactly as placeUnits on the snapshot after the first", () => {
+    fc.assert(
+      fc.property(scenarioArb, fc.integer({ min: 0, max: 30 }), ({ snapshot, units, seed }, split) => {
+        const first = units.slice(0, split);
+        const second = units.slice(split);
+        const placer = createPlacer(snapshot);
+        const one = placer.place(first, { seed });
+        const two = placer.place(second, { seed: `${seed}-2` });
+        assert.deepEqual(one, placeUnits(snapshot, first, { seed }));
+        assert.deepEqual(two, placeUnits(afterPlan(snapshot, first, one), second, { seed: `${seed}-2` }));
       }),
       { numRuns: 200 },
     );

@@ -12,6 +12,7 @@ import { pino } from "pino";
 import type { ControlPlane } from "../../src/control-plane.ts";
 import { startControlPlane } from "../../src/control-plane.ts";
 import type { Clock } from "../../src/platform/clock.ts";
+import type { AgentsConfig } from "../../src/platform/config.ts";
 import { defaultAgents, defaultLimits, defaultRates } from "../../src/platform/config.ts";
 
 const repoRoot = join(import.meta.dirname, "..", "..");
@@ -25,8 +26,13 @@ export interface TestControlPlane {
   stop(): Promise<void>;
 }
 
-/** Starts a control plane on a free loopback port (on the system clock unless `clock` is given). */
-export async function startTestControlPlane(options: { databaseUrl?: string; clock?: Clock } = {}): Promise<TestControlPlane> {
+/**
+ * Starts a control plane on a free loopback port (on the system clock unless `clock` is given).
+ * `agents` overrides agent timings (heartbeat, unreachable grace, ack timeout, attempts).
+ */
+export async function startTestControlPlane(
+  options: { databaseUrl?: string; clock?: Clock; agents?: Partial<AgentsConfig> } = {},
+): Promise<TestControlPlane> {
   const dataDir = await mkdtemp(join(tmpdir(), "gpu-agent-cp-"));
   const adminToken = "test-admin-token-" + createHash("sha256").update(dataDir).digest("hex").slice(0, 16);
   const plane = await startControlPlane(
@@ -43,7 +49,7 @@ export async function startTestControlPlane(options: { databaseUrl?: string; clo
       placementIntervalMs: 200,
       limits: defaultLimits,
       rates: defaultRates,
-      agents: { ...defaultAgents, heartbeatIntervalSeconds: 1 },
+      agents: { ...defaultAgents, heartbeatIntervalSeconds: 1, ...options.agents },
       build: "test",
     },
     {
@@ -66,8 +72,16 @@ export async function startTestControlPlane(options: { databaseUrl?: string; clo
 /** A node agent running as a real child process. */
 export interface TestAgent {
   nodeId: string;
+  /** The agent process's pid. */
+  pid: number;
+  /** The agent's data directory (unit work dirs are under `work/`). */
+  dataDir: string;
   output(): string;
   stop(): Promise<void>;
+  /** SIGKILL: the agent dies without a word, as with a power cut (its units' processes are not touched). */
+  kill9(): Promise<void>;
+  /** Sends a signal to the agent process only (e.g. SIGSTOP / SIGCONT). */
+  signal(sig: NodeJS.Signals): void;
 }
 
 function collect(child: ChildProcess): () => string {
@@ -80,25 +94,40 @@ function collect(child: ChildProcess): () => string {
 /** Enrolls and runs `cmd/agent.ts` against `url` with a token of `trustLevel`. */
 export async function startTestAgent(
   cp: TestControlPlane,
-  options: { trustLevel: "community" | "verified" | "controlled"; devGpuMib?: number },
+  options: { trustLevel: "community" | "verified" | "controlled"; devGpuMib?: number; env?: Record<string, string>; maxUnits?: number },
 ): Promise<TestAgent> {
   const token = (await adminRequest(cp, "POST", "/api/v1/admin/enrollment-tokens", { trust_level: options.trustLevel }))["token"] as string;
   const dataDir = await mkdtemp(join(tmpdir(), "gpu-agent-node-"));
   const agentCmd = join(repoRoot, "cmd", "agent.ts");
   const devGpu = options.devGpuMib === undefined ? [] : ["--dev-gpu", String(options.devGpuMib)];
-  const env = { ...process.env, LOG_LEVEL: "debug", GPU_AGENT_DEV_GPU_MIB: "" };
+  const env = { ...process.env, LOG_LEVEL: "debug", GPU_AGENT_DEV_GPU_MIB: "", ...options.env };
   const enroll = spawn(process.execPath, [agentCmd, "enroll", "--url", cp.url, "--token", token, "--data-dir", dataDir, ...devGpu], { env });
   const enrollOutput = collect(enroll);
   const code = await new Promise<number | null>((resolve) => enroll.on("exit", resolve));
   if (code !== 0) throw new Error(`agent enroll failed (${code}):\n${enrollOutput()}`);
   const nodeId = (JSON.parse(enrollOutput().split("\n").find((l) => l.startsWith("{\"node_id\"")) ?? "{}") as { node_id: string }).node_id;
-  const run = spawn(process.execPath, [agentCmd, "run", "--data-dir", dataDir, ...devGpu, "--grace-seconds", "1"], { env });
+  const maxUnits = options.maxUnits === undefined ? [] : ["--max-units", String(options.maxUnits)];
+  const run = spawn(process.execPath, [agentCmd, "run", "--data-dir", dataDir, ...devGpu, ...maxUnits, "--grace-seconds", "1"], { env });
   const output = collect(run);
+  const running = () => run.exitCode === null && run.signalCode === null;
   return {
     nodeId,
+    pid: run.pid ?? -1,
+    dataDir,
     output,
+    async kill9() {
+      if (!running()) return;
+      const exited = new Promise((resolve) => run.on("exit", resolve));
+      run.kill("SIGKILL");
+      await exited;
+    },
+    signal(sig) {
+      if (running()) run.kill(sig);
+    },
     async stop() {
-      if (run.exitCode === null) {
+      if (running()) {
+        // A stopped agent must run again to hear SIGTERM.
+        run.kill("SIGCONT");
         const exited = new Promise((resolve) => run.on("exit", resolve));
         run.kill("SIGTERM");
         await exited;

@@ -45,6 +45,13 @@ describe("webhook retry backoff", () => {
   });
 });
 
+describe("webhook retry backoff with a configured base", () => {
+  it("scales every step by the base (tests use a short one)", () => {
+    assert.deepEqual([1, 2, 3].map((n) => webhookRetryDelayMs(n, () => 0.5, 400)), [400, 800, 1600]);
+    assert.equal(webhookRetryDelayMs(40, () => 0.5, 400), 3_600_000, "still capped at one hour");
+  });
+});
+
 // Claims rely on FOR UPDATE SKIP LOCKED; PostgreSQL is where several connections really race.
 const backends: { name: string; databaseUrl: () => Promise<string | undefined> }[] = [
   { name: "the embedded database (PGlite)", databaseUrl: async () => undefined },

@@ -12,7 +12,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { CustomerPrincipal } from "../../auth/authenticate.ts";
-import { authorizeCall } from "../../auth/authorize.ts";
+import { authorizeCall, authorizePublicCall } from "../../auth/authorize.ts";
 import { hashPassword, verifyPassword } from "../../auth/passwords.ts";
 import { allScopes, isScope } from "../../auth/scopes.ts";
 import type { ControlPlaneDeps } from "../../deps.ts";
@@ -114,7 +114,8 @@ export function createIdentityHandlers(deps: ControlPlaneDeps): Partial<ServiceI
   }
 
   return {
-    async login(req) {
+    async login(req, ctx) {
+      authorizePublicCall(deps, ctx);
       const email = req.email.trim();
       if (email === "" || email.length > emailMax) throw validationError("email is required", { field: "email" });
       // PostgreSQL text cannot hold U+0000: the lookup would fail (a 500), so it is bad input.

@@ -1,22 +1,29 @@
-/** CustomerService handlers: Webhook endpoints: create, list, test, rotate the secret, delete. */
+/**
+ * CustomerService handlers: Webhook endpoints: create, list, test, rotate the secret, delete; and
+ * their deliveries: list (with a status filter), redeliver.
+ */
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { authorizeCall } from "../../auth/authorize.ts";
 import type { ControlPlaneDeps } from "../../deps.ts";
-import type { CustomerService, WebhookSchema } from "../../gen/gpuagent/customer/v1/customer_pb.ts";
+import type { CustomerService, WebhookDeliverySchema, WebhookSchema } from "../../gen/gpuagent/customer/v1/customer_pb.ts";
 import { isUuid, newId, newSecret } from "../../platform/ids.ts";
 import { lockCustomer } from "../../store/customers.ts";
 import { pageRequest, toPage } from "../../store/pagination.ts";
-import type { WebhookEndpointRow } from "../../store/webhooks.ts";
+import type { WebhookDeliveryRow, WebhookEndpointRow } from "../../store/webhooks.ts";
 import {
   countWebhookEndpoints,
   deleteWebhookEndpoint,
+  findDeliveryOfEndpoint,
   findWebhookEndpoint,
+  insertRedelivery,
   insertWebhookDelivery,
   insertWebhookEndpoint,
+  listWebhookDeliveries,
   listWebhookEndpoints,
   rotateWebhookSecret,
+  webhookDeliveryStatuses,
 } from "../../store/webhooks.ts";
 import type { WebhookEventType } from "../../webhooks/outbox.ts";
 import { webhookEventTypes } from "../../webhooks/outbox.ts";
@@ -60,7 +67,34 @@ function webhookMessage(row: WebhookEndpointRow): MessageInitShape<typeof Webhoo
   };
 }
 
+function deliveryMessage(row: WebhookDeliveryRow): MessageInitShape<typeof WebhookDeliverySchema> {
+  return {
+    id: row.id,
+    webhookId: row.endpoint_id,
+    eventId: row.event_id,
+    eventType: row.event_type,
+    status: row.status,
+    attempts: row.attempts,
+    lastStatusCode: row.last_status_code ?? 0,
+    lastError: row.last_error,
+    createdAt: timestampFromDate(row.created_at),
+    // Only a pending delivery has a next attempt (while one is in flight, this is its lease's end).
+    nextAttemptAt: row.status === "pending" ? timestampFromDate(row.next_attempt_at) : undefined,
+    deliveredAt: row.delivered_at === null ? undefined : timestampFromDate(row.delivered_at),
+  };
+}
+
+function parseDeliveryStatus(value: string): WebhookDeliveryRow["status"] | undefined {
+  const status = value.trim();
+  if (status === "") return undefined;
+  if (!(webhookDeliveryStatuses as readonly string[]).includes(status)) {
+    throw validationError(`status must be one of ${webhookDeliveryStatuses.join(", ")}`, { field: "status" });
+  }
+  return status as WebhookDeliveryRow["status"];
+}
+
 const notFound = (id: string) => new ApiError("RESOURCE_NOT_FOUND", `webhook ${JSON.stringify(id)} not found`);
+const deliveryNotFound = (id: string) => new ApiError("RESOURCE_NOT_FOUND", `webhook delivery ${JSON.stringify(id)} not found`);
 
 /** The webhooks part of CustomerService. */
 export function createWebhookHandlers(deps: ControlPlaneDeps): Partial<ServiceImpl<typeof CustomerService>> {
@@ -83,6 +117,8 @@ export function createWebhookHandlers(deps: ControlPlaneDeps): Partial<ServiceIm
       if (description.length > maxDescriptionLength) {
         throw validationError(`description must be at most ${maxDescriptionLength} characters`, { field: "description" });
       }
+      // PostgreSQL text cannot hold U+0000: refused here rather than failing the INSERT (a 500).
+      if (description.includes("\u0000")) throw validationError("description must not contain NUL (U+0000) characters", { field: "description" });
       const secret = newSecret(webhookSecretPrefix);
       const row = await db.transaction(async (tx) => {
         // The customer row lock serialises concurrent creates, so the limit holds under races.
@@ -145,6 +181,34 @@ export function createWebhookHandlers(deps: ControlPlaneDeps): Partial<ServiceIm
       const deleted = await db.transaction((tx) => deleteWebhookEndpoint(tx, principal.customerId, id, now()));
       if (!deleted) throw notFound(req.id);
       return { id, deleted: true };
+    },
+
+    async listWebhookDeliveries(req, ctx) {
+      const principal = await caller(ctx);
+      const id = requireWebhookId(req.id);
+      const page = pageRequest(req.limit, req.cursor);
+      const status = parseDeliveryStatus(req.status);
+      // Deleted endpoints are gone for the customer, history included (as for every other call).
+      const endpoint = await findWebhookEndpoint(db, principal.customerId, id);
+      if (endpoint === undefined) throw notFound(req.id);
+      const rows = await listWebhookDeliveries(db, endpoint.id, page.limit + 1, status, page.after);
+      const cut = toPage(rows, page, (r) => ({ at: r.created_at, id: r.id }));
+      return { data: cut.rows.map(deliveryMessage), page: cut.page };
+    },
+
+    async redeliverWebhookDelivery(req, ctx) {
+      const principal = await caller(ctx);
+      const id = requireWebhookId(req.id);
+      if (!isUuid(req.deliveryId)) throw deliveryNotFound(req.deliveryId);
+      const deliveryId = req.deliveryId.toLowerCase();
+      const result = await db.transaction(async (tx) => {
+        const endpoint = await findWebhookEndpoint(tx, principal.customerId, id);
+        if (endpoint === undefined) throw notFound(req.id);
+        const original = await findDeliveryOfEndpoint(tx, endpoint.id, deliveryId);
+        if (original === undefined) throw deliveryNotFound(req.deliveryId);
+        return insertRedelivery(tx, original, newId(), now());
+      });
+      return { delivery: deliveryMessage(result.row) };
     },
   };
 }

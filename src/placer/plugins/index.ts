@@ -33,5 +33,12 @@ export const filterPlugins: readonly FilterPlugin[] = [
   memoryFit,
 ];
 
+/**
+ * The filters the index cannot settle, in evaluation order: the first three
+ * (schedulable, trust, VRAM) are decided by cycle-state.ts without a visit,
+ * so the placer runs only these on the nodes it visits.
+ */
+export const visitFilters: readonly FilterPlugin[] = filterPlugins.slice(3);
+
 /** Scorers; each names its weight in PlacerOptions.weights. */
 export const scorePlugins: readonly ScorePlugin[] = [binPack, reliability, dataLocality];

@@ -127,6 +127,10 @@ export const schema0001 = [
      status text NOT NULL CHECK (status IN ('pending', 'ready', 'assigned', 'running', 'completed', 'failed', 'cancelled')),
      attempt integer NOT NULL DEFAULT 0,
      max_attempts integer NOT NULL DEFAULT 3,
+     -- Failures of the customer's code (non-zero exit): these consume max_attempts.
+     code_failures integer NOT NULL DEFAULT 0,
+     -- Attempts lost to nodes (node gone, agent crash, NODE_ERROR): re-placed at no cost, within a separate budget.
+     node_failures integer NOT NULL DEFAULT 0,
      progress double precision NOT NULL DEFAULT 0,
      metrics jsonb NOT NULL DEFAULT '{}',
      entrypoint text NOT NULL,
@@ -239,7 +243,15 @@ export const schema0001 = [
      last_error text NOT NULL DEFAULT '',
      created_at timestamptz NOT NULL DEFAULT date_trunc('milliseconds', now()),
      delivered_at timestamptz,
-     UNIQUE (endpoint_id, event_id)
+     -- A redelivery the customer asked for: a new row of the same event (same event_id and payload)
+     -- pointing at the first delivery of that event to this endpoint.
+     redelivery_of uuid REFERENCES webhook_deliveries(id),
+     CHECK (redelivery_of IS NULL OR redelivery_of <> id)
    )`,
+  // An event is queued once per endpoint by the outbox; redeliveries are the only repeats.
+  `CREATE UNIQUE INDEX webhook_deliveries_event_once ON webhook_deliveries (endpoint_id, event_id) WHERE redelivery_of IS NULL`,
+  // At most one redelivery of a delivery waits at a time (asking again returns it).
+  `CREATE UNIQUE INDEX webhook_deliveries_one_pending_redelivery ON webhook_deliveries (redelivery_of) WHERE status = 'pending'`,
   `CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending'`,
+  `CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, created_at DESC, id)`,
 ];

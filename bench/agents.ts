@@ -1,0 +1,331 @@
+// npm run bench:agents — N simulated node agents in this process hold Session
+// streams (raw HTTP/2 + gRPC framing, one connection per agent, as real nodes
+// have) against one control-plane process (`node cmd/scheduler.ts`, embedded
+// database). Measures the scheduler's resident memory per stream, the
+// heartbeats it acknowledges per second, and the time from a job's submission
+// to the Assign of its first unit arriving on a node's stream. Prints one JSON
+// line. BENCH_AGENTS (default 2000), BENCH_JOBS (default 100),
+// BENCH_HEARTBEAT_SECONDS (default 5), BENCH_WINDOW_S (default 10).
+import { type ChildProcess, spawn } from "node:child_process";
+import { createHash, randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import http2 from "node:http2";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import type { SessionRequest, SessionResponse } from "../src/gen/gpuagent/agent/v1/agent_pb.ts";
+import {
+  AcceptedSchema,
+  EnrollRequestSchema,
+  EnrollResponseSchema,
+  SessionRequestSchema,
+  SessionResponseSchema,
+} from "../src/gen/gpuagent/agent/v1/agent_pb.ts";
+import { zipDirectory } from "../src/cli/files.ts";
+
+const root = join(import.meta.dirname, "..");
+const agentsWanted = Number(process.env["BENCH_AGENTS"] ?? 2000);
+const jobsWanted = Number(process.env["BENCH_JOBS"] ?? 100);
+const heartbeatSeconds = Number(process.env["BENCH_HEARTBEAT_SECONDS"] ?? 5);
+const windowS = Number(process.env["BENCH_WINDOW_S"] ?? 10);
+const servicePath = "/gpuagent.agent.v1.AgentService";
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Resident memory of a process in MiB, from /proc. */
+function rssMb(pid: number): number {
+  const kb = Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0);
+  return kb / 1024;
+}
+
+/** gRPC length-prefixed message. */
+function frame(bytes: Uint8Array): Buffer {
+  const out = Buffer.alloc(5 + bytes.length);
+  out.writeUInt32BE(bytes.length, 1);
+  out.set(bytes, 5);
+  return out;
+}
+
+/** Splits a byte stream into gRPC messages. */
+function deframer(onMessage: (bytes: Uint8Array) => void): (chunk: Buffer) => void {
+  let buffer: Buffer = Buffer.alloc(0);
+  return (chunk) => {
+    buffer = buffer.length === 0 ? chunk : Buffer.concat([buffer, chunk]);
+    while (buffer.length >= 5) {
+      const length = buffer.readUInt32BE(1);
+      if (buffer.length < 5 + length) return;
+      onMessage(buffer.subarray(5, 5 + length));
+      buffer = buffer.subarray(5 + length);
+    }
+  };
+}
+
+async function json(url: string, init: RequestInit): Promise<Record<string, unknown>> {
+  const res = await fetch(url, init);
+  const body = (await res.json()) as Record<string, unknown>;
+  if (!res.ok) throw new Error(`${init.method ?? "GET"} ${url}: ${res.status} ${JSON.stringify(body)}`);
+  return body;
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight. */
+async function pool<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i]!, i);
+      }
+    }),
+  );
+  return out;
+}
+
+function percentile(values: number[], p: number): number {
+  if (values.length === 0) return 0;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+const capabilities = {
+  cpuCores: 8,
+  memoryMb: 16_384,
+  diskFreeMb: 100_000,
+  gpus: [{ index: 0, name: "bench-gpu", vramMb: 24_576, uuid: "", declared: true }],
+  os: "linux",
+  arch: "x64",
+  pythonVersion: "3.11",
+  hostname: "bench",
+  agentVersion: "bench",
+};
+
+/** Enroll over a short-lived HTTP/2 connection (a unary gRPC call). */
+function enroll(base: string, token: string): Promise<{ nodeId: string; credential: string }> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(base);
+    session.on("error", reject);
+    const req = session.request({ ":method": "POST", ":path": `${servicePath}/Enroll`, "content-type": "application/grpc", te: "trailers" });
+    let result: { nodeId: string; credential: string } | undefined;
+    req.on("data", deframer((bytes) => {
+      const res = fromBinary(EnrollResponseSchema, bytes);
+      result = { nodeId: res.nodeId, credential: res.nodeCredential };
+    }));
+    req.on("trailers", (trailers) => {
+      if (trailers["grpc-status"] !== "0") reject(new Error(`enroll: grpc-status ${String(trailers["grpc-status"])} ${String(trailers["grpc-message"])}`));
+    });
+    req.on("close", () => {
+      session.close();
+      if (result !== undefined) resolve(result);
+      else reject(new Error("enroll: no response"));
+    });
+    req.end(frame(toBinary(EnrollRequestSchema, create(EnrollRequestSchema, { token, capabilities }))));
+  });
+}
+
+/** One simulated agent: a Session stream that says Hello, acks, heartbeats and accepts. */
+class SimAgent {
+  heartbeatsAcked = 0;
+  private seq = 0n;
+  private readonly heartbeatSeqs = new Set<bigint>();
+  private stream: http2.ClientHttp2Stream | undefined;
+  private session: http2.ClientHttp2Session | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  readonly nodeId: string;
+  private readonly credential: string;
+  private readonly onAssign: (jobId: string, at: number) => void;
+  constructor(nodeId: string, credential: string, onAssign: (jobId: string, at: number) => void) {
+    this.nodeId = nodeId;
+    this.credential = credential;
+    this.onAssign = onAssign;
+  }
+
+  private send(body: SessionRequest["body"], seq?: bigint): void {
+    const s = seq ?? ++this.seq;
+    this.stream?.write(frame(toBinary(SessionRequestSchema, create(SessionRequestSchema, { seq: s, body }))));
+  }
+
+  open(base: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.session = http2.connect(base);
+      this.session.on("error", reject);
+      const stream = this.session.request({
+        ":method": "POST",
+        ":path": `${servicePath}/Session`,
+        "content-type": "application/grpc",
+        te: "trailers",
+        authorization: `Bearer ${this.credential}`,
+      });
+      this.stream = stream;
+      stream.on("error", reject);
+      stream.on("data", deframer((bytes) => {
+        const message: SessionResponse = fromBinary(SessionResponseSchema, bytes);
+        if (message.seq > 0n) this.send({ case: "ack", value: { $typeName: "gpuagent.agent.v1.Ack", seq: message.seq } }, 0n);
+        switch (message.body.case) {
+          case "welcome": {
+            const interval = (message.body.value.heartbeatIntervalSeconds || 10) * 1000;
+            // Spread the fleet's heartbeats over the interval, as independent homes would be.
+            setTimeout(() => {
+              this.timer = setInterval(() => this.heartbeat(), interval);
+              this.timer.unref();
+            }, Math.random() * interval).unref();
+            resolve();
+            break;
+          }
+          case "ack":
+            if (this.heartbeatSeqs.delete(message.body.value.seq)) this.heartbeatsAcked++;
+            break;
+          case "assign": {
+            const a = message.body.value;
+            this.onAssign(a.jobId, performance.now());
+            this.send({ case: "accepted", value: create(AcceptedSchema, { assignmentId: a.assignmentId, ...(a.unit === undefined ? {} : { unit: a.unit }) }) });
+            break;
+          }
+          default:
+            break;
+        }
+      }));
+      this.send({ case: "hello", value: { $typeName: "gpuagent.agent.v1.Hello", protocolVersion: 1, nodeId: this.nodeId, capabilities: { $typeName: "gpuagent.agent.v1.Capabilities", ...capabilities, gpus: capabilities.gpus.map((g) => ({ $typeName: "gpuagent.agent.v1.Gpu" as const, ...g })) }, running: [] } });
+    });
+  }
+
+  private heartbeat(): void {
+    const seq = ++this.seq;
+    this.heartbeatSeqs.add(seq);
+    this.send({ case: "heartbeat", value: { $typeName: "gpuagent.agent.v1.Heartbeat", diskFreeMb: 100_000, gpus: [], running: [] } }, seq);
+  }
+
+  close(): void {
+    if (this.timer !== undefined) clearInterval(this.timer);
+    this.stream?.close();
+    this.session?.close();
+  }
+}
+
+const dataDir = await mkdtemp(join(tmpdir(), "bench-agents-"));
+const adminToken = randomUUID() + randomUUID();
+const port = await freePort();
+const scheduler: ChildProcess = spawn(process.execPath, [join(root, "cmd", "scheduler.ts")], {
+  env: {
+    ...process.env,
+    PORT: String(port),
+    GPU_AGENT_DATA_DIR: dataDir,
+    GPU_AGENT_ADMIN_TOKEN: adminToken,
+    LOG_LEVEL: "warn",
+    GPU_AGENT_HEARTBEAT_SECONDS: String(heartbeatSeconds),
+    GPU_AGENT_LIMIT_JOBS_PER_MINUTE: "1000000",
+    GPU_AGENT_LIMIT_ACTIVE_JOBS: "1000000",
+    GPU_AGENT_LIMIT_UNITS_PER_DAY: "100000000",
+    GPU_AGENT_LIMIT_REQUESTS_PER_MINUTE: "100000000",
+  },
+  stdio: ["ignore", "ignore", "inherit"],
+});
+const agents: SimAgent[] = [];
+try {
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    if (await fetch(`${base}/readyz`).then((r) => r.ok, () => false)) break;
+    if (i > 600) throw new Error("the scheduler did not become ready");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const admin = { authorization: `Bearer ${adminToken}`, "content-type": "application/json" };
+
+  // Enrollment: one-time tokens from the admin API, exchanged over AgentService.Enroll.
+  const identities = await pool(Array.from({ length: agentsWanted }), 16, async () => {
+    const token = (await json(`${base}/api/v1/admin/enrollment-tokens`, { method: "POST", headers: admin, body: JSON.stringify({ trust_level: "controlled" }) }))["token"] as string;
+    return enroll(base, token);
+  });
+
+  // A customer, its dataset and package, for the assignment latency.
+  const customer = await json(`${base}/api/v1/admin/customers`, { method: "POST", headers: admin, body: JSON.stringify({ email: "bench@example.com", password: "bench-password", credits: 1_000_000_000 }) });
+  const key = customer["api_key"] as string;
+  const upload = async (kind: string, bytes: Buffer) => {
+    const created = await json(`${base}/api/v1/customer/${kind}`, {
+      method: "POST",
+      headers: { "x-api-key": key, "content-type": "application/json" },
+      body: JSON.stringify({ name: "bench", size_bytes: bytes.length, sha256: createHash("sha256").update(bytes).digest("hex") }),
+    });
+    await fetch(created["upload_url"] as string, { method: "PUT", body: bytes });
+    await json(`${base}/api/v1/customer/${kind}/${created["id"] as string}/finalize`, { method: "POST", headers: { "x-api-key": key, "content-type": "application/json" }, body: "{}" });
+    return created["id"] as string;
+  };
+  const datasetId = await upload("datasets", await readFile(join(root, "examples", "tiny-mlp", "dataset.csv")));
+  await zipDirectory(join(root, "examples", "tiny-mlp", "package"), join(dataDir, "package.zip"));
+  const packageId = await upload("training-packages", await readFile(join(dataDir, "package.zip")));
+
+  await new Promise((r) => setTimeout(r, 1000));
+  const rssBefore = rssMb(scheduler.pid!);
+
+  // Streams: Hello → Welcome for every agent, a few dozen at a time.
+  // First Assign arrival per job; it may beat the 201 (the placer runs as soon as the job commits).
+  const arrivals = new Map<string, number>();
+  let notify: (() => void) | undefined;
+  const onAssign = (jobId: string, at: number) => {
+    if (!arrivals.has(jobId)) arrivals.set(jobId, at);
+    notify?.();
+  };
+  const connectStarted = performance.now();
+  await pool(identities, 64, async (id) => {
+    const agent = new SimAgent(id.nodeId, id.credential, onAssign);
+    await agent.open(base);
+    agents.push(agent);
+  });
+  const connectSeconds = (performance.now() - connectStarted) / 1000;
+
+  // Let every agent reach its heartbeat rhythm, then count acknowledged heartbeats over a window.
+  await new Promise((r) => setTimeout(r, (heartbeatSeconds + 1) * 1000));
+  const ackedBefore = agents.reduce((n, a) => n + a.heartbeatsAcked, 0);
+  await new Promise((r) => setTimeout(r, windowS * 1000));
+  const heartbeatsPerS = (agents.reduce((n, a) => n + a.heartbeatsAcked, 0) - ackedBefore) / windowS;
+  const rssAfter = rssMb(scheduler.pid!);
+
+  // Assignment latency: job submitted → Assign of its first unit on some agent's stream.
+  const jobBody = JSON.stringify({ name: "bench", dataset_id: datasetId, training_package_id: packageId, required_vram_mb: 8000, max_runtime_seconds: 60 });
+  const latencies: number[] = [];
+  for (let i = 0; i < jobsWanted; i++) {
+    const started = performance.now();
+    const job = await json(`${base}/api/v1/customer/training-jobs`, { method: "POST", headers: { "x-api-key": key, "content-type": "application/json" }, body: jobBody });
+    const jobId = job["id"] as string;
+    const deadline = performance.now() + 10_000;
+    while (!arrivals.has(jobId) && performance.now() < deadline) {
+      await new Promise<void>((resolve) => {
+        notify = resolve;
+        setTimeout(resolve, 50);
+      });
+    }
+    const at = arrivals.get(jobId) ?? Number.NaN;
+    if (Number.isFinite(at)) latencies.push(at - started);
+    await json(`${base}/api/v1/customer/training-jobs/${jobId}/cancel`, { method: "POST", headers: { "x-api-key": key, "content-type": "application/json" }, body: "{}" });
+  }
+  const missed = jobsWanted - latencies.length;
+  if (missed > 0) process.stderr.write(`warning: ${missed} jobs saw no Assign within 10 s\n`);
+
+  process.stdout.write(
+    `${JSON.stringify({
+      agents: agents.length,
+      rss_mb: Math.round(rssAfter),
+      kib_per_stream: Math.round(((rssAfter - rssBefore) * 1024) / Math.max(1, agents.length)),
+      heartbeats_per_s: Math.round(heartbeatsPerS),
+      assign_p99_ms: Number(percentile(latencies, 99).toFixed(1)),
+      assign_p50_ms: Number(percentile(latencies, 50).toFixed(1)),
+      connect_s: Number(connectSeconds.toFixed(1)),
+      heartbeat_interval_s: heartbeatSeconds,
+      jobs: latencies.length,
+      database: "embedded (PGlite)",
+    })}\n`,
+  );
+} finally {
+  for (const a of agents) a.close();
+  scheduler.kill("SIGTERM");
+  await new Promise((r) => setTimeout(r, 1000));
+  await rm(dataDir, { recursive: true, force: true });
+}

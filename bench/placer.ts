@@ -1,0 +1,163 @@
+// npm run bench:placer — the placer against first-fit and random-feasible on
+// seeded home clusters, in one run on the same inputs. Prints one JSON line
+// per scenario (see src/placer/README.md, "Benchmark", for every field).
+//
+//   BENCH_SCENARIOS=small,1k,10k   which scenarios (default all three)
+//   BENCH_MAX_SCORED=32            the placer's cap on scored nodes per unit
+import { createPlacer, fairOrder, placeUnits } from "../src/placer/index.ts";
+import type { NodeSnapshot, Placement, UnitRequest } from "../src/placer/types.ts";
+import { applyPlacements, firstFit, flatten, randomFeasible, strandedVramPct } from "./placer/baselines.ts";
+import { exactBound, relaxationBound } from "./placer/bounds.ts";
+import { generateNodes, generateUnits, rngOf } from "./placer/generate.ts";
+
+interface Scenario {
+  name: string;
+  nodes: number;
+  units: number;
+  cycleSize: number;
+  exact: boolean;
+}
+
+const scenarios: Scenario[] = [
+  { name: "small", nodes: 5, units: 30, cycleSize: 30, exact: true },
+  { name: "1k", nodes: 1_000, units: 10_000, cycleSize: 1_000, exact: false },
+  { name: "10k", nodes: 10_000, units: 100_000, cycleSize: 1_000, exact: false },
+];
+const wanted = (process.env["BENCH_SCENARIOS"] ?? "small,1k,10k").split(",");
+const maxScored = Number(process.env["BENCH_MAX_SCORED"] ?? 32);
+const datasets = 50;
+
+function quantile(sorted: Float64Array, q: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] as number;
+}
+
+const round = (x: number, digits = 4) => Math.round(x * 10 ** digits) / 10 ** digits;
+
+/** Copies of the nodes touched by a cycle's placements, with their free resources reduced (the evolving snapshot). */
+function applyToSnapshot(current: NodeSnapshot[], at: Map<string, number>, byId: Map<string, UnitRequest>, placements: readonly Placement[]): void {
+  for (const p of placements) {
+    const i = at.get(p.nodeId) as number;
+    const node = current[i] as NodeSnapshot;
+    const unit = byId.get(p.unitId) as UnitRequest;
+    current[i] = {
+      ...node,
+      freeCpuCores: node.freeCpuCores - unit.cpuCores,
+      freeMemoryMb: node.freeMemoryMb - unit.memoryMb,
+      diskFreeMb: node.diskFreeMb - unit.diskMb,
+      gpus: node.gpus.map((g) => (g.index === p.gpuIndex ? { ...g, freeVramMb: g.freeVramMb - unit.vramMb } : g)),
+    };
+  }
+}
+
+function run(s: Scenario): Record<string, unknown> {
+  const rng = rngOf(`bench-${s.name}`);
+  const nodes = generateNodes(rng, s.nodes, datasets);
+  const units = generateUnits(rng, s.units, nodes, datasets);
+  const byId = new Map(units.map((u) => [u.id, u]));
+  // Arrival order; each cycle takes the next ≤ cycleSize ready units.
+  const cycles: UnitRequest[][] = [];
+  for (let i = 0; i < units.length; i += s.cycleSize) cycles.push(units.slice(i, i + s.cycleSize));
+
+  // The placer, long-lived across cycles: per-decision timings.
+  const buildStart = process.hrtime.bigint();
+  const placer = createPlacer({ nodes });
+  const buildNs = Number(process.hrtime.bigint() - buildStart);
+  const perDecision = new Float64Array(units.length);
+  const setupNs: number[] = [];
+  const placements: Placement[] = [];
+  const unplaced: UnitRequest[] = [];
+  let k = 0;
+  let totalNs = 0;
+  cycles.forEach((batch, c) => {
+    const t0 = process.hrtime.bigint();
+    placer.startCycle({ seed: `cycle-${c}`, maxScored });
+    const ordered = fairOrder(batch);
+    const t1 = process.hrtime.bigint();
+    setupNs.push(Number(t1 - t0));
+    totalNs += Number(t1 - t0);
+    for (const unit of ordered) {
+      const a = process.hrtime.bigint();
+      const d = placer.decide(unit);
+      const ns = Number(process.hrtime.bigint() - a);
+      perDecision[k++] = ns;
+      totalNs += ns;
+      if (d.placed) placements.push(d.placement);
+      else unplaced.push(unit);
+    }
+  });
+  const sorted = perDecision.slice().sort();
+  const setupSorted = Float64Array.from(setupNs).sort();
+
+  // The same cycles through placeUnits on a fresh snapshot each cycle (how the scheduling loop calls it today).
+  const current = [...nodes];
+  const at = new Map(nodes.map((n, i) => [n.id, i]));
+  let freshNs = 0;
+  let freshPlaced = 0;
+  cycles.forEach((batch, c) => {
+    const t0 = process.hrtime.bigint();
+    const result = placeUnits({ nodes: current }, batch, { seed: `cycle-${c}`, maxScored });
+    freshNs += Number(process.hrtime.bigint() - t0);
+    freshPlaced += result.placements.length;
+    applyToSnapshot(current, at, byId, result.placements);
+  });
+  if (freshPlaced !== placements.length) throw new Error(`fresh-snapshot placer placed ${freshPlaced}, long-lived ${placements.length}`);
+
+  // What the placer left, checked independently: nothing over-committed.
+  const left = flatten(nodes);
+  applyPlacements(left, byId, placements);
+  for (const xs of [left.cpu, left.mem, left.disk, left.gpuFree]) {
+    if (xs.some((x) => x < 0)) throw new Error("placer over-committed a node");
+  }
+
+  // Baselines, same cycles, same fair order within a cycle.
+  const ff = flatten(nodes);
+  const ffUnplaced = cycles.flatMap((batch) => firstFit(ff, fairOrder(batch)));
+  const rnd = flatten(nodes);
+  const rndRng = rngOf(`random-${s.name}`);
+  const rndUnplaced = cycles.flatMap((batch) => randomFeasible(rnd, fairOrder(batch), rndRng));
+
+  const boundStart = process.hrtime.bigint();
+  const bound = s.exact ? exactBound(nodes, units) : { value: relaxationBound(nodes, units), exact: false };
+  const boundMs = Number(process.hrtime.bigint() - boundStart) / 1e6;
+
+  const live = nodes.filter((n) => n.schedulable);
+  const freeVram = live.reduce((a, n) => a + n.gpus.reduce((b, g) => b + g.freeVramMb, 0), 0);
+  const freeCpu = live.reduce((a, n) => a + n.freeCpuCores, 0);
+  const placed = placements.length;
+  return {
+    scenario: s.name,
+    nodes: s.nodes,
+    units: s.units,
+    gpus: nodes.reduce((a, n) => a + n.gpus.length, 0),
+    cycles: cycles.length,
+    cycle_size: s.cycleSize,
+    max_scored: maxScored,
+    vram_load: round(units.reduce((a, u) => a + u.vramMb, 0) / freeVram, 3),
+    cpu_load: round(units.reduce((a, u) => a + u.cpuCores, 0) / freeCpu, 3),
+    decisions_per_s: Math.round(units.length / (totalNs / 1e9)),
+    p50_decision_ms: round(quantile(sorted, 0.5) / 1e6),
+    p99_decision_ms: round(quantile(sorted, 0.99) / 1e6),
+    max_decision_ms: round(quantile(sorted, 1) / 1e6),
+    cycle_setup_p99_ms: round(quantile(setupSorted, 0.99) / 1e6),
+    index_build_ms: round(buildNs / 1e6, 2),
+    decisions_per_s_fresh_snapshot: Math.round(units.length / (freshNs / 1e9)),
+    placed,
+    placed_first_fit: units.length - ffUnplaced.length,
+    placed_random: units.length - rndUnplaced.length,
+    upper_bound: bound.value,
+    upper_bound_kind: bound.exact ? "exact" : "relaxation",
+    upper_bound_ms: round(boundMs, 1),
+    packing_ratio: round(placed / bound.value),
+    packing_ratio_first_fit: round((units.length - ffUnplaced.length) / bound.value),
+    packing_ratio_random: round((units.length - rndUnplaced.length) / bound.value),
+    stranded_vram_pct: round(strandedVramPct(left, unplaced), 3),
+    stranded_vram_pct_first_fit: round(strandedVramPct(ff, ffUnplaced), 3),
+    stranded_vram_pct_random: round(strandedVramPct(rnd, rndUnplaced), 3),
+  };
+}
+
+for (const s of scenarios) {
+  if (!wanted.includes(s.name)) continue;
+  console.log(JSON.stringify(run(s)));
+}

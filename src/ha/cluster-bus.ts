@@ -1,0 +1,208 @@
+/**
+ * Messages between replicas, for what must reach the replica that holds a node's agent stream:
+ * "dispatch this node's assignments", "cancel this attempt", "drain this node", "close this node's stream", and "wake the
+ * placer" (the leader may be another replica than the one that took the job).
+ *
+ * On PostgreSQL they travel by `NOTIFY` (sent through the pool) and are received by `LISTEN` on one
+ * dedicated connection per replica. NOTIFY is delivered only to sessions listening at the time, so a
+ * replica whose listening connection dropped misses messages: it reconnects with backoff and then calls
+ * `onResync`, and every replica also re-scans periodically (see ha/cluster-sessions.ts). On the embedded
+ * database there is one replica only, so messages are delivered in-process.
+ */
+import pg from "pg";
+import type { Logger } from "pino";
+import type { Clock } from "../platform/clock.ts";
+import type { Sql } from "../store/database.ts";
+
+/** A message to the replicas. */
+export type ClusterMessage =
+  | { type: "dispatch"; nodeId: string }
+  | { type: "cancel"; nodeId: string; unitId: string; attempt: number; reason: string }
+  | { type: "drain"; nodeId: string; reason: string }
+  | { type: "close-stream"; nodeId: string }
+  | { type: "wake" };
+
+/** Publish and subscribe; a replica receives its own messages once (in-process, never again via NOTIFY). */
+export interface ClusterBus {
+  /** Sends to every replica, this one included. Never throws: a lost message is caught up by the re-scan. */
+  publish(message: ClusterMessage): void;
+  /** Registers the handler (one per replica). */
+  subscribe(handler: (message: ClusterMessage) => void): void;
+  /** Stops listening. */
+  close(): Promise<void>;
+}
+
+/** The NOTIFY channel. */
+export const clusterChannel = "gpuagent_cluster";
+
+/** PostgreSQL caps a NOTIFY payload at 8000 bytes; reasons are cut well below that. */
+const maxReasonLength = 300;
+
+/** Parses a received payload; undefined for anything malformed (logged by the caller). */
+export function parseEnvelope(payload: string): { from: string; message: ClusterMessage } | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(payload);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== "object" || value === null) return undefined;
+  const v = value as Record<string, unknown>;
+  const str = (k: string) => (typeof v[k] === "string" ? (v[k] as string) : undefined);
+  const from = str("from");
+  if (from === undefined) return undefined;
+  switch (v["type"]) {
+    case "wake":
+      return { from, message: { type: "wake" } };
+    case "dispatch":
+    case "close-stream": {
+      const nodeId = str("nodeId");
+      return nodeId === undefined ? undefined : { from, message: { type: v["type"], nodeId } };
+    }
+    case "drain": {
+      const nodeId = str("nodeId");
+      return nodeId === undefined ? undefined : { from, message: { type: "drain", nodeId, reason: str("reason") ?? "" } };
+    }
+    case "cancel": {
+      const nodeId = str("nodeId");
+      const unitId = str("unitId");
+      const attempt = v["attempt"];
+      if (nodeId === undefined || unitId === undefined || typeof attempt !== "number" || !Number.isInteger(attempt)) return undefined;
+      return { from, message: { type: "cancel", nodeId, unitId, attempt, reason: str("reason") ?? "" } };
+    }
+    default:
+      return undefined;
+  }
+}
+
+function envelope(from: string, message: ClusterMessage): string {
+  const m = message.type === "cancel" || message.type === "drain" ? { ...message, reason: message.reason.slice(0, maxReasonLength) } : message;
+  return JSON.stringify({ from, ...m });
+}
+
+/** The single-replica bus (embedded database): delivery in-process only. */
+export function createLocalBus(logger: Logger): ClusterBus {
+  let handler: ((message: ClusterMessage) => void) | undefined;
+  return {
+    publish(message) {
+      // Asynchronous like a NOTIFY, so a publisher never re-enters its own handler mid-operation.
+      queueMicrotask(() => {
+        try {
+          handler?.(message);
+        } catch (error) {
+          logger.error({ err: error }, "cluster message handler failed");
+        }
+      });
+    },
+    subscribe(h) {
+      handler = h;
+    },
+    async close() {
+      handler = undefined;
+    },
+  };
+}
+
+/** Options of {@link createPgBus}. */
+export interface PgBusOptions {
+  /** The PostgreSQL URL (the listening connection is opened separately from the pool). */
+  url: string;
+  /** Where NOTIFYs are sent (the pool). */
+  sql: Sql;
+  replicaId: string;
+  clock: Clock;
+  logger: Logger;
+  /** Called after the listening connection (re)connects: messages sent meanwhile were missed. */
+  onResync?: () => void;
+}
+
+/** The multi-replica bus over LISTEN/NOTIFY; resolves once the first LISTEN is in place. */
+export async function createPgBus(options: PgBusOptions): Promise<ClusterBus> {
+  const { url, sql, replicaId, clock, logger } = options;
+  let handler: ((message: ClusterMessage) => void) | undefined;
+  const stop = new AbortController();
+  let client: pg.Client | undefined;
+
+  const deliver = (message: ClusterMessage) => {
+    try {
+      handler?.(message);
+    } catch (error) {
+      logger.error({ err: error }, "cluster message handler failed");
+    }
+  };
+
+  const connect = async (): Promise<pg.Client> => {
+    const c = new pg.Client({ connectionString: url, application_name: `gpu-agent-listen-${replicaId}`.slice(0, 63) });
+    c.on("notification", (n) => {
+      if (n.channel !== clusterChannel || n.payload === undefined) return;
+      const parsed = parseEnvelope(n.payload);
+      if (parsed === undefined) {
+        logger.warn({ payload: n.payload.slice(0, 200) }, "malformed cluster message ignored");
+        return;
+      }
+      // Our own messages were delivered in-process when published.
+      if (parsed.from !== replicaId) deliver(parsed.message);
+    });
+    await c.connect();
+    await c.query(`LISTEN ${clusterChannel}`);
+    return c;
+  };
+
+  // Keeps one listening connection; on loss, reconnects with capped backoff and asks for a re-scan.
+  const keepListening = async (first: pg.Client) => {
+    let current: pg.Client | undefined = first;
+    let backoffMs = 100;
+    while (!stop.signal.aborted) {
+      if (current === undefined) {
+        try {
+          current = await connect();
+          client = current;
+          backoffMs = 100;
+          logger.info("cluster bus: listening again; re-scanning");
+          options.onResync?.();
+        } catch (error) {
+          logger.warn({ err: error }, "cluster bus: cannot listen; retrying");
+          await clock.sleep(backoffMs, stop.signal).catch(() => undefined);
+          backoffMs = Math.min(backoffMs * 2, 5000);
+          continue;
+        }
+      }
+      const c: pg.Client = current;
+      await new Promise<void>((resolve) => {
+        const done = () => resolve();
+        c.once("error", (error: Error) => {
+          if (!stop.signal.aborted) logger.warn({ err: error }, "cluster bus: listening connection failed");
+          done();
+        });
+        c.once("end", done);
+        stop.signal.addEventListener("abort", done, { once: true });
+      });
+      await c.end().catch(() => undefined);
+      current = undefined;
+      client = undefined;
+    }
+  };
+
+  const first = await connect();
+  client = first;
+  const listening = keepListening(first);
+
+  return {
+    publish(message) {
+      // The local replica may hold the stream itself: deliver here without a round trip.
+      queueMicrotask(() => deliver(message));
+      sql.query(`SELECT pg_notify($1, $2)`, [clusterChannel, envelope(replicaId, message)]).catch((error: unknown) => {
+        logger.warn({ err: error, type: message.type }, "cluster bus: NOTIFY failed; the periodic re-scan will catch up");
+      });
+    },
+    subscribe(h) {
+      handler = h;
+    },
+    async close() {
+      handler = undefined;
+      stop.abort();
+      await client?.end().catch(() => undefined);
+      await listening;
+    },
+  };
+}

@@ -1,0 +1,175 @@
+/**
+ * The unit state machine against a real (in-memory PGlite) database: a late
+ * Finished of an old attempt changes nothing, only the customer's code uses
+ * up its attempts, attempts lost to nodes are re-placed at no cost within
+ * their own budget, and each unit is debited once.
+ */
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import type { FinishOutcome } from "../../src/jobs/lifecycle.ts";
+import { applyAccepted, applyFinished, maxNodeFailures, requeueUnitsOfNode, takeBackSilentNode } from "../../src/jobs/lifecycle.ts";
+import { defaultRates } from "../../src/platform/config.ts";
+import type { Database } from "../../src/store/database.ts";
+import { openDatabase } from "../../src/store/database.ts";
+
+const now = new Date("2030-01-01T00:00:00Z");
+
+interface Fixture {
+  customerId: string;
+  jobId: string;
+  unitId: string;
+  nodes: string[];
+}
+
+async function seed(db: Database): Promise<Fixture> {
+  const customerId = randomUUID();
+  const datasetId = randomUUID();
+  const packageId = randomUUID();
+  const jobId = randomUUID();
+  const unitId = randomUUID();
+  await db.query(`INSERT INTO customers (id, email, password_hash) VALUES ($1, $2, 'x')`, [customerId, `${customerId}@example.com`]);
+  await db.query(
+    `INSERT INTO datasets (id, customer_id, name, size_bytes, sha256, status, blob_key, upload_expires_at) VALUES ($1, $2, 'd', 1, 'h', 'ready', 'k', now())`,
+    [datasetId, customerId],
+  );
+  await db.query(
+    `INSERT INTO training_packages (id, customer_id, name, size_bytes, sha256, entrypoint, status, blob_key, upload_expires_at)
+     VALUES ($1, $2, 'p', 1, 'h', 'train.py', 'ready', 'k', now())`,
+    [packageId, customerId],
+  );
+  await db.query(
+    `INSERT INTO training_jobs (id, customer_id, name, dataset_id, training_package_id, status, required_vram_mb, required_disk_mb, max_runtime_seconds, sensitivity)
+     VALUES ($1, $2, 'j', $3, $4, 'queued', 1024, 1024, 600, 'public')`,
+    [jobId, customerId, datasetId, packageId],
+  );
+  await db.query(
+    `INSERT INTO compute_units (id, job_id, customer_id, name, kind, status, entrypoint, attempt, max_attempts) VALUES ($1, $2, $3, 'train', 'cpu', 'ready', 'train.py', 1, 3)`,
+    [unitId, jobId, customerId],
+  );
+  const nodes: string[] = [];
+  for (let i = 0; i < 8; i++) {
+    const id = randomUUID();
+    await db.query(`INSERT INTO nodes (id, trust_level, state, credential_hash, last_heartbeat_at) VALUES ($1, 'controlled', 'online', $2, $3)`, [
+      id,
+      `hash-${id}`,
+      now,
+    ]);
+    nodes.push(id);
+  }
+  return { customerId, jobId, unitId, nodes };
+}
+
+interface UnitState {
+  status: string;
+  attempt: number;
+  code_failures: number;
+  node_failures: number;
+  exit_code: number | null;
+  error: string;
+  excluded_node_ids: string[];
+}
+
+describe("unit lifecycle: attempts, failures and late events", () => {
+  let db: Database;
+  let f: Fixture;
+
+  beforeEach(async () => {
+    db = await openDatabase({});
+    f = await seed(db);
+  });
+  afterEach(async () => {
+    await db.close();
+  });
+
+  const unit = async (): Promise<UnitState> =>
+    (await db.query<UnitState>(`SELECT status, attempt, code_failures, node_failures, exit_code, error, excluded_node_ids FROM compute_units WHERE id = $1`, [f.unitId]))[0]!;
+  const job = async () => (await db.query<{ status: string; error: string }>(`SELECT status, error FROM training_jobs WHERE id = $1`, [f.jobId]))[0]!;
+  const debits = async () => (await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ledger_entries WHERE compute_unit_id = $1 AND kind = 'debit'`, [f.unitId]))[0]!.n;
+
+  /** What the placer commits: the ready unit on `nodeId`, then the agent's Accepted. */
+  async function placeAndAccept(nodeId: string): Promise<number> {
+    const [row] = await db.query<{ attempt: number }>(
+      `UPDATE compute_units SET status = 'assigned', node_id = $2, assignment_id = $3, assigned_at = $4 WHERE id = $1 AND status = 'ready' RETURNING attempt`,
+      [f.unitId, nodeId, randomUUID(), now],
+    );
+    assert.ok(row, "the unit was ready to place");
+    await applyAccepted(db, nodeId, { unitId: f.unitId, attempt: row.attempt }, now);
+    return row.attempt;
+  }
+
+  const finish = (nodeId: string, attempt: number, outcome: FinishOutcome, exitCode = 0, error = "") =>
+    applyFinished(db, nodeId, { unitId: f.unitId, attempt }, { outcome, exitCode, error, runSeconds: 5 }, defaultRates, now);
+
+  it("ignores a late Finished of an attempt taken back from a lost node, and debits the unit once", async () => {
+    const [a, b] = [f.nodes[0]!, f.nodes[1]!];
+    const first = await placeAndAccept(a);
+    // Node a goes silent: the sweeper takes its unit back (attempt + 1, avoiding a).
+    const taken = await takeBackSilentNode(db, a, new Date(now.getTime() + 1000), now);
+    assert.deepEqual(taken, [{ unitId: f.unitId, attempt: first }]);
+    let u = await unit();
+    assert.deepEqual([u.status, u.attempt, u.node_failures, u.code_failures], ["ready", 2, 1, 0]);
+    assert.deepEqual(u.excluded_node_ids, [a]);
+    const second = await placeAndAccept(b);
+    // Node a comes back and reports the old attempt: nothing changes, nothing is debited.
+    await finish(a, first, "succeeded");
+    await finish(a, first, "failed", 1, "boom");
+    u = await unit();
+    assert.deepEqual([u.status, u.attempt, u.code_failures], ["running", 2, 0]);
+    assert.equal(await debits(), 0);
+    // The current attempt completes, and a resent Finished changes nothing twice.
+    await finish(b, second, "succeeded");
+    await finish(b, second, "succeeded");
+    assert.equal((await unit()).status, "completed");
+    assert.equal((await job()).status, "completed");
+    assert.equal(await debits(), 1);
+  });
+
+  it("fails the unit and the job after max_attempts failures of the customer's code, with the exit code and stderr", async () => {
+    for (let i = 0; i < 3; i++) {
+      const attempt = await placeAndAccept(f.nodes[i]!);
+      await finish(f.nodes[i]!, attempt, "failed", 3, "exit code 3\nTraceback: ValueError: bad config");
+    }
+    const u = await unit();
+    assert.deepEqual([u.status, u.attempt, u.code_failures, u.exit_code], ["failed", 3, 3, 3]);
+    assert.match(u.error, /ValueError: bad config/);
+    const j = await job();
+    assert.equal(j.status, "failed");
+    assert.match(j.error, /compute unit "train" failed: its code failed 3 time\(s\) \(max_attempts 3\)/);
+    assert.match(j.error, /ValueError: bad config/);
+    assert.equal(await debits(), 0);
+  });
+
+  it("re-places attempts lost to nodes without using up the customer's attempts", async () => {
+    let n = 0;
+    // Two code failures, interleaved with node errors and a lost node.
+    let attempt = await placeAndAccept(f.nodes[n]!);
+    await finish(f.nodes[n++]!, attempt, "failed", 1, "exit code 1");
+    attempt = await placeAndAccept(f.nodes[n]!);
+    await finish(f.nodes[n++]!, attempt, "node_error", 0, "download failed");
+    attempt = await placeAndAccept(f.nodes[n]!);
+    await requeueUnitsOfNode(db, f.nodes[n++]!, "the node restarted and lost the unit", { now });
+    attempt = await placeAndAccept(f.nodes[n]!);
+    await finish(f.nodes[n++]!, attempt, "failed", 1, "exit code 1");
+    let u = await unit();
+    assert.deepEqual([u.status, u.attempt, u.code_failures, u.node_failures], ["ready", 5, 2, 2]);
+    // The third try of the code succeeds: the customer is charged once.
+    attempt = await placeAndAccept(f.nodes[n]!);
+    await finish(f.nodes[n]!, attempt, "succeeded");
+    u = await unit();
+    assert.equal(u.status, "completed");
+    assert.equal((await job()).status, "completed");
+    assert.equal(await debits(), 1);
+  });
+
+  it(`fails a unit that loses ${maxNodeFailures} attempts to nodes, saying so`, async () => {
+    for (let i = 0; i < maxNodeFailures; i++) {
+      const attempt = await placeAndAccept(f.nodes[i]!);
+      await finish(f.nodes[i]!, attempt, "node_error", 137, "agent shut down before the unit finished");
+    }
+    const u = await unit();
+    assert.deepEqual([u.status, u.code_failures, u.node_failures], ["failed", 0, maxNodeFailures]);
+    const j = await job();
+    assert.equal(j.status, "failed");
+    assert.match(j.error, new RegExp(`${maxNodeFailures} attempts were lost to nodes`));
+  });
+});
