@@ -3,6 +3,7 @@
  * job life cycle, map rows to protos. It never knows whether REST, Connect or
  * gRPC called it; errors are ApiErrors with seed codes.
  */
+import { optionalTimestamp } from "./proto-time.ts";
 import { createHash } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate, timestampNow } from "@bufbuild/protobuf/wkt";
@@ -60,7 +61,7 @@ const jobStatuses = new Set(["queued", "running", "completed", "failed", "cancel
 const sha256Pattern = /^[0-9a-f]{64}$/;
 const idempotencyKeyPattern = /^[A-Za-z0-9._:-]{8,128}$/;
 
-const ts = (d: Date | null | undefined) => (d === null || d === undefined ? undefined : timestampFromDate(d));
+const ts = optionalTimestamp;
 
 function requireName(value: string, what: string): string {
   const name = value.trim();

@@ -11,8 +11,10 @@ import { join } from "node:path";
 import { pino } from "pino";
 import type { ControlPlane } from "../../src/control-plane.ts";
 import { startControlPlane } from "../../src/control-plane.ts";
+import type { RequestLimitOptions } from "../../src/limits/request-limits.ts";
+import type { WebhookDispatcherOptions } from "../../src/webhooks/dispatcher.ts";
 import type { Clock } from "../../src/platform/clock.ts";
-import type { AgentsConfig } from "../../src/platform/config.ts";
+import type { AgentsConfig, LimitsConfig } from "../../src/platform/config.ts";
 import { defaultAgents, defaultLimits, defaultRates } from "../../src/platform/config.ts";
 
 const repoRoot = join(import.meta.dirname, "..", "..");
@@ -26,13 +28,21 @@ export interface TestControlPlane {
   stop(): Promise<void>;
 }
 
+/** Options of {@link startTestControlPlane}; everything optional, defaults as in production. */
+export interface TestControlPlaneOptions {
+  databaseUrl?: string;
+  clock?: Clock;
+  agents?: Partial<AgentsConfig>;
+  limits?: Partial<LimitsConfig>;
+  requestLimit?: RequestLimitOptions;
+  webhooks?: WebhookDispatcherOptions;
+}
+
 /**
  * Starts a control plane on a free loopback port (on the system clock unless `clock` is given).
  * `agents` overrides agent timings (heartbeat, unreachable grace, ack timeout, attempts).
  */
-export async function startTestControlPlane(
-  options: { databaseUrl?: string; clock?: Clock; agents?: Partial<AgentsConfig> } = {},
-): Promise<TestControlPlane> {
+export async function startTestControlPlane(options: TestControlPlaneOptions = {}): Promise<TestControlPlane> {
   const dataDir = await mkdtemp(join(tmpdir(), "gpu-agent-cp-"));
   const adminToken = "test-admin-token-" + createHash("sha256").update(dataDir).digest("hex").slice(0, 16);
   const plane = await startControlPlane(
@@ -47,7 +57,7 @@ export async function startTestControlPlane(
       adminToken,
       blobDir: join(dataDir, "blobs"),
       placementIntervalMs: 200,
-      limits: defaultLimits,
+      limits: { ...defaultLimits, ...options.limits },
       rates: defaultRates,
       agents: { ...defaultAgents, heartbeatIntervalSeconds: 1, ...options.agents },
       build: "test",
@@ -55,6 +65,8 @@ export async function startTestControlPlane(
     {
       logger: pino({ level: process.env["TEST_LOG_LEVEL"] ?? "silent" }),
       ...(options.clock === undefined ? {} : { clock: options.clock }),
+      ...(options.requestLimit === undefined ? {} : { requestLimit: options.requestLimit }),
+      ...(options.webhooks === undefined ? {} : { webhooks: options.webhooks }),
     },
   );
   return {

@@ -8,6 +8,7 @@
  * API keys are managed only from a signed-in session: a leaked key must not be
  * able to mint more keys or revoke the owner's.
  */
+import { optionalTimestamp } from "../proto-time.ts";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
@@ -59,7 +60,7 @@ function dummyPasswordHash(): Promise<string> {
   return dummyHash;
 }
 
-const ts = (d: Date | null | undefined) => (d === null || d === undefined ? undefined : timestampFromDate(d));
+const ts = optionalTimestamp;
 
 function apiKeyMessage(row: ApiKeyRow): MessageInitShape<typeof ApiKeySchema> {
   // Never the hash, never the plaintext: only what lets a person recognise the key.
