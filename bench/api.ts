@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createRequire } from "node:module";
 import { zipDirectory } from "../src/cli/files.ts";
+import { startPostgres } from "../test/support/postgres.ts";
 
 interface AutocannonResult {
   requests: { average: number };
@@ -63,6 +64,8 @@ async function upload(base: string, key: string, kind: string, bytes: Buffer): P
   return created["id"] as string;
 }
 
+// BENCH_POSTGRES=1 runs the server on a throwaway PostgreSQL (production's database) instead of PGlite.
+const postgres = process.env["BENCH_POSTGRES"] === "1" ? await startPostgres() : undefined;
 const dataDir = await mkdtemp(join(tmpdir(), "bench-api-"));
 const adminToken = randomUUID() + randomUUID();
 const port = await freePort();
@@ -71,6 +74,7 @@ const scheduler = spawn(process.execPath, [join(root, "cmd", "scheduler.ts")], {
     ...process.env,
     PORT: String(port),
     GPU_AGENT_DATA_DIR: dataDir,
+    ...(postgres === undefined ? {} : { DATABASE_URL: postgres.url }),
     GPU_AGENT_ADMIN_TOKEN: adminToken,
     LOG_LEVEL: "warn",
     GPU_AGENT_LIMIT_JOBS_PER_MINUTE: "1000000",
@@ -125,7 +129,7 @@ try {
       p99_ms: getRun.latency.p99,
       connections,
       duration_s: durationS,
-      database: "embedded (PGlite)",
+      database: postgres === undefined ? "embedded (PGlite)" : "postgresql",
     })}\n`,
   );
 } finally {
@@ -133,4 +137,5 @@ try {
   bare.kill("SIGTERM");
   await new Promise((r) => setTimeout(r, 500));
   await rm(dataDir, { recursive: true, force: true });
+  await postgres?.stop();
 }
