@@ -5,7 +5,11 @@
 // heartbeats it acknowledges per second, and the time from a job's submission
 // to the Assign of its first unit arriving on a node's stream. Prints one JSON
 // line. BENCH_AGENTS (default 2000), BENCH_JOBS (default 100),
-// BENCH_HEARTBEAT_SECONDS (default 5), BENCH_WINDOW_S (default 10).
+// BENCH_HEARTBEAT_SECONDS (default 5), BENCH_WINDOW_S (default 10),
+// BENCH_CONNECT_CONCURRENCY (default 64: agents saying Hello at once).
+// Database: BENCH_DATABASE_URL (an existing PostgreSQL, used as is), or
+// BENCH_POSTGRES=1 (a throwaway server from test/support/postgres.ts), else the
+// embedded PGlite. rss figures are the scheduler process's, never this one's.
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHash, randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -24,12 +28,15 @@ import {
   SessionResponseSchema,
 } from "../src/gen/gpuagent/agent/v1/agent_pb.ts";
 import { zipDirectory } from "../src/cli/files.ts";
+import type { TestPostgres } from "../test/support/postgres.ts";
+import { startPostgres } from "../test/support/postgres.ts";
 
 const root = join(import.meta.dirname, "..");
 const agentsWanted = Number(process.env["BENCH_AGENTS"] ?? 2000);
 const jobsWanted = Number(process.env["BENCH_JOBS"] ?? 100);
 const heartbeatSeconds = Number(process.env["BENCH_HEARTBEAT_SECONDS"] ?? 5);
 const windowS = Number(process.env["BENCH_WINDOW_S"] ?? 10);
+const connectConcurrency = Number(process.env["BENCH_CONNECT_CONCURRENCY"] ?? 64);
 const servicePath = "/gpuagent.agent.v1.AgentService";
 
 function freePort(): Promise<number> {
@@ -214,9 +221,16 @@ class SimAgent {
 const dataDir = await mkdtemp(join(tmpdir(), "bench-agents-"));
 const adminToken = randomUUID() + randomUUID();
 const port = await freePort();
+// A throwaway PostgreSQL only when asked; its own memory is not the scheduler's and is not counted.
+const throwaway: TestPostgres | undefined = process.env["BENCH_DATABASE_URL"] ? undefined : process.env["BENCH_POSTGRES"] === "1" ? await startPostgres() : undefined;
+const databaseUrl = process.env["BENCH_DATABASE_URL"] || throwaway?.url;
+const database = databaseUrl === undefined ? "embedded (PGlite)" : throwaway === undefined ? "PostgreSQL (BENCH_DATABASE_URL)" : "PostgreSQL (throwaway)";
+const schedulerEnv: NodeJS.ProcessEnv = { ...process.env };
+delete schedulerEnv["DATABASE_URL"];
+if (databaseUrl !== undefined) schedulerEnv["DATABASE_URL"] = databaseUrl;
 const scheduler: ChildProcess = spawn(process.execPath, [join(root, "cmd", "scheduler.ts")], {
   env: {
-    ...process.env,
+    ...schedulerEnv,
     PORT: String(port),
     GPU_AGENT_DATA_DIR: dataDir,
     GPU_AGENT_ADMIN_TOKEN: adminToken,
@@ -274,12 +288,13 @@ try {
     notify?.();
   };
   const connectStarted = performance.now();
-  await pool(identities, 64, async (id) => {
+  await pool(identities, connectConcurrency, async (id) => {
     const agent = new SimAgent(id.nodeId, id.credential, onAssign);
     await agent.open(base);
     agents.push(agent);
   });
   const connectSeconds = (performance.now() - connectStarted) / 1000;
+  const rssConnected = rssMb(scheduler.pid!);
 
   // Let every agent reach its heartbeat rhythm, then count acknowledged heartbeats over a window.
   await new Promise((r) => setTimeout(r, (heartbeatSeconds + 1) * 1000));
@@ -313,14 +328,17 @@ try {
     `${JSON.stringify({
       agents: agents.length,
       rss_mb: Math.round(rssAfter),
+      rss_before_mb: Math.round(rssBefore),
+      rss_connected_mb: Math.round(rssConnected),
       kib_per_stream: Math.round(((rssAfter - rssBefore) * 1024) / Math.max(1, agents.length)),
       heartbeats_per_s: Math.round(heartbeatsPerS),
       assign_p99_ms: Number(percentile(latencies, 99).toFixed(1)),
       assign_p50_ms: Number(percentile(latencies, 50).toFixed(1)),
       connect_s: Number(connectSeconds.toFixed(1)),
+      connect_concurrency: connectConcurrency,
       heartbeat_interval_s: heartbeatSeconds,
       jobs: latencies.length,
-      database: "embedded (PGlite)",
+      database,
     })}\n`,
   );
 } finally {
@@ -328,4 +346,5 @@ try {
   scheduler.kill("SIGTERM");
   await new Promise((r) => setTimeout(r, 1000));
   await rm(dataDir, { recursive: true, force: true });
+  await throwaway?.stop();
 }

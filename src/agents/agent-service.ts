@@ -18,8 +18,9 @@ import { applyAccepted, applyArtifactReady, applyFinished, applyProgress, applyR
 import { AsyncQueue } from "../platform/async-queue.ts";
 import { hashSecret, isUuid, newId, newSecret } from "../platform/ids.ts";
 import type { NodeRow, StoredCapabilities } from "../store/nodes.ts";
-import { consumeEnrollmentToken, findNodeByCredential, insertNode, markNodeConnected, touchNodeHeartbeat } from "../store/nodes.ts";
+import { consumeEnrollmentToken, findNodeByCredential, insertNode, markNodeConnected } from "../store/nodes.ts";
 import { dispatchAssignments, newResponse, sendCancel, sendDrain } from "./assignments.ts";
+import { createHeartbeatBatcher } from "./heartbeat-batch.ts";
 import type { AgentSession, SessionRegistry } from "./session-registry.ts";
 import { sendToSession } from "./session-registry.ts";
 
@@ -27,6 +28,12 @@ import { sendToSession } from "./session-registry.ts";
 export const protocolVersion = 1;
 /** Bound of each stream's outbound queue (flow control). */
 const outboundCapacity = 1024;
+/**
+ * Hellos wake the placer at most this often. A new node only adds capacity, and the placement loop
+ * runs on its own timer anyway; waking it per Hello made a fleet reconnecting at once run one
+ * placement cycle (each reading every node) per node.
+ */
+const helloWakeEveryMs = 250;
 
 /** Blob key of an artifact upload (shared with the upload route). */
 export function artifactBlobKey(unitId: string, attempt: number, name: string): string {
@@ -80,6 +87,30 @@ const artifactKinds = new Set(["checkpoint", "metrics", "logs", "other"]);
 export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegistry): ServiceImpl<typeof AgentService> {
   const { db, clock, logger, config } = deps;
   const now = () => new Date(clock.now());
+  const heartbeats = createHeartbeatBatcher(db);
+  let lastHelloWakeMs = Number.NEGATIVE_INFINITY;
+  let helloWakeScheduled = false;
+  /** Wakes the placer for a new node: at once, unless a Hello did so recently; then once, at the end of the period. */
+  const wakeForHello = () => {
+    const since = clock.now() - lastHelloWakeMs;
+    if (since >= helloWakeEveryMs) {
+      lastHelloWakeMs = clock.now();
+      deps.wakePlacer();
+      return;
+    }
+    if (helloWakeScheduled) return;
+    helloWakeScheduled = true;
+    clock.sleep(helloWakeEveryMs - since).then(
+      () => {
+        helloWakeScheduled = false;
+        lastHelloWakeMs = clock.now();
+        deps.wakePlacer();
+      },
+      () => {
+        helloWakeScheduled = false;
+      },
+    );
+  };
 
   /**
    * Attempts a node says it runs that are no longer its current ones (the
@@ -112,7 +143,7 @@ export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegi
         const persistEveryMs = Math.max(1000, (config.agents.unreachableAfterSeconds * 1000) / 3);
         if (clock.now() - session.lastPersistedMs >= persistEveryMs) {
           session.lastPersistedMs = clock.now();
-          await touchNodeHeartbeat(db, node.id, now());
+          await heartbeats.touch(node.id, now());
         }
         // Assigns that found the queue full are sent again now (flow control delays, never loses).
         if (session.dispatchPending === true && session.outbound.size < outboundCapacity / 2) await dispatchAssignments(deps, sessions, node.id);
@@ -222,7 +253,9 @@ export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegi
         lastPersistedMs: 0,
         nextSeq: 1n,
       };
-      const log = logger.child({ nodeId: node.id, sessionId: session.sessionId });
+      // A pino child per stream costs memory for 10,000 mostly quiet streams; built only when a stream logs.
+      let child: typeof logger | undefined;
+      const log = () => (child ??= logger.child({ nodeId: node.id, sessionId: session.sessionId }));
       const consume = async () => {
         let greeted = false;
         for await (const message of requests) {
@@ -250,39 +283,41 @@ export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegi
             );
             // A node drained while it was away hears it again: drained is an operator state, not a session one.
             if (connected.state === "draining") sendDrain(sessions, node.id, "the node is being drained by an operator");
-            await reconcileRunning(node.id, hello.running.map((r) => ({ unitId: r.unitId, attempt: r.attempt })));
-            log.info({ running: hello.running.length }, "agent session started");
-            await dispatchAssignments(deps, sessions, node.id);
-            deps.wakePlacer();
+            const assigned = await reconcileRunning(node.id, hello.running.map((r) => ({ unitId: r.unitId, attempt: r.attempt })));
+            if (logger.isLevelEnabled("info")) log().info({ running: hello.running.length }, "agent session started");
+            // Most nodes connect with nothing assigned: no dispatch query for them.
+            if (assigned) await dispatchAssignments(deps, sessions, node.id);
+            wakeForHello();
           } else {
             await handle(session, node, message);
           }
           if (message.seq > 0n) session.outbound.push(newResponse(0n, { case: "ack", value: create(AckSchema, { seq: message.seq }) }));
         }
       };
-      const reconcileRunning = async (nodeId: string, reported: { unitId: string; attempt: number }[]) => {
-        const current = await db.query<{ id: string; attempt: number }>(
-          `SELECT id, attempt FROM compute_units WHERE node_id = $1 AND status IN ('assigned', 'running')`,
+      /** Reconciles what the agent reports with what we believe; true when the node has assignments to send. */
+      const reconcileRunning = async (nodeId: string, reported: { unitId: string; attempt: number }[]): Promise<boolean> => {
+        // One read serves all three questions (stale attempts, lost units, anything to dispatch).
+        const current = await db.query<{ id: string; attempt: number; status: string; assignment_id: string | null }>(
+          `SELECT id, attempt, status, assignment_id FROM compute_units WHERE node_id = $1 AND status IN ('assigned', 'running')`,
           [nodeId],
         );
         const isCurrent = (r: { unitId: string; attempt: number }) => current.some((c) => c.id === r.unitId && c.attempt === r.attempt);
         // Attempts the node still runs but that were taken back meanwhile must stop: their units run elsewhere now.
         for (const r of reported.filter((r) => !isCurrent(r))) sendCancel(sessions, nodeId, r.unitId, r.attempt, "this attempt was re-placed");
         // Units we believe run there but the agent no longer has were lost with its process.
-        const lost = await db.query<{ id: string }>(
-          `SELECT id FROM compute_units WHERE node_id = $1 AND status = 'running' AND NOT (id = ANY($2::uuid[]))`,
-          [nodeId, reported.map((r) => r.unitId).filter((id) => isUuid(id))],
-        );
+        const reportedIds = new Set(reported.map((r) => r.unitId));
+        const lost = current.filter((c) => c.status === "running" && !reportedIds.has(c.id));
         if (lost.length > 0) {
           await requeueUnitsOfNode(db, nodeId, "the node restarted and lost the unit", { unitIds: lost.map((l) => l.id), statuses: ["running"], now: now() });
-          log.warn({ lost: lost.length }, "units lost by a restarted agent were re-queued");
+          log().warn({ lost: lost.length }, "units lost by a restarted agent were re-queued");
           deps.wakePlacer();
         }
+        return current.some((c) => c.status === "assigned" && c.assignment_id !== null);
       };
       const consumer = consume().then(
         () => session.outbound.close(),
         (error: unknown) => {
-          log.warn({ err: error }, "agent session ended with an error");
+          log().warn({ err: error }, "agent session ended with an error");
           session.outbound.close(error);
         },
       );
@@ -292,7 +327,7 @@ export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegi
         sessions.unregister(session);
         session.outbound.close();
         void consumer;
-        log.info("agent session closed");
+        if (logger.isLevelEnabled("info")) log().info("agent session closed");
       }
     },
   };

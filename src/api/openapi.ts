@@ -13,7 +13,8 @@
  * Conventions mirrored from the transcoder:
  * - a POST rule of an rpc named `Create*` answers 201, everything else 200;
  * - `response_body` answers that one field; a `google.api.HttpBody` field is
- *   raw bytes (the media type is inferred from the path's extension, e.g. `.csv`);
+ *   raw bytes (the media type is inferred from the path's extension, e.g. `.csv`),
+ *   and on a server-streaming rpc the messages' bodies are the chunks of one body;
  * - fields bound neither to the path nor to the body are query parameters
  *   (dotted names reach into sub-messages);
  * - errors are the envelope `{"error":{"code","message","request_id","details"?}}`.
@@ -27,6 +28,7 @@ import { http } from "../gen/google/api/annotations_pb.ts";
 import type { HttpRule } from "../gen/google/api/http_pb.ts";
 import type { HttpRoute } from "../server/http-server.ts";
 import { ApiError, ErrorCode } from "./errors.ts";
+import { hasRestShape } from "./rest/rest-methods.ts";
 
 /** A JSON value as written into the document. */
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -541,8 +543,8 @@ export function buildOpenApiDocument(services: ReadonlyArray<DescService>, optio
     if (description !== "") tag["description"] = description;
     tags.push(tag);
     for (const method of service.methods) {
-      // Streaming rpcs have no REST shape (the transcoder skips them too).
-      if (method.methodKind !== "unary" || !hasOption(method, http)) continue;
+      // The transcoder's own rule: unary rpcs, and server-streaming ones whose body is a streamed HttpBody.
+      if (!hasRestShape(method)) continue;
       const rule = getOption(method, http);
       const bindings = [rule, ...rule.additionalBindings];
       bindings.forEach((binding, index) => {
@@ -699,7 +701,10 @@ function buildOperation(
     const extension = /\.([A-Za-z0-9]+)$/.exec(template)?.[1]?.toLowerCase() ?? "";
     const mediaType = mediaTypesByExtension[extension] ?? "application/octet-stream";
     content = { [mediaType]: { schema: { type: "string" } } };
-    description += ` The body is the raw \`${mediaType}\` document (field \`${responseField.name}\` of ${method.output.name}).`;
+    description +=
+      method.methodKind === "server_streaming"
+        ? ` The body is the raw \`${mediaType}\` document, streamed: the chunks are field \`${responseField.name}\` of each ${method.output.name} message, in order. A response cut short (the connection closes before the end) is a failed download, not a shorter document.`
+        : ` The body is the raw \`${mediaType}\` document (field \`${responseField.name}\` of ${method.output.name}).`;
   } else if (responseField !== undefined) {
     content = { "application/json": { schema: registry.fieldSchema(responseField) } };
     description += ` The body is field \`${responseField.name}\` of ${method.output.name}.`;

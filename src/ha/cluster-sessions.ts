@@ -23,6 +23,7 @@ import { dispatchAssignments, newResponse } from "../agents/assignments.ts";
 import type { AgentSession } from "../agents/session-registry.ts";
 import { SessionRegistry, sendToSession } from "../agents/session-registry.ts";
 import { AsyncQueue } from "../platform/async-queue.ts";
+import { isUuid } from "../platform/ids.ts";
 import type { ClusterBus, ClusterMessage } from "./cluster-bus.ts";
 
 /** The outbound queue of a stream held elsewhere: forwards what can be forwarded, refuses the rest. */
@@ -157,6 +158,7 @@ export function createClusterStreams(deps: ControlPlaneDeps, bus: ClusterBus, wa
       }
     },
     async rescan() {
+      const live: string[] = [];
       for (const session of sessions.all()) {
         // A stream open but silent (a half-open connection of a node that lost power) is dead: closing it
         // lets the node's heartbeat age so the leader stops placing there.
@@ -166,8 +168,16 @@ export function createClusterStreams(deps: ControlPlaneDeps, bus: ClusterBus, wa
           sessions.unregister(session);
           continue;
         }
-        await dispatchLocal(session.nodeId);
+        if (isUuid(session.nodeId)) live.push(session.nodeId);
       }
+      if (live.length === 0) return;
+      // One query for every local stream (not one per stream every few seconds): only nodes with
+      // assignments waiting are dispatched, and they are few.
+      const waiting = await deps.db.query<{ node_id: string }>(
+        `SELECT DISTINCT node_id FROM compute_units WHERE node_id = ANY($1::uuid[]) AND status = 'assigned' AND assignment_id IS NOT NULL`,
+        [live],
+      );
+      for (const row of waiting) await dispatchLocal(row.node_id);
     },
     async runRescans(intervalMs, signal) {
       while (!signal.aborted) {

@@ -47,13 +47,38 @@ export interface UsageRecordRow {
   created_at: Date;
 }
 
-/** A customer's usage records in [from, to), oldest first. */
-export async function listUsageRecords(sql: Sql, customerId: string, from: Date, to: Date): Promise<UsageRecordRow[]> {
-  return sql.query<UsageRecordRow>(
-    `SELECT * FROM usage_records
+/**
+ * Where a keyset page ends: the last row's created_at as PostgreSQL prints it
+ * (microseconds; a JS Date keeps only milliseconds and would repeat or skip rows
+ * sharing one) and its id, the tie-break.
+ */
+export interface RowKey {
+  createdAt: string;
+  id: string;
+}
+
+/** A row of a keyset page, with the key of the next page's start. */
+export type Keyed<T> = T & { key_created_at: string };
+
+/** The key after which the next page starts, or undefined for an empty page. */
+export function lastKey(rows: ReadonlyArray<Keyed<{ id: string }>>): RowKey | undefined {
+  const last = rows.at(-1);
+  return last === undefined ? undefined : { createdAt: last.key_created_at, id: last.id };
+}
+
+/**
+ * One page of a customer's usage records in [from, to), oldest first, ordered
+ * by (created_at, id) and starting after `after`: exports read in pages so
+ * memory stays bounded whatever the range.
+ */
+export async function listUsageRecordsPage(sql: Sql, customerId: string, from: Date, to: Date, after: RowKey | undefined, limit: number): Promise<Array<Keyed<UsageRecordRow>>> {
+  return sql.query<Keyed<UsageRecordRow>>(
+    `SELECT *, created_at::text AS key_created_at FROM usage_records
       WHERE customer_id = $1 AND created_at >= $2 AND created_at < $3
-      ORDER BY created_at, id`,
-    [customerId, from, to],
+        AND ($4::timestamptz IS NULL OR (created_at, id) > ($4::timestamptz, $5))
+      ORDER BY created_at, id
+      LIMIT $6`,
+    [customerId, from, to, after?.createdAt ?? null, after?.id ?? null, limit],
   );
 }
 
@@ -66,12 +91,17 @@ export async function balanceBefore(sql: Sql, customerId: string, before: Date):
   return row?.balance ?? 0;
 }
 
-/** A customer's ledger entries in [from, to), oldest first (the order a running balance needs). */
-export async function listLedgerBetween(sql: Sql, customerId: string, from: Date, to: Date): Promise<LedgerRow[]> {
-  return sql.query<LedgerRow>(
-    `SELECT * FROM ledger_entries
+/**
+ * One page of a customer's ledger entries in [from, to), oldest first (the
+ * order a running balance needs), ordered by (created_at, id) and starting after `after`.
+ */
+export async function listLedgerPage(sql: Sql, customerId: string, from: Date, to: Date, after: RowKey | undefined, limit: number): Promise<Array<Keyed<LedgerRow>>> {
+  return sql.query<Keyed<LedgerRow>>(
+    `SELECT *, created_at::text AS key_created_at FROM ledger_entries
       WHERE customer_id = $1 AND created_at >= $2 AND created_at < $3
-      ORDER BY created_at, id`,
-    [customerId, from, to],
+        AND ($4::timestamptz IS NULL OR (created_at, id) > ($4::timestamptz, $5))
+      ORDER BY created_at, id
+      LIMIT $6`,
+    [customerId, from, to, after?.createdAt ?? null, after?.id ?? null, limit],
   );
 }

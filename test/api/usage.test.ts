@@ -1,10 +1,16 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
+import http from "node:http";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { csvBatchRows } from "../../src/api/customer/usage.ts";
+import { CustomerService } from "../../src/gen/gpuagent/customer/v1/customer_pb.ts";
 import { hashSecret, newSecret } from "../../src/platform/ids.ts";
 import { insertApiKey } from "../../src/store/customers.ts";
 import type { Sql } from "../../src/store/database.ts";
 import type { TestControlPlane } from "../support/control-plane.ts";
 import { createCustomer, request, startTestControlPlane } from "../support/control-plane.ts";
+import { parseCsv } from "../support/csv.ts";
 
 const dayMs = 86_400_000;
 const dangerousJobName = "=cmd|' /C calc'!A0";
@@ -89,6 +95,20 @@ async function seedGrant(sql: Sql, customerId: string, amount: number, descripti
 async function rawGet(cp: TestControlPlane, path: string, apiKey: string): Promise<{ status: number; headers: Headers; text: string }> {
   const res = await fetch(cp.url + path, { headers: { "x-api-key": apiKey } });
   return { status: res.status, headers: res.headers, text: await res.text() };
+}
+
+/** A GET read off the socket: every 'data' event counted, so a streamed body shows its chunks. */
+function rawChunkedGet(url: string, apiKey: string): Promise<{ status: number; headers: http.IncomingHttpHeaders; text: string; dataEvents: number }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, { headers: { "x-api-key": apiKey } }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text: Buffer.concat(chunks).toString("utf8"), dataEvents: chunks.length }));
+        res.on("error", reject);
+      })
+      .on("error", reject);
+  });
 }
 
 /** CSV records of a document whose fields hold no line breaks (true of every fixture here). */
@@ -307,6 +327,94 @@ describe("usage and credit reports (REST, real control plane)", () => {
       assert.equal(rows[1], `${day(today - 29 * dayMs)},,opening_balance,0,500,opening balance,,`);
       assert.equal(rows.length, 3);
       assert.match(rows[2] ?? "", /,debit,-9,491,"bob-private-job: train \(gpu, 30 s\)",/);
+    });
+  });
+
+  describe("streamed exports of many rows", () => {
+    const bulkRows = 5000;
+    const carol = { customerId: "", apiKey: "" };
+    let bulkDay = "";
+
+    before(async function () {
+      this.timeout(60_000);
+      const db = cp.plane.deps.db;
+      Object.assign(carol, await createCustomer(cp, 0));
+      const jobId = await seedJob(db, carol.customerId, "bulk");
+      const at = new Date(today - 3 * dayMs + 12 * 3_600_000);
+      bulkDay = day(at.getTime());
+      await seedGrant(db, carol.customerId, 20_000, "bulk grant", new Date(today - 40 * dayMs));
+      // Five rows share each instant, and instants differ by microseconds: pages must break ties
+      // by id and keep the microseconds a JS Date would drop, or rows repeat or vanish across batches.
+      await db.query(
+        `WITH units AS (
+           INSERT INTO compute_units (id, job_id, customer_id, name, kind, status, entrypoint)
+           SELECT gen_random_uuid(), $2, $1, 'bulk-' || i, 'gpu', 'completed', 'train.py' FROM generate_series(1, $4::int) AS i
+           RETURNING id, name
+         )
+         INSERT INTO usage_records (id, customer_id, job_id, compute_unit_id, kind, run_seconds, credits, created_at)
+         SELECT gen_random_uuid(), $1, $2, id, 'gpu', 1.5, 2, $3::timestamptz + (substr(name, 6)::int % 1000) * interval '1 microsecond' FROM units`,
+        [carol.customerId, jobId, at, bulkRows],
+      );
+      await db.query(
+        `INSERT INTO ledger_entries (id, customer_id, amount, kind, description, job_id, compute_unit_id, created_at)
+         SELECT gen_random_uuid(), customer_id, -credits, 'debit', 'bulk unit', job_id, compute_unit_id, created_at FROM usage_records WHERE customer_id = $1`,
+        [carol.customerId],
+      );
+    });
+
+    it("streams the usage export over REST in several chunks that parse to every row once", async function () {
+      this.timeout(60_000);
+      const res = await rawChunkedGet(`${cp.url}/api/v1/customer/usage/export.csv?date_from=${bulkDay}&date_to=${bulkDay}`, carol.apiKey);
+      assert.equal(res.status, 200, res.text.slice(0, 300));
+      assert.equal(res.headers["content-type"], "text/csv; charset=utf-8");
+      assert.equal(res.headers["content-disposition"], `attachment; filename="usage-${bulkDay}-${bulkDay}.csv"`);
+      assert.equal(res.headers["content-length"], undefined, "a streamed body has no length up front");
+      assert.equal(res.headers["transfer-encoding"], "chunked");
+      assert.ok(res.headers["x-ratelimit-limit"] !== undefined, "handler headers lead the stream");
+      assert.ok(res.dataEvents > 1, `several data events, got ${res.dataEvents}`);
+      const rows = parseCsv(res.text);
+      assert.deepEqual(rows[0], ["date", "job_id", "compute_unit_id", "kind", "run_seconds", "credits"]);
+      assert.equal(rows.length, bulkRows + 1);
+      const units = new Set(rows.slice(1).map((r) => r[2]));
+      assert.equal(units.size, bulkRows, "every record exactly once");
+      assert.ok(rows.slice(1).every((r) => r[0] === bulkDay && r[3] === "gpu" && r[4] === "1.5" && r[5] === "2"));
+    });
+
+    it("streams one message per batch over Connect, the first naming the content type", async function () {
+      this.timeout(60_000);
+      const client = createClient(CustomerService, createConnectTransport({ baseUrl: cp.url, httpVersion: "2" }));
+      const messages = [];
+      for await (const m of client.exportUsageCsv({ dateFrom: bulkDay, dateTo: bulkDay }, { headers: { "x-api-key": carol.apiKey } })) messages.push(m);
+      assert.equal(messages.length, Math.ceil(bulkRows / csvBatchRows));
+      assert.equal(messages[0]?.body?.contentType, "text/csv; charset=utf-8");
+      assert.ok(messages.slice(1).every((m) => m.body?.contentType === ""), "only the first chunk names the content type");
+      const text = Buffer.concat(messages.map((m) => m.body?.data ?? new Uint8Array())).toString("utf8");
+      assert.equal(parseCsv(text).length, bulkRows + 1);
+    });
+
+    it("streams the statement with the running balance carried across batches", async function () {
+      this.timeout(60_000);
+      const client = createClient(CustomerService, createConnectTransport({ baseUrl: cp.url, httpVersion: "2" }));
+      const messages = [];
+      for await (const m of client.getCreditStatementCsv({ dateFrom: bulkDay, dateTo: bulkDay }, { headers: { "x-api-key": carol.apiKey } })) messages.push(m);
+      assert.equal(messages.length, Math.ceil(bulkRows / csvBatchRows));
+      const rows = parseCsv(Buffer.concat(messages.map((m) => m.body?.data ?? new Uint8Array())).toString("utf8"));
+      assert.equal(rows.length, bulkRows + 2, "header, opening balance, every debit");
+      assert.deepEqual(rows[1], [bulkDay, "", "opening_balance", "0", "20000", "opening balance", "", ""]);
+      let balance = 20_000;
+      for (const r of rows.slice(2)) {
+        balance -= 2;
+        assert.equal(r[4], String(balance), `balance after ${r[1]}`);
+      }
+      assert.equal(balance, 10_000);
+      assert.equal(new Set(rows.slice(2).map((r) => r[1])).size, bulkRows, "every entry exactly once");
+    });
+
+    it("answers a range error before the first chunk as the usual envelope over REST", async () => {
+      const res = await rawChunkedGet(`${cp.url}/api/v1/customer/usage/export.csv?date_from=2026-01-01&date_to=2026-12-31`, carol.apiKey);
+      assert.equal(res.status, 400);
+      assert.match(res.headers["content-type"] ?? "", /^application\/json/);
+      assert.equal((JSON.parse(res.text) as { error: { code: string } }).error.code, "EXPORT_RANGE_TOO_LARGE");
     });
   });
 

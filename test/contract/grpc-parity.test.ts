@@ -478,6 +478,8 @@ describe("REST and gRPC (grpc-js, proto-loader stub) answer every CustomerServic
         { name: "negative days", req: () => ({ days: -1 }), code: "VALIDATION_FAILED" },
       ],
     },
+    // The two CSV rpcs are server-streaming: grpc-js reads the stream and the helper folds its
+    // HttpBody chunks (data concatenated, the first content type), compared byte for byte with REST.
     ExportUsageCsv: {
       kind: "read",
       auth: "key",

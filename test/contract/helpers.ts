@@ -70,17 +70,21 @@ export function createDynamicGrpcClient(cp: TestControlPlane): DynamicGrpcClient
       for (const [k, v] of Object.entries(headers)) md.set(k.toLowerCase(), v);
       const fn = (client as unknown as Record<string, GrpcMethod | undefined>)[method.name];
       if (fn === undefined) throw new Error(`the proto-loader stub has no method ${method.name}`);
+      const failed = (err: grpc.ServiceError): Outcome => {
+        const code = err.metadata?.get("x-gpu-agent-error-code")[0];
+        return {
+          ok: false,
+          // An unimplemented rpc is refused by the router itself, without the metadata (the REST side says NOT_IMPLEMENTED).
+          code: typeof code === "string" ? code : err.code === grpc.status.UNIMPLEMENTED ? "NOT_IMPLEMENTED" : `grpc-status-${err.code}`,
+          message: err.details,
+          grpcStatus: err.code,
+        };
+      };
+      if (method.methodKind === "server_streaming") return callStreamedBody(fn as unknown as GrpcStreamMethod, client, method, req, md, failed);
       return new Promise<Outcome>((resolve) => {
         fn.call(client, req, md, { deadline: Date.now() + 30_000 }, (err, out) => {
           if (err !== null) {
-            const code = err.metadata?.get("x-gpu-agent-error-code")[0];
-            resolve({
-              ok: false,
-              // An unimplemented rpc is refused by the router itself, without the metadata (the REST side says NOT_IMPLEMENTED).
-              code: typeof code === "string" ? code : err.code === grpc.status.UNIMPLEMENTED ? "NOT_IMPLEMENTED" : `grpc-status-${err.code}`,
-              message: err.details,
-              grpcStatus: err.code,
-            });
+            resolve(failed(err));
             return;
           }
           resolve({ ok: true, body: grpcToProtoJson(method.output, out) });
@@ -91,6 +95,43 @@ export function createDynamicGrpcClient(cp: TestControlPlane): DynamicGrpcClient
       client.close();
     },
   };
+}
+
+type GrpcStreamMethod = (req: unknown, md: grpc.Metadata, options: grpc.CallOptions) => grpc.ClientReadableStream<Record<string, unknown>>;
+
+/**
+ * Calls a server-streaming rpc whose messages carry HttpBody chunks (the CSV
+ * exports) and folds the stream into one response message: the chunks' data
+ * concatenated in order, the first chunk's content type. So the outcome reads
+ * like a unary HttpBody answer and compares byte for byte with the REST body.
+ * `chunks` counts the messages received.
+ */
+function callStreamedBody(
+  fn: GrpcStreamMethod,
+  client: grpc.Client,
+  method: DescMethod,
+  req: Record<string, unknown>,
+  md: grpc.Metadata,
+  failed: (err: grpc.ServiceError) => Outcome,
+): Promise<Outcome & { chunks?: number }> {
+  const rule = getOption(method, http);
+  return new Promise((resolve) => {
+    const call = fn.call(client, req, md, { deadline: Date.now() + 30_000 });
+    const data: Buffer[] = [];
+    let contentType: string | undefined;
+    let chunks = 0;
+    call.on("data", (message: Record<string, unknown>) => {
+      chunks++;
+      const body = (message[rule.responseBody] ?? {}) as { content_type?: string; data?: Buffer };
+      contentType ??= body.content_type ?? "";
+      if (body.data !== undefined) data.push(Buffer.from(body.data));
+    });
+    call.on("error", (err: grpc.ServiceError) => resolve(failed(err)));
+    call.on("end", () => {
+      const folded = { [rule.responseBody]: { content_type: contentType ?? "", data: Buffer.concat(data), extensions: [] } };
+      resolve({ ok: true, body: grpcToProtoJson(method.output, folded), chunks });
+    });
+  });
 }
 
 // ---------------------------------------------------------------- grpc-js object → proto JSON

@@ -2,11 +2,13 @@
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { authorizeCall } from "../../auth/authorize.ts";
 import type { CustomerPrincipal } from "../../auth/authenticate.ts";
-import { csvContentType, csvDocument } from "../../billing/csv.ts";
-import type { CsvValue } from "../../billing/csv.ts";
+import { csvContentType, csvRow } from "../../billing/csv.ts";
 import type { ControlPlaneDeps } from "../../deps.ts";
 import type { CustomerService } from "../../gen/gpuagent/customer/v1/customer_pb.ts";
-import { balanceBefore, dailyUsage, listLedgerBetween, listUsageRecords } from "../../store/usage.ts";
+import type { Database, Sql } from "../../store/database.ts";
+import { streamFromTransaction } from "../../store/transaction-stream.ts";
+import { balanceBefore, dailyUsage, lastKey, listLedgerPage, listUsageRecordsPage } from "../../store/usage.ts";
+import type { RowKey } from "../../store/usage.ts";
 import { ApiError, validationError } from "../errors.ts";
 
 const dayMs = 86_400_000;
@@ -14,6 +16,9 @@ const dayMs = 86_400_000;
 const maxDays = 90;
 const defaultDays = 30;
 const dayPattern = /^(\d{4})-(\d{2})-(\d{2})$/;
+
+/** Rows per query of a CSV export, and so per streamed chunk. */
+export const csvBatchRows = 500;
 
 /** Usage export columns (the documented CSV contract; reorder nothing). */
 export const usageCsvHeader = ["date", "job_id", "compute_unit_id", "kind", "run_seconds", "credits"] as const;
@@ -67,10 +72,49 @@ function resolveRange(dateFrom: string, dateTo: string, nowMs: number): DayRange
   return { from, to };
 }
 
-/** A CSV response: the body, plus a download file name the REST transcoder passes on. */
-function csvResponse(ctx: HandlerContext, filename: string, rows: string) {
+/**
+ * Streams a CSV export as HttpBody chunks: the header row travels with the
+ * first batch (and the content type with the first chunk), then one chunk per
+ * batch of rows. `produce` reads its batches inside one REPEATABLE READ
+ * transaction, so the file is one snapshot however long the download takes.
+ *
+ * PGlite has a single connection: a transaction that waited on the client
+ * would stop every other query of the control plane (agent heartbeats,
+ * dispatch) for as long as the slowest download, and a stalled client would
+ * stall the service. There the producer never waits: batches are read at
+ * database speed and queued, so memory grows with the export (at most 90 days
+ * of one customer) — the embedded backend's price. On PostgreSQL the producer
+ * waits for the consumer once a few chunks are queued: memory stays bounded and
+ * one pooled connection is held per export in flight.
+ */
+async function* csvChunks(
+  db: Database,
+  signal: AbortSignal,
+  header: readonly string[],
+  produce: (tx: Sql, emitRows: (rows: string) => Promise<void>) => Promise<void>,
+): AsyncGenerator<{ body: { contentType?: string; data: Uint8Array } }, void, undefined> {
+  const encoder = new TextEncoder();
+  const maxQueued = db.kind === "pglite" ? Infinity : 4;
+  let first = true;
+  const chunks = streamFromTransaction<string>(db, { isolation: "repeatable read", maxQueued, signal }, async (tx, emit) => {
+    let pending = csvRow(header);
+    await produce(tx, async (rows) => {
+      // The header rides with the first rows, so a failing first query is still an error answer, not a 200.
+      await emit(pending + rows);
+      pending = "";
+    });
+    if (pending !== "") await emit(pending);
+  });
+  for await (const text of chunks) {
+    const data = encoder.encode(text);
+    yield first ? { body: { contentType: csvContentType, data } } : { body: { data } };
+    first = false;
+  }
+}
+
+/** Sets the download file name the REST transcoder passes on (before the first chunk, so it leads the headers). */
+function attachment(ctx: HandlerContext, filename: string): void {
   ctx.responseHeader.set("content-disposition", `attachment; filename="${filename}"`);
-  return { body: { contentType: csvContentType, data: new TextEncoder().encode(rows) } };
 }
 
 /** Seconds as stored (double precision), to the millisecond, so the CSV does not show float noise. */
@@ -113,41 +157,53 @@ export function createUsageHandlers(deps: ControlPlaneDeps): Partial<ServiceImpl
       return { data };
     },
 
-    async exportUsageCsv(req, ctx) {
-      const principal = await reader(ctx);
-      const range = resolveRange(req.dateFrom, req.dateTo, clock.now());
-      const records = await listUsageRecords(db, principal.customerId, new Date(range.from), new Date(range.to + dayMs));
-      const rows = records.map((r): CsvValue[] => [
-        dayString(r.created_at.getTime()),
-        r.job_id,
-        r.compute_unit_id,
-        r.kind,
-        seconds(r.run_seconds),
-        r.credits,
-      ]);
-      return csvResponse(ctx, `usage-${dayString(range.from)}-${dayString(range.to)}.csv`, csvDocument(usageCsvHeader, rows));
-    },
-
-    async getCreditStatementCsv(req, ctx) {
+    async *exportUsageCsv(req, ctx) {
       const principal = await reader(ctx);
       const range = resolveRange(req.dateFrom, req.dateTo, clock.now());
       const from = new Date(range.from);
-      // One snapshot: a debit landing between the two reads must not be counted twice or lost.
-      const { opening, entries } = await db.transaction(
-        async (tx) => ({
-          opening: await balanceBefore(tx, principal.customerId, from),
-          entries: await listLedgerBetween(tx, principal.customerId, from, new Date(range.to + dayMs)),
-        }),
-        { isolation: "repeatable read" },
-      );
+      const to = new Date(range.to + dayMs);
+      attachment(ctx, `usage-${dayString(range.from)}-${dayString(range.to)}.csv`);
+      yield* csvChunks(db, ctx.signal, usageCsvHeader, async (tx, emitRows) => {
+        let after: RowKey | undefined;
+        for (;;) {
+          const records = await listUsageRecordsPage(tx, principal.customerId, from, to, after, csvBatchRows);
+          if (records.length === 0) return;
+          let text = "";
+          for (const r of records) {
+            text += csvRow([dayString(r.created_at.getTime()), r.job_id, r.compute_unit_id, r.kind, seconds(r.run_seconds), r.credits]);
+          }
+          await emitRows(text);
+          if (records.length < csvBatchRows) return;
+          after = lastKey(records);
+        }
+      });
+    },
+
+    async *getCreditStatementCsv(req, ctx) {
+      const principal = await reader(ctx);
+      const range = resolveRange(req.dateFrom, req.dateTo, clock.now());
+      const from = new Date(range.from);
+      const to = new Date(range.to + dayMs);
       const fromText = dayString(range.from);
-      const rows: CsvValue[][] = [[fromText, "", "opening_balance", 0, opening, "opening balance", "", ""]];
-      let balance = opening;
-      for (const e of entries) {
-        balance += e.amount;
-        rows.push([dayString(e.created_at.getTime()), e.id, e.kind, e.amount, balance, e.description, e.job_id ?? "", e.compute_unit_id ?? ""]);
-      }
-      return csvResponse(ctx, `credit-statement-${fromText}-${dayString(range.to)}.csv`, csvDocument(statementCsvHeader, rows));
+      attachment(ctx, `credit-statement-${fromText}-${dayString(range.to)}.csv`);
+      // One snapshot: the opening balance and every page read together, so a debit landing
+      // mid-download is neither counted twice nor lost, and the running balance adds up.
+      yield* csvChunks(db, ctx.signal, statementCsvHeader, async (tx, emitRows) => {
+        let balance = await balanceBefore(tx, principal.customerId, from);
+        let text = csvRow([fromText, "", "opening_balance", 0, balance, "opening balance", "", ""]);
+        let after: RowKey | undefined;
+        for (;;) {
+          const entries = await listLedgerPage(tx, principal.customerId, from, to, after, csvBatchRows);
+          for (const e of entries) {
+            balance += e.amount;
+            text += csvRow([dayString(e.created_at.getTime()), e.id, e.kind, e.amount, balance, e.description, e.job_id ?? "", e.compute_unit_id ?? ""]);
+          }
+          if (text !== "") await emitRows(text);
+          text = "";
+          if (entries.length < csvBatchRows) return;
+          after = lastKey(entries);
+        }
+      });
     },
   };
 }

@@ -13,6 +13,13 @@
  * than a bare route (bench:api); it is used only when extra router
  * interceptors are configured, so that they run for REST calls too.
  *
+ * Server-streaming rpcs whose `response_body` is a `google.api.HttpBody` (the
+ * CSV exports) are served the grpc-gateway way: the first message decides the
+ * status and content type, each message's `data` is written as it arrives
+ * (waiting for 'drain' when the socket is full), and the response ends with the
+ * stream. A failure before the first message is the usual error envelope; after
+ * it, the response is destroyed, so a truncated file never looks complete.
+ *
  * Conventions (documented in the contract, decided here once):
  * - JSON uses proto field names and always emits fields with default values
  *   (`"progress": 0`, `"error": ""`), so clients see every field.
@@ -24,8 +31,8 @@
  */
 import http2 from "node:http2";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { ScalarType, create, createRegistry, fromJson, getOption, hasOption, isMessage, toJson } from "@bufbuild/protobuf";
-import type { DescField, DescMessage, DescMethodUnary, DescService, JsonObject, JsonValue, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+import { ScalarType, create, createRegistry, fromJson, getOption, isMessage, toJson } from "@bufbuild/protobuf";
+import type { DescField, DescMessage, DescMethodServerStreaming, DescMethodUnary, DescService, JsonObject, JsonValue, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 import { ConnectError, createHandlerContext, createRouterTransport } from "@connectrpc/connect";
 import type { HandlerContext, Interceptor, ServiceImpl, Transport } from "@connectrpc/connect";
 import { http } from "../../gen/google/api/annotations_pb.ts";
@@ -34,6 +41,7 @@ import type { HttpBody } from "../../gen/google/api/httpbody_pb.ts";
 import { createErrorInterceptor } from "../connect-errors.ts";
 import type { ErrorLogger } from "../connect-errors.ts";
 import { ApiError, apiErrorFrom, validationError } from "../errors.ts";
+import { hasRestShape, isHttpBodyField } from "./rest-methods.ts";
 
 /** A service and the (possibly partial) implementation the Connect router also serves. */
 export interface RestServiceBinding<S extends DescService = DescService> {
@@ -82,20 +90,19 @@ export interface RestTranscoder {
 }
 
 const defaultMaxBodyBytes = 1024 * 1024;
-const httpBodyTypeName = "google.api.HttpBody";
-
 /**
- * Builds the transcoder: compiles every unary method's HttpRule (and its
- * additional bindings) once, and an in-memory Connect transport over the impls.
+ * Builds the transcoder: compiles the HttpRule (and its additional bindings) of
+ * every method with a REST shape once, and, when interceptors are configured,
+ * an in-memory Connect transport over the impls.
  */
 export function createRestTranscoder(options: RestTranscoderOptions): RestTranscoder {
   const maxBodyBytes = options.maxBodyBytes ?? defaultMaxBodyBytes;
   const routes: Route[] = [];
   for (const { service, impl } of options.services) {
     for (const m of service.methods) {
-      // Streaming rpcs have no REST shape here (the agent stream is gRPC only).
-      if (m.methodKind !== "unary" || !hasOption(m, http)) continue;
-      const method = m as DescMethodUnary; // DescMethod is not a discriminated union; checked just above.
+      // Other streaming rpcs have no REST shape (the agent stream is gRPC only).
+      if (!hasRestShape(m)) continue;
+      const method = m as RestMethod; // DescMethod is not a discriminated union; hasRestShape checked the kind.
       const rule = getOption(method, http);
       const fn = (impl as Record<string, unknown>)[method.localName];
       const bound = typeof fn === "function" ? (fn as (req: unknown, ctx: HandlerContext) => unknown).bind(impl) : undefined;
@@ -162,6 +169,10 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
       if (!res.writableFinished) abort.abort();
     });
     const header = forwardedRequestHeaders(req, requestId);
+    if (method.methodKind === "server_streaming") {
+      await serveStream(route, method, input, url, res, header, abort.signal);
+      return;
+    }
     let response: { message: MessageShape<DescMessage>; header: Headers; trailer: Headers };
     if (transport === undefined) {
       const context = createHandlerContext({
@@ -199,7 +210,7 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
     copyResponseHeaders(response.trailer, res);
     const status = route.httpMethod === "POST" && method.name.startsWith("Create") ? 201 : 200;
     const field = route.responseField;
-    if (field !== undefined && field.fieldKind === "message" && field.message.typeName === httpBodyTypeName) {
+    if (field !== undefined && isHttpBodyField(field)) {
       const body = (response.message as Record<string, unknown>)[field.localName] as HttpBody | undefined;
       res.statusCode = status;
       setHeader(res, "content-type", body?.contentType || "application/octet-stream");
@@ -211,7 +222,145 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
     writeJson(res, status, out);
   }
 
+  /**
+   * Serves a server-streaming HttpBody rpc: headers (the handler's, then the
+   * first message's content type) go out with the first chunk, each chunk is
+   * written as it arrives, and the stream's end ends the response. Errors
+   * before the first chunk propagate (the envelope); later ones destroy the
+   * response through writeApiError's headersSent branch.
+   */
+  async function serveStream(
+    route: Route,
+    method: DescMethodServerStreaming,
+    input: MessageShape<DescMessage>,
+    url: URL,
+    res: RestResponse,
+    header: Headers,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const field = route.responseField;
+    if (field === undefined) throw new Error(`${method.parent.typeName}.${method.name}: streamed without response_body`);
+    let messages: AsyncIterator<unknown>;
+    // Where the handler's response headers are, once it has produced the first message or failed.
+    let responseHeader: () => Headers | undefined;
+    if (transport === undefined) {
+      const context = createHandlerContext({
+        service: method.parent,
+        method,
+        protocolName: "rest",
+        requestMethod: route.httpMethod,
+        url: url.toString(),
+        requestSignal: signal,
+        requestHeader: header,
+      });
+      const implFn = route.impl as (req: unknown, ctx: HandlerContext) => AsyncIterable<unknown>;
+      messages = implFn(input, context)[Symbol.asyncIterator]();
+      responseHeader = () => context.responseHeader;
+    } else {
+      let streamHeader: Headers | undefined;
+      const response = transport.stream(method, signal, undefined, header, oneMessage(input)).then((r) => {
+        streamHeader = r.header;
+        return r.message[Symbol.asyncIterator]();
+      });
+      messages = {
+        next: async () => (await response).next(),
+        return: async () => (await response).return?.() ?? { done: true, value: undefined },
+      };
+      responseHeader = () => streamHeader;
+    }
+    let done = false;
+    try {
+      let first: IteratorResult<unknown>;
+      try {
+        first = await messages.next();
+      } catch (error) {
+        done = true;
+        // Headers the handler set before failing (x-ratelimit-*, Retry-After) still reach the client.
+        const metadata = transport === undefined ? responseHeader() : (error as { metadata?: unknown }).metadata;
+        if (metadata instanceof Headers) copyResponseHeaders(metadata, res);
+        logUnexpected(error, method);
+        throw error;
+      }
+      copyResponseHeaders(responseHeader() ?? new Headers(), res);
+      res.statusCode = 200;
+      const firstBody = first.done === true ? undefined : bodyOf(first.value, method, field);
+      setHeader(res, "content-type", firstBody?.contentType || "application/octet-stream");
+      // No content-length: HTTP/1.1 chunked encoding or HTTP/2 DATA frames carry the stream.
+      if (res instanceof http2.Http2ServerResponse) res.writeHead(200);
+      else res.flushHeaders();
+      if (first.done === true) {
+        done = true;
+      } else {
+        await writeChunk(res, firstBody?.data, signal);
+        for (;;) {
+          let next: IteratorResult<unknown>;
+          try {
+            next = await messages.next();
+          } catch (error) {
+            done = true;
+            logUnexpected(error, method);
+            throw error;
+          }
+          if (next.done === true) break;
+          await writeChunk(res, bodyOf(next.value, method, field)?.data, signal);
+        }
+        done = true;
+      }
+      res.end();
+    } finally {
+      // The client went away or a write failed: stop the handler (its transaction ends with it).
+      if (!done) await messages.return?.().catch(() => undefined);
+    }
+  }
+
+  function logUnexpected(error: unknown, method: DescMethodServerStreaming): void {
+    if (error instanceof ApiError || error instanceof ConnectError || error instanceof ClientGone) return;
+    options.logger?.error({ err: error, rpc: `${method.parent.typeName}/${method.name}` }, "handler failed with an unexpected error");
+  }
+
   return { handle, routes: routes.map((r) => `${r.httpMethod} ${r.pattern}`) };
+}
+
+/** The request of a server-streaming call, as the one-message input stream a transport takes. */
+async function* oneMessage<T>(message: T): AsyncGenerator<T> {
+  yield message;
+}
+
+/** The HttpBody of one streamed message (a plain init object from a handler, or a message). */
+function bodyOf(message: unknown, method: DescMethodServerStreaming, field: DescField): HttpBody | undefined {
+  const full = isMessage(message, method.output) ? message : create(method.output, message as MessageInitShape<DescMessage>);
+  return (full as Record<string, unknown>)[field.localName] as HttpBody | undefined;
+}
+
+/** The client closed the response while a streamed body was being written. */
+class ClientGone extends Error {
+  constructor() {
+    super("the client closed the response");
+    this.name = "ClientGone";
+  }
+}
+
+/**
+ * Writes one chunk, waiting for 'drain' when the response's buffer is full, so
+ * a slow client slows the handler instead of growing memory.
+ */
+async function writeChunk(res: RestResponse, data: Uint8Array | undefined, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) throw new ClientGone();
+  if (data === undefined || data.length === 0) return;
+  if ((res as NodeJS.WritableStream).write(data)) return;
+  const emitter = res as NodeJS.EventEmitter;
+  await new Promise<void>((resolve, reject) => {
+    const onDrain = (): void => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    };
+    const onAbort = (): void => {
+      emitter.off("drain", onDrain);
+      reject(new ClientGone());
+    };
+    emitter.once("drain", onDrain);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
 }
 
 /**
@@ -235,8 +384,11 @@ export function writeApiError(res: RestResponse, error: unknown, requestId: stri
 
 // ---------------------------------------------------------------- routes
 
+/** The methods with a REST shape: unary ones and server-streaming HttpBody ones. */
+type RestMethod = DescMethodUnary | DescMethodServerStreaming;
+
 interface Route {
-  readonly method: DescMethodUnary;
+  readonly method: RestMethod;
   readonly httpMethod: string;
   readonly pattern: string;
   readonly template: Template;
@@ -256,7 +408,7 @@ interface Template {
   readonly verb: string | undefined;
 }
 
-function compileRoute(method: DescMethodUnary, rule: HttpRule, impl: Route["impl"]): Route | undefined {
+function compileRoute(method: RestMethod, rule: HttpRule, impl: Route["impl"]): Route | undefined {
   const implemented = impl !== undefined;
   let httpMethod: string;
   let pattern: string;
@@ -445,10 +597,6 @@ async function buildInput(route: Route, vars: Map<string, string>, url: URL, req
 /** The field a protobuf-es fromJson error names, for `details.field`. */
 function fieldNamedIn(message: string): string | undefined {
   return /cannot decode field [\w.]+\.(\w+) from JSON/.exec(message)?.[1] ?? /key "([^"]+)" is unknown/.exec(message)?.[1];
-}
-
-function isHttpBodyField(field: DescField): boolean {
-  return field.fieldKind === "message" && field.message.typeName === httpBodyTypeName;
 }
 
 function findField(desc: DescMessage, key: string): DescField | undefined {

@@ -60,9 +60,13 @@ export const fakeCustomerService: Partial<ServiceImpl<typeof CustomerService>> =
     }
     return { trainingJob: { id: req.id, status: "cancelled" } };
   },
-  exportUsageCsv(req) {
+  async *exportUsageCsv(req, ctx) {
+    ctx.responseHeader.set("content-disposition", 'attachment; filename="usage.csv"');
     if (req.dateFrom === "1999-01-01") throw new ApiError("EXPORT_RANGE_TOO_LARGE", "range over 90 days");
-    return { body: { contentType: "text/csv; charset=utf-8", data: new TextEncoder().encode("day,credits\n2024-01-01,5\n") } };
+    // Two chunks: only the first names the content type, as the real handler streams.
+    yield { body: { contentType: "text/csv; charset=utf-8", data: new TextEncoder().encode("day,credits\n") } };
+    if (req.dateFrom === "2000-01-01") throw new Error("the database went away mid-export");
+    yield { body: { data: new TextEncoder().encode("2024-01-01,5\n") } };
   },
   createLegacyImageJob(req) {
     throw new ApiError("LEGACY_DEPRECATED", `the image API (/jobs/${req.legacyPath}) is retired; use training jobs`);

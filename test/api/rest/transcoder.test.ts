@@ -200,9 +200,19 @@ const cases: Case[] = [
     path: "/api/v1/customer/usage/export.csv?date_from=2024-01-01",
     status: 200,
     check: (body, res) => {
+      // A server-streaming rpc: the chunks of every message, in order, under the first one's content type.
       assert.equal(res.headers.get("content-type"), "text/csv; charset=utf-8");
+      assert.equal(res.headers.get("content-disposition"), 'attachment; filename="usage.csv"', "handler headers precede the first byte");
+      assert.equal(res.headers.get("content-length"), null);
       assert.equal(body, "day,credits\n2024-01-01,5\n");
     },
+  },
+  {
+    name: "a streamed rpc failing before its first chunk keeps the headers it set",
+    path: "/api/v1/customer/usage/export.csv?date_from=1999-01-01",
+    status: 400,
+    code: "EXPORT_RANGE_TOO_LARGE",
+    check: (_b, res) => assert.equal(res.headers.get("content-disposition"), 'attachment; filename="usage.csv"'),
   },
   {
     name: "an error from an HttpBody rpc is still a JSON envelope",
@@ -312,6 +322,42 @@ describe("REST transcoder", () => {
   it("compiles one route per annotated rpc of the service", () => {
     assert.equal(transcoder.routes.length, CustomerService.methods.length);
     assert.ok(transcoder.routes.includes("GET /api/v1/customer/training-jobs/{id}"));
+  });
+
+  it("destroys a streamed response that fails after its first chunk, so it cannot look complete", async () => {
+    const res = await fetch(`${base}/api/v1/customer/usage/export.csv?date_from=2000-01-01`);
+    assert.equal(res.status, 200, "the status left with the first chunk");
+    await assert.rejects(res.text(), "the body ends in an error, not a clean end");
+  });
+
+  it("streams through router interceptors too, when they are configured", async () => {
+    const seen: string[] = [];
+    const intercepted = createRestTranscoder({
+      services: [restService(CustomerService, fakeCustomerService)],
+      interceptors: [(next) => async (req) => {
+        seen.push(req.method.name);
+        return next(req);
+      }],
+    });
+    const other = http.createServer((req, res) => void intercepted.handle(req, res, "rid-i"));
+    await new Promise<void>((resolve) => other.listen(0, "127.0.0.1", resolve));
+    try {
+      const url = `http://127.0.0.1:${(other.address() as AddressInfo).port}/api/v1/customer/usage/export.csv`;
+      const ok = await fetch(`${url}?date_from=2024-01-01`);
+      assert.equal(ok.status, 200);
+      assert.equal(ok.headers.get("content-type"), "text/csv; charset=utf-8");
+      assert.equal(ok.headers.get("content-disposition"), 'attachment; filename="usage.csv"');
+      assert.equal(await ok.text(), "day,credits\n2024-01-01,5\n");
+      const failed = await fetch(`${url}?date_from=1999-01-01`);
+      assert.equal(failed.status, 400);
+      assert.equal(errorOf(await failed.json()).code, "EXPORT_RANGE_TOO_LARGE");
+      const cut = await fetch(`${url}?date_from=2000-01-01`);
+      await assert.rejects(cut.text());
+      assert.deepEqual(seen, ["ExportUsageCsv", "ExportUsageCsv", "ExportUsageCsv"]);
+    } finally {
+      other.closeAllConnections();
+      await new Promise<void>((resolve) => other.close(() => resolve()));
+    }
   });
 
   for (const tc of cases) {
