@@ -65,6 +65,8 @@ export async function readSnapshot(
      ORDER BY u.ready_at, u.id LIMIT $1`,
     [maxUnits],
   );
+  // Nothing waits: skip reading the fleet (an idle cycle must stay cheap with thousands of nodes).
+  if (ready.length === 0) return { snapshot: { nodes: [] }, units: [] };
   const nodes = await sql.query<NodeRow>(`SELECT * FROM nodes WHERE state = 'online'`);
   const held = await sql.query<HeldRow>(
     `SELECT node_id, gpu_index, sum(required_vram_mb)::int AS vram, sum(required_disk_mb)::int AS disk,
