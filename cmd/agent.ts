@@ -3,16 +3,20 @@
  * gpu-agent: the node agent command line. Parses flags and environment,
  * builds the dependencies and hands over to src/agent/.
  *
- *   gpu-agent enroll --url URL --token T --data-dir D [--dev-gpu MIB] [--ca FILE]
- *   gpu-agent run --data-dir D [--dev-gpu MIB] [--max-units N] [--grace-seconds S] [--ca FILE]
+ *   gpu-agent enroll --url URL --token T --data-dir D [--dev-gpu MIB] [--ca FILE] [--cert FILE --key FILE]
+ *   gpu-agent run --data-dir D [--dev-gpu MIB] [--max-units N] [--grace-seconds S] [--ca FILE] [--cert FILE --key FILE]
  *
  * An https:// URL uses TLS; --ca (or GPU_AGENT_CA_FILE) names a PEM file of a
- * private CA to trust besides the system ones.
+ * private CA to trust besides the system ones. --cert/--key (or
+ * GPU_AGENT_CLIENT_CERT/GPU_AGENT_CLIENT_KEY) name the PEM client certificate
+ * and key for mutual TLS, presented on the stream, downloads and uploads. They
+ * are read at each start and never stored in node.json, so they can be rotated.
  *
  * GPU_AGENT_DEV_GPU_MIB is the same as --dev-gpu; GPU_AGENT_KEEP_WORK=1 keeps
  * unit work directories for debugging.
  */
 import { readFileSync } from "node:fs";
+import tls from "node:tls";
 import { Command, InvalidArgumentError } from "commander";
 import pino from "pino";
 import type { AgentTlsOptions } from "../src/agent/agent.ts";
@@ -39,14 +43,42 @@ function devGpuMib(flag: number | undefined): number | undefined {
   return n;
 }
 
-/** --ca wins over GPU_AGENT_CA_FILE; the CA is trusted by the stream, downloads and uploads alike. */
-function tlsOptions(flag: string | undefined): AgentTlsOptions {
-  const file = flag ?? (process.env["GPU_AGENT_CA_FILE"] || undefined);
-  if (file === undefined) return {};
-  const ca = readFileSync(file, "utf8");
-  if (!ca.includes("-----BEGIN CERTIFICATE-----")) throw new Error(`${file} is not a PEM certificate`);
-  trustCertificateAuthority(ca);
-  return { ca };
+/** A flag wins over its environment variable; an empty variable counts as unset. */
+function fileOption(flag: string | undefined, envName: string): string | undefined {
+  return flag ?? (process.env[envName] || undefined);
+}
+
+/**
+ * --ca wins over GPU_AGENT_CA_FILE, --cert/--key over GPU_AGENT_CLIENT_CERT/
+ * GPU_AGENT_CLIENT_KEY. The CA is trusted by the stream, downloads and uploads
+ * alike; so is the client certificate presented to all three.
+ */
+function tlsOptions(flags: { ca?: string; cert?: string; key?: string }): AgentTlsOptions {
+  const options: AgentTlsOptions = {};
+  const caFile = fileOption(flags.ca, "GPU_AGENT_CA_FILE");
+  if (caFile !== undefined) {
+    const ca = readFileSync(caFile, "utf8");
+    if (!ca.includes("-----BEGIN CERTIFICATE-----")) throw new Error(`${caFile} is not a PEM certificate`);
+    trustCertificateAuthority(ca);
+    options.ca = ca;
+  }
+  const certFile = fileOption(flags.cert, "GPU_AGENT_CLIENT_CERT");
+  const keyFile = fileOption(flags.key, "GPU_AGENT_CLIENT_KEY");
+  if (certFile === undefined && keyFile === undefined) return options;
+  if (certFile === undefined) throw new Error("--key (GPU_AGENT_CLIENT_KEY) is set but --cert (GPU_AGENT_CLIENT_CERT) is not");
+  if (keyFile === undefined) throw new Error("--cert (GPU_AGENT_CLIENT_CERT) is set but --key (GPU_AGENT_CLIENT_KEY) is not");
+  const cert = readFileSync(certFile, "utf8");
+  if (!cert.includes("-----BEGIN CERTIFICATE-----")) throw new Error(`${certFile} is not a PEM certificate`);
+  const key = readFileSync(keyFile, "utf8");
+  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(key)) throw new Error(`${keyFile} is not a PEM private key`);
+  // Fails early (here, not on the first connection) when the key does not match the certificate.
+  try {
+    tls.createSecureContext({ cert, key });
+  } catch (err) {
+    throw new Error(`client certificate ${certFile} and key ${keyFile} do not go together: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  options.clientCertificate = { cert, key };
+  return options;
 }
 
 const program = new Command()
@@ -62,14 +94,16 @@ program
   .requiredOption("--data-dir <dir>", "agent data directory")
   .option("--dev-gpu <mib>", "declare a development GPU of this many MiB when none is detected", positiveInt)
   .option("--ca <file>", "PEM file of a private CA that signed the control plane's certificate (https:// URLs)")
-  .action(async (opts: { url: string; token: string; dataDir: string; devGpu?: number; ca?: string }) => {
+  .option("--cert <file>", "PEM client certificate for mutual TLS (with --key); env GPU_AGENT_CLIENT_CERT")
+  .option("--key <file>", "PEM private key of --cert; env GPU_AGENT_CLIENT_KEY")
+  .action(async (opts: { url: string; token: string; dataDir: string; devGpu?: number; ca?: string; cert?: string; key?: string }) => {
     const dev = devGpuMib(opts.devGpu);
     const identity = await enrollNode({
       url: opts.url,
       token: opts.token,
       dataDir: opts.dataDir,
       logger,
-      tls: tlsOptions(opts.ca),
+      tls: tlsOptions(opts),
       ...(dev !== undefined ? { devGpuMib: dev } : {}),
     });
     process.stdout.write(`${JSON.stringify({ node_id: identity.node_id, trust_level: identity.trust_level })}\n`);
@@ -83,9 +117,11 @@ program
   .option("--max-units <n>", "most units run at once", positiveInt, 2)
   .option("--grace-seconds <s>", "on shutdown, how long running units may finish before they are killed", positiveInt, 30)
   .option("--ca <file>", "PEM file of a private CA that signed the control plane's certificate (https:// URLs)")
-  .action(async (opts: { dataDir: string; devGpu?: number; maxUnits: number; graceSeconds: number; ca?: string }) => {
+  .option("--cert <file>", "PEM client certificate for mutual TLS (with --key); env GPU_AGENT_CLIENT_CERT")
+  .option("--key <file>", "PEM private key of --cert; env GPU_AGENT_CLIENT_KEY")
+  .action(async (opts: { dataDir: string; devGpu?: number; maxUnits: number; graceSeconds: number; ca?: string; cert?: string; key?: string }) => {
     const dev = devGpuMib(opts.devGpu);
-    const tls = tlsOptions(opts.ca);
+    const tlsConfig = tlsOptions(opts);
     const stop = new AbortController();
     let signals = 0;
     const onSignal = (sig: NodeJS.Signals) => {
@@ -108,7 +144,7 @@ program
       keepWork: process.env["GPU_AGENT_KEEP_WORK"] === "1",
       clock: systemClock,
       logger,
-      tls,
+      tls: tlsConfig,
       ...(dev !== undefined ? { devGpuMib: dev } : {}),
     });
     await agent.run(stop.signal);

@@ -27,6 +27,9 @@ import { createUnitRunner } from "./runner.ts";
 import type { UnitRunnerOptions } from "./runner.ts";
 import { createAgentSession } from "./session.ts";
 import type { AgentSession } from "./session.ts";
+import type { ClientCertificate } from "./transfer.ts";
+
+export type { ClientCertificate } from "./transfer.ts";
 
 /** What `enroll` stores in `<dataDir>/node.json` (snake_case, as printed). */
 export interface NodeIdentity {
@@ -68,10 +71,19 @@ export async function writeNodeIdentity(dataDir: string, identity: NodeIdentity)
   await rename(tmp, file);
 }
 
-/** TLS settings of the agent's connections to the control plane. */
+/**
+ * TLS settings of the agent's connections to the control plane. Not stored
+ * in node.json: they are given at each start (files may be rotated).
+ */
 export interface AgentTlsOptions {
   /** PEM of the CA that signed the control plane's certificate (a private CA); the system CAs otherwise. */
   ca?: string;
+  /**
+   * The agent's client certificate for mutual TLS: presented on the gRPC
+   * stream, the signed-URL downloads and the artifact uploads (to https://
+   * servers that ask for one). Set together with `key`.
+   */
+  clientCertificate?: ClientCertificate;
 }
 
 /**
@@ -92,7 +104,14 @@ export function controlPlaneTransport(url: string, tlsOptions: AgentTlsOptions =
     // gRPC always runs over HTTP/2 here (this transport has no httpVersion
     // switch); a plain http:// URL means HTTP/2 cleartext, https:// TLS with ALPN h2.
     baseUrl: url,
-    ...(secure && tlsOptions.ca !== undefined ? { nodeOptions: { ca: tlsOptions.ca } } : {}),
+    ...(secure && (tlsOptions.ca !== undefined || tlsOptions.clientCertificate !== undefined)
+      ? {
+          nodeOptions: {
+            ...(tlsOptions.ca !== undefined ? { ca: tlsOptions.ca } : {}),
+            ...(tlsOptions.clientCertificate !== undefined ? { cert: tlsOptions.clientCertificate.cert, key: tlsOptions.clientCertificate.key } : {}),
+          },
+        }
+      : {}),
     // Home networks drop idle connections silently; pings notice within ~30 s.
     pingIntervalMs: 15_000,
     pingTimeoutMs: 15_000,
@@ -192,6 +211,7 @@ export function createNodeAgent(opts: NodeAgentOptions): NodeAgent {
         maxConcurrentUnits: opts.maxConcurrentUnits,
         clock,
         logger,
+        ...(opts.tls?.clientCertificate !== undefined ? { clientCertificate: opts.tls.clientCertificate } : {}),
         ...(opts.keepWork !== undefined ? { keepWork: opts.keepWork } : {}),
       });
       session = createAgentSession({

@@ -45,6 +45,7 @@ import { buildUnitEnv, isSafeName, isSafeRelativePath, resolveUnitUser, unitPath
 import type { UserIds } from "./sandbox.ts";
 import type { AgentMessageBody } from "./session.ts";
 import { TransferError, downloadToFile, hashFile, putFile, withRetries } from "./transfer.ts";
+import type { ClientCertificate } from "./transfer.ts";
 import { DEFAULT_ZIP_LIMITS, UnsafeZipError, extractZipSafely } from "./unzip.ts";
 import type { ZipLimits } from "./unzip.ts";
 
@@ -90,6 +91,8 @@ export interface UnitRunnerOptions {
   python?: string;
   /** Package bounds (default 512 MiB, 10 000 entries). */
   zipLimits?: ZipLimits;
+  /** Presented on https:// downloads and uploads whose server asks for one (mutual TLS). */
+  clientCertificate?: ClientCertificate;
   /** Attempts per artifact upload and per download (default 4: one plus three retries). */
   transferTries?: number;
   /** How often a running unit's work directory is measured against its `disk_mb` (default 2 s). */
@@ -299,7 +302,7 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
         const maxBytes = input.sizeBytes > 0n ? Number(input.sizeBytes) : Number.MAX_SAFE_INTEGER;
         const got = await withRetries(transferTries, clock, signal, async () => {
           await rm(part, { force: true });
-          return downloadToFile(input.url, part, maxBytes, signal);
+          return downloadToFile(input.url, part, maxBytes, signal, opts.clientCertificate);
         }).catch((err: unknown) => {
           if (signal.aborted) throw err;
           throw new UnitError(Outcome.NODE_ERROR, `download of ${input.role} ${input.name} failed: ${message(err)}`);
@@ -651,6 +654,7 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
             sizeBytes,
             { authorization: `Bearer ${opts.nodeCredential}`, "content-type": "application/octet-stream" },
             uploadSignal,
+            opts.clientCertificate,
           ),
         );
         opts.send({

@@ -1,6 +1,6 @@
 /**
  * Moving bytes for a unit: inputs come down by signed URL (no credentials
- * attached), hashed while they stream to disk; artifacts go up with the
+ * attached but the TLS client certificate, when configured), hashed while they stream to disk; artifacts go up with the
  * node credential, hashed first, then streamed with an exact Content-Length.
  */
 import { createHash } from "node:crypto";
@@ -8,7 +8,7 @@ import { createWriteStream } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import http from "node:http";
 import https from "node:https";
-import { Readable, Transform } from "node:stream";
+import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { Clock } from "../platform/clock.ts";
 
@@ -29,24 +29,65 @@ export interface DownloadResult {
 }
 
 /**
+ * A client certificate (PEM chain) and its private key (PEM) for mutual TLS;
+ * presented to https:// servers that ask for one.
+ */
+export interface ClientCertificate {
+  cert: string;
+  key: string;
+}
+
+/**
+ * The node:http or node:https module for `target`, and the TLS options of a
+ * request to it. CAs are not set here: the process defaults apply (see
+ * trustCertificateAuthority in agent.ts), so a private CA does not replace
+ * the system ones for third-party blob stores.
+ */
+function transport(target: URL, clientCertificate: ClientCertificate | undefined): { lib: typeof http | typeof https; tls: https.RequestOptions } | undefined {
+  if (target.protocol === "http:") return { lib: http, tls: {} };
+  if (target.protocol !== "https:") return undefined;
+  return { lib: https, tls: clientCertificate === undefined ? {} : { cert: clientCertificate.cert, key: clientCertificate.key } };
+}
+
+/**
  * GETs `url` into `dest` (created exclusively), hashing on the way. Stops
  * early when more than `maxBytes` arrive, so a wrong or hostile URL cannot
- * fill the disk.
+ * fill the disk. Redirects are not followed: a signed URL points at the blob
+ * itself, and following them would let a misconfigured store send the node
+ * anywhere. node:http(s) rather than fetch so a client certificate can be
+ * presented (mutual TLS).
  */
-export async function downloadToFile(url: string, dest: string, maxBytes: number, signal: AbortSignal): Promise<DownloadResult> {
-  let response: Response;
+export async function downloadToFile(
+  url: string,
+  dest: string,
+  maxBytes: number,
+  signal: AbortSignal,
+  clientCertificate?: ClientCertificate,
+): Promise<DownloadResult> {
+  let target: URL;
   try {
-    // redirect "error": a signed URL points at the blob itself; following
-    // redirects would let a misconfigured store send the node anywhere.
-    response = await fetch(url, { signal, redirect: "error" });
+    target = new URL(url);
+  } catch {
+    throw new TransferError(`invalid download URL`, false);
+  }
+  const via = transport(target, clientCertificate);
+  if (!via) throw new TransferError(`unsupported download URL scheme ${target.protocol}`, false);
+  let response: http.IncomingMessage;
+  try {
+    response = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      const req = via.lib.get(target, { ...via.tls, signal }, resolve);
+      req.on("error", reject);
+    });
   } catch (err) {
     if (signal.aborted) throw signal.reason;
     throw new TransferError(`GET failed: ${err instanceof Error ? err.message : String(err)}`, true);
   }
-  if (!response.ok || !response.body) {
-    await response.body?.cancel().catch(() => {});
-    const retryable = response.status >= 500 || response.status === 408 || response.status === 429;
-    throw new TransferError(`GET answered HTTP ${response.status}`, retryable);
+  const status = response.statusCode ?? 0;
+  if (status < 200 || status >= 300) {
+    response.resume();
+    if (status >= 300 && status < 400) throw new TransferError(`GET answered HTTP ${status} (redirects are not followed)`, false);
+    const retryable = status >= 500 || status === 408 || status === 429;
+    throw new TransferError(`GET answered HTTP ${status}`, retryable);
   }
   const hash = createHash("sha256");
   let size = 0;
@@ -59,7 +100,7 @@ export async function downloadToFile(url: string, dest: string, maxBytes: number
     },
   });
   try {
-    await pipeline(Readable.fromWeb(response.body), meter, createWriteStream(dest, { flags: "wx", mode: 0o644 }), { signal });
+    await pipeline(response, meter, createWriteStream(dest, { flags: "wx", mode: 0o644 }), { signal });
   } catch (err) {
     if (signal.aborted) throw signal.reason;
     if (err instanceof TransferError) throw err;
@@ -82,14 +123,23 @@ export async function hashFile(fh: FileHandle): Promise<DownloadResult> {
 /**
  * PUTs `size` bytes of an open file to `url` with `headers`; resolves on 2xx.
  * node:http instead of fetch so the body streams with an exact
- * Content-Length (blob stores check it) rather than chunked encoding.
+ * Content-Length (blob stores check it) rather than chunked encoding, and a
+ * client certificate can be presented (mutual TLS).
  */
-export function putFile(url: string, fh: FileHandle, size: number, headers: Record<string, string>, signal: AbortSignal): Promise<void> {
+export function putFile(
+  url: string,
+  fh: FileHandle,
+  size: number,
+  headers: Record<string, string>,
+  signal: AbortSignal,
+  clientCertificate?: ClientCertificate,
+): Promise<void> {
   const target = new URL(url);
-  const lib = target.protocol === "https:" ? https : target.protocol === "http:" ? http : undefined;
-  if (!lib) return Promise.reject(new TransferError(`unsupported upload URL scheme ${target.protocol}`, false));
+  const via = transport(target, clientCertificate);
+  if (!via) return Promise.reject(new TransferError(`unsupported upload URL scheme ${target.protocol}`, false));
   return new Promise<void>((resolve, reject) => {
-    const req = lib.request(target, {
+    const req = via.lib.request(target, {
+      ...via.tls,
       method: "PUT",
       headers: { ...headers, "content-length": String(size) },
       signal,

@@ -1,0 +1,680 @@
+/**
+ * The GPU-Agent SDK: a typed client over the generated Connect client of CustomerService.
+ *
+ * - Every rpc goes over Connect (JSON over HTTP/1.1, the same port as REST), so request and
+ *   response types are the generated protobuf-es ones and nothing is hand-maintained.
+ * - Bytes never go through Connect: uploads PUT to the signed `upload_url` and downloads GET the
+ *   signed `download_url` over plain HTTP, streamed, so a large file is never held in memory and
+ *   progress can be reported as bytes move.
+ * - 429 `RATE_LIMITED` is retried after `Retry-After` at most `maxRetries` times with each wait
+ *   capped, on both paths; a refused request was not executed, so retrying a POST is safe.
+ * - Every failure is one {@link GpuAgentError} with a typed `code`.
+ */
+import { createHash, randomUUID } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdtemp, rename, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { basename, dirname, join } from "node:path";
+import { Readable, Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import type { ReadableStream as WebReadableStream } from "node:stream/web";
+import { setTimeout as sleepMs } from "node:timers/promises";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { CallOptions, Client, Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { reasonMetadataKey } from "../api/errors.ts";
+import { CustomerService } from "../gen/gpuagent/customer/v1/customer_pb.ts";
+import type {
+  Artifact,
+  CreateArtifactDownloadUrlResponse,
+  CreateTrainingJobRequestSchema,
+  CreateWebhookRequestSchema,
+  CreateWebhookResponse,
+  Dataset,
+  DeleteDatasetResponse,
+  DeleteTrainingPackageResponse,
+  DeleteWebhookResponse,
+  GetConfigResponse,
+  GetDailyUsageResponse,
+  GetUsageSummaryResponse,
+  ListArtifactsResponse,
+  ListComputeUnitsResponse,
+  ListDatasetsResponse,
+  ListTrainingJobsResponse,
+  ListTrainingPackagesResponse,
+  ListWebhookDeliveriesResponse,
+  ListWebhooksResponse,
+  RotateWebhookSecretResponse,
+  TestWebhookResponse,
+  TrainingJob,
+  TrainingPackage,
+  WebhookDelivery,
+} from "../gen/gpuagent/customer/v1/customer_pb.ts";
+import { GpuAgentError, fromConnectError, fromFetchFailure, fromRestResponse, parseRetryAfterSeconds } from "./errors.ts";
+
+/** Retries of one request after a 429 (so at most 4 attempts). */
+export const DEFAULT_MAX_RETRIES = 3;
+/** Longest single wait honoured from `Retry-After`; a longer ask is clamped so a server cannot park the caller. */
+export const DEFAULT_MAX_RETRY_DELAY_MS = 30_000;
+/** Wait before retry `n` (0-based) when a 429 carries no usable `Retry-After`: 1 s, 2 s, 4 s, ... */
+const FALLBACK_RETRY_DELAY_MS = 1_000;
+/** Default poll interval of {@link JobsApi.waitForJob}; well under the default 600 requests/minute. */
+export const DEFAULT_POLL_INTERVAL_MS = 2_000;
+
+/** Job statuses after which nothing changes any more. */
+export const TERMINAL_JOB_STATUSES: readonly string[] = ["completed", "failed", "cancelled", "expired"];
+
+/** How {@link createGpuAgentClient} is configured. */
+export interface GpuAgentClientOptions {
+  /** The control plane's URL, e.g. `https://api.example.com` (REST, Connect and gRPC share it). */
+  baseUrl: string;
+  /** A customer API key, sent as `x-api-key`. Takes precedence over `sessionToken`. */
+  apiKey?: string;
+  /** A portal session token (from Login), sent as `authorization: Bearer`. */
+  sessionToken?: string;
+  /** fetch used for the plain-HTTP upload and download paths; defaults to the global fetch. */
+  fetch?: typeof fetch;
+  /** Retries after a 429 `RATE_LIMITED` (default {@link DEFAULT_MAX_RETRIES}); 0 turns retrying off. */
+  maxRetries?: number;
+  /** Cap of one retry wait in ms (default {@link DEFAULT_MAX_RETRY_DELAY_MS}). */
+  maxRetryDelayMs?: number;
+  /** Called before each retry wait, e.g. to log it. */
+  onRetry?: (info: RetryInfo) => void;
+  /** Extra Connect interceptors, run on every attempt after authentication (logging, tracing). */
+  interceptors?: Interceptor[];
+}
+
+/** What {@link GpuAgentClientOptions.onRetry} is told. */
+export interface RetryInfo {
+  /** 1 for the first retry. */
+  attempt: number;
+  /** How long the SDK waits before it. */
+  delayMs: number;
+  /** What the server asked for in `Retry-After`, in seconds; undefined when it did not say. */
+  retryAfterS: number | undefined;
+  /** The rpc (`CreateTrainingJob`) or the HTTP method and URL of the byte path. */
+  operation: string;
+}
+
+/** A page request of the list rpcs. */
+export interface PageOptions {
+  limit?: number;
+  cursor?: string;
+}
+
+/** Per-call options. */
+export interface CallOpts {
+  signal?: AbortSignal;
+}
+
+/** A progress report of an upload or download. */
+export interface TransferProgress {
+  /** `hashing` while the SDK reads the source once to compute its sha256, then `uploading` / `downloading`. */
+  phase: "hashing" | "uploading" | "downloading";
+  bytesDone: number;
+  /** Total bytes; undefined for a download whose size is not known yet. */
+  totalBytes: number | undefined;
+}
+
+/** What can be uploaded: a file path, bytes in memory, or a stream (spooled to a temp file to hash it first). */
+export type UploadSource = string | Uint8Array | Readable | AsyncIterable<Uint8Array> | WebReadableStream<Uint8Array>;
+
+/** Options of `datasets.upload`. */
+export interface DatasetUploadOptions extends CallOpts {
+  name: string;
+  /** Free-form, e.g. "csv"; the server may infer one when empty. */
+  format?: string;
+  onProgress?: (p: TransferProgress) => void;
+}
+
+/** Options of `packages.upload`. */
+export interface PackageUploadOptions extends CallOpts {
+  name: string;
+  /** Python file inside the zip that runs the training (server default "train.py"). */
+  entrypoint?: string;
+  onProgress?: (p: TransferProgress) => void;
+}
+
+/** Options of `jobs.create`. */
+export interface CreateJobOptions extends CallOpts {
+  /**
+   * Sent as `Idempotency-Key` (8 to 128 of `A-Za-z0-9._:-`). When left out a random one is
+   * generated, so the SDK's own retries never create a second job; pass your own to make retries
+   * across process restarts safe as well.
+   */
+  idempotencyKey?: string;
+}
+
+/** One observation of a job while waiting for it. */
+export interface JobProgressEvent {
+  jobId: string;
+  status: string;
+  /** 0..1 over the whole DAG. */
+  progress: number;
+  computeUnitsCompleted: number;
+  computeUnitCount: number;
+  /** Latest metrics reported by the training stage. */
+  metrics: Record<string, number>;
+  /** True for the last event: the job reached a terminal status. */
+  terminal: boolean;
+  /** The full job as read. */
+  job: TrainingJob;
+}
+
+/** Options of `jobs.waitForJob`. */
+export interface WaitForJobOptions extends CallOpts {
+  /** Poll interval (default {@link DEFAULT_POLL_INTERVAL_MS}). */
+  intervalMs?: number;
+  /** Give up with `TIMEOUT` after this long; no limit when left out. */
+  timeoutMs?: number;
+  /** Called with every event that is also yielded. */
+  onProgress?: (event: JobProgressEvent) => void;
+}
+
+/** Options of `artifacts.download`. */
+export interface DownloadOptions extends CallOpts {
+  /** The sha256 to verify against; looked up from the job's artifact list when left out. */
+  expectedSha256?: string;
+  onProgress?: (p: TransferProgress) => void;
+}
+
+/** What a download wrote. */
+export interface DownloadResult {
+  path: string;
+  bytes: number;
+  /** Lower-case hex; equals the artifact's recorded sha256 (verified). */
+  sha256: string;
+}
+
+/** Datasets: upload (create, PUT, finalize) and read. */
+export interface DatasetsApi {
+  /** Hashes the source, creates the dataset, streams the bytes to its signed URL and finalizes it. */
+  upload(source: UploadSource, options: DatasetUploadOptions): Promise<Dataset>;
+  get(id: string, opts?: CallOpts): Promise<Dataset>;
+  list(page?: PageOptions, opts?: CallOpts): Promise<ListDatasetsResponse>;
+  delete(id: string, opts?: CallOpts): Promise<DeleteDatasetResponse>;
+}
+
+/** Training packages (zips): upload (create, PUT, finalize) and read. */
+export interface PackagesApi {
+  /** Hashes the zip, creates the package, streams the bytes to its signed URL and finalizes it. */
+  upload(source: UploadSource, options: PackageUploadOptions): Promise<TrainingPackage>;
+  get(id: string, opts?: CallOpts): Promise<TrainingPackage>;
+  list(page?: PageOptions, opts?: CallOpts): Promise<ListTrainingPackagesResponse>;
+  delete(id: string, opts?: CallOpts): Promise<DeleteTrainingPackageResponse>;
+}
+
+/** The body of `jobs.create`: the generated request's init shape. */
+export type CreateJobBody = MessageInitShape<typeof CreateTrainingJobRequestSchema>;
+
+/** Training jobs. */
+export interface JobsApi {
+  /** Creates a job, idempotently (see {@link CreateJobOptions.idempotencyKey}). */
+  create(body: CreateJobBody, options?: CreateJobOptions): Promise<TrainingJob>;
+  get(id: string, opts?: CallOpts): Promise<TrainingJob>;
+  list(query?: PageOptions & { status?: string }, opts?: CallOpts): Promise<ListTrainingJobsResponse>;
+  cancel(id: string, opts?: CallOpts): Promise<TrainingJob>;
+  computeUnits(id: string, page?: PageOptions, opts?: CallOpts): Promise<ListComputeUnitsResponse>;
+  /**
+   * Polls the job, yielding an event whenever its status, progress or metrics change, until it
+   * reaches a terminal status (the generator's return value is the final job). A failed job is
+   * returned, not thrown: check `status`.
+   */
+  waitForJob(id: string, options?: WaitForJobOptions): AsyncGenerator<JobProgressEvent, TrainingJob, void>;
+  /** {@link JobsApi.waitForJob} drained: resolves to the final job (use `onProgress` to watch). */
+  wait(id: string, options?: WaitForJobOptions): Promise<TrainingJob>;
+}
+
+/** A job's artifacts. */
+export interface ArtifactsApi {
+  list(jobId: string, page?: PageOptions, opts?: CallOpts): Promise<ListArtifactsResponse>;
+  /** Mints a short-lived signed download URL. */
+  downloadUrl(jobId: string, artifactId: string, opts?: CallOpts): Promise<CreateArtifactDownloadUrlResponse>;
+  /** Mints a URL, streams the artifact to `destPath` and verifies its sha256 (nothing is left at `destPath` on mismatch). */
+  download(jobId: string, artifactId: string, destPath: string, options?: DownloadOptions): Promise<DownloadResult>;
+}
+
+/** Usage and credits. */
+export interface UsageApi {
+  summary(opts?: CallOpts): Promise<GetUsageSummaryResponse>;
+  /** Per-day usage of the last `days` days (server default 30, at most 90). */
+  daily(query?: { days?: number }, opts?: CallOpts): Promise<GetDailyUsageResponse>;
+}
+
+/** Webhook endpoints and their deliveries. */
+export interface WebhooksApi {
+  /** Creates an endpoint; the response's `secret` is shown exactly once. */
+  create(body: MessageInitShape<typeof CreateWebhookRequestSchema>, opts?: CallOpts): Promise<CreateWebhookResponse>;
+  list(page?: PageOptions, opts?: CallOpts): Promise<ListWebhooksResponse>;
+  /** Queues a `webhook.test` delivery to the endpoint. */
+  test(id: string, opts?: CallOpts): Promise<TestWebhookResponse>;
+  /** New secret; the previous one keeps signing for a grace period. */
+  rotate(id: string, opts?: CallOpts): Promise<RotateWebhookSecretResponse>;
+  delete(id: string, opts?: CallOpts): Promise<DeleteWebhookResponse>;
+  deliveries(id: string, query?: PageOptions & { status?: string }, opts?: CallOpts): Promise<ListWebhookDeliveriesResponse>;
+  /** Queues a new delivery of the same event. */
+  redeliver(id: string, deliveryId: string, opts?: CallOpts): Promise<WebhookDelivery>;
+}
+
+/** The typed client returned by {@link createGpuAgentClient}. */
+export interface GpuAgentClient {
+  readonly baseUrl: string;
+  /** The generated Connect client (authenticated, retrying), for rpcs the helpers do not cover. Its errors are raw ConnectErrors. */
+  readonly rpc: Client<typeof CustomerService>;
+  /** The public server configuration (limits, rates, upload limits). */
+  config(opts?: CallOpts): Promise<GetConfigResponse>;
+  readonly datasets: DatasetsApi;
+  readonly packages: PackagesApi;
+  readonly jobs: JobsApi;
+  readonly artifacts: ArtifactsApi;
+  readonly usage: UsageApi;
+  readonly webhooks: WebhooksApi;
+}
+
+/** A random `Idempotency-Key` the server accepts (`[A-Za-z0-9._:-]{8,128}`). */
+export function generateIdempotencyKey(): string {
+  return `sdk-${randomUUID()}`;
+}
+
+/** Builds a client; nothing is sent until a method is called. */
+export function createGpuAgentClient(options: GpuAgentClientOptions): GpuAgentClient {
+  const baseUrl = options.baseUrl.replace(/\/+$/, "");
+  const baseOrigin = new URL(baseUrl).origin;
+  const doFetch = options.fetch ?? fetch;
+  const maxRetries = Math.max(0, options.maxRetries ?? DEFAULT_MAX_RETRIES);
+  const maxRetryDelayMs = options.maxRetryDelayMs ?? DEFAULT_MAX_RETRY_DELAY_MS;
+
+  function retryDelayMs(retryAfterS: number | undefined, attempt: number): number {
+    return Math.min(retryAfterS === undefined ? FALLBACK_RETRY_DELAY_MS * 2 ** attempt : Math.ceil(retryAfterS * 1000), maxRetryDelayMs);
+  }
+
+  const authInterceptor: Interceptor = (next) => async (req) => {
+    if (options.apiKey !== undefined && options.apiKey !== "") req.header.set("x-api-key", options.apiKey);
+    else if (options.sessionToken !== undefined && options.sessionToken !== "") req.header.set("authorization", `Bearer ${options.sessionToken}`);
+    return await next(req);
+  };
+
+  const retryInterceptor: Interceptor = (next) => async (req) => {
+    // A streamed request body is spent by the first attempt; only unary calls are replayed.
+    if (req.stream) return await next(req);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await next(req);
+      } catch (error) {
+        if (!(error instanceof ConnectError) || error.metadata.get(reasonMetadataKey) !== "RATE_LIMITED" || attempt >= maxRetries) throw error;
+        const retryAfterS = parseRetryAfterSeconds(error.metadata.get("retry-after"));
+        const delayMs = retryDelayMs(retryAfterS, attempt);
+        options.onRetry?.({ attempt: attempt + 1, delayMs, retryAfterS, operation: req.method.name });
+        await sleep(delayMs, req.signal);
+      }
+    }
+  };
+
+  const transport = createConnectTransport({
+    baseUrl,
+    httpVersion: "1.1",
+    // Outermost first: auth sets the header once, the retry loop wraps the caller's interceptors
+    // so they see every attempt.
+    interceptors: [authInterceptor, retryInterceptor, ...(options.interceptors ?? [])],
+  });
+  const rpc = createClient(CustomerService, transport);
+
+  /** Runs an rpc and turns its failure into a GpuAgentError. */
+  async function call<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (error) {
+      throw fromConnectError(error);
+    }
+  }
+
+  const co = (opts: CallOpts | undefined, headers?: Record<string, string>): CallOptions => ({
+    ...(opts?.signal === undefined ? {} : { signal: opts.signal }),
+    ...(headers === undefined ? {} : { headers }),
+  });
+  const page = (p: PageOptions | undefined) => ({ limit: p?.limit ?? 0, cursor: p?.cursor ?? "" });
+
+  /** Plain HTTP with the same 429 policy; `makeInit` runs per attempt because a streamed body is spent by the first. */
+  async function send(url: string, makeInit: () => RequestInit): Promise<Response> {
+    for (let attempt = 0; ; attempt++) {
+      const init = makeInit();
+      let res: Response;
+      try {
+        res = await doFetch(url, init);
+      } catch (error) {
+        throw fromFetchFailure(url, error);
+      }
+      if (res.status !== 429 || attempt >= maxRetries) return res;
+      const retryAfterS = parseRetryAfterSeconds(res.headers.get("retry-after"));
+      const delayMs = retryDelayMs(retryAfterS, attempt);
+      options.onRetry?.({ attempt: attempt + 1, delayMs, retryAfterS, operation: `${init.method ?? "GET"} ${url}` });
+      // Release the connection before sleeping.
+      await res.body?.cancel().catch(() => undefined);
+      await sleep(delayMs, init.signal ?? undefined);
+    }
+  }
+
+  /**
+   * Signed URLs need no credential; the API key still goes along when the URL is on the API's own
+   * origin (harmless there) but never to another host, where it would leak.
+   */
+  function signedUrl(raw: string): { url: string; headers: Record<string, string> } {
+    let url: URL;
+    try {
+      url = new URL(raw, baseUrl + "/");
+    } catch (error) {
+      throw new GpuAgentError({ code: "BAD_RESPONSE", message: `the server returned an invalid URL: ${raw}`, httpStatus: 0, connectCode: Code.Unknown, cause: error });
+    }
+    const headers: Record<string, string> = {};
+    if (url.origin === baseOrigin && options.apiKey !== undefined && options.apiKey !== "") headers["x-api-key"] = options.apiKey;
+    return { url: url.toString(), headers };
+  }
+
+  async function putBytes(rawUrl: string, src: PreparedSource, onProgress: ((p: TransferProgress) => void) | undefined, signal: AbortSignal | undefined): Promise<void> {
+    const { url, headers } = signedUrl(rawUrl);
+    const res = await send(url, () => {
+      let sent = 0;
+      onProgress?.({ phase: "uploading", bytesDone: 0, totalBytes: src.size });
+      // Counting as fetch pulls the body tracks what has been handed to the socket.
+      const counter = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          sent += chunk.length;
+          onProgress?.({ phase: "uploading", bytesDone: sent, totalBytes: src.size });
+          cb(null, chunk);
+        },
+      });
+      const body = src.open().pipe(counter);
+      return {
+        method: "PUT",
+        headers: { "content-type": "application/octet-stream", "content-length": String(src.size), ...headers },
+        body: Readable.toWeb(body) as ReadableStream<Uint8Array>,
+        duplex: "half",
+        ...(signal === undefined ? {} : { signal }),
+      } as RequestInit;
+    });
+    const text = await res.text();
+    if (!res.ok) throw fromRestResponse(res, text);
+  }
+
+  const datasets: DatasetsApi = {
+    async upload(source, o) {
+      const src = await prepareSource(source, o.onProgress, o.signal);
+      try {
+        const created = await call(() =>
+          rpc.createDataset({ name: o.name, sizeBytes: BigInt(src.size), sha256: src.sha256, format: o.format ?? "" }, co(o)),
+        );
+        const dataset = required(created.dataset, "CreateDataset");
+        await putBytes(dataset.uploadUrl, src, o.onProgress, o.signal);
+        return required((await call(() => rpc.finalizeDataset({ id: dataset.id }, co(o)))).dataset, "FinalizeDataset");
+      } finally {
+        await src.cleanup();
+      }
+    },
+    get: async (id, opts) => required((await call(() => rpc.getDataset({ id }, co(opts)))).dataset, "GetDataset"),
+    list: (p, opts) => call(() => rpc.listDatasets(page(p), co(opts))),
+    delete: (id, opts) => call(() => rpc.deleteDataset({ id }, co(opts))),
+  };
+
+  const packages: PackagesApi = {
+    async upload(source, o) {
+      const src = await prepareSource(source, o.onProgress, o.signal);
+      try {
+        const created = await call(() =>
+          rpc.createTrainingPackage({ name: o.name, sizeBytes: BigInt(src.size), sha256: src.sha256, entrypoint: o.entrypoint ?? "" }, co(o)),
+        );
+        const pkg = required(created.trainingPackage, "CreateTrainingPackage");
+        await putBytes(pkg.uploadUrl, src, o.onProgress, o.signal);
+        return required((await call(() => rpc.finalizeTrainingPackage({ id: pkg.id }, co(o)))).trainingPackage, "FinalizeTrainingPackage");
+      } finally {
+        await src.cleanup();
+      }
+    },
+    get: async (id, opts) => required((await call(() => rpc.getTrainingPackage({ id }, co(opts)))).trainingPackage, "GetTrainingPackage"),
+    list: (p, opts) => call(() => rpc.listTrainingPackages(page(p), co(opts))),
+    delete: (id, opts) => call(() => rpc.deleteTrainingPackage({ id }, co(opts))),
+  };
+
+  const jobs: JobsApi = {
+    async create(body, o) {
+      // Generated once per create call, outside the retry loop, so every retry replays the same key.
+      const key = o?.idempotencyKey ?? generateIdempotencyKey();
+      const res = await call(() => rpc.createTrainingJob(body, co(o, { "idempotency-key": key })));
+      return required(res.trainingJob, "CreateTrainingJob");
+    },
+    get: async (id, opts) => required((await call(() => rpc.getTrainingJob({ id }, co(opts)))).trainingJob, "GetTrainingJob"),
+    list: (q, opts) => call(() => rpc.listTrainingJobs({ ...page(q), status: q?.status ?? "" }, co(opts))),
+    cancel: async (id, opts) => required((await call(() => rpc.cancelTrainingJob({ id }, co(opts)))).trainingJob, "CancelTrainingJob"),
+    computeUnits: (id, p, opts) => call(() => rpc.listComputeUnits({ id, ...page(p) }, co(opts))),
+    waitForJob: (id, o) => waitForJob(id, o ?? {}),
+    async wait(id, o) {
+      const it = waitForJob(id, o ?? {});
+      for (;;) {
+        const step = await it.next();
+        if (step.done === true) return step.value;
+      }
+    },
+  };
+
+  async function* waitForJob(id: string, o: WaitForJobOptions): AsyncGenerator<JobProgressEvent, TrainingJob, void> {
+    const intervalMs = o.intervalMs ?? DEFAULT_POLL_INTERVAL_MS;
+    const deadline = o.timeoutMs === undefined ? undefined : Date.now() + o.timeoutMs;
+    let lastKey: string | undefined;
+    for (;;) {
+      throwIfAborted(o.signal);
+      const job = await jobs.get(id, co(o));
+      const terminal = TERMINAL_JOB_STATUSES.includes(job.status);
+      const event: JobProgressEvent = {
+        jobId: job.id,
+        status: job.status,
+        progress: job.progress,
+        computeUnitsCompleted: job.computeUnitsCompleted,
+        computeUnitCount: job.computeUnitCount,
+        metrics: { ...job.metrics },
+        terminal,
+        job,
+      };
+      // Only changes are reported: a caller drawing a progress bar wants steps, not every poll.
+      const key = JSON.stringify([event.status, event.progress, event.computeUnitsCompleted, event.computeUnitCount, event.metrics]);
+      if (key !== lastKey || terminal) {
+        lastKey = key;
+        o.onProgress?.(event);
+        yield event;
+      }
+      if (terminal) return job;
+      let wait = intervalMs;
+      if (deadline !== undefined) {
+        const left = deadline - Date.now();
+        if (left <= 0) {
+          throw new GpuAgentError({ code: "TIMEOUT", message: `job ${id} is still ${job.status} after ${o.timeoutMs} ms`, httpStatus: 0, connectCode: Code.DeadlineExceeded });
+        }
+        wait = Math.min(wait, left);
+      }
+      await sleep(wait, o.signal);
+    }
+  }
+
+  async function findArtifact(jobId: string, artifactId: string, opts: CallOpts): Promise<Artifact> {
+    let cursor = "";
+    // A server repeating a cursor would loop forever; a repeat ends the walk.
+    const seen = new Set<string>();
+    for (;;) {
+      const res = await artifacts.list(jobId, { limit: 100, cursor }, opts);
+      const found = res.data.find((a) => a.id === artifactId);
+      if (found !== undefined) return found;
+      const next = res.page?.nextCursor ?? "";
+      if (res.page?.hasMore !== true || next === "" || seen.has(next)) break;
+      seen.add(next);
+      cursor = next;
+    }
+    throw new GpuAgentError({ code: "ARTIFACT_NOT_FOUND", message: `artifact ${artifactId} is not among job ${jobId}'s artifacts`, httpStatus: 404, connectCode: Code.NotFound });
+  }
+
+  const artifacts: ArtifactsApi = {
+    list: (jobId, p, opts) => call(() => rpc.listArtifacts({ id: jobId, ...page(p) }, co(opts))),
+    downloadUrl: (jobId, artifactId, opts) => call(() => rpc.createArtifactDownloadUrl({ jobId, artifactId }, co(opts))),
+    async download(jobId, artifactId, destPath, o = {}) {
+      const expected = (o.expectedSha256 ?? (await findArtifact(jobId, artifactId, o)).sha256).toLowerCase();
+      const minted = await artifacts.downloadUrl(jobId, artifactId, o);
+      const { url, headers } = signedUrl(minted.downloadUrl);
+      const res = await send(url, () => ({ method: "GET", headers, ...(o.signal === undefined ? {} : { signal: o.signal }) }));
+      if (!res.ok) throw fromRestResponse(res, await res.text());
+      if (res.body === null) throw new GpuAgentError({ code: "BAD_RESPONSE", message: "the download answered without a body", httpStatus: res.status, connectCode: Code.Unknown });
+      const lengthHeader = res.headers.get("content-length");
+      const total = lengthHeader === null ? undefined : Number(lengthHeader);
+      const hash = createHash("sha256");
+      let bytes = 0;
+      const tap = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          hash.update(chunk);
+          bytes += chunk.length;
+          o.onProgress?.({ phase: "downloading", bytesDone: bytes, totalBytes: total });
+          cb(null, chunk);
+        },
+      });
+      // Written beside the destination and renamed only once verified, so a reader of destPath never
+      // sees a partial or corrupt file.
+      const partial = join(dirname(destPath), `.${basename(destPath)}.${randomUUID()}.partial`);
+      try {
+        await pipeline(Readable.fromWeb(res.body as WebReadableStream<Uint8Array>), tap, createWriteStream(partial), o.signal === undefined ? {} : { signal: o.signal });
+        const sha256 = hash.digest("hex");
+        if (sha256 !== expected) {
+          throw new GpuAgentError({ code: "CHECKSUM_MISMATCH", message: `artifact ${artifactId}: downloaded bytes hash to ${sha256}, expected ${expected}`, httpStatus: 0, connectCode: Code.DataLoss });
+        }
+        await rename(partial, destPath);
+        return { path: destPath, bytes, sha256 };
+      } catch (error) {
+        await rm(partial, { force: true });
+        throw error instanceof GpuAgentError ? error : fromFetchFailure(url, error);
+      }
+    },
+  };
+
+  const usage: UsageApi = {
+    summary: (opts) => call(() => rpc.getUsageSummary({}, co(opts))),
+    daily: (q, opts) => call(() => rpc.getDailyUsage({ days: q?.days ?? 0 }, co(opts))),
+  };
+
+  const webhooks: WebhooksApi = {
+    create: (body, opts) => call(() => rpc.createWebhook(body, co(opts))),
+    list: (p, opts) => call(() => rpc.listWebhooks(page(p), co(opts))),
+    test: (id, opts) => call(() => rpc.testWebhook({ id }, co(opts))),
+    rotate: (id, opts) => call(() => rpc.rotateWebhookSecret({ id }, co(opts))),
+    delete: (id, opts) => call(() => rpc.deleteWebhook({ id }, co(opts))),
+    deliveries: (id, q, opts) => call(() => rpc.listWebhookDeliveries({ id, ...page(q), status: q?.status ?? "" }, co(opts))),
+    redeliver: async (id, deliveryId, opts) =>
+      required((await call(() => rpc.redeliverWebhookDelivery({ id, deliveryId }, co(opts)))).delivery, "RedeliverWebhookDelivery"),
+  };
+
+  return {
+    baseUrl,
+    rpc,
+    config: (opts) => call(() => rpc.getConfig({}, co(opts))),
+    datasets,
+    packages,
+    jobs,
+    artifacts,
+    usage,
+    webhooks,
+  };
+}
+
+/** A source ready to upload: its size and sha256 known, its bytes re-readable for each attempt. */
+interface PreparedSource {
+  size: number;
+  sha256: string;
+  open(): Readable;
+  cleanup(): Promise<void>;
+}
+
+/**
+ * Reads the source once to learn its size and sha256 (the server wants both before it signs an
+ * upload URL). A path is re-read for the PUT; a stream cannot be, so it is spooled to a temp file
+ * while being hashed, and that file is removed afterwards.
+ */
+async function prepareSource(source: UploadSource, onProgress: ((p: TransferProgress) => void) | undefined, signal: AbortSignal | undefined): Promise<PreparedSource> {
+  if (source instanceof Uint8Array) {
+    const bytes = source;
+    onProgress?.({ phase: "hashing", bytesDone: bytes.length, totalBytes: bytes.length });
+    return {
+      size: bytes.length,
+      sha256: createHash("sha256").update(bytes).digest("hex"),
+      // Chunked so progress moves during the PUT instead of jumping from 0 to done.
+      open: () => Readable.from(chunks(bytes, 64 * 1024)),
+      cleanup: async () => undefined,
+    };
+  }
+  if (typeof source === "string") {
+    const total = (await stat(source)).size;
+    const { size, sha256 } = await hashStream(createReadStream(source), undefined, total, onProgress, signal);
+    return { size, sha256, open: () => createReadStream(source), cleanup: async () => undefined };
+  }
+  const dir = await mkdtemp(join(tmpdir(), "gpu-agent-sdk-"));
+  const spool = join(dir, "upload");
+  const readable = source instanceof Readable ? source : Readable.from(source as AsyncIterable<Uint8Array>);
+  try {
+    const { size, sha256 } = await hashStream(readable, spool, undefined, onProgress, signal);
+    return { size, sha256, open: () => createReadStream(spool), cleanup: () => rm(dir, { recursive: true, force: true }) };
+  } catch (error) {
+    await rm(dir, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+async function hashStream(
+  input: Readable,
+  spoolTo: string | undefined,
+  total: number | undefined,
+  onProgress: ((p: TransferProgress) => void) | undefined,
+  signal: AbortSignal | undefined,
+): Promise<{ size: number; sha256: string }> {
+  const hash = createHash("sha256");
+  let size = 0;
+  onProgress?.({ phase: "hashing", bytesDone: 0, totalBytes: total });
+  const tap = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      size += chunk.length;
+      onProgress?.({ phase: "hashing", bytesDone: size, totalBytes: total });
+      cb(null, spoolTo === undefined ? undefined : chunk);
+    },
+  });
+  const opts = signal === undefined ? {} : { signal };
+  if (spoolTo === undefined) {
+    tap.resume();
+    await pipeline(input, tap, opts);
+  } else {
+    await pipeline(input, tap, createWriteStream(spoolTo), opts);
+  }
+  return { size, sha256: hash.digest("hex") };
+}
+
+function* chunks(bytes: Uint8Array, size: number): Generator<Uint8Array> {
+  for (let i = 0; i < bytes.length; i += size) yield bytes.subarray(i, i + size);
+}
+
+/** Response fields that the server always sets are optional in proto3; a missing one is the server's fault. */
+function required<T>(value: T | undefined, rpcName: string): T {
+  if (value === undefined) {
+    throw new GpuAgentError({ code: "BAD_RESPONSE", message: `${rpcName} answered without its resource`, httpStatus: 0, connectCode: Code.Internal });
+  }
+  return value;
+}
+
+function abortedError(): GpuAgentError {
+  return new GpuAgentError({ code: "ABORTED", message: "the operation was aborted", httpStatus: 0, connectCode: Code.Canceled });
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted === true) throw abortedError();
+}
+
+/** Sleeps, ending early with ABORTED when the signal fires. */
+async function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  try {
+    await sleepMs(ms, undefined, signal === undefined ? {} : { signal });
+  } catch (error) {
+    if (signal?.aborted === true) throw abortedError();
+    throw error;
+  }
+}

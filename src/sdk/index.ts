@@ -1,0 +1,47 @@
+/**
+ * The GPU-Agent TypeScript SDK: `createGpuAgentClient` (src/sdk/client.ts), its typed errors
+ * (src/sdk/errors.ts), webhook signature verification, and the generated message types callers
+ * see in its answers. See src/sdk/README.md.
+ */
+import {
+  defaultToleranceSeconds,
+  signatureHeaderName,
+  verifyWebhookSignature as verifyAt,
+} from "../webhooks/signature.ts";
+
+export * from "./client.ts";
+export * from "./errors.ts";
+export type { ErrorCode } from "../api/errors.ts";
+export type {
+  Artifact,
+  ComputeUnit,
+  Dataset,
+  DailyUsage,
+  GetUsageSummaryResponse,
+  TrainingJob,
+  TrainingPackage,
+  Webhook,
+  WebhookDelivery,
+} from "../gen/gpuagent/customer/v1/customer_pb.ts";
+
+/** The header carrying a delivery's signature (`GPU-Agent-Signature`). */
+export const webhookSignatureHeader = signatureHeaderName;
+
+/** The default tolerance between the signed timestamp and now, in seconds (300). */
+export const defaultWebhookToleranceSeconds = defaultToleranceSeconds;
+
+/**
+ * True when `header` (the `GPU-Agent-Signature` value) signs `rawBody` — the bytes exactly as
+ * received, before JSON parsing — with any of `secrets` (pass both during a rotation), and its
+ * timestamp is within `toleranceS` seconds of `nowS` (default: now). The same check the server's
+ * own tests use (src/webhooks/signature.ts), so the two cannot drift.
+ */
+export function verifyWebhookSignature(
+  rawBody: string | Uint8Array,
+  header: string | null | undefined,
+  secrets: readonly string[],
+  toleranceS: number = defaultToleranceSeconds,
+  nowS: number = Date.now() / 1000,
+): boolean {
+  return verifyAt(rawBody, header, secrets, toleranceS, nowS);
+}
