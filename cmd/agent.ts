@@ -5,6 +5,7 @@
  *
  *   gpu-agent enroll --url URL --token T --data-dir D [--dev-gpu MIB] [--ca FILE] [--cert FILE --key FILE]
  *   gpu-agent run --data-dir D [--dev-gpu MIB] [--max-units N] [--grace-seconds S] [--ca FILE] [--cert FILE --key FILE]
+ *                 [--python /abs/path/python3]
  *
  * An https:// URL uses TLS; --ca (or GPU_AGENT_CA_FILE) names a PEM file of a
  * private CA to trust besides the system ones. --cert/--key (or
@@ -16,6 +17,7 @@
  * unit work directories for debugging.
  */
 import { readFileSync } from "node:fs";
+import { isAbsolute } from "node:path";
 import tls from "node:tls";
 import { Command, InvalidArgumentError } from "commander";
 import pino from "pino";
@@ -31,6 +33,17 @@ function positiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError("must be a positive integer");
   return n;
+}
+
+/**
+ * The unit interpreter must be an absolute path: units run with a PATH built
+ * from scratch (the system PATH when the agent is root), so a bare name would
+ * not find the operator's venv.
+ */
+function unitPython(value: string | undefined): string | undefined {
+  if (value === undefined || value === "") return undefined;
+  if (!isAbsolute(value)) throw new Error(`--python (GPU_AGENT_PYTHON) must be an absolute path, got ${value}`);
+  return value;
 }
 
 /** --dev-gpu wins over GPU_AGENT_DEV_GPU_MIB; both are MiB. */
@@ -119,8 +132,10 @@ program
   .option("--ca <file>", "PEM file of a private CA that signed the control plane's certificate (https:// URLs)")
   .option("--cert <file>", "PEM client certificate for mutual TLS (with --key); env GPU_AGENT_CLIENT_CERT")
   .option("--key <file>", "PEM private key of --cert; env GPU_AGENT_CLIENT_KEY")
-  .action(async (opts: { dataDir: string; devGpu?: number; maxUnits: number; graceSeconds: number; ca?: string; cert?: string; key?: string }) => {
+  .option("--python <path>", "absolute path of the interpreter units run with (e.g. a venv that has PyTorch); env GPU_AGENT_PYTHON; default python3 on the unit's PATH")
+  .action(async (opts: { dataDir: string; devGpu?: number; maxUnits: number; graceSeconds: number; ca?: string; cert?: string; key?: string; python?: string }) => {
     const dev = devGpuMib(opts.devGpu);
+    const python = unitPython(opts.python ?? process.env["GPU_AGENT_PYTHON"]);
     const tlsConfig = tlsOptions(opts);
     const stop = new AbortController();
     let signals = 0;
@@ -146,6 +161,7 @@ program
       logger,
       tls: tlsConfig,
       ...(dev !== undefined ? { devGpuMib: dev } : {}),
+      ...(python !== undefined ? { runner: { python } } : {}),
     });
     await agent.run(stop.signal);
   });

@@ -186,6 +186,7 @@ export function createNodeAgent(opts: NodeAgentOptions): NodeAgent {
         dataDir: opts.dataDir,
         logger,
         ...(opts.devGpuMib !== undefined ? { devGpuMib: opts.devGpuMib } : {}),
+        ...(opts.runner?.python !== undefined ? { python: opts.runner.python } : {}),
       });
       logger.info(
         {

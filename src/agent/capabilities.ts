@@ -126,10 +126,10 @@ export async function diskFreeMb(dir: string): Promise<number> {
   }
 }
 
-/** "3.11.7" from `python3 --version`, or "" when python3 is missing. */
-export async function pythonVersion(run: CommandRunner = execCommand): Promise<string> {
-  // The same PATH the units get, so the reported version is the one that runs them.
-  const out = await run("python3", ["--version"], { PATH: unitPath(process.env["PATH"]) });
+/** "3.11.7" from `<python> --version`, or "" when the interpreter is missing. */
+export async function pythonVersion(run: CommandRunner = execCommand, python = "python3"): Promise<string> {
+  // The same interpreter and PATH the units get, so the reported version is the one that runs them.
+  const out = await run(python, ["--version"], { PATH: unitPath(process.env["PATH"]) });
   const match = out?.match(/Python\s+(\S+)/);
   return match?.[1] ?? "";
 }
@@ -160,6 +160,8 @@ export interface DetectOptions {
   /** Declare a development GPU of this many MiB when none is detected. */
   devGpuMib?: number;
   logger: AgentLogger;
+  /** The interpreter units run with (default `python3` on the unit's PATH). */
+  python?: string;
   /** Injected in tests. */
   run?: CommandRunner;
 }
@@ -167,8 +169,8 @@ export interface DetectOptions {
 /** Detects everything Capabilities holds. */
 export async function detectCapabilities(opts: DetectOptions): Promise<Capabilities> {
   const run = opts.run ?? execCommand;
-  const [detected, disk, python] = await Promise.all([detectGpus(run), diskFreeMb(opts.dataDir), pythonVersion(run)]);
-  if (python === "") opts.logger.warn({}, "python3 not found on PATH: units cannot run");
+  const [detected, disk, python] = await Promise.all([detectGpus(run), diskFreeMb(opts.dataDir), pythonVersion(run, opts.python)]);
+  if (python === "") opts.logger.warn({ python: opts.python ?? "python3" }, "python interpreter not found: units cannot run");
   const init: MessageInitShape<typeof CapabilitiesSchema> = {
     cpuCores: os.availableParallelism(),
     memoryMb: Math.floor(os.totalmem() / MIB),

@@ -120,6 +120,17 @@ describe("development GPU", () => {
       [["NVIDIA L4", 23034, false]],
     );
   });
+
+  it("reports the version of the interpreter units run with when the operator names one", async () => {
+    const asked: string[] = [];
+    const run: CommandRunner = async (file) => {
+      asked.push(file);
+      return file === "/opt/torch/.venv/bin/python3" ? "Python 3.12.3\n" : file === "python3" ? "Python 3.9.0\n" : undefined;
+    };
+    const caps = await detectCapabilities({ dataDir: ".", logger: recordingLogger(), run, python: "/opt/torch/.venv/bin/python3" });
+    assert.equal(caps.pythonVersion, "3.12.3");
+    assert.ok(!asked.includes("python3"));
+  });
 });
 
 describe("unit sandbox rules", () => {

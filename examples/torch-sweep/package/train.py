@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""GPU-Agent example: a learning-rate sweep of a small PyTorch MLP on the GPU.
+
+    python3 train.py --stage prepare                      reads $GPU_AGENT_DATASET (CSV x1,x2,label),
+                                                          writes prepared.pt
+    python3 train.py --stage train --replica I --replicas N
+                                                          trains with the I-th learning rate of the sweep
+                                                          on the GPU the agent exposes, writes
+                                                          model-I.pt + result-I.json
+    python3 train.py --stage train ... --epochs E          the same for E full-batch epochs (default 200)
+    python3 train.py --stage select                       reads every result-*.json, writes best.json
+
+The `train` replicas run on whatever GPU the agent gave them through CUDA_VISIBLE_DEVICES; each writes what it
+saw (device name, visible devices, torch and CUDA versions, wall time) into its result so the customer can check
+where the work ran. Without CUDA the stage refuses to run unless `--allow-cpu` is given: a GPU unit that
+silently trains on the CPU would be billed as GPU time for CPU work.
+"""
+import argparse
+import csv
+import glob
+import json
+import os
+import sys
+import time
+
+import torch
+from torch import nn
+
+LEARNING_RATES = [0.3, 0.03, 0.003, 0.0003]
+EPOCHS = 200
+
+
+def report(progress, **metrics):
+    line = {"progress": progress}
+    if metrics:
+        line["metrics"] = metrics
+    print("@@gpu-agent " + json.dumps(line), flush=True)
+
+
+def out_path(name):
+    return os.path.join(os.environ["GPU_AGENT_OUTPUT_DIR"], name)
+
+
+def in_path(name):
+    return os.path.join(os.environ["GPU_AGENT_INPUT_DIR"], name)
+
+
+def prepare():
+    xs, ys = [], []
+    with open(os.environ["GPU_AGENT_DATASET"], newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header] != ["x1", "x2", "label"]:
+            print(f"dataset header must be x1,x2,label, got {header}", file=sys.stderr)
+            sys.exit(2)
+        for n, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            try:
+                xs.append([float(row[0]), float(row[1])])
+                ys.append([float(row[2])])
+            except (ValueError, IndexError):
+                print(f"dataset line {n}: expected three numbers, got {row}", file=sys.stderr)
+                sys.exit(2)
+    x = torch.tensor(xs)
+    x = (x - x.mean(0)) / x.std(0)
+    torch.save({"x": x, "y": torch.tensor(ys)}, out_path("prepared.pt"))
+    report(1.0, rows=len(xs))
+
+
+def train(replica, replicas, allow_cpu, epochs):
+    if not torch.cuda.is_available() and not allow_cpu:
+        print("no CUDA device visible (CUDA_VISIBLE_DEVICES=%r)" % os.environ.get("CUDA_VISIBLE_DEVICES"), file=sys.stderr)
+        sys.exit(3)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    lr = LEARNING_RATES[replica % len(LEARNING_RATES)]
+    data = torch.load(in_path("prepared.pt"))
+    x, y = data["x"].to(device), data["y"].to(device)
+    torch.manual_seed(replica)
+    model = nn.Sequential(nn.Linear(2, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 1)).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    loss_fn = nn.BCEWithLogitsLoss()
+    started = time.monotonic()
+    for epoch in range(1, epochs + 1):
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        if epoch % 20 == 0 or epoch == epochs:
+            with torch.no_grad():
+                accuracy = ((model(x) > 0).float() == y).float().mean().item()
+            report(epoch / epochs, epoch=epoch, loss=round(loss.item(), 5), accuracy=round(accuracy, 4))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    result = {
+        "replica": replica,
+        "replicas": replicas,
+        "learning_rate": lr,
+        "final_loss": loss.item(),
+        "accuracy": accuracy,
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "cuda_device_count": torch.cuda.device_count(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "train_seconds": round(time.monotonic() - started, 3),
+    }
+    torch.save(model.state_dict(), out_path(f"model-{replica}.pt"))
+    with open(out_path(f"result-{replica}.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2, sort_keys=True)
+    print(json.dumps(result), flush=True)
+
+
+def select():
+    results = []
+    for path in sorted(glob.glob(in_path("result-*.json"))):
+        with open(path, encoding="utf-8") as f:
+            results.append(json.load(f))
+    if not results:
+        print("no result-*.json from the train stage", file=sys.stderr)
+        sys.exit(2)
+    best = min(results, key=lambda r: r["final_loss"])
+    with open(out_path("best.json"), "w", encoding="utf-8") as f:
+        json.dump({"best": best, "all": results}, f, indent=2, sort_keys=True)
+    report(1.0, best_learning_rate=best["learning_rate"], best_loss=round(best["final_loss"], 5))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--stage", required=True, choices=["prepare", "train", "select"])
+    parser.add_argument("--replica", type=int, default=0)
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--allow-cpu", action="store_true")
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    args = parser.parse_args()
+    if args.stage == "prepare":
+        prepare()
+    elif args.stage == "train":
+        train(args.replica, args.replicas, args.allow_cpu, args.epochs)
+    else:
+        select()
+
+
+if __name__ == "__main__":
+    main()
