@@ -13,7 +13,8 @@ import { zipDirectory } from "../src/cli/files.ts";
 import { startPostgres } from "../test/support/postgres.ts";
 
 interface AutocannonResult {
-  requests: { average: number };
+  requests: { average: number; total?: number };
+  duration?: number;
   latency: { p99: number };
   non2xx: number;
   errors: number;
@@ -24,6 +25,27 @@ const autocannon = createRequire(import.meta.url)("autocannon") as Autocannon;
 const root = join(import.meta.dirname, "..");
 const durationS = Number(process.env["BENCH_DURATION_S"] ?? 8);
 const connections = Number(process.env["BENCH_CONNECTIONS"] ?? 32);
+
+/** CPU seconds (user + system) a child has used so far, from /proc; undefined where there is none. */
+async function cpuSeconds(pid: number | undefined): Promise<number | undefined> {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  } catch {
+    return undefined;
+  }
+}
+
+/** Runs one load and measures the server's CPU time per request (µs) alongside. */
+async function measured(pid: number | undefined, run: () => Promise<AutocannonResult>): Promise<{ result: AutocannonResult; cpuUsPerRequest: number | undefined }> {
+  const before = await cpuSeconds(pid);
+  const result = await run();
+  const after = await cpuSeconds(pid);
+  const total = result.requests.total ?? result.requests.average * (result.duration ?? 0);
+  return { result, cpuUsPerRequest: before === undefined || after === undefined || total === 0 ? undefined : Math.round(((after - before) * 1e6) / total) };
+}
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -69,7 +91,9 @@ const postgres = process.env["BENCH_POSTGRES"] === "1" ? await startPostgres() :
 const dataDir = await mkdtemp(join(tmpdir(), "bench-api-"));
 const adminToken = randomUUID() + randomUUID();
 const port = await freePort();
-const scheduler = spawn(process.execPath, [join(root, "cmd", "scheduler.ts")], {
+// BENCH_SERVER_NODE_OPTIONS passes flags to the server's node only (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+const serverNodeArgs = (process.env["BENCH_SERVER_NODE_OPTIONS"] ?? "").split(" ").filter((a) => a !== "");
+const scheduler = spawn(process.execPath, [...serverNodeArgs, join(root, "cmd", "scheduler.ts")], {
   env: {
     ...process.env,
     PORT: String(port),
@@ -107,9 +131,16 @@ try {
   const job = await json(`${base}/api/v1/customer/training-jobs`, { method: "POST", headers: { "x-api-key": key, "content-type": "application/json" }, body: jobBody });
 
   const common = { connections, duration: durationS };
-  const bareRun = await autocannon({ ...common, url: `http://127.0.0.1:${barePort}/` });
-  const getRun = await autocannon({ ...common, url: `${base}/api/v1/customer/training-jobs/${job["id"] as string}`, headers: { "x-api-key": key } });
-  const createRun = await autocannon({
+  // BENCH_RUNS=get (say) runs only those, for profiling one of them; skipped runs report 0.
+  const runs = new Set((process.env["BENCH_RUNS"] ?? "bare,get,create").split(","));
+  const skipped = { result: { requests: { average: 0 }, latency: { p99: 0 }, non2xx: 0, errors: 0 } as AutocannonResult, cpuUsPerRequest: undefined };
+  const bareMeasured = !runs.has("bare") ? skipped : await measured(bare.pid, () => autocannon({ ...common, url: `http://127.0.0.1:${barePort}/` }));
+  const getMeasured = !runs.has("get")
+    ? skipped
+    : await measured(scheduler.pid, () => autocannon({ ...common, url: `${base}/api/v1/customer/training-jobs/${job["id"] as string}`, headers: { "x-api-key": key } }));
+  const bareRun = bareMeasured.result;
+  const getRun = getMeasured.result;
+  const createRun = !runs.has("create") ? skipped.result : await autocannon({
     ...common,
     duration: Math.max(3, Math.round(durationS / 2)),
     url: `${base}/api/v1/customer/training-jobs`,
@@ -127,15 +158,20 @@ try {
       bare_rps: Math.round(bareRun.requests.average),
       get_ratio: Number((getRun.requests.average / bareRun.requests.average).toFixed(3)),
       p99_ms: getRun.latency.p99,
+      // Server CPU per request (µs), from /proc: steadier than req/s on a shared machine.
+      get_cpu_us: getMeasured.cpuUsPerRequest,
+      bare_cpu_us: bareMeasured.cpuUsPerRequest,
       connections,
       duration_s: durationS,
       database: postgres === undefined ? "embedded (PGlite)" : "postgresql",
     })}\n`,
   );
 } finally {
+  const schedulerExited = new Promise((r) => scheduler.once("exit", r));
   scheduler.kill("SIGTERM");
   bare.kill("SIGTERM");
-  await new Promise((r) => setTimeout(r, 500));
+  // A profiled server writes its profile on exit; give it the time.
+  await Promise.race([schedulerExited, new Promise((r) => setTimeout(r, 10_000))]);
   await rm(dataDir, { recursive: true, force: true });
   await postgres?.stop();
 }

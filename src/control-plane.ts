@@ -23,12 +23,15 @@ import { CustomerService } from "./gen/gpuagent/customer/v1/customer_pb.ts";
 import type { ClusterBus } from "./ha/cluster-bus.ts";
 import { createLocalBus, createPgBus } from "./ha/cluster-bus.ts";
 import { createClusterStreams } from "./ha/cluster-sessions.ts";
+import { onJobsChanged } from "./jobs/job-changes.ts";
+import { createJobViewCache } from "./jobs/job-view-cache.ts";
 import { claimFencingTerm } from "./ha/fencing.ts";
 import { LeaderElector, defaultTiming, validateTiming } from "./ha/leader-elector.ts";
 import { createMetrics } from "./observability/metrics.ts";
 import type { Clock } from "./platform/clock.ts";
 import { systemClock } from "./platform/clock.ts";
 import type { SchedulerConfig } from "./platform/config.ts";
+import { createPortalRoutes } from "./portal/routes.ts";
 import { runLeadership } from "./scheduling/leadership.ts";
 import { createLeaderLoop } from "./scheduling/leader-loop.ts";
 import { startHttpServer } from "./server/http-server.ts";
@@ -99,6 +102,7 @@ export async function startControlPlane(
   const db = await openDatabase(config.databaseUrl === undefined ? { dataDir: join(config.dataDir, "pgdata") } : { url: config.databaseUrl });
   // Several replicas share PostgreSQL and talk over LISTEN/NOTIFY; the embedded database has one replica.
   let resync: () => void = () => undefined;
+  const jobViews = createJobViewCache({ clock });
   const bus: ClusterBus =
     config.databaseUrl === undefined
       ? createLocalBus(logger)
@@ -125,14 +129,42 @@ export async function startControlPlane(
     clock,
     logger,
     apiKeyCache: new ApiKeyCache(),
+    jobViews,
     requestLimiter: createRequestLimiter(clock, options.requestLimit),
     // The leader may be another replica than the one that queued the work: every replica hears it.
     wakePlacer: () => bus.publish({ type: "wake" }),
   };
 
+  // Job views: forgotten here as soon as a transaction that changed their jobs ends, and on the other
+  // replicas when the bus brings the news (or when their listening connection reconnects: they may have
+  // missed some). On the embedded database this replica is the only one.
+  // The news for the other replicas is coalesced: one NOTIFY per turn of the event loop, not one per transaction.
+  let changedJobs: Set<string> | undefined;
+  onJobsChanged(db, (jobIds) => {
+    jobViews.invalidate(jobIds);
+    if (config.databaseUrl === undefined) return;
+    if (changedJobs === undefined) {
+      changedJobs = new Set();
+      setImmediate(() => {
+        const jobIds = [...(changedJobs ?? [])];
+        changedJobs = undefined;
+        // More ids than a NOTIFY holds travel as "any job" (see cluster-bus.ts).
+        bus.publish({ type: "jobs-changed", jobIds });
+      });
+    }
+    for (const id of jobIds) changedJobs.add(id);
+  });
+  bus.subscribe((message) => {
+    if (message.type !== "jobs-changed") return;
+    if (message.jobIds.length === 0) jobViews.clear();
+    else jobViews.invalidate(message.jobIds);
+  });
   const streams = createClusterStreams(deps, bus, () => wake());
   const sessions = streams.sessions;
-  resync = () => void streams.rescan().catch((error: unknown) => logger.warn({ err: error }, "re-scan after reconnect failed"));
+  resync = () => {
+    jobViews.clear();
+    void streams.rescan().catch((error: unknown) => logger.warn({ err: error }, "re-scan after reconnect failed"));
+  };
   const metrics = createMetrics({
     pendingUnits: () =>
       db.query<{ kind: string; status: string; count: number }>(
@@ -196,7 +228,7 @@ export async function startControlPlane(
       router.service(AgentService, agent);
     },
     rest,
-    httpRoutes: [...createBlobRoutes(deps), createOpenApiRoute([CustomerService, AdminService])],
+    httpRoutes: [...createBlobRoutes(deps), createOpenApiRoute([CustomerService, AdminService]), ...createPortalRoutes({ deps, handlers: customer, tls: tls !== undefined })],
     health: {
       live: () => true,
       // Ready once migrations ran (openDatabase did them) and the database and etcd (when configured)

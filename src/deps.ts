@@ -5,6 +5,7 @@
  */
 import type { Logger } from "pino";
 import type { ApiKeyCache } from "./auth/authenticate.ts";
+import type { JobViewCache } from "./jobs/job-view-cache.ts";
 import type { TokenBucketLimiter } from "./limits/token-bucket.ts";
 import type { Clock } from "./platform/clock.ts";
 import type { SchedulerConfig } from "./platform/config.ts";
@@ -22,6 +23,8 @@ export interface ControlPlaneDeps {
   readonly logger: Logger;
   /** Recently verified API keys (see ApiKeyCache). */
   readonly apiKeyCache: ApiKeyCache;
+  /** Recently read job views (see src/jobs/job-view-cache.ts), forgotten when their jobs change. */
+  readonly jobViews: JobViewCache;
   /**
    * The general per-caller request limit of this replica (src/limits/README.md), applied by
    * `authorizeCall`. Build it with `createRequestLimiter(clock, { requestsPerMinute })`.

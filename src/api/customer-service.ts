@@ -495,7 +495,9 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
 
     async getTrainingJob(req, ctx) {
       const principal = await caller(ctx);
-      const job = await findJobView(db, principal.customerId, requireId(req.id, "JOB_NOT_FOUND", "training job"));
+      const id = requireId(req.id, "JOB_NOT_FOUND", "training job");
+      // Read through the job-view cache: read-your-writes, exact tenancy (src/jobs/job-view-cache.ts).
+      const job = await deps.jobViews.get(principal.customerId, id, () => findJobView(db, principal.customerId, id));
       if (job === undefined) throw new ApiError("JOB_NOT_FOUND", `training job ${req.id} not found`);
       return { trainingJob: jobMessage(job) };
     },

@@ -1,7 +1,8 @@
 /**
  * Messages between replicas, for what must reach the replica that holds a node's agent stream:
- * "dispatch this node's assignments", "cancel this attempt", "drain this node", "close this node's stream", and "wake the
- * placer" (the leader may be another replica than the one that took the job).
+ * "dispatch this node's assignments", "cancel this attempt", "drain this node", "close this node's stream", "wake the
+ * placer" (the leader may be another replica than the one that took the job), and "these jobs changed" (forget
+ * cached job views; src/jobs/job-view-cache.ts).
  *
  * On PostgreSQL they travel by `NOTIFY` (sent through the pool) and are received by `LISTEN` on one
  * dedicated connection per replica. NOTIFY is delivered only to sessions listening at the time, so a
@@ -20,13 +21,15 @@ export type ClusterMessage =
   | { type: "cancel"; nodeId: string; unitId: string; attempt: number; reason: string }
   | { type: "drain"; nodeId: string; reason: string }
   | { type: "close-stream"; nodeId: string }
-  | { type: "wake" };
+  | { type: "wake" }
+  /** Jobs whose views changed; an empty list means any job (the sender could not name them all). */
+  | { type: "jobs-changed"; jobIds: string[] };
 
 /** Publish and subscribe; a replica receives its own messages once (in-process, never again via NOTIFY). */
 export interface ClusterBus {
   /** Sends to every replica, this one included. Never throws: a lost message is caught up by the re-scan. */
   publish(message: ClusterMessage): void;
-  /** Registers the handler (one per replica). */
+  /** Adds a handler; every handler receives every message. */
   subscribe(handler: (message: ClusterMessage) => void): void;
   /** Stops listening. */
   close(): Promise<void>;
@@ -37,6 +40,9 @@ export const clusterChannel = "gpuagent_cluster";
 
 /** PostgreSQL caps a NOTIFY payload at 8000 bytes; reasons are cut well below that. */
 const maxReasonLength = 300;
+/** Job ids named in one "jobs-changed" message (36 bytes each); more are sent as "any job". */
+export const maxChangedJobIds = 100;
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** Parses a received payload; undefined for anything malformed (logged by the caller). */
 export function parseEnvelope(payload: string): { from: string; message: ClusterMessage } | undefined {
@@ -54,6 +60,11 @@ export function parseEnvelope(payload: string): { from: string; message: Cluster
   switch (v["type"]) {
     case "wake":
       return { from, message: { type: "wake" } };
+    case "jobs-changed": {
+      const ids = v["jobIds"];
+      if (!Array.isArray(ids) || !ids.every((id) => typeof id === "string" && uuidPattern.test(id))) return undefined;
+      return { from, message: { type: "jobs-changed", jobIds: ids as string[] } };
+    }
     case "dispatch":
     case "close-stream": {
       const nodeId = str("nodeId");
@@ -76,31 +87,40 @@ export function parseEnvelope(payload: string): { from: string; message: Cluster
 }
 
 function envelope(from: string, message: ClusterMessage): string {
-  const m = message.type === "cancel" || message.type === "drain" ? { ...message, reason: message.reason.slice(0, maxReasonLength) } : message;
+  const m =
+    message.type === "cancel" || message.type === "drain"
+      ? { ...message, reason: message.reason.slice(0, maxReasonLength) }
+      : message.type === "jobs-changed" && message.jobIds.length > maxChangedJobIds
+        ? { ...message, jobIds: [] }
+        : message;
   return JSON.stringify({ from, ...m });
 }
 
 /** The single-replica bus (embedded database): delivery in-process only. */
 export function createLocalBus(logger: Logger): ClusterBus {
-  let handler: ((message: ClusterMessage) => void) | undefined;
+  const handlers = new Set<(message: ClusterMessage) => void>();
   return {
     publish(message) {
       // Asynchronous like a NOTIFY, so a publisher never re-enters its own handler mid-operation.
-      queueMicrotask(() => {
-        try {
-          handler?.(message);
-        } catch (error) {
-          logger.error({ err: error }, "cluster message handler failed");
-        }
-      });
+      queueMicrotask(() => deliverTo(handlers, message, logger));
     },
     subscribe(h) {
-      handler = h;
+      handlers.add(h);
     },
     async close() {
-      handler = undefined;
+      handlers.clear();
     },
   };
+}
+
+function deliverTo(handlers: ReadonlySet<(message: ClusterMessage) => void>, message: ClusterMessage, logger: Logger): void {
+  for (const handler of handlers) {
+    try {
+      handler(message);
+    } catch (error) {
+      logger.error({ err: error }, "cluster message handler failed");
+    }
+  }
 }
 
 /** Options of {@link createPgBus}. */
@@ -119,17 +139,11 @@ export interface PgBusOptions {
 /** The multi-replica bus over LISTEN/NOTIFY; resolves once the first LISTEN is in place. */
 export async function createPgBus(options: PgBusOptions): Promise<ClusterBus> {
   const { url, sql, replicaId, clock, logger } = options;
-  let handler: ((message: ClusterMessage) => void) | undefined;
+  const handlers = new Set<(message: ClusterMessage) => void>();
   const stop = new AbortController();
   let client: pg.Client | undefined;
 
-  const deliver = (message: ClusterMessage) => {
-    try {
-      handler?.(message);
-    } catch (error) {
-      logger.error({ err: error }, "cluster message handler failed");
-    }
-  };
+  const deliver = (message: ClusterMessage) => deliverTo(handlers, message, logger);
 
   const connect = async (): Promise<pg.Client> => {
     const c = new pg.Client({ connectionString: url, application_name: `gpu-agent-listen-${replicaId}`.slice(0, 63) });
@@ -196,10 +210,10 @@ export async function createPgBus(options: PgBusOptions): Promise<ClusterBus> {
       });
     },
     subscribe(h) {
-      handler = h;
+      handlers.add(h);
     },
     async close() {
-      handler = undefined;
+      handlers.clear();
       stop.abort();
       await client?.end().catch(() => undefined);
       await listening;

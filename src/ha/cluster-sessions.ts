@@ -151,6 +151,9 @@ export function createClusterStreams(deps: ControlPlaneDeps, bus: ClusterBus, wa
           sessions.unregister(session);
           return;
         }
+        case "jobs-changed":
+          // For the job-view cache (src/control-plane.ts), not for streams.
+          return;
         default: {
           const never: never = message;
           logger.warn({ message: never }, "unknown cluster message");

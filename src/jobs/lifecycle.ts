@@ -23,15 +23,21 @@
  *   queued  → running   (first unit accepted)                  | cancelled | failed | expired
  *   running → completed (every unit completed, progress 1)     | failed (a unit failed past its attempts) | cancelled | expired
  *   completed, failed, cancelled, expired: terminal (counted as no longer active by the limits).
+ *
+ * Every transaction runs through `jobTransaction` and every job it locks is
+ * marked changed (src/jobs/job-changes.ts), so cached job views are forgotten
+ * as soon as it ends.
  */
 import type { WorkloadRates } from "../planner/plan.ts";
 import { unitCost } from "../planner/plan.ts";
 import { newId } from "../platform/ids.ts";
 import { insertDebitOnce } from "../store/customers.ts";
+import { recordNodeAttempt, recordNodeDataset } from "../store/nodes.ts";
 import type { Database, Sql } from "../store/database.ts";
 import type { JobRow, UnitRow } from "../store/jobs.ts";
-import { findUnit, insertArtifactOnce, insertUsageOnce, listUnitsOfJob, lockJob } from "../store/jobs.ts";
+import { findUnit, insertArtifactOnce, insertUsageOnce, listUnitsOfJob, lockJob as lockJobRow } from "../store/jobs.ts";
 import { enqueueWebhookEvent } from "../webhooks/outbox.ts";
+import { jobTransaction, markJobChanged } from "./job-changes.ts";
 
 /** A unit attempt named by an agent event. */
 export interface UnitAttempt {
@@ -83,6 +89,12 @@ async function currentAttempt(tx: Sql, nodeId: string, ref: UnitAttempt): Promis
   return unit;
 }
 
+/** Locks a job row for a transition and marks the job changed (its cached views are forgotten after the transaction). */
+async function lockJob(tx: Sql, id: string): Promise<JobRow | undefined> {
+  markJobChanged(tx, id);
+  return lockJobRow(tx, id);
+}
+
 /** Locks the jobs of `jobIds` in id order (the global lock order: jobs before units, both by id). */
 async function lockJobs(tx: Sql, jobIds: Iterable<string>): Promise<void> {
   for (const id of [...new Set(jobIds)].sort()) await lockJob(tx, id);
@@ -90,7 +102,7 @@ async function lockJobs(tx: Sql, jobIds: Iterable<string>): Promise<void> {
 
 /** The agent accepted an assignment: the unit runs, and its job with it. */
 export async function applyAccepted(db: Database, nodeId: string, ref: UnitAttempt, now: Date): Promise<void> {
-  await db.transaction(async (tx) => {
+  await jobTransaction(db, async (tx) => {
     const unit = await currentAttempt(tx, nodeId, ref);
     if (unit === undefined || unit.status !== "assigned") return;
     await tx.query(`UPDATE compute_units SET status = 'running', started_at = COALESCE(started_at, $2) WHERE id = $1`, [unit.id, now]);
@@ -103,7 +115,7 @@ export async function applyAccepted(db: Database, nodeId: string, ref: UnitAttem
 
 /** The agent refused an assignment: back to ready, avoiding that node. */
 export async function applyRejected(db: Database, nodeId: string, ref: UnitAttempt, reason: string): Promise<Effects> {
-  return db.transaction(async (tx) => {
+  return jobTransaction(db, async (tx) => {
     const unit = await currentAttempt(tx, nodeId, ref);
     if (unit === undefined || !activeUnitStatuses.has(unit.status)) return noEffects();
     await requeue(tx, unit, nodeId, `rejected by node: ${reason}`, false);
@@ -119,7 +131,7 @@ export async function applyProgress(
   progress: number,
   metrics: Record<string, number>,
 ): Promise<void> {
-  await db.transaction(async (tx) => {
+  await jobTransaction(db, async (tx) => {
     const unit = await currentAttempt(tx, nodeId, ref);
     if (unit === undefined || !activeUnitStatuses.has(unit.status)) return;
     const clamped = Math.min(1, Math.max(0, Number.isFinite(progress) ? progress : 0));
@@ -150,9 +162,10 @@ export async function applyArtifactReady(
   artifact: { name: string; kind: "checkpoint" | "metrics" | "logs" | "other"; sizeBytes: number; sha256: string; blobKey: string },
   now: Date,
 ): Promise<boolean> {
-  return db.transaction(async (tx) => {
+  return jobTransaction(db, async (tx) => {
     const unit = await findUnit(tx, ref.unitId);
     if (unit === undefined || unit.node_id !== nodeId || unit.attempt !== ref.attempt) return false;
+    markJobChanged(tx, unit.job_id);
     const artifactId = newId();
     const inserted = await insertArtifactOnce(
       tx,
@@ -197,7 +210,7 @@ export async function applyFinished(
   rates: WorkloadRates,
   now: Date,
 ): Promise<Effects> {
-  return db.transaction(async (tx) => {
+  return jobTransaction(db, async (tx) => {
     const unit = await currentAttempt(tx, nodeId, ref);
     if (unit === undefined || !activeUnitStatuses.has(unit.status)) return noEffects();
     const job = await lockJob(tx, unit.job_id);
@@ -238,6 +251,11 @@ export async function applyFinished(
 }
 
 async function completeUnit(tx: Sql, job: JobRow, unit: UnitRow, runSeconds: number, rates: WorkloadRates, now: Date): Promise<Effects> {
+  if (unit.node_id !== null) {
+    // The node's record for the placer: one more attempt done, and it now holds the job's dataset.
+    await recordNodeAttempt(tx, { unitId: unit.id, attempt: unit.attempt, nodeId: unit.node_id, outcome: "completed", at: now });
+    await recordNodeDataset(tx, unit.node_id, job.dataset_id, now);
+  }
   await tx.query(
     `UPDATE compute_units SET status = 'completed', progress = 1, finished_at = $2, exit_code = 0, run_seconds = $3,
        unschedulable_reason = '' WHERE id = $1`,
@@ -301,6 +319,8 @@ async function failUnit(
  * The caller holds the job's lock.
  */
 async function nodeFailure(tx: Sql, job: JobRow, unit: UnitRow, nodeId: string, reason: string, exitCode: number, now: Date): Promise<Effects> {
+  // Counts against the node's reliability, not the customer.
+  await recordNodeAttempt(tx, { unitId: unit.id, attempt: unit.attempt, nodeId, outcome: "lost", at: now });
   const failures = nodeFailuresOf(unit) + 1;
   if (failures < maxNodeFailures) {
     await requeue(tx, unit, nodeId, reason.slice(0, 2000), true, "node");
@@ -322,6 +342,7 @@ export async function finishJob(
   reason: string,
   now: Date,
 ): Promise<Effects> {
+  markJobChanged(tx, job.id);
   const updated = await tx.query(
     `UPDATE training_jobs SET status = $2, error = $3, finished_at = $4 WHERE id = $1 AND status IN ('queued', 'running') RETURNING id`,
     [job.id, status, reason, now],
@@ -358,7 +379,7 @@ async function requeue(tx: Sql, unit: UnitRow, excludeNode: string | undefined, 
 
 /** A customer cancels a job: nothing more starts; running units are killed; nothing is debited for them. */
 export async function cancelJob(db: Database, jobId: string, now: Date): Promise<Effects> {
-  return db.transaction(async (tx) => {
+  return jobTransaction(db, async (tx) => {
     const job = await lockJob(tx, jobId);
     if (job === undefined) return noEffects();
     return finishJob(tx, job, "cancelled", "cancelled by the customer", now);
@@ -367,7 +388,7 @@ export async function cancelJob(db: Database, jobId: string, now: Date): Promise
 
 /** The leader's sweep: jobs running past max_runtime_seconds expire and their units are killed. */
 export async function expireOverdueJobs(db: Database, now: Date): Promise<Effects> {
-  return db.transaction(async (tx) => {
+  return jobTransaction(db, async (tx) => {
     const overdue = await tx.query<JobRow>(
       `SELECT * FROM training_jobs WHERE status = 'running' AND started_at + make_interval(secs => max_runtime_seconds) < $1
        ORDER BY id FOR UPDATE`,
@@ -416,7 +437,7 @@ async function requeueUnitsOfNodeIn(
   selection: RequeueSelection,
   guard?: (tx: Sql) => Promise<boolean>,
 ): Promise<{ unitId: string; attempt: number }[]> {
-  return db.transaction(async (tx) => {
+  return jobTransaction(db, async (tx) => {
     if (guard !== undefined && !(await guard(tx))) return [];
     const params: unknown[] = [nodeId, selection.statuses ?? ["assigned", "running"]];
     let where = `node_id = $1 AND status = ANY($2::text[])`;
