@@ -6,9 +6,9 @@
  *        ──fromJson──▶ request message ──▶ the same ServiceImpl the Connect
  *        router serves, with a HandlerContext of its own ──toJson──▶ HTTP response
  *
- * The implementation is invoked directly with a `createHandlerContext` context
- * (request headers in, response headers out), so handlers cannot tell REST was
- * used and errors stay ApiErrors. Going through an in-memory Connect transport
+ * The implementation is invoked directly with a HandlerContext of the same
+ * shape as connect's (request headers in, response headers out), so handlers
+ * cannot tell REST was used and errors stay ApiErrors. Going through an in-memory Connect transport
  * instead cost a binary encode and decode per call and made REST ~10× slower
  * than a bare route (bench:api); it is used only when extra router
  * interceptors are configured, so that they run for REST calls too.
@@ -33,7 +33,7 @@ import http2 from "node:http2";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { ScalarType, create, createRegistry, fromJson, getOption, isMessage, toJson } from "@bufbuild/protobuf";
 import type { DescField, DescMessage, DescMethodServerStreaming, DescMethodUnary, DescService, JsonObject, JsonValue, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
-import { ConnectError, createHandlerContext, createRouterTransport } from "@connectrpc/connect";
+import { ConnectError, createContextValues, createRouterTransport } from "@connectrpc/connect";
 import type { HandlerContext, Interceptor, ServiceImpl, Transport } from "@connectrpc/connect";
 import { http } from "../../gen/google/api/annotations_pb.ts";
 import type { HttpRule } from "../../gen/google/api/http_pb.ts";
@@ -113,6 +113,7 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
     }
   }
   routes.sort((a, b) => compareSpecificity(a.template, b.template));
+  const index = createRouteIndex(routes);
 
   const transport: Transport | undefined = (options.interceptors ?? []).length === 0 ? undefined : createRouterTransport(
     (router) => {
@@ -131,15 +132,12 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
   const registry = createRegistry(...options.services.map((s) => s.service.file));
 
   async function handle(req: RestRequest, res: RestResponse, requestId: string): Promise<boolean> {
-    const url = new URL(req.url ?? "/", "http://localhost");
+    const url = parseTarget(req.url ?? "/");
     const path = normalizePath(url.pathname);
-    const method = (req.method ?? "GET").toUpperCase();
+    const method = req.method === undefined ? "GET" : req.method.toUpperCase();
     setHeader(res, "x-request-id", requestId);
-    const matches = routes.flatMap((route) => {
-      const vars = matchTemplate(route.template, path);
-      return vars === undefined ? [] : [{ route, vars }];
-    });
     try {
+      const matches = index.match(path);
       if (matches.length === 0) {
         if (!path.startsWith("/api/") && path !== "/api") return false;
         throw new ApiError("ROUTE_NOT_FOUND", `no route for ${method} ${url.pathname}`);
@@ -158,7 +156,7 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
     return true;
   }
 
-  async function serve(route: Route, vars: Map<string, string>, url: URL, req: RestRequest, res: RestResponse, requestId: string): Promise<void> {
+  async function serve(route: Route, vars: Map<string, string>, url: RequestTarget, req: RestRequest, res: RestResponse, requestId: string): Promise<void> {
     const { method } = route;
     if (!route.implemented) {
       throw new ApiError("NOT_IMPLEMENTED", `${method.parent.name}.${method.name} is not implemented`);
@@ -175,15 +173,7 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
     }
     let response: { message: MessageShape<DescMessage>; header: Headers; trailer: Headers };
     if (transport === undefined) {
-      const context = createHandlerContext({
-        service: method.parent,
-        method,
-        protocolName: "rest",
-        requestMethod: route.httpMethod,
-        url: url.toString(),
-        requestSignal: abort.signal,
-        requestHeader: header,
-      });
+      const context = restContext(method, route.httpMethod, url.href, abort.signal, header);
       const implFn = route.impl as (req: unknown, ctx: HandlerContext) => Promise<MessageInitShape<DescMessage>> | MessageInitShape<DescMessage>;
       try {
         const output = await implFn(input, context);
@@ -233,7 +223,7 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
     route: Route,
     method: DescMethodServerStreaming,
     input: MessageShape<DescMessage>,
-    url: URL,
+    url: RequestTarget,
     res: RestResponse,
     header: Headers,
     signal: AbortSignal,
@@ -244,15 +234,7 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
     // Where the handler's response headers are, once it has produced the first message or failed.
     let responseHeader: () => Headers | undefined;
     if (transport === undefined) {
-      const context = createHandlerContext({
-        service: method.parent,
-        method,
-        protocolName: "rest",
-        requestMethod: route.httpMethod,
-        url: url.toString(),
-        requestSignal: signal,
-        requestHeader: header,
-      });
+      const context = restContext(method, route.httpMethod, url.href, signal, header);
       const implFn = route.impl as (req: unknown, ctx: HandlerContext) => AsyncIterable<unknown>;
       messages = implFn(input, context)[Symbol.asyncIterator]();
       responseHeader = () => context.responseHeader;
@@ -505,37 +487,164 @@ function compareSpecificity(a: Template, b: Template): number {
   return 0;
 }
 
-/** Matches a raw (still percent-encoded) path; returns the decoded variables, or undefined. */
-function matchTemplate(template: Template, path: string): Map<string, string> | undefined {
-  let raw = path.slice(1);
-  if (template.verb !== undefined) {
-    if (!raw.endsWith(`:${template.verb}`)) return undefined;
-    raw = raw.slice(0, -(template.verb.length + 1));
+/**
+ * The routes as a tree of path segments, so matching a path costs one walk
+ * down the tree instead of a test of every template.
+ *
+ * A path matches a template when, after the template's verb (if any) is cut
+ * from the end of the path, each segment matches in turn: a literal equal to
+ * it, `*` any non-empty segment, `**` all that remain (zero or more). Every
+ * matching route is returned, most specific first (the order of `routes`),
+ * with its decoded variables: the caller picks the first with the request's
+ * HTTP method, and lists the methods of all of them for a 405.
+ */
+interface RouteIndex {
+  match(path: string): Array<{ route: Route; vars: Map<string, string> }>;
+}
+
+interface RouteNode {
+  readonly literals: Map<string, RouteNode>;
+  one: RouteNode | undefined;
+  /** Routes whose template ends at this node, by verb ("" for none). */
+  readonly ends: Map<string, Route[]>;
+  /** Routes whose template ends with `**` at this node, by verb. */
+  readonly rests: Map<string, Route[]>;
+}
+
+function routeNode(): RouteNode {
+  return { literals: new Map(), one: undefined, ends: new Map(), rests: new Map() };
+}
+
+function createRouteIndex(routes: readonly Route[]): RouteIndex {
+  const root = routeNode();
+  const rank = new Map<Route, number>();
+  const verbs = new Set<string>();
+  for (const [i, route] of routes.entries()) {
+    rank.set(route, i);
+    const verb = route.template.verb ?? "";
+    if (verb !== "") verbs.add(verb);
+    let node = root;
+    let rest = false;
+    for (const { segment } of route.template.segments) {
+      if (segment.kind === "any") {
+        rest = true;
+        break; // compileTemplate made it the last segment
+      }
+      if (segment.kind === "one") {
+        node.one ??= routeNode();
+        node = node.one;
+      } else {
+        let next = node.literals.get(segment.value);
+        if (next === undefined) {
+          next = routeNode();
+          node.literals.set(segment.value, next);
+        }
+        node = next;
+      }
+    }
+    const lists = rest ? node.rests : node.ends;
+    const list = lists.get(verb) ?? [];
+    list.push(route);
+    lists.set(verb, list);
   }
-  const parts = raw === "" ? [] : raw.split("/");
+
+  const collect = (node: RouteNode, parts: readonly string[], i: number, verb: string, out: Array<{ route: Route; parts: readonly string[] }>): void => {
+    for (const route of node.rests.get(verb) ?? []) out.push({ route, parts });
+    if (i === parts.length) {
+      for (const route of node.ends.get(verb) ?? []) out.push({ route, parts });
+      return;
+    }
+    const part = parts[i]!;
+    if (part === "") return;
+    const literal = node.literals.get(part);
+    if (literal !== undefined) collect(literal, parts, i + 1, verb, out);
+    if (node.one !== undefined) collect(node.one, parts, i + 1, verb, out);
+  };
+
+  return {
+    match(path) {
+      const raw = path.slice(1);
+      const found: Array<{ route: Route; parts: readonly string[] }> = [];
+      collect(root, raw === "" ? [] : raw.split("/"), 0, "", found);
+      for (const verb of verbs) {
+        if (!raw.endsWith(`:${verb}`)) continue;
+        const cut = raw.slice(0, -(verb.length + 1));
+        collect(root, cut === "" ? [] : cut.split("/"), 0, verb, found);
+      }
+      if (found.length > 1) found.sort((a, b) => rank.get(a.route)! - rank.get(b.route)!);
+      return found.map(({ route, parts }) => ({ route, vars: captureVariables(route.template, parts) }));
+    },
+  };
+}
+
+/** The decoded variables of a template that matches `parts` (see RouteIndex). */
+function captureVariables(template: Template, parts: readonly string[]): Map<string, string> {
   const captured = new Map<string, string[]>();
   let i = 0;
   for (const { segment, variable } of template.segments) {
-    let taken: string[];
-    if (segment.kind === "any") {
-      taken = parts.slice(i);
-      i = parts.length;
-    } else {
-      const part = parts[i];
-      if (part === undefined || part === "") return undefined;
-      if (segment.kind === "literal" && part !== segment.value) return undefined;
-      taken = [part];
-      i++;
+    const taken = segment.kind === "any" ? parts.slice(i) : parts.slice(i, i + 1);
+    i += taken.length;
+    if (variable !== undefined) {
+      const list = captured.get(variable);
+      if (list === undefined) captured.set(variable, taken);
+      else list.push(...taken);
     }
-    if (variable !== undefined) captured.set(variable, [...(captured.get(variable) ?? []), ...taken]);
   }
-  if (i !== parts.length) return undefined;
   const vars = new Map<string, string>();
   for (const [name, segs] of captured) {
     // Each segment is decoded on its own so an encoded "/" (%2F) stays inside its segment.
-    vars.set(name, segs.map(decodeSegment).join("/"));
+    vars.set(name, segs.length === 1 ? decodeSegment(segs[0]!) : segs.map(decodeSegment).join("/"));
   }
   return vars;
+}
+
+/** The parts of a request target the transcoder reads. */
+interface RequestTarget {
+  /** The path, still percent-encoded, as `URL.pathname` gives it. */
+  readonly pathname: string;
+  /** The query parameters; undefined when there is no query. */
+  readonly searchParams: URLSearchParams | undefined;
+  /** The absolute URL (on http://localhost), for the handler context. */
+  readonly href: string;
+}
+
+/**
+ * A path made only of characters `URL` leaves as they are, with no dot
+ * segments (`.`, `..`, or their `%2e` spellings) and no `//` at the start:
+ * for such a target `new URL(target, base).pathname` is the target itself.
+ */
+const plainPathPattern = /^\/(?!\/)[A-Za-z0-9\-_~!$&'()*+,;=:@%/.]*$/;
+const dotSegmentPattern = /(?:^|\/)\.{1,2}(?:\/|$)|%2e/i;
+
+/** Parses a request target like `new URL(target, "http://localhost")`, without building a URL for a plain path. */
+function parseTarget(target: string): RequestTarget {
+  if (plainPathPattern.test(target) && !dotSegmentPattern.test(target)) {
+    return { pathname: target, searchParams: undefined, href: `http://localhost${target}` };
+  }
+  const url = new URL(target, "http://localhost");
+  return { pathname: url.pathname, searchParams: url.search === "" ? undefined : url.searchParams, href: url.href };
+}
+
+/**
+ * The handler context of a REST call: what connect's `createHandlerContext`
+ * builds, without its deadline timer and linked signals (REST calls have no
+ * deadline; `signal` is the request's own) and without copying the request
+ * headers a second time.
+ */
+function restContext(method: RestMethod, requestMethod: string, url: string, signal: AbortSignal, requestHeader: Headers): HandlerContext {
+  return {
+    service: method.parent,
+    method,
+    protocolName: "rest",
+    requestMethod,
+    url,
+    signal,
+    timeoutMs: () => undefined,
+    requestHeader,
+    responseHeader: new Headers(),
+    responseTrailer: new Headers(),
+    values: createContextValues(),
+  };
 }
 
 function decodeSegment(segment: string): string {
@@ -553,14 +662,17 @@ function normalizePath(path: string): string {
 
 // ---------------------------------------------------------------- request
 
-async function buildInput(route: Route, vars: Map<string, string>, url: URL, req: RestRequest, maxBodyBytes: number): Promise<ReturnType<typeof fromJson<DescMessage>>> {
+async function buildInput(route: Route, vars: Map<string, string>, url: RequestTarget, req: RestRequest, maxBodyBytes: number): Promise<ReturnType<typeof fromJson<DescMessage>>> {
   const input = route.method.input;
   const obj: JsonObject = {};
-  const seen = new Set<string>();
-  for (const key of url.searchParams.keys()) {
-    if (seen.has(key)) continue;
-    seen.add(key);
-    setQueryParam(obj, input, key, url.searchParams.getAll(key));
+  const query = url.searchParams;
+  if (query !== undefined) {
+    const seen = new Set<string>();
+    for (const key of query.keys()) {
+      if (seen.has(key)) continue;
+      seen.add(key);
+      setQueryParam(obj, input, key, query.getAll(key));
+    }
   }
   if (route.body !== "") {
     const body = await readBody(req, maxBodyBytes, route.body !== "*" && isHttpBodyField(route.body));
