@@ -1,10 +1,19 @@
 /**
- * `gpuctl admin …`: operator commands, authenticated with the admin token
- * (`Authorization: Bearer`).
+ * `gpuctl admin …`: operator commands over the SDK's admin client (`Authorization: Bearer
+ * <admin token>`).
  */
-import { listAll } from "./client.ts";
+import type { Node } from "../sdk/index.ts";
+import { listAll } from "../sdk/index.ts";
+import {
+  CreateEnrollmentTokenResponseSchema,
+  CustomerSchema,
+  GetSchedulerStatusResponseSchema,
+  GrantCreditsResponseSchema,
+  NodeSchema,
+} from "../gen/gpuagent/admin/v1/admin_pb.ts";
 import type { CliContext, JsonOption } from "./context.ts";
-import { formatBytes, printFields, printJson, printTable } from "./output.ts";
+import type { Table } from "./output.ts";
+import { formatBytes, formatTime, messageJson, printAll, printFields, printJson, printMessage, printTable } from "./output.ts";
 
 /** Options of `admin create-customer`. */
 export interface CreateCustomerOptions extends JsonOption {
@@ -14,13 +23,25 @@ export interface CreateCustomerOptions extends JsonOption {
 }
 
 /**
- * Creates a customer with an opening credit grant. The output is always the
- * JSON `{"customer_id", "api_key"}` (DESIGN.md promises it, and scripts
- * capture the key from it); the key is shown only this once.
+ * Creates a customer with an opening credit grant. The output is always the JSON
+ * `{"customer_id", "api_key"}` (DESIGN.md promises it, and scripts capture the key from it); the
+ * key is shown only this once.
  */
 export async function adminCreateCustomer(opts: CreateCustomerOptions, ctx: CliContext): Promise<number> {
-  const res = await ctx.client.createCustomer({ email: opts.email, password: opts.password, credits: opts.credits });
-  printJson(ctx.io, { customer_id: res.customer_id, api_key: res.api_key });
+  const res = await ctx.admin().customers.create({ email: opts.email, password: opts.password, credits: BigInt(opts.credits) });
+  printJson(ctx.io, { customer_id: res.customerId, api_key: res.apiKey });
+  return 0;
+}
+
+/** Every customer (all pages). */
+export async function adminCustomers(opts: JsonOption, ctx: CliContext): Promise<number> {
+  const admin = ctx.admin();
+  const customers = await listAll((p) => admin.customers.list(p));
+  printAll(ctx.io, opts.json, CustomerSchema, customers, {
+    columns: ["id", "email", "credits", "created"],
+    row: (c) => [c.id, c.email, String(c.creditsBalance), formatTime(c.createdAt)],
+    empty: "no customers",
+  });
   return 0;
 }
 
@@ -33,18 +54,18 @@ export interface GrantCreditsOptions extends JsonOption {
 
 /** Grants credits; prints the new balance. */
 export async function adminGrantCredits(opts: GrantCreditsOptions, ctx: CliContext): Promise<number> {
-  const res = await ctx.client.grantCredits(opts.customer, {
-    amount: opts.amount,
+  const res = await ctx.admin().customers.grantCredits(opts.customer, {
+    amount: BigInt(opts.amount),
     ...(opts.reason === undefined ? {} : { reason: opts.reason }),
   });
   if (opts.json) {
-    printJson(ctx.io, { customer_id: opts.customer, ...res });
+    printJson(ctx.io, { customer_id: opts.customer, ...(messageJson(GrantCreditsResponseSchema, res) as object) });
   } else {
     printFields(ctx.io, [
       ["customer_id", opts.customer],
       ["granted", opts.amount],
-      ["credits_balance", res.credits_balance],
-      ["ledger_entry_id", res.ledger_entry_id],
+      ["credits_balance", res.creditsBalance],
+      ["ledger_entry_id", res.ledgerEntryId],
     ]);
   }
   return 0;
@@ -58,67 +79,94 @@ export interface EnrollmentTokenOptions extends JsonOption {
 
 /** Mints a one-time node enrollment token (for `gpu-agent enroll --token`). */
 export async function adminEnrollmentToken(opts: EnrollmentTokenOptions, ctx: CliContext): Promise<number> {
-  const res = await ctx.client.createEnrollmentToken({
-    trust_level: opts.trustLevel,
-    ...(opts.ttl === undefined ? {} : { ttl_seconds: opts.ttl }),
+  const res = await ctx.admin().enrollmentTokens.create({
+    trustLevel: opts.trustLevel,
+    ...(opts.ttl === undefined ? {} : { ttlSeconds: opts.ttl }),
   });
   if (opts.json) {
-    printJson(ctx.io, res);
+    printMessage(ctx.io, CreateEnrollmentTokenResponseSchema, res);
   } else {
     printFields(ctx.io, [
       ["token", res.token],
-      ["expires_at", res.expires_at],
-      ["trust_level", res.trust_level ?? opts.trustLevel],
+      ["expires_at", formatTime(res.expiresAt)],
+      ["trust_level", res.trustLevel || opts.trustLevel],
     ]);
   }
   return 0;
 }
 
+const nodeTable: Table<Node> = {
+  columns: ["id", "hostname", "trust", "state", "gpus", "cpu", "memory", "disk_free", "running", "last_heartbeat"],
+  row: (n) => [
+    n.id,
+    n.hostname,
+    n.trustLevel,
+    n.state,
+    n.gpus.map((g) => `${g.name || "gpu"} ${g.vramMb}MiB${g.declared ? "*" : ""}`).join(", "),
+    String(n.cpuCores),
+    formatBytes(n.memoryMb * 1024 * 1024),
+    formatBytes(n.diskFreeMb * 1024 * 1024),
+    String(n.runningUnits),
+    formatTime(n.lastHeartbeatAt),
+  ],
+  empty: "no nodes enrolled",
+};
+
 /** Every enrolled node (all pages). */
 export async function adminNodes(opts: JsonOption, ctx: CliContext): Promise<number> {
-  const nodes = await listAll((cursor) => ctx.client.listNodes({ limit: 100, cursor }));
-  if (opts.json) {
-    printJson(ctx.io, { data: nodes });
-    return 0;
-  }
-  printTable(
-    ctx.io,
-    ["id", "hostname", "trust", "state", "gpus", "cpu", "memory", "disk_free", "running", "last_heartbeat"],
-    nodes.map((n) => [
-      n.id,
-      n.hostname ?? "",
-      n.trust_level ?? "",
-      n.state ?? "",
-      (n.gpus ?? []).map((g) => `${g.name ?? "gpu"} ${g.vram_mb ?? 0}MiB${g.declared === true ? "*" : ""}`).join(", "),
-      String(n.cpu_cores ?? ""),
-      n.memory_mb === undefined ? "" : formatBytes(n.memory_mb * 1024 * 1024),
-      n.disk_free_mb === undefined ? "" : formatBytes(n.disk_free_mb * 1024 * 1024),
-      String(n.running_units ?? 0),
-      n.last_heartbeat_at ?? "",
-    ]),
-    "no nodes enrolled",
-  );
+  const admin = ctx.admin();
+  printAll(ctx.io, opts.json, NodeSchema, await listAll((p) => admin.nodes.list(p)), nodeTable);
   return 0;
+}
+
+/** A node state change of `gpuctl admin`. */
+export type NodeAction = "cordon" | "uncordon" | "drain" | "revoke";
+
+/** Options of the node state commands. */
+export interface NodeActionOptions extends JsonOption {
+  id: string;
+}
+
+/** Cordons, uncordons, drains or revokes a node; shows the node as it is afterwards. */
+export async function adminNodeAction(action: NodeAction, opts: NodeActionOptions, ctx: CliContext): Promise<number> {
+  showNode(ctx, await ctx.admin().nodes[action](opts.id), opts.json);
+  return 0;
+}
+
+/** Options of `admin set-trust-level`. */
+export interface SetTrustLevelOptions extends NodeActionOptions {
+  trustLevel: string;
+}
+
+/** Changes a node's trust level (which sensitivity tiers it may run). */
+export async function adminSetTrustLevel(opts: SetTrustLevelOptions, ctx: CliContext): Promise<number> {
+  showNode(ctx, await ctx.admin().nodes.setTrustLevel(opts.id, opts.trustLevel), opts.json);
+  return 0;
+}
+
+function showNode(ctx: CliContext, node: Node, json: boolean): void {
+  if (json) printMessage(ctx.io, NodeSchema, node);
+  else printTable(ctx.io, nodeTable.columns, [nodeTable.row(node)]);
 }
 
 /** Scheduler status: which replica leads, its term, queue depths. */
 export async function adminScheduler(opts: JsonOption, ctx: CliContext): Promise<number> {
-  const s = await ctx.client.getSchedulerStatus();
+  const s = await ctx.admin().schedulerStatus();
   if (opts.json) {
-    printJson(ctx.io, s);
+    printMessage(ctx.io, GetSchedulerStatusResponseSchema, s);
     return 0;
   }
   printFields(ctx.io, [
-    ["replica_id", s.replica_id],
-    ["is_leader", String(s.is_leader ?? false)],
-    ["leader_id", s.leader_id],
+    ["replica_id", s.replicaId],
+    ["is_leader", String(s.isLeader)],
+    ["leader_id", s.leaderId],
     ["term", s.term],
-    ["nodes_online", s.nodes_online ?? 0],
+    ["nodes_online", s.nodesOnline],
   ]);
   printTable(
     ctx.io,
     ["kind", "pending", "ready", "running"],
-    (s.queues ?? []).map((q) => [q.kind ?? "", String(q.pending ?? 0), String(q.ready ?? 0), String(q.running ?? 0)]),
+    s.queues.map((q) => [q.kind, String(q.pending), String(q.ready), String(q.running)]),
     "no queues",
   );
   return 0;

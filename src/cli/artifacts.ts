@@ -1,13 +1,16 @@
 /**
- * `gpuctl artifacts …`: list a job's artifacts and download them through
- * freshly minted signed URLs, verifying each file's sha256 against the listing.
+ * `gpuctl artifacts …`: list a job's artifacts and download them. The SDK mints a signed URL per
+ * file, streams it beside its destination and renames it into place only once its sha256 matches
+ * the listing, so a corrupt download never looks complete.
  */
-import { mkdir, rename, rm } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import path from "node:path";
-import { CliError, listAll } from "./client.ts";
+import type { Artifact } from "../sdk/index.ts";
+import { listAll } from "../sdk/index.ts";
+import { ArtifactSchema } from "../gen/gpuagent/customer/v1/customer_pb.ts";
 import type { CliContext, JsonOption } from "./context.ts";
-import { createProgress, formatBytes, printJson, printTable, TRANSFER_BAR_FORMAT, transferPayload } from "./output.ts";
-import type { Artifact } from "./types.ts";
+import { CliError } from "./errors.ts";
+import { formatBytes, printAll, printJson, printTable, withTransferBar } from "./output.ts";
 
 /** Options of `artifacts list`. */
 export interface ArtifactListOptions extends JsonOption {
@@ -16,17 +19,13 @@ export interface ArtifactListOptions extends JsonOption {
 
 /** Every artifact of a job (all pages). */
 export async function artifactsList(opts: ArtifactListOptions, ctx: CliContext): Promise<number> {
-  const artifacts = await listAll((cursor) => ctx.client.listArtifacts(opts.jobId, { limit: 100, cursor }));
-  if (opts.json) {
-    printJson(ctx.io, { data: artifacts });
-    return 0;
-  }
-  printTable(
-    ctx.io,
-    ["id", "name", "kind", "size", "sha256"],
-    artifacts.map((a) => [a.id, a.name ?? "", a.kind ?? "", formatBytes(a.size_bytes), a.sha256 ?? ""]),
-    "no artifacts",
-  );
+  const client = ctx.customer();
+  const artifacts = await listAll((p) => client.artifacts.list(opts.jobId, p));
+  printAll(ctx.io, opts.json, ArtifactSchema, artifacts, {
+    columns: ["id", "name", "kind", "size", "sha256"],
+    row: (a) => [a.id, a.name, a.kind, formatBytes(a.sizeBytes), a.sha256],
+    empty: "no artifacts",
+  });
   return 0;
 }
 
@@ -47,12 +46,12 @@ export interface DownloadedFile {
 }
 
 /**
- * Where an artifact lands under `outDir`. Artifact names come from the
- * server (ultimately from a customer's training code), so anything absolute
- * or climbing out with `..` is reduced to its base name.
+ * Where an artifact lands under `outDir`. Artifact names come from the server (ultimately from a
+ * customer's training code), so anything absolute or climbing out with `..` is reduced to its
+ * base name.
  */
-export function artifactPath(outDir: string, artifact: Artifact): string {
-  const raw = (artifact.name ?? "").replace(/\\/g, "/");
+export function artifactPath(outDir: string, artifact: Pick<Artifact, "id" | "name">): string {
+  const raw = artifact.name.replace(/\\/g, "/");
   const parts = raw.split("/").filter((p) => p !== "" && p !== ".");
   const safe = parts.length > 0 && !parts.includes("..") && !raw.startsWith("/") ? parts : [path.posix.basename(raw)];
   const rel = safe.join("/");
@@ -61,19 +60,17 @@ export function artifactPath(outDir: string, artifact: Artifact): string {
 }
 
 /**
- * Downloads one or all artifacts of a job into `--out` (default
- * `./artifacts-<job>`). Each file is written as `<name>.part` and renamed
- * only once its sha256 matches the listing, so a corrupt download never
- * looks complete; a mismatch stops the command with CHECKSUM_MISMATCH.
+ * Downloads one or all artifacts of a job into `--out` (default `./artifacts-<job>`), each
+ * verified against the sha256 of the listing; a mismatch (or a listing without a sha256) stops the
+ * command with CHECKSUM_MISMATCH and leaves nothing at that file's destination.
  */
 export async function artifactsDownload(opts: ArtifactDownloadOptions, ctx: CliContext): Promise<number> {
+  const client = ctx.customer();
   const outDir = opts.out ?? `artifacts-${opts.jobId}`;
-  let artifacts = await listAll((cursor) => ctx.client.listArtifacts(opts.jobId, { limit: 100, cursor }));
+  let artifacts = await listAll((p) => client.artifacts.list(opts.jobId, p));
   if (opts.artifact !== undefined) {
     artifacts = artifacts.filter((a) => a.id === opts.artifact);
-    if (artifacts.length === 0) {
-      throw new CliError("ARTIFACT_NOT_FOUND", `job ${opts.jobId} has no artifact ${opts.artifact}`);
-    }
+    if (artifacts.length === 0) throw new CliError("ARTIFACT_NOT_FOUND", `job ${opts.jobId} has no artifact ${opts.artifact}`);
   }
   const files: DownloadedFile[] = [];
   const used = new Set<string>();
@@ -83,33 +80,10 @@ export async function artifactsDownload(opts: ArtifactDownloadOptions, ctx: CliC
     if (used.has(dest)) dest = path.join(path.dirname(dest), `${a.id}-${path.basename(dest)}`);
     used.add(dest);
     await mkdir(path.dirname(dest), { recursive: true });
-    const { download_url } = await ctx.client.createArtifactDownloadUrl(opts.jobId, a.id);
-    const size = Number(a.size_bytes ?? 0);
-    const label = path.basename(dest);
-    const bar = createProgress(ctx.io, !opts.json && size > 0, TRANSFER_BAR_FORMAT);
-    bar.start(size, transferPayload(label, 0, size));
-    const part = `${dest}.part`;
-    let got: { bytes: number; sha256: string };
-    try {
-      got = await ctx.client.downloadToFile(download_url, part, (n) => bar.update(n, transferPayload(label, n, size)));
-    } catch (err) {
-      await rm(part, { force: true });
-      throw err;
-    } finally {
-      bar.stop();
-    }
-    const expected = (a.sha256 ?? "").toLowerCase();
-    if (expected === "" || got.sha256 !== expected) {
-      await rm(part, { force: true });
-      throw new CliError(
-        "CHECKSUM_MISMATCH",
-        expected === ""
-          ? `artifact ${a.id} (${a.name ?? ""}) has no sha256 in the listing; refusing an unverifiable file`
-          : `artifact ${a.id} (${a.name ?? ""}): downloaded sha256 ${got.sha256} does not match ${expected}`,
-      );
-    }
-    await rename(part, dest);
-    files.push({ artifact_id: a.id, name: a.name ?? "", path: dest, size_bytes: got.bytes, sha256: got.sha256 });
+    const got = await withTransferBar(ctx.io, !opts.json && a.sizeBytes > 0n, path.basename(dest), (onProgress) =>
+      client.artifacts.download(opts.jobId, a.id, dest, { expectedSha256: a.sha256, onProgress }),
+    );
+    files.push({ artifact_id: a.id, name: a.name, path: dest, size_bytes: got.bytes, sha256: got.sha256 });
   }
   if (opts.json) {
     printJson(ctx.io, { job_id: opts.jobId, out_dir: outDir, files });

@@ -1,34 +1,22 @@
 /**
- * Local file work for uploads: streaming sha256 and zipping a package
- * directory. Nothing here reads a whole file into memory.
+ * Local file work before an upload: checking a path and zipping a package directory
+ * deterministically. Hashing and sending the bytes is the SDK's job. Nothing here reads a whole
+ * file into memory.
  */
-import { createHash } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
+import type { Stats } from "node:fs";
+import { createWriteStream } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import yazl from "yazl";
-import { CliError } from "./client.ts";
-
-/** Size and lower-case hex sha256 of a file, read as a stream. */
-export async function hashFile(filePath: string): Promise<{ size: number; sha256: string }> {
-  const info = await statFile(filePath);
-  const hash = createHash("sha256");
-  await pipeline(createReadStream(filePath), async function* (source: AsyncIterable<Buffer>) {
-    for await (const chunk of source) hash.update(chunk);
-  });
-  return { size: info.size, sha256: hash.digest("hex") };
-}
+import { usageError } from "./errors.ts";
 
 /** stat that turns "no such file" into a usage error the user can act on. */
-export async function statFile(filePath: string): Promise<import("node:fs").Stats> {
+export async function statFile(filePath: string): Promise<Stats> {
   try {
     return await stat(filePath);
   } catch (err) {
-    throw new CliError("FILE_NOT_FOUND", `cannot read ${filePath}: ${(err as NodeJS.ErrnoException).code ?? err}`, {
-      exitCode: 2,
-      cause: err,
-    });
+    throw usageError("FILE_NOT_FOUND", `cannot read ${filePath}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, err);
   }
 }
 
@@ -76,7 +64,7 @@ const ZIP_MTIME = new Date(Date.UTC(2000, 0, 1));
  */
 export async function zipDirectory(root: string, destFile: string): Promise<string[]> {
   const files = await listPackageFiles(root);
-  if (files.length === 0) throw new CliError("PACKAGE_EMPTY", `${root} holds no files to package`, { exitCode: 2 });
+  if (files.length === 0) throw usageError("PACKAGE_EMPTY", `${root} holds no files to package`);
   const zip = new yazl.ZipFile();
   for (const rel of files) {
     zip.addFile(path.join(root, ...rel.split("/")), rel, { mtime: ZIP_MTIME, mode: 0o100644, compress: true });

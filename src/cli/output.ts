@@ -3,9 +3,14 @@
  * `--json`, human text otherwise); progress bars and diagnostics go to stderr
  * so `gpuctl … --json | jq` always parses.
  */
+import type { DescMessage, JsonValue, MessageShape } from "@bufbuild/protobuf";
+import { toJson } from "@bufbuild/protobuf";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { TimestampSchema } from "@bufbuild/protobuf/wkt";
 import cliProgress from "cli-progress";
-import { CliApiError, CliError } from "./client.ts";
-import type { Int64 } from "./types.ts";
+import type { ListPage, TransferProgress } from "../sdk/index.ts";
+import { GpuAgentError } from "../sdk/index.ts";
+import { CliError } from "./errors.ts";
 
 /** Where a command writes; the process streams in `cmd/`, buffers in tests. */
 export interface Io {
@@ -32,6 +37,52 @@ export function printJson(io: Io, value: unknown): void {
   io.stdout(`${JSON.stringify(value, null, 2)}\n`);
 }
 
+/**
+ * A message as the REST API writes it: proto field names, fields at their default included, int64
+ * as strings, timestamps in RFC 3339. `--json` prints exactly this, so scripts written against
+ * the REST answers keep working.
+ */
+export function messageJson<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>): JsonValue {
+  return toJson(schema, message, { useProtoFieldName: true, alwaysEmitImplicit: true });
+}
+
+/** Prints a message as {@link messageJson}. */
+export function printMessage<Desc extends DescMessage>(io: Io, schema: Desc, message: MessageShape<Desc>): void {
+  printJson(io, messageJson(schema, message));
+}
+
+/** A timestamp as the API writes it (RFC 3339, UTC); empty when unset. */
+export function formatTime(ts: Timestamp | undefined): string {
+  return ts === undefined ? "" : String(toJson(TimestampSchema, ts));
+}
+
+/** Columns of a table and how one item fills a row. */
+export interface Table<T> {
+  columns: string[];
+  row(item: T): string[];
+  /** Printed instead of an empty table. */
+  empty: string;
+}
+
+/**
+ * One page of a list rpc: the response as JSON, or a table and, when there is more, how to ask
+ * for the next page (on stderr; scripts read `page.next_cursor` from `--json`).
+ */
+export function printListPage<Desc extends DescMessage, T>(io: Io, json: boolean, schema: Desc, res: MessageShape<Desc> & ListPage<T>, table: Table<T>): void {
+  if (json) {
+    printMessage(io, schema, res);
+    return;
+  }
+  printTable(io, table.columns, res.data.map((item) => table.row(item)), table.empty);
+  if (res.page?.hasMore === true && res.page.nextCursor !== "") io.stderr(`more results: --cursor ${res.page.nextCursor}\n`);
+}
+
+/** Every item of a walk over all pages: `{"data": [...]}` as JSON, or a table. */
+export function printAll<Desc extends DescMessage>(io: Io, json: boolean, schema: Desc, items: MessageShape<Desc>[], table: Table<MessageShape<Desc>>): void {
+  if (json) printJson(io, { data: items.map((item) => messageJson(schema, item)) });
+  else printTable(io, table.columns, items.map((item) => table.row(item)), table.empty);
+}
+
 /** Prints `label  value` lines with aligned values, skipping empty values. */
 export function printFields(io: Io, fields: [string, unknown][]): void {
   const shown = fields.filter(([, v]) => v !== undefined && v !== null && v !== "");
@@ -55,9 +106,8 @@ export function printTable(io: Io, columns: string[], rows: string[][], emptyTex
   for (const r of rows) io.stdout(`${line(r)}\n`);
 }
 
-/** Human size, e.g. `1.5 MiB`; int64 strings accepted. */
-export function formatBytes(value: Int64 | undefined): string {
-  if (value === undefined) return "";
+/** Human size, e.g. `1.5 MiB`. */
+export function formatBytes(value: bigint | number): string {
   const n = Number(value);
   if (!Number.isFinite(n)) return String(value);
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -133,22 +183,64 @@ export function transferPayload(label: string, done: number, size: number): Reco
 }
 
 /**
- * Writes an error to stderr: `error: message (code X, request Y)`, or the
- * error envelope as JSON when `--json` was asked, so scripts can parse it too.
+ * Runs a transfer with a progress bar fed by the SDK's `onProgress`: one bar per phase it reports
+ * (`hashing`, then `uploading`; or `downloading`), labelled `sha256 <label>` while hashing. The
+ * bar is stopped whatever happens.
+ */
+export async function withTransferBar<T>(io: Io, enabled: boolean, label: string, run: (onProgress: (p: TransferProgress) => void) => Promise<T>): Promise<T> {
+  const bar = createProgress(io, enabled, TRANSFER_BAR_FORMAT);
+  let phase: TransferProgress["phase"] | undefined;
+  const onProgress = (p: TransferProgress): void => {
+    const total = p.totalBytes ?? 0;
+    const shown = p.phase === "hashing" ? `sha256 ${label}` : label;
+    if (p.phase !== phase) {
+      bar.stop();
+      bar.start(total, transferPayload(shown, 0, total));
+      phase = p.phase;
+    }
+    bar.update(p.bytesDone, transferPayload(shown, p.bytesDone, total));
+  };
+  try {
+    return await run(onProgress);
+  } finally {
+    bar.stop();
+  }
+}
+
+/** What an error report says. */
+interface ErrorReport {
+  code: string;
+  message: string;
+  requestId: string;
+  /** HTTP status of an API failure; 0 when nothing answered or the failure is gpuctl's own. */
+  httpStatus: number;
+  exitCode: number;
+}
+
+function describeError(err: unknown): ErrorReport {
+  if (err instanceof GpuAgentError) {
+    return { code: err.code, message: err.message, requestId: err.requestId, httpStatus: err.httpStatus, exitCode: 1 };
+  }
+  if (err instanceof CliError) return { code: err.code, message: err.message, requestId: "", httpStatus: 0, exitCode: err.exitCode };
+  return { code: "INTERNAL", message: err instanceof Error ? err.message : String(err), requestId: "", httpStatus: 0, exitCode: 1 };
+}
+
+/**
+ * Writes an error to stderr: `error: message (code X, request Y)`, or `{"error":{code, message,
+ * request_id, status}}` when `--json` was asked, so scripts can parse it too. API failures keep
+ * the SDK's seed code and the server's request id (what support asks for). Returns the exit code.
  */
 export function reportError(io: Io, err: unknown, json: boolean): number {
-  const cliErr =
-    err instanceof CliError ? err : new CliError("INTERNAL", err instanceof Error ? err.message : String(err));
-  const requestId = cliErr instanceof CliApiError ? cliErr.requestId : "";
+  const e = describeError(err);
   if (json) {
-    const body: Record<string, unknown> = { code: cliErr.code, message: cliErr.message };
-    if (requestId !== "") body["request_id"] = requestId;
-    if (cliErr instanceof CliApiError) body["status"] = cliErr.status;
+    const body: Record<string, unknown> = { code: e.code, message: e.message };
+    if (e.requestId !== "") body["request_id"] = e.requestId;
+    if (e.httpStatus > 0) body["status"] = e.httpStatus;
     io.stderr(`${JSON.stringify({ error: body })}\n`);
   } else {
-    const extra = [`code ${cliErr.code}`];
-    if (requestId !== "") extra.push(`request ${requestId}`);
-    io.stderr(`error: ${cliErr.message} (${extra.join(", ")})\n`);
+    const extra = [`code ${e.code}`];
+    if (e.requestId !== "") extra.push(`request ${e.requestId}`);
+    io.stderr(`error: ${e.message} (${extra.join(", ")})\n`);
   }
-  return cliErr.exitCode;
+  return e.exitCode;
 }

@@ -1,16 +1,18 @@
 /**
- * `gpuctl packages …`: upload a training package (a .zip, or a directory that
- * is zipped first), list, get.
+ * `gpuctl packages …`: upload a training package (a .zip, or a directory that is zipped first),
+ * list, get.
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import path from "node:path";
-import { CliError } from "./client.ts";
+import type { TrainingPackage } from "../sdk/index.ts";
+import { ListTrainingPackagesResponseSchema, TrainingPackageSchema } from "../gen/gpuagent/customer/v1/customer_pb.ts";
 import type { CliContext, JsonOption } from "./context.ts";
-import { printNextCursor } from "./datasets.ts";
-import { hashFile, listPackageFiles, statFile, zipDirectory } from "./files.ts";
-import { formatBytes, printFields, printJson, printTable } from "./output.ts";
-import type { TrainingPackage } from "./types.ts";
-import { uploadThenFinalize } from "./upload.ts";
+import type { IdOptions, ListOptions } from "./datasets.ts";
+import { pageOf } from "./datasets.ts";
+import { usageError } from "./errors.ts";
+import { listPackageFiles, statFile, zipDirectory } from "./files.ts";
+import type { Table } from "./output.ts";
+import { formatBytes, formatTime, printFields, printListPage, printMessage, withTransferBar } from "./output.ts";
 
 /** The entry point the server assumes when none is given. */
 export const DEFAULT_ENTRYPOINT = "train.py";
@@ -24,9 +26,8 @@ export interface PackageUploadOptions extends JsonOption {
 }
 
 /**
- * Uploads a package. A directory is zipped into a temporary file first (and
- * checked for the entry point, so a typo fails before any bytes move); the
- * temporary zip is removed whatever happens.
+ * Uploads a package. A directory is zipped into a temporary file first (and checked for the entry
+ * point, so a typo fails before any bytes move); the temporary zip is removed whatever happens.
  */
 export async function packagesUpload(opts: PackageUploadOptions, ctx: CliContext): Promise<number> {
   const info = await statFile(opts.path);
@@ -37,27 +38,17 @@ export async function packagesUpload(opts: PackageUploadOptions, ctx: CliContext
     let zipPath = opts.path;
     if (info.isDirectory()) {
       const files = await listPackageFiles(opts.path);
-      if (!files.includes(entrypoint)) {
-        throw new CliError("ENTRYPOINT_NOT_FOUND", `${opts.path} has no ${entrypoint} (set --entrypoint)`, { exitCode: 2 });
-      }
+      if (!files.includes(entrypoint)) throw usageError("ENTRYPOINT_NOT_FOUND", `${opts.path} has no ${entrypoint} (set --entrypoint)`);
       tmp = await mkdtemp(path.join(ctx.tmpDir, "gpuctl-package-"));
       zipPath = path.join(tmp, `${base}.zip`);
       await zipDirectory(opts.path, zipPath);
     } else if (!info.isFile()) {
-      throw new CliError("BAD_PACKAGE", `${opts.path} is neither a .zip file nor a directory`, { exitCode: 2 });
+      throw usageError("BAD_PACKAGE", `${opts.path} is neither a .zip file nor a directory`);
     }
-    const { size, sha256 } = await hashFile(zipPath);
+    const client = ctx.customer();
     const name = opts.name ?? base.replace(/\.zip$/i, "");
-    const pkg = await uploadThenFinalize(
-      {
-        filePath: zipPath,
-        size,
-        label: path.basename(zipPath),
-        json: opts.json,
-        create: () => ctx.client.createPackage({ name, size_bytes: size, sha256, entrypoint }),
-        finalize: (id) => ctx.client.finalizePackage(id),
-      },
-      ctx,
+    const pkg = await withTransferBar(ctx.io, !opts.json, path.basename(zipPath), (onProgress) =>
+      client.packages.upload(zipPath, { name, entrypoint, onProgress }),
     );
     printPackage(ctx, pkg, opts.json);
     return 0;
@@ -66,50 +57,27 @@ export async function packagesUpload(opts: PackageUploadOptions, ctx: CliContext
   }
 }
 
-/** Options of `packages list`. */
-export interface PackageListOptions extends JsonOption {
-  limit?: number | undefined;
-  cursor?: string | undefined;
-}
+const packageTable: Table<TrainingPackage> = {
+  columns: ["id", "name", "status", "entrypoint", "size", "created"],
+  row: (p) => [p.id, p.name, p.status, p.entrypoint, formatBytes(p.sizeBytes), formatTime(p.createdAt)],
+  empty: "no training packages",
+};
 
 /** One page of packages. */
-export async function packagesList(opts: PackageListOptions, ctx: CliContext): Promise<number> {
-  const page = await ctx.client.listPackages({ limit: opts.limit, cursor: opts.cursor });
-  if (opts.json) {
-    printJson(ctx.io, page);
-    return 0;
-  }
-  printTable(
-    ctx.io,
-    ["id", "name", "status", "entrypoint", "size", "created"],
-    (page.data ?? []).map((p) => [
-      p.id,
-      p.name ?? "",
-      p.status ?? "",
-      p.entrypoint ?? "",
-      formatBytes(p.size_bytes),
-      p.created_at ?? "",
-    ]),
-    "no training packages",
-  );
-  printNextCursor(ctx, page);
+export async function packagesList(opts: ListOptions, ctx: CliContext): Promise<number> {
+  printListPage(ctx.io, opts.json, ListTrainingPackagesResponseSchema, await ctx.customer().packages.list(pageOf(opts)), packageTable);
   return 0;
 }
 
-/** Options of `packages get`. */
-export interface PackageGetOptions extends JsonOption {
-  id: string;
-}
-
 /** One package. */
-export async function packagesGet(opts: PackageGetOptions, ctx: CliContext): Promise<number> {
-  printPackage(ctx, await ctx.client.getPackage(opts.id), opts.json);
+export async function packagesGet(opts: IdOptions, ctx: CliContext): Promise<number> {
+  printPackage(ctx, await ctx.customer().packages.get(opts.id), opts.json);
   return 0;
 }
 
 function printPackage(ctx: CliContext, p: TrainingPackage, json: boolean): void {
   if (json) {
-    printJson(ctx.io, p);
+    printMessage(ctx.io, TrainingPackageSchema, p);
     return;
   }
   printFields(ctx.io, [
@@ -117,11 +85,11 @@ function printPackage(ctx: CliContext, p: TrainingPackage, json: boolean): void 
     ["name", p.name],
     ["status", p.status],
     ["entrypoint", p.entrypoint],
-    ["size", p.size_bytes === undefined ? undefined : `${formatBytes(p.size_bytes)} (${p.size_bytes} bytes)`],
+    ["size", `${formatBytes(p.sizeBytes)} (${p.sizeBytes} bytes)`],
     ["sha256", p.sha256],
-    ["entries", p.entry_count],
-    ["stages", p.stages?.join(" → ")],
-    ["created_at", p.created_at],
-    ["finalized_at", p.finalized_at],
+    ["entries", p.entryCount],
+    ["stages", p.stages.join(" → ")],
+    ["created_at", formatTime(p.createdAt)],
+    ["finalized_at", formatTime(p.finalizedAt)],
   ]);
 }

@@ -1,46 +1,52 @@
 /**
- * The gpuctl command tree (commander). This file only wires flags to the
- * action functions of the sibling files; each action takes its parsed
- * options and a {@link CliContext}, so tests call them without a process.
+ * The gpuctl command tree (commander). This file only wires flags to the action functions of the
+ * sibling files; each action takes its parsed options and a {@link CliContext}, so tests call
+ * them without a process. Every call to the API goes through the SDK (src/sdk/).
  *
  * Exit codes: 0 success, 1 failure (API error, failed job, bad checksum),
  * 2 usage error (unknown flag, bad value, missing credential).
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
-import type { Clock } from "../platform/clock.ts";
-import { adminCreateCustomer, adminEnrollmentToken, adminGrantCredits, adminNodes, adminScheduler } from "./admin.ts";
-import { defaultToleranceSeconds, webhooksVerify } from "./webhooks.ts";
+import { JOB_STATUSES, SENSITIVITY_TIERS, TRUST_LEVELS } from "../sdk/index.ts";
+import type { NodeAction } from "./admin.ts";
+import {
+  adminCreateCustomer,
+  adminCustomers,
+  adminEnrollmentToken,
+  adminGrantCredits,
+  adminNodeAction,
+  adminNodes,
+  adminScheduler,
+  adminSetTrustLevel,
+} from "./admin.ts";
 import { artifactsDownload, artifactsList } from "./artifacts.ts";
-import { createClient, DEFAULT_BASE_URL } from "./client.ts";
-import type { CliContext } from "./context.ts";
+import type { CliContext, CliDeps, ConnectionFlags } from "./context.ts";
+import { DEFAULT_BASE_URL, createCliContext } from "./context.ts";
+import type { ListOptions } from "./datasets.ts";
 import { datasetsGet, datasetsList, datasetsUpload } from "./datasets.ts";
+import { USAGE_EXIT_CODE } from "./errors.ts";
 import { DEFAULT_WATCH_INTERVAL_MS, JOB_DEFAULTS, jobsCancel, jobsCreate, jobsGet, jobsList, jobsUnits, jobsWatch } from "./jobs.ts";
 import { reportError } from "./output.ts";
-import type { Io } from "./output.ts";
 import { DEFAULT_ENTRYPOINT, packagesGet, packagesList, packagesUpload } from "./packages.ts";
-import { JOB_STATUSES, SENSITIVITIES, TRUST_LEVELS } from "./types.ts";
+import { usageDaily, usageSummary } from "./usage.ts";
+import {
+  defaultToleranceSeconds,
+  webhooksCreate,
+  webhooksDeliveries,
+  webhooksDelete,
+  webhooksList,
+  webhooksRedeliver,
+  webhooksRotate,
+  webhooksTest,
+  webhooksVerify,
+} from "./webhooks.ts";
 
-/** What a gpuctl run depends on; `cmd/gpuctl.ts` passes the real ones. */
-export interface CliDeps {
-  env: Record<string, string | undefined>;
-  io: Io;
-  clock: Clock;
-  randomUUID: () => string;
-  tmpDir: string;
-  /** Defaults to the global fetch. */
-  fetch?: typeof fetch;
-}
+export type { CliDeps } from "./context.ts";
 
 /** Flags every command inherits from the program. */
-interface GlobalOptions {
-  url?: string;
-  apiKey?: string;
-  adminToken?: string;
+interface GlobalOptions extends ConnectionFlags {
   json?: boolean;
 }
-
-/** Usage errors exit 2 (commander's own default is 1, which we keep for failures). */
-const USAGE_EXIT_CODE = 2;
 
 function parseInteger(min: number) {
   return (value: string): number => {
@@ -75,17 +81,13 @@ export function buildProgram(deps: CliDeps, onExit: (code: number) => void): Com
     return async (...args: unknown[]): Promise<void> => {
       const cmd = args[args.length - 1] as Command;
       const g = cmd.optsWithGlobals<GlobalOptions>();
-      const client = createClient({
-        baseUrl: g.url ?? deps.env["GPU_AGENT_URL"] ?? DEFAULT_BASE_URL,
-        apiKey: g.apiKey ?? deps.env["GPU_AGENT_API_KEY"],
-        adminToken: g.adminToken ?? deps.env["GPU_AGENT_ADMIN_TOKEN"],
-        clock: deps.clock,
-        ...(deps.fetch === undefined ? {} : { fetch: deps.fetch }),
-      });
-      const ctx: CliContext = { client, io: deps.io, clock: deps.clock, randomUUID: deps.randomUUID, tmpDir: deps.tmpDir };
-      onExit(await fn(ctx, g.json === true, ...(args.slice(0, -1) as A)));
+      onExit(await fn(createCliContext(g, deps), g.json === true, ...(args.slice(0, -1) as A)));
     };
   }
+
+  /** `--limit` and `--cursor` of the commands that show one page. */
+  const pageFlags = (c: Command) =>
+    c.option("--limit <n>", "page size (max 100)", positiveInt).option("--cursor <cursor>", "continue after a previous page");
 
   // ---- datasets ----
   const datasets = program.command("datasets").description("upload and inspect datasets");
@@ -99,12 +101,9 @@ export function buildProgram(deps: CliDeps, onExit: (code: number) => void): Com
         datasetsUpload({ file, name: o.name, format: o.format, json }, ctx),
       ),
     );
-  datasets
-    .command("list")
-    .description("list datasets")
-    .option("--limit <n>", "page size (max 100)", positiveInt)
-    .option("--cursor <cursor>", "continue after a previous page")
-    .action(run((ctx, json, o: { limit?: number; cursor?: string }) => datasetsList({ ...o, json }, ctx)));
+  pageFlags(datasets.command("list").description("list datasets")).action(
+    run((ctx, json, o: ListOptions) => datasetsList({ ...o, json }, ctx)),
+  );
   datasets
     .command("get <id>")
     .description("show one dataset")
@@ -122,12 +121,9 @@ export function buildProgram(deps: CliDeps, onExit: (code: number) => void): Com
         packagesUpload({ path: p, name: o.name, entrypoint: o.entrypoint, json }, ctx),
       ),
     );
-  packages
-    .command("list")
-    .description("list training packages")
-    .option("--limit <n>", "page size (max 100)", positiveInt)
-    .option("--cursor <cursor>", "continue after a previous page")
-    .action(run((ctx, json, o: { limit?: number; cursor?: string }) => packagesList({ ...o, json }, ctx)));
+  pageFlags(packages.command("list").description("list training packages")).action(
+    run((ctx, json, o: ListOptions) => packagesList({ ...o, json }, ctx)),
+  );
   packages
     .command("get <id>")
     .description("show one training package")
@@ -150,7 +146,7 @@ export function buildProgram(deps: CliDeps, onExit: (code: number) => void): Com
       .option("--disk-mb <mb>", "disk the job needs", positiveInt, JOB_DEFAULTS.diskMb)
       .option("--max-runtime-seconds <s>", "runtime limit", positiveInt, JOB_DEFAULTS.maxRuntimeSeconds)
       .addOption(
-        new Option("--sensitivity <tier>", "data sensitivity tier").choices(SENSITIVITIES).default(JOB_DEFAULTS.sensitivity),
+        new Option("--sensitivity <tier>", "data sensitivity tier").choices(SENSITIVITY_TIERS).default(JOB_DEFAULTS.sensitivity),
       )
       .option("--idempotency-key <key>", "reuse to retry a create safely (default: a random UUID)")
       .option("--watch", "watch the job until it finishes"),
@@ -179,13 +175,12 @@ export function buildProgram(deps: CliDeps, onExit: (code: number) => void): Com
     .command("get <id>")
     .description("show one job")
     .action(run((ctx, json, id: string) => jobsGet({ id, json }, ctx)));
-  jobs
-    .command("list")
-    .description("list jobs")
-    .addOption(new Option("--status <status>", "only jobs in this status").choices(JOB_STATUSES))
-    .option("--limit <n>", "page size (max 100)", positiveInt)
-    .option("--cursor <cursor>", "continue after a previous page")
-    .action(run((ctx, json, o: { status?: string; limit?: number; cursor?: string }) => jobsList({ ...o, json }, ctx)));
+  pageFlags(
+    jobs
+      .command("list")
+      .description("list jobs")
+      .addOption(new Option("--status <status>", "only jobs in this status").choices(JOB_STATUSES)),
+  ).action(run((ctx, json, o: ListOptions & { status?: string }) => jobsList({ ...o, json }, ctx)));
   jobs
     .command("units <id>")
     .description("list the compute units (DAG) of a job")
@@ -219,8 +214,55 @@ export function buildProgram(deps: CliDeps, onExit: (code: number) => void): Com
       ),
     );
 
+  // ---- usage ----
+  const usage = program.command("usage").description("credits and compute used");
+  usage
+    .command("summary")
+    .description("credit balance, totals and job counts")
+    .action(run((ctx, json) => usageSummary({ json }, ctx)));
+  usage
+    .command("daily")
+    .description("usage per day (UTC)")
+    .option("--days <n>", "days back (server default 30, at most 90)", positiveInt)
+    .action(run((ctx, json, o: { days?: number }) => usageDaily({ ...o, json }, ctx)));
+
   // ---- webhooks ----
-  const webhooks = program.command("webhooks").description("webhook helpers");
+  const webhooks = program.command("webhooks").description("webhook endpoints, their deliveries, and signature verification");
+  webhooks
+    .command("create <url>")
+    .description("create an endpoint (deliveries are POSTed to the https <url>); prints its signing secret, shown this once only")
+    .requiredOption("--event <type...>", "event types, e.g. job.completed job.failed")
+    .option("--description <text>", "a note for yourself")
+    .action(
+      run((ctx, json, url: string, o: { event: string[]; description?: string }) =>
+        webhooksCreate({ url, events: o.event, description: o.description, json }, ctx),
+      ),
+    );
+  pageFlags(webhooks.command("list").description("list endpoints")).action(
+    run((ctx, json, o: ListOptions) => webhooksList({ ...o, json }, ctx)),
+  );
+  webhooks
+    .command("test <id>")
+    .description("queue a webhook.test delivery to the endpoint")
+    .action(run((ctx, json, id: string) => webhooksTest({ id, json }, ctx)));
+  webhooks
+    .command("rotate <id>")
+    .description("new signing secret; the previous one keeps signing for a grace period")
+    .action(run((ctx, json, id: string) => webhooksRotate({ id, json }, ctx)));
+  webhooks
+    .command("delete <id>")
+    .description("delete an endpoint")
+    .action(run((ctx, json, id: string) => webhooksDelete({ id, json }, ctx)));
+  pageFlags(
+    webhooks
+      .command("deliveries <id>")
+      .description("list an endpoint's deliveries")
+      .option("--status <status>", "only deliveries in this status (pending, delivered, failed)"),
+  ).action(run((ctx, json, id: string, o: ListOptions & { status?: string }) => webhooksDeliveries({ id, ...o, json }, ctx)));
+  webhooks
+    .command("redeliver <id> <delivery-id>")
+    .description("queue a new delivery of the same event")
+    .action(run((ctx, json, id: string, deliveryId: string) => webhooksRedeliver({ id, deliveryId, json }, ctx)));
   webhooks
     .command("verify")
     .description("verify a received delivery's GPU-Agent-Signature header (exit 0 valid, 1 invalid)")
@@ -261,9 +303,30 @@ export function buildProgram(deps: CliDeps, onExit: (code: number) => void): Com
     .option("--ttl <seconds>", "token lifetime (server default 3600)", positiveInt)
     .action(run((ctx, json, o: { trustLevel: string; ttl?: number }) => adminEnrollmentToken({ ...o, json }, ctx)));
   admin
+    .command("customers")
+    .description("list customers and their credit balances")
+    .action(run((ctx, json) => adminCustomers({ json }, ctx)));
+  admin
     .command("nodes")
     .description("list enrolled nodes")
     .action(run((ctx, json) => adminNodes({ json }, ctx)));
+  const nodeActions: [NodeAction, string][] = [
+    ["cordon", "place no new work on a node"],
+    ["uncordon", "let a cordoned node take work again"],
+    ["drain", "stop placing work on a node and tell it to wind down"],
+    ["revoke", "revoke a node for good; its units are placed elsewhere"],
+  ];
+  for (const [action, description] of nodeActions) {
+    admin
+      .command(`${action} <node-id>`)
+      .description(description)
+      .action(run((ctx, json, id: string) => adminNodeAction(action, { id, json }, ctx)));
+  }
+  admin
+    .command("set-trust-level <node-id>")
+    .description("change a node's trust level")
+    .addOption(new Option("--trust-level <level>", "the new trust level").choices(TRUST_LEVELS).makeOptionMandatory())
+    .action(run((ctx, json, id: string, o: { trustLevel: string }) => adminSetTrustLevel({ id, trustLevel: o.trustLevel, json }, ctx)));
   admin
     .command("scheduler")
     .description("show scheduler leader, term and queue depths")

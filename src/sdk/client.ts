@@ -7,7 +7,8 @@
  *   signed `download_url` over plain HTTP, streamed, so a large file is never held in memory and
  *   progress can be reported as bytes move.
  * - 429 `RATE_LIMITED` is retried after `Retry-After` at most `maxRetries` times with each wait
- *   capped, on both paths; a refused request was not executed, so retrying a POST is safe.
+ *   capped, on both paths; a refused request was not executed, so retrying a POST is safe. The
+ *   transport and the policy live in core.ts, shared with the operator client (admin.ts).
  * - Every failure is one {@link GpuAgentError} with a typed `code`.
  */
 import { createHash, randomUUID } from "node:crypto";
@@ -18,12 +19,9 @@ import { basename, dirname, join } from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
-import { setTimeout as sleepMs } from "node:timers/promises";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { CallOptions, Client, Interceptor } from "@connectrpc/connect";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
-import { reasonMetadataKey } from "../api/errors.ts";
+import type { Client } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { CustomerService } from "../gen/gpuagent/customer/v1/customer_pb.ts";
 import type {
   Artifact,
@@ -51,61 +49,32 @@ import type {
   TrainingPackage,
   WebhookDelivery,
 } from "../gen/gpuagent/customer/v1/customer_pb.ts";
-import { GpuAgentError, fromConnectError, fromFetchFailure, fromRestResponse, parseRetryAfterSeconds } from "./errors.ts";
+import type { CallOpts, ClientOptionsBase, PageOptions } from "./core.ts";
+import { callOptions as co, createSdkCore, pageRequest as page, required, throwIfAborted } from "./core.ts";
+import { GpuAgentError, fromFetchFailure, fromRestResponse, isTransientFailure } from "./errors.ts";
+import { iterateAll } from "./pagination.ts";
 
-/** Retries of one request after a 429 (so at most 4 attempts). */
-export const DEFAULT_MAX_RETRIES = 3;
-/** Longest single wait honoured from `Retry-After`; a longer ask is clamped so a server cannot park the caller. */
-export const DEFAULT_MAX_RETRY_DELAY_MS = 30_000;
-/** Wait before retry `n` (0-based) when a 429 carries no usable `Retry-After`: 1 s, 2 s, 4 s, ... */
-const FALLBACK_RETRY_DELAY_MS = 1_000;
+export type { CallOpts, ClientOptionsBase, PageOptions, RetryInfo } from "./core.ts";
+export { DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_DELAY_MS } from "./core.ts";
+
 /** Default poll interval of {@link JobsApi.waitForJob}; well under the default 600 requests/minute. */
 export const DEFAULT_POLL_INTERVAL_MS = 2_000;
+
+/** Every job status, in lifecycle order: queued → running → completed | failed | cancelled | expired. */
+export const JOB_STATUSES = ["queued", "running", "completed", "failed", "cancelled", "expired"] as const;
 
 /** Job statuses after which nothing changes any more. */
 export const TERMINAL_JOB_STATUSES: readonly string[] = ["completed", "failed", "cancelled", "expired"];
 
+/** Data sensitivity tiers a job may declare (a job runs only on nodes trusted at least that much). */
+export const SENSITIVITY_TIERS = ["public", "low_sensitive", "high_sensitive"] as const;
+
 /** How {@link createGpuAgentClient} is configured. */
-export interface GpuAgentClientOptions {
-  /** The control plane's URL, e.g. `https://api.example.com` (REST, Connect and gRPC share it). */
-  baseUrl: string;
+export interface GpuAgentClientOptions extends ClientOptionsBase {
   /** A customer API key, sent as `x-api-key`. Takes precedence over `sessionToken`. */
   apiKey?: string;
   /** A portal session token (from Login), sent as `authorization: Bearer`. */
   sessionToken?: string;
-  /** fetch used for the plain-HTTP upload and download paths; defaults to the global fetch. */
-  fetch?: typeof fetch;
-  /** Retries after a 429 `RATE_LIMITED` (default {@link DEFAULT_MAX_RETRIES}); 0 turns retrying off. */
-  maxRetries?: number;
-  /** Cap of one retry wait in ms (default {@link DEFAULT_MAX_RETRY_DELAY_MS}). */
-  maxRetryDelayMs?: number;
-  /** Called before each retry wait, e.g. to log it. */
-  onRetry?: (info: RetryInfo) => void;
-  /** Extra Connect interceptors, run on every attempt after authentication (logging, tracing). */
-  interceptors?: Interceptor[];
-}
-
-/** What {@link GpuAgentClientOptions.onRetry} is told. */
-export interface RetryInfo {
-  /** 1 for the first retry. */
-  attempt: number;
-  /** How long the SDK waits before it. */
-  delayMs: number;
-  /** What the server asked for in `Retry-After`, in seconds; undefined when it did not say. */
-  retryAfterS: number | undefined;
-  /** The rpc (`CreateTrainingJob`) or the HTTP method and URL of the byte path. */
-  operation: string;
-}
-
-/** A page request of the list rpcs. */
-export interface PageOptions {
-  limit?: number;
-  cursor?: string;
-}
-
-/** Per-call options. */
-export interface CallOpts {
-  signal?: AbortSignal;
 }
 
 /** A progress report of an upload or download. */
@@ -168,6 +137,12 @@ export interface WaitForJobOptions extends CallOpts {
   intervalMs?: number;
   /** Give up with `TIMEOUT` after this long; no limit when left out. */
   timeoutMs?: number;
+  /**
+   * Consecutive transient failures of a poll (the server unreachable, a 5xx, a request `TIMEOUT`)
+   * ridden out by polling again after the interval; the next one is thrown. Default 0: the
+   * first failure is thrown. Other errors (e.g. `JOB_NOT_FOUND`) are always thrown at once.
+   */
+  maxTransientFailures?: number;
   /** Called with every event that is also yielded. */
   onProgress?: (event: JobProgressEvent) => void;
 }
@@ -279,81 +254,12 @@ export function generateIdempotencyKey(): string {
 
 /** Builds a client; nothing is sent until a method is called. */
 export function createGpuAgentClient(options: GpuAgentClientOptions): GpuAgentClient {
-  const baseUrl = options.baseUrl.replace(/\/+$/, "");
-  const baseOrigin = new URL(baseUrl).origin;
-  const doFetch = options.fetch ?? fetch;
-  const maxRetries = Math.max(0, options.maxRetries ?? DEFAULT_MAX_RETRIES);
-  const maxRetryDelayMs = options.maxRetryDelayMs ?? DEFAULT_MAX_RETRY_DELAY_MS;
-
-  function retryDelayMs(retryAfterS: number | undefined, attempt: number): number {
-    return Math.min(retryAfterS === undefined ? FALLBACK_RETRY_DELAY_MS * 2 ** attempt : Math.ceil(retryAfterS * 1000), maxRetryDelayMs);
-  }
-
-  const authInterceptor: Interceptor = (next) => async (req) => {
-    if (options.apiKey !== undefined && options.apiKey !== "") req.header.set("x-api-key", options.apiKey);
-    else if (options.sessionToken !== undefined && options.sessionToken !== "") req.header.set("authorization", `Bearer ${options.sessionToken}`);
-    return await next(req);
-  };
-
-  const retryInterceptor: Interceptor = (next) => async (req) => {
-    // A streamed request body is spent by the first attempt; only unary calls are replayed.
-    if (req.stream) return await next(req);
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await next(req);
-      } catch (error) {
-        if (!(error instanceof ConnectError) || error.metadata.get(reasonMetadataKey) !== "RATE_LIMITED" || attempt >= maxRetries) throw error;
-        const retryAfterS = parseRetryAfterSeconds(error.metadata.get("retry-after"));
-        const delayMs = retryDelayMs(retryAfterS, attempt);
-        options.onRetry?.({ attempt: attempt + 1, delayMs, retryAfterS, operation: req.method.name });
-        await sleep(delayMs, req.signal);
-      }
-    }
-  };
-
-  const transport = createConnectTransport({
-    baseUrl,
-    httpVersion: "1.1",
-    // Outermost first: auth sets the header once, the retry loop wraps the caller's interceptors
-    // so they see every attempt.
-    interceptors: [authInterceptor, retryInterceptor, ...(options.interceptors ?? [])],
+  const core = createSdkCore(options, (header) => {
+    if (options.apiKey !== undefined && options.apiKey !== "") header.set("x-api-key", options.apiKey);
+    else if (options.sessionToken !== undefined && options.sessionToken !== "") header.set("authorization", `Bearer ${options.sessionToken}`);
   });
-  const rpc = createClient(CustomerService, transport);
-
-  /** Runs an rpc and turns its failure into a GpuAgentError. */
-  async function call<T>(fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (error) {
-      throw fromConnectError(error);
-    }
-  }
-
-  const co = (opts: CallOpts | undefined, headers?: Record<string, string>): CallOptions => ({
-    ...(opts?.signal === undefined ? {} : { signal: opts.signal }),
-    ...(headers === undefined ? {} : { headers }),
-  });
-  const page = (p: PageOptions | undefined) => ({ limit: p?.limit ?? 0, cursor: p?.cursor ?? "" });
-
-  /** Plain HTTP with the same 429 policy; `makeInit` runs per attempt because a streamed body is spent by the first. */
-  async function send(url: string, makeInit: () => RequestInit): Promise<Response> {
-    for (let attempt = 0; ; attempt++) {
-      const init = makeInit();
-      let res: Response;
-      try {
-        res = await doFetch(url, init);
-      } catch (error) {
-        throw fromFetchFailure(url, error);
-      }
-      if (res.status !== 429 || attempt >= maxRetries) return res;
-      const retryAfterS = parseRetryAfterSeconds(res.headers.get("retry-after"));
-      const delayMs = retryDelayMs(retryAfterS, attempt);
-      options.onRetry?.({ attempt: attempt + 1, delayMs, retryAfterS, operation: `${init.method ?? "GET"} ${url}` });
-      // Release the connection before sleeping.
-      await res.body?.cancel().catch(() => undefined);
-      await sleep(delayMs, init.signal ?? undefined);
-    }
-  }
+  const { baseUrl, baseOrigin, call, send, sleep, clock } = core;
+  const rpc = createClient(CustomerService, core.transport);
 
   /**
    * Signed URLs need no credential; the API key still goes along when the URL is on the API's own
@@ -458,35 +364,47 @@ export function createGpuAgentClient(options: GpuAgentClientOptions): GpuAgentCl
 
   async function* waitForJob(id: string, o: WaitForJobOptions): AsyncGenerator<JobProgressEvent, TrainingJob, void> {
     const intervalMs = o.intervalMs ?? DEFAULT_POLL_INTERVAL_MS;
-    const deadline = o.timeoutMs === undefined ? undefined : Date.now() + o.timeoutMs;
+    const deadline = o.timeoutMs === undefined ? undefined : clock.now() + o.timeoutMs;
+    const maxTransientFailures = Math.max(0, o.maxTransientFailures ?? 0);
+    let failures = 0;
     let lastKey: string | undefined;
+    let lastStatus = "unread";
     for (;;) {
       throwIfAborted(o.signal);
-      const job = await jobs.get(id, co(o));
-      const terminal = TERMINAL_JOB_STATUSES.includes(job.status);
-      const event: JobProgressEvent = {
-        jobId: job.id,
-        status: job.status,
-        progress: job.progress,
-        computeUnitsCompleted: job.computeUnitsCompleted,
-        computeUnitCount: job.computeUnitCount,
-        metrics: { ...job.metrics },
-        terminal,
-        job,
-      };
-      // Only changes are reported: a caller drawing a progress bar wants steps, not every poll.
-      const key = JSON.stringify([event.status, event.progress, event.computeUnitsCompleted, event.computeUnitCount, event.metrics]);
-      if (key !== lastKey || terminal) {
-        lastKey = key;
-        o.onProgress?.(event);
-        yield event;
+      let job: TrainingJob | undefined;
+      try {
+        job = await jobs.get(id, co(o));
+        failures = 0;
+      } catch (error) {
+        if (!isTransientFailure(error) || ++failures > maxTransientFailures) throw error;
       }
-      if (terminal) return job;
+      if (job !== undefined) {
+        const terminal = TERMINAL_JOB_STATUSES.includes(job.status);
+        const event: JobProgressEvent = {
+          jobId: job.id,
+          status: job.status,
+          progress: job.progress,
+          computeUnitsCompleted: job.computeUnitsCompleted,
+          computeUnitCount: job.computeUnitCount,
+          metrics: { ...job.metrics },
+          terminal,
+          job,
+        };
+        // Only changes are reported: a caller drawing a progress bar wants steps, not every poll.
+        const key = JSON.stringify([event.status, event.progress, event.computeUnitsCompleted, event.computeUnitCount, event.metrics]);
+        if (key !== lastKey || terminal) {
+          lastKey = key;
+          o.onProgress?.(event);
+          yield event;
+        }
+        if (terminal) return job;
+        lastStatus = job.status;
+      }
       let wait = intervalMs;
       if (deadline !== undefined) {
-        const left = deadline - Date.now();
+        const left = deadline - clock.now();
         if (left <= 0) {
-          throw new GpuAgentError({ code: "TIMEOUT", message: `job ${id} is still ${job.status} after ${o.timeoutMs} ms`, httpStatus: 0, connectCode: Code.DeadlineExceeded });
+          throw new GpuAgentError({ code: "TIMEOUT", message: `job ${id} is still ${lastStatus} after ${o.timeoutMs} ms`, httpStatus: 0, connectCode: Code.DeadlineExceeded });
         }
         wait = Math.min(wait, left);
       }
@@ -495,17 +413,8 @@ export function createGpuAgentClient(options: GpuAgentClientOptions): GpuAgentCl
   }
 
   async function findArtifact(jobId: string, artifactId: string, opts: CallOpts): Promise<Artifact> {
-    let cursor = "";
-    // A server repeating a cursor would loop forever; a repeat ends the walk.
-    const seen = new Set<string>();
-    for (;;) {
-      const res = await artifacts.list(jobId, { limit: 100, cursor }, opts);
-      const found = res.data.find((a) => a.id === artifactId);
-      if (found !== undefined) return found;
-      const next = res.page?.nextCursor ?? "";
-      if (res.page?.hasMore !== true || next === "" || seen.has(next)) break;
-      seen.add(next);
-      cursor = next;
+    for await (const a of iterateAll((p) => artifacts.list(jobId, p, opts))) {
+      if (a.id === artifactId) return a;
     }
     throw new GpuAgentError({ code: "ARTIFACT_NOT_FOUND", message: `artifact ${artifactId} is not among job ${jobId}'s artifacts`, httpStatus: 404, connectCode: Code.NotFound });
   }
@@ -515,6 +424,10 @@ export function createGpuAgentClient(options: GpuAgentClientOptions): GpuAgentCl
     downloadUrl: (jobId, artifactId, opts) => call(() => rpc.createArtifactDownloadUrl({ jobId, artifactId }, co(opts))),
     async download(jobId, artifactId, destPath, o = {}) {
       const expected = (o.expectedSha256 ?? (await findArtifact(jobId, artifactId, o)).sha256).toLowerCase();
+      if (expected === "") {
+        // Nothing to verify against: refuse rather than hand over bytes nobody can check.
+        throw new GpuAgentError({ code: "CHECKSUM_MISMATCH", message: `artifact ${artifactId} has no recorded sha256; refusing an unverifiable download`, httpStatus: 0, connectCode: Code.DataLoss });
+      }
       const minted = await artifacts.downloadUrl(jobId, artifactId, o);
       const { url, headers } = signedUrl(minted.downloadUrl);
       const res = await send(url, () => ({ method: "GET", headers, ...(o.signal === undefined ? {} : { signal: o.signal }) }));
@@ -651,30 +564,4 @@ async function hashStream(
 
 function* chunks(bytes: Uint8Array, size: number): Generator<Uint8Array> {
   for (let i = 0; i < bytes.length; i += size) yield bytes.subarray(i, i + size);
-}
-
-/** Response fields that the server always sets are optional in proto3; a missing one is the server's fault. */
-function required<T>(value: T | undefined, rpcName: string): T {
-  if (value === undefined) {
-    throw new GpuAgentError({ code: "BAD_RESPONSE", message: `${rpcName} answered without its resource`, httpStatus: 0, connectCode: Code.Internal });
-  }
-  return value;
-}
-
-function abortedError(): GpuAgentError {
-  return new GpuAgentError({ code: "ABORTED", message: "the operation was aborted", httpStatus: 0, connectCode: Code.Canceled });
-}
-
-function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted === true) throw abortedError();
-}
-
-/** Sleeps, ending early with ABORTED when the signal fires. */
-async function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  try {
-    await sleepMs(ms, undefined, signal === undefined ? {} : { signal });
-  } catch (error) {
-    if (signal?.aborted === true) throw abortedError();
-    throw error;
-  }
 }

@@ -69,6 +69,16 @@ export function isServerErrorCode(code: string): code is ErrorCode {
   return Object.hasOwn(ErrorCode, code);
 }
 
+/**
+ * Whether a failure may clear by itself when the same read is tried again a little later: the
+ * server could not be reached, timed out, or answered a 5xx. Seed codes of the caller's own
+ * making (not found, invalid, unauthorized) never are.
+ */
+export function isTransientFailure(error: unknown): boolean {
+  if (!(error instanceof GpuAgentError)) return false;
+  return error.code === "CONNECTION_FAILED" || error.code === "TIMEOUT" || error.httpStatus >= 500;
+}
+
 /** Reads a `Retry-After` of delta-seconds or an HTTP date, as seconds from now; undefined when absent. */
 export function parseRetryAfterSeconds(value: string | null, nowMs: number = Date.now()): number | undefined {
   if (value === null || value.trim() === "") return undefined;

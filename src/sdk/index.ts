@@ -1,7 +1,8 @@
 /**
- * The GPU-Agent TypeScript SDK: `createGpuAgentClient` (src/sdk/client.ts), its typed errors
- * (src/sdk/errors.ts), webhook signature verification, and the generated message types callers
- * see in its answers. See src/sdk/README.md.
+ * The GPU-Agent TypeScript SDK: `createGpuAgentClient` (src/sdk/client.ts), the operator client
+ * `createGpuAgentAdminClient` (src/sdk/admin.ts), their typed errors (src/sdk/errors.ts), paging
+ * helpers, webhook signature verification, and the generated message types callers see in their
+ * answers. See src/sdk/README.md.
  */
 import {
   defaultToleranceSeconds,
@@ -9,8 +10,10 @@ import {
   verifyWebhookSignature as verifyAt,
 } from "../webhooks/signature.ts";
 
+export * from "./admin.ts";
 export * from "./client.ts";
 export * from "./errors.ts";
+export * from "./pagination.ts";
 export type { ErrorCode } from "../api/errors.ts";
 export type {
   Artifact,
@@ -23,6 +26,16 @@ export type {
   Webhook,
   WebhookDelivery,
 } from "../gen/gpuagent/customer/v1/customer_pb.ts";
+export type {
+  CreateCustomerResponse,
+  CreateEnrollmentTokenResponse,
+  Customer as AdminCustomer,
+  GetSchedulerStatusResponse,
+  GrantCreditsResponse,
+  Node,
+  NodeGpu,
+  QueueDepth,
+} from "../gen/gpuagent/admin/v1/admin_pb.ts";
 
 /** The header carrying a delivery's signature (`GPU-Agent-Signature`). */
 export const webhookSignatureHeader = signatureHeaderName;

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { artifactPath } from "../../src/cli/artifacts.ts";
 import { runCli } from "../../src/cli/program.ts";
-import { captureIo, depsFor, startFakeApi, type FakeApi } from "./fake-api.ts";
+import { callsOf, captureIo, depsFor, startFakeApi, type FakeApi } from "./fake-api.ts";
 
 describe("gpuctl artifacts", () => {
   let api: FakeApi;
@@ -32,7 +32,7 @@ describe("gpuctl artifacts", () => {
     assert.equal(await readFile(path.join(out, "metrics.json"), "utf8"), '{"loss":0.1}');
     const printed = JSON.parse(cap.out()) as { files: { artifact_id: string }[] };
     assert.deepEqual(printed.files.map((f) => f.artifact_id), ["art_1", "art_2"]);
-    assert.equal(api.seen.filter((s) => s.path.endsWith("/download-url")).length, 2);
+    assert.equal(callsOf(api, "CreateArtifactDownloadUrl").length, 2);
   });
 
   it("reports a corrupted download as CHECKSUM_MISMATCH and leaves no file behind", async () => {

@@ -1,36 +1,87 @@
 /**
- * An in-memory fake of just enough of the GPU-Agent REST contract for gpuctl
- * tests: signed-upload flow for datasets and packages, jobs whose status
- * follows a script per GET, artifacts with signed downloads, and the admin
- * calls. It records every request so tests can assert what the CLI sent.
+ * An in-memory fake of just enough of the GPU-Agent API for gpuctl tests, served the way the real
+ * control plane serves it: the generated CustomerService and AdminService over Connect (so the
+ * CLI's SDK client talks to it unchanged), errors through the server's own error interceptor
+ * (seed code in `x-gpu-agent-error-code`, a request id, `Retry-After` on 429), and the signed
+ * upload and download URLs over plain HTTP with the REST error envelope.
+ *
+ * Jobs follow a script per GET. Every rpc is recorded with its headers and its request as REST
+ * JSON (proto field names, defaults left out) so tests assert what the CLI sent.
  */
 import { createHash } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import type { Clock } from "../../src/platform/clock.ts";
+import { tmpdir } from "node:os";
+import { PassThrough } from "node:stream";
+import type { JsonObject } from "@bufbuild/protobuf";
+import { create, toJson } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { ConnectRouter, Interceptor, ServiceImpl } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { createErrorInterceptor } from "../../src/api/connect-errors.ts";
+import type { ErrorCode } from "../../src/api/errors.ts";
+import { ApiError } from "../../src/api/errors.ts";
 import type { CliDeps } from "../../src/cli/program.ts";
 import type { Io } from "../../src/cli/output.ts";
-import { PassThrough } from "node:stream";
-import { tmpdir } from "node:os";
+import { AdminService } from "../../src/gen/gpuagent/admin/v1/admin_pb.ts";
+import type { Webhook } from "../../src/gen/gpuagent/customer/v1/customer_pb.ts";
+import {
+  ArtifactSchema,
+  ComputeUnitSchema,
+  CustomerService,
+  TrainingJobSchema as JobSchema,
+  WebhookDeliverySchema,
+  WebhookSchema,
+} from "../../src/gen/gpuagent/customer/v1/customer_pb.ts";
+import { instantClock } from "../sdk/support.ts";
+
+export { instantClock };
 
 /** Credentials the fake accepts. */
 export const API_KEY = "sk_test_fake";
 /** Admin token the fake accepts. */
 export const ADMIN_TOKEN = "admin-secret";
 
-/** A request as the fake saw it. */
-export interface Seen {
+/** An rpc as the fake saw it. */
+export interface Call {
+  /** The method name, e.g. `CreateTrainingJob`. */
+  rpc: string;
+  headers: Headers;
+  /** The request as REST JSON: proto field names, defaults left out, int64 as strings. */
+  body: JsonObject;
+}
+
+/** A plain-HTTP request to a signed URL. */
+export interface Transfer {
   method: string;
   path: string;
   headers: http.IncomingHttpHeaders;
-  body: Buffer;
 }
 
-/** A job the fake serves: GET n returns `script[min(n, last)]`. */
+/** What a create sent, as the job keeps it. */
+export interface FakeJobBody {
+  name?: string;
+  datasetId?: string;
+  trainingPackageId?: string;
+  requiredVramMb?: number;
+  requiredDiskMb?: number;
+  maxRuntimeSeconds?: number;
+  sensitivity?: string;
+}
+
+/** What changes between GETs of a job. */
+export interface FakeJobState {
+  status: string;
+  progress?: number;
+  metrics?: Record<string, number>;
+  error?: string;
+}
+
+/** A job the fake serves: GET n returns `script[min(n, last)]` over `body`. */
 export interface FakeJob {
   id: string;
-  body: Record<string, unknown>;
-  script: { status: string; progress: number; metrics?: Record<string, number>; error?: string }[];
+  body: FakeJobBody;
+  script: (FakeJobState & { progress: number })[];
   gets: number;
 }
 
@@ -43,10 +94,16 @@ export interface FakeArtifact {
   served?: Buffer;
 }
 
-interface Upload {
+/** A dataset or package going through create → PUT → finalize. */
+export interface Upload {
   id: string;
   kind: "dataset" | "package";
-  record: Record<string, unknown>;
+  name: string;
+  sizeBytes: bigint;
+  sha256: string;
+  format: string;
+  entrypoint: string;
+  status: string;
   bytes?: Buffer;
   putHeaders?: http.IncomingHttpHeaders;
 }
@@ -54,16 +111,18 @@ interface Upload {
 /** The fake and its knobs. */
 export interface FakeApi {
   url: string;
-  seen: Seen[];
+  calls: Call[];
+  transfers: Transfer[];
   uploads: Map<string, Upload>;
   jobs: Map<string, FakeJob>;
   artifacts: FakeArtifact[];
-  /** Answer the next N requests with 429 and this Retry-After. */
+  webhooks: Map<string, Webhook>;
+  /** Answer the next N requests (rpcs and transfers) with 429 and this Retry-After. */
   rateLimit: { remaining: number; retryAfter: string };
   /** Script given to jobs created from now on. */
   nextJobScript: FakeJob["script"];
-  /** Force the next request to fail with this envelope. */
-  failNext?: { status: number; code: string; message: string };
+  /** Fail the next rpc with this seed code. */
+  failNext?: { code: ErrorCode; message: string };
   close(): Promise<void>;
 }
 
@@ -71,25 +130,25 @@ function sha256(b: Buffer): string {
   return createHash("sha256").update(b).digest("hex");
 }
 
-function send(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { "content-type": "application/json", "x-request-id": "req_fake", ...headers });
-  res.end(text);
+/** An ApiError carrying a request id derived from its code, so tests can assert it. */
+function fail(code: ErrorCode, message: string, headers: Record<string, string> = {}): ApiError {
+  return new ApiError(code, message, { headers: { "x-request-id": `req_${code.toLowerCase()}`, ...headers } });
 }
 
-function error(res: http.ServerResponse, status: number, code: string, message: string): void {
-  send(res, status, { error: { code, message, request_id: `req_${code.toLowerCase()}` } });
-}
+const onePage = (limit: number) => ({ limit, nextCursor: "", hasMore: false });
+const fixedTime = timestampFromDate(new Date(Date.UTC(2026, 0, 1)));
 
 /** Starts the fake on 127.0.0.1, port 0. */
 export async function startFakeApi(): Promise<FakeApi> {
   let counter = 0;
   const newId = (prefix: string) => `${prefix}_${++counter}`;
   const api: Omit<FakeApi, "url" | "close"> = {
-    seen: [],
+    calls: [],
+    transfers: [],
     uploads: new Map(),
     jobs: new Map(),
     artifacts: [],
+    webhooks: new Map(),
     rateLimit: { remaining: 0, retryAfter: "1" },
     nextJobScript: [
       { status: "queued", progress: 0 },
@@ -99,152 +158,203 @@ export async function startFakeApi(): Promise<FakeApi> {
   };
   let base = "";
 
-  const server = http.createServer(async (req, res) => {
+  // One init serves both messages: each takes the fields it has.
+  const uploadMessage = (up: Upload) => {
+    const init = {
+      id: up.id,
+      name: up.name,
+      sizeBytes: up.sizeBytes,
+      sha256: up.sha256,
+      status: up.status,
+      uploadUrl: up.status === "awaiting_upload" ? `${base}/uploads/${up.id}` : "",
+      createdAt: fixedTime,
+      ...(up.status === "ready" ? { finalizedAt: fixedTime } : {}),
+      format: up.format,
+      entrypoint: up.entrypoint,
+    };
+    return init;
+  };
+  const createUpload = (kind: Upload["kind"], req: { name: string; sizeBytes: bigint; sha256: string; format?: string; entrypoint?: string }): Upload => {
+    const up: Upload = {
+      id: newId(kind === "dataset" ? "ds" : "pkg"),
+      kind,
+      name: req.name,
+      sizeBytes: req.sizeBytes,
+      sha256: req.sha256,
+      format: req.format ?? "",
+      entrypoint: req.entrypoint || "train.py",
+      status: "awaiting_upload",
+    };
+    api.uploads.set(up.id, up);
+    return up;
+  };
+  const findUpload = (kind: Upload["kind"], id: string): Upload => {
+    const up = api.uploads.get(id);
+    if (up === undefined || up.kind !== kind) throw fail(kind === "dataset" ? "DATASET_NOT_FOUND" : "TRAINING_PACKAGE_NOT_FOUND", `${kind} ${id} not found`);
+    return up;
+  };
+  const finalize = (kind: Upload["kind"], id: string): Upload => {
+    const up = findUpload(kind, id);
+    const bytes = up.bytes ?? Buffer.alloc(0);
+    if (BigInt(bytes.length) !== up.sizeBytes || sha256(bytes) !== up.sha256) throw fail("UPLOAD_INVALID", "size or sha256 mismatch");
+    up.status = "ready";
+    return up;
+  };
+  const listUploads = (kind: Upload["kind"]) => [...api.uploads.values()].filter((u) => u.kind === kind).map(uploadMessage);
+  const findJob = (id: string): FakeJob => {
+    const job = api.jobs.get(id);
+    if (job === undefined) throw fail("JOB_NOT_FOUND", "Job id absent or not yours");
+    return job;
+  };
+  const jobMessage = (job: FakeJob, state: FakeJobState) => create(JobSchema, { ...job.body, id: job.id, ...state });
+  const artifactMessage = (a: FakeArtifact) =>
+    create(ArtifactSchema, { id: a.id, jobId: a.job_id, name: a.name, kind: "other", sizeBytes: BigInt(a.content.length), sha256: sha256(a.content) });
+  const findWebhook = (id: string): Webhook => {
+    const w = api.webhooks.get(id);
+    if (w === undefined) throw fail("RESOURCE_NOT_FOUND", `webhook ${id} not found`);
+    return w;
+  };
+  const delivery = (webhookId: string, id: string) =>
+    create(WebhookDeliverySchema, { id, webhookId, eventId: "evt_1", eventType: "webhook.test", status: "pending", createdAt: fixedTime });
+
+  const customer: Partial<ServiceImpl<typeof CustomerService>> = {
+    createDataset: (req) => ({ dataset: uploadMessage(createUpload("dataset", req)) }),
+    finalizeDataset: (req) => ({ dataset: uploadMessage(finalize("dataset", req.id)) }),
+    getDataset: (req) => ({ dataset: uploadMessage(findUpload("dataset", req.id)) }),
+    listDatasets: () => ({ data: listUploads("dataset"), page: onePage(50) }),
+    createTrainingPackage: (req) => ({ trainingPackage: uploadMessage(createUpload("package", req)) }),
+    finalizeTrainingPackage: (req) => ({ trainingPackage: uploadMessage(finalize("package", req.id)) }),
+    getTrainingPackage: (req) => ({ trainingPackage: uploadMessage(findUpload("package", req.id)) }),
+    listTrainingPackages: () => ({ data: listUploads("package"), page: onePage(50) }),
+    createTrainingJob: (req) => {
+      const { name, datasetId, trainingPackageId, requiredVramMb, requiredDiskMb, maxRuntimeSeconds, sensitivity } = req;
+      const body = { name, datasetId, trainingPackageId, requiredVramMb, requiredDiskMb, maxRuntimeSeconds, sensitivity };
+      const job: FakeJob = { id: newId("job"), body, script: api.nextJobScript, gets: 0 };
+      api.jobs.set(job.id, job);
+      return { trainingJob: jobMessage(job, { status: "queued" }) };
+    },
+    listTrainingJobs: () => ({ data: [...api.jobs.values()].map((j) => jobMessage(j, { status: "queued" })), page: onePage(50) }),
+    getTrainingJob: (req) => {
+      const job = findJob(req.id);
+      const step = job.script[Math.min(job.gets, job.script.length - 1)];
+      job.gets++;
+      return { trainingJob: jobMessage(job, step ?? { status: "queued" }) };
+    },
+    cancelTrainingJob: (req) => ({ trainingJob: jobMessage(findJob(req.id), { status: "cancelled" }) }),
+    listComputeUnits: (req) => ({
+      data: [create(ComputeUnitSchema, { id: "cu_1", jobId: findJob(req.id).id, name: "train", kind: "gpu", status: "running", progress: 0.5 })],
+      page: onePage(100),
+    }),
+    listArtifacts: (req) => ({ data: api.artifacts.filter((a) => a.job_id === findJob(req.id).id).map(artifactMessage), page: onePage(100) }),
+    createArtifactDownloadUrl: (req) => {
+      findJob(req.jobId);
+      if (!api.artifacts.some((a) => a.id === req.artifactId)) throw fail("ARTIFACT_NOT_FOUND", "no such artifact");
+      return { downloadUrl: `${base}/downloads/${req.artifactId}`, expiresAt: fixedTime, expiresInSeconds: 900 };
+    },
+    getUsageSummary: () => ({ creditsBalance: 900n, creditsDebitedTotal: 100n, creditsGrantedTotal: 1000n, computeUnitsCompleted: 3, gpuSeconds: 120n, jobsTotal: 1 }),
+    getDailyUsage: (req) => ({
+      data: [{ date: "2026-01-01", computeUnitsCompleted: 3, gpuSeconds: 120n, cpuSeconds: 30n, creditsDebited: BigInt(req.days) }],
+    }),
+    createWebhook: (req) => {
+      const webhook = create(WebhookSchema, { id: newId("wh"), url: req.url, events: req.events, description: req.description, createdAt: fixedTime });
+      api.webhooks.set(webhook.id, webhook);
+      return { webhook, secret: "whsec_first" };
+    },
+    listWebhooks: () => ({ data: [...api.webhooks.values()], page: onePage(50) }),
+    testWebhook: (req) => ({ deliveryId: `dlv_${findWebhook(req.id).id}`, status: "queued" }),
+    rotateWebhookSecret: (req) => ({ webhook: findWebhook(req.id), secret: "whsec_second", previousSecretExpiresAt: fixedTime }),
+    deleteWebhook: (req) => ({ id: req.id, deleted: api.webhooks.delete(req.id) }),
+    listWebhookDeliveries: (req) => ({ data: [delivery(findWebhook(req.id).id, "dlv_1")], page: onePage(50) }),
+    redeliverWebhookDelivery: (req) => ({ delivery: delivery(findWebhook(req.id).id, `${req.deliveryId}_again`) }),
+  };
+
+  const nodeMessage = { id: "node_1", hostname: "box", trustLevel: "verified", state: "online", gpus: [{ name: "RTX 4090", vramMb: 24564 }] };
+  const findNode = (id: string) => {
+    if (id !== nodeMessage.id) throw fail("RESOURCE_NOT_FOUND", `node ${id} not found`);
+    return nodeMessage;
+  };
+  const admin: Partial<ServiceImpl<typeof AdminService>> = {
+    createCustomer: (req) => {
+      const id = newId("cus");
+      return { customerId: id, apiKey: "sk_test_new", customer: { id, email: req.email, creditsBalance: req.credits } };
+    },
+    listCustomers: () => ({ data: [{ id: "cus_1", email: "a@b.c", creditsBalance: 500n, createdAt: fixedTime }], page: onePage(100) }),
+    grantCredits: (req) => ({ ledgerEntryId: "led_1", creditsBalance: 1000n + req.amount }),
+    createEnrollmentToken: (req) => ({ token: "enr_abc", expiresAt: timestampFromDate(new Date("2026-01-01T01:00:00Z")), trustLevel: req.trustLevel }),
+    listNodes: () => ({ data: [nodeMessage], page: onePage(100) }),
+    cordonNode: (req) => ({ node: { ...findNode(req.id), state: "cordoned" } }),
+    setNodeTrustLevel: (req) => ({ node: { ...findNode(req.id), trustLevel: req.trustLevel } }),
+    getSchedulerStatus: () => ({ replicaId: "r1", isLeader: true, leaderId: "r1", term: 3n, queues: [{ kind: "gpu", ready: 2 }] }),
+  };
+
+  // Outermost first: errors become Connect errors the way the server does it; every rpc is
+  // recorded, then rate limits, forced failures and credentials are checked.
+  const record: Interceptor = (next) => async (req) => {
+    if (!req.stream) api.calls.push({ rpc: req.method.name, headers: req.header, body: toJson(req.method.input, req.message, { useProtoFieldName: true }) as JsonObject });
+    return await next(req);
+  };
+  const gate: Interceptor = (next) => async (req) => {
+    if (api.rateLimit.remaining > 0) {
+      api.rateLimit.remaining--;
+      throw fail("RATE_LIMITED", "slow down", { "retry-after": api.rateLimit.retryAfter });
+    }
+    const forced = api.failNext;
+    if (forced !== undefined) {
+      delete api.failNext;
+      throw fail(forced.code, forced.message);
+    }
+    if (req.service.typeName === AdminService.typeName) {
+      if (req.header.get("authorization") !== `Bearer ${ADMIN_TOKEN}`) throw fail("ADMIN_AUTH_REQUIRED", "admin token required");
+    } else if (req.header.get("x-api-key") !== API_KEY) {
+      throw fail("API_KEY_INVALID", "X-API-Key not recognized");
+    }
+    return await next(req);
+  };
+
+  /** The signed URLs: no credential needed, REST error envelope. */
+  async function transfers(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const body = Buffer.concat(chunks);
-    const url = new URL(req.url ?? "/", base);
-    const path = url.pathname;
-    api.seen.push({ method: req.method ?? "", path: `${path}${url.search}`, headers: req.headers, body });
-
+    const path = new URL(req.url ?? "/", base).pathname;
+    api.transfers.push({ method: req.method ?? "", path, headers: req.headers });
+    const error = (status: number, code: string, message: string, headers: Record<string, string> = {}) => {
+      res.writeHead(status, { "content-type": "application/json", ...headers });
+      res.end(JSON.stringify({ error: { code, message, request_id: `req_${code.toLowerCase()}` } }));
+    };
     if (api.rateLimit.remaining > 0) {
       api.rateLimit.remaining--;
-      res.setHeader("retry-after", api.rateLimit.retryAfter);
-      return error(res, 429, "RATE_LIMITED", "slow down");
+      return error(429, "RATE_LIMITED", "slow down", { "retry-after": api.rateLimit.retryAfter });
     }
-    if (api.failNext !== undefined) {
-      const f = api.failNext;
-      delete api.failNext;
-      return error(res, f.status, f.code, f.message);
-    }
-
-    // Signed URLs: no API key needed.
-    let m = /^\/uploads\/([^/]+)$/.exec(path);
-    if (m !== null && req.method === "PUT") {
-      const up = api.uploads.get(m[1] ?? "");
-      if (up === undefined) return error(res, 404, "NOT_FOUND", "no such upload");
+    const upload = /^\/uploads\/([^/]+)$/.exec(path);
+    if (upload !== null && req.method === "PUT") {
+      const up = api.uploads.get(upload[1] ?? "");
+      if (up === undefined) return error(404, "RESOURCE_NOT_FOUND", "no such upload");
       up.bytes = body;
       up.putHeaders = req.headers;
       res.writeHead(200).end();
       return;
     }
-    m = /^\/downloads\/([^/]+)$/.exec(path);
-    if (m !== null && req.method === "GET") {
-      const a = api.artifacts.find((x) => x.id === m?.[1]);
-      if (a === undefined) return error(res, 404, "ARTIFACT_NOT_FOUND", "no such artifact");
-      res.writeHead(200, { "content-type": "application/octet-stream" });
-      res.end(a.served ?? a.content);
+    const download = /^\/downloads\/([^/]+)$/.exec(path);
+    const a = download === null ? undefined : api.artifacts.find((x) => x.id === download[1]);
+    if (a !== undefined && req.method === "GET") {
+      const bytes = a.served ?? a.content;
+      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(bytes.length) });
+      res.end(bytes);
       return;
     }
+    return error(404, "ROUTE_NOT_FOUND", `no route ${req.method} ${path}`);
+  }
 
-    if (path.startsWith("/api/v1/admin/")) {
-      if (req.headers.authorization !== `Bearer ${ADMIN_TOKEN}`) return error(res, 401, "ADMIN_AUTH_REQUIRED", "admin token required");
-      const json = body.length > 0 ? (JSON.parse(body.toString()) as Record<string, unknown>) : {};
-      if (path === "/api/v1/admin/customers" && req.method === "POST") {
-        const id = newId("cus");
-        return send(res, 201, {
-          customer_id: id,
-          api_key: "sk_test_new",
-          customer: { id, email: json["email"], credits_balance: String(json["credits"]) },
-        });
-      }
-      m = /^\/api\/v1\/admin\/customers\/([^/]+)\/credits$/.exec(path);
-      if (m !== null) return send(res, 200, { ledger_entry_id: "led_1", credits_balance: String(1000 + Number(json["amount"])) });
-      if (path === "/api/v1/admin/enrollment-tokens") {
-        return send(res, 201, { token: "enr_abc", expires_at: "2026-01-01T01:00:00Z", trust_level: json["trust_level"] });
-      }
-      if (path === "/api/v1/admin/nodes") {
-        return send(res, 200, {
-          data: [{ id: "node_1", hostname: "box", trust_level: "verified", state: "online", gpus: [{ name: "RTX 4090", vram_mb: 24564 }] }],
-          page: { limit: 100, has_more: false },
-        });
-      }
-      if (path === "/api/v1/admin/scheduler") {
-        return send(res, 200, { replica_id: "r1", is_leader: true, leader_id: "r1", term: "3", queues: [{ kind: "gpu", ready: 2 }] });
-      }
-      return error(res, 404, "NOT_FOUND", `no route ${path}`);
-    }
-
-    if (req.headers["x-api-key"] !== API_KEY) return error(res, 401, "API_KEY_INVALID", "X-API-Key not recognized");
-    const json = body.length > 0 ? (JSON.parse(body.toString()) as Record<string, unknown>) : {};
-
-    m = /^\/api\/v1\/customer\/(datasets|training-packages)(?:\/([^/]+))?(\/finalize)?$/.exec(path);
-    if (m !== null) {
-      const kind = m[1] === "datasets" ? "dataset" : "package";
-      const id = m[2];
-      if (id === undefined && req.method === "POST") {
-        const newIdStr = newId(kind === "dataset" ? "ds" : "pkg");
-        const record: Record<string, unknown> = {
-          id: newIdStr,
-          name: json["name"],
-          size_bytes: String(json["size_bytes"]),
-          sha256: json["sha256"],
-          status: "awaiting_upload",
-          upload_url: `${base}/uploads/${newIdStr}`,
-          ...(kind === "dataset" ? { format: json["format"] } : { entrypoint: json["entrypoint"] ?? "train.py" }),
-        };
-        api.uploads.set(newIdStr, { id: newIdStr, kind, record });
-        return send(res, 201, record);
-      }
-      if (id === undefined) {
-        const data = [...api.uploads.values()].filter((u) => u.kind === kind).map((u) => u.record);
-        return send(res, 200, { data, page: { limit: 50, next_cursor: "", has_more: false } });
-      }
-      const up = api.uploads.get(id);
-      if (up === undefined || up.kind !== kind) return error(res, 404, "NOT_FOUND", `${kind} ${id} not found`);
-      if (m[3] !== undefined) {
-        const bytes = up.bytes ?? Buffer.alloc(0);
-        if (String(bytes.length) !== up.record["size_bytes"] || sha256(bytes) !== up.record["sha256"]) {
-          return error(res, 400, "UPLOAD_VERIFICATION_FAILED", "size or sha256 mismatch");
-        }
-        const { upload_url: _dropped, ...rest } = up.record;
-        up.record = { ...rest, status: "ready", finalized_at: "2026-01-01T00:00:00Z" };
-        return send(res, 200, up.record);
-      }
-      return send(res, 200, up.record);
-    }
-
-    if (path === "/api/v1/customer/training-jobs" && req.method === "POST") {
-      const job: FakeJob = { id: newId("job"), body: json, script: api.nextJobScript, gets: 0 };
-      api.jobs.set(job.id, job);
-      return send(res, 201, { id: job.id, ...json, status: "queued" });
-    }
-    if (path === "/api/v1/customer/training-jobs" && req.method === "GET") {
-      const data = [...api.jobs.values()].map((j) => ({ id: j.id, name: j.body["name"], status: "queued" }));
-      return send(res, 200, { data, page: { limit: 50, has_more: false } });
-    }
-    m = /^\/api\/v1\/customer\/training-jobs\/([^/]+)(\/.*)?$/.exec(path);
-    if (m !== null) {
-      const job = api.jobs.get(m[1] ?? "");
-      if (job === undefined) return error(res, 404, "JOB_NOT_FOUND", "Job id absent or not yours");
-      const rest = m[2] ?? "";
-      if (rest === "" && req.method === "GET") {
-        const step = job.script[Math.min(job.gets, job.script.length - 1)];
-        job.gets++;
-        return send(res, 200, { id: job.id, ...job.body, ...step });
-      }
-      if (rest === "/cancel") return send(res, 200, { id: job.id, ...job.body, status: "cancelled" });
-      if (rest === "/compute-units") {
-        return send(res, 200, {
-          data: [{ id: "cu_1", job_id: job.id, name: "train", kind: "gpu", status: "running", progress: 0.5 }],
-          page: { limit: 100, has_more: false },
-        });
-      }
-      if (rest === "/artifacts") {
-        const data = api.artifacts
-          .filter((a) => a.job_id === job.id)
-          .map((a) => ({ id: a.id, job_id: a.job_id, name: a.name, kind: "other", size_bytes: String(a.content.length), sha256: sha256(a.content) }));
-        return send(res, 200, { data, page: { limit: 100, has_more: false } });
-      }
-      const dm = /^\/artifacts\/([^/]+)\/download-url$/.exec(rest);
-      if (dm !== null && req.method === "POST") {
-        if (!api.artifacts.some((a) => a.id === dm[1])) return error(res, 404, "ARTIFACT_NOT_FOUND", "no such artifact");
-        return send(res, 200, { download_url: `${base}/downloads/${dm[1]}`, expires_at: "2026-01-01T00:15:00Z", expires_in_seconds: 900 });
-      }
-    }
-    return error(res, 404, "NOT_FOUND", `no route ${req.method} ${path}`);
+  const handler = connectNodeAdapter({
+    routes: (router: ConnectRouter) => {
+      router.service(CustomerService, customer);
+      router.service(AdminService, admin);
+    },
+    interceptors: [createErrorInterceptor(), record, gate],
+    fallback: (req, res) => void transfers(req as http.IncomingMessage, res as http.ServerResponse),
   });
-
+  const server = http.createServer(handler);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return Object.assign(api, {
@@ -257,40 +367,40 @@ export async function startFakeApi(): Promise<FakeApi> {
   });
 }
 
+/** The rpcs named `rpc` the fake saw, in order. */
+export function callsOf(api: FakeApi, rpc: string): Call[] {
+  return api.calls.filter((c) => c.rpc === rpc);
+}
+
 /** Buffered output of one run. */
 export interface Captured {
   io: Io;
   out(): string;
   err(): string;
+  /** What progress bars drew (only when created with `tty`). */
+  bars(): string;
 }
 
-/** An Io that keeps what is written; stderr is not a TTY, so no bars are drawn. */
-export function captureIo(): Captured {
+/**
+ * An Io that keeps what is written. stderr is not a TTY, so no bars are drawn, unless `tty` is
+ * set: then bars draw on a fake terminal whose output `bars()` returns.
+ */
+export function captureIo(options: { tty?: boolean } = {}): Captured {
   let out = "";
   let err = "";
+  let bars = "";
+  const progressStream = Object.assign(new PassThrough(), { isTTY: options.tty === true, columns: 200 });
+  progressStream.on("data", (c: Buffer) => (bars += c.toString()));
   return {
     io: {
       stdout: (s) => void (out += s),
       stderr: (s) => void (err += s),
-      progressStream: new PassThrough(),
-      stderrIsTTY: false,
+      progressStream,
+      stderrIsTTY: options.tty === true,
     },
     out: () => out,
     err: () => err,
-  };
-}
-
-/** A clock whose sleeps return at once and are recorded, so retries and polls cost no time. */
-export function instantClock(): Clock & { sleeps: number[] } {
-  const sleeps: number[] = [];
-  let now = Date.UTC(2026, 0, 1);
-  return {
-    sleeps,
-    now: () => now,
-    sleep: async (ms) => {
-      sleeps.push(ms);
-      now += ms;
-    },
+    bars: () => bars,
   };
 }
 

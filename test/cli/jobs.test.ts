@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { runCli } from "../../src/cli/program.ts";
-import { captureIo, depsFor, instantClock, startFakeApi, type FakeApi } from "./fake-api.ts";
+import { callsOf, captureIo, depsFor, instantClock, startFakeApi, type FakeApi } from "./fake-api.ts";
 
 describe("gpuctl jobs", () => {
   let api: FakeApi;
@@ -21,11 +21,10 @@ describe("gpuctl jobs", () => {
       depsFor(api, cap),
     );
     assert.equal(code, 0, cap.err());
-    const post = api.seen.find((s) => s.method === "POST" && s.path === "/api/v1/customer/training-jobs");
+    const [post] = callsOf(api, "CreateTrainingJob");
     assert.ok(post);
-    assert.equal(post.headers["idempotency-key"], "client-uuid-12345678");
-    assert.equal(post.headers["content-type"], "application/json");
-    assert.deepEqual(JSON.parse(post.body.toString()), {
+    assert.equal(post.headers.get("idempotency-key"), "client-uuid-12345678");
+    assert.deepEqual(post.body, {
       name: "tiny-mlp-fine-tune",
       dataset_id: "ds_9",
       training_package_id: "pkg_9",
@@ -41,16 +40,16 @@ describe("gpuctl jobs", () => {
     const cap = captureIo();
     const code = await runCli(["jobs", "create", "--dataset", "d", "--package", "p"], depsFor(api, cap));
     assert.equal(code, 0, cap.err());
-    const post = api.seen.find((s) => s.method === "POST");
-    assert.equal(post?.headers["idempotency-key"], "11111111-2222-4333-8444-555555555555");
-    assert.equal((JSON.parse(post?.body.toString() ?? "{}") as { name: string }).name, "job-11111111");
+    const [post] = callsOf(api, "CreateTrainingJob");
+    assert.equal(post?.headers.get("idempotency-key"), "11111111-2222-4333-8444-555555555555");
+    assert.equal(post?.body["name"], "job-11111111");
   });
 
   it("rejects an unknown sensitivity tier as a usage error", async () => {
     const cap = captureIo();
     const code = await runCli(["jobs", "create", "--dataset", "d", "--package", "p", "--sensitivity", "secret"], depsFor(api, cap));
     assert.equal(code, 2);
-    assert.equal(api.seen.length, 0);
+    assert.equal(api.calls.length, 0);
   });
 
   it("watches a job through queued, running and completed and exits 0", async () => {
@@ -64,6 +63,44 @@ describe("gpuctl jobs", () => {
     const lines = cap.out().split("\n");
     assert.deepEqual(lines.slice(0, 3), ["queued 0%", "running 50% epoch=1 loss=0.5", "completed 100% epoch=2 loss=0.25"]);
     assert.match(cap.out(), /^status\s+completed$/m);
+  });
+
+  it("rides out a transient server failure while watching", async () => {
+    api.jobs.set("job_t", { id: "job_t", body: {}, script: api.nextJobScript, gets: 0 });
+    api.failNext = { code: "INTERNAL_ERROR", message: "the database hiccupped" };
+    const cap = captureIo();
+    const clock = instantClock();
+    assert.equal(await runCli(["jobs", "watch", "job_t", "--interval-ms", "100"], depsFor(api, cap, clock)), 0, cap.err());
+    assert.equal(callsOf(api, "GetTrainingJob").length, 4);
+    assert.deepEqual(clock.sleeps, [100, 100, 100]);
+  });
+
+  it("stops watching at once on an error that will not clear", async () => {
+    const cap = captureIo();
+    assert.equal(await runCli(["jobs", "watch", "job_gone"], depsFor(api, cap)), 1);
+    assert.equal(callsOf(api, "GetTrainingJob").length, 1);
+    assert.match(cap.err(), /code JOB_NOT_FOUND/);
+  });
+
+  it("draws the watch bar on a terminal from the SDK's progress events", async () => {
+    api.jobs.set("job_b", { id: "job_b", body: {}, script: api.nextJobScript, gets: 0 });
+    const cap = captureIo({ tty: true });
+    assert.equal(await runCli(["jobs", "watch", "job_b"], depsFor(api, cap)), 0, cap.err());
+    // cli-progress throttles redraws, so the steps in between may not all be drawn.
+    assert.match(cap.bars(), /queued \[░+\] 0% \| /);
+    assert.match(cap.bars(), /completed \[█+\] 100% \| epoch=2 loss=0\.25/);
+    assert.doesNotMatch(cap.out(), /^queued 0%$/m, "a terminal gets the bar, not lines");
+  });
+
+  it("prints --json answers exactly as the REST API writes them", async () => {
+    api.jobs.set("job_j", { id: "job_j", body: { name: "j", requiredVramMb: 8000 }, script: [{ status: "running", progress: 0.5 }], gets: 0 });
+    const cap = captureIo();
+    assert.equal(await runCli(["jobs", "get", "job_j", "--json"], depsFor(api, cap)), 0, cap.err());
+    const job = JSON.parse(cap.out()) as Record<string, unknown>;
+    assert.equal(job["required_vram_mb"], 8000);
+    assert.equal(job["credits_debited"], "0", "int64 as a string");
+    assert.equal(job["error"], "", "fields at their default are written");
+    assert.ok(!("requiredVramMb" in job));
   });
 
   it("exits 1 when the watched job fails and prints the final job as JSON", async () => {
@@ -103,7 +140,7 @@ describe("gpuctl jobs", () => {
     api.jobs.set("job_c", { id: "job_c", body: { name: "c" }, script: api.nextJobScript, gets: 0 });
     const cap = captureIo();
     assert.equal(await runCli(["jobs", "list", "--status", "running", "--limit", "5"], depsFor(api, cap)), 0);
-    assert.ok(api.seen.some((s) => s.path === "/api/v1/customer/training-jobs?limit=5&status=running"));
+    assert.deepEqual(callsOf(api, "ListTrainingJobs")[0]?.body, { limit: 5, status: "running" });
     assert.equal(await runCli(["jobs", "cancel", "job_c"], depsFor(api, cap)), 0);
     assert.match(cap.out(), /^status\s+cancelled$/m);
     assert.equal(await runCli(["jobs", "units", "job_c", "--json"], depsFor(api, captureIo())), 0);

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { zipDirectory } from "../../src/cli/files.ts";
 import { runCli } from "../../src/cli/program.ts";
-import { captureIo, depsFor, startFakeApi, type FakeApi } from "./fake-api.ts";
+import { callsOf, captureIo, depsFor, startFakeApi, type FakeApi } from "./fake-api.ts";
 
 /** Names in a zip's central directory, read without unzipping. */
 function zipEntryNames(zip: Buffer): string[] {
@@ -46,12 +46,11 @@ describe("gpuctl uploads", () => {
     const code = await runCli(["datasets", "upload", file, "--json"], depsFor(api, cap));
 
     assert.equal(code, 0, cap.err());
-    const create = api.seen.find((s) => s.method === "POST" && s.path === "/api/v1/customer/datasets");
+    const [create] = callsOf(api, "CreateDataset");
     assert.ok(create);
-    const sent = JSON.parse(create.body.toString()) as Record<string, unknown>;
-    assert.deepEqual(sent, {
+    assert.deepEqual(create.body, {
       name: "train.csv",
-      size_bytes: content.length,
+      size_bytes: String(content.length),
       sha256: createHash("sha256").update(content).digest("hex"),
       format: "csv",
     });
@@ -75,12 +74,26 @@ describe("gpuctl uploads", () => {
     assert.match(cap.out(), /^status\s+ready$/m);
   });
 
+  it("feeds the progress bars from the SDK's progress callbacks: hashing, then uploading", async () => {
+    const file = path.join(dir, "big.csv");
+    await writeFile(file, Buffer.alloc(300_000, "x"));
+    const cap = captureIo({ tty: true });
+    assert.equal(await runCli(["datasets", "upload", file], depsFor(api, cap)), 0, cap.err());
+    const bars = cap.bars();
+    const hashing = bars.indexOf("sha256 big.csv");
+    const uploading = bars.lastIndexOf("big.csv [");
+    assert.ok(hashing >= 0, bars);
+    assert.ok(uploading > hashing, "the upload bar follows the hashing bar");
+    assert.match(bars.slice(uploading), /100% \| 293\.0 KiB\/293\.0 KiB/);
+    assert.match(cap.out(), /^status\s+ready$/m);
+  });
+
   it("reports a missing file as a usage error without calling the API", async () => {
     const cap = captureIo();
     const code = await runCli(["datasets", "upload", path.join(dir, "nope.csv")], depsFor(api, cap));
     assert.equal(code, 2);
     assert.match(cap.err(), /FILE_NOT_FOUND/);
-    assert.equal(api.seen.length, 0);
+    assert.equal(api.calls.length + api.transfers.length, 0);
   });
 
   it("zips a directory with relative names, skipping caches and symlinks, and uploads it as a package", async () => {
@@ -100,9 +113,9 @@ describe("gpuctl uploads", () => {
     assert.ok(up?.bytes);
     assert.ok(up.bytes.subarray(0, 4).equals(Buffer.from("PK\x03\x04", "latin1")), "the body is a zip");
     assert.deepEqual(zipEntryNames(up.bytes), ["lib/model.py", "train.py"]);
-    const create = api.seen.find((s) => s.path === "/api/v1/customer/training-packages");
+    const [create] = callsOf(api, "CreateTrainingPackage");
     assert.ok(create);
-    const sent = JSON.parse(create.body.toString()) as Record<string, unknown>;
+    const sent = create.body;
     assert.equal(sent["entrypoint"], "train.py");
     assert.equal(sent["name"], "pkg");
     assert.equal(sent["sha256"], createHash("sha256").update(up.bytes).digest("hex"));
@@ -129,7 +142,7 @@ describe("gpuctl uploads", () => {
     const code = await runCli(["packages", "upload", pkg], depsFor(api, cap));
     assert.equal(code, 2);
     assert.match(cap.err(), /ENTRYPOINT_NOT_FOUND/);
-    assert.equal(api.seen.length, 0);
+    assert.equal(api.calls.length + api.transfers.length, 0);
   });
 
   it("uploads an existing zip file as it is", async () => {
@@ -144,7 +157,7 @@ describe("gpuctl uploads", () => {
     const up = [...api.uploads.values()][0];
     assert.ok(up?.bytes);
     assert.ok(up.bytes.equals(await readFile(zip)));
-    assert.equal(up.record["entrypoint"], "run.py");
-    assert.equal(up.record["name"], "ready");
+    assert.equal(up.entrypoint, "run.py");
+    assert.equal(up.name, "ready");
   });
 });

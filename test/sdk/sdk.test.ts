@@ -9,24 +9,16 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Interceptor } from "@connectrpc/connect";
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { zipDirectory } from "../../src/cli/files.ts";
 import type { GpuAgentClient, JobProgressEvent, RetryInfo, TransferProgress } from "../../src/sdk/index.ts";
-import { GpuAgentError, createGpuAgentClient, verifyWebhookSignature, webhookSignatureHeader } from "../../src/sdk/index.ts";
+import { createGpuAgentClient, listAll, verifyWebhookSignature, webhookSignatureHeader } from "../../src/sdk/index.ts";
 import { signPayload } from "../../src/webhooks/signature.ts";
 import type { TestAgent, TestControlPlane } from "../support/control-plane.ts";
 import { createCustomer, startTestAgent, startTestControlPlane } from "../support/control-plane.ts";
+import { instantClock, rejection } from "./support.ts";
 
 const example = join(import.meta.dirname, "..", "..", "examples", "tiny-mlp");
-
-async function rejection(p: Promise<unknown>): Promise<GpuAgentError> {
-  const error = await p.then(
-    () => assert.fail("expected an error"),
-    (e: unknown) => e,
-  );
-  assert.ok(error instanceof GpuAgentError, `expected a GpuAgentError, got ${String(error)}`);
-  return error;
-}
 
 describe("SDK: the full customer flow against a real control plane and agent", function () {
   this.timeout(180_000);
@@ -142,6 +134,14 @@ describe("SDK: the full customer flow against a real control plane and agent", f
     const mismatch = await rejection(client.artifacts.download(job.id, artifact.id, badDest, { expectedSha256: "0".repeat(64) }));
     assert.equal(mismatch.code, "CHECKSUM_MISMATCH");
     await assert.rejects(readFile(badDest), { code: "ENOENT" });
+    // Nothing to verify against is refused too, before any byte moves.
+    const unverifiable = await rejection(client.artifacts.download(job.id, artifact.id, badDest, { expectedSha256: "" }));
+    assert.equal(unverifiable.code, "CHECKSUM_MISMATCH");
+    await assert.rejects(readFile(badDest), { code: "ENOENT" });
+
+    // Walking pages of one item follows the server's real cursors to the same list.
+    const walked = await listAll((p) => client.jobs.computeUnits(job.id, p), 1);
+    assert.deepEqual(walked.map((u) => u.id), units.data.map((u) => u.id));
 
     const summary = await client.usage.summary();
     assert.ok(summary.creditsDebitedTotal > 0n);
@@ -171,6 +171,50 @@ describe("SDK: the full customer flow against a real control plane and agent", f
 
     const closed = createGpuAgentClient({ baseUrl: "http://127.0.0.1:1", apiKey });
     assert.equal((await rejection(closed.usage.summary())).code, "CONNECTION_FAILED");
+  });
+
+  it("rides out transient poll failures when asked, with every wait on the injected clock", async () => {
+    const missing = "00000000-0000-4000-8000-000000000000";
+    let failing = 0;
+    const flaky: Interceptor = (next) => async (req) => {
+      if (req.method.name === "GetTrainingJob" && failing > 0) {
+        failing--;
+        throw new ConnectError("upstream unavailable", Code.Unavailable);
+      }
+      return await next(req);
+    };
+    const clock = instantClock();
+    const flakyClient = createGpuAgentClient({ baseUrl: cp.url, apiKey, interceptors: [flaky], clock });
+
+    failing = 2;
+    const notFound = await rejection(flakyClient.jobs.wait(missing, { intervalMs: 500, maxTransientFailures: 2 }));
+    assert.equal(notFound.code, "JOB_NOT_FOUND", "two blips ridden out, then the real answer");
+    assert.deepEqual(clock.sleeps, [500, 500]);
+
+    failing = 1;
+    assert.equal((await rejection(flakyClient.jobs.wait(missing, { intervalMs: 500 }))).code, "CONNECTION_FAILED", "by default the first failure is thrown");
+
+    clock.sleeps.length = 0;
+    failing = 100;
+    const timedOut = await rejection(flakyClient.jobs.wait(missing, { intervalMs: 500, timeoutMs: 1200, maxTransientFailures: 100 }));
+    assert.equal(timedOut.code, "TIMEOUT");
+    assert.deepEqual(clock.sleeps, [500, 500, 200], "the deadline is kept on the injected clock");
+  });
+
+  it("ends an rpc at requestTimeoutMs with TIMEOUT, and at the caller's abort with ABORTED", async () => {
+    // Stands for a server that never answers: waits until the call's signal fires.
+    const hang: Interceptor = () => (req) =>
+      new Promise((_, reject) => req.signal.addEventListener("abort", () => reject(req.signal.reason as Error), { once: true }));
+    const slow = createGpuAgentClient({ baseUrl: cp.url, apiKey, interceptors: [hang], requestTimeoutMs: 100 });
+    const timedOut = await rejection(slow.usage.summary());
+    assert.equal(timedOut.code, "TIMEOUT");
+    assert.equal(timedOut.connectCode, Code.DeadlineExceeded);
+
+    const patient = createGpuAgentClient({ baseUrl: cp.url, apiKey, interceptors: [hang] });
+    const controller = new AbortController();
+    const pending = patient.usage.summary({ signal: controller.signal });
+    controller.abort();
+    assert.equal((await rejection(pending)).code, "ABORTED");
   });
 
   it("manages webhooks and verifies signatures with the endpoint's secret", async () => {
@@ -248,5 +292,18 @@ describe("SDK: 429 RATE_LIMITED is retried after Retry-After, a bounded number o
     const first = retries[0];
     assert.ok(first !== undefined && first.delayMs >= 1000 && first.delayMs <= 30_000, JSON.stringify(first));
     assert.ok(Date.now() - started >= first.delayMs - 50, "the SDK actually waited");
+  });
+
+  it("waits out Retry-After on the injected clock", async () => {
+    const { apiKey: freshKey } = await createCustomer(cp);
+    const clock = instantClock();
+    const client = createGpuAgentClient({ baseUrl: cp.url, apiKey: freshKey, maxRetries: 2, clock });
+    for (let i = 0; i < 3; i++) await client.usage.summary();
+    const started = Date.now();
+    const refused = await rejection(client.usage.summary());
+    assert.equal(refused.code, "RATE_LIMITED");
+    assert.equal(clock.sleeps.length, 2, JSON.stringify(clock.sleeps));
+    assert.ok(clock.sleeps.every((ms) => ms >= 1000 && ms <= 30_000), JSON.stringify(clock.sleeps));
+    assert.ok(Date.now() - started < 5000, "no real time was spent waiting");
   });
 });
