@@ -43,6 +43,7 @@ const adminLine = plane.adminTokenGenerated
   : `Admin token: export GPU_AGENT_ADMIN_TOKEN=$(cat ${join(config.dataDir, "admin-token")})${config.adminToken !== undefined ? " (or the GPU_AGENT_ADMIN_TOKEN you set)" : ""}`;
 process.stderr.write(`
 GPU-Agent is running at ${plane.url} with one local agent (trust level: controlled).
+Web portal: ${plane.url}/portal/ (sign in with the e-mail and password given to create-customer below).
 ${adminLine}
 Submit the example:
   export GPU_AGENT_URL=${plane.url}

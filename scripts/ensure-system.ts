@@ -1,6 +1,7 @@
 // Makes sure the machine has what the test suite starts for real: PostgreSQL
 // server binaries, Python 3, etcd (failover tests), Prometheus with promtool
-// (metrics test), and curl and jq (seed 001's curl examples). On Debian as
+// (metrics test), curl and jq (seed 001's curl examples), and Chromium (the
+// portal's browser tests, driven by playwright-core). On Debian as
 // root it installs what is missing with apt-get; elsewhere it says what to
 // install and fails.
 import { execFileSync, spawnSync } from "node:child_process";
@@ -25,6 +26,8 @@ if (!onPath("prometheus") || !onPath("promtool")) missing.push("prometheus");
 // test/integration/seed-curl.test.ts runs seed 001's curl examples as written (curl … | jq).
 if (!onPath("curl")) missing.push("curl");
 if (!onPath("jq")) missing.push("jq");
+// test/portal drives Debian's Chromium through playwright-core (no browser download).
+if (!existsSync("/usr/bin/chromium")) missing.push("chromium");
 if (missing.length > 0) {
   const isRoot = process.getuid?.() === 0;
   if (!isRoot || !onPath("apt-get")) {

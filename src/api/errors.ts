@@ -43,6 +43,7 @@ export const ErrorCode = {
   METHOD_NOT_ALLOWED: "METHOD_NOT_ALLOWED",
   ROUTE_NOT_FOUND: "ROUTE_NOT_FOUND",
   ADMIN_AUTH_REQUIRED: "ADMIN_AUTH_REQUIRED",
+  CSRF_TOKEN_INVALID: "CSRF_TOKEN_INVALID",
   NODE_AUTH_INVALID: "NODE_AUTH_INVALID",
   ENROLLMENT_TOKEN_INVALID: "ENROLLMENT_TOKEN_INVALID",
   NOT_IMPLEMENTED: "NOT_IMPLEMENTED",
@@ -65,6 +66,7 @@ function mappingOf(code: ErrorCode): Mapping {
       return { http: 401, connect: Code.Unauthenticated };
     case "API_KEY_SCOPE_DENIED":
     case "SIGNED_URL_INVALID":
+    case "CSRF_TOKEN_INVALID":
       return { http: 403, connect: Code.PermissionDenied };
     case "CREDIT_INSUFFICIENT":
       return { http: 402, connect: Code.FailedPrecondition };

@@ -1,6 +1,7 @@
 /**
  * Who is calling. Customers authenticate with `X-API-Key` (scoped) or a portal
- * session (`Authorization: Bearer <session token>`, every scope); operators with
+ * session (`Authorization: Bearer <session token>` or the portal's session
+ * cookie, every scope); operators with
  * the admin token. Secrets are looked up by their sha256, never stored.
  */
 import { ApiError } from "../api/errors.ts";
@@ -10,6 +11,7 @@ import type { ApiKeyRow } from "../store/customers.ts";
 import { findApiKeyByHash, findSessionByHash, touchApiKey } from "../store/customers.ts";
 import type { Scope } from "./scopes.ts";
 import { allScopes } from "./scopes.ts";
+import { cookieSessionToken } from "./session-cookie.ts";
 
 /** An authenticated customer. */
 export interface CustomerPrincipal {
@@ -82,7 +84,8 @@ export async function authenticateCustomer(sql: Sql, headers: Headers, now: Date
     }
     return { customerId: row.customer_id, method: "api_key", scopes: row.scopes, apiKeyId: row.id };
   }
-  const bearer = /^Bearer\s+(\S+)$/i.exec(headers.get("authorization") ?? "")?.[1];
+  // The portal's HttpOnly cookie carries the same session token (src/auth/session-cookie.ts; its CSRF check is in authorize.ts).
+  const bearer = /^Bearer\s+(\S+)$/i.exec(headers.get("authorization") ?? "")?.[1] ?? cookieSessionToken(headers);
   if (bearer !== undefined) {
     const session = await findSessionByHash(sql, hashSecret(bearer));
     if (session === undefined || session.revoked_at !== null || session.expires_at.getTime() <= now.getTime()) {

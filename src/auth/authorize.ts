@@ -19,6 +19,7 @@ import { enforceAnonymousLimit, enforceRequestLimits } from "../limits/request-l
 import type { CustomerPrincipal } from "./authenticate.ts";
 import { authenticateCustomer, requireScope } from "./authenticate.ts";
 import { isScope } from "./scopes.ts";
+import { requireCsrfForCookieSession } from "./session-cookie.ts";
 
 /** Access policies by method: reading an option decodes it from the descriptor (~20 µs), so each is read once. */
 const policies = new WeakMap<DescMethod, AccessPolicy | undefined>();
@@ -36,6 +37,8 @@ export async function authorizeCall(deps: ControlPlaneDeps, ctx: HandlerContext)
   const policy = accessPolicyOf(ctx.method);
   let principal: CustomerPrincipal;
   try {
+    // A state-changing call authenticated by the portal's cookie must prove it comes from the portal's own page.
+    requireCsrfForCookieSession(ctx.requestHeader, ctx.requestMethod);
     principal = await authenticateCustomer(deps.db, ctx.requestHeader, new Date(deps.clock.now()), deps.apiKeyCache);
   } catch (error) {
     // A caller who could not authenticate is limited (and told so) by its address.

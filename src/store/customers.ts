@@ -128,6 +128,12 @@ export async function findSessionByHash(sql: Sql, tokenHash: string): Promise<Se
   return row;
 }
 
+/** Revokes the session with this token hash (sign-out); true when one was active. */
+export async function revokeSessionByHash(sql: Sql, tokenHash: string, now: Date): Promise<boolean> {
+  const rows = await sql.query<{ id: string }>(`UPDATE sessions SET revoked_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL RETURNING id`, [tokenHash, now]);
+  return rows.length > 0;
+}
+
 /** A ledger_entries row. */
 export interface LedgerRow {
   id: string;

@@ -1,0 +1,98 @@
+/**
+ * Browser tests of the portal: the portal bundle built once, Debian's
+ * Chromium driven by playwright-core (no browser download), customers with a
+ * known password, and screenshots of every open page when a test fails.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { chromium } from "playwright-core";
+import type { TestControlPlane } from "../support/control-plane.ts";
+import { adminRequest } from "../support/control-plane.ts";
+
+const repoRoot = join(import.meta.dirname, "..", "..");
+
+/** Where failing tests leave their screenshots (TEST_OUTPUT_DIR, default test-output/ at the repository root). */
+export const testOutputDir = join(process.env["TEST_OUTPUT_DIR"] ?? join(repoRoot, "test-output"), "portal");
+
+/** Builds portal/dist unless it is up to date (npm test already did; `npx mocha test/portal` may not have). */
+export function ensurePortalBuilt(): void {
+  execFileSync(process.execPath, [join(repoRoot, "scripts", "build-portal.ts")], { stdio: ["ignore", "ignore", "inherit"] });
+}
+
+/** The flags this closed network needs (no background connections, no sandbox as root, no GPU). */
+export const chromiumArgs = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
+/** Launches Debian's Chromium (a fresh temporary profile per launch). */
+export function launchChromium(): Promise<Browser> {
+  return chromium.launch({ executablePath: process.env["CHROMIUM_PATH"] ?? "/usr/bin/chromium", headless: true, args: chromiumArgs, timeout: 30_000 });
+}
+
+/** A customer with a password, as the admin API creates it. */
+export interface PortalCustomer {
+  customerId: string;
+  email: string;
+  password: string;
+  apiKey: string;
+}
+
+/** Creates a customer that can sign in to the portal. */
+export async function createPortalCustomer(cp: TestControlPlane, credits = 10_000): Promise<PortalCustomer> {
+  const email = `portal-${Math.random().toString(36).slice(2)}@example.com`;
+  const password = "correct horse battery staple";
+  const body = await adminRequest(cp, "POST", "/api/v1/admin/customers", { email, password, credits });
+  return { customerId: body["customer_id"] as string, email, password, apiKey: body["api_key"] as string };
+}
+
+/**
+ * Collects what the browser reports as broken: uncaught page errors and
+ * console errors (a Content-Security-Policy violation is one).
+ */
+export function watchForBrowserErrors(page: Page): string[] {
+  const problems: string[] = [];
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  page.on("console", (message) => {
+    // Failed API calls the test provokes on purpose (404 of another customer's job) log a console error too.
+    if (message.type() === "error" && !/status of (401|403|404)/.test(message.text())) problems.push(`console: ${message.text()}`);
+  });
+  return problems;
+}
+
+/** Saves a full-page screenshot of every page of `contexts` into {@link testOutputDir}; returns the paths. */
+export async function screenshotAll(contexts: readonly (BrowserContext | undefined)[], testTitle: string): Promise<string[]> {
+  await mkdir(testOutputDir, { recursive: true });
+  const slug = testTitle.replace(/[^A-Za-z0-9]+/g, "-").slice(0, 80);
+  const saved: string[] = [];
+  let n = 0;
+  for (const context of contexts) {
+    for (const page of context?.pages() ?? []) {
+      const path = join(testOutputDir, `${slug}-${++n}.png`);
+      try {
+        await page.screenshot({ path, fullPage: true, timeout: 5000 });
+        saved.push(path);
+      } catch {
+        // A closed or crashed page has nothing to show.
+      }
+    }
+  }
+  return saved;
+}
+
+/** Signs in on the sign-in page with the keyboard only (Tab between fields, Enter submits). */
+export async function signInWithKeyboard(page: Page, customer: PortalCustomer): Promise<void> {
+  await page.getByLabel("E-mail").focus();
+  await page.keyboard.type(customer.email);
+  await page.keyboard.press("Tab");
+  await page.keyboard.type(customer.password);
+  await page.keyboard.press("Enter");
+}

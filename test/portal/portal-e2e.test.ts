@@ -1,0 +1,225 @@
+/**
+ * The portal end to end in headless Chromium, against a real control plane
+ * and a real agent running the tiny-mlp example: sign in, create an API key,
+ * upload the example dataset and package, create a job and watch it complete
+ * with the progress bar moving, download an artifact, see usage, sign out;
+ * and a second customer (on a phone-sized screen, keyboard only) cannot open
+ * the first one's job by its URL. A failing test leaves screenshots in
+ * test-output/portal/.
+ */
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { zipDirectory } from "../../src/cli/files.ts";
+import type { TestAgent, TestControlPlane } from "../support/control-plane.ts";
+import { request, startTestAgent, startTestControlPlane } from "../support/control-plane.ts";
+import type { PortalCustomer } from "./helpers.ts";
+import { createPortalCustomer, ensurePortalBuilt, launchChromium, screenshotAll, signInWithKeyboard, watchForBrowserErrors } from "./helpers.ts";
+
+const example = join(import.meta.dirname, "..", "..", "examples", "tiny-mlp");
+
+describe("the web portal in a browser", function () {
+  this.timeout(120_000);
+  let cp: TestControlPlane;
+  let agent: TestAgent;
+  let browser: Browser;
+  let work: string;
+  let packageZip: string;
+  let first: PortalCustomer;
+  let firstJobId = "";
+  const contexts: BrowserContext[] = [];
+
+  before(async () => {
+    ensurePortalBuilt();
+    work = await mkdtemp(join(tmpdir(), "portal-e2e-"));
+    packageZip = join(work, "tiny-mlp.zip");
+    [cp, browser] = await Promise.all([startTestControlPlane(), launchChromium(), zipDirectory(join(example, "package"), packageZip)]).then(([c, b]) => [c, b] as const);
+    agent = await startTestAgent(cp, { trustLevel: "controlled", devGpuMib: 24576 });
+    first = await createPortalCustomer(cp);
+  });
+
+  afterEach(async function () {
+    if (this.currentTest?.state === "failed") {
+      const saved = await screenshotAll(contexts, this.currentTest.fullTitle());
+      if (saved.length > 0) console.error(`  screenshots: ${saved.join(", ")}`);
+    }
+  });
+
+  after(async () => {
+    for (const context of contexts) await context.close().catch(() => undefined);
+    await browser?.close();
+    await agent?.stop();
+    await cp?.stop();
+    if (work !== undefined) await rm(work, { recursive: true, force: true });
+  });
+
+  async function newPage(options: { viewport?: { width: number; height: number } } = {}): Promise<{ page: Page; problems: string[] }> {
+    const context = await browser.newContext({ acceptDownloads: true, viewport: options.viewport ?? { width: 1280, height: 900 } });
+    contexts.push(context);
+    context.setDefaultTimeout(15_000);
+    const page = await context.newPage();
+    return { page, problems: watchForBrowserErrors(page) };
+  }
+
+  it("signs in, creates an API key, uploads, runs a job to completion, downloads an artifact, shows usage and signs out", async () => {
+    const { page, problems } = await newPage();
+    const started = Date.now();
+
+    // A deep link while signed out lands on sign-in and comes back after it.
+    await page.goto(`${cp.url}/portal/jobs`);
+    await page.getByRole("heading", { name: "Sign in to GPU-Agent" }).waitFor();
+    assert.match(page.url(), /\/portal\/sign-in\?next=%2Fjobs$/);
+    await page.getByLabel("E-mail").fill(first.email);
+    await page.getByLabel("Password").fill("not the password");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("alert").getByText("The e-mail or the password is wrong.").waitFor();
+    await page.getByRole("alert").getByText("CUSTOMER_AUTH_REQUIRED").waitFor();
+    await page.getByLabel("Password").fill(first.password);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("heading", { name: "Training jobs" }).waitFor();
+    assert.match(page.url(), /\/portal\/jobs$/);
+    const cookies = await page.context().cookies();
+    const session = cookies.find((c) => c.name === "gpu_agent_session");
+    assert.ok(session !== undefined, "the session cookie is set");
+    assert.equal(session.httpOnly, true);
+    assert.equal(session.sameSite, "Strict");
+    assert.equal(await page.evaluate<string>("document.cookie"), "", "no script can read the session");
+
+    // API key: created with two scopes, the plaintext shown once, and it works.
+    await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "API keys" }).click();
+    await page.getByRole("heading", { name: "API keys", level: 1 }).waitFor();
+    await page.getByLabel("Name").fill("ci pipeline");
+    await page.getByLabel(/usage:read/).uncheck();
+    await page.getByLabel(/webhook:write/).uncheck();
+    await page.getByRole("button", { name: "Create key" }).click();
+    const key = await page.getByTestId("secret-value").inputValue();
+    assert.match(key, /^sk_live_/);
+    await page.getByRole("button", { name: "Copy" }).click();
+    await page.getByText("Copied to the clipboard.").waitFor();
+    const withKey = await request(cp, "GET", "/api/v1/customer/datasets", { headers: { "x-api-key": key } });
+    assert.equal(withKey.status, 200);
+    const denied = await request(cp, "GET", "/api/v1/customer/usage/summary", { headers: { "x-api-key": key } });
+    assert.equal(denied.body["error"] !== undefined && (denied.body["error"] as { code: string }).code, "API_KEY_SCOPE_DENIED");
+    await page.getByRole("button", { name: "I have stored it" }).click();
+    assert.equal(await page.getByTestId("secret-value").count(), 0, "the key is shown only once");
+    await page.getByRole("row", { name: /ci pipeline/ }).getByText("active").waitFor();
+
+    // Dataset and package: upload with a progress bar, verified on the server.
+    await page.getByRole("link", { name: "Datasets" }).click();
+    await page.getByLabel("File").setInputFiles(join(example, "dataset.csv"));
+    await page.getByRole("button", { name: "Upload", exact: true }).click();
+    await page.getByRole("status").getByText(/is uploaded and verified/).waitFor();
+    assert.equal(await page.getByRole("progressbar", { name: "Upload progress" }).getAttribute("aria-valuenow"), "100");
+    await page.getByRole("row", { name: /dataset\.csv/ }).getByText("ready").waitFor();
+
+    await page.getByRole("link", { name: "Training packages" }).click();
+    await page.getByLabel("File").setInputFiles(packageZip);
+    await page.getByLabel("Name").fill("tiny-mlp");
+    await page.getByRole("button", { name: "Upload", exact: true }).click();
+    await page.getByRole("status").getByText(/“tiny-mlp” is uploaded and verified/).waitFor();
+    await page.getByRole("row", { name: /tiny-mlp/ }).getByText("train.py · prepare → train → evaluate").waitFor();
+
+    // A job from the form with seed 001's fields.
+    await page.getByRole("link", { name: "Training jobs" }).click();
+    await page.getByRole("link", { name: "New training job" }).click();
+    await page.getByLabel("Name").fill("tiny-mlp-fine-tune");
+    await page.getByLabel("GPU memory (MB)").fill("8000");
+    await page.getByLabel("Disk (MB)").fill("1024");
+    await page.getByLabel("Maximum run time (seconds)").fill("600");
+    await page.getByLabel(/Low sensitivity/).check();
+    await page.getByRole("button", { name: "Create training job" }).click();
+    await page.getByRole("heading", { name: "tiny-mlp-fine-tune" }).waitFor();
+    firstJobId = /\/portal\/jobs\/([0-9a-f-]{36})$/.exec(page.url())?.[1] ?? "";
+    assert.notEqual(firstJobId, "", page.url());
+
+    // Watch it: the progress bar moves through values between 0 and 100 and ends at 100.
+    const bar = page.getByRole("progressbar", { name: "Job progress" });
+    const seen = new Set<number>();
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      seen.add(Number(await bar.getAttribute("aria-valuenow")));
+      const status = await page.getByTestId("job-status").textContent();
+      if (status === "completed") break;
+      assert.ok(status === "queued" || status === "running", `job ended ${status}`);
+      assert.ok(Date.now() < deadline, `the job did not complete; progress seen: ${[...seen].join(", ")}\n${agent.output().slice(-2000)}`);
+      await page.waitForTimeout(100);
+    }
+    seen.add(Number(await bar.getAttribute("aria-valuenow")));
+    const between = [...seen].filter((v) => v > 0 && v < 100);
+    assert.ok(between.length >= 2, `the bar moved through intermediate values: ${[...seen].sort((a, b) => a - b).join(", ")}`);
+    assert.ok(seen.has(100));
+
+    // The DAG, the loss curve, the logs and the artifacts.
+    for (const unit of ["prepare", "train", "evaluate"]) {
+      assert.equal(await page.getByTestId("dag").locator(`[data-unit="${unit}"]`).getAttribute("data-status"), "completed");
+    }
+    await page.getByTestId("loss-chart").waitFor();
+    assert.ok(Number(await page.getByTestId("loss-chart").getAttribute("data-points")) >= 2);
+    await page.getByRole("heading", { name: "train.log" }).waitFor();
+    assert.match((await page.getByLabel("Log train.log").textContent()) ?? "", /epoch 20\/20 loss=/);
+    const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Download model.ckpt" }).click()]);
+    const saved = join(work, "model.ckpt");
+    await download.saveAs(saved);
+    const artifacts = await request(cp, "GET", `/api/v1/customer/training-jobs/${firstJobId}/artifacts`, { headers: { "x-api-key": first.apiKey } });
+    const ckpt = (artifacts.body["data"] as Array<{ name: string; sha256: string }>).find((a) => a.name === "model.ckpt");
+    assert.equal(createHash("sha256").update(await readFile(saved)).digest("hex"), ckpt?.sha256, "the downloaded bytes are the artifact's");
+
+    // Usage: the job's GPU time and credits, charts, and a CSV export.
+    await page.getByRole("link", { name: "Usage" }).click();
+    await page.getByTestId("usage-summary").waitFor();
+    const summary = await request(cp, "GET", "/api/v1/customer/usage/summary", { headers: { "x-api-key": first.apiKey } });
+    assert.ok(Number(summary.body["credits_debited_total"]) > 0);
+    await page.getByTestId("usage-summary").getByText(Number(summary.body["credits_debited_total"]).toLocaleString("en")).first().waitFor();
+    await page.getByTestId("credits-chart").waitFor();
+    await page.getByTestId("gpu-chart").waitFor();
+    const [csv] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Download usage CSV" }).click()]);
+    const csvPath = join(work, "usage.csv");
+    await csv.saveAs(csvPath);
+    assert.match(await readFile(csvPath, "utf8"), /^date,/);
+
+    // Sign out: the session is revoked on the server, and the app is behind sign-in again.
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.getByText("You are signed out.").waitFor();
+    const replay = await request(cp, "GET", "/api/v1/customer/auth/me", { headers: { cookie: `gpu_agent_session=${session.value}` } });
+    assert.equal(replay.status, 401, "the old cookie no longer works");
+    await page.goto(`${cp.url}/portal/jobs/${firstJobId}`);
+    await page.getByRole("heading", { name: "Sign in to GPU-Agent" }).waitFor();
+
+    assert.deepEqual(problems, [], "no script errors and no Content-Security-Policy violations");
+    console.log(`      (portal flow took ${((Date.now() - started) / 1000).toFixed(1)} s)`);
+  });
+
+  it("does not show one customer's job to another, even by its URL (phone screen, keyboard only)", async () => {
+    assert.notEqual(firstJobId, "", "needs the first test's job");
+    const second = await createPortalCustomer(cp);
+    const { page, problems } = await newPage({ viewport: { width: 390, height: 844 } });
+    await page.goto(`${cp.url}/portal/jobs/${firstJobId}`);
+    await page.getByRole("heading", { name: "Sign in to GPU-Agent" }).waitFor();
+    await signInWithKeyboard(page, second);
+    await page.getByRole("heading", { name: "Training job" }).waitFor();
+    const alert = page.getByRole("alert");
+    await alert.getByText("This training job does not exist, or it belongs to another account.").waitFor();
+    await alert.getByText("JOB_NOT_FOUND").waitFor();
+    assert.equal(await page.getByText("tiny-mlp-fine-tune").count(), 0);
+
+    // On a phone the navigation sits behind a Menu button.
+    const nav = page.getByRole("navigation", { name: "Main" });
+    assert.equal(await nav.isVisible(), false);
+    await page.getByRole("button", { name: "Menu" }).click();
+    await nav.getByRole("link", { name: "Training jobs" }).click();
+    await page.getByText("No training jobs yet.").waitFor();
+    const fits = async (what: string) => {
+      const width = await page.evaluate<number>("document.documentElement.scrollWidth");
+      assert.ok(width <= 390, `${what} fits a phone screen (scroll width ${width})`);
+    };
+    await fits("the jobs page");
+    await page.getByRole("button", { name: "Menu" }).click();
+    await nav.getByRole("link", { name: "Usage" }).click();
+    await page.getByTestId("credits-chart").waitFor();
+    await fits("the usage page");
+    assert.deepEqual(problems, []);
+  });
+});
