@@ -76,6 +76,13 @@ function deframer(onMessage: (bytes: Uint8Array) => void): (chunk: Buffer) => vo
   };
 }
 
+/** Heap and external memory of the scheduler from its own /metrics (prom-client default metrics), in MiB. */
+async function schedulerHeap(base: string): Promise<{ heapUsedMb: number; externalMb: number }> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const read = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})?\\s+(\\S+)$`, "m").exec(text)?.[1] ?? Number.NaN) / (1024 * 1024);
+  return { heapUsedMb: read("gpuagent_nodejs_heap_size_used_bytes"), externalMb: read("gpuagent_nodejs_external_memory_bytes") };
+}
+
 async function json(url: string, init: RequestInit): Promise<Record<string, unknown>> {
   const res = await fetch(url, init);
   const body = (await res.json()) as Record<string, unknown>;
@@ -278,6 +285,7 @@ try {
 
   await new Promise((r) => setTimeout(r, 1000));
   const rssBefore = rssMb(scheduler.pid!);
+  const heapBefore = await schedulerHeap(base);
 
   // Streams: Hello → Welcome for every agent, a few dozen at a time.
   // First Assign arrival per job; it may beat the 201 (the placer runs as soon as the job commits).
@@ -302,6 +310,7 @@ try {
   await new Promise((r) => setTimeout(r, windowS * 1000));
   const heartbeatsPerS = (agents.reduce((n, a) => n + a.heartbeatsAcked, 0) - ackedBefore) / windowS;
   const rssAfter = rssMb(scheduler.pid!);
+  const heapAfter = await schedulerHeap(base);
 
   // Assignment latency: job submitted → Assign of its first unit on some agent's stream.
   const jobBody = JSON.stringify({ name: "bench", dataset_id: datasetId, training_package_id: packageId, required_vram_mb: 8000, max_runtime_seconds: 60 });
@@ -331,6 +340,8 @@ try {
       rss_before_mb: Math.round(rssBefore),
       rss_connected_mb: Math.round(rssConnected),
       kib_per_stream: Math.round(((rssAfter - rssBefore) * 1024) / Math.max(1, agents.length)),
+      heap_kib_per_stream: Math.round(((heapAfter.heapUsedMb - heapBefore.heapUsedMb) * 1024) / Math.max(1, agents.length)),
+      external_kib_per_stream: Math.round(((heapAfter.externalMb - heapBefore.externalMb) * 1024) / Math.max(1, agents.length)),
       heartbeats_per_s: Math.round(heartbeatsPerS),
       assign_p99_ms: Number(percentile(latencies, 99).toFixed(1)),
       assign_p50_ms: Number(percentile(latencies, 50).toFixed(1)),

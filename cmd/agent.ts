@@ -5,7 +5,7 @@
  *
  *   gpu-agent enroll --url URL --token T --data-dir D [--dev-gpu MIB] [--ca FILE] [--cert FILE --key FILE]
  *   gpu-agent run --data-dir D [--dev-gpu MIB] [--max-units N] [--grace-seconds S] [--ca FILE] [--cert FILE --key FILE]
- *                 [--python /abs/path/python3]
+ *                 [--python /abs/path/python3] [--cache-mb MIB]
  *
  * An https:// URL uses TLS; --ca (or GPU_AGENT_CA_FILE) names a PEM file of a
  * private CA to trust besides the system ones. --cert/--key (or
@@ -32,6 +32,21 @@ const logger = pino({ name: "gpu-agent", level: process.env["LOG_LEVEL"] ?? "inf
 function positiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError("must be a positive integer");
+  return n;
+}
+
+function nonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("must be a non-negative integer");
+  return n;
+}
+
+/** A non-negative integer from the environment, or undefined when unset. */
+function envNonNegativeInt(name: string): number | undefined {
+  const value = process.env[name];
+  if (value === undefined || value === "") return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a non-negative integer, got ${value}`);
   return n;
 }
 
@@ -132,10 +147,12 @@ program
   .option("--ca <file>", "PEM file of a private CA that signed the control plane's certificate (https:// URLs)")
   .option("--cert <file>", "PEM client certificate for mutual TLS (with --key); env GPU_AGENT_CLIENT_CERT")
   .option("--key <file>", "PEM private key of --cert; env GPU_AGENT_CLIENT_KEY")
+  .option("--cache-mb <mib>", "bound of the dataset/package cache in <data-dir>/cache (0 turns it off); env GPU_AGENT_CACHE_MB", nonNegativeInt)
   .option("--python <path>", "absolute path of the interpreter units run with (e.g. a venv that has PyTorch); env GPU_AGENT_PYTHON; default python3 on the unit's PATH")
-  .action(async (opts: { dataDir: string; devGpu?: number; maxUnits: number; graceSeconds: number; ca?: string; cert?: string; key?: string; python?: string }) => {
+  .action(async (opts: { dataDir: string; devGpu?: number; maxUnits: number; graceSeconds: number; ca?: string; cert?: string; key?: string; python?: string; cacheMb?: number }) => {
     const dev = devGpuMib(opts.devGpu);
     const python = unitPython(opts.python ?? process.env["GPU_AGENT_PYTHON"]);
+    const cacheMb = opts.cacheMb ?? envNonNegativeInt("GPU_AGENT_CACHE_MB");
     const tlsConfig = tlsOptions(opts);
     const stop = new AbortController();
     let signals = 0;
@@ -162,6 +179,7 @@ program
       tls: tlsConfig,
       ...(dev !== undefined ? { devGpuMib: dev } : {}),
       ...(python !== undefined ? { runner: { python } } : {}),
+      ...(cacheMb !== undefined ? { inputCacheBytes: cacheMb * 1024 * 1024 } : {}),
     });
     await agent.run(stop.signal);
   });

@@ -22,6 +22,7 @@ import { AgentService, EnrollRequestSchema } from "../gen/gpuagent/agent/v1/agen
 import type { Capabilities } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import type { Clock } from "../platform/clock.ts";
 import { detectCapabilities, diskFreeMb, gpuUsage } from "./capabilities.ts";
+import { InputCache } from "./input-cache.ts";
 import type { AgentLogger } from "./logger.ts";
 import { createUnitRunner } from "./runner.ts";
 import type { UnitRunnerOptions } from "./runner.ts";
@@ -164,12 +165,17 @@ export interface NodeAgentOptions {
   flushTimeoutMs?: number;
   /** Keep work directories (GPU_AGENT_KEEP_WORK=1). */
   keepWork?: boolean;
+  /** Bound of the dataset/package cache in `<dataDir>/cache` (default 10 GiB; 0 turns it off). */
+  inputCacheBytes?: number;
   /** Injected in tests; default gRPC to node.json's url. */
   transport?: Transport;
   tls?: AgentTlsOptions;
   /** Runner knobs for tests (kill grace, throttles). */
   runner?: Partial<Pick<UnitRunnerOptions, "killGraceMs" | "progressIntervalMs" | "logFlushMs" | "python" | "unitUser">>;
 }
+
+/** Default bound of the node's dataset/package cache. */
+export const defaultInputCacheBytes = 10 * 1024 ** 3;
 
 /** A node agent; `run` resolves after a graceful shutdown. */
 export interface NodeAgent {
@@ -203,6 +209,7 @@ export function createNodeAgent(opts: NodeAgentOptions): NodeAgent {
       // The runner reports through the session; the session is created after
       // the runner, so the forward reference goes through this variable.
       let session: AgentSession | undefined;
+      const cacheBytes = opts.inputCacheBytes ?? defaultInputCacheBytes;
       const runner = createUnitRunner({
         ...opts.runner,
         dataDir: opts.dataDir,
@@ -214,6 +221,7 @@ export function createNodeAgent(opts: NodeAgentOptions): NodeAgent {
         logger,
         ...(opts.tls?.clientCertificate !== undefined ? { clientCertificate: opts.tls.clientCertificate } : {}),
         ...(opts.keepWork !== undefined ? { keepWork: opts.keepWork } : {}),
+        ...(cacheBytes > 0 ? { inputCache: new InputCache(path.join(opts.dataDir, "cache"), cacheBytes, logger) } : {}),
       });
       session = createAgentSession({
         client,

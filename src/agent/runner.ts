@@ -44,6 +44,7 @@ import type { AgentLogger } from "./logger.ts";
 import { buildUnitEnv, isSafeName, isSafeRelativePath, resolveUnitUser, unitPath } from "./sandbox.ts";
 import type { UserIds } from "./sandbox.ts";
 import type { AgentMessageBody } from "./session.ts";
+import type { InputCache } from "./input-cache.ts";
 import { TransferError, downloadToFile, hashFile, putFile, withRetries } from "./transfer.ts";
 import type { ClientCertificate } from "./transfer.ts";
 import { DEFAULT_ZIP_LIMITS, UnsafeZipError, extractZipSafely } from "./unzip.ts";
@@ -97,6 +98,8 @@ export interface UnitRunnerOptions {
   transferTries?: number;
   /** How often a running unit's work directory is measured against its `disk_mb` (default 2 s). */
   diskCheckMs?: number;
+  /** Datasets and packages kept by sha256 between units (src/agent/input-cache.ts); none when absent. */
+  inputCache?: InputCache;
 }
 
 /** The runner as the agent drives it. */
@@ -299,6 +302,13 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
         else if (input.role === "dataset") dest = datasetPath = path.join(datasetDir, input.name);
         else dest = path.join(inputDir, input.name);
         const part = `${dest}.part`;
+        // Datasets and packages never change under their sha256: a copy from the cache saves the download.
+        const cache = input.role === "dataset" || input.role === "package" ? opts.inputCache : undefined;
+        if (cache !== undefined && (await cache.copyTo(input.sha256, input.sizeBytes, part)) === "hit") {
+          await rename(part, dest);
+          logger.debug({ ...log, input: input.name, role: input.role }, "input from the cache");
+          continue;
+        }
         const maxBytes = input.sizeBytes > 0n ? Number(input.sizeBytes) : Number.MAX_SAFE_INTEGER;
         const got = await withRetries(transferTries, clock, signal, async () => {
           await rm(part, { force: true });
@@ -314,6 +324,7 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
           throw new UnitError(Outcome.NODE_ERROR, `size mismatch for ${input.role} ${input.name}: expected ${input.sizeBytes}, got ${got.sizeBytes}`);
         }
         await rename(part, dest);
+        await cache?.add(input.sha256, dest);
       }
       if (!packageZip) throw new UnitError(Outcome.NODE_ERROR, "assign has no package input");
       try {

@@ -11,6 +11,7 @@ import { freshNodeIds } from "../ha/liveness.ts";
 import { expireOverdueJobs, requeueUnitsOfNode, takeBackSilentNode } from "../jobs/lifecycle.ts";
 import type { ControlPlaneMetrics } from "../observability/metrics.ts";
 import { findSilentNodes } from "../store/nodes.ts";
+import { NodeHistory } from "./node-history.ts";
 import { runPlacementCycle } from "./placement-cycle.ts";
 
 /** Observable state of the loop. */
@@ -39,6 +40,8 @@ export function createLeaderLoop(deps: ControlPlaneDeps, streams: LeaderStreams,
   let wakeUp: (() => void) | undefined;
   let pendingWake = false;
   const status: LeaderLoopStatus = { cycles: 0, placements: 0, lastCycleMs: 0 };
+  // Reliability and dataset holders for the placer's scores, cached across cycles.
+  const nodeHistory = new NodeHistory(clock);
   // A node is live for placement while some replica holds its stream and hears from it: here, by the
   // local session; elsewhere, by the heartbeat that replica persists (ha/liveness.ts). Assignments reach
   // other replicas' streams through the cluster bus (LISTEN/NOTIFY).
@@ -89,7 +92,7 @@ export function createLeaderLoop(deps: ControlPlaneDeps, streams: LeaderStreams,
         const started = clock.now();
         try {
           await refreshLiveness();
-          const result = await runPlacementCycle(deps, term, isLive);
+          const result = await runPlacementCycle(deps, term, isLive, nodeHistory);
           status.cycles += 1;
           status.placements += result.placed.length;
           metrics?.placementDuration.observe({ result: result.committed ? "committed" : "fenced" }, (clock.now() - started) / 1000);

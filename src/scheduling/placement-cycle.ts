@@ -13,6 +13,7 @@ import type { ClusterSnapshot, NodeSnapshot, UnitRequest } from "../placer/index
 import { newId } from "../platform/ids.ts";
 import type { Sql } from "../store/database.ts";
 import type { NodeRow } from "../store/nodes.ts";
+import { NodeHistory } from "./node-history.ts";
 
 /** Name of the lease row whose term fences placement commits. */
 export const placementLease = "placement";
@@ -55,6 +56,7 @@ interface HeldRow {
 export async function readSnapshot(
   sql: Sql,
   isLive: (nodeId: string) => boolean,
+  history: NodeHistory,
   maxUnits = 1000,
 ): Promise<{ snapshot: ClusterSnapshot; units: UnitRequest[] }> {
   const ready = await sql.query<ReadyUnitRow>(
@@ -73,6 +75,8 @@ export async function readSnapshot(
             sum(required_cpu_cores)::int AS cpu, sum(required_memory_mb)::int AS memory
      FROM compute_units WHERE status IN ('assigned', 'running') AND node_id IS NOT NULL GROUP BY node_id, gpu_index`,
   );
+  const reliability = await history.reliability(sql);
+  const datasetsByNode = await history.datasetsByNode(sql, ready.map((u) => u.dataset_id));
   const heldByNode = new Map<string, HeldRow[]>();
   for (const h of held) heldByNode.set(h.node_id, [...(heldByNode.get(h.node_id) ?? []), h]);
   const snapshot: ClusterSnapshot = {
@@ -95,8 +99,8 @@ export async function readSnapshot(
           vramMb: g.vramMb ?? 0,
           freeVramMb: (g.vramMb ?? 0) - rows.filter((h) => h.gpu_index === (g.index ?? 0)).reduce((a, h) => a + h.vram, 0),
         })),
-        cachedDatasetIds: new Set(),
-        reliability: 1,
+        cachedDatasetIds: datasetsByNode.get(n.id) ?? new Set(),
+        reliability: reliability(n.id),
       };
     }),
   };
@@ -124,9 +128,10 @@ export async function runPlacementCycle(
   deps: ControlPlaneDeps,
   term: number,
   isLive: (nodeId: string) => boolean,
+  history: NodeHistory = new NodeHistory(deps.clock),
 ): Promise<CycleResult> {
   const { db, clock } = deps;
-  const { snapshot, units } = await readSnapshot(db, isLive);
+  const { snapshot, units } = await readSnapshot(db, isLive, history);
   if (units.length === 0) return { placed: [], unplaced: 0, committed: true };
   const cycleId = newId();
   const plan = placeUnits(snapshot, units, { seed: cycleId });

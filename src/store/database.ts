@@ -14,6 +14,7 @@ import { MikroORM, type Options } from "@mikro-orm/postgresql";
 import { CompiledQuery, type Kysely, type Transaction as KyselyTransaction } from "kysely";
 import pg from "pg";
 import { Migration0001Initial } from "./migrations/Migration0001Initial.ts";
+import { Migration0002NodeHistory } from "./migrations/Migration0002NodeHistory.ts";
 import { createPGliteDialect } from "./pglite-dialect.ts";
 
 /**
@@ -98,7 +99,10 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
 }
 
 /** The migrations, in order. Listed rather than discovered, so no cwd or glob matters. */
-const migrationsList = [{ name: "Migration0001Initial", class: Migration0001Initial }];
+const migrationsList = [
+  { name: "Migration0001Initial", class: Migration0001Initial },
+  { name: "Migration0002NodeHistory", class: Migration0002NodeHistory },
+];
 
 const commonOptions = {
   entities: [],

@@ -143,3 +143,53 @@ export async function runningUnitsByNode(sql: Sql): Promise<Map<string, number>>
   );
   return new Map(rows.map((r) => [r.node_id, r.n]));
 }
+
+/** How an attempt ended for the node that ran it (see schema-0002.ts). */
+export type NodeAttemptOutcome = "completed" | "lost";
+
+/** Records that `nodeId` completed or lost an attempt; a replayed event counts once. */
+export async function recordNodeAttempt(
+  sql: Sql,
+  row: { unitId: string; attempt: number; nodeId: string; outcome: NodeAttemptOutcome; at: Date },
+): Promise<void> {
+  await sql.query(
+    `INSERT INTO node_attempts (unit_id, attempt, node_id, outcome, finished_at) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (unit_id, attempt) DO NOTHING`,
+    [row.unitId, row.attempt, row.nodeId, row.outcome, row.at],
+  );
+}
+
+/** Records that `nodeId` holds `datasetId` (it fetched it for a unit that completed). */
+export async function recordNodeDataset(sql: Sql, nodeId: string, datasetId: string, at: Date): Promise<void> {
+  await sql.query(
+    `INSERT INTO node_datasets (node_id, dataset_id, last_used_at) VALUES ($1, $2, $3)
+     ON CONFLICT (node_id, dataset_id) DO UPDATE SET last_used_at = GREATEST(node_datasets.last_used_at, EXCLUDED.last_used_at)`,
+    [nodeId, datasetId, at],
+  );
+}
+
+/** Attempts each node completed and lost since `since` (nodes with none are absent). */
+export async function readNodeAttemptCounts(sql: Sql, since: Date): Promise<Map<string, { completed: number; lost: number }>> {
+  const rows = await sql.query<{ node_id: string; completed: number; lost: number }>(
+    `SELECT node_id, count(*) FILTER (WHERE outcome = 'completed')::int AS completed, count(*) FILTER (WHERE outcome = 'lost')::int AS lost
+     FROM node_attempts WHERE finished_at >= $1 GROUP BY node_id`,
+    [since],
+  );
+  return new Map(rows.map((r) => [r.node_id, { completed: r.completed, lost: r.lost }]));
+}
+
+/** Nodes that fetched each of `datasetIds` since `since`: dataset id → node ids. */
+export async function readNodesHoldingDatasets(sql: Sql, datasetIds: readonly string[], since: Date): Promise<Map<string, Set<string>>> {
+  const held = new Map<string, Set<string>>();
+  if (datasetIds.length === 0) return held;
+  const rows = await sql.query<{ node_id: string; dataset_id: string }>(
+    `SELECT node_id, dataset_id FROM node_datasets WHERE dataset_id = ANY($1::uuid[]) AND last_used_at >= $2`,
+    [[...new Set(datasetIds)], since],
+  );
+  for (const r of rows) {
+    let nodes = held.get(r.dataset_id);
+    if (nodes === undefined) held.set(r.dataset_id, (nodes = new Set()));
+    nodes.add(r.node_id);
+  }
+  return held;
+}

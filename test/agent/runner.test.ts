@@ -21,6 +21,7 @@ import {
 } from "../../src/gen/gpuagent/agent/v1/agent_pb.ts";
 import type { ArtifactReady, Finished, Progress } from "../../src/gen/gpuagent/agent/v1/agent_pb.ts";
 import { silentLogger } from "../../src/agent/logger.ts";
+import { InputCache } from "../../src/agent/input-cache.ts";
 import { createUnitRunner } from "../../src/agent/runner.ts";
 import type { UnitRunner, UnitRunnerOptions } from "../../src/agent/runner.ts";
 import type { AgentMessageBody } from "../../src/agent/session.ts";
@@ -244,6 +245,35 @@ describe("unit runner", function () {
     };
     assert.ok(evalMetrics.accuracy >= 0.8, `accuracy ${evalMetrics.accuracy}`);
     assert.equal(rec.artifacts(evaluate).find((a) => a.name === "eval-metrics.json")?.kind, "metrics");
+  });
+
+  it("takes a dataset and package it already fetched from its cache instead of downloading them again", async () => {
+    runner = newRunner({ inputCache: new InputCache(path.join(dataDir, "cache"), 1 << 30, silentLogger) });
+    const dataset = readFileSync(path.join(exampleDir, "dataset.csv"));
+    const first = randomUUID();
+    await runner.assign(
+      assignFor({
+        unitId: first,
+        stage: "prepare",
+        args: ["--stage", "prepare"],
+        inputs: [input("package", "package.zip", packageZip), input("dataset", "dataset.csv", dataset)],
+      }),
+    );
+    assert.equal(rec.finished(first)[0]?.outcome, Outcome.SUCCEEDED, rec.finished(first)[0]?.error);
+    // The same bytes behind URLs that answer 404: only the cache can supply them.
+    const gone = (role: string, name: string, content: Buffer) =>
+      create(InputFileSchema, { role, name, url: `${server.url}/blobs/${randomUUID()}`, sha256: sha256(content), sizeBytes: BigInt(content.length) });
+    const second = randomUUID();
+    await runner.assign(
+      assignFor({
+        unitId: second,
+        stage: "prepare",
+        args: ["--stage", "prepare"],
+        inputs: [gone("package", "package.zip", packageZip), gone("dataset", "dataset.csv", dataset)],
+      }),
+    );
+    assert.equal(rec.finished(second)[0]?.outcome, Outcome.SUCCEEDED, rec.finished(second)[0]?.error);
+    assert.equal(server.uploads.get(`${second}/prepared.csv`)?.body.toString(), server.uploads.get(`${first}/prepared.csv`)?.body.toString());
   });
 
   it("reports NODE_ERROR when an input's sha256 does not match", async () => {

@@ -11,6 +11,9 @@ import { applyAccepted, applyFinished, maxNodeFailures, requeueUnitsOfNode, take
 import { defaultRates } from "../../src/platform/config.ts";
 import type { Database } from "../../src/store/database.ts";
 import { openDatabase } from "../../src/store/database.ts";
+import { readNodeAttemptCounts, readNodesHoldingDatasets } from "../../src/store/nodes.ts";
+import { NodeHistory, nodeReliability } from "../../src/scheduling/node-history.ts";
+import { readSnapshot } from "../../src/scheduling/placement-cycle.ts";
 
 const now = new Date("2030-01-01T00:00:00Z");
 
@@ -172,4 +175,108 @@ describe("unit lifecycle: attempts, failures and late events", () => {
     assert.equal(j.status, "failed");
     assert.match(j.error, new RegExp(`${maxNodeFailures} attempts were lost to nodes`));
   });
+});
+
+describe("node history: what the placer learns from finished attempts", () => {
+  let db: Database;
+  let f: Fixture;
+
+  beforeEach(async () => {
+    db = await openDatabase({});
+    f = await seed(db);
+  });
+  afterEach(async () => {
+    await db.close();
+  });
+
+  async function placeAndAccept(nodeId: string): Promise<number> {
+    const [row] = await db.query<{ attempt: number }>(
+      `UPDATE compute_units SET status = 'assigned', node_id = $2, assignment_id = $3, assigned_at = $4 WHERE id = $1 AND status = 'ready' RETURNING attempt`,
+      [f.unitId, nodeId, randomUUID(), now],
+    );
+    assert.ok(row, "the unit was ready to place");
+    await applyAccepted(db, nodeId, { unitId: f.unitId, attempt: row.attempt }, now);
+    return row.attempt;
+  }
+  const finish = (nodeId: string, attempt: number, outcome: FinishOutcome, exitCode = 0) =>
+    applyFinished(db, nodeId, { unitId: f.unitId, attempt }, { outcome, exitCode, error: "", runSeconds: 5 }, defaultRates, now);
+  const since = new Date(now.getTime() - 86_400_000);
+
+  it("counts an attempt lost to a node against that node, once, and a completed one for the node that ran it", async () => {
+    const [a, b] = [f.nodes[0]!, f.nodes[1]!];
+    const first = await placeAndAccept(a);
+    await finish(a, first, "node_error", -1);
+    await finish(a, first, "node_error", -1); // replayed after a reconnect
+    const second = await placeAndAccept(b);
+    await finish(b, second, "succeeded");
+    await finish(b, second, "succeeded");
+    const counts = await readNodeAttemptCounts(db, since);
+    assert.deepEqual(counts.get(a), { completed: 0, lost: 1 });
+    assert.deepEqual(counts.get(b), { completed: 1, lost: 0 });
+  });
+
+  it("does not hold the customer's failing code against the node", async () => {
+    const a = f.nodes[0]!;
+    const attempt = await placeAndAccept(a);
+    await finish(a, attempt, "failed", 1);
+    assert.equal((await readNodeAttemptCounts(db, since)).get(a), undefined);
+  });
+
+  it("counts units taken back from a silent node as lost to it", async () => {
+    const a = f.nodes[0]!;
+    await placeAndAccept(a);
+    await takeBackSilentNode(db, a, new Date(now.getTime() + 1000), now);
+    assert.deepEqual((await readNodeAttemptCounts(db, since)).get(a), { completed: 0, lost: 1 });
+  });
+
+  it("remembers that the node which completed a unit holds the job's dataset", async () => {
+    const [a, b] = [f.nodes[0]!, f.nodes[1]!];
+    await finish(b, await placeAndAccept(b), "succeeded");
+    const [{ dataset_id: datasetId }] = (await db.query<{ dataset_id: string }>(`SELECT dataset_id FROM training_jobs WHERE id = $1`, [f.jobId])) as [
+      { dataset_id: string },
+    ];
+    const holders = await readNodesHoldingDatasets(db, [datasetId], since);
+    assert.deepEqual([...(holders.get(datasetId) ?? [])], [b]);
+    assert.ok(![...(holders.get(datasetId) ?? [])].includes(a));
+    // A hint older than the window is not offered.
+    assert.equal((await readNodesHoldingDatasets(db, [datasetId], new Date(now.getTime() + 1))).size, 0);
+  });
+
+  it("feeds reliability and held datasets into the placement snapshot", async () => {
+    const [a, b] = [f.nodes[0]!, f.nodes[1]!];
+    await db.query(`UPDATE nodes SET capabilities = $1`, [JSON.stringify({ cpuCores: 8, memoryMb: 16384, diskFreeMb: 100000, gpus: [] })]);
+    await finish(a, await placeAndAccept(a), "node_error", -1);
+    await finish(b, await placeAndAccept(b), "succeeded");
+    // A second unit of the same job waits: the snapshot says who is reliable and who holds the dataset.
+    const [{ dataset_id: datasetId }] = (await db.query<{ dataset_id: string }>(`SELECT dataset_id FROM training_jobs WHERE id = $1`, [f.jobId])) as [
+      { dataset_id: string },
+    ];
+    await db.query(
+      `INSERT INTO compute_units (id, job_id, customer_id, name, kind, status, entrypoint, attempt, max_attempts, ready_at) VALUES ($1, $2, $3, 'evaluate', 'cpu', 'ready', 'train.py', 1, 3, $4)`,
+      [randomUUID(), f.jobId, f.customerId, now],
+    );
+    await db.query(`UPDATE training_jobs SET status = 'running' WHERE id = $1`, [f.jobId]);
+    const clock = { now: () => now.getTime(), sleep: async () => {} };
+    const { snapshot } = await readSnapshot(db, () => true, new NodeHistory(clock));
+    const node = (id: string) => snapshot.nodes.find((n) => n.id === id)!;
+    assert.ok(node(a).reliability < nodeReliability(0, 0), "a node that lost an attempt scores below a new one");
+    assert.ok(node(b).reliability > nodeReliability(0, 0), "a node that completed one scores above a new one");
+    assert.deepEqual([...node(b).cachedDatasetIds], [datasetId]);
+    assert.deepEqual([...node(a).cachedDatasetIds], []);
+  });
+});
+
+describe("nodeReliability", () => {
+  const cases: { completed: number; lost: number; expected: number }[] = [
+    { completed: 0, lost: 0, expected: 0.9 },
+    { completed: 90, lost: 0, expected: 0.99 },
+    { completed: 0, lost: 10, expected: 0.45 },
+    { completed: 290, lost: 9, expected: 299 / 309 },
+    { completed: -5, lost: -5, expected: 0.9 },
+  ];
+  for (const c of cases) {
+    it(`${c.completed} completed, ${c.lost} lost → ${c.expected.toFixed(3)}`, () => {
+      assert.ok(Math.abs(nodeReliability(c.completed, c.lost) - c.expected) < 1e-9);
+    });
+  }
 });

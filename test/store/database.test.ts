@@ -32,6 +32,8 @@ const tables = [
   "enrollment_tokens",
   "idempotency_records",
   "ledger_entries",
+  "node_attempts",
+  "node_datasets",
   "nodes",
   "scheduler_leases",
   "sessions",
@@ -114,7 +116,7 @@ for (const backend of backends) {
       await db?.close();
     });
 
-    it("creates every table of the initial schema and records the migration once", async () => {
+    it("creates every table of the schema and records each migration once, in order", async () => {
       const rows = await db.query<{ table_name: string }>(
         `SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name`,
       );
@@ -123,7 +125,7 @@ for (const backend of backends) {
       const migrations = await db.query<{ name: string }>(`SELECT name FROM mikro_orm_migrations`);
       assert.deepEqual(
         migrations.map((m) => m.name),
-        ["Migration0001Initial"],
+        ["Migration0001Initial", "Migration0002NodeHistory"],
       );
     });
 
@@ -292,7 +294,7 @@ describe("store/database on PGlite with a data directory", () => {
     const second = await openDatabase({ dataDir });
     try {
       assert.deepEqual(await second.query(`SELECT email FROM customers WHERE id = $1`, [id]), [{ email: "p@x" }]);
-      assert.deepEqual(await second.query(`SELECT count(*) AS n FROM mikro_orm_migrations`), [{ n: 1 }]);
+      assert.deepEqual(await second.query(`SELECT count(*) AS n FROM mikro_orm_migrations`), [{ n: 2 }]);
     } finally {
       await second.close();
     }
@@ -330,7 +332,7 @@ describe("store/database on PostgreSQL, concurrency", () => {
     assert.equal(db.kind, "postgresql");
     const again = await openDatabase({ url });
     try {
-      assert.deepEqual(await again.query(`SELECT count(*) AS n FROM mikro_orm_migrations`), [{ n: 1 }]);
+      assert.deepEqual(await again.query(`SELECT count(*) AS n FROM mikro_orm_migrations`), [{ n: 2 }]);
     } finally {
       await again.close();
     }
