@@ -4,7 +4,7 @@
  * known password, and screenshots of every open page when a test fails.
  */
 import { execFileSync } from "node:child_process";
-import { mkdir } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { chromium } from "playwright-core";
@@ -95,4 +95,27 @@ export async function signInWithKeyboard(page: Page, customer: PortalCustomer): 
   await page.keyboard.press("Tab");
   await page.keyboard.type(customer.password);
   await page.keyboard.press("Enter");
+}
+
+interface AxeViolation {
+  id: string;
+  impact: string | null;
+  help: string;
+  nodes: Array<{ target: unknown[] }>;
+}
+
+let axeSource: Promise<string> | undefined;
+
+/**
+ * Runs axe-core's WCAG 2.1 A/AA rules (labels, names, contrast, landmarks…) on
+ * the page as it is now and returns the violations, one line each. axe is
+ * evaluated through the DevTools protocol, which the page's CSP does not govern.
+ */
+export async function accessibilityViolations(page: Page): Promise<string[]> {
+  axeSource ??= readFile(join(repoRoot, "node_modules", "axe-core", "axe.min.js"), "utf8");
+  if (!(await page.evaluate<boolean>("typeof window.axe === 'object'"))) await page.evaluate(await axeSource);
+  const violations = await page.evaluate<AxeViolation[]>(
+    "axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] }, resultTypes: ['violations'] }).then((r) => r.violations)",
+  );
+  return violations.map((v) => `${v.id} (${v.impact ?? "?"}): ${v.help} — ${v.nodes.map((n) => JSON.stringify(n.target)).slice(0, 3).join(", ")}`);
 }

@@ -17,7 +17,7 @@ import { zipDirectory } from "../../src/cli/files.ts";
 import type { TestAgent, TestControlPlane } from "../support/control-plane.ts";
 import { request, startTestAgent, startTestControlPlane } from "../support/control-plane.ts";
 import type { PortalCustomer } from "./helpers.ts";
-import { createPortalCustomer, ensurePortalBuilt, launchChromium, screenshotAll, signInWithKeyboard, watchForBrowserErrors } from "./helpers.ts";
+import { accessibilityViolations, createPortalCustomer, ensurePortalBuilt, launchChromium, screenshotAll, signInWithKeyboard, watchForBrowserErrors } from "./helpers.ts";
 
 const example = join(import.meta.dirname, "..", "..", "examples", "tiny-mlp");
 
@@ -72,6 +72,9 @@ describe("the web portal in a browser", function () {
     await page.goto(`${cp.url}/portal/jobs`);
     await page.getByRole("heading", { name: "Sign in to GPU-Agent" }).waitFor();
     assert.match(page.url(), /\/portal\/sign-in\?next=%2Fjobs$/);
+    const a11y: string[] = [];
+    const checkA11y = async (where: string) => a11y.push(...(await accessibilityViolations(page)).map((v) => `${where}: ${v}`));
+    await checkA11y("sign-in");
     await page.getByLabel("E-mail").fill(first.email);
     await page.getByLabel("Password").fill("not the password");
     await page.getByRole("button", { name: "Sign in" }).click();
@@ -106,6 +109,7 @@ describe("the web portal in a browser", function () {
     await page.getByRole("button", { name: "I have stored it" }).click();
     assert.equal(await page.getByTestId("secret-value").count(), 0, "the key is shown only once");
     await page.getByRole("row", { name: /ci pipeline/ }).getByText("active").waitFor();
+    await checkA11y("API keys");
 
     // Dataset and package: upload with a progress bar, verified on the server.
     await page.getByRole("link", { name: "Datasets" }).click();
@@ -114,6 +118,7 @@ describe("the web portal in a browser", function () {
     await page.getByRole("status").getByText(/is uploaded and verified/).waitFor();
     assert.equal(await page.getByRole("progressbar", { name: "Upload progress" }).getAttribute("aria-valuenow"), "100");
     await page.getByRole("row", { name: /dataset\.csv/ }).getByText("ready").waitFor();
+    await checkA11y("datasets");
 
     await page.getByRole("link", { name: "Training packages" }).click();
     await page.getByLabel("File").setInputFiles(packageZip);
@@ -130,6 +135,7 @@ describe("the web portal in a browser", function () {
     await page.getByLabel("Disk (MB)").fill("1024");
     await page.getByLabel("Maximum run time (seconds)").fill("600");
     await page.getByLabel(/Low sensitivity/).check();
+    await checkA11y("new job");
     await page.getByRole("button", { name: "Create training job" }).click();
     await page.getByRole("heading", { name: "tiny-mlp-fine-tune" }).waitFor();
     firstJobId = /\/portal\/jobs\/([0-9a-f-]{36})$/.exec(page.url())?.[1] ?? "";
@@ -166,6 +172,7 @@ describe("the web portal in a browser", function () {
     const artifacts = await request(cp, "GET", `/api/v1/customer/training-jobs/${firstJobId}/artifacts`, { headers: { "x-api-key": first.apiKey } });
     const ckpt = (artifacts.body["data"] as Array<{ name: string; sha256: string }>).find((a) => a.name === "model.ckpt");
     assert.equal(createHash("sha256").update(await readFile(saved)).digest("hex"), ckpt?.sha256, "the downloaded bytes are the artifact's");
+    await checkA11y("job");
 
     // Usage: the job's GPU time and credits, charts, and a CSV export.
     await page.getByRole("link", { name: "Usage" }).click();
@@ -175,6 +182,7 @@ describe("the web portal in a browser", function () {
     await page.getByTestId("usage-summary").getByText(Number(summary.body["credits_debited_total"]).toLocaleString("en")).first().waitFor();
     await page.getByTestId("credits-chart").waitFor();
     await page.getByTestId("gpu-chart").waitFor();
+    await checkA11y("usage");
     const [csv] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Download usage CSV" }).click()]);
     const csvPath = join(work, "usage.csv");
     await csv.saveAs(csvPath);
@@ -189,6 +197,7 @@ describe("the web portal in a browser", function () {
     await page.getByRole("heading", { name: "Sign in to GPU-Agent" }).waitFor();
 
     assert.deepEqual(problems, [], "no script errors and no Content-Security-Policy violations");
+    assert.deepEqual(a11y, [], "no WCAG 2.1 A/AA violations found by axe-core");
     console.log(`      (portal flow took ${((Date.now() - started) / 1000).toFixed(1)} s)`);
   });
 
