@@ -17,7 +17,8 @@ import { hashSecret, isUuid, newId, newSecret } from "../platform/ids.ts";
 import { isUniqueViolation } from "../store/database.ts";
 import { creditBalance, findCustomer, insertApiKey, insertCustomer, insertGrant, listCustomers } from "../store/customers.ts";
 import type { NodeRow, NodeState, TrustLevel } from "../store/nodes.ts";
-import { insertEnrollmentToken, listNodes, runningUnitsByNode, setNodeState, setNodeTrustLevel } from "../store/nodes.ts";
+import { insertEnrollmentToken, listNodes, readNodeAttemptCounts, runningUnitsByNode, setNodeState, setNodeTrustLevel } from "../store/nodes.ts";
+import { nodeReliability, reliabilityWindowMs } from "../scheduling/node-history.ts";
 import { pageRequest, toPage } from "../store/pagination.ts";
 import { ApiError, validationError } from "./errors.ts";
 
@@ -53,8 +54,13 @@ export function createAdminService(deps: ControlPlaneDeps, sessions: SessionRegi
     return value as TrustLevel;
   }
 
-  async function nodeMessage(row: NodeRow, running?: Map<string, number>): Promise<MessageInitShape<typeof NodeSchema>> {
+  type AttemptCounts = Map<string, { completed: number; lost: number }>;
+  const attemptCounts = (nodeIds?: readonly string[]): Promise<AttemptCounts> =>
+    readNodeAttemptCounts(db, new Date(clock.now() - reliabilityWindowMs), nodeIds);
+
+  async function nodeMessage(row: NodeRow, running?: Map<string, number>, attempts?: AttemptCounts): Promise<MessageInitShape<typeof NodeSchema>> {
     const counts = running ?? (await runningUnitsByNode(db));
+    const history = (attempts ?? (await attemptCounts([row.id]))).get(row.id) ?? { completed: 0, lost: 0 };
     const c = row.capabilities;
     return {
       id: row.id,
@@ -68,6 +74,9 @@ export function createAdminService(deps: ControlPlaneDeps, sessions: SessionRegi
       lastHeartbeatAt: row.last_heartbeat_at === null ? undefined : timestampFromDate(row.last_heartbeat_at),
       enrolledAt: timestampFromDate(row.enrolled_at),
       runningUnits: counts.get(row.id) ?? 0,
+      unitsCompleted30d: history.completed,
+      unitsLost30d: history.lost,
+      reliability: nodeReliability(history.completed, history.lost),
     };
   }
 
@@ -158,7 +167,8 @@ export function createAdminService(deps: ControlPlaneDeps, sessions: SessionRegi
       const rows = await listNodes(db, page.limit + 1, page.after);
       const cut = toPage(rows, page, (r) => ({ at: r.enrolled_at, id: r.id }));
       const running = await runningUnitsByNode(db);
-      return { data: await Promise.all(cut.rows.map((r) => nodeMessage(r, running))), page: cut.page };
+      const attempts = await attemptCounts(cut.rows.map((r) => r.id));
+      return { data: await Promise.all(cut.rows.map((r) => nodeMessage(r, running, attempts))), page: cut.page };
     },
 
     cordonNode: (req, ctx) => changeState(ctx, req.id, "cordoned"),

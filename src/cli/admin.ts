@@ -96,7 +96,7 @@ export async function adminEnrollmentToken(opts: EnrollmentTokenOptions, ctx: Cl
 }
 
 const nodeTable: Table<Node> = {
-  columns: ["id", "hostname", "trust", "state", "gpus", "cpu", "memory", "disk_free", "running", "last_heartbeat"],
+  columns: ["id", "hostname", "trust", "state", "gpus", "cpu", "memory", "disk_free", "running", "reliability", "last_heartbeat"],
   row: (n) => [
     n.id,
     n.hostname,
@@ -107,6 +107,8 @@ const nodeTable: Table<Node> = {
     formatBytes(n.memoryMb * 1024 * 1024),
     formatBytes(n.diskFreeMb * 1024 * 1024),
     String(n.runningUnits),
+    // Done/lost over 30 days beside the score, so an operator sees what it rests on.
+    `${n.reliability.toFixed(2)} (${n.unitsCompleted30d}/${n.unitsLost30d})`,
     formatTime(n.lastHeartbeatAt),
   ],
   empty: "no nodes enrolled",

@@ -26,6 +26,9 @@ export function nodeReliability(completed: number, lost: number, priorCompleted 
   return c / (c + l);
 }
 
+/** How far back reliability looks: a node's record from last season says little about it today. */
+export const reliabilityWindowMs = 30 * 86_400_000;
+
 /** Reads and caches node history for placement cycles. */
 export class NodeHistory {
   private readonly clock: Clock;
@@ -38,7 +41,7 @@ export class NodeHistory {
   constructor(clock: Clock, options: { refreshMs?: number; windowMs?: number; datasetWindowMs?: number } = {}) {
     this.clock = clock;
     this.refreshMs = options.refreshMs ?? 30_000;
-    this.windowMs = options.windowMs ?? 30 * 86_400_000;
+    this.windowMs = options.windowMs ?? reliabilityWindowMs;
     // The agent's input cache is bounded and evicts the least recently used: a hint older than this is not worth a preference.
     this.datasetWindowMs = options.datasetWindowMs ?? 7 * 86_400_000;
   }

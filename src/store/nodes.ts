@@ -169,11 +169,15 @@ export async function recordNodeDataset(sql: Sql, nodeId: string, datasetId: str
 }
 
 /** Attempts each node completed and lost since `since` (nodes with none are absent). */
-export async function readNodeAttemptCounts(sql: Sql, since: Date): Promise<Map<string, { completed: number; lost: number }>> {
+export async function readNodeAttemptCounts(
+  sql: Sql,
+  since: Date,
+  nodeIds?: readonly string[],
+): Promise<Map<string, { completed: number; lost: number }>> {
   const rows = await sql.query<{ node_id: string; completed: number; lost: number }>(
     `SELECT node_id, count(*) FILTER (WHERE outcome = 'completed')::int AS completed, count(*) FILTER (WHERE outcome = 'lost')::int AS lost
-     FROM node_attempts WHERE finished_at >= $1 GROUP BY node_id`,
-    [since],
+     FROM node_attempts WHERE finished_at >= $1 AND ($2::uuid[] IS NULL OR node_id = ANY($2::uuid[])) GROUP BY node_id`,
+    [since, nodeIds === undefined ? null : [...nodeIds]],
   );
   return new Map(rows.map((r) => [r.node_id, { completed: r.completed, lost: r.lost }]));
 }

@@ -149,7 +149,13 @@ describe("agents: node loss, pauses, cancel and crashing code with real agents",
     assert.equal(debits.length, 2, "one debit per unit");
     assert.deepEqual(units.map((u) => Number(u["credits_debited"]) > 0), [true, true]);
     const nodes = (await adminRequest(cp, "GET", "/api/v1/admin/nodes"))["data"] as Json[];
-    assert.equal(nodes.find((n) => n["id"] === victim.nodeId)?.["state"], "unreachable");
+    const lost = nodes.find((n) => n["id"] === victim.nodeId)!;
+    assert.equal(lost["state"], "unreachable");
+    // The lost attempt counts against the node that lost it, and the survivor's record shows the work it did.
+    assert.equal(lost["units_lost_30d"], 1);
+    const survivor = nodes.find((n) => n["id"] === retried["node_id"])!;
+    assert.ok((survivor["units_completed_30d"] as number) >= 1);
+    assert.ok((lost["reliability"] as number) < (survivor["reliability"] as number), "the lossy node scores lower");
   });
 
   it("an agent paused for less than the grace period keeps its unit: no re-placement, completes once on attempt 1", async () => {
