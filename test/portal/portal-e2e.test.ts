@@ -15,7 +15,7 @@ import { join } from "node:path";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { zipDirectory } from "../../src/cli/files.ts";
 import type { TestAgent, TestControlPlane } from "../support/control-plane.ts";
-import { request, startTestAgent, startTestControlPlane } from "../support/control-plane.ts";
+import { request, startTestAgent, startTestControlPlane, uploadResource } from "../support/control-plane.ts";
 import type { PortalCustomer } from "./helpers.ts";
 import { accessibilityViolations, createPortalCustomer, ensurePortalBuilt, launchChromium, screenshotAll, signInWithKeyboard, watchForBrowserErrors } from "./helpers.ts";
 
@@ -174,6 +174,13 @@ describe("the web portal in a browser", function () {
     assert.equal(createHash("sha256").update(await readFile(saved)).digest("hex"), ckpt?.sha256, "the downloaded bytes are the artifact's");
     await checkA11y("job");
 
+    // The list filters by status.
+    await page.getByRole("link", { name: "Training jobs" }).click();
+    await page.getByLabel("Status").selectOption("completed");
+    await page.getByRole("row", { name: /tiny-mlp-fine-tune/ }).waitFor();
+    await page.getByLabel("Status").selectOption("failed");
+    await page.getByText("No failed jobs.").waitFor();
+
     // Usage: the job's GPU time and credits, charts, and a CSV export.
     await page.getByRole("link", { name: "Usage" }).click();
     await page.getByTestId("usage-summary").waitFor();
@@ -229,6 +236,50 @@ describe("the web portal in a browser", function () {
     await nav.getByRole("link", { name: "Usage" }).click();
     await page.getByTestId("credits-chart").waitFor();
     await fits("the usage page");
+    assert.deepEqual(problems, []);
+  });
+
+  it("cancels a job that cannot be placed, and manages a webhook (errors in words with their code)", async () => {
+    const customer = await createPortalCustomer(cp);
+    const dataset = await uploadResource(cp, customer.apiKey, "datasets", "data.csv", await readFile(join(example, "dataset.csv")));
+    const pkg = await uploadResource(cp, customer.apiKey, "training-packages", "tiny-mlp", await readFile(packageZip));
+    // More VRAM than the test node has: the job waits, queued, with the placer's reason on its unit.
+    const created = await request(cp, "POST", "/api/v1/customer/training-jobs", {
+      headers: { "x-api-key": customer.apiKey },
+      body: { name: "too-big", dataset_id: dataset["id"], training_package_id: pkg["id"], required_vram_mb: 80_000, max_runtime_seconds: 600 },
+    });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    const { page, problems } = await newPage();
+    page.on("dialog", (dialog) => void dialog.accept());
+    await page.goto(`${cp.url}/portal/jobs/${created.body["id"] as string}`);
+    await page.getByLabel("E-mail").fill(customer.email);
+    await page.getByLabel("Password").fill(customer.password);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("heading", { name: "too-big" }).waitFor();
+    await page.getByRole("button", { name: "Cancel job" }).click();
+    await page.getByTestId("job-status").getByText("cancelled").waitFor();
+    assert.equal(await page.getByRole("button", { name: "Cancel job" }).count(), 0);
+
+    await page.getByRole("link", { name: "Webhooks" }).click();
+    await page.getByLabel("Endpoint URL").fill("https://127.0.0.1/hook");
+    await page.getByRole("button", { name: "Add webhook" }).click();
+    await page.getByRole("alert").getByText("Webhook addresses must be public https:// URLs").waitFor();
+    await page.getByRole("alert").getByText("WEBHOOK_INVALID_URL").waitFor();
+    await page.getByLabel("Endpoint URL").fill("https://hooks.example.com/gpu-agent");
+    await page.getByLabel("Description").fill("build notifications");
+    await page.getByRole("button", { name: "Add webhook" }).click();
+    const first = await page.getByTestId("secret-value").inputValue();
+    assert.match(first, /\S{16,}/);
+    await page.getByRole("button", { name: "I have stored it" }).click();
+    await page.getByRole("button", { name: "Send test" }).click();
+    await page.getByText(/A test event was queued/).waitFor();
+    await page.getByRole("cell", { name: "webhook.test" }).waitFor();
+    await page.getByRole("button", { name: "Rotate secret" }).click();
+    const rotated = await page.getByTestId("secret-value").inputValue();
+    assert.notEqual(rotated, first);
+    await page.getByRole("button", { name: "I have stored it" }).click();
+    await page.getByRole("button", { name: "Delete" }).click();
+    await page.getByText("No webhooks yet.").waitFor();
     assert.deepEqual(problems, []);
   });
 });

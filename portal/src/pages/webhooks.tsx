@@ -45,6 +45,7 @@ export function WebhooksPage() {
     if (!window.confirm(`Delete the webhook ${hook.url}? No more events are sent to it.`)) return;
     await api("DELETE", `/api/v1/customer/webhooks/${encodeURIComponent(hook.id)}`);
     if (openDeliveries === hook.id) setOpenDeliveries(undefined);
+    setNotice(`The webhook for ${hook.url} was deleted.`);
     await hooks.reload();
   });
   const submit = (e: FormEvent) => {
