@@ -81,6 +81,7 @@ function writeJson(res: RestResponse, status: number, body: unknown, requestId: 
   res.statusCode = status;
   res.setHeader("content-type", "application/json; charset=utf-8");
   res.setHeader("cache-control", "no-store");
+  res.setHeader("x-content-type-options", "nosniff");
   res.setHeader("content-length", String(Buffer.byteLength(text)));
   res.setHeader("x-request-id", requestId);
   res.end(text);
@@ -93,8 +94,13 @@ function writeSession(res: RestResponse, ctx: HandlerContext, customer: Customer
   writeJson(res, 200, { customer: json, ...extra, csrf_token: csrfTokenFor(token) }, requestId);
 }
 
-/** Refuses a sign-in that a page of another origin sent. */
-function requireSameOrigin(req: RestRequest): void {
+/**
+ * Refuses a sign-in that a page of another origin sent: `Sec-Fetch-Site`
+ * (modern browsers) must say same-origin, and `Origin`, when sent, must name
+ * this server, by the request's Host or by the public URL (a proxy in front
+ * may rewrite Host).
+ */
+function requireSameOrigin(req: RestRequest, publicUrl: string): void {
   const site = req.headers["sec-fetch-site"];
   if (typeof site === "string" && site !== "same-origin" && site !== "none") {
     throw new ApiError("CSRF_TOKEN_INVALID", "sign in from the portal's own page");
@@ -108,7 +114,13 @@ function requireSameOrigin(req: RestRequest): void {
     } catch {
       originHost = undefined;
     }
-    if (typeof host !== "string" || originHost !== host) throw new ApiError("CSRF_TOKEN_INVALID", "sign in from the portal's own page");
+    let publicHost: string | undefined;
+    try {
+      publicHost = new URL(publicUrl).host;
+    } catch {
+      publicHost = undefined;
+    }
+    if (originHost === undefined || (originHost !== host && originHost !== publicHost)) throw new ApiError("CSRF_TOKEN_INVALID", "sign in from the portal's own page");
   } else if (origin === "null") {
     throw new ApiError("CSRF_TOKEN_INVALID", "sign in from the portal's own page");
   }
@@ -155,7 +167,7 @@ export function createPortalSessionRoutes(options: PortalSessionOptions): HttpRo
       const header = handlerHeaders(req, requestId, true);
       const ctx = context(req, "login", "POST", header);
       try {
-        requireSameOrigin(req);
+        requireSameOrigin(req, deps.config.publicUrl);
         const body = await readJsonBody(req);
         const out = create(
           LoginResponseSchema,

@@ -4,6 +4,7 @@
  * /portal/session and the API against a real control plane (REST and Connect).
  */
 import assert from "node:assert/strict";
+import http from "node:http";
 import {
   clearSessionCookies,
   cookieSessionToken,
@@ -96,6 +97,23 @@ describe("portal session cookie", function () {
       assert.equal(code(crossSite), "CSRF_TOKEN_INVALID");
       const form = await fetch(`${cp.url}/portal/session`, { method: "POST", headers: { "content-type": "text/plain" }, body: JSON.stringify(good) });
       assert.equal(form.status, 415);
+    });
+
+    it("accepts the public URL's origin when a proxy in front rewrote Host", async () => {
+      const { hostname, port } = new URL(cp.url);
+      const body = JSON.stringify({ email: customer.email, password: customer.password });
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = http.request(
+          { hostname, port, path: "/portal/session", method: "POST", headers: { host: "scheduler.internal:8080", origin: cp.url, "content-type": "application/json" } },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          },
+        );
+        req.on("error", reject);
+        req.end(body);
+      });
+      assert.equal(status, 200);
     });
 
     it("signs in: an HttpOnly, SameSite=Strict cookie and the CSRF token, never the session token in the body", async () => {
