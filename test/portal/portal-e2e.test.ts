@@ -133,7 +133,7 @@ describe("the web portal in a browser", function () {
     await page.getByLabel("Name").fill("tiny-mlp-fine-tune");
     await page.getByLabel("GPU memory (MB)").fill("8000");
     await page.getByLabel("Disk (MB)").fill("1024");
-    await page.getByLabel("Maximum run time (seconds)").fill("600");
+    await page.getByLabel("Maximum run time (s)").fill("600");
     await page.getByLabel(/Low sensitivity/).check();
     await checkA11y("new job");
     await page.getByRole("button", { name: "Create training job" }).click();

@@ -75,7 +75,7 @@ export function NewJobPage() {
           A job needs a ready dataset and a ready training package.{" "}
           {datasets.length === 0 ? <Link to="/datasets">Upload a dataset</Link> : null}
           {datasets.length === 0 && packages.length === 0 ? " and " : null}
-          {packages.length === 0 ? <Link to="/packages">upload a training package</Link> : null} first.
+          {packages.length === 0 ? <Link to="/packages">{datasets.length === 0 ? "upload a training package" : "Upload a training package"}</Link> : null} first.
         </p>
       ) : null}
       <form className="form" onSubmit={submit}>
@@ -120,7 +120,7 @@ export function NewJobPage() {
             </span>
           </div>
           <div className="field">
-            <label htmlFor="job-runtime">Maximum run time (seconds)</label>
+            <label htmlFor="job-runtime">Maximum run time (s)</label>
             <input id="job-runtime" type="number" inputMode="numeric" min={1} step={1} required value={form.max_runtime_seconds} onChange={set("max_runtime_seconds")} aria-describedby="job-runtime-hint" />
             <span className="hint" id="job-runtime-hint">
               max_runtime_seconds: the job expires after this; it also bounds the projected cost.
