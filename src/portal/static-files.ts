@@ -84,7 +84,7 @@ export function contentSecurityPolicy(connectSources: readonly string[] = []): s
     "default-src 'none'",
     "script-src 'self'",
     "style-src 'self'",
-    "img-src 'self' data:",
+    "img-src 'self'",
     "font-src 'self'",
     `connect-src ${connect}`,
     "manifest-src 'self'",
