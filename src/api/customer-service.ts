@@ -5,6 +5,7 @@
  */
 import { optionalTimestamp } from "./proto-time.ts";
 import { createHash } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate, timestampNow } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
@@ -18,9 +19,11 @@ import type {
   ComputeUnitSchema,
   CustomerService,
   DatasetSchema,
+  GetTrainingJobResponse,
   TrainingJobSchema,
   TrainingPackageSchema,
 } from "../gen/gpuagent/customer/v1/customer_pb.ts";
+import { GetTrainingJobResponseSchema } from "../gen/gpuagent/customer/v1/customer_pb.ts";
 import { cancelJob } from "../jobs/lifecycle.ts";
 import { applyRateLimitHeaders } from "../limits/headers.ts";
 import { jobCreationLimitState } from "../limits/job-creation.ts";
@@ -52,6 +55,7 @@ import { findUpload, insertUpload, listUploads, markUploadDeleted, markUploadRea
 import { createIdentityHandlers } from "./customer/identity.ts";
 import { createUsageHandlers } from "./customer/usage.ts";
 import { createWebhookHandlers } from "./customer/webhooks.ts";
+import { immutableMessage } from "./immutable-message.ts";
 import { ApiError, validationError } from "./errors.ts";
 
 const apiVersion = "v1";
@@ -87,6 +91,8 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
   const now = () => new Date(clock.now());
   // Authentication and the rpc's access policy (declared in the proto) are checked here, once.
   const caller = (ctx: HandlerContext) => authorizeCall(deps, ctx);
+  // Responses built from cached job views, kept as long as the view is (see getTrainingJob).
+  const jobResponses = new WeakMap<JobViewRow, GetTrainingJobResponse>();
 
   function datasetMessage(row: UploadRow): MessageInitShape<typeof DatasetSchema> {
     return {
@@ -499,7 +505,14 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
       // Read through the job-view cache: read-your-writes, exact tenancy (src/jobs/job-view-cache.ts).
       const job = await deps.jobViews.get(principal.customerId, id, () => findJobView(db, principal.customerId, id));
       if (job === undefined) throw new ApiError("JOB_NOT_FOUND", `training job ${req.id} not found`);
-      return { trainingJob: jobMessage(job) };
+      if (!Object.isFrozen(job)) return { trainingJob: jobMessage(job) };
+      // A cached (frozen, shared) view gets one response message for all its readers, encoded once per protocol.
+      let response = jobResponses.get(job);
+      if (response === undefined) {
+        response = immutableMessage(create(GetTrainingJobResponseSchema, { trainingJob: jobMessage(job) }));
+        jobResponses.set(job, response);
+      }
+      return response;
     },
 
     async cancelTrainingJob(req, ctx) {

@@ -26,9 +26,16 @@ export interface CustomerPrincipal {
  * its key. An entry lives `ttlMs`: a key revoked on this replica is forgotten
  * at once (`clear`), one revoked through another replica within `ttlMs`.
  * Unknown keys are never cached, so a new key works at once.
+ *
+ * Callers that miss at the same moment (every connection of a busy client when
+ * its entry expires) share one database read. A read that was under way when
+ * `clear()` ran may carry the row from before the revocation: it answers the
+ * callers that started before the revocation ended, and is not cached.
  */
 export class ApiKeyCache {
+  /** Insertion order is age: the first entry is the one evicted at the bound. */
   private readonly entries = new Map<string, { row: ApiKeyRow; fetchedAtMs: number; touchedAtMs: number }>();
+  private readonly flights = new Map<string, { stale: boolean; row: Promise<ApiKeyRow | undefined> }>();
   readonly ttlMs: number;
   readonly maxEntries: number;
 
@@ -40,15 +47,56 @@ export class ApiKeyCache {
   /** The cached row for a key hash while fresh. */
   get(keyHash: string, nowMs: number): { row: ApiKeyRow; touchedAtMs: number } | undefined {
     const entry = this.entries.get(keyHash);
-    if (entry === undefined) return undefined;
-    if (nowMs - entry.fetchedAtMs >= this.ttlMs) {
-      this.entries.delete(keyHash);
-      return undefined;
-    }
+    if (entry === undefined || nowMs - entry.fetchedAtMs >= this.ttlMs) return undefined;
     return entry;
   }
 
+  /**
+   * The row for a key hash: the cached one while fresh, else `read()`'s, one
+   * read for all concurrent callers, cached when found and not cleared meanwhile.
+   */
+  async load(keyHash: string, nowMs: number, read: () => Promise<ApiKeyRow | undefined>): Promise<ApiKeyRow | undefined> {
+    const cached = this.get(keyHash, nowMs);
+    if (cached !== undefined) return cached.row;
+    const joined = this.flights.get(keyHash);
+    if (joined !== undefined) return joined.row;
+    const started: { stale: boolean; row: Promise<ApiKeyRow | undefined> } = { stale: false, row: Promise.resolve(undefined) };
+    let settled = false;
+    started.row = (async () => {
+      try {
+        const row = await read();
+        if (row !== undefined && !started.stale) this.set(keyHash, row, nowMs, this.entries.get(keyHash)?.touchedAtMs ?? Number.NEGATIVE_INFINITY);
+        return row;
+      } finally {
+        settled = true;
+        if (this.flights.get(keyHash) === started) this.flights.delete(keyHash);
+      }
+    })();
+    // (A read that failed at once has settled already and must not be shared.)
+    if (!settled) this.flights.set(keyHash, started);
+    return started.row;
+  }
+
+  /**
+   * True when the key's `last_used_at` is due a write (at most once per
+   * `everyMs` per cached key), and notes it as written now.
+   */
+  claimTouch(keyHash: string, nowMs: number, everyMs: number): boolean {
+    const entry = this.entries.get(keyHash);
+    if (entry === undefined) return true;
+    if (nowMs - entry.touchedAtMs < everyMs) return false;
+    entry.touchedAtMs = nowMs;
+    return true;
+  }
+
+  /** Forgets that the key's last use was written (the write failed). */
+  releaseTouch(keyHash: string): void {
+    const entry = this.entries.get(keyHash);
+    if (entry !== undefined) entry.touchedAtMs = Number.NEGATIVE_INFINITY;
+  }
+
   set(keyHash: string, row: ApiKeyRow, nowMs: number, touchedAtMs: number): void {
+    this.entries.delete(keyHash);
     if (this.entries.size >= this.maxEntries) {
       const oldest = this.entries.keys().next().value;
       if (oldest !== undefined) this.entries.delete(oldest);
@@ -56,9 +104,11 @@ export class ApiKeyCache {
     this.entries.set(keyHash, { row, fetchedAtMs: nowMs, touchedAtMs });
   }
 
-  /** Forgets every key (after a revocation on this replica). */
+  /** Forgets every key, and keeps reads under way from caching what they read (after a revocation on this replica). */
   clear(): void {
     this.entries.clear();
+    for (const flight of this.flights.values()) flight.stale = true;
+    this.flights.clear();
   }
 }
 
@@ -71,16 +121,16 @@ export async function authenticateCustomer(sql: Sql, headers: Headers, now: Date
   if (apiKey !== null && apiKey !== "") {
     const keyHash = hashSecret(apiKey.trim());
     const nowMs = now.getTime();
-    const cached = cache?.get(keyHash, nowMs);
-    let row = cached?.row;
-    if (row === undefined) {
-      row = await findApiKeyByHash(sql, keyHash);
-      if (row === undefined) throw new ApiError("API_KEY_INVALID", "the X-API-Key header does not name a valid key");
-    }
+    const row = cache === undefined ? await findApiKeyByHash(sql, keyHash) : await cache.load(keyHash, nowMs, () => findApiKeyByHash(sql, keyHash));
+    if (row === undefined) throw new ApiError("API_KEY_INVALID", "the X-API-Key header does not name a valid key");
     if (row.revoked_at !== null) throw new ApiError("API_KEY_REVOKED", "this API key was revoked; create a new one");
-    if (cached === undefined || nowMs - cached.touchedAtMs >= touchEveryMs) {
-      await touchApiKey(sql, row.id, now);
-      cache?.set(keyHash, row, nowMs, nowMs);
+    if (cache === undefined || cache.claimTouch(keyHash, nowMs, touchEveryMs)) {
+      try {
+        await touchApiKey(sql, row.id, now);
+      } catch (error) {
+        cache?.releaseTouch(keyHash);
+        throw error;
+      }
     }
     return { customerId: row.customer_id, method: "api_key", scopes: row.scopes, apiKeyId: row.id };
   }

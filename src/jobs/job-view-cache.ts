@@ -43,7 +43,8 @@ export interface JobViewCacheOptions {
 export interface JobViewCache {
   /**
    * The view of job `jobId` owned by `customerId`: the cached one while fresh,
-   * else `load()`'s (cached when found and not invalidated meanwhile).
+   * else `load()`'s (cached when found and not invalidated meanwhile). Callers
+   * of one customer that miss together share one load.
    */
   get(customerId: string, jobId: string, load: () => Promise<JobViewRow | undefined>): Promise<JobViewRow | undefined>;
   /** The fresh cached view, without loading (undefined on a miss). */
@@ -67,10 +68,14 @@ interface Entry {
   readonly expiresAtMs: number;
 }
 
-/** Reads of one job under way; `stale` once the job was invalidated after they started. */
+/**
+ * The reads of one job under way, one per customer asking (concurrent callers
+ * of one customer share it); `stale` once the job was invalidated after they
+ * started, when the flight also leaves `flights` so later callers start afresh.
+ */
 interface Flight {
   stale: boolean;
-  readers: number;
+  readonly loads: Map<string, Promise<JobViewRow | undefined>>;
 }
 
 /** Builds a job-view cache. */
@@ -113,23 +118,33 @@ export function createJobViewCache(options: JobViewCacheOptions): JobViewCache {
       return entries.size;
     },
     peek,
-    async get(customerId, jobId, load) {
+    get(customerId, jobId, load) {
       const hit = peek(customerId, jobId);
-      if (hit !== undefined) return hit;
+      if (hit !== undefined) return Promise.resolve(hit);
       let flight = flights.get(jobId);
       if (flight === undefined) {
-        flight = { stale: false, readers: 0 };
+        flight = { stale: false, loads: new Map() };
         flights.set(jobId, flight);
       }
-      flight.readers++;
-      try {
-        const row = await load();
-        // Only the owner's found view is kept; the row names its owner.
-        if (row !== undefined && !flight.stale && row.customer_id === customerId && row.id === jobId) store(jobId, row);
-        return row;
-      } finally {
-        if (--flight.readers === 0 && flights.get(jobId) === flight) flights.delete(jobId);
-      }
+      const joined = flight.loads.get(customerId);
+      if (joined !== undefined) return joined;
+      const started = flight;
+      let settled = false;
+      const loading = (async () => {
+        try {
+          const row = await load();
+          // Only the owner's found view is kept; the row names its owner.
+          if (row !== undefined && !started.stale && row.customer_id === customerId && row.id === jobId) store(jobId, row);
+          return row;
+        } finally {
+          settled = true;
+          started.loads.delete(customerId);
+          if (started.loads.size === 0 && flights.get(jobId) === started) flights.delete(jobId);
+        }
+      })();
+      // (A load that failed at once has settled already and must not be shared.)
+      if (!settled) started.loads.set(customerId, loading);
+      return loading;
     },
     invalidate(jobIds) {
       for (const jobId of jobIds) {

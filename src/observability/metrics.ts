@@ -52,6 +52,12 @@ const misnamedDefaults = ["nodejs_active_handles_total", "nodejs_active_requests
 
 const idSegment = /^(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9]+|[A-Za-z0-9_-]{20,})$/i;
 
+/** Whether `idSegment` can match: only a segment of 20 characters or more, or one starting with a digit (cheap to rule out per request). */
+function mayBeId(segment: string): boolean {
+  const first = segment.charCodeAt(0);
+  return segment.length >= 20 || (first >= 48 && first <= 57);
+}
+
 /**
  * A low-cardinality route label: RPC paths as they are, REST paths with ids replaced by `{id}`, signed
  * blob URLs collapsed (their paths carry keys), unknown routes as "unmatched".
@@ -61,7 +67,7 @@ export function routeLabel(path: string, status: number): string {
   if (path.startsWith("/blobs/")) return "/blobs/{key}";
   if (/^\/[a-z0-9.]+\.v\d+\.[A-Za-z]+Service\/[A-Za-z]+$/.test(path)) return path;
   const segments = path.split("/").slice(0, 12);
-  return segments.map((s) => (idSegment.test(s) ? "{id}" : s)).join("/") || "/";
+  return segments.map((s) => (mayBeId(s) && idSegment.test(s) ? "{id}" : s)).join("/") || "/";
 }
 
 /** Creates the registry and the metrics; `sources` adds the scrape-time values. */

@@ -26,7 +26,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import { createErrorInterceptor } from "../api/connect-errors.ts";
 import { ApiError } from "../api/errors.ts";
-import { writeApiError } from "../api/rest/transcoder.ts";
+import { requestPathname, writeApiError } from "../api/rest/transcoder.ts";
 import type { RestRequest, RestResponse, RestTranscoder } from "../api/rest/transcoder.ts";
 
 /**
@@ -113,7 +113,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   const closeGraceMs = options.closeGraceMs ?? 2000;
 
   const fallback = async (req: RestRequest, res: RestResponse, requestId: string): Promise<void> => {
-    const path = new URL(req.url ?? "/", "http://localhost").pathname;
+    const path = requestPathname(req.url ?? "/");
     const method = (req.method ?? "GET").toUpperCase();
     if (path === "/healthz") {
       const live = health.live();
@@ -162,14 +162,20 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     const requestId = assignRequestId(req);
     res.setHeader("x-request-id", requestId);
     res.once("close", () => {
-      options.onRequest?.(req.method ?? "GET", (req.url ?? "/").split("?")[0] ?? "/", res.statusCode, (performance.now() - started) / 1000);
+      const seconds = (performance.now() - started) / 1000;
+      // The path only: query strings carry signatures of signed URLs.
+      const url = req.url ?? "/";
+      const query = url.indexOf("?");
+      const path = query === -1 ? url : url.slice(0, query);
+      options.onRequest?.(req.method ?? "GET", path, res.statusCode, seconds);
+      // Checked first: the log line's fields are not even gathered at a level that drops it.
+      if (!logger.isLevelEnabled("info")) return;
       logger.info(
         {
           method: req.method,
-          // The path only: query strings carry signatures of signed URLs.
-          path: (req.url ?? "/").split("?")[0],
+          path,
           status: res.statusCode,
-          duration_ms: Math.round((performance.now() - started) * 10) / 10,
+          duration_ms: Math.round(seconds * 10_000) / 10,
           request_id: requestId,
           http_version: req.httpVersion,
           aborted: !res.writableFinished,
@@ -219,7 +225,9 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   });
   h2.on("sessionError", (error: Error) => logger.debug({ err: error }, "http2 session error"));
 
-  const cleartext = (): net.Server => net.createServer((socket) => {
+  // TCP_NODELAY as http.createServer sets it on the sockets it accepts (this listener accepts them for it):
+  // without it, a response written in more than one segment can wait for the client's delayed ACK.
+  const cleartext = (): net.Server => net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.once("close", () => {
       sockets.delete(socket);

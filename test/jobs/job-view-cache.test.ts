@@ -222,9 +222,48 @@ describe("job view cache: invalidation", () => {
     assert.equal(cache.size, 0);
   });
 
+  it("shares one load among callers of one customer that miss together, but not with another customer", async () => {
+    const row = viewWith();
+    const slow = deferred<JobViewRow | undefined>();
+    let loads = 0;
+    const load = () => {
+      loads++;
+      return slow.promise;
+    };
+    const reads = Array.from({ length: 10 }, () => cache.get(row.customer_id, row.id, load));
+    let intruderLoads = 0;
+    const intruder = cache.get(randomUUID(), row.id, async () => {
+      intruderLoads++;
+      return undefined;
+    });
+    slow.resolve(row);
+    assert.deepEqual(new Set((await Promise.all(reads)).map((r) => r?.id)), new Set([row.id]));
+    assert.equal(await intruder, undefined);
+    assert.equal(loads, 1);
+    assert.equal(intruderLoads, 1);
+    assert.equal(cache.size, 1);
+  });
+
+  it("does not share a load that started before an invalidation with a caller that comes after it", async () => {
+    const row = viewWith();
+    const old = deferred<JobViewRow | undefined>();
+    const before = cache.get(row.customer_id, row.id, () => old.promise);
+    cache.invalidate([row.id]);
+    const after = cache.get(row.customer_id, row.id, async () => ({ ...row, status: "cancelled" as const }));
+    old.resolve(row);
+    assert.equal((await before)?.status, "queued");
+    assert.equal((await after)?.status, "cancelled");
+  });
+
   it("a failed load fills nothing and leaves later reads working", async () => {
     const row = viewWith();
     await assert.rejects(cache.get(row.customer_id, row.id, async () => Promise.reject(new Error("db down"))), /db down/);
+    await assert.rejects(
+      cache.get(row.customer_id, row.id, () => {
+        throw new Error("failed at once");
+      }),
+      /failed at once/,
+    );
     assert.equal((await cache.get(row.customer_id, row.id, async () => row))?.id, row.id);
     assert.equal(cache.size, 1);
   });

@@ -41,6 +41,7 @@ import type { HttpBody } from "../../gen/google/api/httpbody_pb.ts";
 import { createErrorInterceptor } from "../connect-errors.ts";
 import type { ErrorLogger } from "../connect-errors.ts";
 import { ApiError, apiErrorFrom, validationError } from "../errors.ts";
+import { isImmutableMessage } from "../immutable-message.ts";
 import { hasRestShape, isHttpBodyField } from "./rest-methods.ts";
 
 /** A service and the (possibly partial) implementation the Connect router also serves. */
@@ -207,9 +208,15 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
       res.end(Buffer.from(body?.data ?? new Uint8Array()));
       return;
     }
-    const json = toJson(method.output, response.message, { useProtoFieldName: true, alwaysEmitImplicit: true, registry });
-    const out: JsonValue = field === undefined ? json : ((json as JsonObject)[field.name] ?? null);
-    writeJson(res, status, out);
+    // An immutable response (src/api/immutable-message.ts) is encoded once per route and kept with it.
+    const immutable = isImmutableMessage(response.message);
+    let text = immutable ? route.encoded.get(response.message) : undefined;
+    if (text === undefined) {
+      const json = toJson(method.output, response.message, { useProtoFieldName: true, alwaysEmitImplicit: true, registry });
+      text = JSON.stringify(field === undefined ? json : ((json as JsonObject)[field.name] ?? null));
+      if (immutable) route.encoded.set(response.message, text);
+    }
+    writeJsonText(res, status, text);
   }
 
   /**
@@ -380,6 +387,14 @@ interface Route {
   readonly implemented: boolean;
   /** The implementation, bound to its service object; undefined when not implemented. */
   readonly impl: ((req: unknown, ctx: HandlerContext) => unknown) | undefined;
+  /** JSON bodies of immutable response messages, by message. */
+  readonly encoded: WeakMap<object, string>;
+  /**
+   * Set when the request is made of path variables only and each names a
+   * top-level string field (`/jobs/{id}`): variable → the field's local name.
+   * Such a request without a query is built directly, as fromJson would.
+   */
+  readonly pathOnlyInput: ReadonlyMap<string, string> | undefined;
 }
 
 /** One path segment of a template: a literal, `*` (one segment) or `**` (zero or more). */
@@ -419,7 +434,14 @@ function compileRoute(method: RestMethod, rule: HttpRule, impl: Route["impl"]): 
   for (const s of template.segments) {
     if (s.variable !== undefined) fieldPathOrThrow(method.input, s.variable, where);
   }
-  return { method, httpMethod, pattern, template, body, responseField, implemented, impl };
+  let pathOnlyInput: Map<string, string> | undefined = body === "" ? new Map() : undefined;
+  for (const { variable } of template.segments) {
+    if (variable === undefined || pathOnlyInput === undefined) continue;
+    const field = method.input.fields.find((f) => f.name === variable);
+    if (field?.fieldKind === "scalar" && field.scalar === ScalarType.STRING) pathOnlyInput.set(variable, field.localName);
+    else pathOnlyInput = undefined;
+  }
+  return { method, httpMethod, pattern, template, body, responseField, implemented, impl, encoded: new WeakMap(), pathOnlyInput };
 }
 
 function fieldOrThrow(desc: DescMessage, name: string, where: string): DescField {
@@ -616,6 +638,11 @@ interface RequestTarget {
 const plainPathPattern = /^\/(?!\/)[A-Za-z0-9\-_~!$&'()*+,;=:@%/.]*$/;
 const dotSegmentPattern = /(?:^|\/)\.{1,2}(?:\/|$)|%2e/i;
 
+/** The path of a request target, as `new URL(target, "http://localhost").pathname` gives it (cheaply for a plain path). */
+export function requestPathname(target: string): string {
+  return parseTarget(target).pathname;
+}
+
 /** Parses a request target like `new URL(target, "http://localhost")`, without building a URL for a plain path. */
 function parseTarget(target: string): RequestTarget {
   if (plainPathPattern.test(target) && !dotSegmentPattern.test(target)) {
@@ -664,8 +691,13 @@ function normalizePath(path: string): string {
 
 async function buildInput(route: Route, vars: Map<string, string>, url: RequestTarget, req: RestRequest, maxBodyBytes: number): Promise<ReturnType<typeof fromJson<DescMessage>>> {
   const input = route.method.input;
-  const obj: JsonObject = {};
   const query = url.searchParams;
+  if (query === undefined && route.pathOnlyInput !== undefined) {
+    const init: Record<string, string> = {};
+    for (const [variable, value] of vars) init[route.pathOnlyInput.get(variable)!] = value;
+    return create(input, init as MessageInitShape<DescMessage>);
+  }
+  const obj: JsonObject = {};
   if (query !== undefined) {
     const seen = new Set<string>();
     for (const key of query.keys()) {
@@ -850,20 +882,108 @@ const droppedRequestHeaders = new Set([
   "content-type", "content-length", "content-encoding", "accept-encoding", "expect", "trailer",
 ]);
 
+function isForwardedRequestHeader(key: string): boolean {
+  return !key.startsWith(":") && !droppedRequestHeaders.has(key) && !key.startsWith("connect-") && !key.startsWith("grpc-");
+}
+
 function forwardedRequestHeaders(req: RestRequest, requestId: string): Headers {
-  const out = new Headers();
-  for (const [name, value] of Object.entries(req.headers)) {
-    const key = name.toLowerCase();
-    if (value === undefined || key.startsWith(":") || droppedRequestHeaders.has(key)) continue;
-    if (key.startsWith("connect-") || key.startsWith("grpc-")) continue;
-    try {
-      for (const v of Array.isArray(value) ? value : [value]) out.append(key, v);
-    } catch {
-      // A value Headers rejects (control characters) cannot be meant for a handler; skip it.
-    }
+  return new RequestHeaders(req.headers, requestId) as unknown as Headers;
+}
+
+const headerNamePattern = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** What the Headers class refuses in a value (such a header cannot be meant for a handler). */
+const badHeaderValuePattern = /[\0\r\n]/;
+
+/**
+ * The request headers a handler sees: the request's headers less those above,
+ * with the request id. `get` and `has` — all handlers usually do — read Node's
+ * parsed headers directly; anything else (iterating, copying, changing) first
+ * fills the real `Headers` with them, one by one, which costs a validation per
+ * header and is what every request paid before.
+ */
+/** The Headers class, as a base the TypeScript types let a subclass override (they declare its methods as properties). */
+const HeadersBase: new () => object = Headers;
+const nativeHeaders = Headers.prototype;
+
+class RequestHeaders extends HeadersBase {
+  #raw: NodeJS.Dict<string | string[]> | undefined;
+  readonly #requestId: string;
+
+  constructor(raw: NodeJS.Dict<string | string[]>, requestId: string) {
+    super();
+    this.#raw = raw;
+    this.#requestId = requestId;
   }
-  out.set("x-request-id", requestId);
-  return out;
+
+  #fill(): Headers {
+    const self = this as unknown as Headers;
+    const raw = this.#raw;
+    if (raw === undefined) return self;
+    this.#raw = undefined;
+    for (const [name, value] of Object.entries(raw)) {
+      const key = name.toLowerCase();
+      if (value === undefined || !isForwardedRequestHeader(key)) continue;
+      try {
+        for (const v of Array.isArray(value) ? value : [value]) nativeHeaders.append.call(self, key, v);
+      } catch {
+        // A value Headers rejects (control characters) cannot be meant for a handler; skip it.
+      }
+    }
+    nativeHeaders.set.call(self, "x-request-id", this.#requestId);
+    return self;
+  }
+
+  get(name: string): string | null {
+    const raw = this.#raw;
+    if (raw === undefined || !headerNamePattern.test(name)) return nativeHeaders.get.call(this.#fill(), name);
+    const key = name.toLowerCase();
+    if (key === "x-request-id") return this.#requestId;
+    if (!isForwardedRequestHeader(key)) return null;
+    const value = raw[key];
+    if (value === undefined) return null;
+    const values = Array.isArray(value) ? value.filter((v) => !badHeaderValuePattern.test(v)) : badHeaderValuePattern.test(value) ? [] : [value];
+    return values.length === 0 ? null : values.join(", ");
+  }
+
+  has(name: string): boolean {
+    return this.get(name) !== null;
+  }
+
+  append(name: string, value: string): void {
+    nativeHeaders.append.call(this.#fill(), name, value);
+  }
+
+  set(name: string, value: string): void {
+    nativeHeaders.set.call(this.#fill(), name, value);
+  }
+
+  delete(name: string): void {
+    nativeHeaders.delete.call(this.#fill(), name);
+  }
+
+  getSetCookie(): string[] {
+    return nativeHeaders.getSetCookie.call(this.#fill());
+  }
+
+  forEach(callback: (value: string, key: string, parent: Headers) => void, thisArg?: unknown): void {
+    nativeHeaders.forEach.call(this.#fill(), callback, thisArg);
+  }
+
+  entries(): ReturnType<Headers["entries"]> {
+    return nativeHeaders.entries.call(this.#fill());
+  }
+
+  keys(): ReturnType<Headers["keys"]> {
+    return nativeHeaders.keys.call(this.#fill());
+  }
+
+  values(): ReturnType<Headers["values"]> {
+    return nativeHeaders.values.call(this.#fill());
+  }
+
+  [Symbol.iterator](): ReturnType<Headers["entries"]> {
+    return nativeHeaders[Symbol.iterator].call(this.#fill());
+  }
 }
 
 /** Response headers the in-memory Connect protocol produces; the REST response has its own. */
@@ -892,7 +1012,10 @@ function setHeader(res: RestResponse, name: string, value: string | string[]): v
 }
 
 function writeJson(res: RestResponse, status: number, body: JsonValue): void {
-  const text = JSON.stringify(body);
+  writeJsonText(res, status, JSON.stringify(body));
+}
+
+function writeJsonText(res: RestResponse, status: number, text: string): void {
   res.statusCode = status;
   setHeader(res, "content-type", "application/json; charset=utf-8");
   setHeader(res, "content-length", String(Buffer.byteLength(text)));
