@@ -121,7 +121,8 @@ export async function authenticateCustomer(sql: Sql, headers: Headers, now: Date
   if (apiKey !== null && apiKey !== "") {
     const keyHash = hashSecret(apiKey.trim());
     const nowMs = now.getTime();
-    const row = cache === undefined ? await findApiKeyByHash(sql, keyHash) : await cache.load(keyHash, nowMs, () => findApiKeyByHash(sql, keyHash));
+    // A fresh cached key costs no await at all (this runs on every API call).
+    const row = cache?.get(keyHash, nowMs)?.row ?? (cache === undefined ? await findApiKeyByHash(sql, keyHash) : await cache.load(keyHash, nowMs, () => findApiKeyByHash(sql, keyHash)));
     if (row === undefined) throw new ApiError("API_KEY_INVALID", "the X-API-Key header does not name a valid key");
     if (row.revoked_at !== null) throw new ApiError("API_KEY_REVOKED", "this API key was revoked; create a new one");
     if (cache === undefined || cache.claimTouch(keyHash, nowMs, touchEveryMs)) {

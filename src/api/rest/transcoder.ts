@@ -136,7 +136,7 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
     const url = parseTarget(req.url ?? "/");
     const path = normalizePath(url.pathname);
     const method = req.method === undefined ? "GET" : req.method.toUpperCase();
-    setHeader(res, "x-request-id", requestId);
+    if (res.getHeader("x-request-id") !== requestId) setHeader(res, "x-request-id", requestId);
     try {
       const matches = index.match(path);
       if (matches.length === 0) {
@@ -162,7 +162,8 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
     if (!route.implemented) {
       throw new ApiError("NOT_IMPLEMENTED", `${method.parent.name}.${method.name} is not implemented`);
     }
-    const input = await buildInput(route, vars, url, req, maxBodyBytes);
+    const built = buildInput(route, vars, url, req, maxBodyBytes);
+    const input = built instanceof Promise ? await built : built;
     const abort = new AbortController();
     res.on("close", () => {
       if (!res.writableFinished) abort.abort();
@@ -403,6 +404,8 @@ type Segment = { kind: "literal"; value: string } | { kind: "one" } | { kind: "a
 interface Template {
   readonly segments: ReadonlyArray<{ readonly segment: Segment; readonly variable: string | undefined }>;
   readonly verb: string | undefined;
+  /** When every variable is one `*` segment (`/jobs/{id}`): [segment index, variable] pairs, for a quicker capture. */
+  readonly singleSegmentVariables: ReadonlyArray<readonly [number, string]> | undefined;
 }
 
 function compileRoute(method: RestMethod, rule: HttpRule, impl: Route["impl"]): Route | undefined {
@@ -489,7 +492,9 @@ function compileTemplate(pattern: string, where: string): Template {
   }
   const anyAt = segments.findIndex((s) => s.segment.kind === "any");
   if (anyAt !== -1 && anyAt !== segments.length - 1) throw new Error(`${where}: "**" must be the last segment of "${pattern}"`);
-  return { segments, verb };
+  const variables = segments.flatMap((s, i) => (s.variable === undefined ? [] : [[i, s.variable, s.segment.kind] as const]));
+  const single = anyAt === -1 && variables.every(([, name, kind]) => kind === "one" && variables.filter((v) => v[1] === name).length === 1);
+  return { segments, verb, singleSegmentVariables: single ? variables.map(([i, name]) => [i, name] as const) : undefined };
 }
 
 function segmentOf(token: string): Segment {
@@ -601,6 +606,11 @@ function createRouteIndex(routes: readonly Route[]): RouteIndex {
 
 /** The decoded variables of a template that matches `parts` (see RouteIndex). */
 function captureVariables(template: Template, parts: readonly string[]): Map<string, string> {
+  if (template.singleSegmentVariables !== undefined) {
+    const vars = new Map<string, string>();
+    for (const [i, name] of template.singleSegmentVariables) vars.set(name, decodeSegment(parts[i]!));
+    return vars;
+  }
   const captured = new Map<string, string[]>();
   let i = 0;
   for (const { segment, variable } of template.segments) {
@@ -630,13 +640,33 @@ interface RequestTarget {
   readonly href: string;
 }
 
+/** Characters `URL` leaves as they are in a path (no query, fragment, backslash or anything it escapes). */
+const plainPathChars = new Uint8Array(128);
+for (const c of "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_~!$&'()*+,;=:@%/.") plainPathChars[c.charCodeAt(0)] = 1;
+
 /**
  * A path made only of characters `URL` leaves as they are, with no dot
  * segments (`.`, `..`, or their `%2e` spellings) and no `//` at the start:
  * for such a target `new URL(target, base).pathname` is the target itself.
  */
-const plainPathPattern = /^\/(?!\/)[A-Za-z0-9\-_~!$&'()*+,;=:@%/.]*$/;
-const dotSegmentPattern = /(?:^|\/)\.{1,2}(?:\/|$)|%2e/i;
+function isPlainPath(target: string): boolean {
+  const n = target.length;
+  if (n === 0 || target.charCodeAt(0) !== 0x2f || (n > 1 && target.charCodeAt(1) === 0x2f)) return false;
+  let segmentStart = 1;
+  for (let i = 1; i <= n; i++) {
+    const c = i < n ? target.charCodeAt(i) : 0x2f;
+    if (c === 0x2f) {
+      const length = i - segmentStart;
+      if ((length === 1 || length === 2) && target.charCodeAt(segmentStart) === 0x2e && (length === 1 || target.charCodeAt(segmentStart + 1) === 0x2e)) return false;
+      segmentStart = i + 1;
+    } else if (c >= 128 || plainPathChars[c] === 0) {
+      return false;
+    } else if (c === 0x25 && target.charCodeAt(i + 1) === 0x32 && (target.charCodeAt(i + 2) | 0x20) === 0x65) {
+      return false; // "%2e" / "%2E": a dot to URL's dot-segment rules
+    }
+  }
+  return true;
+}
 
 /** The path of a request target, as `new URL(target, "http://localhost").pathname` gives it (cheaply for a plain path). */
 export function requestPathname(target: string): string {
@@ -645,7 +675,7 @@ export function requestPathname(target: string): string {
 
 /** Parses a request target like `new URL(target, "http://localhost")`, without building a URL for a plain path. */
 function parseTarget(target: string): RequestTarget {
-  if (plainPathPattern.test(target) && !dotSegmentPattern.test(target)) {
+  if (isPlainPath(target)) {
     return { pathname: target, searchParams: undefined, href: `http://localhost${target}` };
   }
   const url = new URL(target, "http://localhost");
@@ -675,6 +705,7 @@ function restContext(method: RestMethod, requestMethod: string, url: string, sig
 }
 
 function decodeSegment(segment: string): string {
+  if (!segment.includes("%")) return segment;
   try {
     return decodeURIComponent(segment);
   } catch {
@@ -689,7 +720,12 @@ function normalizePath(path: string): string {
 
 // ---------------------------------------------------------------- request
 
-async function buildInput(route: Route, vars: Map<string, string>, url: RequestTarget, req: RestRequest, maxBodyBytes: number): Promise<ReturnType<typeof fromJson<DescMessage>>> {
+/**
+ * The request message: query parameters, then the body, then path variables
+ * (which win). Synchronous when the rule has no body, so a GET costs no extra
+ * turn of the event loop; a promise when the body must be read.
+ */
+function buildInput(route: Route, vars: Map<string, string>, url: RequestTarget, req: RestRequest, maxBodyBytes: number): MessageShape<DescMessage> | Promise<MessageShape<DescMessage>> {
   const input = route.method.input;
   const query = url.searchParams;
   if (query === undefined && route.pathOnlyInput !== undefined) {
@@ -706,9 +742,10 @@ async function buildInput(route: Route, vars: Map<string, string>, url: RequestT
       setQueryParam(obj, input, key, query.getAll(key));
     }
   }
-  if (route.body !== "") {
-    const body = await readBody(req, maxBodyBytes, route.body !== "*" && isHttpBodyField(route.body));
-    if (route.body === "*") {
+  if (route.body === "") return finishInput(input, obj, vars);
+  const bodyField = route.body;
+  return readBody(req, maxBodyBytes, bodyField !== "*" && isHttpBodyField(bodyField)).then((body) => {
+    if (bodyField === "*") {
       const parsed = body === undefined ? {} : parseJson(body.bytes);
       if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
         throw validationError("request body must be a JSON object");
@@ -718,14 +755,19 @@ async function buildInput(route: Route, vars: Map<string, string>, url: RequestT
         if (field === undefined) obj[key] = value;
         else setCanonical(obj, field, value);
       }
-    } else if (isHttpBodyField(route.body)) {
+    } else if (isHttpBodyField(bodyField)) {
       if (body !== undefined) {
-        setCanonical(obj, route.body, { content_type: body.contentType, data: Buffer.from(body.bytes).toString("base64") });
+        setCanonical(obj, bodyField, { content_type: body.contentType, data: Buffer.from(body.bytes).toString("base64") });
       }
     } else if (body !== undefined) {
-      setCanonical(obj, route.body, parseJson(body.bytes));
+      setCanonical(obj, bodyField, parseJson(body.bytes));
     }
-  }
+    return finishInput(input, obj, vars);
+  });
+}
+
+/** Sets the path variables (last, so they win) and decodes the JSON object into the request message. */
+function finishInput(input: DescMessage, obj: JsonObject, vars: Map<string, string>): MessageShape<DescMessage> {
   for (const [path, value] of vars) setPath(obj, input, path.split("."), path, [value], "path variable");
   try {
     return fromJson(input, obj);
