@@ -130,6 +130,7 @@ function enroll(base: string, token: string): Promise<{ nodeId: string; credenti
     session.on("error", reject);
     const req = session.request({ ":method": "POST", ":path": `${servicePath}/Enroll`, "content-type": "application/grpc", te: "trailers" });
     let result: { nodeId: string; credential: string } | undefined;
+    req.on("error", reject);
     req.on("data", deframer((bytes) => {
       const res = fromBinary(EnrollResponseSchema, bytes);
       result = { nodeId: res.nodeId, credential: res.nodeCredential };
@@ -251,6 +252,7 @@ const scheduler: ChildProcess = spawn(process.execPath, [join(root, "cmd", "sche
   stdio: ["ignore", "ignore", "inherit"],
 });
 const agents: SimAgent[] = [];
+let enrollRetries = 0;
 try {
   const base = `http://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {
@@ -262,8 +264,16 @@ try {
 
   // Enrollment: one-time tokens from the admin API, exchanged over AgentService.Enroll.
   const identities = await pool(Array.from({ length: agentsWanted }), 16, async () => {
-    const token = (await json(`${base}/api/v1/admin/enrollment-tokens`, { method: "POST", headers: admin, body: JSON.stringify({ trust_level: "controlled" }) }))["token"] as string;
-    return enroll(base, token);
+    // A loaded scheduler may reset a connection now and then; a real agent retries its enrollment, so does this one.
+    for (let attempt = 1; ; attempt++) {
+      const token = (await json(`${base}/api/v1/admin/enrollment-tokens`, { method: "POST", headers: admin, body: JSON.stringify({ trust_level: "controlled" }) }))["token"] as string;
+      try {
+        return await enroll(base, token);
+      } catch (err) {
+        if (attempt >= 3) throw err;
+        enrollRetries++;
+      }
+    }
   });
 
   // A customer, its dataset and package, for the assignment latency.
@@ -349,6 +359,7 @@ try {
       connect_concurrency: connectConcurrency,
       heartbeat_interval_s: heartbeatSeconds,
       jobs: latencies.length,
+      enroll_retries: enrollRetries,
       database,
     })}\n`,
   );

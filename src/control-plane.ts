@@ -4,6 +4,7 @@
  * one port), agent sessions and the leader loop. cmd/scheduler.ts and the
  * integration tests both start the control plane through here.
  */
+import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -11,6 +12,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { Etcd3 } from "etcd3";
 import { createAgentService } from "./agents/agent-service.ts";
+import { isGrpcSessionRequest, serveGrpcSession } from "./agents/session-route.ts";
 import { createAdminService } from "./api/admin-service.ts";
 import { createOpenApiRoute } from "./api/openapi.ts";
 import { ApiKeyCache, requireAdmin } from "./auth/authenticate.ts";
@@ -204,6 +206,8 @@ export async function startControlPlane(
     },
   };
   const agent = createAgentService(deps, sessions);
+  const agentSession = agent.session;
+  if (agentSession === undefined) throw new Error("AgentService.session is not implemented");
 
   const rest = createRestTranscoder({
     services: [restService(CustomerService, customer), restService(AdminService, adminImpl)],
@@ -229,6 +233,11 @@ export async function startControlPlane(
     },
     rest,
     httpRoutes: [...createBlobRoutes(deps), createOpenApiRoute([CustomerService, AdminService]), ...createPortalRoutes({ deps, handlers: customer, tls: tls !== undefined })],
+    grpcStreamRoute: (req, res) => {
+      if (!isGrpcSessionRequest(req)) return false;
+      void serveGrpcSession(req as Http2ServerRequest, res as Http2ServerResponse, (requests, ctx) => agentSession(requests, ctx), logger);
+      return true;
+    },
     health: {
       live: () => true,
       // Ready once migrations ran (openDatabase did them) and the database and etcd (when configured)

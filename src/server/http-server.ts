@@ -72,6 +72,11 @@ export interface HttpServerOptions {
   readonly interceptors?: ReadonlyArray<Interceptor>;
   readonly rest: RestTranscoder;
   readonly httpRoutes?: ReadonlyArray<HttpRoute>;
+  /**
+   * Tried before connect-node on every request: returns true when it took the request (it then owns
+   * `res`). For gRPC streams whose per-stream cost matters (AgentService.Session).
+   */
+  readonly grpcStreamRoute?: (req: RestRequest, res: RestResponse) => boolean;
   readonly health: HealthChecks;
   readonly metrics?: () => Promise<{ contentType: string; body: string }>;
   readonly logger: Logger;
@@ -183,6 +188,8 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
         "request",
       );
     });
+    // Long-lived gRPC streams served without connect-node's per-stream pipeline (src/agents/session-route.ts).
+    if (options.grpcStreamRoute?.(req, res) === true) return;
     adapter(req, res);
   };
 
