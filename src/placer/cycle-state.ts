@@ -7,30 +7,28 @@
  * later cycles) see what earlier ones took and nothing is over-committed.
  *
  * Indexes, one set per trust level, over schedulable nodes only (built once,
- * O(n log n); kept up to date by every reservation, O(log n) search plus a
- * memmove):
+ * O(n log n); kept up to date by every reservation and by `syncState`,
+ * O(log n) search plus a memmove per changed entry):
  *
- * - slots: every GPU, sorted by (free VRAM, tie rank, device position).
+ * - slots: every GPU, sorted by (free VRAM, node id order, device position).
  *   For a gpu unit of v MB a binary search finds the first GPU with free ≥ v;
- *   walking on from there visits GPUs in best-fit order, and the first GPU met
- *   of a node is that node's best-fit GPU. Nodes never met have no GPU that
- *   fits, so they are counted as `insufficient_vram` without a visit.
- * - byDisk: every node, sorted by (free disk, tie rank), nodes without a GPU
- *   apart from nodes with one: the same for cpu units, whose bin-pack score
- *   is the disk fit.
+ *   the GPUs from there on are exactly those that fit, and nodes with none
+ *   of them are counted as `insufficient_vram` without a visit.
+ * - byDisk: every node, sorted by (free disk, node id order), nodes without
+ *   a GPU apart from nodes with one: the same for cpu units.
  *
  * Trust groups below a unit's tier are skipped whole. Because the index
  * settles schedulability, trust and VRAM (and disk for cpu units) without
  * visiting a node, those filters come first in plugins/index.ts: the skipped
  * counts then equal what a full scan would report.
  *
- * Ties sort by the node's rank in a seeded shuffle of the node ids, so equal
- * fits are visited in an order that changes with the cycle's seed instead of
- * always favouring the same ids; `reseed` re-ranks and re-sorts, O(n log n).
+ * The index order never depends on the seed (equal keys sort by node id), so
+ * a cycle does not re-sort anything; the seed only sets `rank`, the score
+ * tie-break (`reseed`, O(n)), and the placer's walk over the index.
  */
 import { seededShuffle } from "./prng.ts";
 import { trustLevels } from "./trust.ts";
-import type { ClusterSnapshot, NodeSnapshot, TrustLevel } from "./types.ts";
+import type { ClusterSnapshot, GpuView, NodeSnapshot, TrustLevel } from "./types.ts";
 
 /** A node as plugins see it: the snapshot plus what is still free after the reservations made so far. */
 export interface NodeView {
@@ -40,17 +38,15 @@ export interface NodeView {
   readonly diskFreeMb: number;
   /** Free VRAM per GPU, parallel to `node.gpus`. */
   readonly gpuFreeVramMb: readonly number[];
-  /** The largest entry of `gpuFreeVramMb`, or -1 for a node without GPUs. */
-  readonly maxFreeVramMb: number;
 }
 
 /** The placer's mutable copy of one node (a NodeView to plugins). */
 export interface WorkingNode extends NodeView {
+  node: NodeSnapshot;
   freeCpuCores: number;
   freeMemoryMb: number;
   diskFreeMb: number;
   gpuFreeVramMb: number[];
-  maxFreeVramMb: number;
   /** Position in `ClusterState.nodes` and the typed arrays. */
   readonly idx: number;
   /** Position of the node's trust level in `trustLevels`. */
@@ -69,13 +65,13 @@ export interface TrustGroup {
   readonly size: number;
   /** Of which with at least one GPU. */
   readonly gpuNodes: number;
-  /** GPUs sorted by (free VRAM, node rank, position): free VRAM, node idx and GPU position, parallel. */
+  /** GPUs sorted by (free VRAM, node id order, position): free VRAM, node idx and GPU position, parallel. */
   readonly slotFree: Float64Array;
   readonly slotNode: Int32Array;
   readonly slotPos: Int32Array;
   /**
-   * Node idxs sorted by (free disk, rank): [0] nodes without a GPU, [1]
-   * nodes with one. A cpu unit tries [0] first (see place-units.ts).
+   * Node idxs sorted by (free disk, node id order): [0] nodes without a GPU,
+   * [1] nodes with one. A cpu unit tries [0] first (see place-units.ts).
    */
   readonly byDisk: readonly [Int32Array, Int32Array];
 }
@@ -91,9 +87,11 @@ export interface ClusterState {
   readonly cpu: Float64Array;
   readonly memory: Float64Array;
   readonly disk: Float64Array;
-  /** Position in the seeded shuffle of node ids; lower wins a score tie. */
+  /** Position in node id order: the index's tie-break, fixed for the state's life. */
+  readonly tie: Int32Array;
+  /** Position in the cycle's seeded shuffle of node ids; lower wins a score tie (`reseed`). */
   readonly rank: Int32Array;
-  /** The last decision that visited each node, so a node with several fitting GPUs is scored once. */
+  /** The last decision that visited each node, so a node with several fitting GPUs is visited once. */
   readonly stamp: Int32Array;
   readonly groups: readonly TrustGroup[];
   /** Nodes the snapshot marks unschedulable (never indexed). */
@@ -106,30 +104,30 @@ export interface ClusterState {
   seq: number;
 }
 
-/** First slot position whose key (free, rank, pos) is ≥ the given key; (v, -1, -1) finds the first GPU with free ≥ v. */
-export function lowerBoundSlot(state: ClusterState, group: TrustGroup, free: number, rank: number, pos: number): number {
+/** First slot position whose key (free, tie, pos) is ≥ the given key; (v, -1, -1) finds the first GPU with free ≥ v. */
+export function lowerBoundSlot(state: ClusterState, group: TrustGroup, free: number, tie: number, pos: number): number {
   const { slotFree, slotNode, slotPos } = group;
   let lo = 0;
   let hi = slotFree.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
     const f = slotFree[mid] as number;
-    const r = state.rank[slotNode[mid] as number] as number;
-    if (f < free || (f === free && (r < rank || (r === rank && (slotPos[mid] as number) < pos)))) lo = mid + 1;
+    const t = state.tie[slotNode[mid] as number] as number;
+    if (f < free || (f === free && (t < tie || (t === tie && (slotPos[mid] as number) < pos)))) lo = mid + 1;
     else hi = mid;
   }
   return lo;
 }
 
-/** First position in `order` (one of a group's `byDisk`) whose key (free disk, rank) is ≥ the given key. */
-export function lowerBoundDisk(state: ClusterState, order: Int32Array, disk: number, rank: number): number {
+/** First position in `order` (one of a group's `byDisk`) whose key (free disk, tie) is ≥ the given key. */
+export function lowerBoundDisk(state: ClusterState, order: Int32Array, disk: number, tie: number): number {
   let lo = 0;
   let hi = order.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
     const i = order[mid] as number;
     const d = state.disk[i] as number;
-    if (d < disk || (d === disk && (state.rank[i] as number) < rank)) lo = mid + 1;
+    if (d < disk || (d === disk && (state.tie[i] as number) < tie)) lo = mid + 1;
     else hi = mid;
   }
   return lo;
@@ -150,23 +148,63 @@ export function bestGpu(view: NodeView, vramMb: number): number {
   return best;
 }
 
-function maxOf(values: readonly number[]): number {
-  let m = -1;
-  for (const v of values) if (v > m) m = v;
-  return m;
-}
-
 /** A NodeView over a snapshot node with nothing reserved yet (also handy for testing plugins alone). */
 export function viewOf(node: NodeSnapshot): NodeView {
-  const gpuFreeVramMb = node.gpus.map((g) => g.freeVramMb);
   return {
     node,
     freeCpuCores: node.freeCpuCores,
     freeMemoryMb: node.freeMemoryMb,
     diskFreeMb: node.diskFreeMb,
-    gpuFreeVramMb,
-    maxFreeVramMb: maxOf(gpuFreeVramMb),
+    gpuFreeVramMb: node.gpus.map((g) => g.freeVramMb),
   };
+}
+
+const small = (x: number, bits: number) => Number.isInteger(x) && x >= 0 && x < 2 ** bits;
+
+/** Sorts a group's slots by (free, tie, pos) in place. */
+function sortSlots(tie: Int32Array, group: TrustGroup): void {
+  const { slotFree, slotNode, slotPos } = group;
+  const n = slotFree.length;
+  if (tie.length < 2 ** 24 && slotFree.every((f) => small(f, 20)) && slotPos.every((p) => small(p, 8))) {
+    // The usual case (whole MB, < 1 TB per GPU): sort one packed number per slot natively, no comparator.
+    const byTie = new Int32Array(tie.length);
+    for (let k = 0; k < n; k++) byTie[tie[slotNode[k] as number] as number] = slotNode[k] as number;
+    const keys = Float64Array.from(slotFree, (f, k) => f * 2 ** 32 + (tie[slotNode[k] as number] as number) * 2 ** 8 + (slotPos[k] as number)).sort();
+    for (let k = 0; k < n; k++) {
+      const key = keys[k] as number;
+      slotFree[k] = Math.floor(key / 2 ** 32);
+      slotNode[k] = byTie[Math.floor(key / 2 ** 8) % 2 ** 24] as number;
+      slotPos[k] = key % 2 ** 8;
+    }
+    return;
+  }
+  const order = Array.from(slotFree, (_, k) => k).sort(
+    (a, b) =>
+      (slotFree[a] as number) - (slotFree[b] as number) ||
+      (tie[slotNode[a] as number] as number) - (tie[slotNode[b] as number] as number) ||
+      (slotPos[a] as number) - (slotPos[b] as number),
+  );
+  const free = Float64Array.from(order, (k) => slotFree[k] as number);
+  const node = Int32Array.from(order, (k) => slotNode[k] as number);
+  const pos = Int32Array.from(order, (k) => slotPos[k] as number);
+  slotFree.set(free);
+  slotNode.set(node);
+  slotPos.set(pos);
+}
+
+/** Sorts one of a group's `byDisk` arrays by (free disk, tie) in place. */
+function sortByDisk(state: { disk: Float64Array; tie: Int32Array }, byDisk: Int32Array): void {
+  const { disk, tie } = state;
+  if (tie.length < 2 ** 24 && byDisk.every((i) => small(disk[i] as number, 28))) {
+    const byTie = new Int32Array(tie.length);
+    for (const i of byDisk) byTie[tie[i] as number] = i;
+    const keys = Float64Array.from(byDisk, (i) => (disk[i] as number) * 2 ** 24 + (tie[i] as number)).sort();
+    keys.forEach((key, k) => {
+      byDisk[k] = byTie[key % 2 ** 24] as number;
+    });
+  } else {
+    byDisk.sort((a, b) => (disk[a] as number) - (disk[b] as number) || (tie[a] as number) - (tie[b] as number));
+  }
 }
 
 /**
@@ -178,14 +216,12 @@ export function createState(snapshot: ClusterSnapshot): ClusterState {
   const nodes: WorkingNode[] = [];
   for (const node of snapshot.nodes) {
     if (byId.has(node.id)) throw new Error(`placer: duplicate node id ${node.id} in snapshot`);
-    const gpuFreeVramMb = node.gpus.map((g) => g.freeVramMb);
     const w: WorkingNode = {
       node,
       freeCpuCores: node.freeCpuCores,
       freeMemoryMb: node.freeMemoryMb,
       diskFreeMb: node.diskFreeMb,
-      gpuFreeVramMb,
-      maxFreeVramMb: maxOf(gpuFreeVramMb),
+      gpuFreeVramMb: node.gpus.map((g) => g.freeVramMb),
       idx: nodes.length,
       trust: trustLevels.indexOf(node.trustLevel),
     };
@@ -193,10 +229,22 @@ export function createState(snapshot: ClusterSnapshot): ClusterState {
     byId.set(node.id, w);
   }
   const n = nodes.length;
+  const sortedById = nodes
+    .map((w) => w.idx)
+    .sort((a, b) => {
+      const x = (nodes[a] as WorkingNode).node.id;
+      const y = (nodes[b] as WorkingNode).node.id;
+      return x < y ? -1 : x > y ? 1 : 0;
+    });
+  const tie = new Int32Array(n);
+  sortedById.forEach((idx, k) => {
+    tie[idx] = k;
+  });
+  const disk = Float64Array.from(nodes, (w) => w.diskFreeMb);
   const groups = trustLevels.map((level, trust): TrustGroup => {
     const members = nodes.filter((w) => w.node.schedulable && w.trust === trust);
     const slots = members.flatMap((w) => w.gpuFreeVramMb.map((free, pos) => ({ free, idx: w.idx, pos })));
-    return {
+    const group: TrustGroup = {
       level,
       size: members.length,
       gpuNodes: members.filter((w) => w.gpuFreeVramMb.length > 0).length,
@@ -208,20 +256,17 @@ export function createState(snapshot: ClusterSnapshot): ClusterState {
         Int32Array.from(members.filter((w) => w.gpuFreeVramMb.length > 0), (w) => w.idx),
       ],
     };
+    sortSlots(tie, group);
+    for (const order of group.byDisk) sortByDisk({ disk, tie }, order);
+    return group;
   });
-  const sortedById = nodes
-    .map((w) => w.idx)
-    .sort((a, b) => {
-      const x = (nodes[a] as WorkingNode).node.id;
-      const y = (nodes[b] as WorkingNode).node.id;
-      return x < y ? -1 : x > y ? 1 : 0;
-    });
   return {
     nodes,
     byId,
     cpu: Float64Array.from(nodes, (w) => w.freeCpuCores),
     memory: Float64Array.from(nodes, (w) => w.freeMemoryMb),
-    disk: Float64Array.from(nodes, (w) => w.diskFreeMb),
+    disk,
+    tie,
     rank: new Int32Array(n),
     stamp: new Int32Array(n),
     groups,
@@ -233,70 +278,67 @@ export function createState(snapshot: ClusterSnapshot): ClusterState {
 }
 
 /**
- * Sets the tie ranks from a seeded shuffle of the sorted node ids (so they
- * depend on the seed and the set of ids, never on the snapshot's order) and
- * re-sorts the indexes by the new ranks: O(n log n).
+ * Sets the score tie ranks from a seeded shuffle of the sorted node ids (so
+ * they depend on the seed and the set of ids, never on the snapshot's
+ * order): O(n). The indexes do not depend on the seed.
  */
 export function reseed(state: ClusterState, seed: string): void {
-  const idxByRank = new Int32Array(state.size);
   seededShuffle(state.sortedById, seed).forEach((idx, rank) => {
     state.rank[idx] = rank;
-    idxByRank[rank] = idx;
   });
-  const { rank, disk } = state;
-  const small = (x: number, bits: number) => Number.isInteger(x) && x >= 0 && x < 2 ** bits;
-  const packable = state.size < 2 ** 24;
-  for (const group of state.groups) {
-    const { slotFree, slotNode, slotPos } = group;
-    if (packable && slotFree.every((f) => small(f, 20)) && slotPos.every((p) => small(p, 8))) {
-      // The usual case (whole MB, < 1 TB per GPU): sort one packed number per slot natively, no comparator.
-      const keys = Float64Array.from(slotFree, (f, k) => f * 2 ** 32 + (rank[slotNode[k] as number] as number) * 2 ** 8 + (slotPos[k] as number)).sort();
-      keys.forEach((key, k) => {
-        slotFree[k] = Math.floor(key / 2 ** 32);
-        slotNode[k] = idxByRank[Math.floor(key / 2 ** 8) % 2 ** 24] as number;
-        slotPos[k] = key % 2 ** 8;
-      });
-    } else {
-      const order = Array.from(slotFree, (_, k) => k).sort(
-        (a, b) =>
-          (slotFree[a] as number) - (slotFree[b] as number) ||
-          (rank[slotNode[a] as number] as number) - (rank[slotNode[b] as number] as number) ||
-          (slotPos[a] as number) - (slotPos[b] as number),
-      );
-      const free = Float64Array.from(order, (k) => slotFree[k] as number);
-      const node = Int32Array.from(order, (k) => slotNode[k] as number);
-      const pos = Int32Array.from(order, (k) => slotPos[k] as number);
-      slotFree.set(free);
-      slotNode.set(node);
-      slotPos.set(pos);
-    }
-    for (const byDisk of group.byDisk) {
-      if (packable && byDisk.every((i) => small(disk[i] as number, 28))) {
-        const keys = Float64Array.from(byDisk, (i) => (disk[i] as number) * 2 ** 24 + (rank[i] as number)).sort();
-        keys.forEach((key, k) => {
-          byDisk[k] = idxByRank[key % 2 ** 24] as number;
-        });
-      } else {
-        byDisk.sort((a, b) => (disk[a] as number) - (disk[b] as number) || (rank[a] as number) - (rank[b] as number));
-      }
-    }
-  }
 }
 
-/** Moves entry `from` to `to` (≤ from) in each array, shifting the ones between right: a memmove, no allocation. */
-function moveLeft(arrays: readonly (Float64Array | Int32Array)[], from: number, to: number): void {
+/**
+ * Moves entry `from` of each array to `to`, shifting the ones between by one
+ * (a memmove, no allocation).
+ */
+function move(arrays: readonly (Float64Array | Int32Array)[], from: number, to: number): void {
   if (to === from) return;
   for (const a of arrays) {
     const item = a[from] as number;
-    a.copyWithin(to + 1, to, from);
+    if (to < from) a.copyWithin(to + 1, to, from);
+    else a.copyWithin(from, from + 1, to + 1);
     a[to] = item;
   }
 }
 
+/** Sets node `w`'s free disk to `value` and moves its `byDisk` entry to match. */
+function setDisk(state: ClusterState, w: WorkingNode, value: number): void {
+  if (value === w.diskFreeMb) return;
+  if (w.node.schedulable) {
+    const group = state.groups[w.trust] as TrustGroup;
+    const order = group.byDisk[w.gpuFreeVramMb.length > 0 ? 1 : 0];
+    const tie = state.tie[w.idx] as number;
+    const at = lowerBoundDisk(state, order, w.diskFreeMb, tie);
+    if (order[at] !== w.idx) throw new Error(`placer: disk index lost node ${w.node.id}`);
+    // Where the new key goes, found while the array is still sorted; an entry moving right lands one before it.
+    const found = lowerBoundDisk(state, order, value, tie);
+    move([order], at, found > at ? found - 1 : found);
+  }
+  w.diskFreeMb = value;
+  state.disk[w.idx] = value;
+}
+
+/** Sets the free VRAM of GPU `pos` of node `w` to `value` and moves its slot to match. */
+function setVram(state: ClusterState, w: WorkingNode, pos: number, value: number): void {
+  const free = w.gpuFreeVramMb[pos];
+  if (free === undefined) throw new Error(`placer: node ${w.node.id} has no GPU at position ${pos}`);
+  if (value === free) return;
+  if (w.node.schedulable) {
+    const group = state.groups[w.trust] as TrustGroup;
+    const tie = state.tie[w.idx] as number;
+    const at = lowerBoundSlot(state, group, free, tie, pos);
+    if (group.slotNode[at] !== w.idx || group.slotPos[at] !== pos) throw new Error(`placer: VRAM index lost GPU ${pos} of node ${w.node.id}`);
+    const found = lowerBoundSlot(state, group, value, tie, pos);
+    group.slotFree[at] = value;
+    move([group.slotFree, group.slotNode, group.slotPos], at, found > at ? found - 1 : found);
+  }
+  w.gpuFreeVramMb[pos] = value;
+}
+
 /**
  * Subtracts a unit's resources from `w` (and from its GPU at `gpuPos` for a
- * gpu unit; -1 for a cpu unit) and re-keys the node's index entries. Requests
- * are non-negative, so keys only fall and entries only move left.
+ * gpu unit; -1 for a cpu unit) and re-keys the node's index entries.
  */
 export function reserve(
   state: ClusterState,
@@ -304,33 +346,54 @@ export function reserve(
   unit: { vramMb: number; diskMb: number; cpuCores: number; memoryMb: number },
   gpuPos: number,
 ): void {
-  const group = state.groups[w.trust];
-  if (group === undefined || !w.node.schedulable) throw new Error(`placer: node ${w.node.id} is not schedulable`);
-  const rank = state.rank[w.idx] as number;
+  if (state.groups[w.trust] === undefined || !w.node.schedulable) throw new Error(`placer: node ${w.node.id} is not schedulable`);
   w.freeCpuCores -= unit.cpuCores;
   w.freeMemoryMb -= unit.memoryMb;
   state.cpu[w.idx] = w.freeCpuCores;
   state.memory[w.idx] = w.freeMemoryMb;
-  if (unit.diskMb !== 0) {
-    const order = group.byDisk[w.gpuFreeVramMb.length > 0 ? 1 : 0];
-    const at = lowerBoundDisk(state, order, w.diskFreeMb, rank);
-    if (order[at] !== w.idx) throw new Error(`placer: disk index lost node ${w.node.id}`);
-    // Where the new key goes, found before the entry changes (the array stays sorted for the search).
-    const to = lowerBoundDisk(state, order, w.diskFreeMb - unit.diskMb, rank);
-    w.diskFreeMb -= unit.diskMb;
-    state.disk[w.idx] = w.diskFreeMb;
-    moveLeft([order], at, to);
+  setDisk(state, w, w.diskFreeMb - unit.diskMb);
+  if (gpuPos !== -1) setVram(state, w, gpuPos, (w.gpuFreeVramMb[gpuPos] ?? NaN) - unit.vramMb);
+}
+
+/**
+ * Makes `state` what {@link createState} would build from `snapshot`, in
+ * place, when the snapshot has the same nodes (ids), each with the same
+ * trust level, schedulability and GPU devices: free resources are copied
+ * and only the index entries that changed move. Returns false, with the
+ * state untouched, when the cluster's shape changed; then build a new one.
+ * O(n) plus O(log n + memmove) per changed entry.
+ */
+export function syncState(state: ClusterState, snapshot: ClusterSnapshot): boolean {
+  const n = state.size;
+  if (snapshot.nodes.length !== n) return false;
+  // Which working node each snapshot node is; a node met twice is a duplicate id.
+  const at = new Int32Array(n);
+  const met = new Uint8Array(n);
+  for (let k = 0; k < n; k++) {
+    const node = snapshot.nodes[k] as NodeSnapshot;
+    const w = state.byId.get(node.id);
+    if (w === undefined) return false;
+    if (met[w.idx] === 1) throw new Error(`placer: duplicate node id ${node.id} in snapshot`);
+    met[w.idx] = 1;
+    at[k] = w.idx;
+    if (w.node === node) continue;
+    if (w.node.trustLevel !== node.trustLevel || w.node.schedulable !== node.schedulable) return false;
+    const before = w.node.gpus;
+    const after = node.gpus;
+    if (before.length !== after.length) return false;
+    for (let pos = 0; pos < after.length; pos++) if ((before[pos] as GpuView).index !== (after[pos] as GpuView).index) return false;
   }
-  if (gpuPos === -1) return;
-  const free = w.gpuFreeVramMb[gpuPos];
-  if (free === undefined) throw new Error(`placer: node ${w.node.id} has no GPU at position ${gpuPos}`);
-  if (unit.vramMb !== 0) {
-    const at = lowerBoundSlot(state, group, free, rank, gpuPos);
-    if (group.slotNode[at] !== w.idx || group.slotPos[at] !== gpuPos) throw new Error(`placer: VRAM index lost GPU ${gpuPos} of node ${w.node.id}`);
-    const to = lowerBoundSlot(state, group, free - unit.vramMb, rank, gpuPos);
-    group.slotFree[at] = free - unit.vramMb;
-    moveLeft([group.slotFree, group.slotNode, group.slotPos], at, to);
+  for (let k = 0; k < n; k++) {
+    const node = snapshot.nodes[k] as NodeSnapshot;
+    const w = state.nodes[at[k] as number] as WorkingNode;
+    w.node = node;
+    w.freeCpuCores = node.freeCpuCores;
+    w.freeMemoryMb = node.freeMemoryMb;
+    state.cpu[w.idx] = node.freeCpuCores;
+    state.memory[w.idx] = node.freeMemoryMb;
+    setDisk(state, w, node.diskFreeMb);
+    const gpus = node.gpus;
+    for (let pos = 0; pos < gpus.length; pos++) setVram(state, w, pos, (gpus[pos] as GpuView).freeVramMb);
   }
-  w.gpuFreeVramMb[gpuPos] = free - unit.vramMb;
-  w.maxFreeVramMb = maxOf(w.gpuFreeVramMb);
+  return true;
 }

@@ -4,8 +4,11 @@ export { reasonCounts, type ReasonCounts } from "./reason-counts.ts";
 export { allowedTrustLevels, minimumTrust } from "./trust.ts";
 export { Reason, type ReasonCode } from "./reasons.ts";
 export { fairOrder } from "./fairness.ts";
+export { defaultProfile, demandProfile } from "./profile.ts";
 export type {
   ClusterSnapshot,
+  CycleContext,
+  DemandProfile,
   GpuView,
   NodeSnapshot,
   Placement,

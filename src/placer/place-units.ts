@@ -7,24 +7,33 @@
  * state, fenced by the leader's term.
  *
  * `placeUnits` is one cycle over a fresh copy of a snapshot. `createPlacer`
- * keeps the copy and its indexes across cycles, so a caller that already
- * knows what it committed (a simulator, the benchmark) need not rebuild them.
+ * keeps the copy and its indexes across cycles: a caller that knows what it
+ * committed (a simulator, the benchmark) just places again, and the
+ * scheduling loop hands it each cycle's fresh snapshot through `sync`, which
+ * moves only the index entries that changed.
  */
-import { bestGpu, createState, lowerBoundDisk, lowerBoundSlot, reserve, reseed, type TrustGroup, type WorkingNode } from "./cycle-state.ts";
+import { bestGpu, createState, lowerBoundDisk, lowerBoundSlot, reserve, reseed, syncState, type TrustGroup, type WorkingNode } from "./cycle-state.ts";
 import { fairOrder } from "./fairness.ts";
-import { cpuFit, diskFit, memoryFit, nodeExcluded, scorePlugins, visitFilters } from "./plugins/index.ts";
+import { cpuFit, diskFit, leftOver, memoryFit, nodeExcluded, scorePlugins, visitFilters } from "./plugins/index.ts";
+import { hashString, mulberry32 } from "./prng.ts";
+import { defaultProfile, demandProfile } from "./profile.ts";
 import { Reason, type ReasonCode } from "./reasons.ts";
 import { minimumTrust, trustLevels } from "./trust.ts";
-import type { ClusterSnapshot, Placement, PlacementResult, PlacerOptions, ScoreWeights, UnitRequest, Unplaced } from "./types.ts";
-
-/** Default score weights: fit matters most, then a node's track record, then a warm dataset cache. */
-export const defaultWeights: ScoreWeights = { binPack: 0.5, reliability: 0.3, dataLocality: 0.2 };
+import type { ClusterSnapshot, CycleContext, Placement, PlacementResult, PlacerOptions, ScoreWeights, UnitRequest, Unplaced } from "./types.ts";
 
 /**
- * Default cap on feasible nodes scored per unit. The candidates come in
- * best-fit order, so the cap only drops looser fits that could win on
- * reliability or a cached dataset; without it a small unit on an empty
- * 10,000-node cluster would score every node.
+ * Default score weights: fit matters most (it decides how many units the
+ * cluster holds), then a node's track record, then a warm dataset cache. A
+ * cached dataset saves one download but, weighted high, pulls units onto a
+ * few nodes whatever their fit (with 0.5 / 0.3 / 0.2 bench:placer places
+ * 94,061 units instead of 96,839 on its 10k scenario).
+ */
+export const defaultWeights: ScoreWeights = { binPack: 0.7, reliability: 0.2, dataLocality: 0.1 };
+
+/**
+ * Default cap on feasible nodes scored per unit. Without it a small unit on
+ * an empty 10,000-node cluster would score every node; a seeded sample of
+ * 32 feasible nodes packs as well as scoring all of them on bench:placer.
  */
 export const defaultMaxScored = 32;
 
@@ -53,16 +62,29 @@ if (visitFilters.length !== fused.length || visitFilters.some((p, i) => p !== fu
 /** One unit's outcome. */
 export type Decision = { readonly placed: true; readonly placement: Placement } | { readonly placed: false; readonly unplaced: Unplaced };
 
-/** A long-lived placer over one snapshot: reservations made by a cycle stay for the next. */
+/** A long-lived placer over one cluster: reservations made by a cycle stay for the next. */
 export interface Placer {
   /** The number of nodes in the snapshot. */
   readonly size: number;
   /** Places one cycle's units in fair order (fairness.ts) and keeps their reservations. */
   place(units: readonly UnitRequest[], options: PlacerOptions): PlacementResult;
-  /** Starts a cycle by hand: sets the tie-break seed, weights and cap for the following `decide` calls. */
-  startCycle(options: PlacerOptions): void;
+  /**
+   * Starts a cycle by hand: sets the seed, weights and cap for the following
+   * `decide` calls, and the demand profile from the cycle's units (profile.ts;
+   * pass them in fair order, as `place` does).
+   */
+  startCycle(options: PlacerOptions, units?: readonly UnitRequest[]): void;
   /** Decides one unit (in the caller's order) and reserves what it takes; for callers that time decisions. */
   decide(unit: UnitRequest): Decision;
+  /**
+   * Replaces the placer's view of the cluster with `snapshot` (what is free
+   * now, e.g. read fresh from the database): afterwards the placer plans
+   * exactly as `createPlacer(snapshot)` would. O(n) plus the index entries
+   * that changed when the nodes, their trust, schedulability and GPUs are the
+   * same as before; otherwise it rebuilds (O(n log n)). Returns true when it
+   * did not need to rebuild.
+   */
+  sync(snapshot: ClusterSnapshot): boolean;
 }
 
 function checkWeights(weights: ScoreWeights): number[] {
@@ -96,18 +118,32 @@ function describe(unit: UnitRequest, counts: ReadonlyMap<ReasonCode, number>, no
   return `no online node with ${wanted} at trust ≥ ${minimumTrust(unit.sensitivity)} (${summary})`;
 }
 
+function gcd(a: number, b: number): number {
+  while (b !== 0) [a, b] = [b, a % b];
+  return a;
+}
+
+/** A step through 0..n-1 that visits every position once: coprime with n, near n/φ so early visits spread out. */
+function strideFor(n: number): number {
+  if (n <= 2) return 1;
+  let q = Math.max(1, Math.round(n * 0.6180339887498949));
+  while (gcd(q, n) !== 1) q++;
+  return q;
+}
+
 /**
  * Places as many units as fit, in fair order (fairness.ts). For each unit
- * the index yields candidate nodes in best-fit order, the filters the index
- * cannot settle run on each, up to `maxScored` survivors are scored
- * (weighted mean of the score plugins, 0..100), the best wins (a tie goes to
+ * the index yields the nodes that may fit; a seeded walk visits them in a
+ * spread-out order, the filters the index cannot settle run on each, the
+ * first `maxScored` survivors are scored (weighted mean of the score
+ * plugins, 0..100), the best wins (a tie goes to the tighter fit, then to
  * the node earlier in a shuffle of the node ids seeded by `options.seed`),
  * and its resources are reserved so later units see them taken.
  *
  * Cost: O(n log n) to index, then per unit O(T log n + k · (F + S + G)) with
- * T trust levels, k visited nodes (≤ `maxScored` feasible ones plus the
- * infeasible ones between them; every candidate for a unit nothing takes),
- * F/S plugins and G GPUs per node, plus a memmove to re-key the node.
+ * T trust levels, k visited nodes (until `maxScored` feasible ones; every
+ * candidate for a unit nothing takes), F/S plugins and G GPUs per node, plus
+ * a memmove to re-key the node.
  */
 export function placeUnits(snapshot: ClusterSnapshot, units: readonly UnitRequest[], options: PlacerOptions): PlacementResult {
   return createPlacer(snapshot).place(units, options);
@@ -115,98 +151,130 @@ export function placeUnits(snapshot: ClusterSnapshot, units: readonly UnitReques
 
 /** A placer over a private copy of `snapshot` (O(n log n)); see {@link Placer}. Node ids must be unique. */
 export function createPlacer(snapshot: ClusterSnapshot): Placer {
-  const state = createState(snapshot);
+  let state = createState(snapshot);
   const counts = new Int32Array(reasonOrder.length);
-  // Candidates of the current decision (at most maxScored per trust group): node idx, index key, GPU position.
+  // Feasible nodes met by the current decision's walk (at most maxScored).
   let candNode = new Int32Array(0);
-  let candKey = new Float64Array(0);
-  let candPos = new Int32Array(0);
+  // Per allowed trust group: where its part of the walk starts in the index, and its length.
+  const rangeStart = new Int32Array(trustLevels.length);
+  const rangeLen = new Int32Array(trustLevels.length);
   let weights: number[] = checkWeights(defaultWeights);
   let weightSum = 1;
   let maxScored = defaultMaxScored;
+  let cycle: CycleContext = { profile: defaultProfile };
+  let random = mulberry32(0);
   let started = false;
 
   /** The weighted mean of the score plugins (0..100), rounded to 3 decimals so float noise cannot decide a tie. */
   function scoreNode(unit: UnitRequest, node: WorkingNode): number {
     let total = 0;
-    for (let i = 0; i < scorePlugins.length; i++) total += (weights[i] as number) * (scorePlugins[i] as (typeof scorePlugins)[number]).score(unit, node);
+    for (let i = 0; i < scorePlugins.length; i++) {
+      const w = weights[i] as number;
+      if (w !== 0) total += w * (scorePlugins[i] as (typeof scorePlugins)[number]).score(unit, node, cycle);
+    }
     return Math.round((total / weightSum) * 1000) / 1000;
   }
 
-  function startCycle(options: PlacerOptions): void {
+  function startCycle(options: PlacerOptions, units: readonly UnitRequest[] = []): void {
     weights = checkWeights(options.weights ?? defaultWeights);
     weightSum = weights.reduce((a, b) => a + b, 0);
     const cap = options.maxScored ?? defaultMaxScored;
     if (!Number.isInteger(cap) || cap < 1) throw new RangeError("placer maxScored must be an integer ≥ 1");
     maxScored = cap;
-    // Never more candidates than nodes, whatever the cap.
-    const room = Math.max(1, Math.min(trustLevels.length * cap, state.size));
-    if (candNode.length < room) {
-      candNode = new Int32Array(room);
-      candKey = new Float64Array(room);
-      candPos = new Int32Array(room);
-    }
+    const room = Math.max(1, Math.min(cap, state.size));
+    if (candNode.length < room) candNode = new Int32Array(room);
+    cycle = { profile: demandProfile(units) };
     reseed(state, options.seed);
+    random = mulberry32(hashString(`walk:${options.seed}`));
     started = true;
   }
 
-  function decide(unit: UnitRequest): Decision {
+  // The decision in progress, shared with visit and walk (closures per decision would cost an allocation each).
+  let unit: UnitRequest = undefined as unknown as UnitRequest;
+  let seq = 0;
+  let minTrust = 0;
+  let nCand = 0;
+  let visited = 0;
+  let unresolvable = 0;
+
+  /** The visit filters, fused into comparisons: counts node `i`'s first failing reason, or keeps it as a candidate. */
+  function visit(i: number): void {
+    visited++;
+    const { cpu, memory, disk } = state;
+    const excluded = unit.excludedNodeIds;
+    let reason = -1;
+    if (excluded.length !== 0 && excluded.includes((state.nodes[i] as WorkingNode).node.id)) reason = iExcluded;
+    else if ((disk[i] as number) < unit.diskMb) reason = iDisk;
+    else if ((cpu[i] as number) < unit.cpuCores) reason = iCpu;
+    else if ((memory[i] as number) < unit.memoryMb) reason = iMemory;
+    if (reason === -1) candNode[nCand++] = i;
+    else {
+      counts[reason] = (counts[reason] as number) + 1;
+      if (reason === iExcluded) unresolvable++;
+    }
+  }
+
+  /**
+   * The walk: the allowed groups' index ranges (`rangeStart`/`rangeLen`: GPUs
+   * that fit, for `kind` -1; nodes with enough disk in `byDisk[kind]`) joined
+   * end to end, visited from a seeded start with a stride coprime to the
+   * total, so every position comes up once and the first ones are spread
+   * over the whole range (tight and loose fits, every trust level) rather
+   * than bunched at one end. It stops at maxScored feasible nodes; a unit
+   * nothing takes visits every candidate, which also counts every visited
+   * node's reason.
+   */
+  function walk(kind: -1 | 0 | 1): void {
+    const { groups, stamp } = state;
+    let total = 0;
+    for (let g = minTrust; g < groups.length; g++) total += rangeLen[g] as number;
+    if (total === 0) return;
+    const step = strideFor(total);
+    let p = Math.floor(random() * total);
+    for (let j = 0; j < total && nCand < maxScored; j++) {
+      let g = minTrust;
+      let c = p;
+      while (c >= (rangeLen[g] as number)) c -= rangeLen[g++] as number;
+      const group = groups[g] as TrustGroup;
+      const at = (rangeStart[g] as number) + c;
+      const i = (kind === -1 ? group.slotNode[at] : group.byDisk[kind][at]) as number;
+      // A node met again through another of its GPUs adds nothing.
+      if (stamp[i] !== seq) {
+        stamp[i] = seq;
+        visit(i);
+      }
+      p += step;
+      if (p >= total) p -= total;
+    }
+  }
+
+  function decide(next: UnitRequest): Decision {
     if (!started) throw new Error("placer: startCycle before decide");
     if (state.seq === 0x7fffffff) {
       // The stamp array is Int32: start over before it wraps.
       state.stamp.fill(0);
       state.seq = 0;
     }
-    const seq = ++state.seq;
+    unit = next;
+    seq = ++state.seq;
     counts.fill(0);
-    const minTrust = trustLevels.indexOf(minimumTrust(unit.sensitivity));
+    minTrust = trustLevels.indexOf(minimumTrust(unit.sensitivity));
+    nCand = 0;
+    visited = 0;
+    unresolvable = 0;
     const groups = state.groups;
     const gpu = unit.kind === "gpu";
-    let unresolvable = 0;
-    let visited = 0;
     let skippedDisk = 0;
+    const { rank, nodes } = state;
 
-    const excluded = unit.excludedNodeIds;
-    const { cpu, memory, disk, rank, stamp, nodes } = state;
-    let nCand = 0;
-    /**
-     * The visit filters, fused into comparisons: counts node `i`'s first
-     * failing reason, or records it as a candidate with its index key.
-     */
-    const visit = (i: number, key: number, pos: number): void => {
-      visited++;
-      let reason = -1;
-      if (excluded.length !== 0 && excluded.includes((nodes[i] as WorkingNode).node.id)) reason = iExcluded;
-      else if ((disk[i] as number) < unit.diskMb) reason = iDisk;
-      else if ((cpu[i] as number) < unit.cpuCores) reason = iCpu;
-      else if ((memory[i] as number) < unit.memoryMb) reason = iMemory;
-      if (reason === -1) {
-        candNode[nCand] = i;
-        candKey[nCand] = key;
-        candPos[nCand] = pos;
-        nCand++;
-      } else {
-        counts[reason] = (counts[reason] as number) + 1;
-        if (reason === iExcluded) unresolvable++;
-      }
-    };
-
-    // Each allowed trust group is walked in its own best-fit order up to its
-    // first maxScored feasible nodes; the maxScored best fits overall are
-    // among them. A unit nothing takes walks every candidate, which also
-    // counts every visited node's reason.
     if (gpu) {
       for (let g = minTrust; g < groups.length; g++) {
-        const { slotFree, slotNode, slotPos } = groups[g] as TrustGroup;
-        const stop = nCand + maxScored;
-        for (let c = lowerBoundSlot(state, groups[g] as TrustGroup, unit.vramMb, -1, -1); c < slotFree.length && nCand < stop; c++) {
-          const i = slotNode[c] as number;
-          // A node's first GPU in this order is its best fit; its other GPUs add nothing.
-          if (stamp[i] === seq) continue;
-          stamp[i] = seq;
-          visit(i, slotFree[c] as number, slotPos[c] as number);
-        }
+        const group = groups[g] as TrustGroup;
+        const start = lowerBoundSlot(state, group, unit.vramMb, -1, -1);
+        rangeStart[g] = start;
+        rangeLen[g] = group.slotFree.length - start;
       }
+      walk(-1);
     } else {
       // Nodes without a GPU first; GPU nodes only when none of those can take
       // the unit, so cpu units do not use up the cores and memory that GPU
@@ -216,35 +284,31 @@ export function createPlacer(snapshot: ClusterSnapshot): Placer {
           const order = (groups[g] as TrustGroup).byDisk[kind as 0 | 1];
           const start = lowerBoundDisk(state, order, unit.diskMb, -1);
           skippedDisk += start;
-          const stop = nCand + maxScored;
-          for (let c = start; c < order.length && nCand < stop; c++) {
-            const i = order[c] as number;
-            visit(i, disk[i] as number, 0);
-          }
+          rangeStart[g] = start;
+          rangeLen[g] = order.length - start;
         }
+        walk(kind as 0 | 1);
       }
     }
 
-    // Score the maxScored best fits among the candidates: key, then seeded rank, then GPU position.
+    // Score the candidates: the best score wins, then the tighter fit, then the earlier seeded rank.
     let best: WorkingNode | undefined;
     let bestScore = -1;
-    if (nCand > 0) {
-      const picked = Array.from({ length: nCand }, (_, k) => k);
-      if (nCand > maxScored) {
-        picked.sort(
-          (x, y) =>
-            (candKey[x] as number) - (candKey[y] as number) ||
-            (rank[candNode[x] as number] as number) - (rank[candNode[y] as number] as number) ||
-            (candPos[x] as number) - (candPos[y] as number),
-        );
-        picked.length = maxScored;
-      }
-      for (const k of picked) {
-        const w = nodes[candNode[k] as number] as WorkingNode;
-        const score = scoreNode(unit, w);
-        if (best === undefined || score > bestScore || (score === bestScore && (rank[w.idx] as number) < (rank[best.idx] as number))) {
+    // The best's leftover, computed only once a tie needs it (NaN until then).
+    let bestLeft = NaN;
+    for (let k = 0; k < nCand; k++) {
+      const w = nodes[candNode[k] as number] as WorkingNode;
+      const score = scoreNode(unit, w);
+      if (best === undefined || score > bestScore) {
+        best = w;
+        bestScore = score;
+        bestLeft = NaN;
+      } else if (score === bestScore) {
+        if (Number.isNaN(bestLeft)) bestLeft = leftOver(unit, best);
+        const left = leftOver(unit, w);
+        if (left < bestLeft || (left === bestLeft && (rank[w.idx] as number) < (rank[best.idx] as number))) {
           best = w;
-          bestScore = score;
+          bestLeft = left;
         }
       }
     }
@@ -301,20 +365,29 @@ export function createPlacer(snapshot: ClusterSnapshot): Placer {
   }
 
   return {
-    size: state.size,
+    get size() {
+      return state.size;
+    },
     startCycle,
     decide,
     place(units, options) {
       checkUnits(units);
-      startCycle(options);
+      const ordered = fairOrder(units);
+      startCycle(options, ordered);
       const placements: Placement[] = [];
       const unplaced: Unplaced[] = [];
-      for (const unit of fairOrder(units)) {
+      for (const unit of ordered) {
         const d = decide(unit);
         if (d.placed) placements.push(d.placement);
         else unplaced.push(d.unplaced);
       }
       return { placements, unplaced };
+    },
+    sync(next) {
+      if (syncState(state, next)) return true;
+      state = createState(next);
+      started = false;
+      return false;
     },
   };
 }

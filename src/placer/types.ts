@@ -95,16 +95,34 @@ export interface ScoreWeights {
   dataLocality: number;
 }
 
-/** Per-call options: the tie-break seed (e.g. the cycle or evaluation id) and score weights. */
+/**
+ * The typical gpu unit of a cycle: the mean ask of its ready gpu units (see
+ * profile.ts). BinPack measures a node's capacity in these units, so the
+ * scarce resource is whichever the waiting work needs most of.
+ */
+export interface DemandProfile {
+  vramMb: number;
+  cpuCores: number;
+  memoryMb: number;
+  diskMb: number;
+}
+
+/** What the score plugins know of the cycle beyond one unit and one node. */
+export interface CycleContext {
+  readonly profile: DemandProfile;
+}
+
+/** Per-call options: the seed (tie-breaks and the order candidates are visited in) and score weights. */
 export interface PlacerOptions {
   seed: string;
   weights?: ScoreWeights;
   /**
-   * At most this many feasible nodes are scored per unit, taken in best-fit
-   * order (tightest VRAM for a gpu unit, tightest disk for a cpu unit; ties in
-   * seeded order). Default 32 (`defaultMaxScored`). A unit no node takes is
-   * still checked against every candidate, so none is left unplaced while a
-   * node could take it.
+   * At most this many feasible nodes are scored per unit, met in a seeded
+   * pseudo-random walk over the nodes the index says may fit (see
+   * place-units.ts). Default 32 (`defaultMaxScored`). With no more feasible
+   * nodes than this, every one is scored; a unit no node takes is still
+   * checked against every candidate, so none is left unplaced while a node
+   * could take it.
    */
   maxScored?: number;
 }

@@ -6,13 +6,21 @@
  * The commit re-checks each unit is still `ready` (a cancel may have won the
  * race) and that the term it was planned under is still the current one, so a
  * deposed leader cannot commit anything.
+ *
+ * The placer lives across cycles (one per control plane): each cycle hands it
+ * the fresh snapshot through `sync`, which moves only the index entries of
+ * nodes whose free resources changed, instead of rebuilding the copy and its
+ * indexes (O(n log n)) every cycle. The plan is exactly the one a placer
+ * built from that snapshot would make, so nothing it reserved in an earlier
+ * cycle (committed or not) can leak into the next.
  */
 import type { ControlPlaneDeps } from "../deps.ts";
-import { allowedTrustLevels, placeUnits } from "../placer/index.ts";
-import type { ClusterSnapshot, NodeSnapshot, UnitRequest } from "../placer/index.ts";
+import { allowedTrustLevels, createPlacer } from "../placer/index.ts";
+import type { ClusterSnapshot, NodeSnapshot, Placer, PlacementResult, UnitRequest } from "../placer/index.ts";
 import { newId } from "../platform/ids.ts";
 import type { Sql } from "../store/database.ts";
 import type { NodeRow } from "../store/nodes.ts";
+import type { FleetCache } from "./fleet-cache.ts";
 import { NodeHistory } from "./node-history.ts";
 
 /** Name of the lease row whose term fences placement commits. */
@@ -57,6 +65,7 @@ export async function readSnapshot(
   sql: Sql,
   isLive: (nodeId: string) => boolean,
   history: NodeHistory,
+  fleet?: FleetCache,
   maxUnits = 1000,
 ): Promise<{ snapshot: ClusterSnapshot; units: UnitRequest[] }> {
   const ready = await sql.query<ReadyUnitRow>(
@@ -69,7 +78,7 @@ export async function readSnapshot(
   );
   // Nothing waits: skip reading the fleet (an idle cycle must stay cheap with thousands of nodes).
   if (ready.length === 0) return { snapshot: { nodes: [] }, units: [] };
-  const nodes = await sql.query<NodeRow>(`SELECT * FROM nodes WHERE state = 'online'`);
+  const nodes = fleet === undefined ? await sql.query<NodeRow>(`SELECT * FROM nodes WHERE state = 'online'`) : await fleet.onlineNodes(sql);
   const held = await sql.query<HeldRow>(
     `SELECT node_id, gpu_index, sum(required_vram_mb)::int AS vram, sum(required_disk_mb)::int AS disk,
             sum(required_cpu_cores)::int AS cpu, sum(required_memory_mb)::int AS memory
@@ -123,18 +132,37 @@ export async function readSnapshot(
   return { snapshot, units };
 }
 
+/** One long-lived placer per control plane (keyed by its deps, so test control planes never share one). */
+const placers = new WeakMap<ControlPlaneDeps, Placer>();
+
+/**
+ * Plans one cycle on the control plane's long-lived placer, synced to
+ * `snapshot` first: the same plan as `placeUnits(snapshot, units, { seed })`.
+ */
+export function planCycle(deps: ControlPlaneDeps, snapshot: ClusterSnapshot, units: readonly UnitRequest[], seed: string): PlacementResult {
+  let placer = placers.get(deps);
+  if (placer === undefined) {
+    placer = createPlacer(snapshot);
+    placers.set(deps, placer);
+  } else {
+    placer.sync(snapshot);
+  }
+  return placer.place(units, { seed });
+}
+
 /** Runs one cycle under `term`. */
 export async function runPlacementCycle(
   deps: ControlPlaneDeps,
   term: number,
   isLive: (nodeId: string) => boolean,
   history: NodeHistory = new NodeHistory(deps.clock),
+  fleet?: FleetCache,
 ): Promise<CycleResult> {
   const { db, clock } = deps;
-  const { snapshot, units } = await readSnapshot(db, isLive, history);
+  const { snapshot, units } = await readSnapshot(db, isLive, history, fleet);
   if (units.length === 0) return { placed: [], unplaced: 0, committed: true };
   const cycleId = newId();
-  const plan = placeUnits(snapshot, units, { seed: cycleId });
+  const plan = planCycle(deps, snapshot, units, cycleId);
   const now = new Date(clock.now());
   return db.transaction(async (tx) => {
     // Fencing: the lease row is locked and must still carry our term.

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { viewOf } from "../../src/placer/cycle-state.ts";
 import { fairOrder } from "../../src/placer/fairness.ts";
-import { allowedTrustLevels, placeUnits } from "../../src/placer/index.ts";
+import { allowedTrustLevels, demandProfile, placeUnits } from "../../src/placer/index.ts";
 import {
   binPack,
   binPackScore,
@@ -361,21 +362,130 @@ describe("placeUnits: scores and ties", () => {
     assert.ok(winners.size > 1, `always ${[...winners].join()}`);
   });
 
-  const binPackCases: { name: string; unit: { kind: "cpu" | "gpu"; vramMb: number; diskMb: number }; freeVram: number; freeDisk: number; expected: number }[] = [
-    { name: "scores a perfect VRAM and disk fit 100", unit: { kind: "gpu", vramMb: 8000, diskMb: 100 }, freeVram: 8000, freeDisk: 100, expected: 100 },
-    { name: "scores half the VRAM and half the disk 50", unit: { kind: "gpu", vramMb: 4000, diskMb: 50 }, freeVram: 8000, freeDisk: 100, expected: 50 },
-    { name: "weighs VRAM three times disk", unit: { kind: "gpu", vramMb: 8000, diskMb: 0 }, freeVram: 8000, freeDisk: 100, expected: 75 },
-    { name: "scores a cpu unit on disk alone", unit: { kind: "cpu", vramMb: 0, diskMb: 25 }, freeVram: 0, freeDisk: 100, expected: 25 },
-    { name: "scores asking nothing of nothing as a perfect fit", unit: { kind: "cpu", vramMb: 0, diskMb: 0 }, freeVram: 0, freeDisk: 0, expected: 100 },
+  // A typical unit of 4000 MB VRAM, 2 cores, 4000 MB RAM and 10 GB disk; free amounts below count in such units.
+  const profile = { vramMb: 4000, cpuCores: 2, memoryMb: 4000, diskMb: 10_000 };
+  const typical = { kind: "gpu" as const, vramMb: 4000, cpuCores: 2, memoryMb: 4000, diskMb: 10_000 };
+  const free = (units: { vram: number; cpu: number; mem: number; disk: number }) => ({
+    vramMb: units.vram * 4000,
+    cpuCores: units.cpu * 2,
+    memoryMb: units.mem * 4000,
+    diskMb: units.disk * 10_000,
+  });
+  const binPackCases: {
+    name: string;
+    unit: { kind: "cpu" | "gpu"; vramMb: number; cpuCores: number; memoryMb: number; diskMb: number };
+    free: { vramMb: number; cpuCores: number; memoryMb: number; diskMb: number };
+    profile?: typeof profile;
+    // fit (0..1) and room left after the unit (typical units): score = 100 × (0.5 fit + 0.5 room / (2 + room)).
+    fit: number;
+    room: number;
+  }[] = [
+    {
+      name: "gives a typical unit whose VRAM is the node's bottleneck no fit, whatever the room",
+      unit: typical,
+      free: free({ vram: 1, cpu: 10, mem: 10, disk: 10 }),
+      fit: 0,
+      room: 9,
+    },
+    {
+      name: "gives a cpu unit on cores the node's VRAM will never use a perfect fit",
+      unit: { kind: "cpu", vramMb: 0, cpuCores: 2, memoryMb: 4000, diskMb: 10_000 },
+      free: free({ vram: 1, cpu: 10, mem: 10, disk: 10 }),
+      fit: 1,
+      room: 9,
+    },
+    {
+      name: "gives a VRAM-heavy unit a good fit on a node short of cores, where its VRAM would be stranded",
+      // 4 typical units of VRAM, 1 core's worth: the node is core-bound; the unit takes 1 unit of cores out of its 4 of VRAM.
+      unit: { kind: "gpu", vramMb: 16_000, cpuCores: 2, memoryMb: 4000, diskMb: 10_000 },
+      free: free({ vram: 8, cpu: 1, mem: 10, disk: 10 }),
+      fit: 0.75,
+      room: 0,
+    },
+    {
+      name: "gives the same VRAM-heavy unit no fit on a node short of VRAM",
+      unit: { kind: "gpu", vramMb: 16_000, cpuCores: 2, memoryMb: 4000, diskMb: 10_000 },
+      free: free({ vram: 4, cpu: 10, mem: 10, disk: 10 }),
+      fit: 0,
+      room: 9,
+    },
+    {
+      name: "charges a unit only what it takes beyond the surplus of each resource",
+      // Bottleneck VRAM (2); cores 1 above it. The unit asks 1 VRAM and 3 cores: it takes max(1 − 0, 3 − 1) = 2 of its size 3.
+      unit: { kind: "gpu", vramMb: 4000, cpuCores: 6, memoryMb: 0, diskMb: 0 },
+      free: free({ vram: 2, cpu: 3, mem: 10, disk: 10 }),
+      fit: 1 / 3,
+      room: 0,
+    },
+    {
+      name: "scores asking nothing of nothing as a perfect fit with no room",
+      unit: { kind: "cpu", vramMb: 0, cpuCores: 0, memoryMb: 0, diskMb: 0 },
+      free: free({ vram: 0, cpu: 0, mem: 0, disk: 0 }),
+      fit: 1,
+      room: 0,
+    },
+    {
+      name: "ignores the VRAM a cpu unit might be said to ask",
+      unit: { kind: "cpu", vramMb: 4000, cpuCores: 2, memoryMb: 4000, diskMb: 10_000 },
+      free: free({ vram: 1, cpu: 10, mem: 10, disk: 10 }),
+      fit: 1,
+      room: 9,
+    },
+    {
+      name: "leaves out a resource the profile does not ask for",
+      unit: { kind: "cpu", vramMb: 0, cpuCores: 2, memoryMb: 4000, diskMb: 10_000 },
+      free: { vramMb: 4000, cpuCores: 20, memoryMb: 40_000, diskMb: 0 },
+      profile: { ...profile, diskMb: 0 },
+      fit: 1,
+      room: 9,
+    },
   ];
   for (const tc of binPackCases) {
-    it(`binPackScore ${tc.name}`, () => assert.equal(binPackScore(tc.unit, tc.freeVram, tc.freeDisk), tc.expected));
+    it(`binPackScore ${tc.name}`, () => {
+      const expected = 100 * (0.5 * tc.fit + 0.5 * (tc.room / (2 + tc.room)));
+      const got = binPackScore(tc.unit, tc.free, tc.profile ?? profile);
+      assert.ok(Math.abs(got - expected) < 1e-9, `${got} ≠ ${expected}`);
+    });
   }
+
+  it("binPackScore stays within 0..100 for any asks, free amounts and profile", () => {
+    const amount = fc.oneof(fc.constant(0), fc.double({ min: -10, max: 1e6, noNaN: true }));
+    fc.assert(
+      fc.property(
+        fc.constantFrom("cpu", "gpu" as const),
+        fc.tuple(amount, amount, amount, amount),
+        fc.tuple(amount, amount, amount, amount),
+        fc.tuple(amount, amount, amount, amount),
+        (kind, [v, c, m, d], [fv, fc_, fm, fd], [pv, pc, pm, pd]) => {
+          const s = binPackScore(
+            { kind, vramMb: Math.abs(v), cpuCores: Math.abs(c), memoryMb: Math.abs(m), diskMb: Math.abs(d) },
+            { vramMb: fv, cpuCores: fc_, memoryMb: fm, diskMb: fd },
+            { vramMb: pv, cpuCores: pc, memoryMb: pm, diskMb: pd },
+          );
+          assert.ok(s >= 0 && s <= 100, `gave ${s}`);
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
+  it("sends a VRAM-heavy unit to the node short of cores and a core-heavy unit to the node short of VRAM", () => {
+    const nodes = [
+      nodeWith({ id: "few-cores", vram: [49152], freeCpuCores: 4, cpuCores: 4 }),
+      nodeWith({ id: "small-gpu", vram: [12288], freeCpuCores: 32, cpuCores: 32 }),
+    ];
+    const units = [
+      unitWith({ id: "big-vram", customerId: "a", vramMb: 40_000, cpuCores: 1, readySinceMs: 0 }),
+      unitWith({ id: "many-cores", customerId: "b", vramMb: 2000, cpuCores: 16, readySinceMs: 1 }),
+    ];
+    assert.deepEqual(placedOn(place(nodes, units)), { "big-vram": "few-cores", "many-cores": "small-gpu" });
+  });
 
   it("score plugins stay within 0..100", () => {
     const view = viewOf(nodeWith({ reliability: 7, cached: ["ds-1"] }));
+    const cycle = { profile: demandProfile([unitWith()]) };
     for (const plugin of [binPack, reliability, dataLocality]) {
-      const s = plugin.score(unitWith(), view);
+      const s = plugin.score(unitWith(), view, cycle);
       assert.ok(s >= 0 && s <= 100, `${plugin.name} gave ${s}`);
     }
   });
@@ -477,17 +587,22 @@ describe("placeUnits: golden plan", () => {
 
 /**
  * Checked by hand: fair order is carol, acme, bob by oldest unit; carol's 90 GB unit fits no GPU; the 40 GB
- * high_sensitive unit takes the A100 whose free 40000 MB fits exactly; bob-cats goes where ds-cats is cached;
- * bob-retry skips the node that failed it and lands on the other A100 GPU.
+ * high_sensitive unit takes the A100 whose free 40000 MB fits exactly (best-fit GPU on the node); bob-cats ties on
+ * fit between the 3090 and a 4090 and goes where ds-cats is cached; acme-prep takes the GPU-less controlled node.
+ * bob-small (6 GB VRAM, 40 GB disk) fits home-3060 and the A100 node equally (it takes the same 0.19 typical units
+ * of VRAM from either; the cycle's typical unit asks 31 GB VRAM, 2 cores, 2 GB RAM, 15 GB disk), but on home-3060
+ * (50 GB disk) it would leave 10 GB of disk, less than one typical unit needs, while the A100 node keeps room for six
+ * in every host resource: it takes the A100 (the previous VRAM-only best fit took home-3060 and left its disk nearly
+ * full). bob-retry skips the node that failed it and lands on the A100's other GPU. The same six units are placed.
  */
 const GOLDEN: PlacementResult = {
   placements: [
-    { unitId: "acme-train-big", nodeId: "lab-a100", gpuIndex: 1, score: 67.45 },
-    { unitId: "bob-cats", nodeId: "home-3090", gpuIndex: 0, score: 59.509 },
-    { unitId: "acme-train-2", nodeId: "home-4090x2", gpuIndex: 0, score: 59.268 },
-    { unitId: "bob-small", nodeId: "home-3060", gpuIndex: 0, score: 46.311 },
-    { unitId: "acme-prep", nodeId: "lab-cpu", gpuIndex: -1, score: 31 },
-    { unitId: "bob-retry", nodeId: "lab-a100", gpuIndex: 0, score: 39.11 },
+    { unitId: "acme-train-big", nodeId: "lab-a100", gpuIndex: 1, score: 47.022 },
+    { unitId: "bob-cats", nodeId: "home-3090", gpuIndex: 0, score: 76.932 },
+    { unitId: "acme-train-2", nodeId: "home-4090x2", gpuIndex: 0, score: 58.642 },
+    { unitId: "bob-small", nodeId: "lab-a100", gpuIndex: 0, score: 78.51 },
+    { unitId: "acme-prep", nodeId: "lab-cpu", gpuIndex: -1, score: 77.273 },
+    { unitId: "bob-retry", nodeId: "lab-a100", gpuIndex: 0, score: 57.219 },
   ],
   unplaced: [
     {

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { bestGpu, viewOf } from "../../src/placer/cycle-state.ts";
-import { allowedTrustLevels, createPlacer, defaultWeights, fairOrder, placeUnits } from "../../src/placer/index.ts";
-import { filterPlugins, scorePlugins } from "../../src/placer/plugins/index.ts";
+import { allowedTrustLevels, createPlacer, defaultWeights, demandProfile, fairOrder, placeUnits } from "../../src/placer/index.ts";
+import { filterPlugins, leftOver, scorePlugins } from "../../src/placer/plugins/index.ts";
 import { seededShuffle } from "../../src/placer/prng.ts";
 import type { ReasonCode } from "../../src/placer/reasons.ts";
 import type { ClusterSnapshot, NodeSnapshot, Placement, PlacementResult, UnitRequest } from "../../src/placer/types.ts";
@@ -211,8 +211,9 @@ describe("placeUnits properties", () => {
 /**
  * The placer without indexes or a cap: every filter plugin on every node,
  * every feasible node scored (for a cpu unit only the feasible nodes without
- * a GPU when there are any), ties by the seeded shuffle. The indexed placer
- * must give the same plan whenever the cap does not bite.
+ * a GPU when there are any) against the cycle's demand profile, ties to the
+ * tighter fit and then by the seeded shuffle. The indexed placer must give
+ * the same plan whenever the cap does not bite.
  */
 function referencePlace(snapshot: ClusterSnapshot, units: readonly UnitRequest[], seed: string): {
   placements: Placement[];
@@ -221,12 +222,13 @@ function referencePlace(snapshot: ClusterSnapshot, units: readonly UnitRequest[]
   const nodes = snapshot.nodes.map((n) => ({ ...n, gpus: n.gpus.map((g) => ({ ...g })) }));
   const rank = new Map(seededShuffle(nodes.map((n) => n.id).sort(), seed).map((id, i) => [id, i]));
   const w = defaultWeights;
+  const cycle = { profile: demandProfile(fairOrder(units)) };
   const placements: Placement[] = [];
   const unplaced: { unitId: string; reasons: Partial<Record<ReasonCode, number>>; unresolvable: boolean }[] = [];
   for (const unit of fairOrder(units)) {
     const reasons: Partial<Record<ReasonCode, number>> = {};
     let unresolvable = 0;
-    let best: { node: NodeSnapshot; score: number } | undefined;
+    let best: { node: NodeSnapshot; score: number; left: number } | undefined;
     const feasible: NodeSnapshot[] = [];
     for (const node of nodes) {
       const failed = filterPlugins.map((f) => f.filter(unit, viewOf(node))).find((st) => st.code !== "success");
@@ -240,10 +242,15 @@ function referencePlace(snapshot: ClusterSnapshot, units: readonly UnitRequest[]
     const gpuless = feasible.filter((n) => n.gpus.length === 0);
     for (const node of unit.kind === "cpu" && gpuless.length > 0 ? gpuless : feasible) {
       const view = viewOf(node);
-      const total = scorePlugins.reduce((a, p) => a + w[p.weight] * p.score(unit, view), 0);
+      const total = scorePlugins.reduce((a, p) => a + w[p.weight] * p.score(unit, view, cycle), 0);
       const score = Math.round((total / (w.binPack + w.reliability + w.dataLocality)) * 1000) / 1000;
-      if (best === undefined || score > best.score || (score === best.score && (rank.get(node.id) as number) < (rank.get(best.node.id) as number))) {
-        best = { node, score };
+      const left = leftOver(unit, view);
+      if (
+        best === undefined ||
+        score > best.score ||
+        (score === best.score && (left < best.left || (left === best.left && (rank.get(node.id) as number) < (rank.get(best.node.id) as number))))
+      ) {
+        best = { node, score, left };
       }
     }
     if (best === undefined) {
@@ -320,6 +327,43 @@ describe("placeUnits against a full scan, and the long-lived placer", () => {
         assert.deepEqual(one, placeUnits(snapshot, first, { seed }));
         assert.deepEqual(two, placeUnits(afterPlan(snapshot, first, one), second, { seed: `${seed}-2` }));
       }),
+      { numRuns: 200 },
+    );
+  });
+
+  it("plans exactly as placeUnits on a fresh snapshot after sync, whether only free resources changed or the cluster did", () => {
+    fc.assert(
+      fc.property(
+        scenarioArb,
+        fc.array(fc.nat({ max: 100 }), { minLength: 40, maxLength: 40 }),
+        clusterArb,
+        fc.boolean(),
+        ({ snapshot, units, seed }, pcts, other, reshape) => {
+          const placer = createPlacer(snapshot);
+          placer.place(units.slice(0, 10), { seed });
+          let k = 0;
+          const pct = () => (pcts[k++ % pcts.length] as number) / 100;
+          // Same nodes, trust, schedulability and GPUs; free amounts anywhere from empty to more than before.
+          const next: ClusterSnapshot = reshape
+            ? other
+            : {
+                nodes: snapshot.nodes.map((n) => ({
+                  ...n,
+                  freeCpuCores: Math.floor(n.cpuCores * pct()),
+                  freeMemoryMb: Math.floor(n.memoryMb * pct()),
+                  diskFreeMb: Math.floor(200_000 * pct()),
+                  gpus: n.gpus.map((g) => ({ ...g, freeVramMb: Math.floor(g.vramMb * pct()) })),
+                })),
+              };
+          const incremental = placer.sync(next);
+          if (!reshape) assert.equal(incremental, true);
+          const rest = units.slice(10);
+          assert.deepEqual(placer.place(rest, { seed: `${seed}-2` }), placeUnits(next, rest, { seed: `${seed}-2` }));
+          // And again from what that cycle reserved.
+          assert.equal(placer.sync(next), true);
+          assert.deepEqual(placer.place(units, { seed }), placeUnits(next, units, { seed }));
+        },
+      ),
       { numRuns: 200 },
     );
   });

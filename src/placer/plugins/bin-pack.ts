@@ -1,51 +1,129 @@
 /**
- * Best fit: prefer the node (and GPU) that the unit fills most tightly, so
- * large GPUs and big disks stay free for the large units that need them.
+ * Multi-resource fit: put the unit where it uses up the least of what the
+ * work waiting now could still use, so no resource of a node is stranded
+ * because another ran out first (VRAM left on a node with no cores, cores on
+ * a node with no VRAM).
+ *
+ * A node's capacity is counted in typical gpu units (the cycle's
+ * DemandProfile): per resource r, U_r = free_r / profile_r, and the node can
+ * still host U = min_r U_r of them; the resources above the minimum are its
+ * surplus. A unit asking a_r = ask_r / profile_r takes
+ *
+ *   loss = U − min_r (U_r − a_r) = max_r (a_r − (U_r − U))
+ *
+ * of that capacity: nothing when it only uses surplus (a cpu unit on the
+ * spare cores of a node whose VRAM is nearly gone), all of its dominant
+ * share when it hits the node's bottleneck. VRAM counts as the node's total
+ * free VRAM here; which GPU the unit gets is a best fit (bestGpu), and the
+ * placer breaks score ties towards the GPU with the least VRAM left.
  */
 import { bestGpu, type NodeView } from "../cycle-state.ts";
-import type { UnitRequest } from "../types.ts";
+import type { CycleContext, DemandProfile, UnitRequest } from "../types.ts";
 import type { ScorePlugin } from "./plugin.ts";
 
-/** The share of a free amount a request would take: 1 means nothing left over. A request of 0 on nothing free is a perfect fit. */
-function fit(need: number, free: number): number {
-  if (free <= 0) return 1;
-  return Math.min(1, Math.max(0, need / free));
-}
+/** Share of the bin-pack score that the fit (capacity lost) carries; the room left on the node carries the rest. */
+export const fitShare = 0.5;
 
-/** Share of the bin-pack score that VRAM fit carries for a gpu unit; disk fit carries the rest. */
-export const vramShare = 0.75;
+/** The room left (in typical units) at which the room term is half way to its maximum. */
+export const roomHalf = 2;
+
+/** Free resources of a node (VRAM: the total over its GPUs). */
+export interface FreeResources {
+  vramMb: number;
+  cpuCores: number;
+  memoryMb: number;
+  diskMb: number;
+}
 
 /**
- * The bin-pack score, 0..100 (Nomad's ScoreFitBinPack, for VRAM and disk):
+ * The bin-pack score, 0..100 (higher is better):
  *
- *   gpu unit: 100 × (0.75 × vram/freeVramOfChosenGpu + 0.25 × disk/freeDisk)
- *   cpu unit: 100 × disk/freeDisk
+ *   100 × (0.5 × (1 − loss / size) + 0.5 × R / (2 + R))
  *
- * Each ratio is the share of the free amount the unit would take (1 = nothing
- * left over, towards 0 = a small unit on a big free space), clamped to 0..1,
- * and 1 when nothing is free and nothing is asked. For a fixed unit, need/free
- * falls as free rises, so a higher VRAM term means strictly less VRAM left
- * over; VRAM weighs three times disk, so VRAM leftover decides and disk
- * mostly breaks near-ties.
+ * - `loss` (above) is the capacity, in typical units, the unit takes from the
+ *   node; `size` = max_r a_r is the most it can take (its dominant share), so
+ *   the first term is 1 when the unit only uses surplus and 0 when its
+ *   dominant resource is the node's bottleneck. A unit asking nothing fits
+ *   perfectly.
+ * - R is the room left after the unit on the host resources (cores, memory,
+ *   disk), in typical units: R / (2 + R) runs from 0 (full) towards 1 (half
+ *   way at 2 typical units), so between similar fits the unit goes where
+ *   more host capacity is left, and cores and memory run out evenly instead
+ *   of node by node (which would strand the VRAM next to them).
  *
- * @param freeVramMb free VRAM of the GPU the unit would get (ignored for cpu units)
+ * A resource the profile does not ask for (0) is left out; free amounts
+ * below 0 count as 0. Pure; the VRAM ask counts only for a gpu unit.
  */
-export function binPackScore(
-  unit: { kind: "cpu" | "gpu"; vramMb: number; diskMb: number },
-  freeVramMb: number,
-  diskFreeMb: number,
-): number {
-  const disk = fit(unit.diskMb, diskFreeMb);
-  if (unit.kind === "cpu") return 100 * disk;
-  return 100 * (vramShare * fit(unit.vramMb, freeVramMb) + (1 - vramShare) * disk);
+export function binPackScore(unit: { kind: "cpu" | "gpu"; vramMb: number; diskMb: number; cpuCores: number; memoryMb: number }, free: FreeResources, profile: DemandProfile): number {
+  // Capacity (U_r) and ask (a_r) per resource in typical units; NaN marks a resource the profile leaves out.
+  const uV = units(free.vramMb, profile.vramMb);
+  const uC = units(free.cpuCores, profile.cpuCores);
+  const uM = units(free.memoryMb, profile.memoryMb);
+  const uD = units(free.diskMb, profile.diskMb);
+  const aV = units(unit.kind === "gpu" ? unit.vramMb : 0, profile.vramMb);
+  const aC = units(unit.cpuCores, profile.cpuCores);
+  const aM = units(unit.memoryMb, profile.memoryMb);
+  const aD = units(unit.diskMb, profile.diskMb);
+  // Math.min/max ignore nothing, so NaN (left out) is filtered by hand.
+  const cap = minOf(uV, uC, uM, uD);
+  const loss = Math.max(0, maxOf(aV - (uV - cap), aC - (uC - cap), aM - (uM - cap), aD - (uD - cap)));
+  const size = Math.max(0, maxOf(aV, aC, aM, aD));
+  const room = minOf(uC - aC, uM - aM, uD - aD, NaN);
+  // loss ≤ size always; the ratio is NaN only for absurd inputs (a vanishing profile: ∞/∞), counted as no fit.
+  const ratio = loss / size;
+  const fit = size === 0 ? 1 : Number.isNaN(ratio) ? 0 : 1 - Math.min(1, ratio);
+  const left = room === Infinity ? 0 : Math.max(0, room);
+  return 100 * (fitShare * fit + (1 - fitShare) * (left / (roomHalf + left)));
 }
 
-/** Scores a node by {@link binPackScore} on its best-fit GPU. */
+/** An amount in typical units (negative free counts as 0), or NaN when the profile does not ask for the resource. */
+function units(amount: number, per: number): number {
+  return per > 0 ? Math.max(0, amount) / per : NaN;
+}
+
+/** The least of the values that are not NaN (Infinity when all are). */
+function minOf(a: number, b: number, c: number, d: number): number {
+  let m = Infinity;
+  if (a < m) m = a;
+  if (b < m) m = b;
+  if (c < m) m = c;
+  if (d < m) m = d;
+  return m;
+}
+
+/** The greatest of the values that are not NaN (-Infinity when all are). */
+function maxOf(a: number, b: number, c: number, d: number): number {
+  let m = -Infinity;
+  if (a > m) m = a;
+  if (b > m) m = b;
+  if (c > m) m = c;
+  if (d > m) m = d;
+  return m;
+}
+
+/** A node's free resources as {@link binPackScore} reads them. */
+export function freeOf(node: NodeView): FreeResources {
+  let vramMb = 0;
+  for (const f of node.gpuFreeVramMb) vramMb += Math.max(0, f);
+  return { vramMb, cpuCores: node.freeCpuCores, memoryMb: node.freeMemoryMb, diskMb: node.diskFreeMb };
+}
+
+/** Scores a node by {@link binPackScore} against the cycle's demand profile. */
 export const binPack = {
   name: "BinPack",
   weight: "binPack",
-  score(unit: UnitRequest, node: NodeView) {
-    const pos = unit.kind === "gpu" ? bestGpu(node, unit.vramMb) : -1;
-    return binPackScore(unit, node.gpuFreeVramMb[pos] ?? 0, node.diskFreeMb);
+  score(unit: UnitRequest, node: NodeView, cycle: CycleContext) {
+    return binPackScore(unit, freeOf(node), cycle.profile);
   },
 } as const satisfies ScorePlugin;
+
+/**
+ * What the placer compares when two nodes score the same: the free VRAM
+ * left on the unit's best-fit GPU (a gpu unit) or the free disk left (a cpu
+ * unit); less wins, so equal scores go to the tighter fit.
+ */
+export function leftOver(unit: UnitRequest, node: NodeView): number {
+  if (unit.kind !== "gpu") return node.diskFreeMb - unit.diskMb;
+  const pos = bestGpu(node, unit.vramMb);
+  return pos === -1 ? Infinity : (node.gpuFreeVramMb[pos] as number) - unit.vramMb;
+}

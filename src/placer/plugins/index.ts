@@ -19,7 +19,7 @@ import { reliability } from "./reliability.ts";
 import { trustTier } from "./trust-tier.ts";
 
 export type { FilterPlugin, ScorePlugin } from "./plugin.ts";
-export { binPack, binPackScore } from "./bin-pack.ts";
+export { binPack, binPackScore, fitShare, freeOf, leftOver, roomHalf } from "./bin-pack.ts";
 export { cpuFit, dataLocality, diskFit, gpuVram, memoryFit, nodeExcluded, nodeSchedulable, reliability, trustTier };
 
 /** Filters in evaluation order. */

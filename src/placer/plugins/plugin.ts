@@ -1,11 +1,12 @@
 /**
  * The two plugin shapes (kube-scheduler's Filter and Score extension points).
- * A plugin is a plain object over one unit and one NodeView; it reads nothing
- * else, so each can be tested alone with `viewOf(nodeWith({...}))`.
+ * A plugin is a plain object over one unit and one NodeView (and, for a
+ * scorer, the cycle's context); it reads nothing else, so each can be tested
+ * alone with `viewOf(nodeWith({...}))`.
  */
 import type { NodeView } from "../cycle-state.ts";
 import type { Status } from "../reasons.ts";
-import type { ScoreWeights, UnitRequest } from "../types.ts";
+import type { CycleContext, ScoreWeights, UnitRequest } from "../types.ts";
 
 /** Hard policy: may this node take this unit now? */
 export interface FilterPlugin {
@@ -13,9 +14,13 @@ export interface FilterPlugin {
   filter(unit: UnitRequest, node: NodeView): Status;
 }
 
-/** Preference among feasible nodes: 0..100, higher is better; `weight` names its weight in the options. */
+/**
+ * Preference among feasible nodes: 0..100, higher is better; `weight` names
+ * its weight in the options. `cycle` carries what the whole cycle knows (the
+ * demand profile of its waiting units).
+ */
 export interface ScorePlugin {
   readonly name: string;
   readonly weight: keyof ScoreWeights;
-  score(unit: UnitRequest, node: NodeView): number;
+  score(unit: UnitRequest, node: NodeView, cycle: CycleContext): number;
 }

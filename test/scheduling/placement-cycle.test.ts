@@ -1,0 +1,67 @@
+import assert from "node:assert/strict";
+import type { ControlPlaneDeps } from "../../src/deps.ts";
+import { placeUnits } from "../../src/placer/index.ts";
+import type { ClusterSnapshot, NodeSnapshot } from "../../src/placer/types.ts";
+import { planCycle } from "../../src/scheduling/placement-cycle.ts";
+import { gpu, nodeWith, unitWith } from "../placer/builders.ts";
+
+/** planCycle only uses the deps as the key of its long-lived placer. */
+const controlPlane = (): ControlPlaneDeps => ({}) as ControlPlaneDeps;
+
+function withFree(node: NodeSnapshot, vram: number[], cores: number): NodeSnapshot {
+  return { ...node, freeCpuCores: cores, gpus: node.gpus.map((g, pos) => ({ ...g, freeVramMb: vram[pos] ?? g.freeVramMb })) };
+}
+
+describe("planCycle: the scheduling loop's long-lived placer", () => {
+  const base: NodeSnapshot[] = [
+    nodeWith({ id: "a", vram: [24576, 12288] }),
+    nodeWith({ id: "b", gpus: [gpu(0, 81920, 30000)], trustLevel: "controlled" }),
+    nodeWith({ id: "c", vram: [], freeCpuCores: 8 }),
+  ];
+  const units = (cycle: number) => [
+    unitWith({ id: `u${cycle}-1`, vramMb: 8000, readySinceMs: 1 }),
+    unitWith({ id: `u${cycle}-2`, customerId: "b", vramMb: 20000, sensitivity: "high_sensitive", readySinceMs: 2 }),
+    unitWith({ id: `u${cycle}-3`, kind: "cpu", vramMb: 0, cpuCores: 4, readySinceMs: 3 }),
+  ];
+
+  it("plans every cycle exactly as placeUnits on that cycle's snapshot, as resources are taken and freed", () => {
+    const deps = controlPlane();
+    const snapshots: ClusterSnapshot[] = [
+      { nodes: base },
+      // Some work started (less free), then finished (all free again), then a node's GPU filled up.
+      { nodes: [withFree(base[0] as NodeSnapshot, [16576, 12288], 14), base[1] as NodeSnapshot, withFree(base[2] as NodeSnapshot, [], 4)] },
+      { nodes: base },
+      { nodes: [base[0] as NodeSnapshot, withFree(base[1] as NodeSnapshot, [0], 16), base[2] as NodeSnapshot] },
+    ];
+    snapshots.forEach((snapshot, cycle) => {
+      const seed = `cycle-${cycle}`;
+      assert.deepEqual(planCycle(deps, snapshot, units(cycle), seed), placeUnits(snapshot, units(cycle), { seed }), `cycle ${cycle}`);
+    });
+  });
+
+  it("rebuilds when nodes join, leave or change trust, and still plans as placeUnits", () => {
+    const deps = controlPlane();
+    const snapshots: ClusterSnapshot[] = [
+      { nodes: base },
+      { nodes: [...base, nodeWith({ id: "d", vram: [49152] })] },
+      { nodes: base.slice(1) },
+      { nodes: [{ ...(base[0] as NodeSnapshot), trustLevel: "controlled" }, ...base.slice(1)] },
+      { nodes: [] },
+    ];
+    snapshots.forEach((snapshot, cycle) => {
+      const seed = `cycle-${cycle}`;
+      assert.deepEqual(planCycle(deps, snapshot, units(cycle), seed), placeUnits(snapshot, units(cycle), { seed }), `cycle ${cycle}`);
+    });
+  });
+
+  it("keeps one placer per control plane, so two in one process never see each other's cluster", () => {
+    const one = controlPlane();
+    const two = controlPlane();
+    const small: ClusterSnapshot = { nodes: [nodeWith({ id: "s", vram: [8192] })] };
+    const big: ClusterSnapshot = { nodes: [nodeWith({ id: "b", vram: [81920] })] };
+    planCycle(one, small, units(0), "x");
+    const plan = planCycle(two, big, [unitWith({ id: "large", vramMb: 40000 })], "y");
+    assert.deepEqual(plan.placements.map((p) => p.nodeId), ["b"]);
+    assert.deepEqual(planCycle(one, small, [unitWith({ id: "large", vramMb: 40000 })], "z").placements, []);
+  });
+});
