@@ -76,6 +76,14 @@ function deframer(onMessage: (bytes: Uint8Array) => void): (chunk: Buffer) => vo
   };
 }
 
+/** Sum and count of the scheduler's placement cycles (gpuagent_placement_cycle_duration_seconds, committed). */
+async function placementCycles(base: string): Promise<{ sum: number; count: number }> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const read = (suffix: string) =>
+    Number(new RegExp(`^gpuagent_placement_cycle_duration_seconds_${suffix}\\{result="committed"\\}\\s+(\\S+)$`, "m").exec(text)?.[1] ?? 0);
+  return { sum: read("sum"), count: read("count") };
+}
+
 /** Heap and external memory of the scheduler from its own /metrics (prom-client default metrics), in MiB. */
 async function schedulerHeap(base: string): Promise<{ heapUsedMb: number; externalMb: number }> {
   const text = await (await fetch(`${base}/metrics`)).text();
@@ -325,9 +333,12 @@ try {
   // Assignment latency: job submitted → Assign of its first unit on some agent's stream.
   const jobBody = JSON.stringify({ name: "bench", dataset_id: datasetId, training_package_id: packageId, required_vram_mb: 8000, max_runtime_seconds: 60 });
   const latencies: number[] = [];
+  const createLatencies: number[] = [];
+  const cyclesBefore = await placementCycles(base);
   for (let i = 0; i < jobsWanted; i++) {
     const started = performance.now();
     const job = await json(`${base}/api/v1/customer/training-jobs`, { method: "POST", headers: { "x-api-key": key, "content-type": "application/json" }, body: jobBody });
+    createLatencies.push(performance.now() - started);
     const jobId = job["id"] as string;
     const deadline = performance.now() + 10_000;
     while (!arrivals.has(jobId) && performance.now() < deadline) {
@@ -340,6 +351,8 @@ try {
     if (Number.isFinite(at)) latencies.push(at - started);
     await json(`${base}/api/v1/customer/training-jobs/${jobId}/cancel`, { method: "POST", headers: { "x-api-key": key, "content-type": "application/json" }, body: "{}" });
   }
+  const cyclesAfter = await placementCycles(base);
+  const cycleMeanMs = ((cyclesAfter.sum - cyclesBefore.sum) * 1000) / Math.max(1, cyclesAfter.count - cyclesBefore.count);
   const missed = jobsWanted - latencies.length;
   if (missed > 0) process.stderr.write(`warning: ${missed} jobs saw no Assign within 10 s\n`);
 
@@ -355,6 +368,10 @@ try {
       heartbeats_per_s: Math.round(heartbeatsPerS),
       assign_p99_ms: Number(percentile(latencies, 99).toFixed(1)),
       assign_p50_ms: Number(percentile(latencies, 50).toFixed(1)),
+      // Where assignment time goes: the POST that creates the job, and the leader's placement cycles meanwhile.
+      create_p50_ms: Number(percentile(createLatencies, 50).toFixed(1)),
+      create_p99_ms: Number(percentile(createLatencies, 99).toFixed(1)),
+      placement_cycle_mean_ms: Number(cycleMeanMs.toFixed(1)),
       connect_s: Number(connectSeconds.toFixed(1)),
       connect_concurrency: connectConcurrency,
       heartbeat_interval_s: heartbeatSeconds,

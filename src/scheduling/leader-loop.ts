@@ -11,6 +11,7 @@ import { freshNodeIds } from "../ha/liveness.ts";
 import { expireOverdueJobs, requeueUnitsOfNode, takeBackSilentNode } from "../jobs/lifecycle.ts";
 import type { ControlPlaneMetrics } from "../observability/metrics.ts";
 import { findSilentNodes } from "../store/nodes.ts";
+import { FleetCache } from "./fleet-cache.ts";
 import { NodeHistory } from "./node-history.ts";
 import { runPlacementCycle } from "./placement-cycle.ts";
 
@@ -42,6 +43,8 @@ export function createLeaderLoop(deps: ControlPlaneDeps, streams: LeaderStreams,
   const status: LeaderLoopStatus = { cycles: 0, placements: 0, lastCycleMs: 0 };
   // Reliability and dataset holders for the placer's scores, cached across cycles.
   const nodeHistory = new NodeHistory(clock);
+  // The online nodes' rows, re-read at most once a second rather than every cycle (fleet-cache.ts says why that is safe).
+  const fleet = new FleetCache(clock);
   // A node is live for placement while some replica holds its stream and hears from it: here, by the
   // local session; elsewhere, by the heartbeat that replica persists (ha/liveness.ts). Assignments reach
   // other replicas' streams through the cluster bus (LISTEN/NOTIFY).
@@ -92,7 +95,7 @@ export function createLeaderLoop(deps: ControlPlaneDeps, streams: LeaderStreams,
         const started = clock.now();
         try {
           await refreshLiveness();
-          const result = await runPlacementCycle(deps, term, isLive, nodeHistory);
+          const result = await runPlacementCycle(deps, term, isLive, nodeHistory, fleet);
           status.cycles += 1;
           status.placements += result.placed.length;
           metrics?.placementDuration.observe({ result: result.committed ? "committed" : "fenced" }, (clock.now() - started) / 1000);
