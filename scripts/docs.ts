@@ -352,6 +352,7 @@ const postmanVariables = [
   "training_package_id",
   "training_job_id",
   "job_id",
+  "compute_unit_id",
   "artifact_id",
   "webhook_id",
   "delivery_id",

@@ -41,6 +41,8 @@ import { createLocalBlobStore } from "./storage/blob-store.ts";
 import { createBlobRoutes } from "./storage/blob-routes.ts";
 import { createUrlSigner } from "./storage/signed-url.ts";
 import { openDatabase } from "./store/database.ts";
+import type { TelemetryOptions } from "./telemetry/recorder.ts";
+import { createTelemetryRecorder } from "./telemetry/recorder.ts";
 import type { WebhookDispatcherOptions } from "./webhooks/dispatcher.ts";
 import { createWebhookDispatcher } from "./webhooks/dispatcher.ts";
 import type { RequestLimitOptions } from "./limits/request-limits.ts";
@@ -90,7 +92,16 @@ export const defaultLeaseTtlSeconds = 5;
 /** Starts a replica. `config.port` 0 picks a free port (tests). */
 export async function startControlPlane(
   config: SchedulerConfig,
-  options: { logger: Logger; clock?: Clock; signingKey?: string; requestLimit?: RequestLimitOptions; webhooks?: WebhookDispatcherOptions; ha?: HaOptions },
+  options: {
+    logger: Logger;
+    clock?: Clock;
+    signingKey?: string;
+    requestLimit?: RequestLimitOptions;
+    webhooks?: WebhookDispatcherOptions;
+    ha?: HaOptions;
+    /** Buffering of unit log lines and progress reports (src/telemetry/recorder.ts). */
+    telemetry?: Partial<TelemetryOptions>;
+  },
 ): Promise<ControlPlane> {
   const clock = options.clock ?? systemClock;
   const logger = options.logger;
@@ -122,6 +133,8 @@ export async function startControlPlane(
 
   let wake: () => void = () => undefined;
   const liveConfig = { ...config };
+  // Log lines and progress reports of the units whose streams this replica holds, written in batches.
+  const telemetry = createTelemetryRecorder({ db, clock, logger }, options.telemetry);
   const deps: ControlPlaneDeps = {
     config: liveConfig,
     db,
@@ -135,6 +148,7 @@ export async function startControlPlane(
     requestLimiter: createRequestLimiter(clock, options.requestLimit),
     // The leader may be another replica than the one that queued the work: every replica hears it.
     wakePlacer: () => bus.publish({ type: "wake" }),
+    telemetry,
   };
 
   // Job views: forgotten here as soon as a transaction that changed their jobs ends, and on the other
@@ -316,6 +330,9 @@ export async function startControlPlane(
     .run(webhookStop.signal)
     .catch((error: unknown) => logger.error({ err: error }, "webhook dispatcher crashed"));
 
+  const telemetryStop = new AbortController();
+  const telemetryDone = telemetry.run(telemetryStop.signal).catch((error: unknown) => logger.error({ err: error }, "unit telemetry recorder crashed"));
+
   let closed = false;
   return {
     url: server.url,
@@ -338,6 +355,9 @@ export async function startControlPlane(
       await Promise.all([loopDone, webhooksDone, rescansDone]);
       sessions.closeAll();
       await server.close();
+      // No stream is left to add telemetry: what is buffered is written now.
+      telemetryStop.abort();
+      await telemetryDone;
       await bus.close();
       etcd?.close();
       await db.close();

@@ -12,6 +12,7 @@ import type { SchedulerConfig } from "./platform/config.ts";
 import type { BlobStore } from "./storage/blob-store.ts";
 import type { UrlSigner } from "./storage/signed-url.ts";
 import type { Database } from "./store/database.ts";
+import type { TelemetryRecorder } from "./telemetry/recorder.ts";
 
 /** Shared dependencies of the control plane. */
 export interface ControlPlaneDeps {
@@ -32,4 +33,6 @@ export interface ControlPlaneDeps {
   readonly requestLimiter: TokenBucketLimiter;
   /** Asks the leader's placement loop to run soon (units became ready, a node connected). */
   readonly wakePlacer: () => void;
+  /** Buffers the log lines and progress reports of this replica's agent streams (src/telemetry/recorder.ts). */
+  readonly telemetry: TelemetryRecorder;
 }

@@ -26,7 +26,7 @@ import { chmod, lchown, lstat, mkdir, open, readdir, rename, rm, stat } from "no
 import { constants as osConstants } from "node:os";
 import path from "node:path";
 import { create } from "@bufbuild/protobuf";
-import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import {
   AcceptedSchema,
   ArtifactReadySchema,
@@ -492,9 +492,12 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
     // Errors after spawn (e.g. a failed kill) must not crash the agent.
     child.on("error", (err) => logger.warn({ unit_id: unit.unitId, err: err.message }, "child process error"));
 
-    // ---- progress, throttled: latest wins, the last one is always sent
+    // ---- progress, throttled: latest wins, the last one is always sent. Reports are numbered
+    // (and lines below indexed) per attempt, so the control plane stores a resent one once.
     let lastProgress = 0;
     let lastMetrics: Record<string, number> = {};
+    let lastMeasuredAt = 0;
+    let sample = 0n;
     let pendingProgress = false;
     let lastSentAt = -Infinity;
     let timerArmed = false;
@@ -505,12 +508,13 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
       lastSentAt = clock.now();
       opts.send({
         case: "progress",
-        value: create(ProgressSchema, { unit, progress: lastProgress, metrics: lastMetrics }),
+        value: create(ProgressSchema, { unit, progress: lastProgress, metrics: lastMetrics, sample: sample++, at: timestampFromMs(lastMeasuredAt) }),
       });
     };
     const onProgress = (progress: number | undefined, metrics: Record<string, number>) => {
       if (progress !== undefined) lastProgress = progress;
       lastMetrics = metrics;
+      lastMeasuredAt = clock.now();
       pendingProgress = true;
       if (timerArmed) return;
       const wait = lastSentAt + progressIntervalMs - clock.now();
@@ -530,14 +534,19 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
     // ---- logs, batched per stream
     const makeBatcher = (stream: "stdout" | "stderr") => {
       let lines: string[] = [];
+      // Index of lines[0] in this stream, and when it was read.
+      let firstLine = 0n;
+      let firstAt = 0;
       let armed = false;
       const flush = () => {
         if (lines.length === 0) return;
-        opts.send({ case: "log", value: create(LogLinesSchema, { unit, stream, lines }) });
+        opts.send({ case: "log", value: create(LogLinesSchema, { unit, stream, lines, firstLine, at: timestampFromMs(firstAt) }) });
+        firstLine += BigInt(lines.length);
         lines = [];
       };
       const add = (line: string) => {
         spec.logFile.write(`${line}\n`);
+        if (lines.length === 0) firstAt = clock.now();
         lines.push(line);
         if (lines.length >= logBatchLines) return flush();
         if (armed) return;

@@ -4,10 +4,14 @@
  * Inbound messages are handled in order; each one with seq > 0 is acknowledged
  * only after its effect is committed, so an agent that resends after a
  * reconnect loses nothing, and the handlers are idempotent by (unit, attempt),
- * so a resent message changes nothing twice.
+ * so a resent message changes nothing twice. Log lines and progress reports
+ * go to the telemetry recorder (src/telemetry/recorder.ts), which writes them
+ * in batches; their acks follow when the batch holding them is committed.
  */
 import { createHash } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { ApiError } from "../api/errors.ts";
 import type { ControlPlaneDeps } from "../deps.ts";
@@ -83,9 +87,24 @@ const outcomes: Record<number, FinishOutcome> = {
 
 const artifactKinds = new Set(["checkpoint", "metrics", "logs", "other"]);
 
+/** The unit attempt a LogLines/Progress/Finished names, when telemetry can be kept for it (else it is acked and forgotten). */
+function telemetryRef(u: { unitId: string; attempt: number } | undefined): { unitId: string; attempt: number } | undefined {
+  return u !== undefined && isUuid(u.unitId) && Number.isInteger(u.attempt) && u.attempt >= 1 ? { unitId: u.unitId.toLowerCase(), attempt: u.attempt } : undefined;
+}
+
+/** An agent's optional uint64 counter as a number (undefined when unset or past 2^53). */
+function counter(value: bigint | undefined): number | undefined {
+  return value === undefined || value > BigInt(Number.MAX_SAFE_INTEGER) ? undefined : Number(value);
+}
+
+/** An agent's optional Timestamp in ms since the epoch. */
+function optionalMs(at: Timestamp | undefined): number | undefined {
+  return at === undefined ? undefined : timestampMs(at);
+}
+
 /** Builds the AgentService implementation. */
 export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegistry): ServiceImpl<typeof AgentService> {
-  const { db, clock, logger, config } = deps;
+  const { db, clock, logger, config, telemetry } = deps;
   const now = () => new Date(clock.now());
   const heartbeats = createHeartbeatBatcher(db);
   let lastHelloWakeMs = Number.NEGATIVE_INFINITY;
@@ -131,12 +150,16 @@ export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegi
     }
   }
 
-  async function handle(session: AgentSession, node: NodeRow, message: SessionRequest): Promise<void> {
+  /**
+   * Applies one message. Returns true when it took over the message's ack
+   * (`ack` runs later, once the effect is committed); false: ack it now.
+   */
+  async function handle(session: AgentSession, node: NodeRow, message: SessionRequest, ack: () => void): Promise<boolean> {
     const body = message.body;
     switch (body.case) {
       case "hello": {
         // A stale Hello (resent) is harmless: the node is already registered.
-        return;
+        return false;
       }
       case "heartbeat": {
         // Liveness is kept in memory; the database hears about it only every few seconds.
@@ -149,39 +172,45 @@ export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegi
         if (session.dispatchPending === true && session.outbound.size < outboundCapacity / 2) await dispatchAssignments(deps, sessions, node.id);
         const running = body.value.running;
         if (running.length > 0) await stopStaleAttempts(node.id, running.map((r) => ({ unitId: r.unitId, attempt: r.attempt })));
-        return;
+        return false;
       }
       case "accepted": {
         const u = body.value.unit;
         if (u !== undefined) await applyAccepted(db, node.id, { unitId: u.unitId, attempt: u.attempt }, now());
-        return;
+        return false;
       }
       case "rejected": {
         const u = body.value.unit;
         if (u !== undefined) await applyRejected(db, node.id, { unitId: u.unitId, attempt: u.attempt }, body.value.reason);
         deps.wakePlacer();
-        return;
+        return false;
       }
       case "progress": {
-        const u = body.value.unit;
-        if (u !== undefined) {
-          const metrics: Record<string, number> = {};
-          for (const [k, v] of Object.entries(body.value.metrics)) if (Number.isFinite(v) && k.length <= 64) metrics[k] = v;
-          await applyProgress(db, node.id, { unitId: u.unitId, attempt: u.attempt }, body.value.progress, metrics);
-        }
-        return;
+        const p = body.value;
+        const ref = telemetryRef(p.unit);
+        if (ref === undefined) return false;
+        const metrics: Record<string, number> = {};
+        for (const [k, v] of Object.entries(p.metrics)) if (Number.isFinite(v) && k.length <= 64) metrics[k] = v;
+        await applyProgress(db, node.id, ref, p.progress, metrics);
+        // The history point is written with the next batch, and this message acked then.
+        telemetry.addProgress(node.id, ref, { progress: p.progress, metrics, sample: counter(p.sample), atMs: optionalMs(p.at) }, ack);
+        return true;
       }
-      case "log":
-        // Live log lines are not stored yet; the agent uploads the full log as an artifact.
-        return;
+      case "log": {
+        const l = body.value;
+        const ref = telemetryRef(l.unit);
+        if (ref === undefined) return false;
+        telemetry.addLog(node.id, ref, { stream: l.stream, lines: l.lines, firstLine: counter(l.firstLine), atMs: optionalMs(l.at) }, ack);
+        return true;
+      }
       case "artifactReady": {
         const a = body.value;
         const u = a.unit;
-        if (u === undefined || !artifactKinds.has(a.kind)) return;
+        if (u === undefined || !artifactKinds.has(a.kind)) return false;
         const key = artifactBlobKey(u.unitId, u.attempt, a.name);
         if (!(await deps.blobs.exists(key))) {
           logger.warn({ nodeId: node.id, unitId: u.unitId, name: a.name }, "artifact announced but never uploaded; ignored");
-          return;
+          return false;
         }
         // Record what is stored, not what the node claims: customers and later stages verify against it.
         const stored = await hashBlob(deps, key);
@@ -195,13 +224,16 @@ export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegi
           { name: a.name, kind: a.kind as "checkpoint", sizeBytes: stored.size, sha256: stored.sha256, blobKey: key },
           now(),
         );
-        return;
+        return false;
       }
       case "finished": {
         const f = body.value;
         const u = f.unit;
         const outcome = outcomes[f.outcome];
-        if (u === undefined || outcome === undefined) return;
+        if (u === undefined || outcome === undefined) return false;
+        // The attempt's buffered lines and reports are written first, while it is still current.
+        const ref = telemetryRef(u);
+        if (ref !== undefined) await telemetry.flushAttempt(ref);
         const effects = await applyFinished(
           db,
           node.id,
@@ -212,11 +244,11 @@ export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegi
         );
         for (const c of effects.cancel) sendCancel(sessions, c.nodeId, c.unitId, c.attempt, "job ended");
         deps.wakePlacer();
-        return;
+        return false;
       }
       case "ack":
       case undefined:
-        return;
+        return false;
       default: {
         const never: never = body;
         throw new Error(`unknown message ${String(never)}`);
@@ -289,7 +321,11 @@ export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegi
             if (assigned) await dispatchAssignments(deps, sessions, node.id);
             wakeForHello();
           } else {
-            await handle(session, node, message);
+            const seq = message.seq;
+            const ack = () => {
+              if (seq > 0n) session.outbound.push(newResponse(0n, { case: "ack", value: create(AckSchema, { seq }) }));
+            };
+            if (await handle(session, node, message, ack)) continue;
           }
           if (message.seq > 0n) session.outbound.push(newResponse(0n, { case: "ack", value: create(AckSchema, { seq: message.seq }) }));
         }

@@ -54,6 +54,7 @@ import type { UploadRow, UploadTable } from "../store/uploads.ts";
 import { findUpload, insertUpload, listUploads, markUploadDeleted, markUploadReady } from "../store/uploads.ts";
 import { createIdentityHandlers } from "./customer/identity.ts";
 import { createUsageHandlers } from "./customer/usage.ts";
+import { createTelemetryHandlers } from "./customer/telemetry.ts";
 import { createWebhookHandlers } from "./customer/webhooks.ts";
 import { immutableMessage } from "./immutable-message.ts";
 import { ApiError, validationError } from "./errors.ts";
@@ -262,6 +263,7 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
     ...createIdentityHandlers(deps),
     ...createUsageHandlers(deps),
     ...createWebhookHandlers(deps),
+    ...createTelemetryHandlers(deps),
 
     async getConfig(_req, ctx) {
       authorizePublicCall(deps, ctx);

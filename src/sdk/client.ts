@@ -33,8 +33,10 @@ import type {
   DeleteDatasetResponse,
   DeleteTrainingPackageResponse,
   DeleteWebhookResponse,
+  GetComputeUnitLogsResponse,
   GetConfigResponse,
   GetDailyUsageResponse,
+  GetTrainingJobMetricsResponse,
   GetUsageSummaryResponse,
   ListArtifactsResponse,
   ListComputeUnitsResponse,
@@ -147,6 +149,23 @@ export interface WaitForJobOptions extends CallOpts {
   onProgress?: (event: JobProgressEvent) => void;
 }
 
+/** Which part of a unit's log `jobs.logs` reads. */
+export interface LogsQuery {
+  /** The unit's attempt; left out: the latest attempt that logged anything. */
+  attempt?: number;
+  /** Only lines after this seq (a previous answer's `nextAfter`); left out: the whole tail. */
+  after?: bigint;
+}
+
+/** Options of `jobs.followLogs`. */
+export interface FollowLogsOptions extends CallOpts {
+  /** Poll interval while the unit runs (default {@link DEFAULT_POLL_INTERVAL_MS}). */
+  intervalMs?: number;
+}
+
+/** Compute unit statuses after which its log is complete. */
+export const TERMINAL_UNIT_STATUSES: readonly string[] = ["completed", "failed", "cancelled"];
+
 /** Options of `artifacts.download`. */
 export interface DownloadOptions extends CallOpts {
   /** The sha256 to verify against; looked up from the job's artifact list when left out. */
@@ -191,6 +210,19 @@ export interface JobsApi {
   list(query?: PageOptions & { status?: string }, opts?: CallOpts): Promise<ListTrainingJobsResponse>;
   cancel(id: string, opts?: CallOpts): Promise<TrainingJob>;
   computeUnits(id: string, page?: PageOptions, opts?: CallOpts): Promise<ListComputeUnitsResponse>;
+  /**
+   * The tail of a compute unit's log (at most 500 lines, 64 KiB), or only the lines after
+   * `query.after`. Lines reach the server every few seconds while the unit runs.
+   */
+  logs(jobId: string, unitId: string, query?: LogsQuery, opts?: CallOpts): Promise<GetComputeUnitLogsResponse>;
+  /**
+   * Polls a unit's log with the cursor, yielding each answer that brings new lines (the first
+   * answer always), until the unit reaches a terminal status. When the unit moves to a new
+   * attempt the next answer starts that attempt's log from its beginning (check `attempt`).
+   */
+  followLogs(jobId: string, unitId: string, options?: FollowLogsOptions): AsyncGenerator<GetComputeUnitLogsResponse, void, void>;
+  /** Every unit's history of progress and metrics (at most 500 points each, thinned evenly). */
+  metrics(jobId: string, opts?: CallOpts): Promise<GetTrainingJobMetricsResponse>;
   /**
    * Polls the job, yielding an event whenever its status, progress or metrics change, until it
    * reaches a terminal status (the generator's return value is the final job). A failed job is
@@ -352,6 +384,9 @@ export function createGpuAgentClient(options: GpuAgentClientOptions): GpuAgentCl
     list: (q, opts) => call(() => rpc.listTrainingJobs({ ...page(q), status: q?.status ?? "" }, co(opts))),
     cancel: async (id, opts) => required((await call(() => rpc.cancelTrainingJob({ id }, co(opts)))).trainingJob, "CancelTrainingJob"),
     computeUnits: (id, p, opts) => call(() => rpc.listComputeUnits({ id, ...page(p) }, co(opts))),
+    logs: (jobId, unitId, q, opts) => call(() => rpc.getComputeUnitLogs({ id: jobId, unitId, attempt: q?.attempt ?? 0, after: q?.after ?? 0n }, co(opts))),
+    followLogs: (jobId, unitId, o) => followLogs(jobId, unitId, o ?? {}),
+    metrics: (jobId, opts) => call(() => rpc.getTrainingJobMetrics({ id: jobId }, co(opts))),
     waitForJob: (id, o) => waitForJob(id, o ?? {}),
     async wait(id, o) {
       const it = waitForJob(id, o ?? {});
@@ -409,6 +444,24 @@ export function createGpuAgentClient(options: GpuAgentClientOptions): GpuAgentCl
         wait = Math.min(wait, left);
       }
       await sleep(wait, o.signal);
+    }
+  }
+
+  async function* followLogs(jobId: string, unitId: string, o: FollowLogsOptions): AsyncGenerator<GetComputeUnitLogsResponse, void, void> {
+    const intervalMs = o.intervalMs ?? DEFAULT_POLL_INTERVAL_MS;
+    let attempt: number | undefined;
+    let after = 0n;
+    for (let first = true; ; first = false) {
+      throwIfAborted(o.signal);
+      let answer = await jobs.logs(jobId, unitId, { after }, co(o));
+      // A new attempt has its own numbering: read it from the start.
+      if (attempt !== undefined && answer.attempt !== attempt && after > 0n) answer = await jobs.logs(jobId, unitId, {}, co(o));
+      const moved = answer.attempt !== attempt;
+      attempt = answer.attempt;
+      after = answer.nextAfter;
+      if (first || moved || answer.lines.length > 0) yield answer;
+      if (TERMINAL_UNIT_STATUSES.includes(answer.unitStatus)) return;
+      await sleep(intervalMs, o.signal);
     }
   }
 

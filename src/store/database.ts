@@ -15,6 +15,7 @@ import { CompiledQuery, type Kysely, type Transaction as KyselyTransaction } fro
 import pg from "pg";
 import { Migration0001Initial } from "./migrations/Migration0001Initial.ts";
 import { Migration0002NodeHistory } from "./migrations/Migration0002NodeHistory.ts";
+import { Migration0003UnitTelemetry } from "./migrations/Migration0003UnitTelemetry.ts";
 import { createPGliteDialect } from "./pglite-dialect.ts";
 
 /**
@@ -102,6 +103,7 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
 const migrationsList = [
   { name: "Migration0001Initial", class: Migration0001Initial },
   { name: "Migration0002NodeHistory", class: Migration0002NodeHistory },
+  { name: "Migration0003UnitTelemetry", class: Migration0003UnitTelemetry },
 ];
 
 const commonOptions = {

@@ -11,7 +11,7 @@ import os from "node:os";
 import path from "node:path";
 import { create } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import {
   AssignSchema,
   CancelSchema,
@@ -216,6 +216,19 @@ describe("unit runner", function () {
     assert.ok(progress.every((p) => typeof p.metrics["epoch"] === "number" && typeof p.metrics["loss"] === "number"));
     assert.equal(progress.at(-1)?.progress, 1);
     assert.equal(progress.at(-1)?.metrics["epoch"], 6);
+    // Reports and lines are numbered per attempt, so the control plane stores a resent one once.
+    assert.deepEqual(
+      progress.map((p) => p.sample),
+      progress.map((_, i) => BigInt(i)),
+    );
+    assert.ok(progress.every((p) => p.at !== undefined && timestampMs(p.at) <= Date.now()));
+    const batches = rec.messages.flatMap((m) => (m.case === "log" && m.value.unit?.unitId === train && m.value.stream === "stdout" ? [m.value] : []));
+    assert.ok(batches.length >= 1);
+    let expected = 0n;
+    for (const b of batches) {
+      assert.equal(b.firstLine, expected, "each batch starts where the previous one ended");
+      expected += BigInt(b.lines.length);
+    }
     const trainArtifacts = new Map(rec.artifacts(train).map((a) => [a.name, a]));
     assert.equal(trainArtifacts.get("model.ckpt")?.kind, "checkpoint");
     assert.equal(trainArtifacts.get("metrics.json")?.kind, "metrics");

@@ -140,6 +140,8 @@ describe("bad input, every endpoint: exact 4xx and seed code, a message and a re
     ids["job"] = job.body["id"] as string;
     // Cancelled, so no background placement touches its units while the cases run.
     await request(cp, "POST", customerPath(`/training-jobs/${ids["job"]}/cancel`), { headers: k, body: {} });
+    const units = await request(cp, "GET", customerPath(`/training-jobs/${ids["job"]}/compute-units`), { headers: k });
+    ids["unit"] = ((units.body["data"] as Record<string, string>[])[0]!)["id"]!;
     const hook = await request(cp, "POST", customerPath("/webhooks"), { headers: k, body: { url: "https://hooks.example.com/main", events: ["job.completed"] } });
     ids["webhook"] = (hook.body["webhook"] as Record<string, string>)["id"]!;
 
@@ -308,6 +310,20 @@ describe("bad input, every endpoint: exact 4xx and seed code, a message and a re
     { name: "compute units of an unknown job", method: "GET", path: () => c(`/training-jobs/${missingId}/compute-units`), status: 404, code: "JOB_NOT_FOUND" },
     { name: "compute units of another customer's job", method: "GET", path: () => c(`/training-jobs/${ids["otherJob"]}/compute-units`), status: 404, code: "JOB_NOT_FOUND" },
     { name: "a compute-unit cursor of another listing", method: "GET", path: () => c(`/training-jobs/${ids["job"]}/compute-units?cursor=${foreignCursor()}`), status: 400, code: "PAGINATION_INVALID_CURSOR" },
+
+    // ---- compute unit logs and metrics ----
+    { name: "logs under another customer's job", method: "GET", path: () => c(`/training-jobs/${ids["otherJob"]}/compute-units/${ids["unit"]}/logs`), status: 404, code: "JOB_NOT_FOUND" },
+    { name: "logs of an unknown unit", method: "GET", path: () => c(`/training-jobs/${ids["job"]}/compute-units/${missingId}/logs`), status: 404, code: "RESOURCE_NOT_FOUND" },
+    { name: "logs of a malformed unit id", method: "GET", path: () => c(`/training-jobs/${ids["job"]}/compute-units/unit-1/logs`), status: 404, code: "RESOURCE_NOT_FOUND" },
+    { name: "a negative log cursor", method: "GET", path: () => c(`/training-jobs/${ids["job"]}/compute-units/${ids["unit"]}/logs?after=-5`), status: 400, code: "VALIDATION_FAILED" },
+    { name: "a log cursor that is not a number", method: "GET", path: () => c(`/training-jobs/${ids["job"]}/compute-units/${ids["unit"]}/logs?after=last`), status: 400, code: "VALIDATION_FAILED" },
+    { name: "a log cursor past 2^53", method: "GET", path: () => c(`/training-jobs/${ids["job"]}/compute-units/${ids["unit"]}/logs?after=9007199254740993`), status: 400, code: "VALIDATION_FAILED" },
+    { name: "a negative attempt", method: "GET", path: () => c(`/training-jobs/${ids["job"]}/compute-units/${ids["unit"]}/logs?attempt=-1`), status: 400, code: "VALIDATION_FAILED" },
+    { name: "an unknown query parameter on logs", method: "GET", path: () => c(`/training-jobs/${ids["job"]}/compute-units/${ids["unit"]}/logs?tail=10`), status: 400, code: "VALIDATION_FAILED" },
+    { name: "a key without training:write reading logs", method: "GET", path: () => c(`/training-jobs/${ids["job"]}/compute-units/${ids["unit"]}/logs`), auth: "datasetOnly", status: 403, code: "API_KEY_SCOPE_DENIED" },
+    { name: "POST on logs", method: "POST", path: () => c(`/training-jobs/${ids["job"]}/compute-units/${ids["unit"]}/logs`), body: () => ({}), status: 405, code: "METHOD_NOT_ALLOWED" },
+    { name: "metrics of an unknown job", method: "GET", path: () => c(`/training-jobs/${missingId}/metrics`), status: 404, code: "JOB_NOT_FOUND" },
+    { name: "metrics of another customer's job", method: "GET", path: () => c(`/training-jobs/${ids["otherJob"]}/metrics`), status: 404, code: "JOB_NOT_FOUND" },
 
     // ---- artifacts and download URLs ----
     { name: "artifacts of an unknown job", method: "GET", path: () => c(`/training-jobs/${missingId}/artifacts`), status: 404, code: "JOB_NOT_FOUND" },

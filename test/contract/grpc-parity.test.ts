@@ -102,6 +102,7 @@ describe("REST and gRPC (grpc-js, proto-loader stub) answer every CustomerServic
   let datasetId: string;
   let packageId: string;
   let jobId: string;
+  let trainUnitId: string;
   let artifactId: string;
   let webhookId: string;
   // The writer's inputs.
@@ -165,6 +166,8 @@ describe("REST and gRPC (grpc-js, proto-loader stub) answer every CustomerServic
       () => agent.output(),
     );
     assert.equal(done["status"], "completed", `${String(done["error"])}\n${agent.output()}`);
+    const units = await rest("GET", `/api/v1/customer/training-jobs/${jobId}/compute-units`, reader);
+    trainUnitId = ((units.body["data"] as Record<string, unknown>[]).find((u) => u["name"] === "train")!)["id"] as string;
     const artifacts = await rest("GET", `/api/v1/customer/training-jobs/${jobId}/artifacts`, reader);
     artifactId = ((artifacts.body["data"] as Record<string, unknown>[]).find((a) => a["kind"] === "checkpoint")!)["id"] as string;
     const hook = await rest("POST", "/api/v1/customer/webhooks", reader, { url: "https://hooks.example.com/reader", events: ["job.completed"], description: "reader" });
@@ -427,6 +430,39 @@ describe("REST and gRPC (grpc-js, proto-loader stub) answer every CustomerServic
       req: () => ({ id: jobId }),
       check: (body) => assert.equal(((body as Record<string, unknown>)["data"] as unknown[]).length, 3),
       errors: [notFound("an unknown job", () => ({ id: missingId }), "JOB_NOT_FOUND")],
+    },
+    GetComputeUnitLogs: {
+      kind: "read",
+      auth: "key",
+      req: () => ({ id: jobId, unit_id: trainUnitId }),
+      check(body) {
+        const b = body as { lines: { seq: string; text: string; stream: string }[]; unit_status: string; attempt: number; next_after: string };
+        assert.equal(b.unit_status, "completed");
+        assert.equal(b.attempt, 1);
+        assert.ok(b.lines.some((l) => /^epoch 20\/20 loss=/.test(l.text)), "the train stage's last epoch is in its log");
+        assert.equal(b.next_after, b.lines.at(-1)?.seq);
+      },
+      errors: [
+        notFound("an unknown job", () => ({ id: missingId, unit_id: trainUnitId }), "JOB_NOT_FOUND"),
+        notFound("an unknown unit", () => ({ id: jobId, unit_id: missingId }), "RESOURCE_NOT_FOUND"),
+        { name: "a negative cursor", req: () => ({ id: jobId, unit_id: trainUnitId, after: -1 }), code: "VALIDATION_FAILED" },
+        { name: "an attempt the unit never had", req: () => ({ id: jobId, unit_id: trainUnitId, attempt: 9 }), code: "VALIDATION_FAILED" },
+      ],
+    },
+    GetTrainingJobMetrics: {
+      kind: "read",
+      auth: "key",
+      req: () => ({ id: jobId }),
+      check(body) {
+        const units = (body as { units: { name: string; points: { metrics: Record<string, number> }[] }[] }).units;
+        assert.deepEqual(
+          units.map((u) => u.name),
+          ["prepare", "train", "evaluate"],
+        );
+        const train = units.find((u) => u.name === "train")!;
+        assert.ok(train.points.filter((p) => p.metrics["loss"] !== undefined).length >= 2, "the loss curve has points");
+      },
+      errors: [notFound("an unknown job", () => ({ id: missingId }), "JOB_NOT_FOUND"), notFound("a malformed id", () => ({ id: "nope" }), "JOB_NOT_FOUND")],
     },
     ListArtifacts: {
       kind: "read",

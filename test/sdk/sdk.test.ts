@@ -89,6 +89,15 @@ describe("SDK: the full customer flow against a real control plane and agent", f
     const other = await rejection(client.jobs.create({ ...body, name: "different" }, { idempotencyKey: generated }));
     assert.equal(other.code, "IDEMPOTENCY_CONFLICT");
 
+    // Follow the train stage's log live, with the cursor, while the job runs.
+    const trainUnit = (await client.jobs.computeUnits(job.id)).data.find((u) => u.name === "train");
+    assert.ok(trainUnit !== undefined);
+    const followed = (async () => {
+      const answers = [];
+      for await (const answer of client.jobs.followLogs(job.id, trainUnit.id, { intervalMs: 250 })) answers.push(answer);
+      return answers;
+    })();
+
     const events: JobProgressEvent[] = [];
     const callbacks: JobProgressEvent[] = [];
     const waiter = client.jobs.waitForJob(job.id, { intervalMs: 300, timeoutMs: 150_000, onProgress: (e) => callbacks.push(e) });
@@ -111,6 +120,27 @@ describe("SDK: the full customer flow against a real control plane and agent", f
       assert.ok((events[i]?.progress ?? 0) >= (events[i - 1]?.progress ?? 0), "progress never goes back");
     }
     assert.ok(events.filter((e) => !e.terminal).every((e) => !["completed", "failed", "cancelled", "expired"].includes(e.status)));
+
+    // The followed log, put together from its increments, is the whole stored tail: no line twice, none missing.
+    const answers = await followed;
+    assert.ok(answers.length >= 2, `the log was followed while the unit ran (${answers.length} answers)`);
+    assert.equal(answers.at(-1)?.unitStatus, "completed");
+    const tail = await client.jobs.logs(job.id, trainUnit.id);
+    assert.deepEqual(
+      answers.flatMap((a) => a.lines.map((l) => l.seq)),
+      tail.lines.map((l) => l.seq),
+    );
+    assert.match(tail.lines.map((l) => l.text).join("\n"), /epoch 20\/20 loss=/);
+    assert.equal(tail.droppedLines, 0n);
+    const newer = await client.jobs.logs(job.id, trainUnit.id, { after: tail.nextAfter });
+    assert.deepEqual(newer.lines, []);
+    // The loss curve: the train unit's history of reports, with epoch and loss.
+    const metrics = await client.jobs.metrics(job.id);
+    const train = metrics.units.find((u) => u.unitId === trainUnit.id);
+    assert.ok(train !== undefined && train.points.length >= 2, "the train unit has a history");
+    assert.ok(train.points.every((p) => p.metrics["loss"] !== undefined || p.metrics["epoch"] === undefined));
+    assert.equal(train.points.at(-1)?.progress, 1);
+    assert.equal((await rejection(client.jobs.logs(job.id, "00000000-0000-4000-8000-000000000000"))).code, "RESOURCE_NOT_FOUND");
 
     const units = await client.jobs.computeUnits(job.id);
     assert.ok(units.data.length >= 1);

@@ -13,6 +13,7 @@ import type { ControlPlane } from "../../src/control-plane.ts";
 import { startControlPlane } from "../../src/control-plane.ts";
 import type { RequestLimitOptions } from "../../src/limits/request-limits.ts";
 import type { WebhookDispatcherOptions } from "../../src/webhooks/dispatcher.ts";
+import type { TelemetryOptions } from "../../src/telemetry/recorder.ts";
 import type { Clock } from "../../src/platform/clock.ts";
 import type { AgentsConfig, LimitsConfig } from "../../src/platform/config.ts";
 import { defaultAgents, defaultLimits, defaultRates } from "../../src/platform/config.ts";
@@ -36,6 +37,7 @@ export interface TestControlPlaneOptions {
   limits?: Partial<LimitsConfig>;
   requestLimit?: RequestLimitOptions;
   webhooks?: WebhookDispatcherOptions;
+  telemetry?: Partial<TelemetryOptions>;
 }
 
 /**
@@ -67,6 +69,7 @@ export async function startTestControlPlane(options: TestControlPlaneOptions = {
       ...(options.clock === undefined ? {} : { clock: options.clock }),
       ...(options.requestLimit === undefined ? {} : { requestLimit: options.requestLimit }),
       ...(options.webhooks === undefined ? {} : { webhooks: options.webhooks }),
+      ...(options.telemetry === undefined ? {} : { telemetry: options.telemetry }),
     },
   );
   return {
