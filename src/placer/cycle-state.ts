@@ -93,6 +93,8 @@ export interface ClusterState {
   readonly rank: Int32Array;
   /** The last decision that visited each node, so a node with several fitting GPUs is visited once. */
   readonly stamp: Int32Array;
+  /** 1 for a node something was reserved on since the state was built or last synced (`syncState` skips the others). */
+  readonly dirty: Uint8Array;
   readonly groups: readonly TrustGroup[];
   /** Nodes the snapshot marks unschedulable (never indexed). */
   readonly unschedulable: number;
@@ -269,6 +271,7 @@ export function createState(snapshot: ClusterSnapshot): ClusterState {
     tie,
     rank: new Int32Array(n),
     stamp: new Int32Array(n),
+    dirty: new Uint8Array(n),
     groups,
     unschedulable: nodes.filter((w) => !w.node.schedulable).length,
     size: n,
@@ -347,6 +350,7 @@ export function reserve(
   gpuPos: number,
 ): void {
   if (state.groups[w.trust] === undefined || !w.node.schedulable) throw new Error(`placer: node ${w.node.id} is not schedulable`);
+  state.dirty[w.idx] = 1;
   w.freeCpuCores -= unit.cpuCores;
   w.freeMemoryMb -= unit.memoryMb;
   state.cpu[w.idx] = w.freeCpuCores;
@@ -359,9 +363,11 @@ export function reserve(
  * Makes `state` what {@link createState} would build from `snapshot`, in
  * place, when the snapshot has the same nodes (ids), each with the same
  * trust level, schedulability and GPU devices: free resources are copied
- * and only the index entries that changed move. Returns false, with the
- * state untouched, when the cluster's shape changed; then build a new one.
- * O(n) plus O(log n + memmove) per changed entry.
+ * and only the index entries that changed move (a node that is the same
+ * snapshot object as last time, with nothing reserved on it since, is
+ * skipped). Returns false, with the state untouched, when the cluster's
+ * shape changed; then build a new one. O(n) plus O(log n + memmove) per
+ * changed entry.
  */
 export function syncState(state: ClusterState, snapshot: ClusterSnapshot): boolean {
   const n = state.size;
@@ -371,7 +377,9 @@ export function syncState(state: ClusterState, snapshot: ClusterSnapshot): boole
   const met = new Uint8Array(n);
   for (let k = 0; k < n; k++) {
     const node = snapshot.nodes[k] as NodeSnapshot;
-    const w = state.byId.get(node.id);
+    // Usually the snapshot lists the nodes in the same order as before: no map lookup then.
+    const same = state.nodes[k] as WorkingNode;
+    const w = same.node.id === node.id ? same : state.byId.get(node.id);
     if (w === undefined) return false;
     if (met[w.idx] === 1) throw new Error(`placer: duplicate node id ${node.id} in snapshot`);
     met[w.idx] = 1;
@@ -386,6 +394,9 @@ export function syncState(state: ClusterState, snapshot: ClusterSnapshot): boole
   for (let k = 0; k < n; k++) {
     const node = snapshot.nodes[k] as NodeSnapshot;
     const w = state.nodes[at[k] as number] as WorkingNode;
+    // The same (immutable) snapshot node and nothing reserved on it since: the copy already matches it.
+    if (w.node === node && state.dirty[w.idx] === 0) continue;
+    state.dirty[w.idx] = 0;
     w.node = node;
     w.freeCpuCores = node.freeCpuCores;
     w.freeMemoryMb = node.freeMemoryMb;

@@ -7,23 +7,33 @@
 import type { DemandProfile, UnitRequest } from "./types.ts";
 
 /**
- * The profile used when a cycle has no gpu unit (cpu units only still protect
- * capacity for gpu units to come): a small fine-tune, 4 GB VRAM, 2 cores,
- * 4 GB RAM, 20 GB disk.
+ * The typical unit before any is seen, and all there is in a cycle with no
+ * gpu unit (cpu units still protect capacity for gpu units to come): a small
+ * fine-tune, 4 GB VRAM, 2 cores, 4 GB RAM, 20 GB disk.
  */
 export const defaultProfile: DemandProfile = { vramMb: 4096, cpuCores: 2, memoryMb: 4096, diskMb: 20_000 };
 
 /**
- * The mean ask of the gpu units among `units` (their order does not matter),
- * or {@link defaultProfile} when there is none. A zero mean (no gpu unit asks
- * for that resource) leaves the resource out of BinPack's capacity measure.
+ * How many units of {@link defaultProfile} the mean starts from. A cycle of a
+ * few units then still measures capacity in a typical unit rather than in
+ * exactly the one unit waiting (whose every ask would then be 1, so it would
+ * hit the bottleneck of every node and the fit could not tell nodes apart);
+ * against hundreds of waiting units it weighs nothing.
+ */
+export const profilePrior = 8;
+
+/**
+ * The mean ask of the gpu units among `units`, counting {@link profilePrior}
+ * units of {@link defaultProfile} among them (so with no gpu unit it is the
+ * default). Sums are taken in the order given (`place` passes the fair
+ * order), so equal inputs give equal profiles.
  */
 export function demandProfile(units: readonly UnitRequest[]): DemandProfile {
-  let n = 0;
-  let vramMb = 0;
-  let cpuCores = 0;
-  let memoryMb = 0;
-  let diskMb = 0;
+  let n = profilePrior;
+  let vramMb = profilePrior * defaultProfile.vramMb;
+  let cpuCores = profilePrior * defaultProfile.cpuCores;
+  let memoryMb = profilePrior * defaultProfile.memoryMb;
+  let diskMb = profilePrior * defaultProfile.diskMb;
   for (const u of units) {
     if (u.kind !== "gpu") continue;
     n++;
@@ -32,6 +42,5 @@ export function demandProfile(units: readonly UnitRequest[]): DemandProfile {
     memoryMb += u.memoryMb;
     diskMb += u.diskMb;
   }
-  if (n === 0) return defaultProfile;
   return { vramMb: vramMb / n, cpuCores: cpuCores / n, memoryMb: memoryMb / n, diskMb: diskMb / n };
 }

@@ -198,9 +198,16 @@ describe("placeUnits: VRAM", () => {
     assert.deepEqual(result.unplaced[0]?.reasons, { insufficient_vram: 1 });
   });
 
-  it("best fit picks the smaller adequate GPU across nodes", () => {
-    const nodes = [nodeWith({ id: "a-80g", vram: [81920] }), nodeWith({ id: "b-24g", vram: [24576] }), nodeWith({ id: "c-12g", vram: [12288] })];
+  it("best fit picks the smaller adequate GPU across nodes when VRAM is what every node runs out of first", () => {
+    const roomy = { freeCpuCores: 64, cpuCores: 64, freeMemoryMb: 262_144, memoryMb: 262_144 };
+    const nodes = [nodeWith({ id: "a-80g", vram: [81920], ...roomy }), nodeWith({ id: "b-24g", vram: [24576], ...roomy }), nodeWith({ id: "c-12g", vram: [12288], ...roomy })];
     assert.deepEqual(placedOn(place(nodes, [unitWith({ vramMb: 20000 })])), { "unit-1": "b-24g" });
+  });
+
+  it("puts a VRAM-heavy unit on the big GPU whose node has too few cores to use its VRAM, not on a GPU it would fill", () => {
+    // 16 cores host 8 typical units of ≈ 6 GB: the 80 GB card has VRAM to spare, the 24 GB card does not.
+    const nodes = [nodeWith({ id: "a-80g", vram: [81920] }), nodeWith({ id: "b-24g", vram: [24576] })];
+    assert.deepEqual(placedOn(place(nodes, [unitWith({ vramMb: 20000 })])), { "unit-1": "a-80g" });
   });
 
   it("best fit picks the smaller adequate GPU within a node and reports its device index", () => {
@@ -340,10 +347,14 @@ describe("placeUnits: scores and ties", () => {
   });
 
   it("lets weights from the options change the winner", () => {
-    const nodes = [nodeWith({ id: "tight", vram: [8192], reliability: 0.2 }), nodeWith({ id: "loose", vram: [81920], reliability: 1 })];
+    // The unit would leave "reliable" with no core at all; "roomy" keeps room for more.
+    const nodes = [
+      nodeWith({ id: "roomy", vram: [24576], reliability: 0.2 }),
+      nodeWith({ id: "reliable", vram: [8192], freeCpuCores: 2, cpuCores: 2, reliability: 1 }),
+    ];
     const unit = unitWith({ vramMb: 8000 });
-    assert.equal(placeUnits({ nodes }, [unit], { seed, weights: { binPack: 1, reliability: 0, dataLocality: 0 } }).placements[0]?.nodeId, "tight");
-    assert.equal(placeUnits({ nodes }, [unit], { seed, weights: { binPack: 0, reliability: 1, dataLocality: 0 } }).placements[0]?.nodeId, "loose");
+    assert.equal(placeUnits({ nodes }, [unit], { seed, weights: { binPack: 1, reliability: 0, dataLocality: 0 } }).placements[0]?.nodeId, "roomy");
+    assert.equal(placeUnits({ nodes }, [unit], { seed, weights: { binPack: 0, reliability: 1, dataLocality: 0 } }).placements[0]?.nodeId, "reliable");
   });
 
   it("rejects weights that are all zero", () => {
@@ -589,20 +600,21 @@ describe("placeUnits: golden plan", () => {
  * Checked by hand: fair order is carol, acme, bob by oldest unit; carol's 90 GB unit fits no GPU; the 40 GB
  * high_sensitive unit takes the A100 whose free 40000 MB fits exactly (best-fit GPU on the node); bob-cats ties on
  * fit between the 3090 and a 4090 and goes where ds-cats is cached; acme-prep takes the GPU-less controlled node.
- * bob-small (6 GB VRAM, 40 GB disk) fits home-3060 and the A100 node equally (it takes the same 0.19 typical units
- * of VRAM from either; the cycle's typical unit asks 31 GB VRAM, 2 cores, 2 GB RAM, 15 GB disk), but on home-3060
- * (50 GB disk) it would leave 10 GB of disk, less than one typical unit needs, while the A100 node keeps room for six
- * in every host resource: it takes the A100 (the previous VRAM-only best fit took home-3060 and left its disk nearly
- * full). bob-retry skips the node that failed it and lands on the A100's other GPU. The same six units are placed.
+ * bob-small (6 GB VRAM, 40 GB disk) fits home-3060 and the A100 node equally (it takes the same 0.38 typical units
+ * of VRAM from either; the typical unit, the mean of the six gpu units and eight default ones, asks 15.6 GB VRAM,
+ * 2 cores, 3.2 GB RAM, 17.9 GB disk), but on home-3060 (50 GB disk) it would leave 10 GB of disk, less than one
+ * typical unit needs, while the A100 node keeps room for six in every host resource: it takes the A100 (the previous
+ * VRAM-only best fit took home-3060 and left its disk nearly full). bob-retry skips the node that failed it and lands
+ * on the A100's other GPU. The same six units are placed.
  */
 const GOLDEN: PlacementResult = {
   placements: [
     { unitId: "acme-train-big", nodeId: "lab-a100", gpuIndex: 1, score: 47.022 },
-    { unitId: "bob-cats", nodeId: "home-3090", gpuIndex: 0, score: 76.932 },
-    { unitId: "acme-train-2", nodeId: "home-4090x2", gpuIndex: 0, score: 58.642 },
-    { unitId: "bob-small", nodeId: "lab-a100", gpuIndex: 0, score: 78.51 },
+    { unitId: "bob-cats", nodeId: "home-3090", gpuIndex: 0, score: 65.824 },
+    { unitId: "acme-train-2", nodeId: "home-4090x2", gpuIndex: 0, score: 46.222 },
+    { unitId: "bob-small", nodeId: "lab-a100", gpuIndex: 0, score: 75.05 },
     { unitId: "acme-prep", nodeId: "lab-cpu", gpuIndex: -1, score: 77.273 },
-    { unitId: "bob-retry", nodeId: "lab-a100", gpuIndex: 0, score: 57.219 },
+    { unitId: "bob-retry", nodeId: "lab-a100", gpuIndex: 0, score: 44.8 },
   ],
   unplaced: [
     {
