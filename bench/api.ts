@@ -2,6 +2,13 @@
 // POST /customer/training-jobs against bare node:http, in one run. The server
 // (embedded default) and the baseline each run in their own process; the load
 // generator (autocannon) runs here. Prints one JSON line.
+//
+// Each target is warmed up first (BENCH_WARMUP_S, default 1 s, not counted);
+// then bare and GET alternate in BENCH_ROUNDS (default 2) rounds that share
+// BENCH_DURATION_S (default 8 s each), so background load on a shared machine
+// falls on both. get_cpu_us / bare_cpu_us: each server's CPU time per request
+// (user + system, from /proc), steadier than req/s where the load generator
+// and other work compete for the same cores.
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHash, randomUUID } from "node:crypto";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -25,6 +32,8 @@ const autocannon = createRequire(import.meta.url)("autocannon") as Autocannon;
 const root = join(import.meta.dirname, "..");
 const durationS = Number(process.env["BENCH_DURATION_S"] ?? 8);
 const connections = Number(process.env["BENCH_CONNECTIONS"] ?? 32);
+const warmupS = Number(process.env["BENCH_WARMUP_S"] ?? 1);
+const rounds = Math.max(1, Math.round(Number(process.env["BENCH_ROUNDS"] ?? 2)));
 
 /** CPU seconds (user + system) a child has used so far, from /proc; undefined where there is none. */
 async function cpuSeconds(pid: number | undefined): Promise<number | undefined> {
@@ -133,14 +142,40 @@ try {
   const common = { connections, duration: durationS };
   // BENCH_RUNS=get (say) runs only those, for profiling one of them; skipped runs report 0.
   const runs = new Set((process.env["BENCH_RUNS"] ?? "bare,get,create").split(","));
-  const skipped = { result: { requests: { average: 0 }, latency: { p99: 0 }, non2xx: 0, errors: 0 } as AutocannonResult, cpuUsPerRequest: undefined };
-  const bareMeasured = !runs.has("bare") ? skipped : await measured(bare.pid, () => autocannon({ ...common, url: `http://127.0.0.1:${barePort}/` }));
-  const getMeasured = !runs.has("get")
-    ? skipped
-    : await measured(scheduler.pid, () => autocannon({ ...common, url: `${base}/api/v1/customer/training-jobs/${job["id"] as string}`, headers: { "x-api-key": key } }));
-  const bareRun = bareMeasured.result;
-  const getRun = getMeasured.result;
-  const createRun = !runs.has("create") ? skipped.result : await autocannon({
+  const targets = {
+    bare: { pid: bare.pid, options: { url: `http://127.0.0.1:${barePort}/` } },
+    get: { pid: scheduler.pid, options: { url: `${base}/api/v1/customer/training-jobs/${job["id"] as string}`, headers: { "x-api-key": key } } },
+  };
+  const totals = {
+    bare: { requests: 0, seconds: 0, cpuUs: 0, cpuKnown: true, p99: 0, non2xx: 0, errors: 0 },
+    get: { requests: 0, seconds: 0, cpuUs: 0, cpuKnown: true, p99: 0, non2xx: 0, errors: 0 },
+  };
+  const measuredNames = (["bare", "get"] as const).filter((n) => runs.has(n));
+  // Warm-up, not counted: both servers' JIT-compiled paths are in place before the measurement.
+  for (const name of measuredNames) if (warmupS > 0) await autocannon({ ...common, ...targets[name].options, duration: warmupS });
+  // Then `rounds` alternations (bare, get, bare, get, …) sharing the duration: load that comes and goes
+  // on a shared machine weighs on both alike instead of on whichever ran during it.
+  for (let round = 0; round < rounds; round++) {
+    for (const name of measuredNames) {
+      const { result, cpuUsPerRequest } = await measured(targets[name].pid, () => autocannon({ ...common, ...targets[name].options, duration: durationS / rounds }));
+      const t = totals[name];
+      const requests = result.requests.total ?? result.requests.average * (result.duration ?? 0);
+      t.requests += requests;
+      t.seconds += result.duration ?? durationS / rounds;
+      if (cpuUsPerRequest === undefined) t.cpuKnown = false;
+      else t.cpuUs += cpuUsPerRequest * requests;
+      t.p99 = Math.max(t.p99, result.latency.p99);
+      t.non2xx += result.non2xx;
+      t.errors += result.errors;
+    }
+  }
+  const rps = (name: "bare" | "get") => (totals[name].seconds === 0 ? 0 : totals[name].requests / totals[name].seconds);
+  const cpuUs = (name: "bare" | "get") => (totals[name].cpuKnown && totals[name].requests > 0 ? Math.round(totals[name].cpuUs / totals[name].requests) : undefined);
+  const skipped = { requests: { average: 0 }, latency: { p99: 0 }, non2xx: 0, errors: 0 } as AutocannonResult;
+  const asRun = (name: "bare" | "get"): AutocannonResult => ({ requests: { average: rps(name) }, latency: { p99: totals[name].p99 }, non2xx: totals[name].non2xx, errors: totals[name].errors });
+  const bareRun = asRun("bare");
+  const getRun = asRun("get");
+  const createRun = !runs.has("create") ? skipped : await autocannon({
     ...common,
     duration: Math.max(3, Math.round(durationS / 2)),
     url: `${base}/api/v1/customer/training-jobs`,
@@ -156,13 +191,14 @@ try {
       get_rps: Math.round(getRun.requests.average),
       create_rps: Math.round(createRun.requests.average),
       bare_rps: Math.round(bareRun.requests.average),
-      get_ratio: Number((getRun.requests.average / bareRun.requests.average).toFixed(3)),
+      get_ratio: bareRun.requests.average === 0 ? null : Number((getRun.requests.average / bareRun.requests.average).toFixed(3)),
       p99_ms: getRun.latency.p99,
       // Server CPU per request (µs), from /proc: steadier than req/s on a shared machine.
-      get_cpu_us: getMeasured.cpuUsPerRequest,
-      bare_cpu_us: bareMeasured.cpuUsPerRequest,
+      get_cpu_us: cpuUs("get"),
+      bare_cpu_us: cpuUs("bare"),
       connections,
       duration_s: durationS,
+      rounds,
       database: postgres === undefined ? "embedded (PGlite)" : "postgresql",
     })}\n`,
   );

@@ -64,6 +64,23 @@ function mayBeId(segment: string): boolean {
  */
 export function routeLabel(path: string, status: number): string {
   if (status === 404) return "unmatched";
+  let label = recentLabels.get(path);
+  if (label === undefined) {
+    label = labelOf(path);
+    // Paths recur (clients poll the same job): recent ones keep their label. Bounded in count (cleared
+    // when full) and in size (long paths are not kept).
+    if (path.length <= 200) {
+      if (recentLabels.size >= maxRecentLabels) recentLabels.clear();
+      recentLabels.set(path, label);
+    }
+  }
+  return label;
+}
+
+const recentLabels = new Map<string, string>();
+const maxRecentLabels = 4096;
+
+function labelOf(path: string): string {
   if (path.startsWith("/blobs/")) return "/blobs/{key}";
   if (/^\/[a-z0-9.]+\.v\d+\.[A-Za-z]+Service\/[A-Za-z]+$/.test(path)) return path;
   const segments = path.split("/").slice(0, 12);

@@ -698,8 +698,8 @@ function restContext(method: RestMethod, requestMethod: string, url: string, sig
     signal,
     timeoutMs: () => undefined,
     requestHeader,
-    responseHeader: new Headers(),
-    responseTrailer: new Headers(),
+    responseHeader: new ResponseHeaders() as unknown as Headers,
+    responseTrailer: new ResponseHeaders() as unknown as Headers,
     values: createContextValues(),
   };
 }
@@ -1028,6 +1028,110 @@ class RequestHeaders extends HeadersBase {
   }
 }
 
+const httpWhitespace = /^[\t\n\r ]+|[\t\n\r ]+$/g;
+
+/**
+ * The response headers and trailers of a REST call's handler context: a
+ * `Headers` (same names, values, validation and errors) kept as a small list,
+ * because the transcoder only copies them onto the response. The Headers
+ * class validates, sorts and copies on every use, which a GET paid several
+ * times (the X-RateLimit-* headers).
+ */
+export class ResponseHeaders extends HeadersBase {
+  /** [lower-case name, value] in the order set; set-cookie may repeat, other names never do. */
+  readonly #list: Array<[string, string]> = [];
+
+  #name(name: string): string {
+    if (!headerNamePattern.test(name)) throw new TypeError(`Headers: invalid header name ${JSON.stringify(name)}`);
+    return name.toLowerCase();
+  }
+
+  #value(name: string, value: string): string {
+    const normalized = String(value).replace(httpWhitespace, "");
+    // What Headers refuses: NUL, CR, LF, and (not being a ByteString) anything above U+00FF.
+    if (/[\0\r\n\u0100-\uffff]/.test(normalized)) throw new TypeError(`Headers: invalid value for header ${JSON.stringify(name)}`);
+    return normalized;
+  }
+
+  /** Each header as the response should carry it: set-cookie once per cookie, other names once. */
+  eachForResponse(fn: (key: string, value: string | string[]) => void): void {
+    let cookies: string[] | undefined;
+    for (const [key, value] of this.#list) {
+      if (key === "set-cookie") (cookies ??= []).push(value);
+      else fn(key, value);
+    }
+    if (cookies !== undefined) fn("set-cookie", cookies);
+  }
+
+  get(name: string): string | null {
+    const key = this.#name(name);
+    let out: string | null = null;
+    for (const [k, v] of this.#list) if (k === key) out = out === null ? v : `${out}, ${v}`;
+    return out;
+  }
+
+  has(name: string): boolean {
+    const key = this.#name(name);
+    return this.#list.some(([k]) => k === key);
+  }
+
+  set(name: string, value: string): void {
+    const key = this.#name(name);
+    const v = this.#value(name, value);
+    const at = this.#list.findIndex(([k]) => k === key);
+    if (at === -1) {
+      this.#list.push([key, v]);
+      return;
+    }
+    this.#list[at] = [key, v];
+    for (let i = this.#list.length - 1; i > at; i--) if (this.#list[i]![0] === key) this.#list.splice(i, 1);
+  }
+
+  append(name: string, value: string): void {
+    const key = this.#name(name);
+    const v = this.#value(name, value);
+    const at = key === "set-cookie" ? -1 : this.#list.findIndex(([k]) => k === key);
+    if (at === -1) this.#list.push([key, v]);
+    else this.#list[at] = [key, `${this.#list[at]![1]}, ${v}`];
+  }
+
+  delete(name: string): void {
+    const key = this.#name(name);
+    for (let i = this.#list.length - 1; i >= 0; i--) if (this.#list[i]![0] === key) this.#list.splice(i, 1);
+  }
+
+  getSetCookie(): string[] {
+    return this.#list.filter(([k]) => k === "set-cookie").map(([, v]) => v);
+  }
+
+  /** The Headers view of the list (sorted, set-cookie apart), for everything else. */
+  #sorted(): Headers {
+    const h = new Headers();
+    for (const [k, v] of this.#list) h.append(k, v);
+    return h;
+  }
+
+  forEach(callback: (value: string, key: string, parent: Headers) => void, thisArg?: unknown): void {
+    for (const [k, v] of this.#sorted()) callback.call(thisArg, v, k, this as unknown as Headers);
+  }
+
+  entries(): ReturnType<Headers["entries"]> {
+    return this.#sorted().entries();
+  }
+
+  keys(): ReturnType<Headers["keys"]> {
+    return this.#sorted().keys();
+  }
+
+  values(): ReturnType<Headers["values"]> {
+    return this.#sorted().values();
+  }
+
+  [Symbol.iterator](): ReturnType<Headers["entries"]> {
+    return this.#sorted()[Symbol.iterator]();
+  }
+}
+
 /** Response headers the in-memory Connect protocol produces; the REST response has its own. */
 const droppedResponseHeaders = new Set([
   "content-type", "content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive",
@@ -1036,6 +1140,13 @@ const droppedResponseHeaders = new Set([
 
 function copyResponseHeaders(from: Headers, res: RestResponse): void {
   if (res.headersSent) return;
+  if (from instanceof ResponseHeaders) {
+    // Already lower case and valid: straight from its list, in the order set (not sorted, no copies).
+    from.eachForResponse((key, value) => {
+      if (!droppedResponseHeaders.has(key) && !key.startsWith("connect-") && !key.startsWith("grpc-")) setHeader(res, key, value);
+    });
+    return;
+  }
   for (const [key, value] of from) {
     if (droppedResponseHeaders.has(key) || key.startsWith("connect-") || key.startsWith("grpc-") || key === "set-cookie") continue;
     setHeader(res, key, value);
