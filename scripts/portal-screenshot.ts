@@ -44,8 +44,8 @@ try {
   await page.getByLabel("E-mail").fill(customer.email);
   await page.getByLabel("Password").fill(customer.password);
   await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByRole("heading", { name: "train.log" }).waitFor();
-  await page.getByTestId("loss-chart").waitFor();
+  await page.getByLabel("Log of train").getByText(/epoch 20\/20/).waitFor();
+  await page.getByTestId("loss-chart-train").waitFor();
   await page.mouse.move(0, 0);
   // The top of the page: status, DAG, metrics and the loss curve (artifacts and logs follow below).
   await page.screenshot({ path: join(root, "docs", "portal-job.png"), fullPage: true, clip: { x: 0, y: 0, width: 1280, height: 1460 } });

@@ -2,7 +2,8 @@
  * The portal end to end in headless Chromium, against a real control plane
  * and a real agent running the tiny-mlp example: sign in, create an API key,
  * upload the example dataset and package, create a job and watch it complete
- * with the progress bar moving, download an artifact, see usage, sign out;
+ * with the progress bar moving, the train stage's log tail and loss curve
+ * growing while it runs, download an artifact, see usage, sign out;
  * and a second customer (on a phone-sized screen, keyboard only) cannot open
  * the first one's job by its URL. A failing test leaves screenshots in
  * test-output/portal/.
@@ -36,7 +37,10 @@ describe("the web portal in a browser", function () {
     ensurePortalBuilt();
     work = await mkdtemp(join(tmpdir(), "portal-e2e-"));
     packageZip = join(work, "tiny-mlp.zip");
-    [cp, browser] = await Promise.all([startTestControlPlane(), launchChromium(), zipDirectory(join(example, "package"), packageZip)]).then(([c, b]) => [c, b] as const);
+    // Telemetry written every 0.5 s (2 s in production), so the 4-second train stage is seen live more than once.
+    [cp, browser] = await Promise.all([startTestControlPlane({ telemetry: { flushIntervalMs: 500 } }), launchChromium(), zipDirectory(join(example, "package"), packageZip)]).then(
+      ([c, b]) => [c, b] as const,
+    );
     agent = await startTestAgent(cp, { trustLevel: "controlled", devGpuMib: 24576 });
     first = await createPortalCustomer(cp);
   });
@@ -141,14 +145,23 @@ describe("the web portal in a browser", function () {
     firstJobId = /\/portal\/jobs\/([0-9a-f-]{36})$/.exec(page.url())?.[1] ?? "";
     assert.notEqual(firstJobId, "", page.url());
 
-    // Watch it: the progress bar moves through values between 0 and 100 and ends at 100.
+    // Watch it: the progress bar moves through values between 0 and 100 and ends at 100; while the train
+    // stage runs, its log tail and its loss curve grow on the page (live, not from the log artifact).
     const bar = page.getByRole("progressbar", { name: "Job progress" });
     const seen = new Set<number>();
+    const liveLogLines = new Set<number>();
+    const liveCurvePoints = new Set<number>();
     const deadline = Date.now() + 60_000;
     for (;;) {
       seen.add(Number(await bar.getAttribute("aria-valuenow")));
       const status = await page.getByTestId("job-status").textContent();
       if (status === "completed") break;
+      if ((await page.getByTestId("dag").locator('[data-unit="train"]').getAttribute("data-status")) === "running") {
+        const log = page.getByTestId("log-train");
+        if ((await log.count()) > 0 && /epoch \d+\/20 loss=/.test((await log.textContent()) ?? "")) liveLogLines.add(Number(await log.getAttribute("data-lines")));
+        const curve = page.getByTestId("loss-chart-train");
+        if ((await curve.count()) > 0) liveCurvePoints.add(Number(await curve.getAttribute("data-points")));
+      }
       assert.ok(status === "queued" || status === "running", `job ended ${status}`);
       assert.ok(Date.now() < deadline, `the job did not complete; progress seen: ${[...seen].join(", ")}\n${agent.output().slice(-2000)}`);
       await page.waitForTimeout(100);
@@ -157,15 +170,26 @@ describe("the web portal in a browser", function () {
     const between = [...seen].filter((v) => v > 0 && v < 100);
     assert.ok(between.length >= 2, `the bar moved through intermediate values: ${[...seen].sort((a, b) => a - b).join(", ")}`);
     assert.ok(seen.has(100));
+    assert.ok(liveLogLines.size >= 2, `the train log grew while it ran (line counts seen: ${[...liveLogLines].join(", ")})`);
+    assert.ok(liveCurvePoints.size >= 1, "the loss curve was drawn while the train stage ran");
 
     // The DAG, the loss curve, the logs and the artifacts.
     for (const unit of ["prepare", "train", "evaluate"]) {
       assert.equal(await page.getByTestId("dag").locator(`[data-unit="${unit}"]`).getAttribute("data-status"), "completed");
     }
-    await page.getByTestId("loss-chart").waitFor();
-    assert.ok(Number(await page.getByTestId("loss-chart").getAttribute("data-points")) >= 2);
-    await page.getByRole("heading", { name: "train.log" }).waitFor();
-    assert.match((await page.getByLabel("Log train.log").textContent()) ?? "", /epoch 20\/20 loss=/);
+    // The whole curve from the server's history of the train stage's reports (the agent sends at most four a
+    // second, the latest of each moment, so a 0.2 s epoch may share a report), ending at the last epoch.
+    const curve = page.getByTestId("loss-chart-train");
+    await curve.locator("svg[aria-label$='at epoch 20']").waitFor();
+    assert.ok(Number(await curve.getAttribute("data-points")) >= 10, `${await curve.getAttribute("data-points")} points`);
+    // Each stage's log, complete once it ended, without the progress protocol's lines.
+    await page.getByTestId("log-train").getByRole("heading", { name: "train" }).waitFor();
+    await page.getByLabel("Log of train").getByText(/epoch 20\/20 loss=/).waitFor();
+    const trainLog = (await page.getByLabel("Log of train").textContent()) ?? "";
+    assert.equal(trainLog.match(/^epoch \d+\/20 loss=/gm)?.length, 20, "every epoch line once, none twice");
+    assert.doesNotMatch(trainLog, /@@gpu-agent/);
+    await page.getByLabel("Log of prepare").getByText(/prepared 400 rows/).waitFor();
+    await page.getByLabel("Log of evaluate").getByText(/evaluated \d+ test rows/).waitFor();
     const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Download model.ckpt" }).click()]);
     const saved = join(work, "model.ckpt");
     await download.saveAs(saved);

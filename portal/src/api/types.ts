@@ -117,6 +117,39 @@ export interface ComputeUnit {
   credits_debited: string;
 }
 
+/** One line of a unit's log (GET …/compute-units/{unit_id}/logs). */
+export interface LogLine {
+  /** Position in the attempt's log, 1-based (int64). */
+  seq: string;
+  at?: string;
+  stream: "stdout" | "stderr";
+  text: string;
+}
+
+/** The tail of a unit's log, or the lines after a cursor. */
+export interface UnitLogs {
+  unit_id: string;
+  attempt: number;
+  unit_status: UnitStatus;
+  lines: LogLine[];
+  /** Pass back as `after`. */
+  next_after: string;
+  dropped_lines: string;
+  trimmed_lines: string;
+}
+
+/** One progress report of a unit. */
+export interface MetricPoint {
+  at?: string;
+  progress: number;
+  metrics: Record<string, number>;
+}
+
+/** GET …/training-jobs/{id}/metrics: each unit's history of progress reports. */
+export interface JobMetrics {
+  units: Array<{ unit_id: string; name: string; kind: "cpu" | "gpu"; attempt: number; points: MetricPoint[]; reports: string }>;
+}
+
 export interface Artifact {
   id: string;
   job_id: string;

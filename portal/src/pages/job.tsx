@@ -1,34 +1,45 @@
 /**
  * One training job: status and live progress, the DAG of compute units, the
- * loss curve, the tail of each stage's log, artifacts with download buttons,
- * and cancel. While the job is queued or running the page polls every second.
+ * loss curve, the live tail of each unit's log, artifacts with download
+ * buttons, and cancel. While the job is queued or running the page polls every
+ * second.
  *
- * The loss curve gathers (epoch, loss) from the training unit's reported
- * metrics as the page watches, and from "epoch N … loss=X" lines of the
- * stages' logs, so a job opened after it finished still has its curve.
- * Logs are the `*.log` artifacts each stage uploads when it ends (the API has
- * no live log stream yet).
+ * The loss curve is each unit's history of progress reports as the server
+ * keeps it (GET …/metrics: every report, thinned evenly past 500), so a job
+ * opened after it finished has its whole curve. Logs are the server's live
+ * tail of each unit (components/unit-log.tsx).
  */
 import { useCallback, useEffect, useRef, useState } from "react";
 import { api, sameOrigin, triggerDownload } from "../api/client.ts";
-import type { Artifact, ComputeUnit, DownloadUrl, List, TrainingJob } from "../api/types.ts";
+import type { Artifact, ComputeUnit, DownloadUrl, JobMetrics, List, TrainingJob } from "../api/types.ts";
 import { LineChart } from "../components/charts.tsx";
 import { DagView } from "../components/dag.tsx";
 import { ErrorBox, Loading, Page, ProgressBar, StatusBadge } from "../components/ui.tsx";
+import { UnitLog } from "../components/unit-log.tsx";
 import { formatBytes, formatDate, formatDuration, formatMetric, formatNumber, humanize } from "../format.ts";
 import { useAction, useInterval } from "../hooks.ts";
 import { Link } from "../router.tsx";
 
 const terminal = new Set(["completed", "failed", "cancelled", "expired"]);
-const logTailLines = 40;
-const logFetchMaxBytes = 2 * 1024 * 1024;
-const epochLoss = /\bepoch\D{0,3}(\d+)(?:\s*\/\s*\d+)?\b.*?\bloss\s*[=:]\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)/i;
 
-interface LogTail {
-  readonly name: string;
-  readonly lines: string[];
-  readonly truncated: boolean;
-  readonly error?: unknown;
+/** A unit's loss curve: by epoch when every report with a loss names its epoch, else by report. */
+interface LossCurve {
+  readonly unit: string;
+  readonly xLabel: string;
+  readonly points: Array<{ x: number; y: number }>;
+}
+
+/** The loss curves of the units that reported a loss at least twice. */
+function lossCurves(metrics: JobMetrics | undefined): LossCurve[] {
+  return (metrics?.units ?? []).flatMap((u) => {
+    const reports = u.points.filter((p) => Number.isFinite(p.metrics["loss"]));
+    if (reports.length < 2) return [];
+    const byEpoch = reports.every((p) => Number.isFinite(p.metrics["epoch"]));
+    // One point per x (a report repeated for the same epoch replaces the earlier one).
+    const points = new Map<number, number>();
+    reports.forEach((p, i) => points.set(byEpoch ? p.metrics["epoch"]! : i + 1, p.metrics["loss"]!));
+    return [{ unit: u.name, xLabel: byEpoch ? "epoch" : "report", points: [...points].sort((a, b) => a[0] - b[0]).map(([x, y]) => ({ x, y })) }];
+  });
 }
 
 function downloadUrl(jobId: string, artifactId: string): Promise<DownloadUrl> {
@@ -41,36 +52,22 @@ export function JobPage({ id }: { id: string }) {
   const [units, setUnits] = useState<ComputeUnit[]>([]);
   const [artifacts, setArtifacts] = useState<Artifact[]>([]);
   const [error, setError] = useState<unknown>(undefined);
-  const [loss, setLoss] = useState<Map<number, number>>(new Map());
-  const [logs, setLogs] = useState<Map<string, LogTail>>(new Map());
+  const [metrics, setMetrics] = useState<JobMetrics | undefined>(undefined);
   const busy = useRef(false);
   const completedSeen = useRef(-1);
   const base = `/api/v1/customer/training-jobs/${encodeURIComponent(id)}`;
-
-  const addLoss = useCallback((points: ReadonlyArray<[number, number]>) => {
-    if (points.length === 0) return;
-    setLoss((old) => {
-      let changed = false;
-      const next = new Map(old);
-      for (const [epoch, value] of points) {
-        if (Number.isFinite(epoch) && Number.isFinite(value) && next.get(epoch) !== value) {
-          next.set(epoch, value);
-          changed = true;
-        }
-      }
-      return changed ? next : old;
-    });
-  }, []);
 
   const refresh = useCallback(async () => {
     if (busy.current) return;
     busy.current = true;
     try {
       const [j, u] = await Promise.all([api<TrainingJob>("GET", base), api<List<ComputeUnit>>("GET", `${base}/compute-units?limit=100`)]);
+      // Read after the job: once it has ended, this answer holds every report (a unit's last ones are written before it ends).
+      const m = await api<JobMetrics>("GET", `${base}/metrics`);
       setJob(j);
       setUnits(u.data);
+      setMetrics(m);
       setError(undefined);
-      addLoss(u.data.filter((x) => x.metrics["epoch"] !== undefined && x.metrics["loss"] !== undefined).map((x) => [x.metrics["epoch"]!, x.metrics["loss"]!]));
       // Artifacts appear as units finish: re-read them when that count moves or the job ends.
       const finished = u.data.filter((x) => terminal.has(x.status)).length + (terminal.has(j.status) ? 1000 : 0);
       if (finished !== completedSeen.current) {
@@ -83,42 +80,13 @@ export function JobPage({ id }: { id: string }) {
     } finally {
       busy.current = false;
     }
-  }, [base, addLoss]);
+  }, [base]);
 
   useEffect(() => {
     void refresh();
   }, [refresh]);
   const active = job === undefined ? error === undefined : !terminal.has(job.status);
   useInterval(() => void refresh(), 1000, active && job !== undefined);
-
-  // Each log artifact is read once; its epoch/loss lines fill in the curve.
-  useEffect(() => {
-    for (const a of artifacts) {
-      if (a.kind !== "logs" || logs.has(a.id)) continue;
-      setLogs((m) => new Map(m).set(a.id, { name: a.name, lines: [], truncated: false }));
-      void (async () => {
-        try {
-          if (Number(a.size_bytes) > logFetchMaxBytes) {
-            setLogs((m) => new Map(m).set(a.id, { name: a.name, lines: [], truncated: true }));
-            return;
-          }
-          const url = await downloadUrl(id, a.id);
-          const res = await fetch(sameOrigin(url.download_url), { credentials: "same-origin", cache: "no-store" });
-          const text = res.ok ? await res.text() : "";
-          const all = text.split("\n").filter((l, i, arr) => l !== "" || i < arr.length - 1);
-          addLoss(
-            all.flatMap((line) => {
-              const m = epochLoss.exec(line);
-              return m === null ? [] : [[Number(m[1]), Number(m[2])] as [number, number]];
-            }),
-          );
-          setLogs((m) => new Map(m).set(a.id, { name: a.name, lines: all.slice(-logTailLines), truncated: all.length > logTailLines }));
-        } catch (e) {
-          setLogs((m) => new Map(m).set(a.id, { name: a.name, lines: [], truncated: false, error: e }));
-        }
-      })();
-    }
-  }, [artifacts, logs, id, addLoss]);
 
   const cancel = useAction(async () => {
     if (!window.confirm("Cancel this training job? Units that are running are stopped; completed units stay billed.")) return;
@@ -139,9 +107,10 @@ export function JobPage({ id }: { id: string }) {
     );
   }
 
-  const points = [...loss.entries()].sort((a, b) => a[0] - b[0]).map(([x, y]) => ({ x, y }));
-  const metrics = Object.entries(job.metrics);
-  const logTails = [...logs.values()].sort((a, b) => a.name.localeCompare(b.name));
+  const curves = lossCurves(metrics);
+  const latest = Object.entries(job.metrics);
+  // Units that ever ran have a log; plan order.
+  const logged = units.filter((u) => u.attempt > 0);
 
   return (
     <Page
@@ -252,11 +221,11 @@ export function JobPage({ id }: { id: string }) {
 
       <section aria-labelledby="metrics-title">
         <h2 id="metrics-title">Training metrics</h2>
-        {metrics.length === 0 ? (
+        {latest.length === 0 ? (
           <p className="empty">No metrics reported yet.</p>
         ) : (
           <dl className="facts metrics" data-testid="metrics">
-            {metrics.map(([k, v]) => (
+            {latest.map(([k, v]) => (
               <div key={k}>
                 <dt>{k}</dt>
                 <dd>{formatMetric(v)}</dd>
@@ -264,7 +233,16 @@ export function JobPage({ id }: { id: string }) {
             ))}
           </dl>
         )}
-        {points.length === 0 ? null : <LineChart title="Loss by epoch" xLabel="epoch" yLabel="loss" points={points} testId="loss-chart" />}
+        {curves.map((c) => (
+          <LineChart
+            key={c.unit}
+            title={curves.length === 1 ? `Loss by ${c.xLabel}` : `Loss by ${c.xLabel}: ${c.unit}`}
+            xLabel={c.xLabel}
+            yLabel="loss"
+            points={c.points}
+            testId={`loss-chart-${c.unit}`}
+          />
+        ))}
       </section>
 
       <section aria-labelledby="artifacts-title">
@@ -310,25 +288,10 @@ export function JobPage({ id }: { id: string }) {
 
       <section aria-labelledby="logs-title">
         <h2 id="logs-title">Logs</h2>
-        {logTails.length === 0 ? (
-          <p className="empty">Each stage's log appears here when the stage ends.</p>
+        {logged.length === 0 ? (
+          <p className="empty">Each compute unit’s output appears here, live, once it starts.</p>
         ) : (
-          logTails.map((log) => (
-            <div className="log" key={log.name}>
-              <h3>{log.name}</h3>
-              <ErrorBox error={log.error} />
-              {log.truncated && log.lines.length === 0 ? (
-                <p className="hint">This log is large: download it from the artifacts above.</p>
-              ) : (
-                <>
-                  {log.truncated ? <p className="hint">The last {logTailLines} lines:</p> : null}
-                  <pre tabIndex={0} aria-label={`Log ${log.name}`}>
-                    {log.lines.join("\n")}
-                  </pre>
-                </>
-              )}
-            </div>
-          ))
+          logged.map((u) => <UnitLog key={u.id} jobId={id} unit={u} />)
         )}
       </section>
     </Page>
