@@ -23,6 +23,9 @@ const backends: readonly Backend[] = [
   { name: "PostgreSQL", open: async () => openDatabase({ url: await createTestDatabaseUrl() }) },
 ];
 
+/** Every migration, in order. */
+const migrations = ["Migration0001Initial", "Migration0002NodeHistory", "Migration0003UnitTelemetry"];
+
 const tables = [
   "api_keys",
   "artifacts",
@@ -39,6 +42,9 @@ const tables = [
   "sessions",
   "training_jobs",
   "training_packages",
+  "unit_log_chunks",
+  "unit_metric_points",
+  "unit_telemetry",
   "usage_records",
   "webhook_deliveries",
   "webhook_endpoints",
@@ -122,10 +128,10 @@ for (const backend of backends) {
       );
       const names = rows.map((r) => r.table_name);
       for (const table of tables) assert.ok(names.includes(table), `missing table ${table}`);
-      const migrations = await db.query<{ name: string }>(`SELECT name FROM mikro_orm_migrations`);
+      const applied = await db.query<{ name: string }>(`SELECT name FROM mikro_orm_migrations`);
       assert.deepEqual(
-        migrations.map((m) => m.name),
-        ["Migration0001Initial", "Migration0002NodeHistory"],
+        applied.map((m) => m.name),
+        migrations,
       );
     });
 
@@ -294,7 +300,7 @@ describe("store/database on PGlite with a data directory", () => {
     const second = await openDatabase({ dataDir });
     try {
       assert.deepEqual(await second.query(`SELECT email FROM customers WHERE id = $1`, [id]), [{ email: "p@x" }]);
-      assert.deepEqual(await second.query(`SELECT count(*) AS n FROM mikro_orm_migrations`), [{ n: 2 }]);
+      assert.deepEqual(await second.query(`SELECT count(*) AS n FROM mikro_orm_migrations`), [{ n: migrations.length }]);
     } finally {
       await second.close();
     }
@@ -332,7 +338,7 @@ describe("store/database on PostgreSQL, concurrency", () => {
     assert.equal(db.kind, "postgresql");
     const again = await openDatabase({ url });
     try {
-      assert.deepEqual(await again.query(`SELECT count(*) AS n FROM mikro_orm_migrations`), [{ n: 2 }]);
+      assert.deepEqual(await again.query(`SELECT count(*) AS n FROM mikro_orm_migrations`), [{ n: migrations.length }]);
     } finally {
       await again.close();
     }
