@@ -116,34 +116,40 @@ function run(s: Scenario): Record<string, unknown> {
   const sorted = perDecision.slice().sort();
   const setupSorted = Float64Array.from(setupNs).sort();
 
-  // The same cycles on a fresh snapshot each cycle (what the scheduling loop reads from the database), two ways:
-  // placeUnits, which builds a placer per cycle, and one placer synced to each snapshot (placement-cycle.ts's planCycle).
-  const current = [...nodes];
+  // The same cycles on a fresh snapshot each cycle (what the scheduling loop reads from the database), two ways, in
+  // two passes: one placer synced to each snapshot (placement-cycle.ts's planCycle), then placeUnits, which builds a
+  // placer per cycle. The synced pass runs first, as the scheduler runs it: in a process that has not just built a
+  // hundred placers (whose garbage the collector would charge to whatever runs next). Both must plan what the
+  // long-lived placer planned, cycle by cycle.
   const at = new Map(nodes.map((n, i) => [n.id, i]));
-  let freshNs = 0;
+  const perCycle: Placement[][] = [];
   let loopNs = 0;
-  let freshPlaced = 0;
   let loopPlacer: ReturnType<typeof createPlacer> | undefined;
+  let current = [...nodes];
   cycles.forEach((batch, c) => {
-    const options = { seed: `cycle-${c}`, maxScored, weights };
     const t0 = process.hrtime.bigint();
-    const result = placeUnits({ nodes: current }, batch, options);
-    const t1 = process.hrtime.bigint();
     if (loopPlacer === undefined) loopPlacer = createPlacer({ nodes: current });
     else loopPlacer.sync({ nodes: current });
-    const synced = loopPlacer.place(batch, options);
-    const t2 = process.hrtime.bigint();
-    freshNs += Number(t1 - t0);
-    loopNs += Number(t2 - t1);
-    const same = synced.placements.length === result.placements.length && synced.placements.every((p, i) => {
-      const q = result.placements[i] as Placement;
-      return p.unitId === q.unitId && p.nodeId === q.nodeId && p.gpuIndex === q.gpuIndex && p.score === q.score;
-    });
-    if (!same) throw new Error(`cycle ${c}: the synced placer planned differently from placeUnits`);
-    freshPlaced += result.placements.length;
+    const result = loopPlacer.place(batch, { seed: `cycle-${c}`, maxScored, weights });
+    loopNs += Number(process.hrtime.bigint() - t0);
+    perCycle.push(result.placements);
     applyToSnapshot(current, at, byId, result.placements);
   });
-  if (freshPlaced !== placements.length) throw new Error(`fresh-snapshot placer placed ${freshPlaced}, long-lived ${placements.length}`);
+  if (perCycle.flat().length !== placements.length) throw new Error(`synced placer placed ${perCycle.flat().length}, long-lived ${placements.length}`);
+  let freshNs = 0;
+  current = [...nodes];
+  cycles.forEach((batch, c) => {
+    const t0 = process.hrtime.bigint();
+    const result = placeUnits({ nodes: current }, batch, { seed: `cycle-${c}`, maxScored, weights });
+    freshNs += Number(process.hrtime.bigint() - t0);
+    const synced = perCycle[c] as Placement[];
+    const same = result.placements.length === synced.length && result.placements.every((p, i) => {
+      const q = synced[i] as Placement;
+      return p.unitId === q.unitId && p.nodeId === q.nodeId && p.gpuIndex === q.gpuIndex && p.score === q.score;
+    });
+    if (!same) throw new Error(`cycle ${c}: placeUnits planned differently from the synced placer`);
+    applyToSnapshot(current, at, byId, result.placements);
+  });
 
   // What the placer left, checked independently: nothing over-committed.
   const left = flatten(nodes);

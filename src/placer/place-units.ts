@@ -12,7 +12,7 @@
  * scheduling loop hands it each cycle's fresh snapshot through `sync`, which
  * moves only the index entries that changed.
  */
-import { bestGpu, createState, lowerBoundDisk, lowerBoundSlot, reserve, reseed, syncState, type TrustGroup, type WorkingNode } from "./cycle-state.ts";
+import { bestGpu, type ClusterState, createState, lowerBoundDisk, lowerBoundSlot, reserve, reseed, syncState, type TrustGroup, type WorkingNode } from "./cycle-state.ts";
 import { fairOrder } from "./fairness.ts";
 import { cpuFit, diskFit, leftOver, memoryFit, nodeExcluded, scorePlugins, visitFilters } from "./plugins/index.ts";
 import { hashString, mulberry32 } from "./prng.ts";
@@ -149,244 +149,280 @@ export function placeUnits(snapshot: ClusterSnapshot, units: readonly UnitReques
   return createPlacer(snapshot).place(units, options);
 }
 
+/**
+ * A placer's mutable context. The hot functions below are module-level and
+ * take it as an argument rather than being closures made per placer: a
+ * closure made for each new placer starts without the type feedback and
+ * optimized code of the last one, and a process that builds many placers
+ * (placeUnits per cycle) would keep running cold code.
+ */
+interface Ctx {
+  state: ClusterState;
+  readonly counts: Int32Array;
+  /** Feasible nodes met by the current decision's walk (at most maxScored). */
+  candNode: Int32Array;
+  /** Per allowed trust group: where its part of the walk starts in the index, and its length. */
+  readonly rangeStart: Int32Array;
+  readonly rangeLen: Int32Array;
+  weights: number[];
+  weightSum: number;
+  maxScored: number;
+  cycle: CycleContext;
+  random: () => number;
+  started: boolean;
+  // The decision in progress.
+  unit: UnitRequest;
+  seq: number;
+  minTrust: number;
+  nCand: number;
+  visited: number;
+  unresolvable: number;
+}
+
+/** The weighted mean of the score plugins (0..100), rounded to 3 decimals so float noise cannot decide a tie. */
+function scoreNode(ctx: Ctx, unit: UnitRequest, node: WorkingNode): number {
+  let total = 0;
+  for (let i = 0; i < scorePlugins.length; i++) {
+    const w = ctx.weights[i] as number;
+    if (w !== 0) total += w * (scorePlugins[i] as (typeof scorePlugins)[number]).score(unit, node, ctx.cycle);
+  }
+  return Math.round((total / ctx.weightSum) * 1000) / 1000;
+}
+
+function startCycle(ctx: Ctx, options: PlacerOptions, units: readonly UnitRequest[]): void {
+  ctx.weights = checkWeights(options.weights ?? defaultWeights);
+  ctx.weightSum = ctx.weights.reduce((a, b) => a + b, 0);
+  const cap = options.maxScored ?? defaultMaxScored;
+  if (!Number.isInteger(cap) || cap < 1) throw new RangeError("placer maxScored must be an integer ≥ 1");
+  ctx.maxScored = cap;
+  const room = Math.max(1, Math.min(cap, ctx.state.size));
+  if (ctx.candNode.length < room) ctx.candNode = new Int32Array(room);
+  ctx.cycle = { profile: demandProfile(units) };
+  reseed(ctx.state, options.seed);
+  ctx.random = mulberry32(hashString(`walk:${options.seed}`));
+  ctx.started = true;
+}
+
+/** The visit filters, fused into comparisons: counts node `i`'s first failing reason, or keeps it as a candidate. */
+function visit(ctx: Ctx, i: number): void {
+  ctx.visited++;
+  const { cpu, memory, disk } = ctx.state;
+  const unit = ctx.unit;
+  const excluded = unit.excludedNodeIds;
+  let reason = -1;
+  if (excluded.length !== 0 && excluded.includes((ctx.state.nodes[i] as WorkingNode).node.id)) reason = iExcluded;
+  else if ((disk[i] as number) < unit.diskMb) reason = iDisk;
+  else if ((cpu[i] as number) < unit.cpuCores) reason = iCpu;
+  else if ((memory[i] as number) < unit.memoryMb) reason = iMemory;
+  if (reason === -1) ctx.candNode[ctx.nCand++] = i;
+  else {
+    ctx.counts[reason] = (ctx.counts[reason] as number) + 1;
+    if (reason === iExcluded) ctx.unresolvable++;
+  }
+}
+
+/**
+ * The walk: the allowed groups' index ranges (`rangeStart`/`rangeLen`: GPUs
+ * that fit, for `kind` -1; nodes with enough disk in `byDisk[kind]`) joined
+ * end to end, visited from a seeded start with a stride coprime to the
+ * total, so every position comes up once and the first ones are spread over
+ * the whole range (tight and loose fits, every trust level) rather than
+ * bunched at one end. It stops at maxScored feasible nodes; a unit nothing
+ * takes visits every candidate, which also counts every visited node's
+ * reason.
+ */
+function walk(ctx: Ctx, kind: -1 | 0 | 1): void {
+  const { groups, stamp } = ctx.state;
+  const { rangeStart, rangeLen, minTrust, seq, maxScored } = ctx;
+  let total = 0;
+  for (let g = minTrust; g < groups.length; g++) total += rangeLen[g] as number;
+  if (total === 0) return;
+  const step = strideFor(total);
+  let p = Math.floor(ctx.random() * total);
+  for (let j = 0; j < total && ctx.nCand < maxScored; j++) {
+    let g = minTrust;
+    let c = p;
+    while (c >= (rangeLen[g] as number)) c -= rangeLen[g++] as number;
+    const group = groups[g] as TrustGroup;
+    const at = (rangeStart[g] as number) + c;
+    const i = (kind === -1 ? group.slotNode[at] : group.byDisk[kind][at]) as number;
+    // A node met again through another of its GPUs adds nothing.
+    if (stamp[i] !== seq) {
+      stamp[i] = seq;
+      visit(ctx, i);
+    }
+    p += step;
+    if (p >= total) p -= total;
+  }
+}
+
+function decide(ctx: Ctx, unit: UnitRequest): Decision {
+  if (!ctx.started) throw new Error("placer: startCycle before decide");
+  const state = ctx.state;
+  if (state.seq === 0x7fffffff) {
+    // The stamp array is Int32: start over before it wraps.
+    state.stamp.fill(0);
+    state.seq = 0;
+  }
+  const counts = ctx.counts;
+  ctx.unit = unit;
+  ctx.seq = ++state.seq;
+  counts.fill(0);
+  const minTrust = trustLevels.indexOf(minimumTrust(unit.sensitivity));
+  ctx.minTrust = minTrust;
+  ctx.nCand = 0;
+  ctx.visited = 0;
+  ctx.unresolvable = 0;
+  const groups = state.groups;
+  const gpu = unit.kind === "gpu";
+  let skippedDisk = 0;
+  const { rank, nodes } = state;
+
+  if (gpu) {
+    for (let g = minTrust; g < groups.length; g++) {
+      const group = groups[g] as TrustGroup;
+      const start = lowerBoundSlot(state, group, unit.vramMb, -1, -1);
+      ctx.rangeStart[g] = start;
+      ctx.rangeLen[g] = group.slotFree.length - start;
+    }
+    walk(ctx, -1);
+  } else {
+    // Nodes without a GPU first; GPU nodes only when none of those can take
+    // the unit, so cpu units do not use up the cores and memory that GPU
+    // units need next to a free GPU.
+    for (let kind = 0; kind < 2 && ctx.nCand === 0; kind++) {
+      for (let g = minTrust; g < groups.length; g++) {
+        const order = (groups[g] as TrustGroup).byDisk[kind as 0 | 1];
+        const start = lowerBoundDisk(state, order, unit.diskMb, -1);
+        skippedDisk += start;
+        ctx.rangeStart[g] = start;
+        ctx.rangeLen[g] = order.length - start;
+      }
+      walk(ctx, kind as 0 | 1);
+    }
+  }
+
+  // Score the candidates: the best score wins, then the tighter fit, then the earlier seeded rank.
+  let best: WorkingNode | undefined;
+  let bestScore = -1;
+  // The best's leftover, computed only once a tie needs it (NaN until then).
+  let bestLeft = NaN;
+  for (let k = 0; k < ctx.nCand; k++) {
+    const w = nodes[ctx.candNode[k] as number] as WorkingNode;
+    const score = scoreNode(ctx, unit, w);
+    if (best === undefined || score > bestScore) {
+      best = w;
+      bestScore = score;
+      bestLeft = NaN;
+    } else if (score === bestScore) {
+      if (Number.isNaN(bestLeft)) bestLeft = leftOver(unit, best);
+      const left = leftOver(unit, w);
+      if (left < bestLeft || (left === bestLeft && (rank[w.idx] as number) < (rank[best.idx] as number))) {
+        best = w;
+        bestLeft = left;
+      }
+    }
+  }
+
+  if (best !== undefined) {
+    const gpuPos = gpu ? bestGpu(best, unit.vramMb) : -1;
+    const gpuIndex = gpuPos === -1 ? -1 : (best.node.gpus[gpuPos]?.index ?? -1);
+    reserve(state, best, unit, gpuPos);
+    return { placed: true, placement: { unitId: unit.id, nodeId: best.node.id, gpuIndex, score: bestScore } };
+  }
+
+  // Unplaced: count the nodes the index skipped under the reason a full scan would give them.
+  let unresolvable = ctx.unresolvable;
+  counts[iUnschedulable] = (counts[iUnschedulable] as number) + state.unschedulable;
+  for (let g = 0; g < groups.length; g++) {
+    const group = groups[g] as TrustGroup;
+    if (g < minTrust) {
+      counts[iTrust] = (counts[iTrust] as number) + group.size;
+      unresolvable += group.size;
+    } else if (gpu) {
+      counts[iNoGpu] = (counts[iNoGpu] as number) + group.size - group.gpuNodes;
+      counts[iVram] = (counts[iVram] as number) + group.gpuNodes;
+    }
+  }
+  // Nodes before a disk index's start have less free disk than asked.
+  counts[iDisk] = (counts[iDisk] as number) + skippedDisk;
+  if (gpu) {
+    // Every visited node has a GPU that fits; the rest of the GPU nodes have none.
+    counts[iVram] = (counts[iVram] as number) - ctx.visited;
+  } else {
+    // The disk index skipped those nodes before NodeExcluded (which comes first) could see them.
+    for (const id of new Set(unit.excludedNodeIds)) {
+      const w = state.byId.get(id);
+      if (w === undefined || !w.node.schedulable || w.trust < minTrust || w.diskFreeMb >= unit.diskMb) continue;
+      counts[iDisk] = (counts[iDisk] as number) - 1;
+      counts[iExcluded] = (counts[iExcluded] as number) + 1;
+      unresolvable++;
+    }
+  }
+  const map = new Map<ReasonCode, number>();
+  reasonOrder.forEach((reason, i) => {
+    const n = counts[i] as number;
+    if (n > 0) map.set(reason, n);
+  });
+  return {
+    placed: false,
+    unplaced: {
+      unitId: unit.id,
+      reasons: Object.fromEntries(map) as Partial<Record<ReasonCode, number>>,
+      unresolvable: state.size > 0 && unresolvable === state.size,
+      message: describe(unit, map, state.size),
+    },
+  };
+}
+
 /** A placer over a private copy of `snapshot` (O(n log n)); see {@link Placer}. Node ids must be unique. */
 export function createPlacer(snapshot: ClusterSnapshot): Placer {
-  let state = createState(snapshot);
-  const counts = new Int32Array(reasonOrder.length);
-  // Feasible nodes met by the current decision's walk (at most maxScored).
-  let candNode = new Int32Array(0);
-  // Per allowed trust group: where its part of the walk starts in the index, and its length.
-  const rangeStart = new Int32Array(trustLevels.length);
-  const rangeLen = new Int32Array(trustLevels.length);
-  let weights: number[] = checkWeights(defaultWeights);
-  let weightSum = 1;
-  let maxScored = defaultMaxScored;
-  let cycle: CycleContext = { profile: defaultProfile };
-  let random = mulberry32(0);
-  let started = false;
-
-  /** The weighted mean of the score plugins (0..100), rounded to 3 decimals so float noise cannot decide a tie. */
-  function scoreNode(unit: UnitRequest, node: WorkingNode): number {
-    let total = 0;
-    for (let i = 0; i < scorePlugins.length; i++) {
-      const w = weights[i] as number;
-      if (w !== 0) total += w * (scorePlugins[i] as (typeof scorePlugins)[number]).score(unit, node, cycle);
-    }
-    return Math.round((total / weightSum) * 1000) / 1000;
-  }
-
-  function startCycle(options: PlacerOptions, units: readonly UnitRequest[] = []): void {
-    weights = checkWeights(options.weights ?? defaultWeights);
-    weightSum = weights.reduce((a, b) => a + b, 0);
-    const cap = options.maxScored ?? defaultMaxScored;
-    if (!Number.isInteger(cap) || cap < 1) throw new RangeError("placer maxScored must be an integer ≥ 1");
-    maxScored = cap;
-    const room = Math.max(1, Math.min(cap, state.size));
-    if (candNode.length < room) candNode = new Int32Array(room);
-    cycle = { profile: demandProfile(units) };
-    reseed(state, options.seed);
-    random = mulberry32(hashString(`walk:${options.seed}`));
-    started = true;
-  }
-
-  // The decision in progress, shared with visit and walk (closures per decision would cost an allocation each).
-  let unit: UnitRequest = undefined as unknown as UnitRequest;
-  let seq = 0;
-  let minTrust = 0;
-  let nCand = 0;
-  let visited = 0;
-  let unresolvable = 0;
-
-  /** The visit filters, fused into comparisons: counts node `i`'s first failing reason, or keeps it as a candidate. */
-  function visit(i: number): void {
-    visited++;
-    const { cpu, memory, disk } = state;
-    const excluded = unit.excludedNodeIds;
-    let reason = -1;
-    if (excluded.length !== 0 && excluded.includes((state.nodes[i] as WorkingNode).node.id)) reason = iExcluded;
-    else if ((disk[i] as number) < unit.diskMb) reason = iDisk;
-    else if ((cpu[i] as number) < unit.cpuCores) reason = iCpu;
-    else if ((memory[i] as number) < unit.memoryMb) reason = iMemory;
-    if (reason === -1) candNode[nCand++] = i;
-    else {
-      counts[reason] = (counts[reason] as number) + 1;
-      if (reason === iExcluded) unresolvable++;
-    }
-  }
-
-  /**
-   * The walk: the allowed groups' index ranges (`rangeStart`/`rangeLen`: GPUs
-   * that fit, for `kind` -1; nodes with enough disk in `byDisk[kind]`) joined
-   * end to end, visited from a seeded start with a stride coprime to the
-   * total, so every position comes up once and the first ones are spread
-   * over the whole range (tight and loose fits, every trust level) rather
-   * than bunched at one end. It stops at maxScored feasible nodes; a unit
-   * nothing takes visits every candidate, which also counts every visited
-   * node's reason.
-   */
-  function walk(kind: -1 | 0 | 1): void {
-    const { groups, stamp } = state;
-    let total = 0;
-    for (let g = minTrust; g < groups.length; g++) total += rangeLen[g] as number;
-    if (total === 0) return;
-    const step = strideFor(total);
-    let p = Math.floor(random() * total);
-    for (let j = 0; j < total && nCand < maxScored; j++) {
-      let g = minTrust;
-      let c = p;
-      while (c >= (rangeLen[g] as number)) c -= rangeLen[g++] as number;
-      const group = groups[g] as TrustGroup;
-      const at = (rangeStart[g] as number) + c;
-      const i = (kind === -1 ? group.slotNode[at] : group.byDisk[kind][at]) as number;
-      // A node met again through another of its GPUs adds nothing.
-      if (stamp[i] !== seq) {
-        stamp[i] = seq;
-        visit(i);
-      }
-      p += step;
-      if (p >= total) p -= total;
-    }
-  }
-
-  function decide(next: UnitRequest): Decision {
-    if (!started) throw new Error("placer: startCycle before decide");
-    if (state.seq === 0x7fffffff) {
-      // The stamp array is Int32: start over before it wraps.
-      state.stamp.fill(0);
-      state.seq = 0;
-    }
-    unit = next;
-    seq = ++state.seq;
-    counts.fill(0);
-    minTrust = trustLevels.indexOf(minimumTrust(unit.sensitivity));
-    nCand = 0;
-    visited = 0;
-    unresolvable = 0;
-    const groups = state.groups;
-    const gpu = unit.kind === "gpu";
-    let skippedDisk = 0;
-    const { rank, nodes } = state;
-
-    if (gpu) {
-      for (let g = minTrust; g < groups.length; g++) {
-        const group = groups[g] as TrustGroup;
-        const start = lowerBoundSlot(state, group, unit.vramMb, -1, -1);
-        rangeStart[g] = start;
-        rangeLen[g] = group.slotFree.length - start;
-      }
-      walk(-1);
-    } else {
-      // Nodes without a GPU first; GPU nodes only when none of those can take
-      // the unit, so cpu units do not use up the cores and memory that GPU
-      // units need next to a free GPU.
-      for (let kind = 0; kind < 2 && nCand === 0; kind++) {
-        for (let g = minTrust; g < groups.length; g++) {
-          const order = (groups[g] as TrustGroup).byDisk[kind as 0 | 1];
-          const start = lowerBoundDisk(state, order, unit.diskMb, -1);
-          skippedDisk += start;
-          rangeStart[g] = start;
-          rangeLen[g] = order.length - start;
-        }
-        walk(kind as 0 | 1);
-      }
-    }
-
-    // Score the candidates: the best score wins, then the tighter fit, then the earlier seeded rank.
-    let best: WorkingNode | undefined;
-    let bestScore = -1;
-    // The best's leftover, computed only once a tie needs it (NaN until then).
-    let bestLeft = NaN;
-    for (let k = 0; k < nCand; k++) {
-      const w = nodes[candNode[k] as number] as WorkingNode;
-      const score = scoreNode(unit, w);
-      if (best === undefined || score > bestScore) {
-        best = w;
-        bestScore = score;
-        bestLeft = NaN;
-      } else if (score === bestScore) {
-        if (Number.isNaN(bestLeft)) bestLeft = leftOver(unit, best);
-        const left = leftOver(unit, w);
-        if (left < bestLeft || (left === bestLeft && (rank[w.idx] as number) < (rank[best.idx] as number))) {
-          best = w;
-          bestLeft = left;
-        }
-      }
-    }
-
-    const chosen = best;
-    if (chosen !== undefined) {
-      const gpuPos = gpu ? bestGpu(chosen, unit.vramMb) : -1;
-      const gpuIndex = gpuPos === -1 ? -1 : (chosen.node.gpus[gpuPos]?.index ?? -1);
-      reserve(state, chosen, unit, gpuPos);
-      return { placed: true, placement: { unitId: unit.id, nodeId: chosen.node.id, gpuIndex, score: bestScore } };
-    }
-
-    // Unplaced: count the nodes the index skipped under the reason a full scan would give them.
-    counts[iUnschedulable] = (counts[iUnschedulable] as number) + state.unschedulable;
-    for (let g = 0; g < groups.length; g++) {
-      const group = groups[g] as TrustGroup;
-      if (g < minTrust) {
-        counts[iTrust] = (counts[iTrust] as number) + group.size;
-        unresolvable += group.size;
-      } else if (gpu) {
-        counts[iNoGpu] = (counts[iNoGpu] as number) + group.size - group.gpuNodes;
-        counts[iVram] = (counts[iVram] as number) + group.gpuNodes;
-      }
-    }
-    // Nodes before a disk index's start have less free disk than asked.
-    counts[iDisk] = (counts[iDisk] as number) + skippedDisk;
-    if (gpu) {
-      // Every visited node has a GPU that fits; the rest of the GPU nodes have none.
-      counts[iVram] = (counts[iVram] as number) - visited;
-    } else {
-      // The disk index skipped those nodes before NodeExcluded (which comes first) could see them.
-      for (const id of new Set(unit.excludedNodeIds)) {
-        const w = state.byId.get(id);
-        if (w === undefined || !w.node.schedulable || w.trust < minTrust || w.diskFreeMb >= unit.diskMb) continue;
-        counts[iDisk] = (counts[iDisk] as number) - 1;
-        counts[iExcluded] = (counts[iExcluded] as number) + 1;
-        unresolvable++;
-      }
-    }
-    const map = new Map<ReasonCode, number>();
-    reasonOrder.forEach((reason, i) => {
-      const n = counts[i] as number;
-      if (n > 0) map.set(reason, n);
-    });
-    return {
-      placed: false,
-      unplaced: {
-        unitId: unit.id,
-        reasons: Object.fromEntries(map) as Partial<Record<ReasonCode, number>>,
-        unresolvable: state.size > 0 && unresolvable === state.size,
-        message: describe(unit, map, state.size),
-      },
-    };
-  }
-
+  const ctx: Ctx = {
+    state: createState(snapshot),
+    counts: new Int32Array(reasonOrder.length),
+    candNode: new Int32Array(0),
+    rangeStart: new Int32Array(trustLevels.length),
+    rangeLen: new Int32Array(trustLevels.length),
+    weights: checkWeights(defaultWeights),
+    weightSum: 1,
+    maxScored: defaultMaxScored,
+    cycle: { profile: defaultProfile },
+    random: mulberry32(0),
+    started: false,
+    unit: undefined as unknown as UnitRequest,
+    seq: 0,
+    minTrust: 0,
+    nCand: 0,
+    visited: 0,
+    unresolvable: 0,
+  };
   return {
     get size() {
-      return state.size;
+      return ctx.state.size;
     },
-    startCycle,
-    decide,
+    startCycle(options, units = []) {
+      startCycle(ctx, options, units);
+    },
+    decide(unit) {
+      return decide(ctx, unit);
+    },
     place(units, options) {
       checkUnits(units);
       const ordered = fairOrder(units);
-      startCycle(options, ordered);
+      startCycle(ctx, options, ordered);
       const placements: Placement[] = [];
       const unplaced: Unplaced[] = [];
       for (const unit of ordered) {
-        const d = decide(unit);
+        const d = decide(ctx, unit);
         if (d.placed) placements.push(d.placement);
         else unplaced.push(d.unplaced);
       }
       return { placements, unplaced };
     },
     sync(next) {
-      if (syncState(state, next)) return true;
-      state = createState(next);
-      started = false;
+      if (syncState(ctx.state, next)) return true;
+      ctx.state = createState(next);
+      ctx.started = false;
       return false;
     },
   };
