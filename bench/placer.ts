@@ -118,9 +118,8 @@ function run(s: Scenario): Record<string, unknown> {
 
   // The same cycles on a fresh snapshot each cycle (what the scheduling loop reads from the database), two ways, in
   // two passes: one placer synced to each snapshot (placement-cycle.ts's planCycle), then placeUnits, which builds a
-  // placer per cycle. The synced pass runs first, as the scheduler runs it: in a process that has not just built a
-  // hundred placers (whose garbage the collector would charge to whatever runs next). Both must plan what the
-  // long-lived placer planned, cycle by cycle.
+  // placer per cycle. The synced pass runs first, as in the scheduler, where no other placers are built. Both must
+  // plan what the long-lived placer planned, cycle by cycle.
   const at = new Map(nodes.map((n, i) => [n.id, i]));
   const perCycle: Placement[][] = [];
   let loopNs = 0;
