@@ -114,6 +114,7 @@ export class TokenBucketLimiter {
    * it changes nothing; under a flood of distinct keys it hands a caller a full bucket early.
    */
   private evict(): void {
+    if (this.buckets.size <= this.maxKeys) return;
     for (const key of this.buckets.keys()) {
       if (this.buckets.size <= this.maxKeys) return;
       this.buckets.delete(key);

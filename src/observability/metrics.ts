@@ -92,6 +92,7 @@ export function createMetrics(sources?: MetricSources): ControlPlaneMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "gpuagent_" });
   for (const name of misnamedDefaults) registry.removeSingleMetric(`gpuagent_${name}`);
+  const httpChildren = new Map<string, { observe(value: number): void }>();
   const httpDuration = new Histogram({
     name: "gpuagent_http_request_duration_seconds",
     help: "HTTP request duration by method, route and status code.",
@@ -194,7 +195,16 @@ export function createMetrics(sources?: MetricSources): ControlPlaneMetrics {
     }),
     httpDuration,
     observeHttp(method, path, status, seconds) {
-      httpDuration.observe({ method, route: routeLabel(path, status), code: String(status) }, seconds);
+      const route = routeLabel(path, status);
+      // The histogram's child per label set, kept: observing through it skips building and checking the labels.
+      const key = `${method} ${status} ${route}`;
+      let child = httpChildren.get(key);
+      if (child === undefined) {
+        child = httpDuration.labels({ method, route, code: String(status) });
+        if (httpChildren.size >= 1000) httpChildren.clear();
+        httpChildren.set(key, child);
+      }
+      child.observe(seconds);
     },
   };
 }

@@ -166,7 +166,17 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     const started = performance.now();
     const requestId = assignRequestId(req);
     res.setHeader("x-request-id", requestId);
+    // HTTP/1.1 sockets with a request in flight are busy: close() lets them finish (HTTP/2 closes by session).
+    const socket = req.httpVersionMajor === 1 ? (req as http.IncomingMessage).socket : undefined;
+    if (socket !== undefined) busy.set(socket, (busy.get(socket) ?? 0) + 1);
+    // One close listener per request does the bookkeeping, the metric and the log line.
     res.once("close", () => {
+      if (socket !== undefined) {
+        const n = (busy.get(socket) ?? 1) - 1;
+        if (n > 0) busy.set(socket, n);
+        else busy.delete(socket);
+        if (closing && n <= 0) socket.destroy();
+      }
       const seconds = (performance.now() - started) / 1000;
       // The path only: query strings carry signatures of signed URLs.
       const url = req.url ?? "/";
@@ -214,16 +224,6 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   // the connection list behind closeIdleConnections() on "listening", which a
   // server fed sockets by another listener never emits; emit it ourselves.
   http1.emit("listening");
-  http1.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
-    const socket = req.socket;
-    busy.set(socket, (busy.get(socket) ?? 0) + 1);
-    res.once("close", () => {
-      const n = (busy.get(socket) ?? 1) - 1;
-      if (n > 0) busy.set(socket, n);
-      else busy.delete(socket);
-      if (closing && n <= 0) socket.destroy();
-    });
-  });
   const h2 = http2.createServer({}, onRequest);
   h2.on("session", (session: http2.ServerHttp2Session) => {
     sessions.add(session);
@@ -298,18 +298,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     });
     server.on("sessionError", (error: Error) => logger.debug({ err: error }, "http2 session error"));
     server.on("tlsClientError", (error: Error) => logger.debug({ err: error }, "TLS handshake failed"));
-    // HTTP/1.1 requests over TLS: the same busy bookkeeping as the cleartext http1 server.
-    server.on("request", (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
-      if (req.httpVersionMajor !== 1) return;
-      const socket = (req as http.IncomingMessage).socket;
-      busy.set(socket, (busy.get(socket) ?? 0) + 1);
-      res.once("close", () => {
-        const n = (busy.get(socket) ?? 1) - 1;
-        if (n > 0) busy.set(socket, n);
-        else busy.delete(socket);
-        if (closing && n <= 0) socket.destroy();
-      });
-    });
+    // (HTTP/1.1 requests over TLS are counted busy by onRequest, as the cleartext ones.)
     return server;
   };
 

@@ -164,18 +164,16 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
     }
     const built = buildInput(route, vars, url, req, maxBodyBytes);
     const input = built instanceof Promise ? await built : built;
-    const abort = new AbortController();
-    res.on("close", () => {
-      if (!res.writableFinished) abort.abort();
-    });
+    // Aborted when the client goes away before the response is complete; made when first asked for.
+    const clientGone = lazyClientSignal(res);
     const header = forwardedRequestHeaders(req, requestId);
     if (method.methodKind === "server_streaming") {
-      await serveStream(route, method, input, url, res, header, abort.signal);
+      await serveStream(route, method, input, url, res, header, clientGone());
       return;
     }
     let response: { message: MessageShape<DescMessage>; header: Headers; trailer: Headers };
     if (transport === undefined) {
-      const context = restContext(method, route.httpMethod, url.href, abort.signal, header);
+      const context = restContext(method, route.httpMethod, url.href, clientGone, header);
       const implFn = route.impl as (req: unknown, ctx: HandlerContext) => Promise<MessageInitShape<DescMessage>> | MessageInitShape<DescMessage>;
       try {
         const output = await implFn(input, context);
@@ -189,7 +187,7 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
       }
     } else {
       try {
-        const r = await transport.unary(method, abort.signal, undefined, header, input);
+        const r = await transport.unary(method, clientGone(), undefined, header, input);
         response = { message: r.message as MessageShape<DescMessage>, header: r.header, trailer: r.trailer };
       } catch (error) {
         // Headers the handler set before failing (x-ratelimit-*, Retry-After) still reach the client.
@@ -242,7 +240,7 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
     // Where the handler's response headers are, once it has produced the first message or failed.
     let responseHeader: () => Headers | undefined;
     if (transport === undefined) {
-      const context = restContext(method, route.httpMethod, url.href, signal, header);
+      const context = restContext(method, route.httpMethod, url.href, () => signal, header);
       const implFn = route.impl as (req: unknown, ctx: HandlerContext) => AsyncIterable<unknown>;
       messages = implFn(input, context)[Symbol.asyncIterator]();
       responseHeader = () => context.responseHeader;
@@ -683,25 +681,68 @@ function parseTarget(target: string): RequestTarget {
 }
 
 /**
+ * An AbortSignal that aborts when the client closes the response before it
+ * finished, made on the first call (most handlers never ask for it, and a
+ * signal costs a controller and a close listener per request).
+ */
+function lazyClientSignal(res: RestResponse): () => AbortSignal {
+  let controller: AbortController | undefined;
+  return () => {
+    if (controller === undefined) {
+      const made = new AbortController();
+      controller = made;
+      if ((res as { destroyed?: boolean }).destroyed === true && !res.writableFinished) made.abort();
+      else res.once("close", () => {
+        if (!res.writableFinished) made.abort();
+      });
+    }
+    return controller.signal;
+  };
+}
+
+/**
  * The handler context of a REST call: what connect's `createHandlerContext`
  * builds, without its deadline timer and linked signals (REST calls have no
  * deadline; `signal` is the request's own) and without copying the request
  * headers a second time.
  */
-function restContext(method: RestMethod, requestMethod: string, url: string, signal: AbortSignal, requestHeader: Headers): HandlerContext {
-  return {
-    service: method.parent,
-    method,
-    protocolName: "rest",
-    requestMethod,
-    url,
-    signal,
-    timeoutMs: () => undefined,
-    requestHeader,
-    responseHeader: new ResponseHeaders() as unknown as Headers,
-    responseTrailer: new ResponseHeaders() as unknown as Headers,
-    values: createContextValues(),
-  };
+function restContext(method: RestMethod, requestMethod: string, url: string, signal: () => AbortSignal, requestHeader: Headers): HandlerContext {
+  return new RestHandlerContext(method, requestMethod, url, signal, requestHeader);
+}
+
+/**
+ * A class, not an object literal with a `get signal()`: a literal's getter is a
+ * new function each time, which gives every context its own hidden class and
+ * made every handler touching one megamorphic (and the GC busy).
+ */
+class RestHandlerContext implements HandlerContext {
+  readonly method: RestMethod;
+  readonly service: DescService;
+  readonly protocolName = "rest";
+  readonly requestMethod: string;
+  readonly url: string;
+  readonly requestHeader: Headers;
+  readonly responseHeader = new ResponseHeaders() as unknown as Headers;
+  readonly responseTrailer = new ResponseHeaders() as unknown as Headers;
+  readonly values = createContextValues();
+  readonly #signal: () => AbortSignal;
+
+  constructor(method: RestMethod, requestMethod: string, url: string, signal: () => AbortSignal, requestHeader: Headers) {
+    this.method = method;
+    this.service = method.parent;
+    this.requestMethod = requestMethod;
+    this.url = url;
+    this.requestHeader = requestHeader;
+    this.#signal = signal;
+  }
+
+  get signal(): AbortSignal {
+    return this.#signal();
+  }
+
+  timeoutMs(): number | undefined {
+    return undefined;
+  }
 }
 
 function decodeSegment(segment: string): string {
@@ -1029,6 +1070,13 @@ class RequestHeaders extends HeadersBase {
 }
 
 const httpWhitespace = /^[\t\n\r ]+|[\t\n\r ]+$/g;
+const refusedHeaderValue = /[\0\r\n\u0100-\uffff]/;
+/** Header names already found valid (as given → lower case): handlers set the same few on every call. */
+const validHeaderNames = new Map<string, string>();
+
+function isHttpWhitespace(c: number): boolean {
+  return c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
+}
 
 /**
  * The response headers and trailers of a REST call's handler context: a
@@ -1042,14 +1090,20 @@ export class ResponseHeaders extends HeadersBase {
   readonly #list: Array<[string, string]> = [];
 
   #name(name: string): string {
+    const known = validHeaderNames.get(name);
+    if (known !== undefined) return known;
     if (!headerNamePattern.test(name)) throw new TypeError(`Headers: invalid header name ${JSON.stringify(name)}`);
-    return name.toLowerCase();
+    const key = name.toLowerCase();
+    if (validHeaderNames.size < 1000) validHeaderNames.set(name, key);
+    return key;
   }
 
   #value(name: string, value: string): string {
-    const normalized = String(value).replace(httpWhitespace, "");
+    let normalized = String(value);
+    const last = normalized.length - 1;
+    if (last >= 0 && (isHttpWhitespace(normalized.charCodeAt(0)) || isHttpWhitespace(normalized.charCodeAt(last)))) normalized = normalized.replace(httpWhitespace, "");
     // What Headers refuses: NUL, CR, LF, and (not being a ByteString) anything above U+00FF.
-    if (/[\0\r\n\u0100-\uffff]/.test(normalized)) throw new TypeError(`Headers: invalid value for header ${JSON.stringify(name)}`);
+    if (refusedHeaderValue.test(normalized)) throw new TypeError(`Headers: invalid value for header ${JSON.stringify(name)}`);
     return normalized;
   }
 
