@@ -26,7 +26,7 @@ import type { ClusterSnapshot, CycleContext, Placement, PlacementResult, PlacerO
  * cluster holds), then a node's track record, then a warm dataset cache. A
  * cached dataset saves one download but, weighted high, pulls units onto a
  * few nodes whatever their fit (with 0.5 / 0.3 / 0.2 bench:placer places
- * 94,061 units instead of 96,839 on its 10k scenario).
+ * 94,069 units instead of 96,847 on its 10k scenario).
  */
 export const defaultWeights: ScoreWeights = { binPack: 0.7, reliability: 0.2, dataLocality: 0.1 };
 
