@@ -2,6 +2,7 @@
  * One typed configuration for the control plane, parsed from the environment
  * in cmd/ and passed down; nothing below cmd/ reads process.env.
  */
+import type { ScoreWeights } from "../placer/types.ts";
 import { join } from "node:path";
 
 /** Limits from seed 001 plus upload bounds. */
@@ -61,6 +62,8 @@ export interface SchedulerConfig {
   limits: LimitsConfig;
   rates: RatesConfig;
   agents: AgentsConfig;
+  /** Relative weights of the placer's scores; absent → the placer's defaults (src/placer/README.md). */
+  placerWeights?: ScoreWeights;
   build: string;
 }
 
@@ -95,6 +98,31 @@ function intFrom(env: NodeJS.ProcessEnv, name: string, fallback: number): number
   return value;
 }
 
+/**
+ * `GPU_AGENT_PLACER_WEIGHTS=bin_pack=0.7,reliability=0.2,data_locality=0.1`: every score named once,
+ * finite and non-negative, not all zero (only their ratios matter).
+ */
+export function placerWeightsFrom(raw: string | undefined): ScoreWeights | undefined {
+  if (raw === undefined || raw.trim() === "") return undefined;
+  const names: Record<string, keyof ScoreWeights> = { bin_pack: "binPack", reliability: "reliability", data_locality: "dataLocality" };
+  const weights: Partial<ScoreWeights> = {};
+  for (const part of raw.split(",")) {
+    const [name, value, extra] = part.split("=").map((x) => x.trim());
+    const key = names[name ?? ""];
+    const n = Number(value);
+    if (key === undefined || extra !== undefined || value === undefined || value === "" || !Number.isFinite(n) || n < 0) {
+      throw new Error(`GPU_AGENT_PLACER_WEIGHTS: "${part}" is not one of bin_pack=N, reliability=N, data_locality=N with N ≥ 0`);
+    }
+    if (weights[key] !== undefined) throw new Error(`GPU_AGENT_PLACER_WEIGHTS: ${name} is given twice`);
+    weights[key] = n;
+  }
+  const missing = Object.keys(names).filter((name) => weights[names[name]!] === undefined);
+  if (missing.length > 0) throw new Error(`GPU_AGENT_PLACER_WEIGHTS: missing ${missing.join(", ")}`);
+  const complete = weights as ScoreWeights;
+  if (complete.binPack + complete.reliability + complete.dataLocality === 0) throw new Error("GPU_AGENT_PLACER_WEIGHTS: the weights may not all be zero");
+  return complete;
+}
+
 /** Builds the config from environment variables (see README for each). */
 export function schedulerConfigFromEnv(env: NodeJS.ProcessEnv): SchedulerConfig {
   const port = intFrom(env, "PORT", 8080);
@@ -111,6 +139,7 @@ export function schedulerConfigFromEnv(env: NodeJS.ProcessEnv): SchedulerConfig 
           requireClientCert: env["GPU_AGENT_TLS_CLIENT_CERT"] === "require",
         };
   if (tls !== undefined && tls.keyFile === "") throw new Error("GPU_AGENT_TLS_CERT is set but GPU_AGENT_TLS_KEY is not");
+  const placerWeights = placerWeightsFrom(env["GPU_AGENT_PLACER_WEIGHTS"]);
   return {
     host,
     port,
@@ -136,6 +165,7 @@ export function schedulerConfigFromEnv(env: NodeJS.ProcessEnv): SchedulerConfig 
       heartbeatIntervalSeconds: intFrom(env, "GPU_AGENT_HEARTBEAT_SECONDS", defaultAgents.heartbeatIntervalSeconds),
       unreachableAfterSeconds: intFrom(env, "GPU_AGENT_UNREACHABLE_SECONDS", defaultAgents.unreachableAfterSeconds),
     },
+    ...(placerWeights === undefined ? {} : { placerWeights }),
     build: env["GPU_AGENT_BUILD"] ?? "dev",
   };
 }

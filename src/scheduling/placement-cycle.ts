@@ -16,7 +16,7 @@
  */
 import type { ControlPlaneDeps } from "../deps.ts";
 import { allowedTrustLevels, createPlacer } from "../placer/index.ts";
-import type { ClusterSnapshot, NodeSnapshot, Placer, PlacementResult, UnitRequest } from "../placer/index.ts";
+import type { ClusterSnapshot, NodeSnapshot, Placer, PlacementResult, ScoreWeights, UnitRequest } from "../placer/index.ts";
 import { newId } from "../platform/ids.ts";
 import type { Sql } from "../store/database.ts";
 import type { NodeRow } from "../store/nodes.ts";
@@ -139,7 +139,13 @@ const placers = new WeakMap<ControlPlaneDeps, Placer>();
  * Plans one cycle on the control plane's long-lived placer, synced to
  * `snapshot` first: the same plan as `placeUnits(snapshot, units, { seed })`.
  */
-export function planCycle(deps: ControlPlaneDeps, snapshot: ClusterSnapshot, units: readonly UnitRequest[], seed: string): PlacementResult {
+export function planCycle(
+  deps: ControlPlaneDeps,
+  snapshot: ClusterSnapshot,
+  units: readonly UnitRequest[],
+  seed: string,
+  weights?: ScoreWeights,
+): PlacementResult {
   let placer = placers.get(deps);
   if (placer === undefined) {
     placer = createPlacer(snapshot);
@@ -147,7 +153,7 @@ export function planCycle(deps: ControlPlaneDeps, snapshot: ClusterSnapshot, uni
   } else {
     placer.sync(snapshot);
   }
-  return placer.place(units, { seed });
+  return placer.place(units, weights === undefined ? { seed } : { seed, weights });
 }
 
 /** Runs one cycle under `term`. */
@@ -162,7 +168,7 @@ export async function runPlacementCycle(
   const { snapshot, units } = await readSnapshot(db, isLive, history, fleet);
   if (units.length === 0) return { placed: [], unplaced: 0, committed: true };
   const cycleId = newId();
-  const plan = planCycle(deps, snapshot, units, cycleId);
+  const plan = planCycle(deps, snapshot, units, cycleId, deps.config.placerWeights);
   const now = new Date(clock.now());
   return db.transaction(async (tx) => {
     // Fencing: the lease row is locked and must still carry our term.

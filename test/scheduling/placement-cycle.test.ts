@@ -54,6 +54,15 @@ describe("planCycle: the scheduling loop's long-lived placer", () => {
     });
   });
 
+  it("plans with the configured weights (GPU_AGENT_PLACER_WEIGHTS) when given, as placeUnits would", () => {
+    const deps = controlPlane();
+    const weights = { binPack: 0, reliability: 1, dataLocality: 0 };
+    const nodes = [nodeWith({ id: "tight", vram: [8192], reliability: 0.5 }), nodeWith({ id: "roomy", vram: [81920], reliability: 1 })];
+    const plan = planCycle(deps, { nodes }, [unitWith({ id: "u", vramMb: 8000 })], "s", weights);
+    assert.deepEqual(plan, placeUnits({ nodes }, [unitWith({ id: "u", vramMb: 8000 })], { seed: "s", weights }));
+    assert.equal(plan.placements[0]?.nodeId, "roomy", "reliability alone decides");
+  });
+
   it("keeps one placer per control plane, so two in one process never see each other's cluster", () => {
     const one = controlPlane();
     const two = controlPlane();
