@@ -94,7 +94,13 @@ export class TokenBucketLimiter {
     const allowed = this.enabled && tokens >= 1;
     if (allowed) tokens -= 1;
     if (this.enabled) {
-      this.buckets.set(key, { tokens, atMs: nowMs });
+      // The bucket object is reused (one allocation less per call); re-inserting keeps the LRU order.
+      if (previous === undefined) this.buckets.set(key, { tokens, atMs: nowMs });
+      else {
+        previous.tokens = tokens;
+        previous.atMs = nowMs;
+        this.buckets.set(key, previous);
+      }
       this.evict();
     }
     const untilFullMs = this.enabled ? (this.limit - tokens) / ratePerMs : 0;

@@ -574,9 +574,11 @@ function createRouteIndex(routes: readonly Route[]): RouteIndex {
   }
 
   const collect = (node: RouteNode, parts: readonly string[], i: number, verb: string, out: Array<{ route: Route; parts: readonly string[] }>): void => {
-    for (const route of node.rests.get(verb) ?? []) out.push({ route, parts });
+    const rests = node.rests.size === 0 ? undefined : node.rests.get(verb);
+    if (rests !== undefined) for (const route of rests) out.push({ route, parts });
     if (i === parts.length) {
-      for (const route of node.ends.get(verb) ?? []) out.push({ route, parts });
+      const ends = node.ends.get(verb);
+      if (ends !== undefined) for (const route of ends) out.push({ route, parts });
       return;
     }
     const part = parts[i]!;
