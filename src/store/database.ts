@@ -16,6 +16,7 @@ import pg from "pg";
 import { Migration0001Initial } from "./migrations/Migration0001Initial.ts";
 import { Migration0002NodeHistory } from "./migrations/Migration0002NodeHistory.ts";
 import { Migration0003UnitTelemetry } from "./migrations/Migration0003UnitTelemetry.ts";
+import { Migration0004NodeChanges } from "./migrations/Migration0004NodeChanges.ts";
 import { createPGliteDialect } from "./pglite-dialect.ts";
 
 /**
@@ -104,6 +105,7 @@ const migrationsList = [
   { name: "Migration0001Initial", class: Migration0001Initial },
   { name: "Migration0002NodeHistory", class: Migration0002NodeHistory },
   { name: "Migration0003UnitTelemetry", class: Migration0003UnitTelemetry },
+  { name: "Migration0004NodeChanges", class: Migration0004NodeChanges },
 ];
 
 const commonOptions = {

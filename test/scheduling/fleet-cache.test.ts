@@ -1,41 +1,81 @@
-/** The leader's copy of the online nodes' rows (src/scheduling/fleet-cache.ts). */
+/** The leader's copy of the online nodes' rows (src/scheduling/fleet-cache.ts), on a real embedded database. */
 import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
 import { FleetCache } from "../../src/scheduling/fleet-cache.ts";
-import type { Sql } from "../../src/store/database.ts";
+import type { Database } from "../../src/store/database.ts";
+import { openDatabase } from "../../src/store/database.ts";
 
-function countingSql(): { sql: Sql; reads: () => number } {
-  let reads = 0;
-  const sql = {
-    query: async () => {
-      reads++;
-      return [{ id: `node-${reads}` }];
-    },
-  } as unknown as Sql;
-  return { sql, reads: () => reads };
-}
+describe("FleetCache", function () {
+  this.timeout(60_000);
+  let db: Database;
+  let now: number;
+  const clock = { now: () => now, sleep: async () => {} };
+  const ids: string[] = [];
 
-describe("FleetCache", () => {
-  it("reads the nodes once per max age, then again once the copy is older", async () => {
-    let now = 1_000;
-    const clock = { now: () => now, sleep: async () => {} };
-    const { sql, reads } = countingSql();
-    const fleet = new FleetCache(clock, 1000);
-    const first = await fleet.onlineNodes(sql);
-    now += 999;
-    assert.equal(await fleet.onlineNodes(sql), first);
-    assert.equal(reads(), 1);
-    now += 1;
-    assert.notEqual(await fleet.onlineNodes(sql), first);
-    assert.equal(reads(), 2);
+  before(async () => {
+    db = await openDatabase({});
+    for (let i = 0; i < 5; i++) {
+      const id = randomUUID();
+      ids.push(id);
+      await db.query(`INSERT INTO nodes (id, trust_level, state, credential_hash, capabilities) VALUES ($1, 'verified', 'online', $2, '{"cpuCores": 8}')`, [id, id]);
+    }
+  });
+  after(async () => {
+    await db?.close();
+  });
+  beforeEach(() => {
+    now = 1_000_000;
   });
 
-  it("reads again at once after invalidate", async () => {
-    const clock = { now: () => 5_000, sleep: async () => {} };
-    const { sql, reads } = countingSql();
-    const fleet = new FleetCache(clock);
-    await fleet.onlineNodes(sql);
+  const online = async (fleet: FleetCache) => (await fleet.onlineNodes(db)).map((r) => r.id).sort();
+
+  it("reads every online node once, then nothing more within its max age", async () => {
+    const fleet = new FleetCache(clock, { maxAgeMs: 1000 });
+    assert.deepEqual(await online(fleet), [...ids].sort());
+    const read = fleet.rowsRead;
+    now += 999;
+    await db.query(`UPDATE nodes SET state = 'cordoned' WHERE id = $1`, [ids[0]]);
+    assert.equal((await online(fleet)).length, 5, "within the max age the copy is served as it is");
+    assert.equal(fleet.rowsRead, read);
+    await db.query(`UPDATE nodes SET state = 'online' WHERE id = $1`, [ids[0]]);
+  });
+
+  it("then reads only the nodes whose state, trust or capabilities changed, and drops nodes that went offline", async () => {
+    const fleet = new FleetCache(clock, { maxAgeMs: 1000, overlapMs: 0 });
+    await online(fleet);
+    const keptObject = (await fleet.onlineNodes(db)).find((r) => r.id === ids[4]);
+    // A heartbeat moves nothing placement reads.
+    await db.query(`UPDATE nodes SET last_heartbeat_at = now() WHERE id = ANY($1::uuid[])`, [ids]);
+    now += 1000;
+    const before = fleet.rowsRead;
+    assert.equal((await online(fleet)).length, 5);
+    assert.equal(fleet.rowsRead, before, "no row changed for placement");
+
+    await db.query(`UPDATE nodes SET state = 'cordoned' WHERE id = $1`, [ids[0]]);
+    await db.query(`UPDATE nodes SET trust_level = 'controlled' WHERE id = $1`, [ids[1]]);
+    await db.query(`UPDATE nodes SET capabilities = '{"cpuCores": 16}' WHERE id = $1`, [ids[2]]);
+    now += 1000;
+    const rows = await fleet.onlineNodes(db);
+    assert.equal(fleet.rowsRead - before, 3, "only the three changed rows were read");
+    assert.deepEqual(rows.map((r) => r.id).sort(), ids.slice(1).sort());
+    assert.equal(rows.find((r) => r.id === ids[1])?.trust_level, "controlled");
+    assert.equal(rows.find((r) => r.id === ids[2])?.capabilities.cpuCores, 16);
+    assert.equal(rows.find((r) => r.id === ids[4]), keptObject, "an unchanged node keeps its row object");
+
+    await db.query(`UPDATE nodes SET state = 'online' WHERE id = $1`, [ids[0]]);
+    now += 1000;
+    assert.deepEqual(await online(fleet), [...ids].sort(), "a node back online is back in the copy");
+  });
+
+  it("reads everything again after its full-read period and after invalidate", async () => {
+    const fleet = new FleetCache(clock, { maxAgeMs: 1000, fullEveryMs: 60_000 });
+    await online(fleet);
+    const afterFirst = fleet.rowsRead;
+    now += 60_000;
+    await online(fleet);
+    assert.equal(fleet.rowsRead - afterFirst, 5);
     fleet.invalidate();
-    await fleet.onlineNodes(sql);
-    assert.equal(reads(), 2);
+    await online(fleet);
+    assert.equal(fleet.rowsRead - afterFirst, 10);
   });
 });

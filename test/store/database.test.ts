@@ -24,7 +24,7 @@ const backends: readonly Backend[] = [
 ];
 
 /** Every migration, in order. */
-const migrations = ["Migration0001Initial", "Migration0002NodeHistory", "Migration0003UnitTelemetry"];
+const migrations = ["Migration0001Initial", "Migration0002NodeHistory", "Migration0003UnitTelemetry", "Migration0004NodeChanges"];
 
 const tables = [
   "api_keys",
