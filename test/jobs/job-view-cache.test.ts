@@ -7,15 +7,19 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pino } from "pino";
+import type { ControlPlane } from "../../src/control-plane.ts";
+import { startControlPlane } from "../../src/control-plane.ts";
 import { maxChangedJobIds, parseEnvelope } from "../../src/ha/cluster-bus.ts";
 import { jobTransaction, jobsChanged, markJobChanged, onJobsChanged } from "../../src/jobs/job-changes.ts";
 import type { JobViewCache } from "../../src/jobs/job-view-cache.ts";
 import { createJobViewCache } from "../../src/jobs/job-view-cache.ts";
 import { applyAccepted, applyFinished, cancelJob } from "../../src/jobs/lifecycle.ts";
 import { FakeClock } from "../../src/platform/clock.ts";
-import { defaultRates } from "../../src/platform/config.ts";
+import { defaultAgents, defaultLimits, defaultRates } from "../../src/platform/config.ts";
 import type { Database } from "../../src/store/database.ts";
 import { openDatabase } from "../../src/store/database.ts";
 import type { JobViewRow } from "../../src/store/jobs.ts";
@@ -23,6 +27,8 @@ import { findJobView } from "../../src/store/jobs.ts";
 import { examplePackageZip, startPlane } from "../limits/plane.ts";
 import type { TestControlPlane } from "../support/control-plane.ts";
 import { createCustomer, request, uploadResource } from "../support/control-plane.ts";
+import type { TestPostgres } from "../support/postgres.ts";
+import { startPostgres } from "../support/postgres.ts";
 
 function viewWith(overrides: Partial<JobViewRow> = {}): JobViewRow {
   return {
@@ -457,5 +463,84 @@ describe("job view cache through the API (read your writes, tenancy)", function 
     assert.equal(nowhere.status, 404);
     assert.deepEqual(Object.keys(nowhere.body), Object.keys(foreign.body));
     assert.equal((await get(second)).status, 200);
+  });
+});
+
+describe("job view cache across replicas (PostgreSQL, LISTEN/NOTIFY)", function () {
+  this.timeout(180_000);
+  let pg: TestPostgres;
+  const replicas: Array<{ plane: ControlPlane; dataDir: string }> = [];
+  const adminToken = `admin-${randomUUID()}`;
+
+  async function replica(replicaId: string): Promise<ControlPlane> {
+    const dataDir = await mkdtemp(join(tmpdir(), "gpu-agent-cache-"));
+    const plane = await startControlPlane(
+      {
+        host: "127.0.0.1",
+        port: 0,
+        publicUrl: "http://127.0.0.1:0",
+        dataDir,
+        databaseUrl: pg.url,
+        etcdEndpoints: [],
+        replicaId,
+        adminToken,
+        blobDir: join(dataDir, "blobs"),
+        placementIntervalMs: 200,
+        limits: defaultLimits,
+        rates: defaultRates,
+        agents: defaultAgents,
+        build: "test",
+      },
+      { logger: pino({ level: "silent" }) },
+    );
+    replicas.push({ plane, dataDir });
+    return plane;
+  }
+
+  before(async () => {
+    pg = await startPostgres();
+  });
+  after(async () => {
+    for (const r of replicas) {
+      await r.plane.close();
+      await rm(r.dataDir, { recursive: true, force: true });
+    }
+    await pg?.stop();
+  });
+
+  it("a cancel through one replica reaches the view another replica cached, well before its TTL", async () => {
+    const a = await replica("replica-a");
+    const b = await replica("replica-b");
+    const cpA: TestControlPlane = { plane: a, url: a.url, adminToken, dataDir: "", stop: async () => undefined };
+    const cpB: TestControlPlane = { ...cpA, plane: b, url: b.url };
+    const { apiKey } = await createCustomer(cpA);
+    const auth = { "x-api-key": apiKey };
+    const example = join(import.meta.dirname, "..", "..", "examples", "tiny-mlp");
+    const dataset = await uploadResource(cpA, apiKey, "datasets", "d", await readFile(join(example, "dataset.csv")), { format: "csv" });
+    const pkg = await uploadResource(cpA, apiKey, "training-packages", "p", await examplePackageZip(), { entrypoint: "train.py" });
+    const created = await request(cpA, "POST", "/api/v1/customer/training-jobs", {
+      headers: auth,
+      body: { name: "replicated", dataset_id: dataset["id"], training_package_id: pkg["id"], required_vram_mb: 1000, max_runtime_seconds: 60 },
+    });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    const id = created.body["id"] as string;
+    const getOnB = async () => (await request(cpB, "GET", `/api/v1/customer/training-jobs/${id}`, { headers: auth })).body["status"];
+    assert.equal(await getOnB(), "queued");
+    assert.equal(await getOnB(), "queued");
+    assert.ok(b.deps.jobViews.size > 0, "replica B holds the view");
+
+    const cancelled = Date.now();
+    assert.equal((await request(cpA, "POST", `/api/v1/customer/training-jobs/${id}/cancel`, { headers: auth, body: {} })).status, 200);
+    let seenAfterMs: number | undefined;
+    while (Date.now() - cancelled < 5000) {
+      if ((await getOnB()) === "cancelled") {
+        seenAfterMs = Date.now() - cancelled;
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.ok(seenAfterMs !== undefined, "replica B never saw the cancel");
+    // The entry was filled just before the cancel and lives 2 s: seeing the cancel sooner is the NOTIFY's doing.
+    assert.ok(seenAfterMs < 1000, `replica B saw the cancel after ${seenAfterMs} ms`);
   });
 });
