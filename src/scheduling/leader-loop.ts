@@ -13,7 +13,7 @@ import type { ControlPlaneMetrics } from "../observability/metrics.ts";
 import { findSilentNodes } from "../store/nodes.ts";
 import { FleetCache } from "./fleet-cache.ts";
 import { NodeHistory } from "./node-history.ts";
-import { runPlacementCycle } from "./placement-cycle.ts";
+import { NodeSnapshotMemo, runPlacementCycle } from "./placement-cycle.ts";
 
 /** Observable state of the loop. */
 export interface LeaderLoopStatus {
@@ -45,6 +45,7 @@ export function createLeaderLoop(deps: ControlPlaneDeps, streams: LeaderStreams,
   const nodeHistory = new NodeHistory(clock);
   // The online nodes' rows, re-read at most once a second rather than every cycle (fleet-cache.ts says why that is safe).
   const fleet = new FleetCache(clock);
+  const snapshots = new NodeSnapshotMemo();
   // A node is live for placement while some replica holds its stream and hears from it: here, by the
   // local session; elsewhere, by the heartbeat that replica persists (ha/liveness.ts). Assignments reach
   // other replicas' streams through the cluster bus (LISTEN/NOTIFY).
@@ -95,7 +96,7 @@ export function createLeaderLoop(deps: ControlPlaneDeps, streams: LeaderStreams,
         const started = clock.now();
         try {
           await refreshLiveness();
-          const result = await runPlacementCycle(deps, term, isLive, nodeHistory, fleet);
+          const result = await runPlacementCycle(deps, term, isLive, nodeHistory, fleet, snapshots);
           status.cycles += 1;
           status.placements += result.placed.length;
           metrics?.placementDuration.observe({ result: result.committed ? "committed" : "fenced" }, (clock.now() - started) / 1000);

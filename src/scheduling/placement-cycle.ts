@@ -60,12 +60,48 @@ interface HeldRow {
   memory: number;
 }
 
+/**
+ * The nodes' snapshots of the previous cycle, handed out again while nothing
+ * they were built from changed: the same row object (FleetCache keeps it for
+ * an unchanged node), liveness, reliability, units held and datasets held. At
+ * 10,000 nodes that spares the allocation of every node's snapshot each cycle,
+ * and the placer's `sync` skips a node whose snapshot is the same object.
+ */
+export class NodeSnapshotMemo {
+  private previous = new Map<string, { key: unknown[]; snapshot: NodeSnapshot }>();
+  private current = new Map<string, { key: unknown[]; snapshot: NodeSnapshot }>();
+
+  get(
+    row: NodeRow,
+    held: readonly HeldRow[],
+    live: boolean,
+    reliability: number,
+    datasets: ReadonlySet<string>,
+    build: (row: NodeRow, held: readonly HeldRow[], live: boolean, reliability: number, datasets: ReadonlySet<string>) => NodeSnapshot,
+  ): NodeSnapshot {
+    const heldKey = held.map((h) => `${h.gpu_index}:${h.vram}:${h.disk}:${h.cpu}:${h.memory}`).join(",");
+    const datasetKey = datasets.size === 0 ? "" : [...datasets].sort().join(",");
+    const key = [row, live, reliability, heldKey, datasetKey];
+    const before = this.previous.get(row.id);
+    const entry = before !== undefined && before.key.every((k, i) => k === key[i]) ? before : { key, snapshot: build(row, held, live, reliability, datasets) };
+    this.current.set(row.id, entry);
+    return entry.snapshot;
+  }
+
+  /** Nodes not seen this cycle are forgotten. */
+  endCycle(): void {
+    this.previous = this.current;
+    this.current = new Map();
+  }
+}
+
 /** Reads the snapshot the placer works on. `isLive` limits placement to nodes with a live stream (on any replica). */
 export async function readSnapshot(
   sql: Sql,
   isLive: (nodeId: string) => boolean,
   history: NodeHistory,
   fleet?: FleetCache,
+  snapshots?: NodeSnapshotMemo,
   maxUnits = 1000,
 ): Promise<{ snapshot: ClusterSnapshot; units: UnitRequest[] }> {
   const ready = await sql.query<ReadyUnitRow>(
@@ -88,31 +124,39 @@ export async function readSnapshot(
   const datasetsByNode = await history.datasetsByNode(sql, ready.map((u) => u.dataset_id));
   const heldByNode = new Map<string, HeldRow[]>();
   for (const h of held) heldByNode.set(h.node_id, [...(heldByNode.get(h.node_id) ?? []), h]);
+  const build = (n: NodeRow, rows: readonly HeldRow[], live: boolean, rel: number, datasets: ReadonlySet<string>): NodeSnapshot => {
+    const sum = (f: (h: HeldRow) => number) => rows.reduce((acc, h) => acc + f(h), 0);
+    const c = n.capabilities;
+    return {
+      id: n.id,
+      trustLevel: n.trust_level,
+      schedulable: live,
+      cpuCores: c.cpuCores ?? 0,
+      freeCpuCores: (c.cpuCores ?? 0) - sum((h) => h.cpu),
+      memoryMb: c.memoryMb ?? 0,
+      freeMemoryMb: (c.memoryMb ?? 0) - sum((h) => h.memory),
+      diskFreeMb: (c.diskFreeMb ?? 0) - sum((h) => h.disk),
+      gpus: (c.gpus ?? []).map((g) => ({
+        index: g.index ?? 0,
+        name: g.name ?? "",
+        vramMb: g.vramMb ?? 0,
+        freeVramMb: (g.vramMb ?? 0) - rows.filter((h) => h.gpu_index === (g.index ?? 0)).reduce((a, h) => a + h.vram, 0),
+      })),
+      cachedDatasetIds: datasets,
+      reliability: rel,
+    };
+  };
+  const none = new Set<string>();
   const snapshot: ClusterSnapshot = {
     nodes: nodes.map((n): NodeSnapshot => {
       const rows = heldByNode.get(n.id) ?? [];
-      const sum = (f: (h: HeldRow) => number) => rows.reduce((acc, h) => acc + f(h), 0);
-      const c = n.capabilities;
-      return {
-        id: n.id,
-        trustLevel: n.trust_level,
-        schedulable: isLive(n.id),
-        cpuCores: c.cpuCores ?? 0,
-        freeCpuCores: (c.cpuCores ?? 0) - sum((h) => h.cpu),
-        memoryMb: c.memoryMb ?? 0,
-        freeMemoryMb: (c.memoryMb ?? 0) - sum((h) => h.memory),
-        diskFreeMb: (c.diskFreeMb ?? 0) - sum((h) => h.disk),
-        gpus: (c.gpus ?? []).map((g) => ({
-          index: g.index ?? 0,
-          name: g.name ?? "",
-          vramMb: g.vramMb ?? 0,
-          freeVramMb: (g.vramMb ?? 0) - rows.filter((h) => h.gpu_index === (g.index ?? 0)).reduce((a, h) => a + h.vram, 0),
-        })),
-        cachedDatasetIds: datasetsByNode.get(n.id) ?? new Set(),
-        reliability: reliability(n.id),
-      };
+      const live = isLive(n.id);
+      const rel = reliability(n.id);
+      const datasets = datasetsByNode.get(n.id) ?? none;
+      return snapshots === undefined ? build(n, rows, live, rel, datasets) : snapshots.get(n, rows, live, rel, datasets, build);
     }),
   };
+  snapshots?.endCycle();
   const units = ready.map(
     (u): UnitRequest => ({
       id: u.id,
@@ -163,9 +207,10 @@ export async function runPlacementCycle(
   isLive: (nodeId: string) => boolean,
   history: NodeHistory = new NodeHistory(deps.clock),
   fleet?: FleetCache,
+  snapshots?: NodeSnapshotMemo,
 ): Promise<CycleResult> {
   const { db, clock } = deps;
-  const { snapshot, units } = await readSnapshot(db, isLive, history, fleet);
+  const { snapshot, units } = await readSnapshot(db, isLive, history, fleet, snapshots);
   if (units.length === 0) return { placed: [], unplaced: 0, committed: true };
   const cycleId = newId();
   const plan = planCycle(deps, snapshot, units, cycleId, deps.config.placerWeights);
