@@ -11,6 +11,7 @@ import { applyAccepted, applyFinished, maxNodeFailures, requeueUnitsOfNode, take
 import { defaultRates } from "../../src/platform/config.ts";
 import type { Database } from "../../src/store/database.ts";
 import { openDatabase } from "../../src/store/database.ts";
+import { insertJob, insertNodes } from "../support/rows.ts";
 import { readNodeAttemptCounts, readNodesHoldingDatasets } from "../../src/store/nodes.ts";
 import { NodeHistory, nodeReliability } from "../../src/scheduling/node-history.ts";
 import { readSnapshot } from "../../src/scheduling/placement-cycle.ts";
@@ -25,42 +26,29 @@ interface Fixture {
 }
 
 async function seed(db: Database): Promise<Fixture> {
-  const customerId = randomUUID();
-  const datasetId = randomUUID();
-  const packageId = randomUUID();
-  const jobId = randomUUID();
+  const { customerId, jobId } = await insertJob(db);
   const unitId = randomUUID();
-  await db.query(`INSERT INTO customers (id, email, password_hash) VALUES ($1, $2, 'x')`, [customerId, `${customerId}@example.com`]);
-  await db.query(
-    `INSERT INTO datasets (id, customer_id, name, size_bytes, sha256, status, blob_key, upload_expires_at) VALUES ($1, $2, 'd', 1, 'h', 'ready', 'k', now())`,
-    [datasetId, customerId],
-  );
-  await db.query(
-    `INSERT INTO training_packages (id, customer_id, name, size_bytes, sha256, entrypoint, status, blob_key, upload_expires_at)
-     VALUES ($1, $2, 'p', 1, 'h', 'train.py', 'ready', 'k', now())`,
-    [packageId, customerId],
-  );
-  await db.query(
-    `INSERT INTO training_jobs (id, customer_id, name, dataset_id, training_package_id, status, required_vram_mb, required_disk_mb, max_runtime_seconds, sensitivity)
-     VALUES ($1, $2, 'j', $3, $4, 'queued', 1024, 1024, 600, 'public')`,
-    [jobId, customerId, datasetId, packageId],
-  );
   await db.query(
     `INSERT INTO compute_units (id, job_id, customer_id, name, kind, status, entrypoint, attempt, max_attempts) VALUES ($1, $2, $3, 'train', 'cpu', 'ready', 'train.py', 1, 3)`,
     [unitId, jobId, customerId],
   );
-  const nodes: string[] = [];
-  for (let i = 0; i < 8; i++) {
-    const id = randomUUID();
-    await db.query(`INSERT INTO nodes (id, trust_level, state, credential_hash, last_heartbeat_at) VALUES ($1, 'controlled', 'online', $2, $3)`, [
-      id,
-      `hash-${id}`,
-      now,
-    ]);
-    nodes.push(id);
-  }
-  return { customerId, jobId, unitId, nodes };
+  return { customerId, jobId, unitId, nodes: await insertNodes(db, 8, now) };
 }
+
+/** What the placer commits: the fixture's ready unit on `nodeId`, then the agent's Accepted. Returns the attempt. */
+async function placeAndAcceptUnit(db: Database, f: Fixture, nodeId: string): Promise<number> {
+  const [row] = await db.query<{ attempt: number }>(
+    `UPDATE compute_units SET status = 'assigned', node_id = $2, assignment_id = $3, assigned_at = $4 WHERE id = $1 AND status = 'ready' RETURNING attempt`,
+    [f.unitId, nodeId, randomUUID(), now],
+  );
+  assert.ok(row, "the unit was ready to place");
+  await applyAccepted(db, nodeId, { unitId: f.unitId, attempt: row.attempt }, now);
+  return row.attempt;
+}
+
+/** The agent on `nodeId` reports the fixture's unit attempt finished. */
+const finishUnit = (db: Database, f: Fixture, nodeId: string, attempt: number, outcome: FinishOutcome, exitCode = 0, error = "") =>
+  applyFinished(db, nodeId, { unitId: f.unitId, attempt }, { outcome, exitCode, error, runSeconds: 5 }, defaultRates, now);
 
 interface UnitState {
   status: string;
@@ -89,19 +77,8 @@ describe("unit lifecycle: attempts, failures and late events", () => {
   const job = async () => (await db.query<{ status: string; error: string }>(`SELECT status, error FROM training_jobs WHERE id = $1`, [f.jobId]))[0]!;
   const debits = async () => (await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ledger_entries WHERE compute_unit_id = $1 AND kind = 'debit'`, [f.unitId]))[0]!.n;
 
-  /** What the placer commits: the ready unit on `nodeId`, then the agent's Accepted. */
-  async function placeAndAccept(nodeId: string): Promise<number> {
-    const [row] = await db.query<{ attempt: number }>(
-      `UPDATE compute_units SET status = 'assigned', node_id = $2, assignment_id = $3, assigned_at = $4 WHERE id = $1 AND status = 'ready' RETURNING attempt`,
-      [f.unitId, nodeId, randomUUID(), now],
-    );
-    assert.ok(row, "the unit was ready to place");
-    await applyAccepted(db, nodeId, { unitId: f.unitId, attempt: row.attempt }, now);
-    return row.attempt;
-  }
-
-  const finish = (nodeId: string, attempt: number, outcome: FinishOutcome, exitCode = 0, error = "") =>
-    applyFinished(db, nodeId, { unitId: f.unitId, attempt }, { outcome, exitCode, error, runSeconds: 5 }, defaultRates, now);
+  const placeAndAccept = (nodeId: string) => placeAndAcceptUnit(db, f, nodeId);
+  const finish = (nodeId: string, attempt: number, outcome: FinishOutcome, exitCode = 0, error = "") => finishUnit(db, f, nodeId, attempt, outcome, exitCode, error);
 
   it("ignores a late Finished of an attempt taken back from a lost node, and debits the unit once", async () => {
     const [a, b] = [f.nodes[0]!, f.nodes[1]!];
@@ -189,17 +166,8 @@ describe("node history: what the placer learns from finished attempts", () => {
     await db.close();
   });
 
-  async function placeAndAccept(nodeId: string): Promise<number> {
-    const [row] = await db.query<{ attempt: number }>(
-      `UPDATE compute_units SET status = 'assigned', node_id = $2, assignment_id = $3, assigned_at = $4 WHERE id = $1 AND status = 'ready' RETURNING attempt`,
-      [f.unitId, nodeId, randomUUID(), now],
-    );
-    assert.ok(row, "the unit was ready to place");
-    await applyAccepted(db, nodeId, { unitId: f.unitId, attempt: row.attempt }, now);
-    return row.attempt;
-  }
-  const finish = (nodeId: string, attempt: number, outcome: FinishOutcome, exitCode = 0) =>
-    applyFinished(db, nodeId, { unitId: f.unitId, attempt }, { outcome, exitCode, error: "", runSeconds: 5 }, defaultRates, now);
+  const placeAndAccept = (nodeId: string) => placeAndAcceptUnit(db, f, nodeId);
+  const finish = (nodeId: string, attempt: number, outcome: FinishOutcome, exitCode = 0) => finishUnit(db, f, nodeId, attempt, outcome, exitCode);
   const since = new Date(now.getTime() - 86_400_000);
 
   it("counts an attempt lost to a node against that node, once, and a completed one for the node that ran it", async () => {

@@ -25,6 +25,7 @@ import { openDatabase } from "../../src/store/database.ts";
 import type { JobViewRow } from "../../src/store/jobs.ts";
 import { findJobView } from "../../src/store/jobs.ts";
 import { examplePackageZip, startPlane } from "../limits/plane.ts";
+import { insertJob, insertNodes } from "../support/rows.ts";
 import type { TestControlPlane } from "../support/control-plane.ts";
 import { createCustomer, request, uploadResource } from "../support/control-plane.ts";
 import type { TestPostgres } from "../support/postgres.ts";
@@ -327,28 +328,9 @@ describe("job changes: which jobs a transaction changed", () => {
 
 /** One customer's job with one unit assigned to a node, as the placer leaves it. */
 async function seedAssignedJob(db: Database): Promise<{ customerId: string; jobId: string; unitId: string; nodeId: string }> {
-  const customerId = randomUUID();
-  const datasetId = randomUUID();
-  const packageId = randomUUID();
-  const jobId = randomUUID();
+  const { customerId, jobId } = await insertJob(db);
   const unitId = randomUUID();
-  const nodeId = randomUUID();
-  await db.query(`INSERT INTO customers (id, email, password_hash) VALUES ($1, $2, 'x')`, [customerId, `${customerId}@example.com`]);
-  await db.query(
-    `INSERT INTO datasets (id, customer_id, name, size_bytes, sha256, status, blob_key, upload_expires_at) VALUES ($1, $2, 'd', 1, 'h', 'ready', 'k', now())`,
-    [datasetId, customerId],
-  );
-  await db.query(
-    `INSERT INTO training_packages (id, customer_id, name, size_bytes, sha256, entrypoint, status, blob_key, upload_expires_at)
-     VALUES ($1, $2, 'p', 1, 'h', 'train.py', 'ready', 'k', now())`,
-    [packageId, customerId],
-  );
-  await db.query(
-    `INSERT INTO training_jobs (id, customer_id, name, dataset_id, training_package_id, status, required_vram_mb, required_disk_mb, max_runtime_seconds, sensitivity)
-     VALUES ($1, $2, 'j', $3, $4, 'queued', 1024, 1024, 600, 'public')`,
-    [jobId, customerId, datasetId, packageId],
-  );
-  await db.query(`INSERT INTO nodes (id, trust_level, state, credential_hash, last_heartbeat_at) VALUES ($1, 'controlled', 'online', $2, now())`, [nodeId, `hash-${nodeId}`]);
+  const [nodeId] = (await insertNodes(db, 1)) as [string];
   await db.query(
     `INSERT INTO compute_units (id, job_id, customer_id, name, kind, status, entrypoint, attempt, max_attempts, node_id, assigned_at)
      VALUES ($1, $2, $3, 'train', 'cpu', 'assigned', 'train.py', 1, 3, $4, now())`,
