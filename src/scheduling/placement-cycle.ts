@@ -60,6 +60,15 @@ interface HeldRow {
   memory: number;
 }
 
+interface MemoEntry {
+  row: NodeRow;
+  live: boolean;
+  reliability: number;
+  heldKey: string;
+  datasetKey: string;
+  snapshot: NodeSnapshot;
+}
+
 /**
  * The nodes' snapshots of the previous cycle, handed out again while nothing
  * they were built from changed: the same row object (FleetCache keeps it for
@@ -68,8 +77,8 @@ interface HeldRow {
  * and the placer's `sync` skips a node whose snapshot is the same object.
  */
 export class NodeSnapshotMemo {
-  private previous = new Map<string, { key: unknown[]; snapshot: NodeSnapshot }>();
-  private current = new Map<string, { key: unknown[]; snapshot: NodeSnapshot }>();
+  private previous = new Map<string, MemoEntry>();
+  private current = new Map<string, MemoEntry>();
 
   get(
     row: NodeRow,
@@ -79,11 +88,20 @@ export class NodeSnapshotMemo {
     datasets: ReadonlySet<string>,
     build: (row: NodeRow, held: readonly HeldRow[], live: boolean, reliability: number, datasets: ReadonlySet<string>) => NodeSnapshot,
   ): NodeSnapshot {
-    const heldKey = held.map((h) => `${h.gpu_index}:${h.vram}:${h.disk}:${h.cpu}:${h.memory}`).join(",");
+    // Most nodes hold nothing and no dataset: their keys are "" and cost no allocation.
+    const heldKey = held.length === 0 ? "" : held.map((h) => `${h.gpu_index}:${h.vram}:${h.disk}:${h.cpu}:${h.memory}`).join(",");
     const datasetKey = datasets.size === 0 ? "" : [...datasets].sort().join(",");
-    const key = [row, live, reliability, heldKey, datasetKey];
-    const before = this.previous.get(row.id);
-    const entry = before !== undefined && before.key.every((k, i) => k === key[i]) ? before : { key, snapshot: build(row, held, live, reliability, datasets) };
+    let entry = this.previous.get(row.id);
+    if (
+      entry === undefined ||
+      entry.row !== row ||
+      entry.live !== live ||
+      entry.reliability !== reliability ||
+      entry.heldKey !== heldKey ||
+      entry.datasetKey !== datasetKey
+    ) {
+      entry = { row, live, reliability, heldKey, datasetKey, snapshot: build(row, held, live, reliability, datasets) };
+    }
     this.current.set(row.id, entry);
     return entry.snapshot;
   }
