@@ -46,8 +46,12 @@ export class FleetCache {
   private rows: NodeRow[] = [];
   private checkedAtMs = Number.NEGATIVE_INFINITY;
   private fullAtMs = Number.NEGATIVE_INFINITY;
-  /** The database's clock at the previous read. */
-  private lastReadAt: Date | undefined;
+  /**
+   * The database's clock at the previous read, as the database wrote it: a JS
+   * Date would cut it to milliseconds, and a change stamped earlier in the
+   * same millisecond would then be read again on every look.
+   */
+  private lastReadAt: string | undefined;
   /** Rows read so far (full and incremental), for tests and diagnostics. */
   rowsRead = 0;
 
@@ -63,7 +67,7 @@ export class FleetCache {
     const now = this.clock.now();
     if (now - this.checkedAtMs < this.maxAgeMs) return this.rows;
     // Taken before the read, so the next look reaches back at least to what this one might have missed.
-    const [{ at: readAt }] = (await sql.query<{ at: Date }>(`SELECT clock_timestamp() AS at`)) as [{ at: Date }];
+    const [{ at: readAt }] = (await sql.query<{ at: string }>(`SELECT clock_timestamp()::text AS at`)) as [{ at: string }];
     if (this.lastReadAt === undefined || now - this.fullAtMs >= this.fullEveryMs) {
       const all = await sql.query<NodeRow>(`SELECT * FROM nodes WHERE state = 'online'`);
       this.byId.clear();
@@ -72,8 +76,10 @@ export class FleetCache {
       this.rowsRead += all.length;
       this.fullAtMs = now;
     } else {
-      const since = new Date(this.lastReadAt.getTime() - this.overlapMs);
-      const changed = await sql.query<NodeRow>(`SELECT * FROM nodes WHERE placement_changed_at >= $1`, [since]);
+      const changed = await sql.query<NodeRow>(
+        `SELECT * FROM nodes WHERE placement_changed_at >= $1::timestamptz - make_interval(secs => $2::double precision / 1000)`,
+        [this.lastReadAt, this.overlapMs],
+      );
       let moved = false;
       for (const row of changed) {
         const before = this.byId.get(row.id);
