@@ -84,6 +84,16 @@ async function placementCycles(base: string): Promise<{ sum: number; count: numb
   return { sum: read("sum"), count: read("count") };
 }
 
+const phases = ["snapshot", "plan", "commit", "dispatch", "sweep"] as const;
+
+/** Sum and count per phase of the leader loop (gpuagent_scheduler_phase_duration_seconds). */
+async function schedulerPhases(base: string): Promise<Record<string, { sum: number; count: number }>> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const read = (phase: string, suffix: string) =>
+    Number(new RegExp(`^gpuagent_scheduler_phase_duration_seconds_${suffix}\\{phase="${phase}"\\}\\s+(\\S+)$`, "m").exec(text)?.[1] ?? 0);
+  return Object.fromEntries(phases.map((p) => [p, { sum: read(p, "sum"), count: read(p, "count") }]));
+}
+
 /** Heap and external memory of the scheduler from its own /metrics (prom-client default metrics), in MiB. */
 async function schedulerHeap(base: string): Promise<{ heapUsedMb: number; externalMb: number }> {
   const text = await (await fetch(`${base}/metrics`)).text();
@@ -335,6 +345,7 @@ try {
   const latencies: number[] = [];
   const createLatencies: number[] = [];
   const cyclesBefore = await placementCycles(base);
+  const phasesBefore = await schedulerPhases(base);
   for (let i = 0; i < jobsWanted; i++) {
     const started = performance.now();
     const job = await json(`${base}/api/v1/customer/training-jobs`, { method: "POST", headers: { "x-api-key": key, "content-type": "application/json" }, body: jobBody });
@@ -352,6 +363,13 @@ try {
     await json(`${base}/api/v1/customer/training-jobs/${jobId}/cancel`, { method: "POST", headers: { "x-api-key": key, "content-type": "application/json" }, body: "{}" });
   }
   const cyclesAfter = await placementCycles(base);
+  const phasesAfter = await schedulerPhases(base);
+  const phaseMeanMs = Object.fromEntries(
+    phases.map((p) => {
+      const count = phasesAfter[p]!.count - phasesBefore[p]!.count;
+      return [p, count === 0 ? 0 : Number((((phasesAfter[p]!.sum - phasesBefore[p]!.sum) * 1000) / count).toFixed(2))];
+    }),
+  );
   const cycleMeanMs = ((cyclesAfter.sum - cyclesBefore.sum) * 1000) / Math.max(1, cyclesAfter.count - cyclesBefore.count);
   const missed = jobsWanted - latencies.length;
   if (missed > 0) process.stderr.write(`warning: ${missed} jobs saw no Assign within 10 s\n`);
@@ -372,6 +390,7 @@ try {
       create_p50_ms: Number(percentile(createLatencies, 50).toFixed(1)),
       create_p99_ms: Number(percentile(createLatencies, 99).toFixed(1)),
       placement_cycle_mean_ms: Number(cycleMeanMs.toFixed(1)),
+      phase_mean_ms: phaseMeanMs,
       connect_s: Number(connectSeconds.toFixed(1)),
       connect_concurrency: connectConcurrency,
       heartbeat_interval_s: heartbeatSeconds,

@@ -35,6 +35,8 @@ export interface ControlPlaneMetrics {
   readonly placementDuration: Histogram<"result">;
   /** One whole scheduler loop iteration (placement, dispatch, sweep). */
   readonly schedulerCycle: Histogram;
+  /** Where a leader loop iteration spends its time, by phase (snapshot, plan, commit, dispatch, sweep). */
+  readonly schedulerPhase: Histogram<"phase">;
   /** How long each placed unit waited in `ready`. */
   readonly placementLatency: Histogram;
   readonly placements: Counter<"result">;
@@ -175,6 +177,13 @@ export function createMetrics(sources?: MetricSources): ControlPlaneMetrics {
       name: "gpuagent_scheduler_cycle_duration_seconds",
       help: "Duration of one leader loop iteration (placement, dispatch of assignments, sweep).",
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [registry],
+    }),
+    schedulerPhase: new Histogram({
+      name: "gpuagent_scheduler_phase_duration_seconds",
+      help: "Time one leader loop iteration spent in each phase: snapshot (reads), plan (placer), commit (fenced transaction), dispatch (assignments to streams), sweep.",
+      labelNames: ["phase"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
       registers: [registry],
     }),
     placementLatency: new Histogram({

@@ -7,7 +7,7 @@
 import { sendCancel } from "../agents/assignments.ts";
 import type { ControlPlaneDeps } from "../deps.ts";
 import type { ClusterStreams } from "../ha/cluster-sessions.ts";
-import { freshNodeIds } from "../ha/liveness.ts";
+import { NodeLiveness } from "../ha/liveness.ts";
 import { expireOverdueJobs, requeueUnitsOfNode, takeBackSilentNode } from "../jobs/lifecycle.ts";
 import type { ControlPlaneMetrics } from "../observability/metrics.ts";
 import { findSilentNodes } from "../store/nodes.ts";
@@ -49,27 +49,20 @@ export function createLeaderLoop(deps: ControlPlaneDeps, streams: LeaderStreams,
   // A node is live for placement while some replica holds its stream and hears from it: here, by the
   // local session; elsewhere, by the heartbeat that replica persists (ha/liveness.ts). Assignments reach
   // other replicas' streams through the cluster bus (LISTEN/NOTIFY).
-  const silenceMs = config.agents.unreachableAfterSeconds * 1000;
-  let remoteLive = new Set<string>();
-  const isLive = (nodeId: string) => {
-    const session = sessions.getLocal(nodeId);
-    if (session !== undefined && clock.now() - session.lastSeenMs < silenceMs) return true;
-    return remoteLive.has(nodeId);
-  };
-  const refreshLiveness = async () => {
-    remoteLive = await freshNodeIds(db, new Date(clock.now() - silenceMs));
-  };
+  const liveness = new NodeLiveness(clock, { silenceMs: config.agents.unreachableAfterSeconds * 1000, local: (nodeId) => sessions.getLocal(nodeId) });
+  const sources = { liveness, history: nodeHistory, fleet, snapshots };
 
   async function sweep(): Promise<void> {
+    await liveness.refresh(db);
     const now = new Date(clock.now());
     const expired = await expireOverdueJobs(db, now);
     // Relayed to whichever replica holds each stream.
     for (const c of expired.cancel) sendCancel(sessions, c.nodeId, c.unitId, c.attempt, "max_runtime_seconds exceeded");
     // Silent streams are closed by each replica's own re-scan (ha/cluster-sessions.ts), not here: the
     // leader sees only its own.
-    const silentSince = new Date(clock.now() - silenceMs);
+    const silentSince = liveness.silentBefore();
     for (const node of await findSilentNodes(db, silentSince)) {
-      if (isLive(node.id)) continue; // its stream is alive here; the heartbeat write is just throttled
+      if (liveness.isLocallyLive(node.id)) continue; // its stream is alive here; the heartbeat write is just throttled
       const taken = await takeBackSilentNode(db, node.id, silentSince, new Date(clock.now()));
       if (taken.length > 0) logger.warn({ nodeId: node.id, requeued: taken.length }, "node unreachable; its units were re-queued");
     }
@@ -77,7 +70,7 @@ export function createLeaderLoop(deps: ControlPlaneDeps, streams: LeaderStreams,
     const cutoff = new Date(clock.now() - config.agents.assignAckTimeoutSeconds * 1000);
     const stale = await db.query<{ node_id: string }>(`SELECT DISTINCT node_id FROM compute_units WHERE status = 'assigned' AND assigned_at < $1`, [cutoff]);
     for (const row of stale) {
-      if (isLive(row.node_id)) continue;
+      if (liveness.isLive(row.node_id)) continue;
       await requeueUnitsOfNode(db, row.node_id, "the node never accepted the assignment", { statuses: ["assigned"], assignedBefore: cutoff, now: new Date(clock.now()) });
     }
   }
@@ -95,8 +88,15 @@ export function createLeaderLoop(deps: ControlPlaneDeps, streams: LeaderStreams,
         pendingWake = false;
         const started = clock.now();
         try {
-          await refreshLiveness();
-          const result = await runPlacementCycle(deps, term, isLive, nodeHistory, fleet, snapshots);
+          let mark = performance.now();
+          const phase = (name: string) => {
+            const at = performance.now();
+            metrics?.schedulerPhase.observe({ phase: name }, (at - mark) / 1000);
+            mark = at;
+          };
+          const result = await runPlacementCycle(deps, term, sources);
+          for (const [name, ms] of Object.entries(result.phasesMs)) metrics?.schedulerPhase.observe({ phase: name }, ms / 1000);
+          mark = performance.now();
           status.cycles += 1;
           status.placements += result.placed.length;
           metrics?.placementDuration.observe({ result: result.committed ? "committed" : "fenced" }, (clock.now() - started) / 1000);
@@ -108,10 +108,14 @@ export function createLeaderLoop(deps: ControlPlaneDeps, streams: LeaderStreams,
             logger.error({ term }, "placement term is no longer current; stepping down");
             return;
           }
-          for (const nodeId of new Set(result.placed.map((p) => p.nodeId))) await streams.dispatchNode(nodeId);
+          if (result.placed.length > 0) {
+            for (const nodeId of new Set(result.placed.map((p) => p.nodeId))) await streams.dispatchNode(nodeId);
+            phase("dispatch");
+          }
           if (clock.now() - lastSweep >= sweepEveryMs) {
             lastSweep = clock.now();
             await sweep();
+            phase("sweep");
           }
           metrics?.schedulerCycle.observe((clock.now() - started) / 1000);
         } catch (error) {

@@ -33,6 +33,8 @@ export interface CycleResult {
   unplaced: number;
   /** False when the term was no longer current (nothing committed). */
   committed: boolean;
+  /** Milliseconds spent reading the snapshot, planning and committing (planning and commit are 0 when nothing waited). */
+  phasesMs: { snapshot: number; plan: number; commit: number };
 }
 
 interface ReadyUnitRow {
@@ -67,6 +69,8 @@ interface MemoEntry {
   heldKey: string;
   datasetKey: string;
   snapshot: NodeSnapshot;
+  /** The cycle that last handed it out. */
+  seenIn: number;
 }
 
 /**
@@ -75,10 +79,14 @@ interface MemoEntry {
  * an unchanged node), liveness, reliability, units held and datasets held. At
  * 10,000 nodes that spares the allocation of every node's snapshot each cycle,
  * and the placer's `sync` skips a node whose snapshot is the same object.
+ * One map lives across cycles (stamped with the cycle that saw each entry)
+ * rather than a fresh one per cycle: refilling 10,000 entries every cycle was
+ * garbage the leader's event loop paid for between heartbeats.
  */
 export class NodeSnapshotMemo {
-  private previous = new Map<string, MemoEntry>();
-  private current = new Map<string, MemoEntry>();
+  private readonly entries = new Map<string, MemoEntry>();
+  private cycle = 0;
+  private seen = 0;
 
   get(
     row: NodeRow,
@@ -91,7 +99,8 @@ export class NodeSnapshotMemo {
     // Most nodes hold nothing and no dataset: their keys are "" and cost no allocation.
     const heldKey = held.length === 0 ? "" : held.map((h) => `${h.gpu_index}:${h.vram}:${h.disk}:${h.cpu}:${h.memory}`).join(",");
     const datasetKey = datasets.size === 0 ? "" : [...datasets].sort().join(",");
-    let entry = this.previous.get(row.id);
+    const entry = this.entries.get(row.id);
+    if (entry !== undefined && entry.seenIn !== this.cycle) this.seen += 1;
     if (
       entry === undefined ||
       entry.row !== row ||
@@ -100,28 +109,51 @@ export class NodeSnapshotMemo {
       entry.heldKey !== heldKey ||
       entry.datasetKey !== datasetKey
     ) {
-      entry = { row, live, reliability, heldKey, datasetKey, snapshot: build(row, held, live, reliability, datasets) };
+      if (entry === undefined) this.seen += 1;
+      const snapshot = build(row, held, live, reliability, datasets);
+      this.entries.set(row.id, { row, live, reliability, heldKey, datasetKey, snapshot, seenIn: this.cycle });
+      return snapshot;
     }
-    this.current.set(row.id, entry);
+    entry.seenIn = this.cycle;
     return entry.snapshot;
   }
 
   /** Nodes not seen this cycle are forgotten. */
   endCycle(): void {
-    this.previous = this.current;
-    this.current = new Map();
+    if (this.entries.size > this.seen) {
+      for (const [id, entry] of this.entries) if (entry.seenIn !== this.cycle) this.entries.delete(id);
+    }
+    this.cycle += 1;
+    this.seen = 0;
   }
 }
 
-/** Reads the snapshot the placer works on. `isLive` limits placement to nodes with a live stream (on any replica). */
-export async function readSnapshot(
-  sql: Sql,
-  isLive: (nodeId: string) => boolean,
-  history: NodeHistory,
-  fleet?: FleetCache,
-  snapshots?: NodeSnapshotMemo,
-  maxUnits = 1000,
-): Promise<{ snapshot: ClusterSnapshot; units: UnitRequest[] }> {
+/** Which nodes may take units: `isLive` says whether the node's agent is connected and heard from. */
+export interface PlacementLiveness {
+  isLive(nodeId: string): boolean;
+  /** Brings what `isLive` knows up to date; called only by cycles with units waiting. */
+  refresh?(sql: Sql): Promise<void>;
+  /** Whether this replica holds the node's live stream (the commit re-checks the others' persisted heartbeat). */
+  isLocallyLive?(nodeId: string): boolean;
+  /** A persisted heartbeat older than this says the node is silent. */
+  silentBefore?(): Date;
+}
+
+/** What a cycle reads its snapshot with, beyond the database. */
+export interface SnapshotSources {
+  liveness: PlacementLiveness;
+  history: NodeHistory;
+  fleet?: FleetCache;
+  snapshots?: NodeSnapshotMemo;
+  maxUnits?: number;
+}
+
+const noneHeld: readonly HeldRow[] = [];
+const noDatasets: ReadonlySet<string> = new Set();
+
+/** Reads the snapshot the placer works on. Liveness limits placement to nodes with a live stream (on any replica). */
+export async function readSnapshot(sql: Sql, sources: SnapshotSources): Promise<{ snapshot: ClusterSnapshot; units: UnitRequest[] }> {
+  const { liveness, history, fleet, snapshots, maxUnits = 1000 } = sources;
   const ready = await sql.query<ReadyUnitRow>(
     `SELECT u.id, u.job_id, u.customer_id, u.kind, u.required_vram_mb, u.required_disk_mb, u.required_cpu_cores,
             u.required_memory_mb, u.excluded_node_ids, u.ready_at, u.created_at, j.sensitivity, j.dataset_id
@@ -132,6 +164,7 @@ export async function readSnapshot(
   );
   // Nothing waits: skip reading the fleet (an idle cycle must stay cheap with thousands of nodes).
   if (ready.length === 0) return { snapshot: { nodes: [] }, units: [] };
+  await liveness.refresh?.(sql);
   const nodes = fleet === undefined ? await sql.query<NodeRow>(`SELECT * FROM nodes WHERE state = 'online'`) : await fleet.onlineNodes(sql);
   const held = await sql.query<HeldRow>(
     `SELECT node_id, gpu_index, sum(required_vram_mb)::int AS vram, sum(required_disk_mb)::int AS disk,
@@ -164,13 +197,12 @@ export async function readSnapshot(
       reliability: rel,
     };
   };
-  const none = new Set<string>();
   const snapshot: ClusterSnapshot = {
     nodes: nodes.map((n): NodeSnapshot => {
-      const rows = heldByNode.get(n.id) ?? [];
-      const live = isLive(n.id);
+      const rows = heldByNode.get(n.id) ?? noneHeld;
+      const live = liveness.isLive(n.id);
       const rel = reliability(n.id);
-      const datasets = datasetsByNode.get(n.id) ?? none;
+      const datasets = datasetsByNode.get(n.id) ?? noDatasets;
       return snapshots === undefined ? build(n, rows, live, rel, datasets) : snapshots.get(n, rows, live, rel, datasets, build);
     }),
   };
@@ -219,27 +251,29 @@ export function planCycle(
 }
 
 /** Runs one cycle under `term`. */
-export async function runPlacementCycle(
-  deps: ControlPlaneDeps,
-  term: number,
-  isLive: (nodeId: string) => boolean,
-  history: NodeHistory = new NodeHistory(deps.clock),
-  fleet?: FleetCache,
-  snapshots?: NodeSnapshotMemo,
-): Promise<CycleResult> {
+export async function runPlacementCycle(deps: ControlPlaneDeps, term: number, sources: SnapshotSources): Promise<CycleResult> {
   const { db, clock } = deps;
-  const { snapshot, units } = await readSnapshot(db, isLive, history, fleet, snapshots);
-  if (units.length === 0) return { placed: [], unplaced: 0, committed: true };
+  const { liveness } = sources;
+  // Wall time for the phases, not the injected clock: they are diagnostics, and a fake clock stands still.
+  const started = performance.now();
+  const { snapshot, units } = await readSnapshot(db, sources);
+  const read = performance.now();
+  if (units.length === 0) return { placed: [], unplaced: 0, committed: true, phasesMs: { snapshot: read - started, plan: 0, commit: 0 } };
   const cycleId = newId();
   const plan = planCycle(deps, snapshot, units, cycleId, deps.config.placerWeights);
+  const planned = performance.now();
   const now = new Date(clock.now());
-  return db.transaction(async (tx) => {
+  const phasesMs = { snapshot: read - started, plan: planned - read, commit: 0 };
+  const result = await db.transaction(async (tx): Promise<CycleResult> => {
     // Fencing: the lease row is locked and must still carry our term.
     const [lease] = await tx.query<{ term: number }>(`SELECT term FROM scheduler_leases WHERE name = $1 FOR UPDATE`, [placementLease]);
-    if (lease === undefined || lease.term !== term) return { placed: [], unplaced: plan.unplaced.length, committed: false };
+    if (lease === undefined || lease.term !== term) return { placed: [], unplaced: plan.unplaced.length, committed: false, phasesMs };
     const placed: CycleResult["placed"] = [];
     const sensitivityOf = new Map(units.map((u) => [u.id, u.sensitivity]));
     const readySince = new Map(units.map((u) => [u.id, u.readySinceMs]));
+    // A node whose stream another replica holds was live by a heartbeat set up to a second old: its
+    // persisted heartbeat is checked again here, in the statement that assigns.
+    const silentBefore = liveness.silentBefore?.() ?? new Date(0);
     // Unit ids in order, so concurrent transactions touching the same units lock them in the same order.
     for (const p of [...plan.placements].sort((a, b) => (a.unitId < b.unitId ? -1 : 1))) {
       // Re-checked against fresh rows: an operator may have cordoned the node or lowered its trust since the snapshot.
@@ -247,15 +281,28 @@ export async function runPlacementCycle(
         `UPDATE compute_units SET status = 'assigned', node_id = $2, gpu_index = $3, assignment_id = $4, assigned_at = $5,
            leader_term = $6, unschedulable_reason = ''
          WHERE id = $1 AND status = 'ready'
-           AND EXISTS (SELECT 1 FROM nodes n WHERE n.id = $2 AND n.state = 'online' AND n.trust_level = ANY($7::text[]))
+           AND EXISTS (SELECT 1 FROM nodes n WHERE n.id = $2 AND n.state = 'online' AND n.trust_level = ANY($7::text[])
+                         AND ($8::boolean OR n.last_heartbeat_at >= $9))
          RETURNING id`,
-        [p.unitId, p.nodeId, p.gpuIndex, newId(), now, term, allowedTrustLevels(sensitivityOf.get(p.unitId) ?? "high_sensitive")],
+        [
+          p.unitId,
+          p.nodeId,
+          p.gpuIndex,
+          newId(),
+          now,
+          term,
+          allowedTrustLevels(sensitivityOf.get(p.unitId) ?? "high_sensitive"),
+          liveness.isLocallyLive?.(p.nodeId) ?? true,
+          silentBefore,
+        ],
       );
       if (rows.length === 1) placed.push({ unitId: p.unitId, nodeId: p.nodeId, waitedMs: Math.max(0, now.getTime() - (readySince.get(p.unitId) ?? now.getTime())) });
     }
     for (const u of plan.unplaced) {
       await tx.query(`UPDATE compute_units SET unschedulable_reason = $2 WHERE id = $1 AND status = 'ready'`, [u.unitId, u.message.slice(0, 500)]);
     }
-    return { placed, unplaced: plan.unplaced.length, committed: true };
+    return { placed, unplaced: plan.unplaced.length, committed: true, phasesMs };
   });
+  phasesMs.commit = performance.now() - planned;
+  return result;
 }

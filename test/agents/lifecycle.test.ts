@@ -225,7 +225,7 @@ describe("node history: what the placer learns from finished attempts", () => {
     );
     await db.query(`UPDATE training_jobs SET status = 'running' WHERE id = $1`, [f.jobId]);
     const clock = { now: () => now.getTime(), sleep: async () => {} };
-    const { snapshot } = await readSnapshot(db, () => true, new NodeHistory(clock));
+    const { snapshot } = await readSnapshot(db, { liveness: { isLive: () => true }, history: new NodeHistory(clock) });
     const node = (id: string) => snapshot.nodes.find((n) => n.id === id)!;
     assert.ok(node(a).reliability < nodeReliability(0, 0), "a node that lost an attempt scores below a new one");
     assert.ok(node(b).reliability > nodeReliability(0, 0), "a node that completed one scores above a new one");

@@ -1,8 +1,13 @@
 import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
 import type { ControlPlaneDeps } from "../../src/deps.ts";
 import { placeUnits } from "../../src/placer/index.ts";
 import type { ClusterSnapshot, NodeSnapshot } from "../../src/placer/types.ts";
-import { NodeSnapshotMemo, planCycle } from "../../src/scheduling/placement-cycle.ts";
+import { NodeHistory } from "../../src/scheduling/node-history.ts";
+import { NodeSnapshotMemo, planCycle, runPlacementCycle } from "../../src/scheduling/placement-cycle.ts";
+import type { Database } from "../../src/store/database.ts";
+import { openDatabase } from "../../src/store/database.ts";
+import { insertJob, insertNodes } from "../support/rows.ts";
 import { gpu, nodeWith, unitWith } from "../placer/builders.ts";
 
 /** planCycle only uses the deps as the key of its long-lived placer. */
@@ -115,5 +120,60 @@ describe("NodeSnapshotMemo: node snapshots reused across cycles while their inpu
     memo.endCycle();
     memo.endCycle();
     assert.notEqual(memo.get(a, [], true, 0.9, none, build), first);
+  });
+});
+
+describe("runPlacementCycle's commit: nodes another replica holds", function () {
+  this.timeout(60_000);
+  let db: Database;
+  const now = new Date("2030-01-01T00:00:00Z");
+  const clock = { now: () => now.getTime(), sleep: async () => {} };
+
+  beforeEach(async () => {
+    db = await openDatabase({});
+    await db.query(`INSERT INTO scheduler_leases (name, term, holder, updated_at) VALUES ('placement', 1, 'this replica', now())`);
+  });
+  afterEach(async () => {
+    await db.close();
+  });
+
+  /** One ready CPU unit and one online node last heard at `heardAt`. */
+  async function readyUnitAndNode(heardAt: Date): Promise<{ unitId: string; nodeId: string }> {
+    const { customerId, jobId } = await insertJob(db);
+    const unitId = randomUUID();
+    await db.query(
+      `INSERT INTO compute_units (id, job_id, customer_id, name, kind, status, entrypoint, attempt, max_attempts, ready_at) VALUES ($1, $2, $3, 'train', 'cpu', 'ready', 'train.py', 1, 3, $4)`,
+      [unitId, jobId, customerId, now],
+    );
+    const [nodeId] = (await insertNodes(db, 1, heardAt)) as [string];
+    await db.query(`UPDATE nodes SET capabilities = $1`, [JSON.stringify({ cpuCores: 8, memoryMb: 16384, diskFreeMb: 100000, gpus: [] })]);
+    return { unitId, nodeId };
+  }
+
+  /** Liveness as the leader sees a node held elsewhere: live by a set read a moment ago. */
+  const heldElsewhere = { isLive: () => true, isLocallyLive: () => false, silentBefore: () => new Date(now.getTime() - 30_000) };
+  const deps = () => ({ db, clock, config: { placerWeights: undefined } }) as unknown as ControlPlaneDeps;
+  const statusOf = async (unitId: string) => (await db.query<{ status: string }>(`SELECT status FROM compute_units WHERE id = $1`, [unitId]))[0]?.status;
+
+  it("assigns when the node's persisted heartbeat is within the grace period", async () => {
+    const { unitId, nodeId } = await readyUnitAndNode(new Date(now.getTime() - 10_000));
+    const result = await runPlacementCycle(deps(), 1, { liveness: heldElsewhere, history: new NodeHistory(clock) });
+    assert.deepEqual(result.placed.map((p) => p.nodeId), [nodeId]);
+    assert.equal(await statusOf(unitId), "assigned");
+  });
+
+  it("refuses, in the statement that assigns, a node whose heartbeat went silent since the set was read", async () => {
+    const { unitId } = await readyUnitAndNode(new Date(now.getTime() - 31_000));
+    const result = await runPlacementCycle(deps(), 1, { liveness: heldElsewhere, history: new NodeHistory(clock) });
+    assert.deepEqual(result.placed, []);
+    assert.equal(await statusOf(unitId), "ready");
+  });
+
+  it("does not look at the persisted heartbeat of a node whose live stream is here (its write is throttled)", async () => {
+    const { unitId } = await readyUnitAndNode(new Date(now.getTime() - 31_000));
+    const here = { ...heldElsewhere, isLocallyLive: () => true };
+    const result = await runPlacementCycle(deps(), 1, { liveness: here, history: new NodeHistory(clock) });
+    assert.equal(result.placed.length, 1);
+    assert.equal(await statusOf(unitId), "assigned");
   });
 });
