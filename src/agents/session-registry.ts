@@ -29,17 +29,30 @@ export interface AgentSession {
 /** Registry of open sessions on this replica. */
 export class SessionRegistry {
   private readonly byNode = new Map<string, AgentSession>();
+  private readonly watchers: ((nodeId: string) => void)[] = [];
+
+  /** Calls `watcher` with the node id whenever a node's stream here opens or closes (the leader's liveness). */
+  watch(watcher: (nodeId: string) => void): void {
+    this.watchers.push(watcher);
+  }
+
+  private changed(nodeId: string): void {
+    for (const watcher of this.watchers) watcher(nodeId);
+  }
 
   /** Registers a session, closing an older one of the same node. */
   register(session: AgentSession): void {
     const previous = this.byNode.get(session.nodeId);
     if (previous !== undefined && previous.sessionId !== session.sessionId) previous.outbound.close();
     this.byNode.set(session.nodeId, session);
+    this.changed(session.nodeId);
   }
 
   /** Removes the session only if it is still the current one of its node. */
   unregister(session: AgentSession): void {
-    if (this.byNode.get(session.nodeId)?.sessionId === session.sessionId) this.byNode.delete(session.nodeId);
+    if (this.byNode.get(session.nodeId)?.sessionId !== session.sessionId) return;
+    this.byNode.delete(session.nodeId);
+    this.changed(session.nodeId);
   }
 
   get(nodeId: string): AgentSession | undefined {
@@ -56,8 +69,10 @@ export class SessionRegistry {
 
   /** Closes every stream (shutdown). */
   closeAll(): void {
+    const nodeIds = [...this.byNode.keys()];
     for (const s of this.byNode.values()) s.outbound.close();
     this.byNode.clear();
+    for (const nodeId of nodeIds) this.changed(nodeId);
   }
 }
 

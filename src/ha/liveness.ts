@@ -44,6 +44,8 @@ export class NodeLiveness {
   private readAtMs = Number.NEGATIVE_INFINITY;
   private reading: Promise<void> | undefined;
   private failure: unknown;
+  /** Nodes whose liveness may have changed since the last `takeChanged` ("all" before that). */
+  private changed: Set<string> | "all" = "all";
 
   constructor(clock: Clock, options: NodeLivenessOptions) {
     this.clock = clock;
@@ -58,9 +60,30 @@ export class NodeLiveness {
     return stream !== undefined && this.clock.now() - stream.lastSeenMs < this.silenceMs;
   }
 
-  /** Live here, or live on another replica as of the last read of persisted heartbeats. */
+  /**
+   * Whether placement may use the node: its stream is held here, or another replica's persisted heartbeat
+   * for it was fresh at the last read. A stream here that fell silent counts until the re-scan closes it
+   * (ha/cluster-sessions.ts, within seconds), so that every change of this answer is an event the
+   * snapshot memo hears of (`takeChanged`), never the mere passing of time.
+   */
   isLive(nodeId: string): boolean {
-    return this.isLocallyLive(nodeId) || this.remote.has(nodeId);
+    return this.local(nodeId) !== undefined || this.remote.has(nodeId);
+  }
+
+  /** A stream of this node opened or closed here (the session registry calls this). */
+  localChanged(nodeId: string): void {
+    if (this.changed !== "all") this.changed.add(nodeId);
+  }
+
+  /**
+   * The nodes whose liveness may have changed since the previous call ("all" on the first): streams
+   * opened or closed here, and nodes that entered or left the persisted-heartbeat set. A local stream
+   * that falls silent counts once the re-scan closes it (ha/cluster-sessions.ts), within seconds.
+   */
+  takeChanged(): ReadonlySet<string> | "all" {
+    const changed = this.changed;
+    this.changed = new Set();
+    return changed;
   }
 
   /** A persisted heartbeat older than this says the node is silent. */
@@ -90,6 +113,11 @@ export class NodeLiveness {
     this.readAtMs = now;
     const reading = freshNodeIds(sql, new Date(now - this.silenceMs)).then(
       (ids) => {
+        const before = this.remote;
+        if (this.changed !== "all") {
+          for (const id of ids) if (!before.has(id)) this.changed.add(id);
+          for (const id of before) if (!ids.has(id)) this.changed.add(id);
+        }
         this.remote = ids;
       },
       (error: unknown) => {

@@ -52,6 +52,8 @@ export class FleetCache {
    * same millisecond would then be read again on every look.
    */
   private lastReadAt: string | undefined;
+  /** Nodes whose row changed, appeared or left since the last `takeChanged` ("all" after a full read). */
+  private changed: Set<string> | "all" = "all";
   /** Rows read so far (full and incremental), for tests and diagnostics. */
   rowsRead = 0;
 
@@ -75,6 +77,7 @@ export class FleetCache {
       this.rows = [...this.byId.values()];
       this.rowsRead += all.length;
       this.fullAtMs = now;
+      this.changed = "all";
     } else {
       const changed = await sql.query<NodeRow>(
         `SELECT * FROM nodes WHERE placement_changed_at >= $1::timestamptz - make_interval(secs => $2::double precision / 1000)`,
@@ -88,9 +91,11 @@ export class FleetCache {
           if (before !== undefined && sameForPlacement(before, row)) continue;
           this.byId.set(row.id, row);
           moved = true;
+          if (this.changed !== "all") this.changed.add(row.id);
         } else if (before !== undefined) {
           this.byId.delete(row.id);
           moved = true;
+          if (this.changed !== "all") this.changed.add(row.id);
         }
       }
       if (moved) this.rows = [...this.byId.values()];
@@ -99,6 +104,21 @@ export class FleetCache {
     this.lastReadAt = readAt;
     this.checkedAtMs = now;
     return this.rows;
+  }
+
+  /** The row of an online node as of the last look. */
+  row(nodeId: string): NodeRow | undefined {
+    return this.byId.get(nodeId);
+  }
+
+  /**
+   * The nodes whose row changed, appeared or left since the previous call, or "all" when every row was
+   * read again (or on the first call): what a consumer keeping per-node state must look at again.
+   */
+  takeChanged(): ReadonlySet<string> | "all" {
+    const changed = this.changed;
+    this.changed = new Set();
+    return changed;
   }
 
   /** The next look reads every online node again. */

@@ -13,7 +13,8 @@ import type { ControlPlaneMetrics } from "../observability/metrics.ts";
 import { findSilentNodes } from "../store/nodes.ts";
 import { FleetCache } from "./fleet-cache.ts";
 import { NodeHistory } from "./node-history.ts";
-import { NodeSnapshotMemo, runPlacementCycle } from "./placement-cycle.ts";
+import { NodeSnapshotMemo } from "./node-snapshots.ts";
+import { runPlacementCycle } from "./placement-cycle.ts";
 
 /** Observable state of the loop. */
 export interface LeaderLoopStatus {
@@ -50,6 +51,7 @@ export function createLeaderLoop(deps: ControlPlaneDeps, streams: LeaderStreams,
   // local session; elsewhere, by the heartbeat that replica persists (ha/liveness.ts). Assignments reach
   // other replicas' streams through the cluster bus (LISTEN/NOTIFY).
   const liveness = new NodeLiveness(clock, { silenceMs: config.agents.unreachableAfterSeconds * 1000, local: (nodeId) => sessions.getLocal(nodeId) });
+  sessions.watch((nodeId) => liveness.localChanged(nodeId));
   const sources = { liveness, history: nodeHistory, fleet, snapshots };
 
   async function sweep(): Promise<void> {

@@ -37,6 +37,8 @@ export class NodeHistory {
   private readonly datasetWindowMs: number;
   private counts = new Map<string, { completed: number; lost: number }>();
   private readAtMs = Number.NEGATIVE_INFINITY;
+  /** Nodes whose counts changed since the last `takeChanged` ("all" before the first read). */
+  private changed: Set<string> | "all" = "all";
 
   constructor(clock: Clock, options: { refreshMs?: number; windowMs?: number; datasetWindowMs?: number } = {}) {
     this.clock = clock;
@@ -50,7 +52,16 @@ export class NodeHistory {
   async reliability(sql: Sql): Promise<(nodeId: string) => number> {
     const now = this.clock.now();
     if (now - this.readAtMs >= this.refreshMs) {
-      this.counts = await readNodeAttemptCounts(sql, new Date(now - this.windowMs));
+      const before = this.counts;
+      const after = await readNodeAttemptCounts(sql, new Date(now - this.windowMs));
+      if (this.changed !== "all") {
+        for (const [nodeId, c] of after) {
+          const b = before.get(nodeId);
+          if (b === undefined || b.completed !== c.completed || b.lost !== c.lost) this.changed.add(nodeId);
+        }
+        for (const nodeId of before.keys()) if (!after.has(nodeId)) this.changed.add(nodeId);
+      }
+      this.counts = after;
       this.readAtMs = now;
     }
     const counts = this.counts;
@@ -58,6 +69,13 @@ export class NodeHistory {
       const c = counts.get(nodeId);
       return c === undefined ? nodeReliability(0, 0) : nodeReliability(c.completed, c.lost);
     };
+  }
+
+  /** The nodes whose reliability may have changed since the previous call ("all" on the first). */
+  takeChanged(): ReadonlySet<string> | "all" {
+    const changed = this.changed;
+    this.changed = new Set();
+    return changed;
   }
 
   /** Node id → datasets (among `datasetIds`) it holds. */
@@ -77,5 +95,6 @@ export class NodeHistory {
   /** Forget the cached counts (tests, or after an operator resets a node's record). */
   invalidate(): void {
     this.readAtMs = Number.NEGATIVE_INFINITY;
+    this.changed = "all";
   }
 }

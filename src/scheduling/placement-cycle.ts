@@ -22,6 +22,8 @@ import type { Sql } from "../store/database.ts";
 import type { NodeRow } from "../store/nodes.ts";
 import type { FleetCache } from "./fleet-cache.ts";
 import { NodeHistory } from "./node-history.ts";
+import type { HeldRow, NodeSnapshotMemo } from "./node-snapshots.ts";
+import { buildNodeSnapshots } from "./node-snapshots.ts";
 
 /** Name of the lease row whose term fences placement commits. */
 export const placementLease = "placement";
@@ -53,84 +55,11 @@ interface ReadyUnitRow {
   dataset_id: string;
 }
 
-interface HeldRow {
-  node_id: string;
-  gpu_index: number;
-  vram: number;
-  disk: number;
-  cpu: number;
-  memory: number;
-}
-
-interface MemoEntry {
-  row: NodeRow;
-  live: boolean;
-  reliability: number;
-  heldKey: string;
-  datasetKey: string;
-  snapshot: NodeSnapshot;
-  /** The cycle that last handed it out. */
-  seenIn: number;
-}
-
-/**
- * The nodes' snapshots of the previous cycle, handed out again while nothing
- * they were built from changed: the same row object (FleetCache keeps it for
- * an unchanged node), liveness, reliability, units held and datasets held. At
- * 10,000 nodes that spares the allocation of every node's snapshot each cycle,
- * and the placer's `sync` skips a node whose snapshot is the same object.
- * One map lives across cycles (stamped with the cycle that saw each entry)
- * rather than a fresh one per cycle: refilling 10,000 entries every cycle was
- * garbage the leader's event loop paid for between heartbeats.
- */
-export class NodeSnapshotMemo {
-  private readonly entries = new Map<string, MemoEntry>();
-  private cycle = 0;
-  private seen = 0;
-
-  get(
-    row: NodeRow,
-    held: readonly HeldRow[],
-    live: boolean,
-    reliability: number,
-    datasets: ReadonlySet<string>,
-    build: (row: NodeRow, held: readonly HeldRow[], live: boolean, reliability: number, datasets: ReadonlySet<string>) => NodeSnapshot,
-  ): NodeSnapshot {
-    // Most nodes hold nothing and no dataset: their keys are "" and cost no allocation.
-    const heldKey = held.length === 0 ? "" : held.map((h) => `${h.gpu_index}:${h.vram}:${h.disk}:${h.cpu}:${h.memory}`).join(",");
-    const datasetKey = datasets.size === 0 ? "" : [...datasets].sort().join(",");
-    const entry = this.entries.get(row.id);
-    if (entry !== undefined && entry.seenIn !== this.cycle) this.seen += 1;
-    if (
-      entry === undefined ||
-      entry.row !== row ||
-      entry.live !== live ||
-      entry.reliability !== reliability ||
-      entry.heldKey !== heldKey ||
-      entry.datasetKey !== datasetKey
-    ) {
-      if (entry === undefined) this.seen += 1;
-      const snapshot = build(row, held, live, reliability, datasets);
-      this.entries.set(row.id, { row, live, reliability, heldKey, datasetKey, snapshot, seenIn: this.cycle });
-      return snapshot;
-    }
-    entry.seenIn = this.cycle;
-    return entry.snapshot;
-  }
-
-  /** Nodes not seen this cycle are forgotten. */
-  endCycle(): void {
-    if (this.entries.size > this.seen) {
-      for (const [id, entry] of this.entries) if (entry.seenIn !== this.cycle) this.entries.delete(id);
-    }
-    this.cycle += 1;
-    this.seen = 0;
-  }
-}
-
 /** Which nodes may take units: `isLive` says whether the node's agent is connected and heard from. */
 export interface PlacementLiveness {
   isLive(nodeId: string): boolean;
+  /** The nodes whose liveness may have changed since the last call ("all": any); needed with a snapshot memo. */
+  takeChanged?(): ReadonlySet<string> | "all";
   /** Brings what `isLive` knows up to date; called only by cycles with units waiting. */
   refresh?(sql: Sql): Promise<void>;
   /** Whether this replica holds the node's live stream (the commit re-checks the others' persisted heartbeat). */
@@ -148,9 +77,6 @@ export interface SnapshotSources {
   maxUnits?: number;
 }
 
-const noneHeld: readonly HeldRow[] = [];
-const noDatasets: ReadonlySet<string> = new Set();
-
 /** Reads the snapshot the placer works on. Liveness limits placement to nodes with a live stream (on any replica). */
 export async function readSnapshot(sql: Sql, sources: SnapshotSources): Promise<{ snapshot: ClusterSnapshot; units: UnitRequest[] }> {
   const { liveness, history, fleet, snapshots, maxUnits = 1000 } = sources;
@@ -165,7 +91,7 @@ export async function readSnapshot(sql: Sql, sources: SnapshotSources): Promise<
   // Nothing waits: skip reading the fleet (an idle cycle must stay cheap with thousands of nodes).
   if (ready.length === 0) return { snapshot: { nodes: [] }, units: [] };
   await liveness.refresh?.(sql);
-  const nodes = fleet === undefined ? await sql.query<NodeRow>(`SELECT * FROM nodes WHERE state = 'online'`) : await fleet.onlineNodes(sql);
+  const onlineRows = fleet === undefined ? await sql.query<NodeRow>(`SELECT * FROM nodes WHERE state = 'online'`) : await fleet.onlineNodes(sql);
   const held = await sql.query<HeldRow>(
     `SELECT node_id, gpu_index, sum(required_vram_mb)::int AS vram, sum(required_disk_mb)::int AS disk,
             sum(required_cpu_cores)::int AS cpu, sum(required_memory_mb)::int AS memory
@@ -174,39 +100,22 @@ export async function readSnapshot(sql: Sql, sources: SnapshotSources): Promise<
   const reliability = await history.reliability(sql);
   const datasetsByNode = await history.datasetsByNode(sql, ready.map((u) => u.dataset_id));
   const heldByNode = new Map<string, HeldRow[]>();
-  for (const h of held) heldByNode.set(h.node_id, [...(heldByNode.get(h.node_id) ?? []), h]);
-  const build = (n: NodeRow, rows: readonly HeldRow[], live: boolean, rel: number, datasets: ReadonlySet<string>): NodeSnapshot => {
-    const sum = (f: (h: HeldRow) => number) => rows.reduce((acc, h) => acc + f(h), 0);
-    const c = n.capabilities;
-    return {
-      id: n.id,
-      trustLevel: n.trust_level,
-      schedulable: live,
-      cpuCores: c.cpuCores ?? 0,
-      freeCpuCores: (c.cpuCores ?? 0) - sum((h) => h.cpu),
-      memoryMb: c.memoryMb ?? 0,
-      freeMemoryMb: (c.memoryMb ?? 0) - sum((h) => h.memory),
-      diskFreeMb: (c.diskFreeMb ?? 0) - sum((h) => h.disk),
-      gpus: (c.gpus ?? []).map((g) => ({
-        index: g.index ?? 0,
-        name: g.name ?? "",
-        vramMb: g.vramMb ?? 0,
-        freeVramMb: (g.vramMb ?? 0) - rows.filter((h) => h.gpu_index === (g.index ?? 0)).reduce((a, h) => a + h.vram, 0),
-      })),
-      cachedDatasetIds: datasets,
-      reliability: rel,
-    };
-  };
-  const snapshot: ClusterSnapshot = {
-    nodes: nodes.map((n): NodeSnapshot => {
-      const rows = heldByNode.get(n.id) ?? noneHeld;
-      const live = liveness.isLive(n.id);
-      const rel = reliability(n.id);
-      const datasets = datasetsByNode.get(n.id) ?? noDatasets;
-      return snapshots === undefined ? build(n, rows, live, rel, datasets) : snapshots.get(n, rows, live, rel, datasets, build);
-    }),
-  };
-  snapshots?.endCycle();
+  for (const h of held) {
+    const rows = heldByNode.get(h.node_id);
+    if (rows === undefined) heldByNode.set(h.node_id, [h]);
+    else rows.push(h);
+  }
+  const inputs = { held: heldByNode, datasets: datasetsByNode, isLive: (id: string) => liveness.isLive(id), reliability };
+  let nodes: readonly NodeSnapshot[];
+  if (fleet !== undefined && snapshots !== undefined) {
+    // Each source says which nodes moved since the last cycle that read it; any "all" looks at every node.
+    const moved = [fleet.takeChanged(), liveness.takeChanged?.() ?? "all", history.takeChanged()];
+    const changed = moved.includes("all") ? "all" : new Set(moved.flatMap((ids) => [...(ids as ReadonlySet<string>)]));
+    nodes = snapshots.snapshots({ rows: onlineRows, row: (id) => fleet.row(id) }, changed, inputs);
+  } else {
+    nodes = buildNodeSnapshots(onlineRows, inputs);
+  }
+  const snapshot: ClusterSnapshot = { nodes };
   const units = ready.map(
     (u): UnitRequest => ({
       id: u.id,

@@ -3,6 +3,8 @@ import assert from "node:assert/strict";
 import type { LocalStream } from "../../src/ha/liveness.ts";
 import { NodeLiveness } from "../../src/ha/liveness.ts";
 import type { Sql } from "../../src/store/database.ts";
+import type { AgentSession } from "../../src/agents/session-registry.ts";
+import { SessionRegistry } from "../../src/agents/session-registry.ts";
 
 /** A database whose heartbeat reads the test answers one at a time. */
 function heartbeatReads() {
@@ -27,15 +29,40 @@ describe("NodeLiveness", () => {
     streams.clear();
   });
 
-  it("counts a local stream live until it has been silent for the grace period", () => {
+  it("counts a local stream locally live until it has been silent for the grace period", () => {
     const l = liveness();
     streams.set("here", { lastSeenMs: now });
-    assert.equal(l.isLive("here"), true);
+    assert.equal(l.isLocallyLive("here"), true);
     now += 29_999;
     assert.equal(l.isLocallyLive("here"), true);
     now += 1;
+    assert.equal(l.isLocallyLive("here"), false);
+  });
+
+  it("lets placement use a node while its stream is held here, until the re-scan closes it", () => {
+    const l = liveness();
+    streams.set("here", { lastSeenMs: now - 31_000 });
+    assert.equal(l.isLive("here"), true);
+    streams.delete("here");
     assert.equal(l.isLive("here"), false);
     assert.equal(l.isLive("nowhere"), false);
+  });
+
+  it("names the nodes whose liveness may have changed: all at first, then streams opened or closed here and nodes entering or leaving the heartbeat set", async () => {
+    const { sql, pending } = heartbeatReads();
+    const l = liveness(1000);
+    const first = l.refresh(sql);
+    pending[0]!.answer(["a", "b"]);
+    await first;
+    assert.equal(l.takeChanged(), "all");
+    assert.deepEqual([...(l.takeChanged() as Set<string>)], []);
+    l.localChanged("here");
+    now += 1000;
+    await l.refresh(sql);
+    pending[1]!.answer(["b", "c"]);
+    await l.whenRead();
+    assert.deepEqual([...(l.takeChanged() as Set<string>)].sort(), ["a", "c", "here"]);
+    assert.deepEqual([...(l.takeChanged() as Set<string>)], []);
   });
 
   it("waits for the first read of persisted heartbeats, asking for those within the grace period", async () => {
@@ -90,5 +117,24 @@ describe("NodeLiveness", () => {
 
   it("says a persisted heartbeat older than the grace period is silent", () => {
     assert.equal(liveness().silentBefore().getTime(), now - 30_000);
+  });
+});
+
+describe("SessionRegistry.watch: the leader hears of every stream opened or closed here", () => {
+  const session = (nodeId: string, sessionId: string) =>
+    ({ nodeId, sessionId, outbound: { close: () => undefined }, sentAssignments: new Set(), lastSeenMs: 0, lastPersistedMs: 0, nextSeq: 1n }) as unknown as AgentSession;
+
+  it("on register, on the current session's unregister, and on closeAll; not on a stale session's unregister", () => {
+    const registry = new SessionRegistry();
+    const heard: string[] = [];
+    registry.watch((nodeId) => heard.push(nodeId));
+    const old = session("n1", "s1");
+    registry.register(old);
+    registry.register(session("n1", "s2"));
+    registry.unregister(old);
+    registry.register(session("n2", "s3"));
+    registry.unregister(session("n1", "s2"));
+    registry.closeAll();
+    assert.deepEqual(heard, ["n1", "n1", "n2", "n1", "n2"]);
   });
 });

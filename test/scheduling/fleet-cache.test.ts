@@ -78,4 +78,22 @@ describe("FleetCache", function () {
     await online(fleet);
     assert.equal(fleet.rowsRead - afterFirst, 10);
   });
+
+  it("names the nodes whose row changed, appeared or left since it was last asked, and 'all' after a full read", async () => {
+    const fleet = new FleetCache(clock, { maxAgeMs: 1000, overlapMs: 0, fullEveryMs: 60_000 });
+    await online(fleet);
+    assert.equal(fleet.takeChanged(), "all");
+    assert.deepEqual([...(fleet.takeChanged() as Set<string>)], []);
+    await db.query(`UPDATE nodes SET state = 'cordoned' WHERE id = $1`, [ids[0]]);
+    await db.query(`UPDATE nodes SET capabilities = '{"cpuCores": 4}' WHERE id = $1`, [ids[3]]);
+    now += 1000;
+    await online(fleet);
+    assert.deepEqual([...(fleet.takeChanged() as Set<string>)].sort(), [ids[0], ids[3]].sort());
+    assert.equal(fleet.row(ids[3]!)?.capabilities.cpuCores, 4);
+    assert.equal(fleet.row(ids[0]!), undefined);
+    await db.query(`UPDATE nodes SET state = 'online', capabilities = '{"cpuCores": 8}' WHERE id = ANY($1::uuid[])`, [[ids[0], ids[3]]]);
+    now += 60_000;
+    await online(fleet);
+    assert.equal(fleet.takeChanged(), "all");
+  });
 });

@@ -4,7 +4,7 @@ import type { ControlPlaneDeps } from "../../src/deps.ts";
 import { placeUnits } from "../../src/placer/index.ts";
 import type { ClusterSnapshot, NodeSnapshot } from "../../src/placer/types.ts";
 import { NodeHistory } from "../../src/scheduling/node-history.ts";
-import { NodeSnapshotMemo, planCycle, runPlacementCycle } from "../../src/scheduling/placement-cycle.ts";
+import { planCycle, runPlacementCycle } from "../../src/scheduling/placement-cycle.ts";
 import type { Database } from "../../src/store/database.ts";
 import { openDatabase } from "../../src/store/database.ts";
 import { insertJob, insertNodes } from "../support/rows.ts";
@@ -77,49 +77,6 @@ describe("planCycle: the scheduling loop's long-lived placer", () => {
     const plan = planCycle(two, big, [unitWith({ id: "large", vramMb: 40000 })], "y");
     assert.deepEqual(plan.placements.map((p) => p.nodeId), ["b"]);
     assert.deepEqual(planCycle(one, small, [unitWith({ id: "large", vramMb: 40000 })], "z").placements, []);
-  });
-});
-
-describe("NodeSnapshotMemo: node snapshots reused across cycles while their inputs stand still", () => {
-  const row = (id: string) =>
-    ({ id, trust_level: "verified", state: "online", capabilities: { cpuCores: 8, memoryMb: 16384, diskFreeMb: 1000, gpus: [{ index: 0, vramMb: 24576 }] } }) as never;
-  const build = (n: { id: string }, held: readonly { vram: number }[], live: boolean, reliability: number, datasets: ReadonlySet<string>) =>
-    ({ ...nodeWith({ id: n.id }), schedulable: live, reliability, cachedDatasetIds: datasets, freeCpuCores: 8 - held.length }) as NodeSnapshot;
-  const none = new Set<string>();
-
-  it("hands out the same object while row, liveness, reliability, held units and datasets are unchanged", () => {
-    const memo = new NodeSnapshotMemo();
-    const a = row("a");
-    const first = memo.get(a, [], true, 0.9, none, build);
-    memo.endCycle();
-    assert.equal(memo.get(a, [], true, 0.9, new Set(), build), first);
-    memo.endCycle();
-  });
-
-  const changes: { what: string; args: (a: never) => Parameters<NodeSnapshotMemo["get"]> }[] = [
-    { what: "a unit held", args: (a) => [a, [{ node_id: "a", gpu_index: 0, vram: 8000, disk: 10, cpu: 1, memory: 100 }], true, 0.9, none, build as never] },
-    { what: "liveness", args: (a) => [a, [], false, 0.9, none, build as never] },
-    { what: "reliability", args: (a) => [a, [], true, 0.8, none, build as never] },
-    { what: "a dataset held", args: (a) => [a, [], true, 0.9, new Set(["d"]), build as never] },
-    { what: "the row (FleetCache read a change)", args: () => [row("a"), [], true, 0.9, none, build as never] },
-  ];
-  for (const c of changes) {
-    it(`builds a new snapshot when ${c.what} changed`, () => {
-      const memo = new NodeSnapshotMemo();
-      const a = row("a");
-      const first = memo.get(a, [], true, 0.9, none, build);
-      memo.endCycle();
-      assert.notEqual(memo.get(...c.args(a)), first);
-    });
-  }
-
-  it("forgets nodes a cycle did not see", () => {
-    const memo = new NodeSnapshotMemo();
-    const a = row("a");
-    const first = memo.get(a, [], true, 0.9, none, build);
-    memo.endCycle();
-    memo.endCycle();
-    assert.notEqual(memo.get(a, [], true, 0.9, none, build), first);
   });
 });
 
