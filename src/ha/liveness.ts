@@ -6,7 +6,7 @@
  *
  * The persisted part is read at most once per `maxAgeMs`, and after the first read in the background:
  * reading every online node's id costs ~10 ms at 10,000 nodes, and a placement cycle that waited for it
- * would add that to every assignment. A set up to a second old is safe because it only steers the plan:
+ * would add that to every assignment. A set a few seconds old is safe because it only steers the plan:
  * the commit re-checks a node that is not live here against its persisted heartbeat in the same UPDATE
  * that assigns the unit (see `placementCycle`'s commit).
  */
@@ -30,7 +30,11 @@ export interface NodeLivenessOptions {
   silenceMs: number;
   /** The stream of a node held by this replica, if any. */
   local: (nodeId: string) => LocalStream | undefined;
-  /** How old the persisted-heartbeat set may get before it is read again (default 1 s). */
+  /**
+   * How old the persisted-heartbeat set may get before it is read again: by default a tenth of the
+   * grace period, between 250 ms and 3 s. The heartbeats it reads are written at most every third of
+   * the grace period, so the set is never much staler than the data behind it.
+   */
   maxAgeMs?: number;
 }
 
@@ -51,7 +55,7 @@ export class NodeLiveness {
     this.clock = clock;
     this.silenceMs = options.silenceMs;
     this.local = options.local;
-    this.maxAgeMs = options.maxAgeMs ?? 1000;
+    this.maxAgeMs = options.maxAgeMs ?? Math.min(3000, Math.max(250, options.silenceMs / 10));
   }
 
   /** Whether the node's stream is held here and heard from within the grace period. */

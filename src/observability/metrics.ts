@@ -33,7 +33,7 @@ export interface ControlPlaneMetrics {
   readonly registry: Registry;
   /** One placement cycle: snapshot, placer, fenced commit. */
   readonly placementDuration: Histogram<"result">;
-  /** One whole scheduler loop iteration (placement, dispatch, sweep). */
+  /** One placement loop iteration (cycle and dispatch; the sweep runs beside it). */
   readonly schedulerCycle: Histogram;
   /** Where a leader loop iteration spends its time, by phase (snapshot, plan, commit, dispatch, sweep). */
   readonly schedulerPhase: Histogram<"phase">;
@@ -175,7 +175,7 @@ export function createMetrics(sources?: MetricSources): ControlPlaneMetrics {
     }),
     schedulerCycle: new Histogram({
       name: "gpuagent_scheduler_cycle_duration_seconds",
-      help: "Duration of one leader loop iteration (placement, dispatch of assignments, sweep).",
+      help: "Duration of one placement loop iteration (placement cycle and dispatch of its assignments; the sweep runs beside it).",
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers: [registry],
     }),

@@ -83,63 +83,78 @@ export function createLeaderLoop(deps: ControlPlaneDeps, streams: LeaderStreams,
       pendingWake = true;
       wakeUp?.();
     },
-    async run(term, signal) {
-      let lastSweep = 0;
+    async run(term, leading) {
       logger.info({ term }, "leading: placement loop started");
-      while (!signal.aborted) {
-        pendingWake = false;
-        const started = clock.now();
-        try {
-          let mark = performance.now();
-          const phase = (name: string) => {
-            const at = performance.now();
-            metrics?.schedulerPhase.observe({ phase: name }, (at - mark) / 1000);
-            mark = at;
-          };
-          const result = await runPlacementCycle(deps, term, sources);
-          for (const [name, ms] of Object.entries(result.phasesMs)) metrics?.schedulerPhase.observe({ phase: name }, ms / 1000);
-          mark = performance.now();
-          status.cycles += 1;
-          status.placements += result.placed.length;
-          metrics?.placementDuration.observe({ result: result.committed ? "committed" : "fenced" }, (clock.now() - started) / 1000);
-          metrics?.placements.inc({ result: "placed" }, result.placed.length);
-          metrics?.placements.inc({ result: "unplaced" }, result.unplaced);
-          for (const p of result.placed) metrics?.placementLatency.observe(p.waitedMs / 1000);
-          if (!result.committed) {
-            // Fenced: another replica leads now. Return; the leadership loop steps down and campaigns again.
-            logger.error({ term }, "placement term is no longer current; stepping down");
-            return;
-          }
-          if (result.placed.length > 0) {
-            for (const nodeId of new Set(result.placed.map((p) => p.nodeId))) await streams.dispatchNode(nodeId);
-            phase("dispatch");
-          }
-          if (clock.now() - lastSweep >= sweepEveryMs) {
-            lastSweep = clock.now();
-            await sweep();
-            phase("sweep");
-          }
-          metrics?.schedulerCycle.observe((clock.now() - started) / 1000);
-        } catch (error) {
-          if (signal.aborted) break;
-          logger.error({ err: error }, "placement cycle failed; retrying");
-        }
-        status.lastCycleMs = clock.now() - started;
-        if (pendingWake) continue;
-        await new Promise<void>((resolve) => {
-          const controller = new AbortController();
-          const done = () => {
-            wakeUp = undefined;
-            controller.abort();
-            signal.removeEventListener("abort", done);
-            resolve();
-          };
-          wakeUp = done;
-          signal.addEventListener("abort", done, { once: true });
-          clock.sleep(config.placementIntervalMs, controller.signal).then(done, () => undefined);
-        });
+      // The sweep runs beside the placement loop, not inside it: a job's wake never waits for a sweep.
+      const stop = new AbortController();
+      const signal = AbortSignal.any([leading, stop.signal]);
+      const sweeping = sweepEvery(sweepEveryMs, signal);
+      try {
+        await placeUntil(term, signal);
+      } finally {
+        stop.abort();
+        await sweeping;
       }
       logger.info({ term }, "placement loop stopped");
     },
   };
+
+  async function sweepEvery(intervalMs: number, signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      const started = performance.now();
+      try {
+        await sweep();
+        metrics?.schedulerPhase.observe({ phase: "sweep" }, (performance.now() - started) / 1000);
+      } catch (error) {
+        if (signal.aborted) return;
+        logger.error({ err: error }, "sweep failed; retrying");
+      }
+      await clock.sleep(intervalMs, signal).catch(() => undefined);
+    }
+  }
+
+  async function placeUntil(term: number, signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      pendingWake = false;
+      const started = clock.now();
+      try {
+        const result = await runPlacementCycle(deps, term, sources);
+        for (const [name, ms] of Object.entries(result.phasesMs)) metrics?.schedulerPhase.observe({ phase: name }, ms / 1000);
+        status.cycles += 1;
+        status.placements += result.placed.length;
+        metrics?.placementDuration.observe({ result: result.committed ? "committed" : "fenced" }, (clock.now() - started) / 1000);
+        metrics?.placements.inc({ result: "placed" }, result.placed.length);
+        metrics?.placements.inc({ result: "unplaced" }, result.unplaced);
+        for (const p of result.placed) metrics?.placementLatency.observe(p.waitedMs / 1000);
+        if (!result.committed) {
+          // Fenced: another replica leads now. Return; the leadership loop steps down and campaigns again.
+          logger.error({ term }, "placement term is no longer current; stepping down");
+          return;
+        }
+        if (result.placed.length > 0) {
+          const dispatching = performance.now();
+          for (const nodeId of new Set(result.placed.map((p) => p.nodeId))) await streams.dispatchNode(nodeId);
+          metrics?.schedulerPhase.observe({ phase: "dispatch" }, (performance.now() - dispatching) / 1000);
+        }
+        metrics?.schedulerCycle.observe((clock.now() - started) / 1000);
+      } catch (error) {
+        if (signal.aborted) break;
+        logger.error({ err: error }, "placement cycle failed; retrying");
+      }
+      status.lastCycleMs = clock.now() - started;
+      if (pendingWake) continue;
+      await new Promise<void>((resolve) => {
+        const controller = new AbortController();
+        const done = () => {
+          wakeUp = undefined;
+          controller.abort();
+          signal.removeEventListener("abort", done);
+          resolve();
+        };
+        wakeUp = done;
+        signal.addEventListener("abort", done, { once: true });
+        clock.sleep(config.placementIntervalMs, controller.signal).then(done, () => undefined);
+      });
+    }
+  }
 }

@@ -180,7 +180,7 @@ export async function runPlacementCycle(deps: ControlPlaneDeps, term: number, so
     const placed: CycleResult["placed"] = [];
     const sensitivityOf = new Map(units.map((u) => [u.id, u.sensitivity]));
     const readySince = new Map(units.map((u) => [u.id, u.readySinceMs]));
-    // A node whose stream another replica holds was live by a heartbeat set up to a second old: its
+    // A node whose stream another replica holds was live by a heartbeat set a few seconds old: its
     // persisted heartbeat is checked again here, in the statement that assigns.
     const silentBefore = liveness.silentBefore?.() ?? new Date(0);
     // Unit ids in order, so concurrent transactions touching the same units lock them in the same order.
