@@ -94,6 +94,14 @@ async function schedulerPhases(base: string): Promise<Record<string, { sum: numb
   return Object.fromEntries(phases.map((p) => [p, { sum: read(p, "sum"), count: read(p, "count") }]));
 }
 
+/** The scheduler's garbage-collection time by kind (seconds so far). */
+async function schedulerPauses(base: string): Promise<{ gc: Record<string, number> }> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const gc: Record<string, number> = {};
+  for (const m of text.matchAll(/^gpuagent_nodejs_gc_duration_seconds_sum\{kind="(\w+)"\}\s+(\S+)$/gm)) gc[m[1]!] = Number(m[2]);
+  return { gc };
+}
+
 /** Heap and external memory of the scheduler from its own /metrics (prom-client default metrics), in MiB. */
 async function schedulerHeap(base: string): Promise<{ heapUsedMb: number; externalMb: number }> {
   const text = await (await fetch(`${base}/metrics`)).text();
@@ -346,6 +354,7 @@ try {
   const createLatencies: number[] = [];
   const cyclesBefore = await placementCycles(base);
   const phasesBefore = await schedulerPhases(base);
+  const pausesBefore = await schedulerPauses(base);
   for (let i = 0; i < jobsWanted; i++) {
     const started = performance.now();
     const job = await json(`${base}/api/v1/customer/training-jobs`, { method: "POST", headers: { "x-api-key": key, "content-type": "application/json" }, body: jobBody });
@@ -364,6 +373,9 @@ try {
   }
   const cyclesAfter = await placementCycles(base);
   const phasesAfter = await schedulerPhases(base);
+  // Garbage-collection time spent during the job phase.
+  const pausesAfter = await schedulerPauses(base);
+  const gcMs = Object.fromEntries(Object.keys(pausesAfter.gc).map((kind) => [kind, Math.round(((pausesAfter.gc[kind] ?? 0) - (pausesBefore.gc[kind] ?? 0)) * 1000)]));
   const phaseMeanMs = Object.fromEntries(
     phases.map((p) => {
       const count = phasesAfter[p]!.count - phasesBefore[p]!.count;
@@ -391,6 +403,9 @@ try {
       create_p99_ms: Number(percentile(createLatencies, 99).toFixed(1)),
       placement_cycle_mean_ms: Number(cycleMeanMs.toFixed(1)),
       phase_mean_ms: phaseMeanMs,
+      gc_ms_during_jobs: gcMs,
+      assign_worst_ms: [...latencies].sort((a, b) => b - a).slice(0, 5).map((ms) => Number(ms.toFixed(1))),
+      create_of_worst_ms: [...latencies.keys()].sort((a, b) => latencies[b]! - latencies[a]!).slice(0, 5).map((k) => Number(createLatencies[k]!.toFixed(1))),
       connect_s: Number(connectSeconds.toFixed(1)),
       connect_concurrency: connectConcurrency,
       heartbeat_interval_s: heartbeatSeconds,
