@@ -71,15 +71,18 @@ async function buildAssign(deps: ControlPlaneDeps, unit: UnitRow): Promise<Assig
   const { db, signer, clock, config } = deps;
   const job = await findJobById(db, unit.job_id);
   if (job === undefined) return undefined;
-  const pkg = await findUpload(db, "training_packages", job.customer_id, job.training_package_id);
-  const dataset = await findUpload(db, "datasets", job.customer_id, job.dataset_id);
+  // Independent reads, side by side: on PostgreSQL each takes its own pooled connection.
+  const [pkg, dataset, siblings] = await Promise.all([
+    findUpload(db, "training_packages", job.customer_id, job.training_package_id),
+    findUpload(db, "datasets", job.customer_id, job.dataset_id),
+    listUnitsOfJob(db, unit.job_id),
+  ]);
   if (pkg === undefined || dataset === undefined) return undefined;
   const now = clock.now();
   const startedMs = job.started_at?.getTime() ?? now;
   const deadlineMs = Math.max(now + 1000, startedMs + job.max_runtime_seconds * 1000);
   // Inputs must stay downloadable for as long as the unit may run.
   const urlExpiry = deadlineMs + 3600_000;
-  const siblings = await listUnitsOfJob(db, unit.job_id);
   const ancestors = ancestorsOf(unit, siblings).map((s) => s.id);
   const produced = await listArtifactsOfUnits(db, ancestors);
   produced.sort((a, b) => ancestors.indexOf(a.compute_unit_id) - ancestors.indexOf(b.compute_unit_id));

@@ -11,8 +11,8 @@
  * newer than its last read minus `overlapMs` (a change stamped before that
  * read but committed after it is still caught, as long as no transaction that
  * changes a node stays open longer than the overlap), and every `fullEveryMs`
- * it reads all online nodes again as a backstop. Times come from the
- * database's clock only.
+ * it reads all online nodes again as a backstop, in the background. Times
+ * come from the database's clock only.
  *
  * What may be stale, and why that is safe: free resources are not taken from
  * here (the cycle sums the units held on each node afresh), liveness comes
@@ -52,7 +52,9 @@ export class FleetCache {
    * same millisecond would then be read again on every look.
    */
   private lastReadAt: string | undefined;
-  /** Nodes whose row changed, appeared or left since the last `takeChanged` ("all" after a full read). */
+  /** The periodic full read, while it is in flight. */
+  private fullRead: Promise<void> | undefined;
+  /** Nodes whose row changed, appeared or left since the last `takeChanged` ("all" after the first read). */
   private changed: Set<string> | "all" = "all";
   /** Rows read so far (full and incremental), for tests and diagnostics. */
   rowsRead = 0;
@@ -64,13 +66,18 @@ export class FleetCache {
     this.fullEveryMs = options.fullEveryMs ?? 60_000;
   }
 
-  /** The online nodes, brought up to date when the copy is older than `maxAgeMs`. */
+  /**
+   * The online nodes, brought up to date when the copy is older than `maxAgeMs`. The first look reads
+   * every online node and waits for it; the periodic full read after that runs in the background
+   * (reading and parsing 10,000 rows takes tens of milliseconds, which the cycle of the job that
+   * happened to be waiting would otherwise pay) while this look reads the changed rows as usual.
+   */
   async onlineNodes(sql: Sql): Promise<readonly NodeRow[]> {
     const now = this.clock.now();
     if (now - this.checkedAtMs < this.maxAgeMs) return this.rows;
     // Taken before the read, so the next look reaches back at least to what this one might have missed.
-    const [{ at: readAt }] = (await sql.query<{ at: string }>(`SELECT clock_timestamp()::text AS at`)) as [{ at: string }];
-    if (this.lastReadAt === undefined || now - this.fullAtMs >= this.fullEveryMs) {
+    const readAt = await this.databaseNow(sql);
+    if (this.lastReadAt === undefined) {
       const all = await sql.query<NodeRow>(`SELECT * FROM nodes WHERE state = 'online'`);
       this.byId.clear();
       for (const row of all) this.byId.set(row.id, row);
@@ -79,31 +86,83 @@ export class FleetCache {
       this.fullAtMs = now;
       this.changed = "all";
     } else {
+      if (now - this.fullAtMs >= this.fullEveryMs && this.fullRead === undefined) this.startFullRead(sql, now);
       const changed = await sql.query<NodeRow>(
         `SELECT * FROM nodes WHERE placement_changed_at >= $1::timestamptz - make_interval(secs => $2::double precision / 1000)`,
         [this.lastReadAt, this.overlapMs],
       );
-      let moved = false;
-      for (const row of changed) {
-        const before = this.byId.get(row.id);
-        if (row.state === "online") {
-          // An unchanged row keeps its object, so the placer's sync sees the same node.
-          if (before !== undefined && sameForPlacement(before, row)) continue;
-          this.byId.set(row.id, row);
-          moved = true;
-          if (this.changed !== "all") this.changed.add(row.id);
-        } else if (before !== undefined) {
-          this.byId.delete(row.id);
-          moved = true;
-          if (this.changed !== "all") this.changed.add(row.id);
-        }
-      }
-      if (moved) this.rows = [...this.byId.values()];
       this.rowsRead += changed.length;
+      this.apply(changed, false);
     }
     this.lastReadAt = readAt;
     this.checkedAtMs = now;
     return this.rows;
+  }
+
+  /** Settles when no background full read is in flight (tests). */
+  async whenRead(): Promise<void> {
+    await this.fullRead;
+  }
+
+  private async databaseNow(sql: Sql): Promise<string> {
+    const [{ at }] = (await sql.query<{ at: string }>(`SELECT clock_timestamp()::text AS at`)) as [{ at: string }];
+    return at;
+  }
+
+  /**
+   * Every online node read again off the cycle's path. It may land after an incremental read that saw
+   * newer rows; so the next look reads again everything changed since this read began.
+   */
+  private startFullRead(sql: Sql, now: number): void {
+    this.fullAtMs = now;
+    this.fullRead = (async () => {
+      try {
+        const readAt = await this.databaseNow(sql);
+        const all = await sql.query<NodeRow>(`SELECT * FROM nodes WHERE state = 'online'`);
+        this.rowsRead += all.length;
+        this.apply(all, true);
+        this.lastReadAt = readAt;
+        this.checkedAtMs = Number.NEGATIVE_INFINITY;
+      } catch {
+        // The backstop is tried again at the next look; the incremental reads go on meanwhile.
+        this.fullAtMs = Number.NEGATIVE_INFINITY;
+      } finally {
+        this.fullRead = undefined;
+      }
+    })();
+  }
+
+  /**
+   * Applies rows read from the database: an online row replaces the copy's unless it is the same for
+   * placement (so an unchanged node keeps its object); a row no longer online leaves. With `complete`,
+   * the rows are every online node, and a node missing from them leaves too.
+   */
+  private apply(rows: readonly NodeRow[], complete: boolean): void {
+    let moved = false;
+    const note = (id: string) => {
+      moved = true;
+      if (this.changed !== "all") this.changed.add(id);
+    };
+    for (const row of rows) {
+      const before = this.byId.get(row.id);
+      if (row.state === "online") {
+        if (before !== undefined && sameForPlacement(before, row)) continue;
+        this.byId.set(row.id, row);
+        note(row.id);
+      } else if (before !== undefined) {
+        this.byId.delete(row.id);
+        note(row.id);
+      }
+    }
+    if (complete) {
+      const online = new Set(rows.map((r) => r.id));
+      for (const id of [...this.byId.keys()]) {
+        if (online.has(id)) continue;
+        this.byId.delete(id);
+        note(id);
+      }
+    }
+    if (moved) this.rows = [...this.byId.values()];
   }
 
   /** The row of an online node as of the last look. */
@@ -121,10 +180,10 @@ export class FleetCache {
     return changed;
   }
 
-  /** The next look reads every online node again. */
+  /** The next look reads every online node again, and waits for it. */
   invalidate(): void {
     this.checkedAtMs = Number.NEGATIVE_INFINITY;
-    this.fullAtMs = Number.NEGATIVE_INFINITY;
+    this.lastReadAt = undefined;
   }
 }
 

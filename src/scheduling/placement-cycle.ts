@@ -90,15 +90,18 @@ export async function readSnapshot(sql: Sql, sources: SnapshotSources): Promise<
   );
   // Nothing waits: skip reading the fleet (an idle cycle must stay cheap with thousands of nodes).
   if (ready.length === 0) return { snapshot: { nodes: [] }, units: [] };
-  await liveness.refresh?.(sql);
-  const onlineRows = fleet === undefined ? await sql.query<NodeRow>(`SELECT * FROM nodes WHERE state = 'online'`) : await fleet.onlineNodes(sql);
-  const held = await sql.query<HeldRow>(
-    `SELECT node_id, gpu_index, sum(required_vram_mb)::int AS vram, sum(required_disk_mb)::int AS disk,
-            sum(required_cpu_cores)::int AS cpu, sum(required_memory_mb)::int AS memory
-     FROM compute_units WHERE status IN ('assigned', 'running') AND node_id IS NOT NULL GROUP BY node_id, gpu_index`,
-  );
-  const reliability = await history.reliability(sql);
-  const datasetsByNode = await history.datasetsByNode(sql, ready.map((u) => u.dataset_id));
+  // Independent reads, side by side: on PostgreSQL each takes its own pooled connection.
+  const [, onlineRows, held, reliability, datasetsByNode] = await Promise.all([
+    liveness.refresh?.(sql),
+    fleet === undefined ? sql.query<NodeRow>(`SELECT * FROM nodes WHERE state = 'online'`) : fleet.onlineNodes(sql),
+    sql.query<HeldRow>(
+      `SELECT node_id, gpu_index, sum(required_vram_mb)::int AS vram, sum(required_disk_mb)::int AS disk,
+              sum(required_cpu_cores)::int AS cpu, sum(required_memory_mb)::int AS memory
+       FROM compute_units WHERE status IN ('assigned', 'running') AND node_id IS NOT NULL GROUP BY node_id, gpu_index`,
+    ),
+    history.reliability(sql),
+    history.datasetsByNode(sql, ready.map((u) => u.dataset_id)),
+  ]);
   const heldByNode = new Map<string, HeldRow[]>();
   for (const h of held) {
     const rows = heldByNode.get(h.node_id);

@@ -67,19 +67,39 @@ describe("FleetCache", function () {
     assert.deepEqual(await online(fleet), [...ids].sort(), "a node back online is back in the copy");
   });
 
-  it("reads everything again after its full-read period and after invalidate", async () => {
-    const fleet = new FleetCache(clock, { maxAgeMs: 1000, fullEveryMs: 60_000 });
+  it("reads everything again after its full-read period, in the background, and waits for it after invalidate", async () => {
+    const fleet = new FleetCache(clock, { maxAgeMs: 1000, overlapMs: 0, fullEveryMs: 60_000 });
     await online(fleet);
     const afterFirst = fleet.rowsRead;
     now += 60_000;
     await online(fleet);
+    await fleet.whenRead();
     assert.equal(fleet.rowsRead - afterFirst, 5);
     fleet.invalidate();
     await online(fleet);
     assert.equal(fleet.rowsRead - afterFirst, 10);
   });
 
-  it("names the nodes whose row changed, appeared or left since it was last asked, and 'all' after a full read", async () => {
+  it("drops, at the periodic full read, a node that left without its stamp moving, and names only what changed", async () => {
+    const fleet = new FleetCache(clock, { maxAgeMs: 1000, overlapMs: 0, fullEveryMs: 60_000 });
+    await online(fleet);
+    fleet.takeChanged();
+    // A change the trigger did not stamp (written with the trigger off, say): only the backstop sees it.
+    await db.query(`ALTER TABLE nodes DISABLE TRIGGER nodes_placement_change`);
+    await db.query(`UPDATE nodes SET state = 'cordoned' WHERE id = $1`, [ids[2]]);
+    await db.query(`ALTER TABLE nodes ENABLE TRIGGER nodes_placement_change`);
+    now += 1000;
+    assert.equal((await online(fleet)).length, 5, "an incremental read does not see it");
+    now += 60_000;
+    await online(fleet);
+    await fleet.whenRead();
+    now += 1000;
+    assert.deepEqual(await online(fleet), [...ids].filter((id) => id !== ids[2]).sort());
+    assert.deepEqual([...(fleet.takeChanged() as Set<string>)], [ids[2]]);
+    await db.query(`UPDATE nodes SET state = 'online' WHERE id = $1`, [ids[2]]);
+  });
+
+  it("names the nodes whose row changed, appeared or left since it was last asked, and 'all' after a first read", async () => {
     const fleet = new FleetCache(clock, { maxAgeMs: 1000, overlapMs: 0, fullEveryMs: 60_000 });
     await online(fleet);
     assert.equal(fleet.takeChanged(), "all");
@@ -93,6 +113,10 @@ describe("FleetCache", function () {
     assert.equal(fleet.row(ids[0]!), undefined);
     await db.query(`UPDATE nodes SET state = 'online', capabilities = '{"cpuCores": 8}' WHERE id = ANY($1::uuid[])`, [[ids[0], ids[3]]]);
     now += 60_000;
+    await online(fleet);
+    await fleet.whenRead();
+    assert.deepEqual([...(fleet.takeChanged() as Set<string>)].sort(), [ids[0], ids[3]].sort(), "a periodic full read names only what differed");
+    fleet.invalidate();
     await online(fleet);
     assert.equal(fleet.takeChanged(), "all");
   });
