@@ -46,7 +46,7 @@ import {
   listArtifactsOfJob,
   listJobViews,
   listUnitsOfJob,
-  outstandingProjectedCost,
+  creditsAndReserved,
 } from "../store/jobs.ts";
 import { isUniqueViolation } from "../store/database.ts";
 import { pageRequest, toPage } from "../store/pagination.ts";
@@ -423,8 +423,7 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
             );
           }
           const cost = projectedCost(units, config.rates, runtime);
-          const balance = await creditBalance(tx, principal.customerId);
-          const reserved = await outstandingProjectedCost(tx, principal.customerId);
+          const { balance, reserved } = await creditsAndReserved(tx, principal.customerId);
           if (cost > balance - reserved) {
             throw new ApiError(
               "CREDIT_INSUFFICIENT",

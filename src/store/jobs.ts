@@ -174,21 +174,19 @@ export async function customerJobCounts(
   customerId: string,
   now: Date,
 ): Promise<{ createdLastMinute: number; active: number; unitsToday: number; oldestInWindow: Date | null }> {
-  const [row] = await sql.query<{ created_last_minute: number; active: number; oldest_in_window: Date | null }>(
-    `SELECT count(*) FILTER (WHERE created_at > $2::timestamptz - interval '60 seconds')::int AS created_last_minute,
-            count(*) FILTER (WHERE status IN ('queued', 'running'))::int AS active,
-            min(created_at) FILTER (WHERE created_at > $2::timestamptz - interval '60 seconds') AS oldest_in_window
-     FROM training_jobs WHERE customer_id = $1`,
-    [customerId, now],
-  );
-  const [units] = await sql.query<{ n: number }>(
-    `SELECT count(*)::int AS n FROM compute_units WHERE customer_id = $1 AND created_at >= date_trunc('day', $2::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'`,
+  // One round trip, and each count is an index range of this customer (not a scan of all their jobs).
+  const [row] = await sql.query<{ created_last_minute: number; active: number; oldest_in_window: Date | null; units_today: number }>(
+    `SELECT (SELECT count(*)::int FROM training_jobs WHERE customer_id = $1 AND created_at > $2::timestamptz - interval '60 seconds') AS created_last_minute,
+            (SELECT min(created_at) FROM training_jobs WHERE customer_id = $1 AND created_at > $2::timestamptz - interval '60 seconds') AS oldest_in_window,
+            (SELECT count(*)::int FROM training_jobs WHERE customer_id = $1 AND status IN ('queued', 'running')) AS active,
+            (SELECT count(*)::int FROM compute_units
+              WHERE customer_id = $1 AND created_at >= date_trunc('day', $2::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') AS units_today`,
     [customerId, now],
   );
   return {
     createdLastMinute: row?.created_last_minute ?? 0,
     active: row?.active ?? 0,
-    unitsToday: units?.n ?? 0,
+    unitsToday: row?.units_today ?? 0,
     oldestInWindow: row?.oldest_in_window ?? null,
   };
 }
@@ -300,17 +298,19 @@ export async function insertIdempotencyRecord(sql: Sql, customerId: string, key:
  * Credits the customer's active jobs may still spend: each job's projected
  * cost less what it has been debited so far. A new job must fit in the balance
  * left after these, or several jobs could together spend more than it.
+ * Returned with the customer's balance, in one round trip.
  */
-export async function outstandingProjectedCost(sql: Sql, customerId: string): Promise<number> {
-  const [row] = await sql.query<{ outstanding: number }>(
-    `SELECT COALESCE(sum(GREATEST(j.projected_cost_credits - COALESCE(d.debited, 0), 0)), 0)::bigint AS outstanding
-     FROM training_jobs j
-     LEFT JOIN (SELECT job_id, -sum(amount) AS debited FROM ledger_entries WHERE customer_id = $1 AND kind = 'debit' GROUP BY job_id) d
-       ON d.job_id = j.id
-     WHERE j.customer_id = $1 AND j.status IN ('queued', 'running')`,
+export async function creditsAndReserved(sql: Sql, customerId: string): Promise<{ balance: number; reserved: number }> {
+  const [row] = await sql.query<{ balance: number; reserved: number }>(
+    `SELECT (SELECT COALESCE(sum(amount), 0)::bigint FROM ledger_entries WHERE customer_id = $1) AS balance,
+            (SELECT COALESCE(sum(GREATEST(j.projected_cost_credits - COALESCE(d.debited, 0), 0)), 0)::bigint
+               FROM training_jobs j
+               LEFT JOIN (SELECT job_id, -sum(amount) AS debited FROM ledger_entries WHERE customer_id = $1 AND kind = 'debit' GROUP BY job_id) d
+                 ON d.job_id = j.id
+              WHERE j.customer_id = $1 AND j.status IN ('queued', 'running')) AS reserved`,
     [customerId],
   );
-  return row?.outstanding ?? 0;
+  return { balance: row?.balance ?? 0, reserved: row?.reserved ?? 0 };
 }
 
 /** A job with the counters its API view shows, read in one query. */
