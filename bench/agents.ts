@@ -264,7 +264,10 @@ const database = databaseUrl === undefined ? "embedded (PGlite)" : throwaway ===
 const schedulerEnv: NodeJS.ProcessEnv = { ...process.env };
 delete schedulerEnv["DATABASE_URL"];
 if (databaseUrl !== undefined) schedulerEnv["DATABASE_URL"] = databaseUrl;
-const scheduler: ChildProcess = spawn(process.execPath, [join(root, "cmd", "scheduler.ts")], {
+// Started as `npm run scheduler` starts it (and the chart): with the node flags of that script.
+const schedulerScript = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { scripts: Record<string, string> }).scripts["scheduler"] ?? "node cmd/scheduler.ts";
+const schedulerArgs = schedulerScript.split(" ").slice(1).map((arg) => (arg.endsWith(".ts") ? join(root, arg) : arg));
+const scheduler: ChildProcess = spawn(process.execPath, schedulerArgs, {
   env: {
     ...schedulerEnv,
     PORT: String(port),
@@ -428,6 +431,7 @@ try {
       jobs: latencies.length,
       enroll_retries: enrollRetries,
       database,
+      scheduler: schedulerScript,
     })}\n`,
   );
 } finally {

@@ -444,7 +444,10 @@ describe("charts/gpu-agent", () => {
     it("runs the scheduler on one port named http", () => {
       assert.match(d, /^kind: Deployment$/m);
       assert.match(d, /replicas: \{\{ \.Values\.replicaCount \}\}/);
-      assert.match(d, /command: \["node", "cmd\/scheduler\.ts"\]/);
+      // The same node flags as `npm run scheduler` (package.json), which the agents benchmark measures.
+      const script = (JSON.parse(readFileSync(join(repo, "package.json"), "utf8")) as { scripts: Record<string, string> }).scripts["scheduler"]!;
+      const args = script.split(" ").map((a) => `"${a}"`).join(", ");
+      assert.ok(d.includes(`command: [${args}]`), `the chart runs ${script}`);
       assert.equal((d.match(/containerPort:/g) ?? []).length, 1);
       assert.match(d, /- name: http\n\s+containerPort: 8080/);
       assert.match(d, /terminationGracePeriodSeconds: 30/);
