@@ -48,8 +48,10 @@ export class FleetCache {
   private fullAtMs = Number.NEGATIVE_INFINITY;
   /**
    * The database's clock at the previous read, as the database wrote it: a JS
-   * Date would cut it to milliseconds, and a change stamped earlier in the
-   * same millisecond would then be read again on every look.
+   * Date would cut PostgreSQL's microseconds to milliseconds, and a change
+   * stamped earlier in the same millisecond would be read again. (The embedded
+   * PGlite's clock itself ticks in milliseconds; re-reading a row stamped at
+   * the instant of a read is the price of never missing one.)
    */
   private lastReadAt: string | undefined;
   /** The periodic full read, while it is in flight. */

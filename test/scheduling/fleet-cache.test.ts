@@ -23,8 +23,12 @@ describe("FleetCache", function () {
   after(async () => {
     await db?.close();
   });
-  beforeEach(() => {
+  beforeEach(async () => {
     now = 1_000_000;
+    // What earlier tests changed is history: the embedded database's clock ticks coarsely enough that a
+    // change made just before a test's first read can carry the very stamp of that read, and `>=` (right:
+    // a change stamped at the instant of a read may commit after it) would read it again.
+    await db.query(`UPDATE nodes SET placement_changed_at = clock_timestamp() - interval '1 hour'`);
   });
 
   const online = async (fleet: FleetCache) => (await fleet.onlineNodes(db)).map((r) => r.id).sort();
