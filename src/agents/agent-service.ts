@@ -106,7 +106,7 @@ function optionalMs(at: Timestamp | undefined): number | undefined {
 export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegistry): ServiceImpl<typeof AgentService> {
   const { db, clock, logger, config, telemetry } = deps;
   const now = () => new Date(clock.now());
-  const heartbeats = createHeartbeatBatcher(db);
+  const heartbeats = createHeartbeatBatcher(db, { clock });
   let lastHelloWakeMs = Number.NEGATIVE_INFINITY;
   let helloWakeScheduled = false;
   /** Wakes the placer for a new node: at once, unless a Hello did so recently; then once, at the end of the period. */

@@ -17,10 +17,33 @@ function gatedSql() {
 
 const tick = () => new Promise<void>((r) => setImmediate(r));
 
+/** A clock whose sleeps end when the test says so. */
+function manualClock() {
+  let now = 0;
+  const sleeps: { until: number; wake: () => void }[] = [];
+  return {
+    clock: {
+      now: () => now,
+      sleep: (ms: number) => new Promise<void>((wake) => void sleeps.push({ until: now + ms, wake })),
+    },
+    sleeps,
+    advance(ms: number) {
+      now += ms;
+      for (const s of sleeps.splice(0)) {
+        if (s.until <= now) s.wake();
+        else sleeps.push(s);
+      }
+    },
+  };
+}
+
+/** Writes back to back, as the first tests describe the batching itself. */
+const backToBack = { clock: manualClock().clock, spacingMs: 0 };
+
 describe("heartbeat batcher", () => {
   it("writes heartbeats that arrive together, and those arriving during a write, in one UPDATE each", async () => {
     const { sql, calls } = gatedSql();
-    const batcher = createHeartbeatBatcher(sql);
+    const batcher = createHeartbeatBatcher(sql, backToBack);
     const a = batcher.touch("00000000-0000-4000-8000-00000000000a", new Date(2000));
     const b = batcher.touch("00000000-0000-4000-8000-00000000000b", new Date(1000));
     await tick();
@@ -44,7 +67,7 @@ describe("heartbeat batcher", () => {
 
   it("rejects the waiters of a failed write and keeps writing later batches", async () => {
     const { sql, calls } = gatedSql();
-    const batcher = createHeartbeatBatcher(sql);
+    const batcher = createHeartbeatBatcher(sql, backToBack);
     const a = batcher.touch("00000000-0000-4000-8000-00000000000a", new Date(1));
     await tick();
     calls[0]!.fail(new Error("connection lost"));
@@ -54,5 +77,28 @@ describe("heartbeat batcher", () => {
     assert.equal(calls.length, 2);
     calls[1]!.release();
     await b;
+  });
+
+  it("starts writes at most once per spacing, so the database is not kept busy by heartbeats", async () => {
+    const { sql, calls } = gatedSql();
+    const time = manualClock();
+    const batcher = createHeartbeatBatcher(sql, { clock: time.clock, spacingMs: 250 });
+    const a = batcher.touch("00000000-0000-4000-8000-00000000000a", new Date(1));
+    await tick();
+    assert.equal(calls.length, 1, "an idle batcher writes at once");
+    time.advance(10);
+    calls[0]!.release();
+    await a;
+    const b = batcher.touch("00000000-0000-4000-8000-00000000000b", new Date(2));
+    const c = batcher.touch("00000000-0000-4000-8000-00000000000c", new Date(3));
+    await tick();
+    assert.equal(calls.length, 1, "the next write waits for the spacing");
+    assert.deepEqual(time.sleeps.map((s) => s.until), [250]);
+    time.advance(240);
+    await tick();
+    assert.equal(calls.length, 2);
+    assert.deepEqual(calls[1]!.params[0], ["00000000-0000-4000-8000-00000000000b", "00000000-0000-4000-8000-00000000000c"]);
+    calls[1]!.release();
+    await Promise.all([b, c]);
   });
 });
