@@ -78,9 +78,13 @@ function deframer(onMessage: (bytes: Uint8Array) => void): (chunk: Buffer) => vo
   };
 }
 
+/** The scheduler's /metrics text, read once for every figure taken at one moment. */
+async function scrape(base: string): Promise<string> {
+  return (await fetch(`${base}/metrics`)).text();
+}
+
 /** Sum and count of the scheduler's placement cycles (gpuagent_placement_cycle_duration_seconds, committed). */
-async function placementCycles(base: string): Promise<{ sum: number; count: number }> {
-  const text = await (await fetch(`${base}/metrics`)).text();
+function placementCycles(text: string): { sum: number; count: number } {
   const read = (suffix: string) =>
     Number(new RegExp(`^gpuagent_placement_cycle_duration_seconds_${suffix}\\{result="committed"\\}\\s+(\\S+)$`, "m").exec(text)?.[1] ?? 0);
   return { sum: read("sum"), count: read("count") };
@@ -89,24 +93,21 @@ async function placementCycles(base: string): Promise<{ sum: number; count: numb
 const phases = ["snapshot", "plan", "commit", "dispatch", "sweep"] as const;
 
 /** Sum and count per phase of the leader loop (gpuagent_scheduler_phase_duration_seconds). */
-async function schedulerPhases(base: string): Promise<Record<string, { sum: number; count: number }>> {
-  const text = await (await fetch(`${base}/metrics`)).text();
+function schedulerPhases(text: string): Record<string, { sum: number; count: number }> {
   const read = (phase: string, suffix: string) =>
     Number(new RegExp(`^gpuagent_scheduler_phase_duration_seconds_${suffix}\\{phase="${phase}"\\}\\s+(\\S+)$`, "m").exec(text)?.[1] ?? 0);
   return Object.fromEntries(phases.map((p) => [p, { sum: read(p, "sum"), count: read(p, "count") }]));
 }
 
 /** The scheduler's garbage-collection time by kind (seconds so far). */
-async function schedulerPauses(base: string): Promise<{ gc: Record<string, number> }> {
-  const text = await (await fetch(`${base}/metrics`)).text();
+function gcSeconds(text: string): Record<string, number> {
   const gc: Record<string, number> = {};
   for (const m of text.matchAll(/^gpuagent_nodejs_gc_duration_seconds_sum\{kind="(\w+)"\}\s+(\S+)$/gm)) gc[m[1]!] = Number(m[2]);
-  return { gc };
+  return gc;
 }
 
 /** Heap and external memory of the scheduler from its own /metrics (prom-client default metrics), in MiB. */
-async function schedulerHeap(base: string): Promise<{ heapUsedMb: number; externalMb: number }> {
-  const text = await (await fetch(`${base}/metrics`)).text();
+function schedulerHeap(text: string): { heapUsedMb: number; externalMb: number } {
   const read = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})?\\s+(\\S+)$`, "m").exec(text)?.[1] ?? Number.NaN) / (1024 * 1024);
   return { heapUsedMb: read("gpuagent_nodejs_heap_size_used_bytes"), externalMb: read("gpuagent_nodejs_external_memory_bytes") };
 }
@@ -326,7 +327,7 @@ try {
 
   await new Promise((r) => setTimeout(r, 1000));
   const rssBefore = rssMb(scheduler.pid!);
-  const heapBefore = await schedulerHeap(base);
+  const heapBefore = schedulerHeap(await scrape(base));
 
   // Streams: Hello → Welcome for every agent, a few dozen at a time.
   // First Assign arrival per job; it may beat the 201 (the placer runs as soon as the job commits).
@@ -351,7 +352,7 @@ try {
   await new Promise((r) => setTimeout(r, windowS * 1000));
   const heartbeatsPerS = (agents.reduce((n, a) => n + a.heartbeatsAcked, 0) - ackedBefore) / windowS;
   const rssAfter = rssMb(scheduler.pid!);
-  const heapAfter = await schedulerHeap(base);
+  const heapAfter = schedulerHeap(await scrape(base));
 
   // Assignment latency: job submitted → Assign of its first unit on some agent's stream.
   const jobBody = JSON.stringify({ name: "bench", dataset_id: datasetId, training_package_id: packageId, required_vram_mb: 8000, max_runtime_seconds: 60 });
@@ -378,20 +379,22 @@ try {
   // apart as the cold start, not mixed into the steady state the percentiles describe.
   const warmup: number[] = [];
   for (let i = 0; i < warmupJobs; i++) warmup.push((await submitAndWait()).assignMs);
-  const cyclesBefore = await placementCycles(base);
-  const phasesBefore = await schedulerPhases(base);
-  const pausesBefore = await schedulerPauses(base);
+  const metricsBefore = await scrape(base);
+  const cyclesBefore = placementCycles(metricsBefore);
+  const phasesBefore = schedulerPhases(metricsBefore);
+  const gcBefore = gcSeconds(metricsBefore);
   for (let i = 0; i < jobsWanted; i++) {
     const { createMs, assignMs } = await submitAndWait();
     if (!Number.isFinite(assignMs)) continue;
     createLatencies.push(createMs);
     latencies.push(assignMs);
   }
-  const cyclesAfter = await placementCycles(base);
-  const phasesAfter = await schedulerPhases(base);
+  const metricsAfter = await scrape(base);
+  const cyclesAfter = placementCycles(metricsAfter);
+  const phasesAfter = schedulerPhases(metricsAfter);
   // Garbage-collection time spent during the job phase.
-  const pausesAfter = await schedulerPauses(base);
-  const gcMs = Object.fromEntries(Object.keys(pausesAfter.gc).map((kind) => [kind, Math.round(((pausesAfter.gc[kind] ?? 0) - (pausesBefore.gc[kind] ?? 0)) * 1000)]));
+  const gcAfter = gcSeconds(metricsAfter);
+  const gcMs = Object.fromEntries(Object.keys(gcAfter).map((kind) => [kind, Math.round(((gcAfter[kind] ?? 0) - (gcBefore[kind] ?? 0)) * 1000)]));
   const phaseMeanMs = Object.fromEntries(
     phases.map((p) => {
       const count = phasesAfter[p]!.count - phasesBefore[p]!.count;

@@ -10,6 +10,7 @@
  * the commit re-checks a node that is not live here against its persisted heartbeat in the same UPDATE
  * that assigns the unit (see `placementCycle`'s commit).
  */
+import { ChangedIds } from "../platform/changed-ids.ts";
 import type { Clock } from "../platform/clock.ts";
 import type { Sql } from "../store/database.ts";
 
@@ -49,7 +50,7 @@ export class NodeLiveness {
   private reading: Promise<void> | undefined;
   private failure: unknown;
   /** Nodes whose liveness may have changed since the last `takeChanged` ("all" before that). */
-  private changed: Set<string> | "all" = "all";
+  private readonly changed = new ChangedIds();
 
   constructor(clock: Clock, options: NodeLivenessOptions) {
     this.clock = clock;
@@ -76,7 +77,7 @@ export class NodeLiveness {
 
   /** A stream of this node opened or closed here (the session registry calls this). */
   localChanged(nodeId: string): void {
-    if (this.changed !== "all") this.changed.add(nodeId);
+    this.changed.add(nodeId);
   }
 
   /**
@@ -85,9 +86,7 @@ export class NodeLiveness {
    * that falls silent counts once the re-scan closes it (ha/cluster-sessions.ts), within seconds.
    */
   takeChanged(): ReadonlySet<string> | "all" {
-    const changed = this.changed;
-    this.changed = new Set();
-    return changed;
+    return this.changed.take();
   }
 
   /** A persisted heartbeat older than this says the node is silent. */
@@ -118,7 +117,7 @@ export class NodeLiveness {
     const reading = freshNodeIds(sql, new Date(now - this.silenceMs)).then(
       (ids) => {
         const before = this.remote;
-        if (this.changed !== "all") {
+        if (!this.changed.isAll) {
           for (const id of ids) if (!before.has(id)) this.changed.add(id);
           for (const id of before) if (!ids.has(id)) this.changed.add(id);
         }

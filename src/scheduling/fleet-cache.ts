@@ -22,6 +22,7 @@
  * just-cordoned one whose assignment the commit then refuses, for at most
  * `maxAgeMs`.
  */
+import { ChangedIds } from "../platform/changed-ids.ts";
 import type { Clock } from "../platform/clock.ts";
 import type { Sql } from "../store/database.ts";
 import type { NodeRow } from "../store/nodes.ts";
@@ -57,7 +58,7 @@ export class FleetCache {
   /** The periodic full read, while it is in flight. */
   private fullRead: Promise<void> | undefined;
   /** Nodes whose row changed, appeared or left since the last `takeChanged` ("all" after the first read). */
-  private changed: Set<string> | "all" = "all";
+  private readonly changed = new ChangedIds();
   /** Rows read so far (full and incremental), for tests and diagnostics. */
   rowsRead = 0;
 
@@ -86,7 +87,7 @@ export class FleetCache {
       this.rows = [...this.byId.values()];
       this.rowsRead += all.length;
       this.fullAtMs = now;
-      this.changed = "all";
+      this.changed.all();
     } else {
       if (now - this.fullAtMs >= this.fullEveryMs && this.fullRead === undefined) this.startFullRead(sql, now);
       const changed = await sql.query<NodeRow>(
@@ -143,7 +144,7 @@ export class FleetCache {
     let moved = false;
     const note = (id: string) => {
       moved = true;
-      if (this.changed !== "all") this.changed.add(id);
+      this.changed.add(id);
     };
     for (const row of rows) {
       const before = this.byId.get(row.id);
@@ -177,9 +178,7 @@ export class FleetCache {
    * read again (or on the first call): what a consumer keeping per-node state must look at again.
    */
   takeChanged(): ReadonlySet<string> | "all" {
-    const changed = this.changed;
-    this.changed = new Set();
-    return changed;
+    return this.changed.take();
   }
 
   /** The next look reads every online node again, and waits for it. */

@@ -9,6 +9,7 @@
  * changes a preference, never a constraint. Dataset holders are read per cycle
  * for the datasets of the waiting units only (an index lookup).
  */
+import { ChangedIds } from "../platform/changed-ids.ts";
 import type { Clock } from "../platform/clock.ts";
 import type { Sql } from "../store/database.ts";
 import { readNodeAttemptCounts, readNodesHoldingDatasets } from "../store/nodes.ts";
@@ -38,7 +39,7 @@ export class NodeHistory {
   private counts = new Map<string, { completed: number; lost: number }>();
   private readAtMs = Number.NEGATIVE_INFINITY;
   /** Nodes whose counts changed since the last `takeChanged` ("all" before the first read). */
-  private changed: Set<string> | "all" = "all";
+  private readonly changed = new ChangedIds();
 
   constructor(clock: Clock, options: { refreshMs?: number; windowMs?: number; datasetWindowMs?: number } = {}) {
     this.clock = clock;
@@ -54,7 +55,7 @@ export class NodeHistory {
     if (now - this.readAtMs >= this.refreshMs) {
       const before = this.counts;
       const after = await readNodeAttemptCounts(sql, new Date(now - this.windowMs));
-      if (this.changed !== "all") {
+      if (!this.changed.isAll) {
         for (const [nodeId, c] of after) {
           const b = before.get(nodeId);
           if (b === undefined || b.completed !== c.completed || b.lost !== c.lost) this.changed.add(nodeId);
@@ -73,9 +74,7 @@ export class NodeHistory {
 
   /** The nodes whose reliability may have changed since the previous call ("all" on the first). */
   takeChanged(): ReadonlySet<string> | "all" {
-    const changed = this.changed;
-    this.changed = new Set();
-    return changed;
+    return this.changed.take();
   }
 
   /** Node id → datasets (among `datasetIds`) it holds. */
@@ -95,6 +94,6 @@ export class NodeHistory {
   /** Forget the cached counts (tests, or after an operator resets a node's record). */
   invalidate(): void {
     this.readAtMs = Number.NEGATIVE_INFINITY;
-    this.changed = "all";
+    this.changed.all();
   }
 }
