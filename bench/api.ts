@@ -23,8 +23,11 @@ interface AutocannonResult {
   requests: { average: number; total?: number };
   duration?: number;
   latency: { p99: number };
+  /** Answers with a 2xx status: the only ones counted as throughput. */
+  "2xx": number;
   non2xx: number;
   errors: number;
+  timeouts: number;
 }
 type Autocannon = (options: Record<string, unknown>) => Promise<AutocannonResult>;
 const autocannon = createRequire(import.meta.url)("autocannon") as Autocannon;
@@ -52,7 +55,7 @@ async function measured(pid: number | undefined, run: () => Promise<AutocannonRe
   const before = await cpuSeconds(pid);
   const result = await run();
   const after = await cpuSeconds(pid);
-  const total = result.requests.total ?? result.requests.average * (result.duration ?? 0);
+  const total = result["2xx"];
   return { result, cpuUsPerRequest: before === undefined || after === undefined || total === 0 ? undefined : Math.round(((after - before) * 1e6) / total) };
 }
 
@@ -159,33 +162,38 @@ try {
     for (const name of measuredNames) {
       const { result, cpuUsPerRequest } = await measured(targets[name].pid, () => autocannon({ ...common, ...targets[name].options, duration: durationS / rounds }));
       const t = totals[name];
-      const requests = result.requests.total ?? result.requests.average * (result.duration ?? 0);
+      // Throughput counts 2xx answers only: a fast 429 or 5xx is not work done.
+      const requests = result["2xx"];
       t.requests += requests;
       t.seconds += result.duration ?? durationS / rounds;
       if (cpuUsPerRequest === undefined) t.cpuKnown = false;
       else t.cpuUs += cpuUsPerRequest * requests;
       t.p99 = Math.max(t.p99, result.latency.p99);
       t.non2xx += result.non2xx;
-      t.errors += result.errors;
+      t.errors += result.errors + result.timeouts;
     }
   }
   const rps = (name: "bare" | "get") => (totals[name].seconds === 0 ? 0 : totals[name].requests / totals[name].seconds);
   const cpuUs = (name: "bare" | "get") => (totals[name].cpuKnown && totals[name].requests > 0 ? Math.round(totals[name].cpuUs / totals[name].requests) : undefined);
-  const skipped = { requests: { average: 0 }, latency: { p99: 0 }, non2xx: 0, errors: 0 } as AutocannonResult;
-  const asRun = (name: "bare" | "get"): AutocannonResult => ({ requests: { average: rps(name) }, latency: { p99: totals[name].p99 }, non2xx: totals[name].non2xx, errors: totals[name].errors });
+  const skipped: AutocannonResult = { requests: { average: 0 }, latency: { p99: 0 }, "2xx": 0, non2xx: 0, errors: 0, timeouts: 0 };
+  const asRun = (name: "bare" | "get"): AutocannonResult => ({ requests: { average: rps(name) }, latency: { p99: totals[name].p99 }, "2xx": totals[name].requests, non2xx: totals[name].non2xx, errors: totals[name].errors, timeouts: 0 });
   const bareRun = asRun("bare");
   const getRun = asRun("get");
-  const createRun = !runs.has("create") ? skipped : await autocannon({
+  const createS = Math.max(3, Math.round(durationS / 2));
+  const createRaw = !runs.has("create") ? skipped : await autocannon({
     ...common,
-    duration: Math.max(3, Math.round(durationS / 2)),
+    duration: createS,
     url: `${base}/api/v1/customer/training-jobs`,
     method: "POST",
     headers: { "x-api-key": key, "content-type": "application/json" },
     body: jobBody,
   });
-  for (const [name, run] of [["bare", bareRun], ["get", getRun], ["create", createRun]] as const) {
-    if (run.non2xx > 0 || run.errors > 0) process.stderr.write(`warning: ${name} run had ${run.non2xx} non-2xx and ${run.errors} errors\n`);
-  }
+  const createRun: AutocannonResult = { ...createRaw, requests: { average: createRaw["2xx"] / (createRaw.duration ?? createS) }, errors: createRaw.errors + createRaw.timeouts };
+  // A benchmark that errs measures something else than it says: any failed request fails the run.
+  const named: ReadonlyArray<readonly [string, AutocannonResult]> = [["bare", bareRun], ["get", getRun], ["create", createRun]];
+  const failures = named
+    .filter(([, run]) => run.non2xx > 0 || run.errors > 0)
+    .map(([name, run]) => `${name}: ${run.non2xx} non-2xx answers, ${run.errors} errors or timeouts`);
   process.stdout.write(
     `${JSON.stringify({
       get_rps: Math.round(getRun.requests.average),
@@ -200,8 +208,13 @@ try {
       duration_s: durationS,
       rounds,
       database: postgres === undefined ? "embedded (PGlite)" : "postgresql",
+      ...(failures.length > 0 ? { failed: failures } : {}),
     })}\n`,
   );
+  if (failures.length > 0) {
+    process.stderr.write(`bench:api failed: ${failures.join("; ")}\n`);
+    process.exitCode = 1;
+  }
 } finally {
   const schedulerExited = new Promise((r) => scheduler.once("exit", r));
   scheduler.kill("SIGTERM");
