@@ -280,6 +280,9 @@ const scheduler: ChildProcess = spawn(process.execPath, schedulerArgs, {
     GPU_AGENT_LIMIT_ACTIVE_JOBS: "1000000",
     GPU_AGENT_LIMIT_UNITS_PER_DAY: "100000000",
     GPU_AGENT_LIMIT_REQUESTS_PER_MINUTE: "100000000",
+    // Every simulated agent connects from 127.0.0.1: a cap above their number, with room for enrollment and admin calls.
+    GPU_AGENT_MAX_CONNECTIONS_PER_ADDRESS: String(agentsWanted + 1000),
+    GPU_AGENT_MAX_STREAMS_PER_ADDRESS: String(2 * agentsWanted + 1000),
   },
   stdio: ["ignore", "ignore", "inherit"],
 });

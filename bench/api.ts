@@ -117,6 +117,8 @@ const scheduler = spawn(process.execPath, [...serverNodeArgs, join(root, "cmd", 
     GPU_AGENT_LIMIT_ACTIVE_JOBS: "1000000",
     GPU_AGENT_LIMIT_UNITS_PER_DAY: "100000000",
     GPU_AGENT_LIMIT_REQUESTS_PER_MINUTE: "100000000",
+    // Every simulated client connects from 127.0.0.1: a cap above BENCH_CONNECTIONS, whatever it is set to.
+    GPU_AGENT_MAX_CONNECTIONS_PER_ADDRESS: String(connections + 1000),
   },
   stdio: ["ignore", "pipe", "inherit"],
 });

@@ -6,6 +6,7 @@
 // job runs on any laptop; production agents never do this unless told to.
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
+import { rename } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { pino } from "pino";
 import { startControlPlane } from "../src/control-plane.ts";
@@ -16,10 +17,20 @@ import { insertEnrollmentToken } from "../src/store/nodes.ts";
 
 const logger = pino({ name: "gpu-agent-scheduler", level: process.env["LOG_LEVEL"] ?? "info" });
 const config = schedulerConfigFromEnv(process.env);
+
+// The local agent's own data directory sits beside the control plane's, not inside it: the control
+// plane's is private to its user (0700), and units the agent runs as another user (nobody, when it
+// runs as root) must reach their work directories through every parent.
+const agentDir = resolve(process.env["GPU_AGENT_LOCAL_AGENT_DIR"] || `${resolve(config.dataDir)}-local-agent`);
+const legacyAgentDir = resolve(config.dataDir, "local-agent");
+if (existsSync(join(legacyAgentDir, "node.json")) && !existsSync(agentDir)) {
+  // Where earlier versions kept it; moved before the control plane makes its data directory private.
+  await rename(legacyAgentDir, agentDir);
+  logger.info({ from: legacyAgentDir, to: agentDir }, "moved the local agent's data directory out of the control plane's");
+}
 const plane = await startControlPlane(config, controlPlaneOptionsFromEnv(process.env, config, logger));
 logger.info({ url: plane.url, database: config.databaseUrl === undefined ? "embedded (PGlite)" : "postgresql" }, "control plane listening");
 
-const agentDir = resolve(config.dataDir, "local-agent");
 const agentCmd = join(import.meta.dirname, "agent.ts");
 const devGpu = process.env["GPU_AGENT_DEV_GPU_MIB"] ?? "24576";
 if (!existsSync(join(agentDir, "node.json"))) {

@@ -6,7 +6,7 @@
  */
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
@@ -14,6 +14,7 @@ import { Etcd3 } from "etcd3";
 import { createAgentService } from "./agents/agent-service.ts";
 import { isGrpcSessionRequest, serveGrpcSession } from "./agents/session-route.ts";
 import { createAdminService } from "./api/admin-service.ts";
+import { answerClientFaultsWith4xx } from "./api/connect-client-faults.ts";
 import { createOpenApiRoute } from "./api/openapi.ts";
 import { ApiKeyCache, requireAdmin } from "./auth/authenticate.ts";
 import { createCustomerService } from "./api/customer-service.ts";
@@ -33,12 +34,15 @@ import { createMetrics } from "./observability/metrics.ts";
 import type { Clock } from "./platform/clock.ts";
 import { systemClock } from "./platform/clock.ts";
 import type { SchedulerConfig } from "./platform/config.ts";
+import { defaultTransport } from "./platform/config.ts";
 import { createPortalRoutes } from "./portal/routes.ts";
+import { preparePrivateDataDir } from "./platform/private-files.ts";
 import { runLeadership } from "./scheduling/leadership.ts";
 import { createLeaderLoop } from "./scheduling/leader-loop.ts";
 import { startHttpServer } from "./server/http-server.ts";
 import { createLocalBlobStore } from "./storage/blob-store.ts";
 import { createBlobRoutes } from "./storage/blob-routes.ts";
+import { runStorageSweeper } from "./storage/storage-sweeper.ts";
 import { createUrlSigner } from "./storage/signed-url.ts";
 import { openDatabase } from "./store/database.ts";
 import type { TelemetryOptions } from "./telemetry/recorder.ts";
@@ -105,8 +109,10 @@ export async function startControlPlane(
 ): Promise<ControlPlane> {
   const clock = options.clock ?? systemClock;
   const logger = options.logger;
-  await mkdir(config.dataDir, { recursive: true });
-  await mkdir(config.blobDir, { recursive: true });
+  // Private to this user (0700/0600) whatever the umask; a data directory an older version left loose is
+  // tightened here, once, before anything reads or writes in it.
+  await preparePrivateDataDir(config.dataDir);
+  await preparePrivateDataDir(config.blobDir);
   const admin = config.adminToken === undefined ? await persistentSecret(config.dataDir, "admin-token") : { value: config.adminToken, created: false };
   const signingKey = options.signingKey ?? (await persistentSecret(config.dataDir, "signing-key")).value;
   const timing = defaultTiming(options.ha?.leaseTtlSeconds ?? defaultLeaseTtlSeconds);
@@ -223,8 +229,11 @@ export async function startControlPlane(
   const agentSession = agent.session;
   if (agentSession === undefined) throw new Error("AgentService.session is not implemented");
 
+  // Request bounds and timeouts of the port (docs/limits.md).
+  const transport = config.transport ?? defaultTransport;
   const rest = createRestTranscoder({
     services: [restService(CustomerService, customer), restService(AdminService, adminImpl)],
+    maxBodyBytes: transport.maxBodyBytes,
     logger,
   });
   const tls =
@@ -244,12 +253,15 @@ export async function startControlPlane(
       router.service(CustomerService, customer);
       router.service(AdminService, adminImpl);
       router.service(AgentService, agent);
+      answerClientFaultsWith4xx(router.handlers);
     },
     rest,
     httpRoutes: [...createBlobRoutes(deps), createOpenApiRoute([CustomerService, AdminService]), ...createPortalRoutes({ deps, handlers: customer, tls: tls !== undefined })],
     grpcStreamRoute: (req, res) => {
       if (!isGrpcSessionRequest(req)) return false;
-      void serveGrpcSession(req as Http2ServerRequest, res as Http2ServerResponse, (requests, ctx) => agentSession(requests, ctx), logger);
+      void serveGrpcSession(req as Http2ServerRequest, res as Http2ServerResponse, (requests, ctx) => agentSession(requests, ctx), logger, {
+        maxMessageBytes: transport.maxAgentMessageBytes,
+      });
       return true;
     },
     health: {
@@ -265,6 +277,7 @@ export async function startControlPlane(
     },
     metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
     onRequest: (method, path, status, seconds) => metrics.observeHttp(method, path, status, seconds),
+    transport,
     logger,
   });
 
@@ -330,6 +343,10 @@ export async function startControlPlane(
     .run(webhookStop.signal)
     .catch((error: unknown) => logger.error({ err: error }, "webhook dispatcher crashed"));
 
+  // Every replica sweeps storage (artifact retention, blobs left to remove); rows are claimed with SKIP LOCKED.
+  const storageStop = new AbortController();
+  const storageDone = runStorageSweeper(deps, storageStop.signal).catch((error: unknown) => logger.error({ err: error }, "storage sweeper crashed"));
+
   const telemetryStop = new AbortController();
   const telemetryDone = telemetry.run(telemetryStop.signal).catch((error: unknown) => logger.error({ err: error }, "unit telemetry recorder crashed"));
 
@@ -352,7 +369,8 @@ export async function startControlPlane(
       leadership.abort();
       webhookStop.abort();
       rescanStop.abort();
-      await Promise.all([loopDone, webhooksDone, rescansDone]);
+      storageStop.abort();
+      await Promise.all([loopDone, webhooksDone, rescansDone, storageDone]);
       sessions.closeAll();
       await server.close();
       // No stream is left to add telemetry: what is buffered is written now.

@@ -48,6 +48,8 @@ const words: Readonly<Record<ErrorCode | PortalOnlyCode, string>> = {
   NODE_AUTH_INVALID: "A node's credentials were refused.",
   ENROLLMENT_TOKEN_INVALID: "The enrollment token is unknown, used or expired.",
   NOT_IMPLEMENTED: "This feature is not available on this server yet.",
+  STORAGE_QUOTA_EXCEEDED: "Your account's storage is full (too many files, or too many bytes). Delete datasets or packages you no longer need, then try again.",
+  ARTIFACT_EXPIRED: "This file was removed: job results are kept for a limited number of days after the job ends.",
   NETWORK_ERROR: "The server could not be reached. Check your connection and try again.",
   UNEXPECTED_RESPONSE: "The server gave an answer the portal did not expect. Please try again.",
   FILE_UNREADABLE: "The file could not be read from your device.",

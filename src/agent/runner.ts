@@ -15,7 +15,10 @@
  *              NODE_ERROR. Killing = SIGTERM to the group, SIGKILL after grace.
  *   Uploading: every regular file in output/ is PUT and announced with
  *              ArtifactReady, for failed runs too (logs help). An upload that
- *              keeps failing turns SUCCEEDED into NODE_ERROR.
+ *              keeps failing turns SUCCEEDED into NODE_ERROR. Outputs over the
+ *              Assign's artifacts_max_bytes, or refused by the control plane's
+ *              bounds (413, STORAGE_QUOTA_EXCEEDED), are the customer's: FAILED,
+ *              and over the bound nothing is uploaded at all.
  *   Finished:  sent last; the work dir is removed (kept with keepWork).
  */
 import { spawn } from "node:child_process";
@@ -100,6 +103,11 @@ export interface UnitRunnerOptions {
   diskCheckMs?: number;
   /** Datasets and packages kept by sha256 between units (src/agent/input-cache.ts); none when absent. */
   inputCache?: InputCache;
+  /**
+   * Most bytes of the `<stage>.log` artifact the agent writes from the unit's output (default
+   * 64 MiB); later lines still go to the control plane as LogLines.
+   */
+  logFileMaxBytes?: number;
 }
 
 /** The runner as the agent drives it. */
@@ -146,6 +154,8 @@ const MAX_ERROR_CHARS = 2048;
 const REMEMBERED_FINISHED = 1000;
 const STDERR_TAIL_LINES = 40;
 const MAX_ARTIFACTS = 256;
+/** The log artifact is for reading, not for carrying a chatty unit's every line (a 25 s unit once wrote 1 GB). */
+export const DEFAULT_LOG_FILE_MAX_BYTES = 64 * 1024 * 1024;
 
 /** Artifact kind from a file name (see README.md). */
 export function artifactKind(name: string): "checkpoint" | "metrics" | "logs" | "other" {
@@ -203,6 +213,7 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
   const zipLimits = opts.zipLimits ?? DEFAULT_ZIP_LIMITS;
   const transferTries = opts.transferTries ?? 4;
   const diskCheckMs = opts.diskCheckMs ?? 2000;
+  const logFileMaxBytes = opts.logFileMaxBytes ?? DEFAULT_LOG_FILE_MAX_BYTES;
   const workRoot = path.join(opts.dataDir, "work");
 
   const units = new Map<string, UnitState>();
@@ -408,9 +419,17 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
     // for a unit stopped for writing too much: its output is what must not spread)
     if (ranProcess && state.killReason !== "shutdown" && state.killReason !== "disk_limit") {
       const uploadError = await uploadArtifacts(a, unit, outputDir, unitUser !== undefined);
-      if (uploadError && outcome === Outcome.SUCCEEDED) {
+      if (uploadError?.customerFault === true) {
+        // Retrying elsewhere would produce the same outputs: the unit's own failure.
+        if (outcome === Outcome.SUCCEEDED) {
+          outcome = Outcome.FAILED;
+          errorText = boundedError(uploadError.message, "");
+        } else {
+          errorText = boundedError(uploadError.message, errorText);
+        }
+      } else if (uploadError !== undefined && outcome === Outcome.SUCCEEDED) {
         outcome = Outcome.NODE_ERROR;
-        errorText = boundedError(uploadError, "");
+        errorText = boundedError(uploadError.message, "");
       }
     }
 
@@ -531,7 +550,21 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
       );
     };
 
-    // ---- logs, batched per stream
+    // ---- logs, batched per stream; the log file (both streams) is cut at its bound, once, with a note
+    let logFileBytes = 0;
+    let logFileCut = false;
+    const writeLogFile = (line: string) => {
+      if (logFileCut) return;
+      const text = `${line}\n`;
+      const size = Buffer.byteLength(text);
+      if (logFileBytes + size > logFileMaxBytes) {
+        logFileCut = true;
+        spec.logFile.write(`[gpu-agent] this log file stops here: it reached its bound of ${logFileMaxBytes} bytes; later lines went to the control plane's log stream only\n`);
+        return;
+      }
+      logFileBytes += size;
+      spec.logFile.write(text);
+    };
     const makeBatcher = (stream: "stdout" | "stderr") => {
       let lines: string[] = [];
       // Index of lines[0] in this stream, and when it was read.
@@ -545,7 +578,7 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
         lines = [];
       };
       const add = (line: string) => {
-        spec.logFile.write(`${line}\n`);
+        writeLogFile(line);
         if (lines.length === 0) firstAt = clock.now();
         lines.push(line);
         if (lines.length >= logBatchLines) return flush();
@@ -630,8 +663,16 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
     return { exitCode: code ?? 128 + signalNumber(sig) };
   }
 
-  /** Uploads output/ and announces each file; returns an error text if any upload failed. */
-  async function uploadArtifacts(a: Assign, unit: UnitRef, outputDir: string, untrustedOwner: boolean): Promise<string | undefined> {
+  /**
+   * Uploads output/ and announces each file; returns why, if any upload failed, and whether that is
+   * the unit's doing (its outputs over a bound) rather than the node's or the network's.
+   */
+  async function uploadArtifacts(
+    a: Assign,
+    unit: UnitRef,
+    outputDir: string,
+    untrustedOwner: boolean,
+  ): Promise<{ message: string; customerFault: boolean } | undefined> {
     let entries;
     try {
       entries = await readdir(outputDir, { withFileTypes: true });
@@ -642,7 +683,28 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
     if (files.length > MAX_ARTIFACTS) {
       logger.warn({ unit_id: unit.unitId, files: files.length }, `more than ${MAX_ARTIFACTS} output files; the rest are not uploaded`);
     }
+    // The bound is checked on the whole set before any byte leaves: a partial set would look complete.
+    const bound = Number(a.artifactsMaxBytes);
+    if (bound > 0) {
+      const sizes = await Promise.all(
+        files.slice(0, MAX_ARTIFACTS).map(async (name) => ({ name, size: (await lstat(path.join(outputDir, name)).catch(() => undefined))?.size ?? 0 })),
+      );
+      const total = sizes.reduce((sum, f) => sum + f.size, 0);
+      if (total > bound) {
+        const largest = sizes
+          .sort((x, y) => y.size - x.size)
+          .slice(0, 3)
+          .map((f) => `${f.name} ${f.size} bytes`)
+          .join(", ");
+        logger.warn({ unit_id: unit.unitId, total_bytes: total, max_bytes: bound }, "outputs over the artifact bound; nothing uploaded");
+        return {
+          message: `artifacts over the limit: the outputs total ${total} bytes, more than the ${bound} bytes one compute unit may upload; nothing was uploaded (largest: ${largest})`,
+          customerFault: true,
+        };
+      }
+    }
     const failures: string[] = [];
+    let customerFault = false;
     // Uploads are not cut short by Cancel or the deadline: results of a
     // killed run are still worth keeping. A fresh signal bounds them.
     const uploadSignal = new AbortController().signal;
@@ -684,11 +746,12 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
       } catch (err) {
         logger.warn({ unit_id: unit.unitId, name, err: message(err) }, "artifact upload failed");
         failures.push(`${name}: ${err instanceof TransferError ? err.message : message(err)}`);
+        if (err instanceof TransferError && (err.status === 413 || err.code === "STORAGE_QUOTA_EXCEEDED")) customerFault = true;
       } finally {
         await fh.close();
       }
     }
-    return failures.length > 0 ? `artifact upload failed: ${failures.join("; ")}` : undefined;
+    return failures.length > 0 ? { message: `artifact upload failed: ${failures.join("; ")}`, customerFault } : undefined;
   }
 
   function kill(state: UnitState, reason: KillReason) {

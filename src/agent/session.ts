@@ -10,6 +10,12 @@
  *   Open        → stream ends / errors / signal aborts   → Closed
  *   Closed      → backoff sleep (reset after a Welcome)  → Connecting
  *
+ * A refusal (the control plane answers INVALID_ARGUMENT, e.g. capabilities
+ * it will not store, or UNAUTHENTICATED: a revoked or unknown credential) is
+ * logged as an error with the control plane's reason, and the next attempt
+ * waits the longest backoff: retrying sooner cannot help, and someone has to
+ * fix the node (or re-enroll it) anyway.
+ *
  * Delivery is at-least-once. Every message the agent sends carries a seq
  * that increases within the session (Ack messages carry 0). Messages that
  * matter across reconnects (Accepted, Rejected, Progress, LogLines,
@@ -25,6 +31,7 @@
 import { create } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { Client } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import {
   AckSchema,
   HeartbeatSchema,
@@ -253,8 +260,8 @@ export function createAgentSession(opts: AgentSessionOptions): AgentSession {
     }
   };
 
-  /** One stream from connect to close. Resolves whether Welcome arrived. */
-  const runOnce = async (outer: AbortSignal): Promise<boolean> => {
+  /** One stream from connect to close. Resolves whether Welcome arrived, and whether the control plane refused the node. */
+  const runOnce = async (outer: AbortSignal): Promise<{ welcomed: boolean; refused: boolean }> => {
     const ctrl = new AbortController();
     const onOuterAbort = () => ctrl.abort(outer.reason);
     outer.addEventListener("abort", onOuterAbort, { once: true });
@@ -265,6 +272,7 @@ export function createAgentSession(opts: AgentSessionOptions): AgentSession {
     // Everything unacked is sent again in this session, with new seqs.
     for (const e of outbox) e.seq = 0n;
     let welcomed = false;
+    let refused = false;
     try {
       const hello = await opts.hello();
       await queue.put(
@@ -329,14 +337,24 @@ export function createAgentSession(opts: AgentSessionOptions): AgentSession {
       }
       if (!outer.aborted) logger.warn({}, "session stream ended by the control plane");
     } catch (err) {
-      if (!outer.aborted) logger.warn({ err: errorMessage(err) }, "session stream failed");
+      const refusal = outer.aborted ? undefined : refusalOf(err);
+      if (refusal !== undefined) {
+        refused = true;
+        const fix = refusal.code === "NODE_AUTH_INVALID" ? "enroll the node again" : "correct what this node reports and restart the agent";
+        logger.error(
+          { code: refusal.code, reason: refusal.reason, retry_within_ms: backoff.maxMs },
+          `the control plane refused this node: ${refusal.reason}; ${fix} (trying again within ${Math.round(backoff.maxMs / 1000)} s)`,
+        );
+      } else if (!outer.aborted) {
+        logger.warn({ err: errorMessage(err) }, "session stream failed");
+      }
     } finally {
       outer.removeEventListener("abort", onOuterAbort);
       ctrl.abort();
       queue.close();
       notify();
     }
-    return welcomed;
+    return { welcomed, refused };
   };
 
   return {
@@ -345,9 +363,11 @@ export function createAgentSession(opts: AgentSessionOptions): AgentSession {
     async run(signal) {
       let attempt = 0;
       while (!signal.aborted) {
-        const welcomed = await runOnce(signal);
+        const { welcomed, refused } = await runOnce(signal);
         if (signal.aborted) break;
         if (welcomed) attempt = 0;
+        // The longest step: a refusal stands until the node is fixed.
+        if (refused) attempt = Math.max(attempt, Math.ceil(Math.log2(backoff.maxMs / backoff.initialMs)));
         const delay = backoffDelay(attempt++, backoff, random);
         logger.info({ delay_ms: Math.round(delay), unacked: outbox.length }, "reconnecting");
         try {
@@ -378,6 +398,15 @@ export function createAgentSession(opts: AgentSessionOptions): AgentSession {
       });
     },
   };
+}
+
+/** The control plane's reason when `err` is a refusal of this node (see the module comment), else undefined. */
+export function refusalOf(err: unknown): { code: string; reason: string } | undefined {
+  if (!(err instanceof ConnectError) || (err.code !== Code.InvalidArgument && err.code !== Code.Unauthenticated)) return undefined;
+  // The control plane names its error code in metadata and as a "[CODE] " prefix of the message.
+  const prefixed = /^\[([A-Z_]+)\] (.*)$/s.exec(err.rawMessage);
+  const code = err.metadata.get("x-gpu-agent-error-code") ?? prefixed?.[1] ?? Code[err.code];
+  return { code, reason: prefixed?.[2] ?? err.rawMessage };
 }
 
 function errorMessage(err: unknown): string {

@@ -12,13 +12,41 @@ import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { Clock } from "../platform/clock.ts";
 
-/** A transfer failed; `retryable` says whether trying again could help. */
+/**
+ * A transfer failed; `retryable` says whether trying again could help. `status` and `code` are
+ * the HTTP status and the control plane's error code when the server refused it.
+ */
 export class TransferError extends Error {
   override name = "TransferError";
   readonly retryable: boolean;
-  constructor(message: string, retryable: boolean) {
+  readonly status: number | undefined;
+  readonly code: string | undefined;
+  constructor(message: string, retryable: boolean, refusal?: { status: number; code?: string | undefined }) {
     super(message);
     this.retryable = retryable;
+    this.status = refusal?.status;
+    this.code = refusal?.code;
+  }
+}
+
+/** Most of an error answer's body read to explain it. */
+const errorBodyMaxBytes = 4096;
+
+/** The control plane's `{error: {code, message}}` from a refusal's body, when it is one. */
+async function refusalOf(res: http.IncomingMessage): Promise<{ code?: string; message?: string }> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of res as AsyncIterable<Buffer>) {
+      if (size < errorBodyMaxBytes) chunks.push(chunk.subarray(0, errorBodyMaxBytes - size));
+      size += chunk.length;
+    }
+    const parsed = JSON.parse(Buffer.concat(chunks).toString("utf8")) as { error?: { code?: unknown; message?: unknown } };
+    const code = typeof parsed.error?.code === "string" ? parsed.error.code : undefined;
+    const message = typeof parsed.error?.message === "string" ? parsed.error.message.slice(0, 1000) : undefined;
+    return { ...(code === undefined ? {} : { code }), ...(message === undefined ? {} : { message }) };
+  } catch {
+    return {};
   }
 }
 
@@ -144,16 +172,30 @@ export function putFile(
       headers: { ...headers, "content-length": String(size) },
       signal,
     });
+    const body = fh.createReadStream({ start: 0, end: Math.max(0, size - 1), autoClose: false });
+    let answered = false;
     req.on("response", (res) => {
-      res.resume();
+      answered = true;
       const status = res.statusCode ?? 0;
-      if (status >= 200 && status < 300) resolve();
-      else reject(new TransferError(`PUT answered HTTP ${status}`, status >= 500 || status === 408 || status === 429));
+      if (status >= 200 && status < 300) {
+        res.resume();
+        return resolve();
+      }
+      // A refusal may come before the body is sent (a bound checked on Content-Length): stop sending it.
+      body.unpipe(req);
+      body.destroy();
+      // The server's reason (e.g. a storage quota) is what the customer needs to read in the unit's error.
+      void refusalOf(res).then(({ code, message }) => {
+        req.destroy();
+        const reason = code === undefined ? "" : `: ${code}${message === undefined ? "" : ` ${message}`}`;
+        reject(new TransferError(`PUT answered HTTP ${status}${reason}`, status >= 500 || status === 408 || status === 429, { status, code }));
+      });
     });
     req.on("error", (err) => {
+      // After an answer, the connection's end is not the story: the answer is.
+      if (answered && !signal.aborted) return;
       reject(signal.aborted ? signal.reason : new TransferError(`PUT failed: ${err.message}`, true));
     });
-    const body = fh.createReadStream({ start: 0, end: Math.max(0, size - 1), autoClose: false });
     if (size === 0) {
       body.destroy();
       req.end();

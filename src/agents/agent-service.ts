@@ -7,6 +7,16 @@
  * so a resent message changes nothing twice. Log lines and progress reports
  * go to the telemetry recorder (src/telemetry/recorder.ts), which writes them
  * in batches; their acks follow when the batch holding them is committed.
+ *
+ * Flow control: acks go out in the order their messages came and are never
+ * dropped; a stream whose acks owed plus responses queued reach its ack window
+ * reads no further message until they drain (src/agents/ack-window.ts), which
+ * pushes back on the agent through HTTP/2 flow control.
+ *
+ * What a node says is checked before it is stored: capabilities and the
+ * running list at Enroll and Hello (src/agents/node-capabilities.ts, refused
+ * with VALIDATION_FAILED); later messages are made storable or ignored
+ * instead, since the agent would resend a refused message forever.
  */
 import { createHash } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
@@ -16,15 +26,18 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { ApiError } from "../api/errors.ts";
 import type { ControlPlaneDeps } from "../deps.ts";
 import type { AgentService, Capabilities, SessionRequest, SessionResponse } from "../gen/gpuagent/agent/v1/agent_pb.ts";
-import { AckSchema, Outcome, WelcomeSchema } from "../gen/gpuagent/agent/v1/agent_pb.ts";
+import { Outcome, WelcomeSchema } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import type { FinishOutcome } from "../jobs/lifecycle.ts";
 import { applyAccepted, applyArtifactReady, applyFinished, applyProgress, applyRejected, requeueUnitsOfNode } from "../jobs/lifecycle.ts";
 import { AsyncQueue } from "../platform/async-queue.ts";
 import { hashSecret, isUuid, newId, newSecret } from "../platform/ids.ts";
 import type { NodeRow, StoredCapabilities } from "../store/nodes.ts";
 import { consumeEnrollmentToken, findNodeByCredential, insertNode, markNodeConnected } from "../store/nodes.ts";
+import type { AckWaitsOn } from "./ack-window.ts";
+import { AckWindow } from "./ack-window.ts";
 import { dispatchAssignments, newResponse, sendCancel, sendDrain } from "./assignments.ts";
 import { createHeartbeatBatcher } from "./heartbeat-batch.ts";
+import { describeProblems, nodeCapabilityBounds, storableText, validateNodeCapabilities, validateRunningUnits, wellFormedText } from "./node-capabilities.ts";
 import type { AgentSession, SessionRegistry } from "./session-registry.ts";
 import { sendToSession } from "./session-registry.ts";
 
@@ -32,6 +45,18 @@ import { sendToSession } from "./session-registry.ts";
 export const protocolVersion = 1;
 /** Bound of each stream's outbound queue (flow control). */
 const outboundCapacity = 1024;
+/**
+ * Acks owed plus responses queued at which a stream stops reading (src/agents/ack-window.ts). Half
+ * the queue: acks alone never fill it, so an Assign or Cancel always finds room beside them.
+ */
+const ackWindowSize = outboundCapacity / 2;
+/** Longest Rejected.reason and Finished.error kept (longer text is cut). */
+const maxReportedTextChars = 2000;
+/** Metric names longer than this are ignored, and at most `maxMetricsPerReport` names are kept per report. */
+const maxMetricNameChars = 64;
+const maxMetricsPerReport = 32;
+/** Artifact names the upload route accepts (src/storage/blob-routes.ts). */
+const artifactNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
 /**
  * Hellos wake the placer at most this often. A new node only adds capacity, and the placement loop
  * runs on its own timer anyway; waking it per Hello made a fleet reconnecting at once run one
@@ -67,6 +92,16 @@ export function storedCapabilities(c: Capabilities | undefined): StoredCapabilit
   };
 }
 
+/**
+ * Refuses a node's self-description that breaks a rule of src/agents/node-capabilities.ts, naming
+ * each field and rule so the node's log says what to fix.
+ */
+export function requireValidNode(capabilities: Capabilities | undefined, running: readonly { readonly unitId: string }[] = []): void {
+  const problems = [...validateNodeCapabilities(capabilities), ...validateRunningUnits(running)];
+  if (problems.length === 0) return;
+  throw new ApiError("VALIDATION_FAILED", `invalid node report: ${describeProblems(problems)}`, { details: { problems: problems.map((p) => ({ ...p })) } });
+}
+
 /** Finds the node behind a stream's bearer credential. */
 export async function authenticateNode(deps: ControlPlaneDeps, authorization: string | null): Promise<NodeRow> {
   const credential = /^Bearer\s+(\S+)$/i.exec(authorization ?? "")?.[1];
@@ -87,10 +122,31 @@ const outcomes: Record<number, FinishOutcome> = {
 
 const artifactKinds = new Set(["checkpoint", "metrics", "logs", "other"]);
 
-/** The unit attempt a LogLines/Progress/Finished names, when telemetry can be kept for it (else it is acked and forgotten). */
-function telemetryRef(u: { unitId: string; attempt: number } | undefined): { unitId: string; attempt: number } | undefined {
+/** The unit attempt a message names, when it can be one (else the message is acked and forgotten). */
+function attemptRef(u: { unitId: string; attempt: number } | undefined): { unitId: string; attempt: number } | undefined {
   return u !== undefined && isUuid(u.unitId) && Number.isInteger(u.attempt) && u.attempt >= 1 ? { unitId: u.unitId.toLowerCase(), attempt: u.attempt } : undefined;
 }
+
+/**
+ * A report's metrics as a unit's row keeps them: finite values, names that are storable text of at
+ * most {@link maxMetricNameChars}, and the first {@link maxMetricsPerReport} names in name order (the
+ * recorder keeps the same ones), so one report cannot grow the row without bound.
+ */
+function storableMetrics(reported: Readonly<Record<string, number>>): Record<string, number> {
+  const metrics: Record<string, number> = {};
+  let kept = 0;
+  for (const name of Object.keys(reported).sort()) {
+    if (kept >= maxMetricsPerReport) break;
+    const value = reported[name];
+    if (value === undefined || !Number.isFinite(value) || name.length > maxMetricNameChars || storableText(name, maxMetricNameChars) !== name) continue;
+    metrics[name] = value;
+    kept++;
+  }
+  return metrics;
+}
+
+/** The ack a message read owes (src/agents/ack-window.ts). */
+type OwedAck = ReturnType<AckWindow["owe"]>;
 
 /** An agent's optional uint64 counter as a number (undefined when unset or past 2^53). */
 function counter(value: bigint | undefined): number | undefined {
@@ -152,9 +208,10 @@ export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegi
 
   /**
    * Applies one message. Returns true when it took over the message's ack
-   * (`ack` runs later, once the effect is committed); false: ack it now.
+   * (`owed.ack` runs later, once the effect is committed); false: ack it now.
+   * `owed` is absent for messages that need no ack (seq 0).
    */
-  async function handle(session: AgentSession, node: NodeRow, message: SessionRequest, ack: () => void): Promise<boolean> {
+  async function handle(session: AgentSession, node: NodeRow, message: SessionRequest, owed: OwedAck | undefined): Promise<boolean> {
     const body = message.body;
     switch (body.case) {
       case "hello": {
@@ -170,75 +227,92 @@ export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegi
         }
         // Assigns that found the queue full are sent again now (flow control delays, never loses).
         if (session.dispatchPending === true && session.outbound.size < outboundCapacity / 2) await dispatchAssignments(deps, sessions, node.id);
-        const running = body.value.running;
+        // A node runs a handful of units; a longer list is not a real one, and costs a query per entry.
+        const running = body.value.running.slice(0, nodeCapabilityBounds.maxRunningUnits);
         if (running.length > 0) await stopStaleAttempts(node.id, running.map((r) => ({ unitId: r.unitId, attempt: r.attempt })));
         return false;
       }
       case "accepted": {
-        const u = body.value.unit;
-        if (u !== undefined) await applyAccepted(db, node.id, { unitId: u.unitId, attempt: u.attempt }, now());
+        const ref = attemptRef(body.value.unit);
+        if (ref !== undefined) await applyAccepted(db, node.id, ref, now());
         return false;
       }
       case "rejected": {
-        const u = body.value.unit;
-        if (u !== undefined) await applyRejected(db, node.id, { unitId: u.unitId, attempt: u.attempt }, body.value.reason);
+        const ref = attemptRef(body.value.unit);
+        if (ref === undefined) return false;
+        await applyRejected(db, node.id, ref, storableText(body.value.reason, maxReportedTextChars));
         deps.wakePlacer();
         return false;
       }
       case "progress": {
         const p = body.value;
-        const ref = telemetryRef(p.unit);
+        const ref = attemptRef(p.unit);
         if (ref === undefined) return false;
-        const metrics: Record<string, number> = {};
-        for (const [k, v] of Object.entries(p.metrics)) if (Number.isFinite(v) && k.length <= 64) metrics[k] = v;
+        const metrics = storableMetrics(p.metrics);
         await applyProgress(db, node.id, ref, p.progress, metrics);
         // The history point is written with the next batch, and this message acked then.
-        telemetry.addProgress(node.id, ref, { progress: p.progress, metrics, sample: counter(p.sample), atMs: optionalMs(p.at) }, ack);
+        owed?.waitOn(ref);
+        telemetry.addProgress(node.id, ref, { progress: p.progress, metrics, sample: counter(p.sample), atMs: optionalMs(p.at) }, owed?.ack);
         return true;
       }
       case "log": {
         const l = body.value;
-        const ref = telemetryRef(l.unit);
+        const ref = attemptRef(l.unit);
         if (ref === undefined) return false;
-        telemetry.addLog(node.id, ref, { stream: l.stream, lines: l.lines, firstLine: counter(l.firstLine), atMs: optionalMs(l.at) }, ack);
+        // Lines are cut and cleaned of NUL by the recorder; only JSON can carry unpaired surrogates, which jsonb refuses.
+        const lines = l.lines.map(wellFormedText);
+        owed?.waitOn(ref);
+        telemetry.addLog(node.id, ref, { stream: l.stream, lines, firstLine: counter(l.firstLine), atMs: optionalMs(l.at) }, owed?.ack);
         return true;
       }
       case "artifactReady": {
         const a = body.value;
-        const u = a.unit;
-        if (u === undefined || !artifactKinds.has(a.kind)) return false;
-        const key = artifactBlobKey(u.unitId, u.attempt, a.name);
+        const ref = attemptRef(a.unit);
+        // The upload route takes only such names (a key the blob store would refuse must not fail the stream).
+        if (ref === undefined || !artifactKinds.has(a.kind) || !artifactNamePattern.test(a.name)) return false;
+        const key = artifactBlobKey(ref.unitId, ref.attempt, a.name);
         if (!(await deps.blobs.exists(key))) {
-          logger.warn({ nodeId: node.id, unitId: u.unitId, name: a.name }, "artifact announced but never uploaded; ignored");
+          logger.warn({ nodeId: node.id, unitId: ref.unitId, name: a.name }, "artifact announced but never uploaded; ignored");
           return false;
         }
         // Record what is stored, not what the node claims: customers and later stages verify against it.
         const stored = await hashBlob(deps, key);
         if (stored.sha256 !== a.sha256 || stored.size !== Number(a.sizeBytes)) {
-          logger.warn({ nodeId: node.id, unitId: u.unitId, name: a.name }, "artifact differs from what the node announced; recording the stored bytes");
+          logger.warn({ nodeId: node.id, unitId: ref.unitId, name: a.name }, "artifact differs from what the node announced; recording the stored bytes");
         }
-        await applyArtifactReady(
+        const outcome = await applyArtifactReady(
           db,
           node.id,
-          { unitId: u.unitId, attempt: u.attempt },
+          ref,
           { name: a.name, kind: a.kind as "checkpoint", sizeBytes: stored.size, sha256: stored.sha256, blobKey: key },
           now(),
+          config.limits.storage,
         );
+        if (typeof outcome === "object") {
+          // Over the customer's artifact quota (units racing past the upload route's early check): not kept.
+          logger.warn({ nodeId: node.id, unitId: ref.unitId, name: a.name, reason: outcome.refused.message }, "artifact refused by the storage quota; its bytes are removed");
+          await deps.blobs.delete(key);
+        }
         return false;
       }
       case "finished": {
         const f = body.value;
-        const u = f.unit;
+        const ref = attemptRef(f.unit);
         const outcome = outcomes[f.outcome];
-        if (u === undefined || outcome === undefined) return false;
+        if (ref === undefined || outcome === undefined) return false;
         // The attempt's buffered lines and reports are written first, while it is still current.
-        const ref = telemetryRef(u);
-        if (ref !== undefined) await telemetry.flushAttempt(ref);
+        await telemetry.flushAttempt(ref);
         const effects = await applyFinished(
           db,
           node.id,
-          { unitId: u.unitId, attempt: u.attempt },
-          { outcome, exitCode: f.exitCode, error: f.error, runSeconds: f.runSeconds },
+          ref,
+          {
+            outcome,
+            exitCode: f.exitCode,
+            error: storableText(f.error, maxReportedTextChars),
+            // Billing and the unit's row take it; lifecycle caps it by the time the attempt could have run.
+            runSeconds: Number.isFinite(f.runSeconds) && f.runSeconds > 0 ? f.runSeconds : 0,
+          },
           config.rates,
           now(),
         );
@@ -261,6 +335,8 @@ export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegi
       const tokenHash = hashSecret(request.token);
       const credential = newSecret("nc_");
       const nodeId = newId();
+      // Before the transaction: a refused report leaves the token unused.
+      requireValidNode(request.capabilities);
       const trustLevel = await db.transaction(async (tx) => {
         const capabilities = storedCapabilities(request.capabilities);
         // The node row must exist before the token can point at it.
@@ -288,14 +364,21 @@ export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegi
       // A pino child per stream costs memory for 10,000 mostly quiet streams; built only when a stream logs.
       let child: typeof logger | undefined;
       const log = () => (child ??= logger.child({ nodeId: node.id, sessionId: session.sessionId }));
+      const acks = new AckWindow(session.outbound, ackWindowSize);
+      // The oldest owed ack waits for a telemetry write: write that attempt now rather than at the next interval.
+      const writeNow = (attempt: AckWaitsOn) => {
+        telemetry.flushAttempt(attempt).catch((error: unknown) => log().warn({ err: error }, "writing unit telemetry early failed"));
+      };
       const consume = async () => {
         let greeted = false;
         for await (const message of requests) {
           session.lastSeenMs = clock.now();
+          const owed = message.seq > 0n ? acks.owe(message.seq) : undefined;
           if (!greeted) {
             if (message.body.case !== "hello") throw new ApiError("VALIDATION_FAILED", "the first message of a session must be Hello");
             greeted = true;
             const hello = message.body.value;
+            requireValidNode(hello.capabilities, hello.running);
             const connected = await markNodeConnected(db, node.id, storedCapabilities(hello.capabilities), now());
             if (connected === undefined) throw new ApiError("NODE_AUTH_INVALID", "this node was revoked by an operator");
             session.lastPersistedMs = clock.now();
@@ -320,15 +403,17 @@ export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegi
             // Most nodes connect with nothing assigned: no dispatch query for them.
             if (assigned) await dispatchAssignments(deps, sessions, node.id);
             wakeForHello();
-          } else {
-            const seq = message.seq;
-            const ack = () => {
-              if (seq > 0n) session.outbound.push(newResponse(0n, { case: "ack", value: create(AckSchema, { seq }) }));
-            };
-            if (await handle(session, node, message, ack)) continue;
+            owed?.ack();
+          } else if (!(await handle(session, node, message, owed))) {
+            owed?.ack();
           }
-          if (message.seq > 0n) session.outbound.push(newResponse(0n, { case: "ack", value: create(AckSchema, { seq: message.seq }) }));
+          // Holding nothing the writer needs: it drains the queue, commits release acks.
+          if (!acks.hasRoom) await acks.room(writeNow);
+          // Superseded by a newer stream of the node, or the agent left: effects would go unacked.
+          if (session.outbound.isClosed) return;
         }
+        // The agent ended its stream cleanly: what it sent is acked before the response ends.
+        await acks.settled(writeNow);
       };
       /** Reconciles what the agent reports with what we believe; true when the node has assignments to send. */
       const reconcileRunning = async (nodeId: string, reported: { unitId: string; attempt: number }[]): Promise<boolean> => {

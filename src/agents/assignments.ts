@@ -130,6 +130,7 @@ async function buildAssign(deps: ControlPlaneDeps, unit: UnitRow): Promise<Assig
     maxRuntimeSeconds: Math.max(1, Math.ceil((deadlineMs - now) / 1000)),
     deadline: timestampFromMs(deadlineMs),
     artifactUploadUrl: new URL(`/agent/v1/units/${unit.id}/attempts/${unit.attempt}/artifacts`, config.publicUrl).toString(),
+    artifactsMaxBytes: BigInt(config.limits.storage.unitArtifactsMaxBytes),
     env: {},
   });
 }

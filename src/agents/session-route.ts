@@ -30,14 +30,17 @@ import type { HandlerContext } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { ApiError, toConnectError } from "../api/errors.ts";
 import type { ErrorLogger } from "../api/connect-errors.ts";
+import { serverErrorCause } from "../api/connect-errors.ts";
 import type { SessionRequest, SessionResponse } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import { AgentService, SessionRequestSchema, SessionResponseSchema } from "../gen/gpuagent/agent/v1/agent_pb.ts";
+import { defaultTransport } from "../platform/config.ts";
+import { messageTooLarge } from "../server/rpc-adapter.ts";
 
 /** The path of the rpc this route serves. */
 export const sessionPath = `/${AgentService.typeName}/${AgentService.method.session.name}`;
 
-/** Largest inbound message (gRPC's customary default). */
-const maxMessageBytes = 4 * 1024 * 1024;
+/** Largest inbound message after decompression, unless the server says otherwise (GPU_AGENT_MAX_AGENT_MESSAGE_BYTES). */
+const defaultMaxMessageBytes = defaultTransport.maxAgentMessageBytes;
 /** Unread inbound messages before the request is paused. */
 const inboundHighWater = 32;
 
@@ -67,32 +70,40 @@ class InboundMessages implements AsyncIterable<SessionRequest> {
   private error: unknown;
   private readonly req: Http2ServerRequest;
   private readonly gzip: boolean;
+  private readonly maxMessageBytes: number;
 
-  constructor(req: Http2ServerRequest, gzip: boolean) {
+  constructor(req: Http2ServerRequest, gzip: boolean, maxMessageBytes: number) {
     this.req = req;
     this.gzip = gzip;
+    this.maxMessageBytes = maxMessageBytes;
     req.on("data", (chunk: Buffer) => this.onData(chunk));
     req.on("end", () => this.finish(undefined));
     req.on("error", (err: Error) => this.finish(err));
   }
 
   private onData(chunk: Buffer): void {
+    // After a refusal nothing more is kept: the server resets the stream once the trailers are out.
+    if (this.ended) return;
     this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
     while (this.buffer.length >= 5) {
       const flags = this.buffer[0]!;
       const length = this.buffer.readUInt32BE(1);
-      if (length > maxMessageBytes) return this.finish(new ConnectError(`message larger than ${maxMessageBytes} bytes`, Code.ResourceExhausted));
+      // Refused from its length prefix, before its bytes are buffered.
+      if (length > this.maxMessageBytes) return this.finish(messageTooLarge(this.maxMessageBytes));
       if (this.buffer.length < 5 + length) return;
       let body: Uint8Array = this.buffer.subarray(5, 5 + length);
       this.buffer = this.buffer.subarray(5 + length);
       try {
         if ((flags & 1) === 1) {
           if (!this.gzip) throw new ConnectError("compressed message without grpc-encoding", Code.Internal);
-          body = gunzipSync(body, { maxOutputLength: maxMessageBytes });
+          // Inflating stops at the bound: a small gzip bomb costs one bound of memory.
+          body = gunzipSync(body, { maxOutputLength: this.maxMessageBytes });
         }
         this.push(fromBinary(SessionRequestSchema, body));
       } catch (err) {
-        return this.finish(err instanceof ConnectError ? err : new ConnectError(`invalid message: ${err instanceof Error ? err.message : String(err)}`, Code.InvalidArgument));
+        if ((err as { code?: unknown }).code === "ERR_BUFFER_TOO_LARGE") return this.finish(messageTooLarge(this.maxMessageBytes));
+        // Bytes that do not decode (a string that is not UTF-8, say) are the node's to fix: VALIDATION_FAILED tells it so.
+        return this.finish(err instanceof ConnectError ? err : new ApiError("VALIDATION_FAILED", `invalid message: ${err instanceof Error ? err.message : String(err)}`));
       }
     }
   }
@@ -168,7 +179,13 @@ function requestHeaders(req: Http2ServerRequest): Headers {
  * responses with back-pressure, and ends with gRPC trailers. Resolves when the
  * stream is over; never rejects (errors go to the client as a grpc-status).
  */
-export async function serveGrpcSession(req: Http2ServerRequest, res: Http2ServerResponse, handler: SessionHandler, logger?: ErrorLogger): Promise<void> {
+export async function serveGrpcSession(
+  req: Http2ServerRequest,
+  res: Http2ServerResponse,
+  handler: SessionHandler,
+  logger?: ErrorLogger,
+  limits: { maxMessageBytes?: number } = {},
+): Promise<void> {
   const abort = new AbortController();
   let inbound: InboundMessages | undefined;
   // The client reset the stream or the connection died: the handler's reads end and its signal fires.
@@ -187,7 +204,7 @@ export async function serveGrpcSession(req: Http2ServerRequest, res: Http2Server
   if (encoding !== "identity" && encoding !== "gzip") {
     failure = new ConnectError(`unsupported grpc-encoding ${encoding}`, Code.Unimplemented);
   } else {
-    inbound = new InboundMessages(req, encoding === "gzip");
+    inbound = new InboundMessages(req, encoding === "gzip", limits.maxMessageBytes ?? defaultMaxMessageBytes);
     const ctx: HandlerContext = {
       service: AgentService,
       method: AgentService.method.session,
@@ -218,8 +235,9 @@ export async function serveGrpcSession(req: Http2ServerRequest, res: Http2Server
         }
       }
     } catch (err) {
-      if (!(err instanceof ConnectError) && !(err instanceof ApiError)) {
-        logger?.error({ err, rpc: `${AgentService.typeName}/Session` }, "handler failed with an unexpected error");
+      const cause = serverErrorCause(err);
+      if (cause !== undefined) {
+        logger?.error({ err: cause, rpc: `${AgentService.typeName}/Session`, request_id: req.headers["x-request-id"] }, "handler failed with a server error");
       }
       failure = toConnectError(err);
     } finally {

@@ -19,30 +19,48 @@ export interface ErrorInterceptorOptions {
 }
 
 /**
+ * What to log for an error about to be answered: for a server error (5xx, or
+ * the Connect codes those map to) the cause — the error itself when it is not
+ * an ApiError (a bug), else the ApiError's cause or the ApiError; undefined
+ * for errors the caller caused. ConnectErrors are answers someone already
+ * chose (this interceptor converts, and logs, everything else).
+ */
+export function serverErrorCause(error: unknown): unknown {
+  if (error instanceof ConnectError) return undefined;
+  if (error instanceof ApiError) return error.httpStatus >= 500 ? (error.cause ?? error) : undefined;
+  return error;
+}
+
+/**
  * A server interceptor that turns whatever a handler (or an interceptor inside
  * it) throws into `toConnectError(e)`: the seed code rides in the
  * `x-gpu-agent-error-code` metadata, in the message prefix and in a Struct
  * detail. Put it FIRST in the interceptor list so it is the outermost wrapper
  * and also converts ApiErrors thrown by auth or rate-limit interceptors.
- * Errors that are not ApiError or ConnectError are bugs: their cause is logged
- * here, and the client sees INTERNAL_ERROR only.
+ * Every error that becomes a server error is logged here with its cause, the
+ * rpc and the request id (the server sets `x-request-id` on every request);
+ * the client sees INTERNAL_ERROR (or the 5xx code) only.
  */
 export function createErrorInterceptor(options: ErrorInterceptorOptions = {}): Interceptor {
-  const convert = (error: unknown, rpc: string): ConnectError => {
-    if (!(error instanceof ApiError) && !(error instanceof ConnectError)) {
-      options.logger?.error({ err: error, rpc }, "handler failed with an unexpected error");
-    } else if (error instanceof ApiError && error.code === "INTERNAL_ERROR" && error.cause !== undefined) {
-      options.logger?.error({ err: error.cause, rpc }, "handler failed with an internal error");
+  const convert = (error: unknown, rpc: string, requestId: string | null): ConnectError => {
+    const cause = serverErrorCause(error);
+    if (cause !== undefined) {
+      const unexpected = !(error instanceof ApiError);
+      options.logger?.error(
+        { err: cause, rpc, request_id: requestId ?? undefined },
+        unexpected ? "handler failed with an unexpected error" : `handler failed with ${(error as ApiError).code}`,
+      );
     }
     return toConnectError(error);
   };
   return (next) => async (req) => {
     const rpc = `${req.service.typeName}/${req.method.name}`;
+    const requestId = req.header.get("x-request-id");
     let res;
     try {
       res = await next(req);
     } catch (error) {
-      throw convert(error, rpc);
+      throw convert(error, rpc, requestId);
     }
     if (!res.stream) return res;
     // A streaming handler fails while the router iterates its output, after
@@ -54,7 +72,7 @@ export function createErrorInterceptor(options: ErrorInterceptorOptions = {}): I
         try {
           yield* messages;
         } catch (error) {
-          throw convert(error, rpc);
+          throw convert(error, rpc, requestId);
         }
       })(),
     };

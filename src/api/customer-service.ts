@@ -51,7 +51,20 @@ import {
 import { isUniqueViolation } from "../store/database.ts";
 import { pageRequest, toPage } from "../store/pagination.ts";
 import type { UploadRow, UploadTable } from "../store/uploads.ts";
-import { findUpload, insertUpload, listUploads, markUploadDeleted, markUploadReady } from "../store/uploads.ts";
+import {
+  activeJobsUsing,
+  findUpload,
+  insertUpload,
+  listUploads,
+  markUploadDeleted,
+  markUploadReady,
+  readyUsage,
+  resetUpload,
+  uploadUsage,
+} from "../store/uploads.ts";
+import { lockCustomerStorage, requestBlobDeletion } from "../store/storage.ts";
+import { quotaRefusal } from "../storage/quotas.ts";
+import { removeUnneededBlob } from "../storage/storage-sweeper.ts";
 import { createIdentityHandlers } from "./customer/identity.ts";
 import { createUsageHandlers } from "./customer/usage.ts";
 import { createTelemetryHandlers } from "./customer/telemetry.ts";
@@ -174,7 +187,8 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
     };
   }
 
-  function artifactMessage(row: ArtifactRow): MessageInitShape<typeof ArtifactSchema> {
+  function artifactMessage(row: ArtifactRow, jobFinishedAt: Date | null): MessageInitShape<typeof ArtifactSchema> {
+    const retentionMs = config.limits.storage.artifactRetentionDays * 86_400_000;
     return {
       id: row.id,
       jobId: row.job_id,
@@ -184,6 +198,8 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
       sizeBytes: BigInt(row.size_bytes),
       sha256: row.sha256,
       createdAt: ts(row.created_at),
+      expiresAt: jobFinishedAt === null ? undefined : ts(new Date(jobFinishedAt.getTime() + retentionMs)),
+      expiredAt: ts(row.expired_at ?? null),
     };
   }
 
@@ -201,16 +217,52 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
     if (!sha256Pattern.test(sha256)) throw validationError("sha256 must be 64 lower-case hex characters", { field: "sha256" });
     const id = newId();
     const kind = table === "datasets" ? "datasets" : "packages";
-    return insertUpload(db, table, {
-      id,
-      customerId: principal.customerId,
-      name,
-      sizeBytes: size,
-      sha256,
-      blobKey: `${kind}/${principal.customerId}/${id}`,
-      uploadExpiresAt: new Date(clock.now() + config.limits.uploadUrlTtlSeconds * 1000),
-      extra: req.extra,
+    // The declared size is reserved against the quota from now on, decided under the customer's storage lock.
+    return db.transaction(async (tx) => {
+      await lockCustomerStorage(tx, principal.customerId);
+      const at = now();
+      const refusal = quotaRefusal(config.limits.storage, table, await uploadUsage(tx, table, principal.customerId, at), size);
+      if (refusal !== undefined) throw refusal;
+      return insertUpload(tx, table, {
+        id,
+        customerId: principal.customerId,
+        name,
+        sizeBytes: size,
+        sha256,
+        blobKey: `${kind}/${principal.customerId}/${id}`,
+        uploadExpiresAt: new Date(at.getTime() + config.limits.uploadUrlTtlSeconds * 1000),
+        extra: req.extra,
+      });
     });
+  }
+
+  /**
+   * Deletes a dataset or package and removes its bytes. The row and the queued removal commit
+   * together; the bytes go right after, or with the storage sweep if that fails. One that a queued
+   * or running job still needs is refused: its units fetch it when they are placed.
+   */
+  async function deleteUpload(table: UploadTable, principal: CustomerPrincipal, id: string): Promise<{ id: string; deleted: boolean }> {
+    const code = table === "datasets" ? "DATASET_NOT_FOUND" : "TRAINING_PACKAGE_NOT_FOUND";
+    const what = table === "datasets" ? "dataset" : "training package";
+    const rowId = requireId(id, code, what);
+    const deleted = await db.transaction(async (tx) => {
+      // Excludes job creation's lock on the customer too, so no job can start using it while it goes.
+      await lockCustomerStorage(tx, principal.customerId);
+      const row = await findUpload(tx, table, principal.customerId, rowId, true);
+      if (row === undefined || row.status === "deleted") throw new ApiError(code, `${what} ${id} not found`);
+      const jobs = await activeJobsUsing(tx, table, principal.customerId, row.id);
+      if (jobs.length > 0) {
+        throw new ApiError("STATE_CONFLICT", `${what} ${row.id} is used by active training job ${jobs.join(", ")}; cancel it or wait until it ends, then delete the ${what}`, {
+          details: { job_ids: jobs },
+        });
+      }
+      const at = now();
+      await markUploadDeleted(tx, table, principal.customerId, row.id, at);
+      await requestBlobDeletion(tx, row.blob_key, at);
+      return row;
+    });
+    await removeUnneededBlob(deps, deleted.blob_key);
+    return { id: deleted.id, deleted: true };
   }
 
   async function findOwnUpload(table: UploadTable, principal: CustomerPrincipal, id: string): Promise<UploadRow> {
@@ -235,7 +287,7 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
     if (size !== row.size_bytes || actual !== row.sha256) {
       // The bad upload is discarded; the declared values stay, so the customer can PUT again.
       await blobs.delete(row.blob_key);
-      await db.query(`UPDATE ${table} SET uploaded_at = NULL WHERE id = $1 AND status = 'awaiting_upload'`, [row.id]);
+      await resetUpload(db, table, row.id);
       throw new ApiError(
         "UPLOAD_INVALID",
         size !== row.size_bytes
@@ -255,7 +307,18 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
       planJob({ requiredVramMb: 1 << 30, requiredDiskMb: 1 << 30, maxRuntimeSeconds: 60, entrypoint: row.entrypoint ?? "train.py", manifest: inspected.manifest });
       facts = { entryCount: inspected.entryCount, manifest: inspected.manifest ?? null };
     }
-    const ready = await markUploadReady(db, table, row.id, now(), facts);
+    // The quota again, on what is ready: a lower quota set since creation holds too. Refused: nothing changes.
+    const ready = await db.transaction(async (tx) => {
+      await lockCustomerStorage(tx, principal.customerId);
+      const current = await findUpload(tx, table, principal.customerId, row.id, true);
+      if (current === undefined || current.status === "deleted") {
+        throw new ApiError(table === "datasets" ? "DATASET_NOT_FOUND" : "TRAINING_PACKAGE_NOT_FOUND", `${table === "datasets" ? "dataset" : "training package"} ${id} not found`);
+      }
+      if (current.status === "ready") return current;
+      const refusal = quotaRefusal(config.limits.storage, table, await readyUsage(tx, table, principal.customerId, row.id), size);
+      if (refusal !== undefined) throw refusal;
+      return markUploadReady(tx, table, row.id, now(), facts);
+    });
     return ready ?? (await findOwnUpload(table, principal, id));
   }
 
@@ -291,6 +354,16 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
           trainingPackageMaxEntries: config.limits.packageMaxEntries,
           uploadUrlTtlSeconds: config.limits.uploadUrlTtlSeconds,
         },
+        storageQuotas: {
+          datasetsMaxCount: config.limits.storage.datasetsMaxCount,
+          datasetsMaxBytes: BigInt(config.limits.storage.datasetsMaxBytes),
+          trainingPackagesMaxCount: config.limits.storage.packagesMaxCount,
+          trainingPackagesMaxBytes: BigInt(config.limits.storage.packagesMaxBytes),
+          artifactsMaxCount: config.limits.storage.artifactsMaxCount,
+          artifactsMaxBytes: BigInt(config.limits.storage.artifactsMaxBytes),
+          unitArtifactsMaxBytes: BigInt(config.limits.storage.unitArtifactsMaxBytes),
+          artifactRetentionDays: config.limits.storage.artifactRetentionDays,
+        },
       };
     },
 
@@ -320,10 +393,7 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
       return { data: cut.rows.map(datasetMessage), page: cut.page };
     },
     async deleteDataset(req, ctx) {
-      const principal = await caller(ctx);
-      const row = await findOwnUpload("datasets", principal, req.id);
-      await markUploadDeleted(db, "datasets", principal.customerId, row.id, now());
-      return { id: row.id, deleted: true };
+      return deleteUpload("datasets", await caller(ctx), req.id);
     },
 
     // ---- training packages ----
@@ -350,10 +420,7 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
       return { data: cut.rows.map(packageMessage), page: cut.page };
     },
     async deleteTrainingPackage(req, ctx) {
-      const principal = await caller(ctx);
-      const row = await findOwnUpload("training_packages", principal, req.id);
-      await markUploadDeleted(db, "training_packages", principal.customerId, row.id, now());
-      return { id: row.id, deleted: true };
+      return deleteUpload("training_packages", await caller(ctx), req.id);
     },
 
     // ---- training jobs ----
@@ -544,11 +611,12 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
     async listArtifacts(req, ctx) {
       const principal = await caller(ctx);
       const id = requireId(req.id, "JOB_NOT_FOUND", "training job");
-      if ((await findJob(db, principal.customerId, id)) === undefined) throw new ApiError("JOB_NOT_FOUND", `training job ${req.id} not found`);
+      const job = await findJob(db, principal.customerId, id);
+      if (job === undefined) throw new ApiError("JOB_NOT_FOUND", `training job ${req.id} not found`);
       const page = pageRequest(req.limit, req.cursor);
       const rows = await listArtifactsOfJob(db, id, page.limit + 1, page.after);
       const cut = toPage(rows, page, (r) => ({ at: r.created_at, id: r.id }));
-      return { data: cut.rows.map(artifactMessage), page: cut.page };
+      return { data: cut.rows.map((r) => artifactMessage(r, job.finished_at)), page: cut.page };
     },
 
     async createArtifactDownloadUrl(req, ctx) {
@@ -557,6 +625,13 @@ export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionR
       if ((await findJob(db, principal.customerId, jobId)) === undefined) throw new ApiError("JOB_NOT_FOUND", `training job ${req.jobId} not found`);
       const artifact = await findArtifact(db, principal.customerId, jobId, requireId(req.artifactId, "ARTIFACT_NOT_FOUND", "artifact"));
       if (artifact === undefined) throw new ApiError("ARTIFACT_NOT_FOUND", `artifact ${req.artifactId} not found`);
+      if (artifact.expired_at !== null) {
+        throw new ApiError(
+          "ARTIFACT_EXPIRED",
+          `artifact ${artifact.id} was removed on ${artifact.expired_at.toISOString()}: artifacts are kept ${config.limits.storage.artifactRetentionDays} days after their job ends`,
+          { details: { expired_at: artifact.expired_at.toISOString() } },
+        );
+      }
       if (!(await blobs.exists(artifact.blob_key))) throw new ApiError("SIGNED_URL_FAILED", "the artifact's bytes are not available in storage; try again later");
       const ttl = config.limits.downloadUrlTtlSeconds;
       const expiresAt = clock.now() + ttl * 1000;

@@ -47,6 +47,8 @@ export const ErrorCode = {
   NODE_AUTH_INVALID: "NODE_AUTH_INVALID",
   ENROLLMENT_TOKEN_INVALID: "ENROLLMENT_TOKEN_INVALID",
   NOT_IMPLEMENTED: "NOT_IMPLEMENTED",
+  STORAGE_QUOTA_EXCEEDED: "STORAGE_QUOTA_EXCEEDED",
+  ARTIFACT_EXPIRED: "ARTIFACT_EXPIRED",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -105,6 +107,13 @@ function mappingOf(code: ErrorCode): Mapping {
       return { http: 405, connect: Code.Unimplemented };
     case "NOT_IMPLEMENTED":
       return { http: 501, connect: Code.Unimplemented };
+    // 409, not 413 (the request itself is fine), 429 (waiting does not help) or 403 (the caller may
+    // store; the account is full): the request conflicts with what the customer already stores,
+    // and deleting some of it resolves that. Connect/gRPC: the canonical code for a per-user quota.
+    case "STORAGE_QUOTA_EXCEEDED":
+      return { http: 409, connect: Code.ResourceExhausted };
+    case "ARTIFACT_EXPIRED":
+      return { http: 410, connect: Code.NotFound };
     case "WEBHOOK_DELIVERY_FAILED":
       return { http: 502, connect: Code.Unavailable };
     case "INTERNAL_ERROR":

@@ -37,6 +37,10 @@ import type { Database, Sql } from "../store/database.ts";
 import type { JobRow, UnitRow } from "../store/jobs.ts";
 import { findUnit, insertArtifactOnce, insertUsageOnce, listUnitsOfJob, lockJob as lockJobRow } from "../store/jobs.ts";
 import { enqueueWebhookEvent } from "../webhooks/outbox.ts";
+import type { ApiError } from "../api/errors.ts";
+import type { StorageQuotas } from "../platform/config.ts";
+import { quotaRefusal } from "../storage/quotas.ts";
+import { artifactRecorded, artifactUsage, lockCustomerStorage } from "../store/storage.ts";
 import { jobTransaction, markJobChanged } from "./job-changes.ts";
 
 /** A unit attempt named by an agent event. */
@@ -154,18 +158,31 @@ async function refreshJobProgress(tx: Sql, jobId: string, metrics: Record<string
   );
 }
 
-/** Records an artifact the agent uploaded for an attempt (the blob is already stored and verified). */
+/** What became of an ArtifactReady: recorded (or recorded before), not about this node's current attempt, or over the customer's quota. */
+export type ArtifactOutcome = "recorded" | "stale" | { refused: ApiError };
+
+/**
+ * Records an artifact the agent uploaded for an attempt (the blob is already stored and verified),
+ * within the customer's artifact quota: decided here, under the customer's storage lock, so
+ * uploads racing from several units cannot pass it together. A refused artifact is not recorded
+ * (the caller removes its blob).
+ */
 export async function applyArtifactReady(
   db: Database,
   nodeId: string,
   ref: UnitAttempt,
   artifact: { name: string; kind: "checkpoint" | "metrics" | "logs" | "other"; sizeBytes: number; sha256: string; blobKey: string },
   now: Date,
-): Promise<boolean> {
+  quotas: StorageQuotas,
+): Promise<ArtifactOutcome> {
   return jobTransaction(db, async (tx) => {
     const unit = await findUnit(tx, ref.unitId);
-    if (unit === undefined || unit.node_id !== nodeId || unit.attempt !== ref.attempt) return false;
+    if (unit === undefined || unit.node_id !== nodeId || unit.attempt !== ref.attempt) return "stale";
     markJobChanged(tx, unit.job_id);
+    await lockCustomerStorage(tx, unit.customer_id);
+    if (await artifactRecorded(tx, unit.id, ref.attempt, artifact.name)) return "recorded";
+    const refusal = quotaRefusal(quotas, "artifacts", await artifactUsage(tx, unit.customer_id), artifact.sizeBytes);
+    if (refusal !== undefined) return { refused: refusal };
     const artifactId = newId();
     const inserted = await insertArtifactOnce(
       tx,
@@ -192,7 +209,7 @@ export async function applyArtifactReady(
         now,
       );
     }
-    return true;
+    return "recorded";
   });
 }
 

@@ -3,6 +3,10 @@
  * Used as the outbound half of a stream, so one writer serialises messages and
  * a full queue is visible to the producer (flow control) instead of growing
  * memory without bound.
+ *
+ * `pushReserved` is for items whose room the producer accounted for itself
+ * (an agent stream's acks, bounded by its ack window: src/agents/ack-window.ts);
+ * `onTake` tells such a producer when the reader made room.
  */
 export class AsyncQueue<T> implements AsyncIterable<T> {
   private readonly items: T[] = [];
@@ -10,6 +14,8 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
   private closed = false;
   private failure: unknown;
   readonly capacity: number;
+  /** Called each time the reader takes an item, and once when the queue closes. */
+  onTake: (() => void) | undefined;
 
   constructor(capacity: number) {
     this.capacity = capacity;
@@ -26,14 +32,27 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
 
   /** Adds an item; returns false (dropping nothing) when closed or full. */
   push(item: T): boolean {
+    return this.add(item, false);
+  }
+
+  /**
+   * Adds an item even past `capacity`; false only when closed. For a producer
+   * that bounds its own items (it must never exceed a bound of its own).
+   */
+  pushReserved(item: T): boolean {
+    return this.add(item, true);
+  }
+
+  private add(item: T, reserved: boolean): boolean {
     if (this.closed) return false;
     if (this.waiter !== undefined) {
       const w = this.waiter;
       this.waiter = undefined;
       w({ value: item, done: false });
+      this.onTake?.();
       return true;
     }
-    if (this.items.length >= this.capacity) return false;
+    if (!reserved && this.items.length >= this.capacity) return false;
     this.items.push(item);
     return true;
   }
@@ -48,12 +67,14 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
       this.waiter = undefined;
       w({ value: undefined, done: true });
     }
+    this.onTake?.();
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<T> {
     for (;;) {
       const next = this.items.shift();
       if (next !== undefined) {
+        this.onTake?.();
         yield next;
         continue;
       }

@@ -7,7 +7,7 @@
  *   /portal/<other file>       the file, `no-cache` (revalidated by ETag)
  *   /portal/<deep/link>        index.html (`no-cache`): the app routes on the client
  *   /portal/<missing>.<ext>    404 (a missing script must not come back as HTML)
- *   undecodable, `.`/`..` or encoded `/` `\` NUL segments → 400
+ *   undecodable, `.`/`..` or encoded `/` `\` NUL segments → 400 VALIDATION_FAILED (the API's error envelope)
  *
  * Files are read into memory once (with gzip and brotli variants of the text
  * ones) and looked up by their relative path in a map, so no request path ever
@@ -21,7 +21,9 @@ import { createHash } from "node:crypto";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join, relative, sep } from "node:path";
 import { brotliCompressSync, constants as zlibConstants, gzipSync } from "node:zlib";
+import { validationError } from "../api/errors.ts";
 import type { RestRequest, RestResponse } from "../api/rest/transcoder.ts";
+import { writeApiError } from "../api/rest/transcoder.ts";
 import type { HttpRoute } from "../server/http-server.ts";
 
 /** Where the portal is mounted. */
@@ -239,8 +241,23 @@ export function createPortalStaticRoutes(options: PortalStaticOptions): HttpRout
     else res.end(body);
   };
 
-  const handle = async (req: RestRequest, res: RestResponse): Promise<void> => {
-    const url = new URL(req.url ?? "/", "http://localhost");
+  const badPath = (res: RestResponse, requestId: string, pathname: string): void => {
+    securityHeaders(res);
+    res.setHeader("cache-control", "no-store");
+    writeApiError(
+      res,
+      validationError(`the portal path ${JSON.stringify(pathname.slice(0, 200))} is not valid: each segment must be UTF-8 percent-encoding, not "." or "..", without an encoded "/", "\\" or NUL`),
+      requestId,
+    );
+  };
+
+  const handle = async (req: RestRequest, res: RestResponse, requestId: string): Promise<void> => {
+    let url: URL;
+    try {
+      url = new URL(req.url ?? "/", "http://localhost");
+    } catch {
+      return badPath(res, requestId, req.url ?? "");
+    }
     const target = classifyPortalPath(url.pathname);
     switch (target.kind) {
       case "redirect":
@@ -252,7 +269,7 @@ export function createPortalStaticRoutes(options: PortalStaticOptions): HttpRout
         return;
       case "bad":
       case "outside":
-        return text(req, res, 400, "Bad portal path.\n");
+        return badPath(res, requestId, url.pathname);
       case "file": {
         const loaded = await current();
         if (loaded === undefined) {
@@ -272,7 +289,7 @@ export function createPortalStaticRoutes(options: PortalStaticOptions): HttpRout
 
   const pattern = /^\/portal(\/.*)?$/;
   return [
-    { method: "GET", pattern, handle: (req, res) => handle(req, res) },
-    { method: "HEAD", pattern, handle: (req, res) => handle(req, res) },
+    { method: "GET", pattern, handle: (req, res, _match, requestId) => handle(req, res, requestId) },
+    { method: "HEAD", pattern, handle: (req, res, _match, requestId) => handle(req, res, requestId) },
   ];
 }

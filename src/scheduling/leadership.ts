@@ -72,6 +72,8 @@ export async function runLeadership(deps: ControlPlaneDeps, options: LeadershipO
     const leading = new AbortController();
     const stop = () => leading.abort();
     signal.addEventListener("abort", stop, { once: true });
+    // An abort while the lease was being acquired has already fired: the listener above never will.
+    if (signal.aborted) stop();
     const work = callbacks.onStartedLeading(term, leading.signal).finally(stop);
     try {
       while (!leading.signal.aborted) {

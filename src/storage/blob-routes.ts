@@ -17,16 +17,27 @@ import type { HttpRoute } from "../server/http-server.ts";
 import { findUnit } from "../store/jobs.ts";
 import type { UploadTable } from "../store/uploads.ts";
 import { claimUpload, findUploadByBlobKey, releaseUpload } from "../store/uploads.ts";
+import { artifactExpiredAt, artifactUsage, releaseUnitArtifactBytes, reserveUnitArtifactBytes } from "../store/storage.ts";
 import { BlobTooLargeError } from "./blob-store.ts";
+import { quotaRefusal } from "./quotas.ts";
 
-/** Largest artifact an agent may upload. */
-const artifactMaxBytes = 2 * 1024 ** 3;
 const artifactNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
 
 function tableOfKey(key: string): UploadTable | undefined {
   if (key.startsWith("datasets/")) return "datasets";
   if (key.startsWith("packages/")) return "training_packages";
   return undefined;
+}
+
+/**
+ * Upload bodies are stored byte for byte and bounded as they arrive; nothing is decoded. A body in a
+ * content coding would be stored still encoded (and hash to something else): refused up front.
+ */
+function refuseContentCoding(req: RestRequest): void {
+  const coding = String(req.headers["content-encoding"] ?? "identity").trim().toLowerCase();
+  if (coding !== "identity" && coding !== "") {
+    throw new ApiError("UNSUPPORTED_MEDIA_TYPE", `content encoding "${coding}" is not accepted here: upload the bytes as they are to be stored`);
+  }
 }
 
 function requestUrl(req: RestRequest): URL {
@@ -41,7 +52,7 @@ function writeJson(res: RestResponse, status: number, body: unknown, requestId: 
 
 /** Builds the routes. */
 export function createBlobRoutes(deps: ControlPlaneDeps): HttpRoute[] {
-  const { signer, blobs, db, clock } = deps;
+  const { signer, blobs, db, clock, config } = deps;
 
   const verify = (req: RestRequest, op: "put" | "get") => {
     const result = signer.verify(requestUrl(req), clock.now());
@@ -57,12 +68,22 @@ export function createBlobRoutes(deps: ControlPlaneDeps): HttpRoute[] {
     return result.request;
   };
 
+  /** Why a blob a signed URL names is gone, when retention removed it (a URL minted before, used after). */
+  const goneReason = async (key: string): Promise<ApiError | undefined> => {
+    const parts = /^artifacts\/([0-9a-f-]{36})\/(\d{1,6})\/([^/]+)$/.exec(key);
+    if (parts === null) return undefined;
+    const expiredAt = await artifactExpiredAt(db, parts[1]!, Number(parts[2]), parts[3]!);
+    if (expiredAt === undefined) return undefined;
+    return new ApiError("ARTIFACT_EXPIRED", `this artifact was removed on ${expiredAt.toISOString()}: artifacts are kept ${config.limits.storage.artifactRetentionDays} days after their job ends`);
+  };
+
   const upload: HttpRoute = {
     method: "PUT",
     pattern: /^\/blobs\/(.+)$/,
     async handle(req, res, _match, requestId) {
       try {
         const { key } = verify(req, "put");
+        refuseContentCoding(req);
         const table = tableOfKey(key);
         const row = table === undefined ? undefined : await findUploadByBlobKey(db, table, key);
         if (table === undefined || row === undefined) throw new ApiError("SIGNED_URL_INVALID", "this signed URL does not name an upload");
@@ -75,6 +96,11 @@ export function createBlobRoutes(deps: ControlPlaneDeps): HttpRoute[] {
         }
         try {
           const stored = await blobs.put(key, req as Readable, { maxBytes: row.size_bytes });
+          // Deleted while the bytes arrived: the delete's removal may have run before they landed.
+          if ((await findUploadByBlobKey(db, table, key))?.status === "deleted") {
+            await blobs.delete(key);
+            throw new ApiError(table === "datasets" ? "DATASET_NOT_FOUND" : "TRAINING_PACKAGE_NOT_FOUND", "this upload was deleted while its bytes arrived; nothing is kept");
+          }
           writeJson(res, 200, { size_bytes: String(stored.size), sha256: stored.sha256 }, requestId);
         } catch (error) {
           await releaseUpload(db, table, row.id);
@@ -99,7 +125,7 @@ export function createBlobRoutes(deps: ControlPlaneDeps): HttpRoute[] {
         try {
           opened = await blobs.open(key);
         } catch (error) {
-          throw new ApiError("SIGNED_URL_FAILED", "the blob is not available in storage", { cause: error });
+          throw (await goneReason(key)) ?? new ApiError("SIGNED_URL_FAILED", "the blob is not available in storage", { cause: error });
         }
         const fileName = key.split("/").at(-1) ?? "blob";
         res.writeHead(200, {
@@ -129,21 +155,47 @@ export function createBlobRoutes(deps: ControlPlaneDeps): HttpRoute[] {
       try {
         const authorization = req.headers["authorization"];
         const node = await authenticateNode(deps, typeof authorization === "string" ? authorization : null);
+        refuseContentCoding(req);
         const unitId = match[1]!;
         const attempt = Number(match[2]);
-        const name = decodeURIComponent(match[3]!);
+        let name: string;
+        try {
+          name = decodeURIComponent(match[3]!);
+        } catch {
+          throw new ApiError("VALIDATION_FAILED", "the artifact name in the path is not valid percent-encoding; encode it with encodeURIComponent");
+        }
         if (!artifactNamePattern.test(name)) throw new ApiError("VALIDATION_FAILED", `artifact name ${JSON.stringify(name)} is not allowed`);
         const unit = await findUnit(db, unitId);
         if (unit === undefined || unit.node_id !== node.id || unit.attempt !== attempt || !["assigned", "running"].includes(unit.status)) {
           throw new ApiError("RESOURCE_NOT_FOUND", "no such running unit attempt on this node");
         }
+        const length = Number(req.headers["content-length"] ?? NaN);
+        if (!Number.isSafeInteger(length) || length < 0) throw new ApiError("VALIDATION_FAILED", "artifact uploads need a Content-Length header");
+        const storage = config.limits.storage;
+        const unitBound = storage.unitArtifactsMaxBytes;
+        if (length > unitBound) {
+          throw new ApiError("PAYLOAD_TOO_LARGE", `the artifacts of one compute unit are limited to ${unitBound} bytes in all; this one alone is ${length}`);
+        }
+        // An early answer, before any byte is stored; recording the artifact decides exactly (applyArtifactReady).
+        const refusal = quotaRefusal(storage, "artifacts", await artifactUsage(db, unit.customer_id), length);
+        if (refusal !== undefined) throw refusal;
+        const key = artifactBlobKey(unitId, attempt, name);
+        // Every stored upload counts, one that replaces an earlier upload of the same name too: giving the
+        // replaced bytes back would let parallel uploads of one name count less than they store.
+        if (!(await reserveUnitArtifactBytes(db, unitId, attempt, length, unitBound))) {
+          throw new ApiError("PAYLOAD_TOO_LARGE", `the artifacts of one compute unit are limited to ${unitBound} bytes in all; this attempt's uploads would pass that`);
+        }
+        let stored: Awaited<ReturnType<typeof blobs.put>>;
         try {
-          const stored = await blobs.put(artifactBlobKey(unitId, attempt, name), req as Readable, { maxBytes: artifactMaxBytes });
-          writeJson(res, 201, { size_bytes: String(stored.size), sha256: stored.sha256 }, requestId);
+          stored = await blobs.put(key, req as Readable, { maxBytes: length });
         } catch (error) {
-          if (error instanceof BlobTooLargeError) throw new ApiError("PAYLOAD_TOO_LARGE", `artifacts are limited to ${artifactMaxBytes} bytes`);
+          await releaseUnitArtifactBytes(db, unitId, attempt, length);
+          if (error instanceof BlobTooLargeError) throw new ApiError("PAYLOAD_TOO_LARGE", `the body is longer than its Content-Length of ${length} bytes`);
           throw error;
         }
+        // HTTP/2 does not hold a body to its Content-Length: what was not sent is not counted.
+        await releaseUnitArtifactBytes(db, unitId, attempt, length - stored.size);
+        writeJson(res, 201, { size_bytes: String(stored.size), sha256: stored.sha256 }, requestId);
       } catch (error) {
         writeApiError(res, error, requestId);
       }

@@ -11,6 +11,7 @@ import { dirname, join, normalize, sep } from "node:path";
 import type { Readable } from "node:stream";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { privateDirMode, privateFileMode } from "../platform/private-files.ts";
 
 /** What was written. */
 export interface StoredBlob {
@@ -35,6 +36,7 @@ export interface BlobStore {
   /** A stream of the blob's bytes (rejects when absent). */
   open(key: string): Promise<{ stream: Readable; size: number }>;
   exists(key: string): Promise<boolean>;
+  /** Removes the blob, or with a key ending in "/" every blob under that prefix; an absent one is fine. */
   delete(key: string): Promise<void>;
   /** A local path for the blob (the local store only; used to inspect zips). */
   localPath(key: string): string;
@@ -54,7 +56,8 @@ export function createLocalBlobStore(root: string): BlobStore {
   return {
     async put(key, source, { maxBytes }) {
       const target = pathOf(key);
-      await mkdir(dirname(target), { recursive: true });
+      // Private to the control plane's user whatever the umask: blobs are customers' datasets.
+      await mkdir(dirname(target), { recursive: true, mode: privateDirMode });
       const temp = `${target}.${randomUUID()}.partial`;
       const hash = createHash("sha256");
       let size = 0;
@@ -67,7 +70,7 @@ export function createLocalBlobStore(root: string): BlobStore {
         },
       });
       try {
-        await pipeline(source, meter, createWriteStream(temp, { flags: "wx" }));
+        await pipeline(source, meter, createWriteStream(temp, { flags: "wx", mode: privateFileMode }));
         await rename(temp, target);
       } catch (error) {
         await rm(temp, { force: true });
@@ -89,7 +92,8 @@ export function createLocalBlobStore(root: string): BlobStore {
       }
     },
     async delete(key) {
-      await rm(pathOf(key), { force: true });
+      if (key.endsWith("/")) await rm(pathOf(key.slice(0, -1)), { recursive: true, force: true });
+      else await rm(pathOf(key), { force: true });
     },
     localPath: pathOf,
   };

@@ -43,7 +43,13 @@ export function createUrlSigner(publicUrl: string | (() => string), secret: stri
     },
     verify(url, nowMs) {
       if (!url.pathname.startsWith(blobPathPrefix)) return { ok: false, reason: "invalid" };
-      const key = decodeURIComponent(url.pathname.slice(blobPathPrefix.length));
+      let key: string;
+      try {
+        key = decodeURIComponent(url.pathname.slice(blobPathPrefix.length));
+      } catch {
+        // Malformed percent-encoding: no URL this signer issued looks like that.
+        return { ok: false, reason: "invalid" };
+      }
       const op = url.searchParams.get("op");
       const exp = Number(url.searchParams.get("exp"));
       const sig = url.searchParams.get("sig") ?? "";

@@ -17,6 +17,9 @@ import { Migration0001Initial } from "./migrations/Migration0001Initial.ts";
 import { Migration0002NodeHistory } from "./migrations/Migration0002NodeHistory.ts";
 import { Migration0003UnitTelemetry } from "./migrations/Migration0003UnitTelemetry.ts";
 import { Migration0004NodeChanges } from "./migrations/Migration0004NodeChanges.ts";
+import { Migration0005LoginAttempts } from "./migrations/Migration0005LoginAttempts.ts";
+import { Migration0006StorageQuotas } from "./migrations/Migration0006StorageQuotas.ts";
+import { makePrivateDir, tightenTree } from "../platform/private-files.ts";
 import { createPGliteDialect } from "./pglite-dialect.ts";
 
 /**
@@ -85,8 +88,16 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
     });
     return finishOpening("postgresql", orm, async () => {});
   }
+  // Created private before PGlite sees it: PGlite would make it with the umask's mode.
+  if (options.dataDir !== undefined) await makePrivateDir(options.dataDir);
   const pglite = new PGlite(options.dataDir ?? "memory://", { parsers: pgliteParsers });
   try {
+    if (options.dataDir !== undefined) {
+      // PGlite's initdb chmods the new cluster's files to 0666, whatever the umask; the files PostgreSQL
+      // makes afterwards are 0600. So after the first start this walk only confirms (about 1,000 files).
+      await pglite.waitReady;
+      await tightenTree(options.dataDir);
+    }
     const orm = await MikroORM.init({
       ...commonOptions,
       dbName: "postgres",
@@ -106,6 +117,8 @@ const migrationsList = [
   { name: "Migration0002NodeHistory", class: Migration0002NodeHistory },
   { name: "Migration0003UnitTelemetry", class: Migration0003UnitTelemetry },
   { name: "Migration0004NodeChanges", class: Migration0004NodeChanges },
+  { name: "Migration0005LoginAttempts", class: Migration0005LoginAttempts },
+  { name: "Migration0006StorageQuotas", class: Migration0006StorageQuotas },
 ];
 
 const commonOptions = {

@@ -76,6 +76,8 @@ export interface ArtifactRow {
   sha256: string;
   blob_key: string;
   created_at: Date;
+  /** Set when retention removed its bytes (src/storage/storage-sweeper.ts). */
+  expired_at: Date | null;
 }
 
 /** Terminal job statuses. */
@@ -239,7 +241,7 @@ export async function findArtifact(sql: Sql, customerId: string, jobId: string, 
 }
 
 /** Records an artifact once per (unit, attempt, name). */
-export async function insertArtifactOnce(sql: Sql, row: Omit<ArtifactRow, "created_at">, now: Date): Promise<boolean> {
+export async function insertArtifactOnce(sql: Sql, row: Omit<ArtifactRow, "created_at" | "expired_at">, now: Date): Promise<boolean> {
   const inserted = await sql.query(
     `INSERT INTO artifacts (id, job_id, compute_unit_id, customer_id, attempt, kind, name, size_bytes, sha256, blob_key, created_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)

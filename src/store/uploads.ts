@@ -45,10 +45,56 @@ export async function insertUpload(
   return created!;
 }
 
-/** One of this customer's rows (deleted ones included; callers decide). */
-export async function findUpload(sql: Sql, table: UploadTable, customerId: string, id: string): Promise<UploadRow | undefined> {
-  const [row] = await sql.query<UploadRow>(`SELECT * FROM ${table} WHERE id = $1 AND customer_id = $2`, [id, customerId]);
+/** One of this customer's rows (deleted ones included; callers decide); `forUpdate` locks it. */
+export async function findUpload(sql: Sql, table: UploadTable, customerId: string, id: string, forUpdate = false): Promise<UploadRow | undefined> {
+  const [row] = await sql.query<UploadRow>(`SELECT * FROM ${table} WHERE id = $1 AND customer_id = $2${forUpdate ? " FOR UPDATE" : ""}`, [id, customerId]);
   return row;
+}
+
+/** What a customer holds of one kind: rows and bytes. */
+export interface StorageUsage {
+  count: number;
+  bytes: number;
+}
+
+/**
+ * What counts against the customer's quota at creation: every row not deleted, an upload awaiting
+ * its bytes reserving its declared size, except an upload whose URL expired unused (it can never
+ * receive bytes).
+ */
+export async function uploadUsage(sql: Sql, table: UploadTable, customerId: string, now: Date): Promise<StorageUsage> {
+  const [row] = await sql.query<StorageUsage>(
+    `SELECT count(*)::int AS count, COALESCE(sum(size_bytes), 0)::bigint AS bytes FROM ${table}
+     WHERE customer_id = $1 AND status <> 'deleted'
+       AND NOT (status = 'awaiting_upload' AND uploaded_at IS NULL AND upload_expires_at <= $2)`,
+    [customerId, now],
+  );
+  return row ?? { count: 0, bytes: 0 };
+}
+
+/** What counts against the quota at finalize: the customer's ready rows other than `exceptId`. */
+export async function readyUsage(sql: Sql, table: UploadTable, customerId: string, exceptId: string): Promise<StorageUsage> {
+  const [row] = await sql.query<StorageUsage>(
+    `SELECT count(*)::int AS count, COALESCE(sum(size_bytes), 0)::bigint AS bytes FROM ${table}
+     WHERE customer_id = $1 AND status = 'ready' AND id <> $2`,
+    [customerId, exceptId],
+  );
+  return row ?? { count: 0, bytes: 0 };
+}
+
+/** Queued or running jobs of the customer that use this dataset or package (a few ids, for the message). */
+export async function activeJobsUsing(sql: Sql, table: UploadTable, customerId: string, id: string): Promise<string[]> {
+  const column = table === "datasets" ? "dataset_id" : "training_package_id";
+  const rows = await sql.query<{ id: string }>(
+    `SELECT id FROM training_jobs WHERE customer_id = $1 AND ${column} = $2 AND status IN ('queued', 'running') ORDER BY created_at LIMIT 5`,
+    [customerId, id],
+  );
+  return rows.map((r) => r.id);
+}
+
+/** Forgets a rejected upload (its bytes are discarded), so the same URL may be used again. */
+export async function resetUpload(sql: Sql, table: UploadTable, id: string): Promise<void> {
+  await sql.query(`UPDATE ${table} SET uploaded_at = NULL WHERE id = $1 AND status = 'awaiting_upload'`, [id]);
 }
 
 /** A row by its blob key (for the signed upload route). */
@@ -97,7 +143,7 @@ export async function markUploadReady(
   return row;
 }
 
-/** Soft-deletes a row of this customer. */
+/** Soft-deletes a row of this customer (its blob is removed through blob_deletions, src/store/storage.ts). */
 export async function markUploadDeleted(sql: Sql, table: UploadTable, customerId: string, id: string, now: Date): Promise<UploadRow | undefined> {
   const [row] = await sql.query<UploadRow>(
     `UPDATE ${table} SET status = 'deleted', deleted_at = COALESCE(deleted_at, $3) WHERE id = $1 AND customer_id = $2 RETURNING *`,

@@ -6,15 +6,8 @@
  *  - never a 5xx,
  *  - exactly that status and `error.code`, a non-empty `message` and `request_id`,
  *  - and that NOTHING changed in the database: the row count and an md5 of
- *    every row of every table are the same before and after the request.
- *
- * Columns left out of the checksum, and why (all other columns of all tables count):
- *  - api_keys.last_used_at: authenticating with a key records its use (at most once a minute),
- *    also when the request is then refused; it is bookkeeping, not data the request changed.
- *  - customers.failed_logins, customers.locked_until: a wrong password is counted by design,
- *    that count is the brute-force lock.
- *  - scheduler_leases.updated_at: the leader renews its lease in the background.
- *  - nodes.last_heartbeat_at: agents' heartbeats (no agent runs here; listed for safety).
+ *    every row of every table are the same before and after the request
+ *    (test/support/db-checksum.ts, which lists the volatile columns left out and why).
  * A baseline check first takes two snapshots a second apart with no request in between, so a
  * table that changes on its own (added later) is reported by name instead of making cases flaky.
  *
@@ -25,22 +18,17 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { gzipSync } from "node:zlib";
 import yazl from "yazl";
 import type { TestControlPlane } from "../support/control-plane.ts";
 import { adminRequest, request, startTestControlPlane, uploadResource } from "../support/control-plane.ts";
+import type { DbChecksum, DbSnapshot } from "../support/db-checksum.ts";
+import { createDbChecksum } from "../support/db-checksum.ts";
 
 const example = join(import.meta.dirname, "..", "..", "examples", "tiny-mlp");
 const missingId = "00000000-0000-4000-8000-000000000000";
 const password = "correct horse battery";
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
-
-/** Columns whose changes are not the request's doing (see the header comment). */
-const volatileColumns: Readonly<Record<string, readonly string[]>> = {
-  api_keys: ["last_used_at"],
-  customers: ["failed_logins", "locked_until"],
-  scheduler_leases: ["updated_at"],
-  nodes: ["last_heartbeat_at"],
-};
 
 async function zipOf(entries: Record<string, string>): Promise<Buffer> {
   const zip = new yazl.ZipFile();
@@ -80,17 +68,9 @@ describe("bad input, every endpoint: exact 4xx and seed code, a message and a re
   let cp: TestControlPlane;
   const ids: Record<string, string> = {};
   const keys: Record<string, string> = {};
-  let snapshotSql = "";
-
-  async function snapshot(): Promise<Map<string, string>> {
-    const rows = await cp.plane.deps.db.query<{ t: string; n: number; sum: string }>(snapshotSql);
-    return new Map(rows.map((r) => [r.t, `${r.n} rows, md5 ${r.sum}`]));
-  }
-
-  function diff(before: Map<string, string>, after: Map<string, string>): string[] {
-    const tables = new Set([...before.keys(), ...after.keys()]);
-    return [...tables].filter((t) => before.get(t) !== after.get(t)).map((t) => `${t}: ${before.get(t) ?? "absent"} → ${after.get(t) ?? "absent"}`);
-  }
+  let checksum: DbChecksum;
+  const snapshot = (): Promise<DbSnapshot> => checksum.snapshot();
+  const diff = (before: DbSnapshot, after: DbSnapshot): string[] => checksum.diff(before, after);
 
   const customerPath = (p: string) => `/api/v1/customer${p}`;
   const adminPath = (p: string) => `/api/v1/admin${p}`;
@@ -161,28 +141,7 @@ describe("bad input, every endpoint: exact 4xx and seed code, a message and a re
     ids["poorDataset"] = (await uploadResource(cp, poor.key, "datasets", "d", csv))["id"] as string;
     ids["poorPackage"] = (await uploadResource(cp, poor.key, "training-packages", "p", pkg))["id"] as string;
 
-    // The snapshot query: every base table, every column but the volatile ones.
-    const columns = await cp.plane.deps.db.query<{ table_name: string; column_name: string }>(
-      `SELECT c.table_name::text AS table_name, c.column_name::text AS column_name
-         FROM information_schema.columns c
-         JOIN information_schema.tables t ON t.table_schema = c.table_schema AND t.table_name = c.table_name AND t.table_type = 'BASE TABLE'
-        WHERE c.table_schema = current_schema()
-        ORDER BY c.table_name, c.ordinal_position`,
-    );
-    const byTable = new Map<string, string[]>();
-    for (const { table_name, column_name } of columns) {
-      if ((volatileColumns[table_name] ?? []).includes(column_name)) continue;
-      byTable.set(table_name, [...(byTable.get(table_name) ?? []), column_name]);
-    }
-    assert.ok(byTable.has("training_jobs") && byTable.has("ledger_entries") && byTable.has("webhook_endpoints"), "the snapshot sees the schema");
-    const q = (name: string) => `"${name.replace(/"/g, '""')}"`;
-    snapshotSql = [...byTable]
-      .map(
-        ([table, cols]) =>
-          `SELECT '${table}'::text AS t, count(*)::int AS n, md5(coalesce(string_agg(x.r, E'\\n' ORDER BY x.r), '')) AS sum
-             FROM (SELECT ROW(${cols.map(q).join(", ")})::text AS r FROM ${q(table)}) x`,
-      )
-      .join("\nUNION ALL\n");
+    checksum = await createDbChecksum(cp.plane.deps.db);
   });
 
   after(() => cp?.stop());
@@ -254,6 +213,12 @@ describe("bad input, every endpoint: exact 4xx and seed code, a message and a re
     { name: "a JSON array body", method: "POST", path: () => c("/datasets"), raw: () => "[1, 2]", status: 400, code: "VALIDATION_FAILED" },
     { name: "a form body", method: "POST", path: () => c("/datasets"), raw: () => "name=x", contentType: "application/x-www-form-urlencoded", status: 415, code: "UNSUPPORTED_MEDIA_TYPE" },
     { name: "a body over 1 MiB", method: "POST", path: () => c("/datasets"), raw: () => JSON.stringify({ name: "x".repeat(1_100_000) }), status: 413, code: "PAYLOAD_TOO_LARGE" },
+    // Bounds apply after decompression: 64 MiB that gzip to 64 KB, unauthenticated, are refused at 1 MiB inflated.
+    { name: "a gzip body that inflates past 1 MiB (a compression bomb), unauthenticated", method: "POST", path: () => c("/auth/login"), raw: () => gzipSync(Buffer.alloc(64 * 1024 * 1024, 0x20)), headers: { "content-encoding": "gzip" }, auth: "none", status: 413, code: "PAYLOAD_TOO_LARGE" },
+    { name: "a gzip body that is not valid gzip", method: "POST", path: () => c("/datasets"), raw: () => Buffer.from("not gzip at all"), headers: { "content-encoding": "gzip" }, status: 400, code: "VALIDATION_FAILED" },
+    { name: "a body in a content-encoding the server does not speak", method: "POST", path: () => c("/datasets"), raw: () => "{}", headers: { "content-encoding": "compress" }, status: 415, code: "UNSUPPORTED_MEDIA_TYPE" },
+    { name: "a query with broken percent-encoding", method: "GET", path: () => c("/datasets?cursor=%ZZ"), status: 400, code: "VALIDATION_FAILED" },
+    { name: "a signed blob URL with broken percent-encoding in its key", method: "GET", path: () => `/blobs/%ZZ?op=get&exp=${Math.floor(Date.now() / 1000) + 600}&sig=x`, auth: "none", status: 403, code: "SIGNED_URL_INVALID" },
     { name: "finalizing an unknown dataset", method: "POST", path: () => c(`/datasets/${missingId}/finalize`), body: () => ({}), status: 404, code: "DATASET_NOT_FOUND" },
     { name: "finalizing a dataset before any upload", method: "POST", path: () => c(`/datasets/${ids["awaitingDataset"]}/finalize`), body: () => ({}), status: 400, code: "UPLOAD_INVALID" },
     { name: "reading another customer's dataset", method: "GET", path: () => c(`/datasets/${ids["otherDataset"]}`), status: 404, code: "DATASET_NOT_FOUND" },
@@ -327,7 +292,9 @@ describe("bad input, every endpoint: exact 4xx and seed code, a message and a re
 
     // ---- artifacts and download URLs ----
     { name: "artifacts of an unknown job", method: "GET", path: () => c(`/training-jobs/${missingId}/artifacts`), status: 404, code: "JOB_NOT_FOUND" },
-    { name: "a tampered artifact cursor", method: "GET", path: () => c(`/training-jobs/${ids["job"]}/artifacts?cursor=%%%`), status: 400, code: "PAGINATION_INVALID_CURSOR" },
+    { name: "a tampered artifact cursor", method: "GET", path: () => c(`/training-jobs/${ids["job"]}/artifacts?cursor=AAAA-not-a-cursor`), status: 400, code: "PAGINATION_INVALID_CURSOR" },
+    // Malformed percent-encoding is refused by the query decoder, before any parameter is read.
+    { name: "an artifact cursor that is not valid percent-encoding", method: "GET", path: () => c(`/training-jobs/${ids["job"]}/artifacts?cursor=%%%`), status: 400, code: "VALIDATION_FAILED" },
     { name: "a download URL for an unknown artifact", method: "POST", path: () => c(`/training-jobs/${ids["job"]}/artifacts/${missingId}/download-url`), body: () => ({}), status: 404, code: "ARTIFACT_NOT_FOUND" },
     { name: "a download URL for a malformed artifact id", method: "POST", path: () => c(`/training-jobs/${ids["job"]}/artifacts/xyz/download-url`), body: () => ({}), status: 404, code: "ARTIFACT_NOT_FOUND" },
     { name: "a download URL under another customer's job", method: "POST", path: () => c(`/training-jobs/${ids["otherJob"]}/artifacts/${missingId}/download-url`), body: () => ({}), status: 404, code: "JOB_NOT_FOUND" },

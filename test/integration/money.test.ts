@@ -178,9 +178,11 @@ for (const backend of backends) {
       const db = cp.plane.deps.db;
       const [unit] = await db.query<{ id: string; kind: string }>(`SELECT id, kind FROM compute_units WHERE job_id = $1 ORDER BY plan_index LIMIT 1`, [jobId]);
       assert.ok(unit !== undefined);
-      // A node (cordoned, so the placer leaves it alone) running attempt 1 of the unit for 90 s.
+      // A node (cordoned, so the placer leaves it alone) running attempt 1 of the unit for 90 s. Its
+      // heartbeat is fresh: a node that never sent one is silent, and the leader's sweep, when it runs
+      // before the Finished events (a loaded machine), would take the unit back and nothing be debited.
       const nodeId = randomUUID();
-      await db.query(`INSERT INTO nodes (id, trust_level, state, credential_hash) VALUES ($1, 'controlled', 'cordoned', $2)`, [nodeId, randomUUID()]);
+      await db.query(`INSERT INTO nodes (id, trust_level, state, credential_hash, last_heartbeat_at) VALUES ($1, 'controlled', 'cordoned', $2, now())`, [nodeId, randomUUID()]);
       const now = new Date();
       await db.query(
         `UPDATE compute_units SET status = 'running', node_id = $2, attempt = 1, assigned_at = $3, started_at = $3 WHERE id = $1`,

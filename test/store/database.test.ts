@@ -24,7 +24,7 @@ const backends: readonly Backend[] = [
 ];
 
 /** Every migration, in order. */
-const migrations = ["Migration0001Initial", "Migration0002NodeHistory", "Migration0003UnitTelemetry", "Migration0004NodeChanges"];
+const migrations = ["Migration0001Initial", "Migration0002NodeHistory", "Migration0003UnitTelemetry", "Migration0004NodeChanges", "Migration0005LoginAttempts", "Migration0006StorageQuotas"];
 
 const tables = [
   "api_keys",
@@ -35,6 +35,8 @@ const tables = [
   "enrollment_tokens",
   "idempotency_records",
   "ledger_entries",
+  "login_address_budgets",
+  "login_attempts",
   "node_attempts",
   "node_datasets",
   "nodes",

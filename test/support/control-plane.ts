@@ -9,6 +9,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
+import type { Logger } from "pino";
 import type { ControlPlane } from "../../src/control-plane.ts";
 import { startControlPlane } from "../../src/control-plane.ts";
 import type { RequestLimitOptions } from "../../src/limits/request-limits.ts";
@@ -38,6 +39,10 @@ export interface TestControlPlaneOptions {
   requestLimit?: RequestLimitOptions;
   webhooks?: WebhookDispatcherOptions;
   telemetry?: Partial<TelemetryOptions>;
+  /** Where logs go; default silent (or TEST_LOG_LEVEL). */
+  logger?: Logger;
+  /** An existing data directory to start on (a restart); default a fresh temporary one. stop() removes it either way. */
+  dataDir?: string;
 }
 
 /**
@@ -45,7 +50,7 @@ export interface TestControlPlaneOptions {
  * `agents` overrides agent timings (heartbeat, unreachable grace, ack timeout, attempts).
  */
 export async function startTestControlPlane(options: TestControlPlaneOptions = {}): Promise<TestControlPlane> {
-  const dataDir = await mkdtemp(join(tmpdir(), "gpu-agent-cp-"));
+  const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), "gpu-agent-cp-")));
   const adminToken = "test-admin-token-" + createHash("sha256").update(dataDir).digest("hex").slice(0, 16);
   const plane = await startControlPlane(
     {
@@ -65,7 +70,7 @@ export async function startTestControlPlane(options: TestControlPlaneOptions = {
       build: "test",
     },
     {
-      logger: pino({ level: process.env["TEST_LOG_LEVEL"] ?? "silent" }),
+      logger: options.logger ?? pino({ level: process.env["TEST_LOG_LEVEL"] ?? "silent" }),
       ...(options.clock === undefined ? {} : { clock: options.clock }),
       ...(options.requestLimit === undefined ? {} : { requestLimit: options.requestLimit }),
       ...(options.webhooks === undefined ? {} : { webhooks: options.webhooks }),

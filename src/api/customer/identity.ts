@@ -2,9 +2,10 @@
  * CustomerService handlers: Sessions (login, me) and API keys.
  *
  * Login is the one customer endpoint without authentication, so it is built
- * against guessing: the same work (one scrypt) whether or not the e-mail
- * exists, one message for every wrong pair, and a per-account lock with
- * exponential backoff kept in the customers row (exact across replicas).
+ * against guessing and against learning which e-mails have accounts: the same
+ * work (one scrypt) and the same answers whether or not the e-mail exists, one
+ * message for every wrong pair, and throttling per (client address, e-mail)
+ * pair and per address, in the database (src/auth/login-throttle.ts).
  * API keys are managed only from a signed-in session: a leaked key must not be
  * able to mint more keys or revoke the owner's.
  */
@@ -14,23 +15,23 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { CustomerPrincipal } from "../../auth/authenticate.ts";
 import { authorizeCall, authorizePublicCall } from "../../auth/authorize.ts";
+import { admitLoginAttempt, loginSucceeded } from "../../auth/login-throttle.ts";
 import { hashPassword, verifyPassword } from "../../auth/passwords.ts";
 import { allScopes, isScope } from "../../auth/scopes.ts";
 import type { ControlPlaneDeps } from "../../deps.ts";
 import type { ApiKeySchema, CustomerSchema, CustomerService } from "../../gen/gpuagent/customer/v1/customer_pb.ts";
 import { hashSecret, isUuid, newId, newSecret } from "../../platform/ids.ts";
-import type { ApiKeyRow, LoginThrottle } from "../../store/customers.ts";
+import { peerAddressHeader } from "../../server/http-server.ts";
+import type { ApiKeyRow } from "../../store/customers.ts";
 import {
   countActiveApiKeys,
   creditBalance,
   findCustomer,
-  findLoginCandidate,
+  findCustomerByEmail,
   insertApiKey,
   insertSession,
   listApiKeys,
   lockCustomer,
-  recordLoginFailure,
-  resetLoginFailures,
   revokeApiKey,
 } from "../../store/customers.ts";
 import { pageRequest, toPage } from "../../store/pagination.ts";
@@ -39,9 +40,6 @@ import { ApiError, validationError } from "../errors.ts";
 
 /** How long a portal session lasts. */
 export const sessionTtlSeconds = 12 * 60 * 60;
-
-/** Login lock: from the 5th consecutive failure, 30 s doubling per further failure, at most 15 min. */
-export const loginThrottle: LoginThrottle = { maxFailures: 5, baseLockSeconds: 30, maxLockSeconds: 15 * 60 };
 
 /** Most API keys a customer may hold unrevoked; revoking one frees a slot. */
 export const maxActiveApiKeys = 50;
@@ -106,14 +104,6 @@ export function createIdentityHandlers(deps: ControlPlaneDeps): Partial<ServiceI
     return { id: customer.id, email: customer.email, creditsBalance: BigInt(await creditBalance(db, id)), createdAt: ts(customer.created_at) };
   }
 
-  function lockedError(lockedUntil: Date, at: Date): ApiError {
-    const retry = Math.max(1, Math.ceil((lockedUntil.getTime() - at.getTime()) / 1000));
-    return new ApiError("RATE_LIMITED", `too many failed sign-ins; try again in ${retry} s`, {
-      headers: { "retry-after": String(retry) },
-      details: { retry_after_seconds: retry },
-    });
-  }
-
   return {
     async login(req, ctx) {
       authorizePublicCall(deps, ctx);
@@ -124,23 +114,19 @@ export function createIdentityHandlers(deps: ControlPlaneDeps): Partial<ServiceI
       if (req.password === "" || req.password.length > passwordMax) {
         throw validationError(`password must be 1 to ${passwordMax} characters`, { field: "password" });
       }
-      const candidate = await findLoginCandidate(db, email);
       const at = now();
-      const lockedUntil = candidate?.locked_until ?? null;
-      if (lockedUntil !== null && lockedUntil.getTime() > at.getTime()) {
-        // Refused before the password is checked, so a lock also stops guessing of the right one.
-        throw lockedError(lockedUntil, at);
-      }
+      // Counted before the password is checked, and a locked pair refused before it is: a lock also
+      // stops guessing of the right one. Nothing here depends on whether the e-mail has an account.
+      const peer = ctx.requestHeader.get(peerAddressHeader) ?? "unknown";
+      const attempt = await admitLoginAttempt(db, deps.config.limits.login, peer, email, at);
+      const candidate = await findCustomerByEmail(db, email);
       const ok = await verifyPassword(req.password, candidate?.password_hash ?? (await dummyPasswordHash()));
-      if (candidate === undefined || !ok) {
-        if (candidate !== undefined) await recordLoginFailure(db, candidate.id, at, loginThrottle);
-        throw new ApiError("CUSTOMER_AUTH_REQUIRED", wrongCredentials);
-      }
-      if (!(await resetLoginFailures(db, candidate.id, at))) {
-        // A concurrent failure locked the account between our check and now: the lock wins.
-        const fresh = await findLoginCandidate(db, email);
-        throw lockedError(fresh?.locked_until ?? new Date(at.getTime() + loginThrottle.baseLockSeconds * 1000), at);
-      }
+      const signedIn = candidate !== undefined && ok;
+      // An address out of budget still lets in the pairs that signed in from it before, and only after
+      // a correct password: to everyone else every attempt there looks the same.
+      if (attempt.addressRefusal !== undefined && !(signedIn && attempt.trusted)) throw attempt.addressRefusal;
+      if (!signedIn) throw new ApiError("CUSTOMER_AUTH_REQUIRED", wrongCredentials);
+      await loginSucceeded(db, attempt, at);
       const token = newSecret("st_");
       const expiresAt = new Date(at.getTime() + sessionTtlSeconds * 1000);
       await insertSession(db, { id: newId(), customerId: candidate.id, tokenHash: hashSecret(token), expiresAt });

@@ -31,14 +31,17 @@
  */
 import http2 from "node:http2";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { promisify } from "node:util";
+import { brotliDecompress, gunzip, inflate } from "node:zlib";
+import type { ZlibOptions } from "node:zlib";
 import { ScalarType, create, createRegistry, fromJson, getOption, isMessage, toJson } from "@bufbuild/protobuf";
 import type { DescField, DescMessage, DescMethodServerStreaming, DescMethodUnary, DescService, JsonObject, JsonValue, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
-import { ConnectError, createContextValues, createRouterTransport } from "@connectrpc/connect";
+import { createContextValues, createRouterTransport } from "@connectrpc/connect";
 import type { HandlerContext, Interceptor, ServiceImpl, Transport } from "@connectrpc/connect";
 import { http } from "../../gen/google/api/annotations_pb.ts";
 import type { HttpRule } from "../../gen/google/api/http_pb.ts";
 import type { HttpBody } from "../../gen/google/api/httpbody_pb.ts";
-import { createErrorInterceptor } from "../connect-errors.ts";
+import { createErrorInterceptor, serverErrorCause } from "../connect-errors.ts";
 import type { ErrorLogger } from "../connect-errors.ts";
 import { ApiError, apiErrorFrom, validationError } from "../errors.ts";
 import { isImmutableMessage } from "../immutable-message.ts";
@@ -68,7 +71,10 @@ export interface RestTranscoderOptions {
    * (auth, limits). The error interceptor is always added first.
    */
   readonly interceptors?: ReadonlyArray<Interceptor>;
-  /** Receives causes of unexpected handler errors (never sent to clients). */
+  /**
+   * Receives causes of server errors raised behind the interceptors (never sent to clients). Errors of
+   * direct calls are recorded by writeApiError and logged by the server with the request id.
+   */
   readonly logger?: ErrorLogger;
 }
 
@@ -133,11 +139,11 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
   const registry = createRegistry(...options.services.map((s) => s.service.file));
 
   async function handle(req: RestRequest, res: RestResponse, requestId: string): Promise<boolean> {
-    const url = parseTarget(req.url ?? "/");
-    const path = normalizePath(url.pathname);
     const method = req.method === undefined ? "GET" : req.method.toUpperCase();
     if (res.getHeader("x-request-id") !== requestId) setHeader(res, "x-request-id", requestId);
     try {
+      const url = parseTarget(req.url ?? "/");
+      const path = normalizePath(url.pathname);
       const matches = index.match(path);
       if (matches.length === 0) {
         if (!path.startsWith("/api/") && path !== "/api") return false;
@@ -179,10 +185,8 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
         const output = await implFn(input, context);
         response = { message: isMessage(output, method.output) ? output : create(method.output, output), header: context.responseHeader, trailer: context.responseTrailer };
       } catch (error) {
+        // The cause of a server error is logged by the server, with the request id (writeApiError records it).
         copyResponseHeaders(context.responseHeader, res);
-        if (!(error instanceof ApiError) && !(error instanceof ConnectError)) {
-          options.logger?.error({ err: error, rpc: `${method.parent.typeName}/${method.name}` }, "handler failed with an unexpected error");
-        }
         throw error;
       }
     } else {
@@ -266,7 +270,6 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
         // Headers the handler set before failing (x-ratelimit-*, Retry-After) still reach the client.
         const metadata = transport === undefined ? responseHeader() : (error as { metadata?: unknown }).metadata;
         if (metadata instanceof Headers) copyResponseHeaders(metadata, res);
-        logUnexpected(error, method);
         throw error;
       }
       copyResponseHeaders(responseHeader() ?? new Headers(), res);
@@ -286,7 +289,6 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
             next = await messages.next();
           } catch (error) {
             done = true;
-            logUnexpected(error, method);
             throw error;
           }
           if (next.done === true) break;
@@ -299,11 +301,6 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
       // The client went away or a write failed: stop the handler (its transaction ends with it).
       if (!done) await messages.return?.().catch(() => undefined);
     }
-  }
-
-  function logUnexpected(error: unknown, method: DescMethodServerStreaming): void {
-    if (error instanceof ApiError || error instanceof ConnectError || error instanceof ClientGone) return;
-    options.logger?.error({ err: error, rpc: `${method.parent.typeName}/${method.name}` }, "handler failed with an unexpected error");
   }
 
   return { handle, routes: routes.map((r) => `${r.httpMethod} ${r.pattern}`) };
@@ -351,6 +348,19 @@ async function writeChunk(res: RestResponse, data: Uint8Array | undefined, signa
   });
 }
 
+/** Causes of the server errors writeApiError answered (or cut responses) with, for the server's log. */
+const serverErrorCauses = new WeakMap<RestResponse, unknown>();
+
+/**
+ * The cause of the server error (5xx, or a response cut after its headers)
+ * that {@link writeApiError} wrote on `res`; undefined when it wrote none.
+ * src/server/http-server.ts logs it with the request id when the response
+ * closes, so every route that answers through writeApiError is covered.
+ */
+export function serverErrorCauseOf(res: RestResponse): unknown {
+  return serverErrorCauses.get(res);
+}
+
 /**
  * Writes the REST error envelope `{"error":{"code","message","request_id"[,"details"]}}`
  * with the ApiError's status and extra headers. Anything that is not an ApiError
@@ -358,6 +368,8 @@ async function writeChunk(res: RestResponse, data: Uint8Array | undefined, signa
  */
 export function writeApiError(res: RestResponse, error: unknown, requestId: string): void {
   const api = apiErrorFrom(error);
+  const cause = error instanceof ClientGone ? undefined : serverErrorCause(error);
+  if (cause !== undefined) serverErrorCauses.set(res, cause);
   if (res.headersSent) {
     // Too late for an envelope: cut the response so the client sees a failure, not a short body.
     res.destroy();
@@ -636,6 +648,8 @@ interface RequestTarget {
   readonly pathname: string;
   /** The query parameters; undefined when there is no query. */
   readonly searchParams: URLSearchParams | undefined;
+  /** The query as sent (percent-encoded, with its "?"); "" when there is none. */
+  readonly search: string;
   /** The absolute URL (on http://localhost), for the handler context. */
   readonly href: string;
 }
@@ -668,18 +682,62 @@ function isPlainPath(target: string): boolean {
   return true;
 }
 
-/** The path of a request target, as `new URL(target, "http://localhost").pathname` gives it (cheaply for a plain path). */
+/**
+ * The path of a request target, as `new URL(target, "http://localhost").pathname` gives it (cheaply for a
+ * plain path). Never throws, since servers call it outside any handler: for a target no URL can be read
+ * from ("//[x", "http://[") it returns the target itself, which no route matches, and the transcoder
+ * answers such a request 400.
+ */
 export function requestPathname(target: string): string {
-  return parseTarget(target).pathname;
+  try {
+    return parseTarget(target).pathname;
+  } catch {
+    return target;
+  }
 }
 
 /** Parses a request target like `new URL(target, "http://localhost")`, without building a URL for a plain path. */
 function parseTarget(target: string): RequestTarget {
   if (isPlainPath(target)) {
-    return { pathname: target, searchParams: undefined, href: `http://localhost${target}` };
+    return { pathname: target, searchParams: undefined, search: "", href: `http://localhost${target}` };
   }
-  const url = new URL(target, "http://localhost");
-  return { pathname: url.pathname, searchParams: url.search === "" ? undefined : url.searchParams, href: url.href };
+  let url: URL;
+  try {
+    url = new URL(target, "http://localhost");
+  } catch {
+    // An absolute-form target with a broken authority ("http://[", "//a b/"): no path can be read from it.
+    throw validationError(`the request target ${JSON.stringify(clip(target))} is not a valid URL; send a path such as /api/v1/customer/meta`);
+  }
+  return { pathname: url.pathname, searchParams: url.search === "" ? undefined : url.searchParams, search: url.search, href: url.href };
+}
+
+/** At most 100 characters of client text for an error message. */
+function clip(text: string): string {
+  return text.length > 100 ? `${text.slice(0, 100)}…` : text;
+}
+
+/**
+ * URLSearchParams decodes leniently: "%ZZ" stays as typed and bytes that are
+ * not UTF-8 become U+FFFD, so a mangled value would reach the handler as
+ * something the client never sent. Every name and value must decode strictly,
+ * and hold no NUL (PostgreSQL text cannot store it).
+ */
+function checkQueryEncoding(search: string): void {
+  if (!search.includes("%")) return;
+  for (const pair of search.slice(1).split("&")) {
+    if (!pair.includes("%")) continue;
+    const eq = pair.indexOf("=");
+    const name = eq === -1 ? pair : pair.slice(0, eq);
+    for (const part of eq === -1 ? [pair] : [name, pair.slice(eq + 1)]) {
+      let decoded: string;
+      try {
+        decoded = decodeURIComponent(part.replaceAll("+", " "));
+      } catch {
+        throw validationError(`query parameter "${clip(name)}" is not valid percent-encoding: write "%" as %25 and encode text as UTF-8`, { field: clip(name) });
+      }
+      if (decoded.includes("\0")) throw validationError(`query parameter "${clip(name)}" holds a NUL character (%00)`, { field: clip(name) });
+    }
+  }
 }
 
 /**
@@ -749,11 +807,15 @@ class RestHandlerContext implements HandlerContext {
 
 function decodeSegment(segment: string): string {
   if (!segment.includes("%")) return segment;
+  let decoded: string;
   try {
-    return decodeURIComponent(segment);
+    decoded = decodeURIComponent(segment);
   } catch {
-    throw validationError(`path segment "${segment}" is not valid percent-encoding`);
+    throw validationError(`path segment "${clip(segment)}" is not valid percent-encoding: write "%" as %25 and encode text as UTF-8`);
   }
+  // PostgreSQL text cannot hold a NUL: refused here rather than failing in the database.
+  if (decoded.includes("\0")) throw validationError(`path segment "${clip(segment)}" holds a NUL character (%00)`);
+  return decoded;
 }
 
 /** One trailing slash is forgiven: `/api/v1/x/` is `/api/v1/x`. */
@@ -778,6 +840,7 @@ function buildInput(route: Route, vars: Map<string, string>, url: RequestTarget,
   }
   const obj: JsonObject = {};
   if (query !== undefined) {
+    checkQueryEncoding(url.search);
     const seen = new Set<string>();
     for (const key of query.keys()) {
       if (seen.has(key)) continue;
@@ -906,25 +969,38 @@ function parseJson(bytes: Uint8Array): JsonValue {
   }
 }
 
+/** The content codings a REST body may come in (RFC 9110 §8.4.1), with their bounded decoders. */
+const bodyDecoders: Readonly<Record<string, (bytes: Buffer, options: ZlibOptions) => Promise<Buffer>>> = {
+  gzip: promisify(gunzip),
+  "x-gzip": promisify(gunzip),
+  deflate: promisify(inflate),
+  br: promisify(brotliDecompress),
+};
+
 /**
  * Reads the body up to the limit. Resolves undefined for an empty body. A
  * non-JSON content type is 415 unless the body is bound to an HttpBody field
- * (raw bytes). Over the limit is 413; the rest of the body is drained so that an
- * HTTP/1.1 client still reads the answer instead of a reset connection.
+ * (raw bytes). A `content-encoding` of gzip, deflate or br is decoded, and the
+ * limit holds for what arrives and for what it decodes to (inflating stops at
+ * the limit, so a small bomb costs one limit of memory); another coding is
+ * 415. Over the limit is 413, and reading stops there: the server closes the
+ * HTTP/1.1 connection after the answer, or resets the HTTP/2 stream, instead
+ * of reading the rest.
  */
 async function readBody(req: RestRequest, maxBodyBytes: number, raw: boolean): Promise<{ bytes: Uint8Array; contentType: string } | undefined> {
   const contentType = headerValue(req, "content-type") ?? "";
   const declared = Number(headerValue(req, "content-length") ?? "NaN");
   if (declared === 0) return undefined;
   if (!raw && contentType !== "" && !isJsonContentType(contentType)) {
-    req.resume();
     throw new ApiError("UNSUPPORTED_MEDIA_TYPE", `content type "${contentType}" is not supported; send application/json`);
   }
-  const tooLarge = (): ApiError => new ApiError("PAYLOAD_TOO_LARGE", `request body exceeds ${maxBodyBytes} bytes`, { details: { max_body_bytes: maxBodyBytes } });
-  if (Number.isFinite(declared) && declared > maxBodyBytes) {
-    req.resume();
-    throw tooLarge();
+  const coding = (headerValue(req, "content-encoding") ?? "identity").trim().toLowerCase();
+  const decode = coding === "identity" || coding === "" ? undefined : bodyDecoders[coding];
+  if (decode === undefined && coding !== "identity" && coding !== "") {
+    throw new ApiError("UNSUPPORTED_MEDIA_TYPE", `content encoding "${coding}" is not supported; send the body as is, or in gzip, deflate or br`);
   }
+  const tooLarge = (): ApiError => new ApiError("PAYLOAD_TOO_LARGE", `request body exceeds ${maxBodyBytes} bytes`, { details: { max_body_bytes: maxBodyBytes } });
+  if (Number.isFinite(declared) && declared > maxBodyBytes) throw tooLarge();
   const chunks: Buffer[] = [];
   let size = 0;
   await new Promise<void>((resolve, reject) => {
@@ -932,7 +1008,7 @@ async function readBody(req: RestRequest, maxBodyBytes: number, raw: boolean): P
       size += chunk.length;
       if (size > maxBodyBytes) {
         req.off("data", onData);
-        req.resume();
+        req.pause();
         reject(tooLarge());
         return;
       }
@@ -944,7 +1020,17 @@ async function readBody(req: RestRequest, maxBodyBytes: number, raw: boolean): P
     req.once("aborted", () => reject(validationError("request body was aborted")));
   });
   if (size === 0) return undefined;
-  return { bytes: Buffer.concat(chunks), contentType: contentType || "application/octet-stream" };
+  let bytes: Buffer = Buffer.concat(chunks);
+  if (decode !== undefined) {
+    try {
+      bytes = await decode(bytes, { maxOutputLength: maxBodyBytes });
+    } catch (error) {
+      if ((error as { code?: unknown }).code === "ERR_BUFFER_TOO_LARGE") throw tooLarge();
+      throw validationError(`request body is not valid ${coding}: ${error instanceof Error ? error.message : String(error)}`);
+    }
+    if (bytes.length === 0) return undefined;
+  }
+  return { bytes, contentType: contentType || "application/octet-stream" };
 }
 
 function isJsonContentType(contentType: string): boolean {
