@@ -24,7 +24,8 @@
 // with HiGHS) was checked on a 300-node instance of the same generator: it
 // gave 2,983 against this bound's 2,979, so it is not tighter and is not used.
 import { createPlacer, defaultWeights, fairOrder, placeUnits } from "../src/placer/index.ts";
-import type { NodeSnapshot, Placement, ScoreWeights, UnitRequest } from "../src/placer/types.ts";
+import type { ScoreWeights } from "../src/platform/config.ts";
+import type { NodeSnapshot, Placement, UnitRequest } from "../src/placer/types.ts";
 import { applyPlacements, firstFit, flatten, randomFeasible, strandedVramPct } from "./placer/baselines.ts";
 import { exactBound, relaxationBound } from "./placer/bounds.ts";
 import { generateNodes, generateUnits, rngOf } from "./placer/generate.ts";

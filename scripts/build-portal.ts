@@ -29,7 +29,7 @@ async function sourceStamp(): Promise<string> {
     files.push(path);
   }
   // The portal types its error words by the server's codes (a type-only import, but a build input all the same).
-  files.push(join(root, "src", "api", "errors.ts"), join(root, "package-lock.json"), join(root, "scripts", "build-portal.ts"));
+  files.push(join(root, "src", "platform", "errors.ts"), join(root, "package-lock.json"), join(root, "scripts", "build-portal.ts"));
   for (const path of files.sort()) {
     hash.update(relative(root, path)).update("\0").update(await readFile(path)).update("\0");
   }

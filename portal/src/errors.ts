@@ -1,11 +1,11 @@
 /**
  * Every error the API can return, in words a customer understands. The keys
- * are typed by the server's own ErrorCode union (src/api/errors.ts), so a new
+ * are typed by the server's own ErrorCode union (src/platform/errors.ts), so a new
  * code on the server does not type-check here until it has its sentence.
  * The seed code and the request id are always shown next to the words, for
  * support.
  */
-import type { ErrorCode } from "../../src/api/errors.ts";
+import type { ErrorCode } from "../../src/platform/errors.ts";
 import { PortalApiError } from "./api/client.ts";
 
 /** Codes only the portal produces (no answer, or an answer that is not the API's envelope). */

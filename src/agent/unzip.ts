@@ -12,6 +12,7 @@ import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import yauzl from "yauzl";
 import type { Entry, ZipFile } from "yauzl";
+import { zipEntryNameProblem } from "../platform/zip-entry-names.ts";
 
 /** Bounds on a package. */
 export interface ZipLimits {
@@ -32,17 +33,6 @@ export class UnsafeZipError extends Error {
 const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
-
-/** Why an entry name is refused, or undefined when it is acceptable. */
-export function zipEntryNameProblem(name: string): string | undefined {
-  if (name === "") return "empty name";
-  if (name.includes("\0")) return "NUL in name";
-  if (name.startsWith("/") || /^[A-Za-z]:/.test(name)) return "absolute path";
-  const segments = name.replace(/\/$/, "").split("/");
-  if (segments.some((s) => s === "..")) return "parent directory segment";
-  if (segments.some((s) => s === "")) return "empty path segment";
-  return undefined;
-}
 
 function openZip(file: string): Promise<ZipFile> {
   return new Promise((resolve, reject) => {

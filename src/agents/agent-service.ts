@@ -23,7 +23,8 @@ import { create } from "@bufbuild/protobuf";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { ApiError } from "../api/errors.ts";
+import { authenticateNode } from "../auth/authenticate.ts";
+import { ApiError } from "../platform/errors.ts";
 import type { ControlPlaneDeps } from "../deps.ts";
 import type { AgentService, Capabilities, SessionRequest, SessionResponse } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import { Outcome, WelcomeSchema } from "../gen/gpuagent/agent/v1/agent_pb.ts";
@@ -31,8 +32,9 @@ import type { FinishOutcome } from "../jobs/lifecycle.ts";
 import { applyAccepted, applyArtifactReady, applyFinished, applyProgress, applyRejected, requeueUnitsOfNode } from "../jobs/lifecycle.ts";
 import { AsyncQueue } from "../platform/async-queue.ts";
 import { hashSecret, isUuid, newId, newSecret } from "../platform/ids.ts";
+import { artifactBlobKey, artifactNamePattern } from "../storage/artifact-keys.ts";
 import type { NodeRow, StoredCapabilities } from "../store/nodes.ts";
-import { consumeEnrollmentToken, findNodeByCredential, insertNode, markNodeConnected } from "../store/nodes.ts";
+import { consumeEnrollmentToken, insertNode, markNodeConnected } from "../store/nodes.ts";
 import type { AckWaitsOn } from "./ack-window.ts";
 import { AckWindow } from "./ack-window.ts";
 import { dispatchAssignments, newResponse, sendCancel, sendDrain } from "./assignments.ts";
@@ -55,19 +57,12 @@ const maxReportedTextChars = 2000;
 /** Metric names longer than this are ignored, and at most `maxMetricsPerReport` names are kept per report. */
 const maxMetricNameChars = 64;
 const maxMetricsPerReport = 32;
-/** Artifact names the upload route accepts (src/storage/blob-routes.ts). */
-const artifactNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
 /**
  * Hellos wake the placer at most this often. A new node only adds capacity, and the placement loop
  * runs on its own timer anyway; waking it per Hello made a fleet reconnecting at once run one
  * placement cycle (each reading every node) per node.
  */
 const helloWakeEveryMs = 250;
-
-/** Blob key of an artifact upload (shared with the upload route). */
-export function artifactBlobKey(unitId: string, attempt: number, name: string): string {
-  return `artifacts/${unitId}/${attempt}/${name}`;
-}
 
 /** Size and sha256 of a stored blob. */
 async function hashBlob(deps: ControlPlaneDeps, key: string): Promise<{ size: number; sha256: string }> {
@@ -100,16 +95,6 @@ export function requireValidNode(capabilities: Capabilities | undefined, running
   const problems = [...validateNodeCapabilities(capabilities), ...validateRunningUnits(running)];
   if (problems.length === 0) return;
   throw new ApiError("VALIDATION_FAILED", `invalid node report: ${describeProblems(problems)}`, { details: { problems: problems.map((p) => ({ ...p })) } });
-}
-
-/** Finds the node behind a stream's bearer credential. */
-export async function authenticateNode(deps: ControlPlaneDeps, authorization: string | null): Promise<NodeRow> {
-  const credential = /^Bearer\s+(\S+)$/i.exec(authorization ?? "")?.[1];
-  if (credential === undefined) throw new ApiError("NODE_AUTH_INVALID", "missing node credential (authorization: Bearer <node_credential>)");
-  const node = await findNodeByCredential(deps.db, hashSecret(credential));
-  if (node === undefined) throw new ApiError("NODE_AUTH_INVALID", "unknown node credential; enroll the node again");
-  if (node.state === "revoked") throw new ApiError("NODE_AUTH_INVALID", "this node was revoked by an operator");
-  return node;
 }
 
 const outcomes: Record<number, FinishOutcome> = {
@@ -351,7 +336,7 @@ export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegi
     },
 
     async *session(requests: AsyncIterable<SessionRequest>, ctx: HandlerContext): AsyncIterable<SessionResponse> {
-      const node = await authenticateNode(deps, ctx.requestHeader.get("authorization"));
+      const node = await authenticateNode(deps.db, ctx.requestHeader.get("authorization"));
       const session: AgentSession = {
         nodeId: node.id,
         sessionId: newId(),

@@ -20,7 +20,7 @@ import type { NodeRow, NodeState, TrustLevel } from "../store/nodes.ts";
 import { insertEnrollmentToken, listNodes, readNodeAttemptCounts, runningUnitsByNode, setNodeState, setNodeTrustLevel } from "../store/nodes.ts";
 import { nodeReliability, reliabilityWindowMs } from "../scheduling/node-history.ts";
 import { pageRequest, toPage } from "../store/pagination.ts";
-import { ApiError, validationError } from "./errors.ts";
+import { ApiError, validationError } from "../platform/errors.ts";
 
 const trustLevels: readonly TrustLevel[] = ["community", "verified", "controlled"];
 const emailPattern = /^[^\s@]{1,64}@[^\s@]{1,255}\.[^\s@]{2,}$/;

@@ -19,8 +19,9 @@
 import type { UniversalHandler, UniversalServerRequest, UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { createAsyncIterable, readAllBytes } from "@connectrpc/connect/protocol";
 import { errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
-import { ApiError, httpStatusOf, reasonMetadataKey, toConnectError } from "./errors.ts";
-import type { ErrorCode } from "./errors.ts";
+import { ApiError } from "../platform/errors.ts";
+import { httpStatusOf, reasonMetadataKey, toConnectError } from "./errors.ts";
+import type { ErrorCode } from "../platform/errors.ts";
 
 /** Replaces each handler of the router (in place, before the server indexes them) with one that rewrites those answers. */
 export function answerClientFaultsWith4xx(handlers: UniversalHandler[]): void {

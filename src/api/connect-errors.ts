@@ -5,7 +5,8 @@
  */
 import { ConnectError } from "@connectrpc/connect";
 import type { Interceptor, StreamResponse } from "@connectrpc/connect";
-import { ApiError, toConnectError } from "./errors.ts";
+import { ApiError } from "../platform/errors.ts";
+import { httpStatusOf, toConnectError } from "./errors.ts";
 
 /** The part of a pino logger the interceptor needs, so tests can pass a fake. */
 export interface ErrorLogger {
@@ -27,7 +28,7 @@ export interface ErrorInterceptorOptions {
  */
 export function serverErrorCause(error: unknown): unknown {
   if (error instanceof ConnectError) return undefined;
-  if (error instanceof ApiError) return error.httpStatus >= 500 ? (error.cause ?? error) : undefined;
+  if (error instanceof ApiError) return httpStatusOf(error.code) >= 500 ? (error.cause ?? error) : undefined;
   return error;
 }
 

@@ -70,7 +70,7 @@ import { createUsageHandlers } from "./customer/usage.ts";
 import { createTelemetryHandlers } from "./customer/telemetry.ts";
 import { createWebhookHandlers } from "./customer/webhooks.ts";
 import { immutableMessage } from "./immutable-message.ts";
-import { ApiError, validationError } from "./errors.ts";
+import { ApiError, validationError } from "../platform/errors.ts";
 
 const apiVersion = "v1";
 const sensitivities = ["public", "low_sensitive", "high_sensitive"] as const;

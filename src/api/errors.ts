@@ -1,56 +1,15 @@
 /**
- * The one error type a customer, operator or agent can cause. Every code is a
- * seed 001 code (or a documented addition); the HTTP status and the Connect
- * code are decided here, once, so no handler knows which protocol called it.
+ * The protocol side of errors: the HTTP status and the Connect code of each
+ * error code (src/platform/errors.ts) are decided here, once, and used only at
+ * the boundary (the REST error writer, the Connect error interceptor, the
+ * OpenAPI document), so no handler or domain module knows which protocol
+ * called it.
  */
 import { fromJson, toJson } from "@bufbuild/protobuf";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { StructSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-
-/** Seed 001 error codes, plus the few this product adds (documented in docs/errors.md). */
-export const ErrorCode = {
-  CUSTOMER_AUTH_REQUIRED: "CUSTOMER_AUTH_REQUIRED",
-  API_KEY_INVALID: "API_KEY_INVALID",
-  API_KEY_REVOKED: "API_KEY_REVOKED",
-  API_KEY_SCOPE_DENIED: "API_KEY_SCOPE_DENIED",
-  CREDIT_INSUFFICIENT: "CREDIT_INSUFFICIENT",
-  RATE_LIMITED: "RATE_LIMITED",
-  DAILY_TASK_LIMIT_EXCEEDED: "DAILY_TASK_LIMIT_EXCEEDED",
-  LEGACY_DEPRECATED: "LEGACY_DEPRECATED",
-  JOB_NOT_FOUND: "JOB_NOT_FOUND",
-  ARTIFACT_NOT_FOUND: "ARTIFACT_NOT_FOUND",
-  SIGNED_URL_FAILED: "SIGNED_URL_FAILED",
-  IDEMPOTENCY_CONFLICT: "IDEMPOTENCY_CONFLICT",
-  IDEMPOTENCY_KEY_INVALID: "IDEMPOTENCY_KEY_INVALID",
-  PAGINATION_INVALID_CURSOR: "PAGINATION_INVALID_CURSOR",
-  EXPORT_RANGE_TOO_LARGE: "EXPORT_RANGE_TOO_LARGE",
-  WEBHOOK_INVALID_URL: "WEBHOOK_INVALID_URL",
-  WEBHOOK_DELIVERY_FAILED: "WEBHOOK_DELIVERY_FAILED",
-  INTERNAL_ERROR: "INTERNAL_ERROR",
-  // Additions (not in the seeds; documented in docs/errors.md).
-  VALIDATION_FAILED: "VALIDATION_FAILED",
-  DATASET_NOT_FOUND: "DATASET_NOT_FOUND",
-  TRAINING_PACKAGE_NOT_FOUND: "TRAINING_PACKAGE_NOT_FOUND",
-  RESOURCE_NOT_FOUND: "RESOURCE_NOT_FOUND",
-  UPLOAD_INVALID: "UPLOAD_INVALID",
-  SIGNED_URL_EXPIRED: "SIGNED_URL_EXPIRED",
-  SIGNED_URL_INVALID: "SIGNED_URL_INVALID",
-  PACKAGE_INVALID: "PACKAGE_INVALID",
-  STATE_CONFLICT: "STATE_CONFLICT",
-  PAYLOAD_TOO_LARGE: "PAYLOAD_TOO_LARGE",
-  UNSUPPORTED_MEDIA_TYPE: "UNSUPPORTED_MEDIA_TYPE",
-  METHOD_NOT_ALLOWED: "METHOD_NOT_ALLOWED",
-  ROUTE_NOT_FOUND: "ROUTE_NOT_FOUND",
-  ADMIN_AUTH_REQUIRED: "ADMIN_AUTH_REQUIRED",
-  CSRF_TOKEN_INVALID: "CSRF_TOKEN_INVALID",
-  NODE_AUTH_INVALID: "NODE_AUTH_INVALID",
-  ENROLLMENT_TOKEN_INVALID: "ENROLLMENT_TOKEN_INVALID",
-  NOT_IMPLEMENTED: "NOT_IMPLEMENTED",
-  STORAGE_QUOTA_EXCEEDED: "STORAGE_QUOTA_EXCEEDED",
-  ARTIFACT_EXPIRED: "ARTIFACT_EXPIRED",
-} as const;
-export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+import { ApiError, ErrorCode, assertExhaustive } from "../platform/errors.ts";
 
 interface Mapping {
   readonly http: number;
@@ -123,44 +82,6 @@ function mappingOf(code: ErrorCode): Mapping {
   }
 }
 
-/** Compile-time proof that a switch covers every case. */
-export function assertExhaustive(value: never): never {
-  throw new Error(`unhandled case: ${String(value)}`);
-}
-
-/** An error a caller can act on: a seed code, a message for a person, optional extra fields. */
-export class ApiError extends Error {
-  readonly code: ErrorCode;
-  readonly details: Readonly<Record<string, unknown>>;
-  /** Extra response headers (e.g. Retry-After on 429). */
-  readonly headers: Readonly<Record<string, string>>;
-
-  constructor(
-    code: ErrorCode,
-    message: string,
-    options: { details?: Record<string, unknown>; headers?: Record<string, string>; cause?: unknown } = {},
-  ) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.name = "ApiError";
-    this.code = code;
-    this.details = options.details ?? {};
-    this.headers = options.headers ?? {};
-  }
-
-  get httpStatus(): number {
-    return mappingOf(this.code).http;
-  }
-
-  get connectCode(): Code {
-    return mappingOf(this.code).connect;
-  }
-}
-
-/** Shorthand for the common 400. */
-export function validationError(message: string, details?: Record<string, unknown>): ApiError {
-  return new ApiError("VALIDATION_FAILED", message, details === undefined ? {} : { details });
-}
-
 /** HTTP status and Connect code of a seed code, for places that hold only the code. */
 export function httpStatusOf(code: ErrorCode): number {
   return mappingOf(code).http;
@@ -187,7 +108,7 @@ export function toConnectError(error: unknown): ConnectError {
   const api = error instanceof ApiError ? error : new ApiError("INTERNAL_ERROR", "internal error", { cause: error });
   const metadata = new Headers({ [reasonMetadataKey]: api.code });
   for (const [k, v] of Object.entries(api.headers)) metadata.set(k, v);
-  return new ConnectError(`[${api.code}] ${api.message}`, api.connectCode, metadata, reasonDetail(api), api);
+  return new ConnectError(`[${api.code}] ${api.message}`, connectCodeOf(api.code), metadata, reasonDetail(api), api);
 }
 
 /** The Struct detail; its type is ConnectError's, which the package does not export by name. */

@@ -26,8 +26,9 @@ import { ScalarType, getOption, hasOption } from "@bufbuild/protobuf";
 import type { DescEnum, DescField, DescFile, DescMessage, DescMethod, DescService } from "@bufbuild/protobuf";
 import { http } from "../gen/google/api/annotations_pb.ts";
 import type { HttpRule } from "../gen/google/api/http_pb.ts";
-import type { HttpRoute } from "../server/http-server.ts";
-import { ApiError, ErrorCode } from "./errors.ts";
+import type { HttpRoute } from "../platform/http-types.ts";
+import { ErrorCode } from "../platform/errors.ts";
+import { httpStatusOf } from "./errors.ts";
 import { hasRestShape } from "./rest/rest-methods.ts";
 
 /** A JSON value as written into the document. */
@@ -470,7 +471,6 @@ function fieldAt(message: DescMessage, path: string): DescField | undefined {
 }
 
 const allErrorCodes = Object.values(ErrorCode);
-const statusOf = (code: ErrorCode): number => new ApiError(code, "").httpStatus;
 
 /** `training-jobs` → JOB_NOT_FOUND: the longest word-suffix of the singular that names a not-found code. */
 function notFoundCodeFor(collection: string): ErrorCode {
@@ -778,7 +778,7 @@ function errorCodesOf(
   const byStatus = new Map<number, ErrorCode[]>();
   for (const code of allErrorCodes) {
     if (!codes.has(code)) continue;
-    const status = statusOf(code);
+    const status = httpStatusOf(code);
     byStatus.set(status, [...(byStatus.get(status) ?? []), code]);
   }
   return [...byStatus.entries()].sort(([a], [b]) => a - b);

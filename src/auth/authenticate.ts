@@ -2,13 +2,17 @@
  * Who is calling. Customers authenticate with `X-API-Key` (scoped) or a portal
  * session (`Authorization: Bearer <session token>` or the portal's session
  * cookie, every scope); operators with
- * the admin token. Secrets are looked up by their sha256, never stored.
+ * the admin token; nodes with the credential they got at enrollment
+ * (`Authorization: Bearer <node_credential>`). Secrets are looked up by their
+ * sha256, never stored.
  */
-import { ApiError } from "../api/errors.ts";
+import { ApiError } from "../platform/errors.ts";
 import { hashSecret, safeEqual } from "../platform/ids.ts";
 import type { Sql } from "../store/database.ts";
 import type { ApiKeyRow } from "../store/customers.ts";
 import { findApiKeyByHash, findSessionByHash, touchApiKey } from "../store/customers.ts";
+import type { NodeRow } from "../store/nodes.ts";
+import { findNodeByCredential } from "../store/nodes.ts";
 import type { Scope } from "./scopes.ts";
 import { allScopes } from "./scopes.ts";
 import { cookieSessionToken } from "./session-cookie.ts";
@@ -160,4 +164,14 @@ export function requireAdmin(headers: Headers, adminToken: string): void {
   if (bearer === undefined || !safeEqual(hashSecret(bearer), hashSecret(adminToken))) {
     throw new ApiError("ADMIN_AUTH_REQUIRED", "operator endpoints need Authorization: Bearer <admin token>");
   }
+}
+
+/** Finds the node behind a stream's (or an artifact upload's) bearer credential. */
+export async function authenticateNode(sql: Sql, authorization: string | null): Promise<NodeRow> {
+  const credential = /^Bearer\s+(\S+)$/i.exec(authorization ?? "")?.[1];
+  if (credential === undefined) throw new ApiError("NODE_AUTH_INVALID", "missing node credential (authorization: Bearer <node_credential>)");
+  const node = await findNodeByCredential(sql, hashSecret(credential));
+  if (node === undefined) throw new ApiError("NODE_AUTH_INVALID", "unknown node credential; enroll the node again");
+  if (node.state === "revoked") throw new ApiError("NODE_AUTH_INVALID", "this node was revoked by an operator");
+  return node;
 }

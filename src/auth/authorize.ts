@@ -11,7 +11,7 @@
 import { getOption, hasOption } from "@bufbuild/protobuf";
 import type { DescMethod } from "@bufbuild/protobuf";
 import type { HandlerContext } from "@connectrpc/connect";
-import { ApiError } from "../api/errors.ts";
+import { ApiError } from "../platform/errors.ts";
 import type { ControlPlaneDeps } from "../deps.ts";
 import { access } from "../gen/gpuagent/customer/v1/access_pb.ts";
 import type { AccessPolicy } from "../gen/gpuagent/customer/v1/access_pb.ts";

@@ -21,7 +21,7 @@
  */
 import { createHash } from "node:crypto";
 import { isIPv4, isIPv6 } from "node:net";
-import { ApiError } from "../api/errors.ts";
+import { ApiError } from "../platform/errors.ts";
 import type { LoginLimits } from "../platform/config.ts";
 import type { Sql } from "../store/database.ts";
 import type { AddressAdmission, LoginPairKey, PairPolicy } from "../store/login-attempts.ts";

@@ -19,7 +19,7 @@
  * token is the second lock. Refusals are 403 `CSRF_TOKEN_INVALID`.
  */
 import { createHash } from "node:crypto";
-import { ApiError } from "../api/errors.ts";
+import { ApiError } from "../platform/errors.ts";
 import { safeEqual } from "../platform/ids.ts";
 
 /** Cookie name over cleartext HTTP (development, tests on loopback). */

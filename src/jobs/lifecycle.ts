@@ -37,7 +37,7 @@ import type { Database, Sql } from "../store/database.ts";
 import type { JobRow, UnitRow } from "../store/jobs.ts";
 import { findUnit, insertArtifactOnce, insertUsageOnce, listUnitsOfJob, lockJob as lockJobRow } from "../store/jobs.ts";
 import { enqueueWebhookEvent } from "../webhooks/outbox.ts";
-import type { ApiError } from "../api/errors.ts";
+import type { ApiError } from "../platform/errors.ts";
 import type { StorageQuotas } from "../platform/config.ts";
 import { quotaRefusal } from "../storage/quotas.ts";
 import { artifactRecorded, artifactUsage, lockCustomerStorage } from "../store/storage.ts";

@@ -8,7 +8,7 @@
  *     X-RateLimit-Scope: requests     which limit: `requests` (per caller) or `job_creations`
  *     Retry-After: 3                  on 429 only: seconds until one more is admitted
  */
-import { ApiError } from "../api/errors.ts";
+import { ApiError } from "../platform/errors.ts";
 import type { RateLimitState } from "./token-bucket.ts";
 
 /** Header names (lower case, as HTTP/2 and the Headers class use them). */

@@ -9,13 +9,12 @@
  *   the count its transaction decided on); for every other rpc, the general limit.
  */
 import type { HandlerContext } from "@connectrpc/connect";
-import type { CustomerPrincipal } from "../auth/authenticate.ts";
 import type { ControlPlaneDeps } from "../deps.ts";
 import type { Clock } from "../platform/clock.ts";
 import { applyRateLimitHeaders, rateLimitedError } from "./headers.ts";
 import { jobCreationLimitBefore } from "./job-creation.ts";
 import { TokenBucketLimiter } from "./token-bucket.ts";
-import { peerAddressHeader } from "../server/http-server.ts";
+import { peerAddressHeader } from "../platform/http-types.ts";
 
 /** Default of the general limit: requests per minute per API key (or per customer's sessions). */
 export const defaultRequestsPerMinute = 600;
@@ -39,10 +38,19 @@ export function createRequestLimiter(clock: Clock, options: RequestLimitOptions 
 }
 
 /**
+ * What a limit needs of an authenticated caller (auth's principal has it): limits sit below
+ * auth, which calls them, so they name only these fields.
+ */
+export interface LimitedCaller {
+  readonly customerId: string;
+  readonly apiKeyId: string | undefined;
+}
+
+/**
  * Whose bucket a request takes from: the API key, or for portal sessions the customer (one bucket
  * for all of a customer's sessions, so signing in again does not buy a fresh bucket).
  */
-export function requestLimitKey(principal: CustomerPrincipal): string {
+export function requestLimitKey(principal: LimitedCaller): string {
   return principal.apiKeyId === undefined ? `customer:${principal.customerId}` : `key:${principal.apiKeyId}`;
 }
 
@@ -58,7 +66,7 @@ export function isJobCreation(ctx: HandlerContext): boolean {
  * and sets the `X-RateLimit-*` headers of the limit that applies to this rpc on the response
  * (they stay on it whether the handler then succeeds or fails).
  */
-export async function enforceRequestLimits(deps: ControlPlaneDeps, ctx: HandlerContext, principal: CustomerPrincipal): Promise<void> {
+export async function enforceRequestLimits(deps: ControlPlaneDeps, ctx: HandlerContext, principal: LimitedCaller): Promise<void> {
   const limiter = deps.requestLimiter;
   const state = limiter.take(requestLimitKey(principal));
   if (!state.allowed) {

@@ -14,7 +14,6 @@ export type {
   Placement,
   PlacementResult,
   PlacerOptions,
-  ScoreWeights,
   Sensitivity,
   TrustLevel,
   UnitKind,

@@ -19,7 +19,8 @@ import { hashString, mulberry32 } from "./prng.ts";
 import { defaultProfile, demandProfile } from "./profile.ts";
 import { Reason, type ReasonCode } from "./reasons.ts";
 import { minimumTrust, trustLevels } from "./trust.ts";
-import type { ClusterSnapshot, CycleContext, Placement, PlacementResult, PlacerOptions, ScoreWeights, UnitRequest, Unplaced } from "./types.ts";
+import type { ClusterSnapshot, CycleContext, Placement, PlacementResult, PlacerOptions, UnitRequest, Unplaced } from "./types.ts";
+import type { ScoreWeights } from "../platform/config.ts";
 
 /**
  * Default score weights: fit matters most (it decides how many units the

@@ -3,6 +3,7 @@
  * a cycle works on its own copy of the free resources (see cycle-state.ts).
  */
 import type { UnitKind } from "../planner/plan.ts";
+import type { ScoreWeights } from "../platform/config.ts";
 import type { ReasonCode } from "./reasons.ts";
 
 /** Re-exported so placer callers need not import the planner for it. */
@@ -86,13 +87,6 @@ export interface Unplaced {
 export interface PlacementResult {
   placements: Placement[];
   unplaced: Unplaced[];
-}
-
-/** Relative importance of the score plugins; only the ratios matter. */
-export interface ScoreWeights {
-  binPack: number;
-  reliability: number;
-  dataLocality: number;
 }
 
 /**

@@ -7,7 +7,7 @@
  * naming the stage, because a customer wrote it and a customer must fix it.
  * The manifest format is documented in ./README.md.
  */
-import { ApiError, validationError } from "../api/errors.ts";
+import { ApiError, validationError } from "../platform/errors.ts";
 
 /** What a compute unit needs: a CPU-only slot, or one GPU on a node. */
 export type UnitKind = "cpu" | "gpu";

@@ -2,8 +2,17 @@
  * One typed configuration for the control plane, parsed from the environment
  * in cmd/ and passed down; nothing below cmd/ reads process.env.
  */
-import type { ScoreWeights } from "../placer/types.ts";
 import { join } from "node:path";
+
+/**
+ * Relative importance of the placer's score plugins (src/placer/plugins/); only the ratios matter.
+ * A config type, so it lives here and the pure placer imports it.
+ */
+export interface ScoreWeights {
+  binPack: number;
+  reliability: number;
+  dataLocality: number;
+}
 
 /** Limits from seed 001 plus upload bounds. */
 export interface LimitsConfig {

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { ControlPlaneDeps } from "../deps.ts";
 import type { CustomerService } from "../gen/gpuagent/customer/v1/customer_pb.ts";
-import type { HttpRoute } from "../server/http-server.ts";
+import type { HttpRoute } from "../platform/http-types.ts";
 import { createPortalSessionRoutes } from "./session-routes.ts";
 import { createPortalStaticRoutes } from "./static-files.ts";
 

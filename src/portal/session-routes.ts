@@ -18,15 +18,14 @@ import { create, toJson } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { createHandlerContext } from "@connectrpc/connect";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { ApiError, validationError } from "../api/errors.ts";
-import type { RestRequest, RestResponse } from "../api/rest/transcoder.ts";
+import { ApiError, validationError } from "../platform/errors.ts";
 import { writeApiError } from "../api/rest/transcoder.ts";
 import { clearSessionCookies, cookieSessionToken, csrfTokenFor, requireCsrfForCookieSession, sessionSetCookie } from "../auth/session-cookie.ts";
 import type { ControlPlaneDeps } from "../deps.ts";
 import type { Customer } from "../gen/gpuagent/customer/v1/customer_pb.ts";
 import { CustomerSchema, CustomerService, GetMeRequestSchema, GetMeResponseSchema, LoginRequestSchema, LoginResponseSchema } from "../gen/gpuagent/customer/v1/customer_pb.ts";
 import { hashSecret } from "../platform/ids.ts";
-import type { HttpRoute } from "../server/http-server.ts";
+import type { HttpRoute, RestRequest, RestResponse } from "../platform/http-types.ts";
 import { revokeSessionByHash } from "../store/customers.ts";
 
 /** The CustomerService handlers sign-in needs (the same objects the API serves). */

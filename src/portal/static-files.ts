@@ -21,10 +21,9 @@ import { createHash } from "node:crypto";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join, relative, sep } from "node:path";
 import { brotliCompressSync, constants as zlibConstants, gzipSync } from "node:zlib";
-import { validationError } from "../api/errors.ts";
-import type { RestRequest, RestResponse } from "../api/rest/transcoder.ts";
+import { validationError } from "../platform/errors.ts";
 import { writeApiError } from "../api/rest/transcoder.ts";
-import type { HttpRoute } from "../server/http-server.ts";
+import type { HttpRoute, RestRequest, RestResponse } from "../platform/http-types.ts";
 
 /** Where the portal is mounted. */
 export const portalBasePath = "/portal/";

@@ -1,15 +1,14 @@
 /**
  * Who places work without etcd (ETCD_ENDPOINTS unset; with it, see
  * ha/leader-elector.ts). Replicas elect a leader through a lease row in the
- * database: the holder renews it
+ * database (SQL in store/leases.ts): the holder renews it
  * every ttl/3; another replica takes it over only once it is older than the
  * ttl, and every takeover bumps the term. The term fences placement commits
  * (placement-cycle.ts), so a paused leader that wakes up after losing the lease
  * commits nothing. The embedded default (one replica) takes the lease at once.
  */
 import type { ControlPlaneDeps } from "../deps.ts";
-import type { Sql } from "../store/database.ts";
-import { placementLease } from "./placement-cycle.ts";
+import { releaseLease, renewLease, tryAcquireLease } from "../store/leases.ts";
 
 /** What leading means to the caller. */
 export interface LeadershipCallbacks {
@@ -24,33 +23,6 @@ export interface LeadershipOptions {
   ttlMs: number;
   /** Take the lease without waiting for it to expire (single embedded replica). */
   force: boolean;
-}
-
-/** Tries to take the lease; returns the new term, or undefined while another replica holds it. */
-export async function tryAcquireLease(sql: Sql, holder: string, ttlMs: number, force: boolean): Promise<number | undefined> {
-  const [row] = await sql.query<{ term: number }>(
-    `INSERT INTO scheduler_leases (name, term, holder, updated_at) VALUES ($1, 1, $2, now())
-     ON CONFLICT (name) DO UPDATE SET term = scheduler_leases.term + 1, holder = $2, updated_at = now()
-       WHERE $4 OR scheduler_leases.holder = $2 OR scheduler_leases.updated_at < now() - make_interval(secs => $3::double precision / 1000)
-     RETURNING term`,
-    [placementLease, holder, ttlMs, force],
-  );
-  return row?.term;
-}
-
-/** Renews the lease; false when it was lost (taken over after expiring). */
-export async function renewLease(sql: Sql, holder: string, term: number): Promise<boolean> {
-  const rows = await sql.query(`UPDATE scheduler_leases SET updated_at = now() WHERE name = $1 AND holder = $2 AND term = $3 RETURNING term`, [
-    placementLease,
-    holder,
-    term,
-  ]);
-  return rows.length === 1;
-}
-
-/** Gives the lease up at once (graceful shutdown), so another replica need not wait for the ttl. */
-export async function releaseLease(sql: Sql, holder: string, term: number): Promise<void> {
-  await sql.query(`UPDATE scheduler_leases SET updated_at = '-infinity' WHERE name = $1 AND holder = $2 AND term = $3`, [placementLease, holder, term]);
 }
 
 /** Campaigns until `signal` aborts: lead while holding the lease, stand by otherwise. */

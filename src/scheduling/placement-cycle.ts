@@ -16,17 +16,16 @@
  */
 import type { ControlPlaneDeps } from "../deps.ts";
 import { allowedTrustLevels, createPlacer } from "../placer/index.ts";
-import type { ClusterSnapshot, NodeSnapshot, Placer, PlacementResult, ScoreWeights, UnitRequest } from "../placer/index.ts";
+import type { ClusterSnapshot, NodeSnapshot, Placer, PlacementResult, UnitRequest } from "../placer/index.ts";
+import type { ScoreWeights } from "../platform/config.ts";
 import { newId } from "../platform/ids.ts";
 import type { Sql } from "../store/database.ts";
+import { lockFencingTerm } from "../store/leases.ts";
 import type { NodeRow } from "../store/nodes.ts";
 import type { FleetCache } from "./fleet-cache.ts";
 import { NodeHistory } from "./node-history.ts";
 import type { HeldRow, NodeSnapshotMemo } from "./node-snapshots.ts";
 import { buildNodeSnapshots } from "./node-snapshots.ts";
-
-/** Name of the lease row whose term fences placement commits. */
-export const placementLease = "placement";
 
 /** What a cycle did. */
 export interface CycleResult {
@@ -178,8 +177,7 @@ export async function runPlacementCycle(deps: ControlPlaneDeps, term: number, so
   const phasesMs = { snapshot: read - started, plan: planned - read, commit: 0 };
   const result = await db.transaction(async (tx): Promise<CycleResult> => {
     // Fencing: the lease row is locked and must still carry our term.
-    const [lease] = await tx.query<{ term: number }>(`SELECT term FROM scheduler_leases WHERE name = $1 FOR UPDATE`, [placementLease]);
-    if (lease === undefined || lease.term !== term) return { placed: [], unplaced: plan.unplaced.length, committed: false, phasesMs };
+    if ((await lockFencingTerm(tx)) !== term) return { placed: [], unplaced: plan.unplaced.length, committed: false, phasesMs };
     const placed: CycleResult["placed"] = [];
     const sensitivityOf = new Map(units.map((u) => [u.id, u.sensitivity]));
     const readySince = new Map(units.map((u) => [u.id, u.readySinceMs]));

@@ -1,13 +1,14 @@
 /**
  * The one error type the SDK throws. Server failures keep the seed code the control plane decided
- * (src/api/errors.ts), whichever path carried it: Connect errors carry it in the
+ * (src/platform/errors.ts), whichever path carried it: Connect errors carry it in the
  * `x-gpu-agent-error-code` metadata, the plain-HTTP upload and download paths in the REST
  * envelope `{"error":{code,message,request_id}}`. Failures that happen on the client side (a
  * checksum that does not match, a server that cannot be reached) get codes of their own, so
  * callers can `switch (err.code)` over one closed union.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import { ErrorCode, connectCodeOf, httpStatusOf, reasonMetadataKey } from "../api/errors.ts";
+import { ErrorCode } from "../platform/errors.ts";
+import { connectCodeOf, httpStatusOf, reasonMetadataKey } from "../api/errors.ts";
 
 /** Codes the SDK itself raises (never sent by the server). */
 export const SdkErrorCode = {

@@ -14,7 +14,7 @@ export * from "./admin.ts";
 export * from "./client.ts";
 export * from "./errors.ts";
 export * from "./pagination.ts";
-export type { ErrorCode } from "../api/errors.ts";
+export type { ErrorCode } from "../platform/errors.ts";
 export type {
   Artifact,
   ComputeUnit,

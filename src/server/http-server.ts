@@ -35,24 +35,15 @@ import type tls from "node:tls";
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { createErrorInterceptor } from "../api/connect-errors.ts";
-import { ApiError } from "../api/errors.ts";
+import { ApiError } from "../platform/errors.ts";
 import { requestPathname, serverErrorCauseOf, writeApiError } from "../api/rest/transcoder.ts";
-import type { RestRequest, RestResponse, RestTranscoder } from "../api/rest/transcoder.ts";
+import type { RestTranscoder } from "../api/rest/transcoder.ts";
 import { AgentService } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import type { TransportConfig } from "../platform/config.ts";
 import { defaultTransport } from "../platform/config.ts";
+import type { HttpRoute, RestRequest, RestResponse } from "../platform/http-types.ts";
+import { peerAddressHeader } from "../platform/http-types.ts";
 import { createRpcAdapter } from "./rpc-adapter.ts";
-
-/**
- * A raw HTTP route for what must stream or is not an rpc (signed blob upload
- * and download URLs, artifact uploads). `pattern` is tested against the path
- * without the query string.
- */
-export interface HttpRoute {
-  readonly method: string;
-  readonly pattern: RegExp;
-  handle(req: RestRequest, res: RestResponse, match: RegExpMatchArray, requestId: string): Promise<void>;
-}
 
 /** Liveness (the process can serve) and readiness (its dependencies answer). */
 export interface HealthChecks {
@@ -254,7 +245,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
         "request",
       );
     });
-    // Long-lived gRPC streams served without connect-node's per-stream pipeline (src/agents/session-route.ts).
+    // Long-lived gRPC streams served without connect-node's per-stream pipeline (src/server/grpc-session-route.ts).
     if (options.grpcStreamRoute?.(req, res) === true) return;
     adapter(req, res);
   };
@@ -568,9 +559,6 @@ function assignRequestId(req: RestRequest): string {
   req.headers[peerAddressHeader] = req.socket.remoteAddress ?? "unknown";
   return id;
 }
-
-/** Request header the server sets to the TCP peer's address (never taken from the client). */
-export const peerAddressHeader = "x-gpu-agent-peer-address";
 
 function requestIdOf(req: RestRequest): string {
   const id = req.headers["x-request-id"];

@@ -30,9 +30,10 @@ import type { ConnectRouter, HandlerContext, Interceptor } from "@connectrpc/con
 import type { Compression, UniversalHandler, UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
-import { ApiError, reasonMetadataKey, toConnectError, validationError } from "../api/errors.ts";
-import type { RestRequest, RestResponse } from "../api/rest/transcoder.ts";
+import { ApiError, validationError } from "../platform/errors.ts";
+import { reasonMetadataKey, toConnectError } from "../api/errors.ts";
 import { writeApiError } from "../api/rest/transcoder.ts";
+import type { RestRequest, RestResponse } from "../platform/http-types.ts";
 
 /** Options of {@link createRpcAdapter}. */
 export interface RpcAdapterOptions {

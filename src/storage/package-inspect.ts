@@ -6,8 +6,8 @@
  */
 import yauzl from "yauzl";
 import type { Entry, ZipFile } from "yauzl";
-import { zipEntryNameProblem } from "../agent/unzip.ts";
-import { ApiError } from "../api/errors.ts";
+import { zipEntryNameProblem } from "../platform/zip-entry-names.ts";
+import { ApiError } from "../platform/errors.ts";
 
 /** What finalize learns from the zip. */
 export interface PackageFacts {

@@ -5,7 +5,7 @@
  * inside one transaction that holds the customer's storage lock
  * (src/store/storage.ts), so the decision is exact.
  */
-import { ApiError } from "../api/errors.ts";
+import { ApiError } from "../platform/errors.ts";
 import type { StorageQuotas } from "../platform/config.ts";
 import type { StorageUsage } from "../store/uploads.ts";
 

@@ -3,7 +3,7 @@
  * has_more } }`, default 50, max 100). The cursor is the sort key of the last
  * row returned, so pages stay stable while rows are inserted.
  */
-import { ApiError } from "../api/errors.ts";
+import { ApiError } from "../platform/errors.ts";
 import { isUuid } from "../platform/ids.ts";
 
 /** Position after which the next page starts. */

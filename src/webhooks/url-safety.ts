@@ -11,7 +11,7 @@
  */
 import { lookup } from "node:dns/promises";
 import { isIP, isIPv4 } from "node:net";
-import { ApiError } from "../api/errors.ts";
+import { ApiError } from "../platform/errors.ts";
 
 /** The longest URL accepted, in characters. */
 export const maxWebhookUrlLength = 2048;

@@ -3,7 +3,7 @@
  * speaks the wire protocol itself: a node that sends 3,000 log messages as fast as HTTP/2 lets it
  * while reading its acks slowly (a small receive window, then nothing, then a little at a time),
  * then fast, gets every one acked, in the order sent, and is held back meanwhile instead of losing
- * acks. Both ways the Session rpc is served: plain gRPC (src/agents/session-route.ts) and gRPC-Web
+ * acks. Both ways the Session rpc is served: plain gRPC (src/server/grpc-session-route.ts) and gRPC-Web
  * (connect-node).
  */
 import assert from "node:assert/strict";
@@ -12,7 +12,7 @@ import { create, toBinary, fromBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { sessionPath } from "../../src/agents/session-route.ts";
+import { sessionPath } from "../../src/server/grpc-session-route.ts";
 import type { SessionResponse } from "../../src/gen/gpuagent/agent/v1/agent_pb.ts";
 import { AgentService, SessionRequestSchema, SessionResponseSchema } from "../../src/gen/gpuagent/agent/v1/agent_pb.ts";
 import type { TestControlPlane } from "../support/control-plane.ts";

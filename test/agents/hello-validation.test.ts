@@ -12,7 +12,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { reasonMetadataKey } from "../../src/api/errors.ts";
-import { sessionPath } from "../../src/agents/session-route.ts";
+import { sessionPath } from "../../src/server/grpc-session-route.ts";
 import { createAgentSession } from "../../src/agent/session.ts";
 import type { AgentLogger } from "../../src/agent/logger.ts";
 import { AgentService, CapabilitiesSchema, SessionRequestSchema } from "../../src/gen/gpuagent/agent/v1/agent_pb.ts";

@@ -26,7 +26,7 @@ import { join } from "node:path";
 import type { DescMethod, JsonValue } from "@bufbuild/protobuf";
 import { getOption, hasOption } from "@bufbuild/protobuf";
 import { connectCodeOf, httpStatusOf } from "../../src/api/errors.ts";
-import type { ErrorCode } from "../../src/api/errors.ts";
+import type { ErrorCode } from "../../src/platform/errors.ts";
 import { zipDirectory } from "../../src/cli/files.ts";
 import { access } from "../../src/gen/gpuagent/customer/v1/access_pb.ts";
 import { CustomerService } from "../../src/gen/gpuagent/customer/v1/customer_pb.ts";

@@ -12,7 +12,7 @@ import { SessionResponseSchema } from "../../src/gen/gpuagent/agent/v1/agent_pb.
 import type { ClusterBus, ClusterMessage } from "../../src/ha/cluster-bus.ts";
 import { parseEnvelope } from "../../src/ha/cluster-bus.ts";
 import { ClusterSessionRegistry } from "../../src/ha/cluster-sessions.ts";
-import { claimFencingTerm, currentFencingTerm } from "../../src/ha/fencing.ts";
+import { claimFencingTerm, currentFencingTerm } from "../../src/store/leases.ts";
 import { LeaderTimingError, defaultTiming, validateTiming } from "../../src/ha/leader-elector.ts";
 import { routeLabel } from "../../src/observability/metrics.ts";
 import { AsyncQueue } from "../../src/platform/async-queue.ts";

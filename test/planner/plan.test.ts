@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { ApiError } from "../../src/api/errors.ts";
+import { httpStatusOf } from "../../src/api/errors.ts";
+import { ApiError } from "../../src/platform/errors.ts";
 import { type JobSpec, type PlannedUnit, parseManifest, planJob, projectedCost, unitCost } from "../../src/planner/plan.ts";
 
 function specWith(overrides: Partial<JobSpec> = {}): JobSpec {
@@ -207,7 +208,7 @@ describe("planJob", () => {
         (e: unknown) => {
           assert.ok(e instanceof ApiError, `expected ApiError, got ${String(e)}`);
           assert.equal(e.code, "PACKAGE_INVALID");
-          assert.equal(e.httpStatus, 400);
+          assert.equal(httpStatusOf(e.code), 400);
           assert.match(e.message, tc.message);
           return true;
         },

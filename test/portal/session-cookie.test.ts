@@ -5,6 +5,8 @@
  */
 import assert from "node:assert/strict";
 import http from "node:http";
+import { httpStatusOf } from "../../src/api/errors.ts";
+import type { ErrorCode } from "../../src/platform/errors.ts";
 import {
   clearSessionCookies,
   cookieSessionToken,
@@ -50,7 +52,7 @@ describe("portal session cookie", function () {
     for (const tc of csrf) {
       it(tc.name, () => {
         const check = () => requireCsrfForCookieSession(new Headers(tc.headers), tc.method);
-        if (tc.refused) assert.throws(check, (e: { code?: string; httpStatus?: number }) => e.code === "CSRF_TOKEN_INVALID" && e.httpStatus === 403);
+        if (tc.refused) assert.throws(check, (e: { code?: ErrorCode }) => e.code === "CSRF_TOKEN_INVALID" && httpStatusOf(e.code) === 403);
         else assert.doesNotThrow(check);
       });
     }

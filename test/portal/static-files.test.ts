@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { brotliDecompressSync, gunzipSync } from "node:zlib";
 import { classifyPortalPath, contentSecurityPolicy, contentTypeOf, createPortalStaticRoutes } from "../../src/portal/static-files.ts";
-import type { HttpRoute } from "../../src/server/http-server.ts";
+import type { HttpRoute } from "../../src/platform/http-types.ts";
 import type { TestControlPlane } from "../support/control-plane.ts";
 import { startTestControlPlane } from "../support/control-plane.ts";
 import { ensurePortalBuilt } from "./helpers.ts";

@@ -10,7 +10,8 @@ import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } f
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { pino } from "pino";
-import { ApiError, apiErrorFrom, reasonMetadataKey } from "../../src/api/errors.ts";
+import { ApiError } from "../../src/platform/errors.ts";
+import { apiErrorFrom, reasonMetadataKey } from "../../src/api/errors.ts";
 import { createRestTranscoder, restService } from "../../src/api/rest/transcoder.ts";
 import { CustomerService } from "../../src/gen/gpuagent/customer/v1/customer_pb.ts";
 import { startHttpServer } from "../../src/server/http-server.ts";

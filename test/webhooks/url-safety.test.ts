@@ -1,6 +1,7 @@
 /** Which webhook URLs and addresses are accepted: public HTTPS only (SSRF). */
 import assert from "node:assert/strict";
-import { ApiError } from "../../src/api/errors.ts";
+import { httpStatusOf } from "../../src/api/errors.ts";
+import { ApiError } from "../../src/platform/errors.ts";
 import type { Resolver } from "../../src/webhooks/url-safety.ts";
 import { checkWebhookUrl, isPublicAddress, resolvePublicAddress } from "../../src/webhooks/url-safety.ts";
 
@@ -70,7 +71,7 @@ describe("webhook URL safety", () => {
       const error = rejectionOf(url);
       assert.ok(error !== undefined, `${url} was accepted`);
       assert.equal(error.code, "WEBHOOK_INVALID_URL");
-      assert.equal(error.httpStatus, 400);
+      assert.equal(httpStatusOf(error.code), 400);
       assert.ok(error.message.length > 10);
     });
   }

@@ -21,7 +21,7 @@ import { allScopes, isScope } from "../../auth/scopes.ts";
 import type { ControlPlaneDeps } from "../../deps.ts";
 import type { ApiKeySchema, CustomerSchema, CustomerService } from "../../gen/gpuagent/customer/v1/customer_pb.ts";
 import { hashSecret, isUuid, newId, newSecret } from "../../platform/ids.ts";
-import { peerAddressHeader } from "../../server/http-server.ts";
+import { peerAddressHeader } from "../../platform/http-types.ts";
 import type { ApiKeyRow } from "../../store/customers.ts";
 import {
   countActiveApiKeys,
@@ -36,7 +36,7 @@ import {
 } from "../../store/customers.ts";
 import { pageRequest, toPage } from "../../store/pagination.ts";
 import { apiKeyPrefix } from "../admin-service.ts";
-import { ApiError, validationError } from "../errors.ts";
+import { ApiError, validationError } from "../../platform/errors.ts";
 
 /** How long a portal session lasts. */
 export const sessionTtlSeconds = 12 * 60 * 60;

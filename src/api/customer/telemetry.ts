@@ -15,7 +15,7 @@ import { findJob, findUnit, listUnitsOfJob } from "../../store/jobs.ts";
 import type { UnitRow } from "../../store/jobs.ts";
 import type { TailLine } from "../../telemetry/log-lines.ts";
 import { readLogTail, readMetricHistories } from "../../telemetry/reads.ts";
-import { ApiError, validationError } from "../errors.ts";
+import { ApiError, validationError } from "../../platform/errors.ts";
 
 function lineMessage(l: TailLine): MessageInitShape<typeof LogLineSchema> {
   return { seq: BigInt(l.seq), at: timestampFromMs(l.atMs), stream: l.stream, text: l.text };

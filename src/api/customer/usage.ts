@@ -9,7 +9,7 @@ import type { Database, Sql } from "../../store/database.ts";
 import { streamFromTransaction } from "../../store/transaction-stream.ts";
 import { balanceBefore, dailyUsage, lastKey, listLedgerPage, listUsageRecordsPage } from "../../store/usage.ts";
 import type { RowKey } from "../../store/usage.ts";
-import { ApiError, validationError } from "../errors.ts";
+import { ApiError, validationError } from "../../platform/errors.ts";
 
 const dayMs = 86_400_000;
 /** Seed 001: daily usage and exports cover at most 90 days. */

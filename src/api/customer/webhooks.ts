@@ -28,7 +28,7 @@ import {
 import type { WebhookEventType } from "../../webhooks/outbox.ts";
 import { webhookEventTypes } from "../../webhooks/outbox.ts";
 import { checkWebhookUrl } from "../../webhooks/url-safety.ts";
-import { ApiError, validationError } from "../errors.ts";
+import { ApiError, validationError } from "../../platform/errors.ts";
 
 /** The most live endpoints one customer may have. */
 export const maxWebhookEndpointsPerCustomer = 20;

@@ -30,7 +30,6 @@
  *   VALIDATION_FAILED naming the field; a typo must not silently widen a query.
  */
 import http2 from "node:http2";
-import type { IncomingMessage, ServerResponse } from "node:http";
 import { promisify } from "node:util";
 import { brotliDecompress, gunzip, inflate } from "node:zlib";
 import type { ZlibOptions } from "node:zlib";
@@ -41,9 +40,11 @@ import type { HandlerContext, Interceptor, ServiceImpl, Transport } from "@conne
 import { http } from "../../gen/google/api/annotations_pb.ts";
 import type { HttpRule } from "../../gen/google/api/http_pb.ts";
 import type { HttpBody } from "../../gen/google/api/httpbody_pb.ts";
+import type { RestRequest, RestResponse } from "../../platform/http-types.ts";
 import { createErrorInterceptor, serverErrorCause } from "../connect-errors.ts";
 import type { ErrorLogger } from "../connect-errors.ts";
-import { ApiError, apiErrorFrom, validationError } from "../errors.ts";
+import { ApiError, validationError } from "../../platform/errors.ts";
+import { apiErrorFrom, httpStatusOf } from "../errors.ts";
 import { isImmutableMessage } from "../immutable-message.ts";
 import { hasRestShape, isHttpBodyField } from "./rest-methods.ts";
 
@@ -77,11 +78,6 @@ export interface RestTranscoderOptions {
    */
   readonly logger?: ErrorLogger;
 }
-
-/** The request types the transcoder serves: HTTP/1.1 and HTTP/2 compatibility requests. */
-export type RestRequest = IncomingMessage | http2.Http2ServerRequest;
-/** The response types the transcoder writes. */
-export type RestResponse = ServerResponse | http2.Http2ServerResponse;
 
 /** A REST front for the services, to be called from an HTTP server's request handler. */
 export interface RestTranscoder {
@@ -379,7 +375,7 @@ export function writeApiError(res: RestResponse, error: unknown, requestId: stri
   setHeader(res, "x-request-id", requestId);
   const body: JsonObject = { code: api.code, message: api.message, request_id: requestId };
   if (Object.keys(api.details).length > 0) body["details"] = api.details as JsonObject;
-  writeJson(res, api.httpStatus, { error: body });
+  writeJson(res, httpStatusOf(api.code), { error: body });
 }
 
 // ---------------------------------------------------------------- routes

@@ -6,7 +6,8 @@
  */
 import type { NodeView } from "../cycle-state.ts";
 import type { Status } from "../reasons.ts";
-import type { CycleContext, ScoreWeights, UnitRequest } from "../types.ts";
+import type { ScoreWeights } from "../../platform/config.ts";
+import type { CycleContext, UnitRequest } from "../types.ts";
 
 /** Hard policy: may this node take this unit now? */
 export interface FilterPlugin {

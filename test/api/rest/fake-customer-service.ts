@@ -6,7 +6,7 @@
  */
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { ApiError } from "../../../src/api/errors.ts";
+import { ApiError } from "../../../src/platform/errors.ts";
 import { CustomerService } from "../../../src/gen/gpuagent/customer/v1/customer_pb.ts";
 
 /** The API key the fake accepts on CreateTrainingJob. */

@@ -8,20 +8,18 @@
  *   PUT /agent/v1/units/<unit>/attempts/<n>/artifacts/<name>   (node credential)
  */
 import type { Readable } from "node:stream";
-import { artifactBlobKey, authenticateNode } from "../agents/agent-service.ts";
-import { ApiError } from "../api/errors.ts";
-import type { RestRequest, RestResponse } from "../api/rest/transcoder.ts";
-import { writeApiError } from "../api/rest/transcoder.ts";
+import { authenticateNode } from "../auth/authenticate.ts";
+import { ApiError } from "../platform/errors.ts";
+import { writeApiError } from "./rest/transcoder.ts";
 import type { ControlPlaneDeps } from "../deps.ts";
-import type { HttpRoute } from "../server/http-server.ts";
+import type { HttpRoute, RestRequest, RestResponse } from "../platform/http-types.ts";
 import { findUnit } from "../store/jobs.ts";
 import type { UploadTable } from "../store/uploads.ts";
 import { claimUpload, findUploadByBlobKey, releaseUpload } from "../store/uploads.ts";
 import { artifactExpiredAt, artifactUsage, releaseUnitArtifactBytes, reserveUnitArtifactBytes } from "../store/storage.ts";
-import { BlobTooLargeError } from "./blob-store.ts";
-import { quotaRefusal } from "./quotas.ts";
-
-const artifactNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
+import { artifactBlobKey, artifactNamePattern } from "../storage/artifact-keys.ts";
+import { BlobTooLargeError } from "../storage/blob-store.ts";
+import { quotaRefusal } from "../storage/quotas.ts";
 
 function tableOfKey(key: string): UploadTable | undefined {
   if (key.startsWith("datasets/")) return "datasets";
@@ -154,7 +152,7 @@ export function createBlobRoutes(deps: ControlPlaneDeps): HttpRoute[] {
     async handle(req, res, match, requestId) {
       try {
         const authorization = req.headers["authorization"];
-        const node = await authenticateNode(deps, typeof authorization === "string" ? authorization : null);
+        const node = await authenticateNode(deps.db, typeof authorization === "string" ? authorization : null);
         refuseContentCoding(req);
         const unitId = match[1]!;
         const attempt = Number(match[2]);

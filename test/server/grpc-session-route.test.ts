@@ -1,5 +1,5 @@
 /**
- * The Session rpc served straight from the HTTP/2 stream (src/agents/session-route.ts): gRPC framing
+ * The Session rpc served straight from the HTTP/2 stream (src/server/grpc-session-route.ts): gRPC framing
  * across chunk boundaries, gzip, the message bound, unsupported encodings, errors in trailers the way
  * connect-node writes them, and a handler that sees the stream close when the client goes away.
  */
@@ -8,9 +8,10 @@ import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { gzipSync } from "node:zlib";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { ApiError, reasonMetadataKey } from "../../src/api/errors.ts";
-import type { SessionHandler } from "../../src/agents/session-route.ts";
-import { isGrpcSessionRequest, serveGrpcSession, sessionPath } from "../../src/agents/session-route.ts";
+import { ApiError } from "../../src/platform/errors.ts";
+import { reasonMetadataKey } from "../../src/api/errors.ts";
+import type { SessionHandler } from "../../src/server/grpc-session-route.ts";
+import { isGrpcSessionRequest, serveGrpcSession, sessionPath } from "../../src/server/grpc-session-route.ts";
 import { SessionRequestSchema, SessionResponseSchema } from "../../src/gen/gpuagent/agent/v1/agent_pb.ts";
 
 function frame(bytes: Uint8Array, compressed = false): Buffer {

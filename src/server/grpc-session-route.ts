@@ -28,13 +28,14 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextValues } from "@connectrpc/connect";
 import type { HandlerContext } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import { ApiError, toConnectError } from "../api/errors.ts";
+import { ApiError } from "../platform/errors.ts";
+import { toConnectError } from "../api/errors.ts";
 import type { ErrorLogger } from "../api/connect-errors.ts";
 import { serverErrorCause } from "../api/connect-errors.ts";
 import type { SessionRequest, SessionResponse } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import { AgentService, SessionRequestSchema, SessionResponseSchema } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import { defaultTransport } from "../platform/config.ts";
-import { messageTooLarge } from "../server/rpc-adapter.ts";
+import { messageTooLarge } from "./rpc-adapter.ts";
 
 /** The path of the rpc this route serves. */
 export const sessionPath = `/${AgentService.typeName}/${AgentService.method.session.name}`;
