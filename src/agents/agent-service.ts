@@ -23,9 +23,9 @@ import { create } from "@bufbuild/protobuf";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { Logger } from "pino";
 import { authenticateNode } from "../auth/authenticate.ts";
 import { ApiError } from "../platform/errors.ts";
-import type { ControlPlaneDeps } from "../deps.ts";
 import type { AgentService, Capabilities, SessionRequest, SessionResponse } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import { Outcome, WelcomeSchema } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import type { FinishOutcome } from "../jobs/lifecycle.ts";
@@ -33,15 +33,28 @@ import { applyAccepted, applyArtifactReady, applyFinished, applyProgress, applyR
 import { AsyncQueue } from "../platform/async-queue.ts";
 import { hashSecret, isUuid, newId, newSecret } from "../platform/ids.ts";
 import { artifactBlobKey, artifactNamePattern } from "../storage/artifact-keys.ts";
+import type { BlobStore } from "../storage/blob-store.ts";
 import type { NodeRow, StoredCapabilities } from "../store/nodes.ts";
 import { consumeEnrollmentToken, insertNode, markNodeConnected } from "../store/nodes.ts";
+import type { TelemetryRecorder } from "../telemetry/recorder.ts";
 import type { AckWaitsOn } from "./ack-window.ts";
 import { AckWindow } from "./ack-window.ts";
 import { dispatchAssignments, newResponse, sendCancel, sendDrain } from "./assignments.ts";
+import type { AssignmentDeps } from "./assignments.ts";
 import { createHeartbeatBatcher } from "./heartbeat-batch.ts";
 import { describeProblems, nodeCapabilityBounds, storableText, validateNodeCapabilities, validateRunningUnits, wellFormedText } from "./node-capabilities.ts";
 import type { AgentSession, SessionRegistry } from "./session-registry.ts";
 import { sendToSession } from "./session-registry.ts";
+
+/** What the agent service needs (a subset of ControlPlaneDeps): the assignments' and these. */
+export interface AgentServiceDeps extends AssignmentDeps {
+  readonly blobs: BlobStore;
+  readonly logger: Logger;
+  /** Asks the leader's placement loop to run soon (units became ready, a node connected). */
+  readonly wakePlacer: () => void;
+  /** Buffers the log lines and progress reports of this replica's agent streams (src/telemetry/recorder.ts). */
+  readonly telemetry: TelemetryRecorder;
+}
 
 /** Protocol version this control plane speaks. */
 export const protocolVersion = 1;
@@ -65,7 +78,7 @@ const maxMetricsPerReport = 32;
 const helloWakeEveryMs = 250;
 
 /** Size and sha256 of a stored blob. */
-async function hashBlob(deps: ControlPlaneDeps, key: string): Promise<{ size: number; sha256: string }> {
+async function hashBlob(deps: AgentServiceDeps, key: string): Promise<{ size: number; sha256: string }> {
   const { stream, size } = await deps.blobs.open(key);
   const hash = createHash("sha256");
   for await (const chunk of stream) hash.update(chunk as Buffer);
@@ -144,7 +157,7 @@ function optionalMs(at: Timestamp | undefined): number | undefined {
 }
 
 /** Builds the AgentService implementation. */
-export function createAgentService(deps: ControlPlaneDeps, sessions: SessionRegistry): ServiceImpl<typeof AgentService> {
+export function createAgentService(deps: AgentServiceDeps, sessions: SessionRegistry): ServiceImpl<typeof AgentService> {
   const { db, clock, logger, config, telemetry } = deps;
   const now = () => new Date(clock.now());
   const heartbeats = createHeartbeatBatcher(db, { clock });

@@ -8,18 +8,29 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Assign, SessionResponse } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import { AssignSchema, CancelSchema, DrainSchema, InputFileSchema, SessionResponseSchema, UnitRefSchema } from "../gen/gpuagent/agent/v1/agent_pb.ts";
-import type { ControlPlaneDeps } from "../deps.ts";
+import type { Clock } from "../platform/clock.ts";
+import type { SchedulerConfig } from "../platform/config.ts";
+import type { UrlSigner } from "../storage/signed-url.ts";
+import type { Database } from "../store/database.ts";
 import type { UnitRow } from "../store/jobs.ts";
 import { findJobById, listArtifactsOfUnits, listUnitsOfJob } from "../store/jobs.ts";
 import { findUpload } from "../store/uploads.ts";
 import type { SessionRegistry } from "./session-registry.ts";
 import { sendToSession } from "./session-registry.ts";
 
+/** What building and sending assignments needs (a subset of ControlPlaneDeps). */
+export interface AssignmentDeps {
+  readonly config: SchedulerConfig;
+  readonly db: Database;
+  readonly signer: UrlSigner;
+  readonly clock: Clock;
+}
+
 /** Builds a control message. */
 export const newResponse = (seq: bigint, body: SessionResponse["body"]): SessionResponse => create(SessionResponseSchema, { seq, body });
 
 /** Sends every not-yet-sent assignment of `nodeId` down its stream on this replica. */
-export async function dispatchAssignments(deps: ControlPlaneDeps, sessions: SessionRegistry, nodeId: string): Promise<number> {
+export async function dispatchAssignments(deps: AssignmentDeps, sessions: SessionRegistry, nodeId: string): Promise<number> {
   const session = sessions.get(nodeId);
   if (session === undefined) return 0;
   const units = await deps.db.query<UnitRow>(
@@ -67,7 +78,7 @@ export function sendCancel(sessions: SessionRegistry, nodeId: string, unitId: st
   );
 }
 
-async function buildAssign(deps: ControlPlaneDeps, unit: UnitRow): Promise<Assign | undefined> {
+async function buildAssign(deps: AssignmentDeps, unit: UnitRow): Promise<Assign | undefined> {
   const { db, signer, clock, config } = deps;
   const job = await findJobById(db, unit.job_id);
   if (job === undefined) return undefined;

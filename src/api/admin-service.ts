@@ -11,9 +11,10 @@ import { requeueUnitsOfNode } from "../jobs/lifecycle.ts";
 import { requireAdmin } from "../auth/authenticate.ts";
 import { hashPassword } from "../auth/passwords.ts";
 import { allScopes } from "../auth/scopes.ts";
-import type { ControlPlaneDeps } from "../deps.ts";
 import type { AdminService, NodeSchema } from "../gen/gpuagent/admin/v1/admin_pb.ts";
+import type { Clock } from "../platform/clock.ts";
 import { hashSecret, isUuid, newId, newSecret } from "../platform/ids.ts";
+import type { Database } from "../store/database.ts";
 import { isUniqueViolation } from "../store/database.ts";
 import { creditBalance, findCustomer, insertApiKey, insertCustomer, insertGrant, listCustomers } from "../store/customers.ts";
 import type { NodeRow, NodeState, TrustLevel } from "../store/nodes.ts";
@@ -43,8 +44,16 @@ export async function mintApiKey(
   return key;
 }
 
+/** What the AdminService needs (a subset of ControlPlaneDeps). */
+export interface AdminServiceDeps {
+  readonly db: Database;
+  readonly clock: Clock;
+  /** Asks the leader's placement loop to run soon (a node's state changed). */
+  readonly wakePlacer: () => void;
+}
+
 /** Builds the AdminService implementation. */
-export function createAdminService(deps: ControlPlaneDeps, sessions: SessionRegistry, adminToken: string): Partial<ServiceImpl<typeof AdminService>> {
+export function createAdminService(deps: AdminServiceDeps, sessions: SessionRegistry, adminToken: string): Partial<ServiceImpl<typeof AdminService>> {
   const { db, clock } = deps;
   const now = () => new Date(clock.now());
   const admin = (ctx: HandlerContext) => requireAdmin(ctx.requestHeader, adminToken);

@@ -11,14 +11,18 @@ import type { Readable } from "node:stream";
 import { authenticateNode } from "../auth/authenticate.ts";
 import { ApiError } from "../platform/errors.ts";
 import { writeApiError } from "./rest/transcoder.ts";
-import type { ControlPlaneDeps } from "../deps.ts";
+import type { Clock } from "../platform/clock.ts";
+import type { SchedulerConfig } from "../platform/config.ts";
 import type { HttpRoute, RestRequest, RestResponse } from "../platform/http-types.ts";
 import { findUnit } from "../store/jobs.ts";
 import type { UploadTable } from "../store/uploads.ts";
 import { claimUpload, findUploadByBlobKey, releaseUpload } from "../store/uploads.ts";
 import { artifactExpiredAt, artifactUsage, releaseUnitArtifactBytes, reserveUnitArtifactBytes } from "../store/storage.ts";
 import { artifactBlobKey, artifactNamePattern } from "../storage/artifact-keys.ts";
+import type { BlobStore } from "../storage/blob-store.ts";
 import { BlobTooLargeError } from "../storage/blob-store.ts";
+import type { UrlSigner } from "../storage/signed-url.ts";
+import type { Database } from "../store/database.ts";
 import { quotaRefusal } from "../storage/quotas.ts";
 
 function tableOfKey(key: string): UploadTable | undefined {
@@ -48,8 +52,17 @@ function writeJson(res: RestResponse, status: number, body: unknown, requestId: 
   res.end(text);
 }
 
+/** What the blob routes need (a subset of ControlPlaneDeps). */
+export interface BlobRouteDeps {
+  readonly config: SchedulerConfig;
+  readonly db: Database;
+  readonly blobs: BlobStore;
+  readonly signer: UrlSigner;
+  readonly clock: Clock;
+}
+
 /** Builds the routes. */
-export function createBlobRoutes(deps: ControlPlaneDeps): HttpRoute[] {
+export function createBlobRoutes(deps: BlobRouteDeps): HttpRoute[] {
   const { signer, blobs, db, clock, config } = deps;
 
   const verify = (req: RestRequest, op: "put" | "get") => {

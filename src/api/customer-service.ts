@@ -13,7 +13,6 @@ import { sendCancel } from "../agents/assignments.ts";
 import type { SessionRegistry } from "../agents/session-registry.ts";
 import type { CustomerPrincipal } from "../auth/authenticate.ts";
 import { authorizeCall, authorizePublicCall } from "../auth/authorize.ts";
-import type { ControlPlaneDeps } from "../deps.ts";
 import type {
   ArtifactSchema,
   ComputeUnitSchema,
@@ -69,6 +68,7 @@ import { createIdentityHandlers } from "./customer/identity.ts";
 import { createUsageHandlers } from "./customer/usage.ts";
 import { createTelemetryHandlers } from "./customer/telemetry.ts";
 import { createWebhookHandlers } from "./customer/webhooks.ts";
+import type { CustomerServiceDeps } from "./handler-deps.ts";
 import { immutableMessage } from "./immutable-message.ts";
 import { ApiError, validationError } from "../platform/errors.ts";
 
@@ -100,7 +100,7 @@ function requireId(id: string, notFound: ApiError["code"], what: string): string
 }
 
 /** Builds the CustomerService implementation. */
-export function createCustomerService(deps: ControlPlaneDeps, sessions: SessionRegistry): Partial<ServiceImpl<typeof CustomerService>> {
+export function createCustomerService(deps: CustomerServiceDeps, sessions: SessionRegistry): Partial<ServiceImpl<typeof CustomerService>> {
   const { db, clock, config, signer, blobs } = deps;
   const now = () => new Date(clock.now());
   // Authentication and the rpc's access policy (declared in the proto) are checked here, once.

@@ -12,14 +12,20 @@ import { getOption, hasOption } from "@bufbuild/protobuf";
 import type { DescMethod } from "@bufbuild/protobuf";
 import type { HandlerContext } from "@connectrpc/connect";
 import { ApiError } from "../platform/errors.ts";
-import type { ControlPlaneDeps } from "../deps.ts";
 import { access } from "../gen/gpuagent/customer/v1/access_pb.ts";
 import type { AccessPolicy } from "../gen/gpuagent/customer/v1/access_pb.ts";
 import { enforceAnonymousLimit, enforceRequestLimits } from "../limits/request-limits.ts";
-import type { CustomerPrincipal } from "./authenticate.ts";
+import type { RequestLimitDeps } from "../limits/request-limits.ts";
+import type { ApiKeyCache, CustomerPrincipal } from "./authenticate.ts";
 import { authenticateCustomer, requireScope } from "./authenticate.ts";
 import { isScope } from "./scopes.ts";
 import { requireCsrfForCookieSession } from "./session-cookie.ts";
+
+/** What the access check needs (a subset of ControlPlaneDeps): the request limits' and the API key cache. */
+export interface AuthorizeDeps extends RequestLimitDeps {
+  /** Recently verified API keys (see ApiKeyCache). */
+  readonly apiKeyCache: ApiKeyCache;
+}
 
 /** Access policies by method: reading an option decodes it from the descriptor (~20 µs), so each is read once. */
 const policies = new WeakMap<DescMethod, AccessPolicy | undefined>();
@@ -33,7 +39,7 @@ function accessPolicyOf(method: DescMethod): AccessPolicy | undefined {
 }
 
 /** Authenticates the caller, applies its request limit and enforces the rpc's access policy; returns the principal. */
-export async function authorizeCall(deps: ControlPlaneDeps, ctx: HandlerContext): Promise<CustomerPrincipal> {
+export async function authorizeCall(deps: AuthorizeDeps, ctx: HandlerContext): Promise<CustomerPrincipal> {
   const policy = accessPolicyOf(ctx.method);
   let principal: CustomerPrincipal;
   try {
@@ -58,6 +64,6 @@ export async function authorizeCall(deps: ControlPlaneDeps, ctx: HandlerContext)
 }
 
 /** For public rpcs (no credentials): the per-address limit and its headers. */
-export function authorizePublicCall(deps: ControlPlaneDeps, ctx: HandlerContext): void {
+export function authorizePublicCall(deps: AuthorizeDeps, ctx: HandlerContext): void {
   enforceAnonymousLimit(deps, ctx);
 }

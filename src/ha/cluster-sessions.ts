@@ -16,10 +16,11 @@
  * Only locally held sessions are counted, listed and registered; `getLocal` is the plain lookup.
  */
 import { create } from "@bufbuild/protobuf";
-import type { ControlPlaneDeps } from "../deps.ts";
+import type { Logger } from "pino";
 import type { SessionResponse } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import { CancelSchema, DrainSchema, UnitRefSchema } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import { dispatchAssignments, newResponse } from "../agents/assignments.ts";
+import type { AssignmentDeps } from "../agents/assignments.ts";
 import type { AgentSession } from "../agents/session-registry.ts";
 import { SessionRegistry, sendToSession } from "../agents/session-registry.ts";
 import { AsyncQueue } from "../platform/async-queue.ts";
@@ -101,8 +102,13 @@ export interface ClusterStreams {
   runRescans(intervalMs: number, signal: AbortSignal): Promise<void>;
 }
 
+/** What the cluster streams need (a subset of ControlPlaneDeps): the assignments' and a logger. */
+export interface ClusterStreamDeps extends AssignmentDeps {
+  readonly logger: Logger;
+}
+
 /** Wires a registry to the bus. `wake` asks this replica's placer to run (it runs only while leading). */
-export function createClusterStreams(deps: ControlPlaneDeps, bus: ClusterBus, wake: () => void): ClusterStreams {
+export function createClusterStreams(deps: ClusterStreamDeps, bus: ClusterBus, wake: () => void): ClusterStreams {
   const { clock, config, logger } = deps;
   const sessions = new ClusterSessionRegistry(bus);
   const silenceMs = config.agents.unreachableAfterSeconds * 1000;

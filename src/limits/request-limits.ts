@@ -9,12 +9,21 @@
  *   the count its transaction decided on); for every other rpc, the general limit.
  */
 import type { HandlerContext } from "@connectrpc/connect";
-import type { ControlPlaneDeps } from "../deps.ts";
 import type { Clock } from "../platform/clock.ts";
+import type { SchedulerConfig } from "../platform/config.ts";
+import type { Database } from "../store/database.ts";
 import { applyRateLimitHeaders, rateLimitedError } from "./headers.ts";
 import { jobCreationLimitBefore } from "./job-creation.ts";
 import { TokenBucketLimiter } from "./token-bucket.ts";
 import { peerAddressHeader } from "../platform/http-types.ts";
+
+/** What the request limits need (a subset of ControlPlaneDeps). */
+export interface RequestLimitDeps {
+  readonly config: SchedulerConfig;
+  readonly db: Database;
+  readonly clock: Clock;
+  readonly requestLimiter: TokenBucketLimiter;
+}
 
 /** Default of the general limit: requests per minute per API key (or per customer's sessions). */
 export const defaultRequestsPerMinute = 600;
@@ -66,7 +75,7 @@ export function isJobCreation(ctx: HandlerContext): boolean {
  * and sets the `X-RateLimit-*` headers of the limit that applies to this rpc on the response
  * (they stay on it whether the handler then succeeds or fails).
  */
-export async function enforceRequestLimits(deps: ControlPlaneDeps, ctx: HandlerContext, principal: LimitedCaller): Promise<void> {
+export async function enforceRequestLimits(deps: RequestLimitDeps, ctx: HandlerContext, principal: LimitedCaller): Promise<void> {
   const limiter = deps.requestLimiter;
   const state = limiter.take(requestLimitKey(principal));
   if (!state.allowed) {
@@ -98,7 +107,7 @@ export function requestLimitOptionsFromEnv(env: NodeJS.ProcessEnv): RequestLimit
  * hammered from one address. Behind a proxy every client shares the proxy's
  * address: put a per-client limit at the ingress (README).
  */
-export function enforceAnonymousLimit(deps: ControlPlaneDeps, ctx: HandlerContext): void {
+export function enforceAnonymousLimit(deps: RequestLimitDeps, ctx: HandlerContext): void {
   const limiter = deps.requestLimiter;
   if (!limiter.enabled) return;
   const peer = ctx.requestHeader.get(peerAddressHeader) ?? "unknown";

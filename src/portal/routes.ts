@@ -5,10 +5,10 @@
  */
 import { join } from "node:path";
 import type { ServiceImpl } from "@connectrpc/connect";
-import type { ControlPlaneDeps } from "../deps.ts";
 import type { CustomerService } from "../gen/gpuagent/customer/v1/customer_pb.ts";
 import type { HttpRoute } from "../platform/http-types.ts";
 import { createPortalSessionRoutes } from "./session-routes.ts";
+import type { PortalSessionDeps } from "./session-routes.ts";
 import { createPortalStaticRoutes } from "./static-files.ts";
 
 /** Where `npm run build:portal` writes the bundle. */
@@ -16,7 +16,7 @@ export const defaultPortalDir = join(import.meta.dirname, "..", "..", "portal", 
 
 /** Options of {@link createPortalRoutes}. */
 export interface PortalRoutesOptions {
-  readonly deps: ControlPlaneDeps;
+  readonly deps: PortalSessionDeps;
   /** The CustomerService implementation the API serves (sign-in runs its Login). */
   readonly handlers: Partial<ServiceImpl<typeof CustomerService>>;
   /** The port speaks TLS. */

@@ -21,19 +21,28 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { ApiError, validationError } from "../platform/errors.ts";
 import { writeApiError } from "../api/rest/transcoder.ts";
 import { clearSessionCookies, cookieSessionToken, csrfTokenFor, requireCsrfForCookieSession, sessionSetCookie } from "../auth/session-cookie.ts";
-import type { ControlPlaneDeps } from "../deps.ts";
 import type { Customer } from "../gen/gpuagent/customer/v1/customer_pb.ts";
 import { CustomerSchema, CustomerService, GetMeRequestSchema, GetMeResponseSchema, LoginRequestSchema, LoginResponseSchema } from "../gen/gpuagent/customer/v1/customer_pb.ts";
+import type { Clock } from "../platform/clock.ts";
+import type { SchedulerConfig } from "../platform/config.ts";
 import { hashSecret } from "../platform/ids.ts";
 import type { HttpRoute, RestRequest, RestResponse } from "../platform/http-types.ts";
 import { revokeSessionByHash } from "../store/customers.ts";
+import type { Database } from "../store/database.ts";
 
 /** The CustomerService handlers sign-in needs (the same objects the API serves). */
 export type PortalSessionHandlers = Pick<ServiceImpl<typeof CustomerService>, "login" | "getMe">;
 
+/** What the session routes need (a subset of ControlPlaneDeps). */
+export interface PortalSessionDeps {
+  readonly config: SchedulerConfig;
+  readonly db: Database;
+  readonly clock: Clock;
+}
+
 /** Options of {@link createPortalSessionRoutes}. */
 export interface PortalSessionOptions {
-  readonly deps: ControlPlaneDeps;
+  readonly deps: PortalSessionDeps;
   readonly handlers: PortalSessionHandlers;
   /** Mark the cookie Secure (and `__Host-`): the port speaks TLS or the public URL is https. */
   readonly secure: () => boolean;

@@ -4,8 +4,8 @@
  * assignments never accepted). It runs only while this replica leads, under
  * the term it was given, and stops when its signal aborts.
  */
+import type { Logger } from "pino";
 import { sendCancel } from "../agents/assignments.ts";
-import type { ControlPlaneDeps } from "../deps.ts";
 import type { ClusterStreams } from "../ha/cluster-sessions.ts";
 import { NodeLiveness } from "../ha/liveness.ts";
 import { expireOverdueJobs, requeueUnitsOfNode, takeBackSilentNode } from "../jobs/lifecycle.ts";
@@ -15,6 +15,7 @@ import { FleetCache } from "./fleet-cache.ts";
 import { NodeHistory } from "./node-history.ts";
 import { NodeSnapshotMemo } from "./node-snapshots.ts";
 import { runPlacementCycle } from "./placement-cycle.ts";
+import type { PlacementCycleDeps } from "./placement-cycle.ts";
 
 /** Observable state of the loop. */
 export interface LeaderLoopStatus {
@@ -35,8 +36,13 @@ const sweepEveryMs = 2000;
 /** What the loop needs of the replica's streams (ha/cluster-sessions.ts). */
 export type LeaderStreams = Pick<ClusterStreams, "sessions" | "dispatchNode">;
 
+/** What the leader loop needs (a subset of ControlPlaneDeps): the placement cycle's and a logger. */
+export interface LeaderLoopDeps extends PlacementCycleDeps {
+  readonly logger: Logger;
+}
+
 /** Builds the leader loop. */
-export function createLeaderLoop(deps: ControlPlaneDeps, streams: LeaderStreams, metrics?: ControlPlaneMetrics): LeaderLoop {
+export function createLeaderLoop(deps: LeaderLoopDeps, streams: LeaderStreams, metrics?: ControlPlaneMetrics): LeaderLoop {
   const sessions = streams.sessions;
   const { clock, config, logger, db } = deps;
   let wakeUp: (() => void) | undefined;

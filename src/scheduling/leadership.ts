@@ -7,8 +7,17 @@
  * (placement-cycle.ts), so a paused leader that wakes up after losing the lease
  * commits nothing. The embedded default (one replica) takes the lease at once.
  */
-import type { ControlPlaneDeps } from "../deps.ts";
+import type { Logger } from "pino";
+import type { Clock } from "../platform/clock.ts";
+import type { Database } from "../store/database.ts";
 import { releaseLease, renewLease, tryAcquireLease } from "../store/leases.ts";
+
+/** What the campaign needs (a subset of ControlPlaneDeps). */
+export interface LeadershipDeps {
+  readonly db: Database;
+  readonly clock: Clock;
+  readonly logger: Logger;
+}
 
 /** What leading means to the caller. */
 export interface LeadershipCallbacks {
@@ -26,7 +35,7 @@ export interface LeadershipOptions {
 }
 
 /** Campaigns until `signal` aborts: lead while holding the lease, stand by otherwise. */
-export async function runLeadership(deps: ControlPlaneDeps, options: LeadershipOptions, callbacks: LeadershipCallbacks, signal: AbortSignal): Promise<void> {
+export async function runLeadership(deps: LeadershipDeps, options: LeadershipOptions, callbacks: LeadershipCallbacks, signal: AbortSignal): Promise<void> {
   const { db, clock, logger } = deps;
   const retryMs = Math.max(100, Math.floor(options.ttlMs / 3));
   while (!signal.aborted) {

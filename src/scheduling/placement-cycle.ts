@@ -14,12 +14,12 @@
  * built from that snapshot would make, so nothing it reserved in an earlier
  * cycle (committed or not) can leak into the next.
  */
-import type { ControlPlaneDeps } from "../deps.ts";
 import { allowedTrustLevels, createPlacer } from "../placer/index.ts";
 import type { ClusterSnapshot, NodeSnapshot, Placer, PlacementResult, UnitRequest } from "../placer/index.ts";
-import type { ScoreWeights } from "../platform/config.ts";
+import type { Clock } from "../platform/clock.ts";
+import type { SchedulerConfig, ScoreWeights } from "../platform/config.ts";
 import { newId } from "../platform/ids.ts";
-import type { Sql } from "../store/database.ts";
+import type { Database, Sql } from "../store/database.ts";
 import { lockFencingTerm } from "../store/leases.ts";
 import type { NodeRow } from "../store/nodes.ts";
 import type { FleetCache } from "./fleet-cache.ts";
@@ -137,15 +137,22 @@ export async function readSnapshot(sql: Sql, sources: SnapshotSources): Promise<
   return { snapshot, units };
 }
 
+/** What a placement cycle needs (a subset of ControlPlaneDeps); the object also keys its long-lived placer. */
+export interface PlacementCycleDeps {
+  readonly config: SchedulerConfig;
+  readonly db: Database;
+  readonly clock: Clock;
+}
+
 /** One long-lived placer per control plane (keyed by its deps, so test control planes never share one). */
-const placers = new WeakMap<ControlPlaneDeps, Placer>();
+const placers = new WeakMap<PlacementCycleDeps, Placer>();
 
 /**
  * Plans one cycle on the control plane's long-lived placer, synced to
  * `snapshot` first: the same plan as `placeUnits(snapshot, units, { seed })`.
  */
 export function planCycle(
-  deps: ControlPlaneDeps,
+  deps: PlacementCycleDeps,
   snapshot: ClusterSnapshot,
   units: readonly UnitRequest[],
   seed: string,
@@ -162,7 +169,7 @@ export function planCycle(
 }
 
 /** Runs one cycle under `term`. */
-export async function runPlacementCycle(deps: ControlPlaneDeps, term: number, sources: SnapshotSources): Promise<CycleResult> {
+export async function runPlacementCycle(deps: PlacementCycleDeps, term: number, sources: SnapshotSources): Promise<CycleResult> {
   const { db, clock } = deps;
   const { liveness } = sources;
   // Wall time for the phases, not the injected clock: they are diagnostics, and a fake clock stands still.

@@ -13,7 +13,9 @@
 import type { OutgoingHttpHeaders } from "node:http";
 import { request as httpsRequest } from "node:https";
 import type { LookupFunction } from "node:net";
-import type { ControlPlaneDeps } from "../deps.ts";
+import type { Logger } from "pino";
+import type { Clock } from "../platform/clock.ts";
+import type { Database } from "../store/database.ts";
 import type { ClaimedDelivery } from "../store/webhooks.ts";
 import { claimDueDeliveries, markDeliveryDelivered, markDeliveryFailed, markDeliveryRetry } from "../store/webhooks.ts";
 import { signPayload, signatureHeaderName } from "./signature.ts";
@@ -158,8 +160,15 @@ export function createHttpsTransport(tls: { readonly ca?: string } = {}): Webhoo
     });
 }
 
+/** What the dispatcher needs (a subset of ControlPlaneDeps). */
+export interface WebhookDispatcherDeps {
+  readonly db: Database;
+  readonly clock: Clock;
+  readonly logger: Logger;
+}
+
 /** Builds a dispatcher over the control plane's database and clock. */
-export function createWebhookDispatcher(deps: ControlPlaneDeps, options: WebhookDispatcherOptions = {}): WebhookDispatcher {
+export function createWebhookDispatcher(deps: WebhookDispatcherDeps, options: WebhookDispatcherOptions = {}): WebhookDispatcher {
   const { db, clock, logger } = deps;
   const resolver = options.resolver ?? systemResolver;
   const transport = options.transport ?? createHttpsTransport(options.tls);

@@ -15,10 +15,10 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { CustomerPrincipal } from "../../auth/authenticate.ts";
 import { authorizeCall, authorizePublicCall } from "../../auth/authorize.ts";
+import type { AuthorizeDeps } from "../../auth/authorize.ts";
 import { admitLoginAttempt, loginSucceeded } from "../../auth/login-throttle.ts";
 import { hashPassword, verifyPassword } from "../../auth/passwords.ts";
 import { allScopes, isScope } from "../../auth/scopes.ts";
-import type { ControlPlaneDeps } from "../../deps.ts";
 import type { ApiKeySchema, CustomerSchema, CustomerService } from "../../gen/gpuagent/customer/v1/customer_pb.ts";
 import { hashSecret, isUuid, newId, newSecret } from "../../platform/ids.ts";
 import { peerAddressHeader } from "../../platform/http-types.ts";
@@ -89,7 +89,7 @@ function requireScopes(scopes: readonly string[]): string[] {
 }
 
 /** The identity part of CustomerService. */
-export function createIdentityHandlers(deps: ControlPlaneDeps): Partial<ServiceImpl<typeof CustomerService>> {
+export function createIdentityHandlers(deps: AuthorizeDeps): Partial<ServiceImpl<typeof CustomerService>> {
   const { db, clock } = deps;
   const now = () => new Date(clock.now());
   // Authentication and the rpc's access policy (declared in the proto) are checked here, once.

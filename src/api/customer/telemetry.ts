@@ -8,21 +8,27 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { authorizeCall } from "../../auth/authorize.ts";
-import type { ControlPlaneDeps } from "../../deps.ts";
+import type { AuthorizeDeps } from "../../auth/authorize.ts";
 import type { CustomerService, LogLineSchema } from "../../gen/gpuagent/customer/v1/customer_pb.ts";
 import { isUuid } from "../../platform/ids.ts";
 import { findJob, findUnit, listUnitsOfJob } from "../../store/jobs.ts";
 import type { UnitRow } from "../../store/jobs.ts";
 import type { TailLine } from "../../telemetry/log-lines.ts";
 import { readLogTail, readMetricHistories } from "../../telemetry/reads.ts";
+import type { TelemetryRecorder } from "../../telemetry/recorder.ts";
 import { ApiError, validationError } from "../../platform/errors.ts";
 
 function lineMessage(l: TailLine): MessageInitShape<typeof LogLineSchema> {
   return { seq: BigInt(l.seq), at: timestampFromMs(l.atMs), stream: l.stream, text: l.text };
 }
 
+/** What the telemetry reads need (a subset of ControlPlaneDeps): the access check's and the recorder (for its tail bounds). */
+export interface TelemetryHandlerDeps extends AuthorizeDeps {
+  readonly telemetry: TelemetryRecorder;
+}
+
 /** The telemetry part of CustomerService. */
-export function createTelemetryHandlers(deps: ControlPlaneDeps): Partial<ServiceImpl<typeof CustomerService>> {
+export function createTelemetryHandlers(deps: TelemetryHandlerDeps): Partial<ServiceImpl<typeof CustomerService>> {
   const { db } = deps;
   const caller = (ctx: HandlerContext) => authorizeCall(deps, ctx);
 

@@ -1,9 +1,9 @@
 /** CustomerService handlers: Usage and credits reports: daily usage, CSV exports. */
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { authorizeCall } from "../../auth/authorize.ts";
+import type { AuthorizeDeps } from "../../auth/authorize.ts";
 import type { CustomerPrincipal } from "../../auth/authenticate.ts";
 import { csvContentType, csvRow } from "../../billing/csv.ts";
-import type { ControlPlaneDeps } from "../../deps.ts";
 import type { CustomerService } from "../../gen/gpuagent/customer/v1/customer_pb.ts";
 import type { Database, Sql } from "../../store/database.ts";
 import { streamFromTransaction } from "../../store/transaction-stream.ts";
@@ -123,7 +123,7 @@ function seconds(value: number): number {
 }
 
 /** The usage part of CustomerService. */
-export function createUsageHandlers(deps: ControlPlaneDeps): Partial<ServiceImpl<typeof CustomerService>> {
+export function createUsageHandlers(deps: AuthorizeDeps): Partial<ServiceImpl<typeof CustomerService>> {
   const { db, clock } = deps;
 
   async function reader(ctx: HandlerContext): Promise<CustomerPrincipal> {

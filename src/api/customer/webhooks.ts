@@ -6,7 +6,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { authorizeCall } from "../../auth/authorize.ts";
-import type { ControlPlaneDeps } from "../../deps.ts";
+import type { AuthorizeDeps } from "../../auth/authorize.ts";
 import type { CustomerService, WebhookDeliverySchema, WebhookSchema } from "../../gen/gpuagent/customer/v1/customer_pb.ts";
 import { isUuid, newId, newSecret } from "../../platform/ids.ts";
 import { lockCustomer } from "../../store/customers.ts";
@@ -97,7 +97,7 @@ const notFound = (id: string) => new ApiError("RESOURCE_NOT_FOUND", `webhook ${J
 const deliveryNotFound = (id: string) => new ApiError("RESOURCE_NOT_FOUND", `webhook delivery ${JSON.stringify(id)} not found`);
 
 /** The webhooks part of CustomerService. */
-export function createWebhookHandlers(deps: ControlPlaneDeps): Partial<ServiceImpl<typeof CustomerService>> {
+export function createWebhookHandlers(deps: AuthorizeDeps): Partial<ServiceImpl<typeof CustomerService>> {
   const { db, clock } = deps;
   const now = () => new Date(clock.now());
   // Authentication and the rpc's access policy (declared in the proto) are checked here, once.
