@@ -1,7 +1,8 @@
 /**
  * The one boundary where handler errors become wire errors for Connect, gRPC
- * and gRPC-Web (the REST transcoder calls the same router, so it crosses this
- * boundary too). Handlers throw ApiError and never build ConnectErrors.
+ * and gRPC-Web. (REST calls the handlers directly and maps their errors in the
+ * transcoder's `writeApiError`, with the same table from ./errors.ts.)
+ * Handlers throw ApiError and never build ConnectErrors.
  */
 import { ConnectError } from "@connectrpc/connect";
 import type { Interceptor, StreamResponse } from "@connectrpc/connect";
