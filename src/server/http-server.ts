@@ -144,6 +144,33 @@ class Http1Response extends http.ServerResponse {
 }
 
 /**
+ * How many of something (connections, streams) each client address holds open, within a cap
+ * (0: no cap, nothing counted). A held thing counts until it emits "close".
+ */
+class AddressCounter {
+  private readonly open = new Map<string, number>();
+  private readonly cap: number;
+
+  constructor(cap: number) {
+    this.cap = cap;
+  }
+
+  /** Counts `held` against `address` until it closes; false (nothing counted) when the address is at the cap. */
+  hold(address: string, held: { once(event: "close", listener: () => void): unknown }): boolean {
+    if (this.cap === 0) return true;
+    const count = this.open.get(address) ?? 0;
+    if (count >= this.cap) return false;
+    this.open.set(address, count + 1);
+    held.once("close", () => {
+      const left = (this.open.get(address) ?? 1) - 1;
+      if (left > 0) this.open.set(address, left);
+      else this.open.delete(address);
+    });
+    return true;
+  }
+}
+
+/**
  * Starts the server and resolves once it listens. Every response carries
  * `x-request-id` (the client's if it looks sane, else a fresh UUID), which is
  * also set on the request so handlers and logs see the same id.
@@ -260,52 +287,30 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   const h2Sockets = new WeakSet<net.Socket>();
   let closing = false;
 
-  // ---- per-address connection cap
-  const perAddress = new Map<string, number>();
+  // ---- per-address caps
+  /** Open connections per client address. */
+  const connectionsPerAddress = new AddressCounter(limits.maxConnectionsPerAddress);
   /** Counts the connection against its address, or destroys it when the address is at its cap. */
   const admit = (socket: net.Socket): boolean => {
-    if (limits.maxConnectionsPerAddress === 0) return true;
     const address = socket.remoteAddress ?? "unknown";
-    const open = perAddress.get(address) ?? 0;
-    if (open >= limits.maxConnectionsPerAddress) {
-      logger.debug({ address, open }, "connection refused: too many from this address");
-      socket.destroy();
-      return false;
-    }
-    perAddress.set(address, open + 1);
-    socket.once("close", () => {
-      const left = (perAddress.get(address) ?? 1) - 1;
-      if (left > 0) perAddress.set(address, left);
-      else perAddress.delete(address);
-    });
-    return true;
+    if (connectionsPerAddress.hold(address, socket)) return true;
+    logger.debug({ address }, "connection refused: too many from this address");
+    socket.destroy();
+    return false;
   };
-
-  // ---- per-address stream cap
   /**
    * Open HTTP/2 streams per client address, over all its connections: the per-connection
    * stream limit times the connection cap (25,600 waiting requests) is too much for one
    * address to hold. HTTP/1.1 needs no such count: one request at a time per connection.
    */
-  const streamsPerAddress = new Map<string, number>();
+  const streamsPerAddress = new AddressCounter(limits.maxStreamsPerAddress);
   const admitStream = (req: http2.Http2ServerRequest): boolean => {
-    if (limits.maxStreamsPerAddress === 0) return true;
-    const stream = req.stream;
     const address = req.socket.remoteAddress ?? "unknown";
-    const open = streamsPerAddress.get(address) ?? 0;
-    if (open >= limits.maxStreamsPerAddress) {
-      logger.debug({ address, open }, "stream refused: too many open from this address");
-      // REFUSED_STREAM tells the client nothing was processed, so it may retry.
-      stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
-      return false;
-    }
-    streamsPerAddress.set(address, open + 1);
-    stream.once("close", () => {
-      const left = (streamsPerAddress.get(address) ?? 1) - 1;
-      if (left > 0) streamsPerAddress.set(address, left);
-      else streamsPerAddress.delete(address);
-    });
-    return true;
+    if (streamsPerAddress.hold(address, req.stream)) return true;
+    logger.debug({ address }, "stream refused: too many open from this address");
+    // REFUSED_STREAM tells the client nothing was processed, so it may retry.
+    req.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+    return false;
   };
 
   // ---- timers
