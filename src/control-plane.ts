@@ -3,10 +3,15 @@
  * store, signed URLs, services (served over REST, Connect, gRPC and gRPC-Web on
  * one port), agent sessions and the leader loop. cmd/scheduler.ts and the
  * integration tests both start the control plane through here.
+ *
+ * Read top to bottom, this is the wiring diagram: each part is built once, after
+ * the parts it needs. Where two parts need each other (the agent streams wake the
+ * leader loop, which is built from the streams; the cluster bus's reconnects
+ * re-scan the streams, which are built on the bus), a Notifier built before both
+ * carries the notice.
  */
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
-import { randomBytes } from "node:crypto";
-import { readFile, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "pino";
@@ -16,7 +21,8 @@ import { isGrpcSessionRequest, serveGrpcSession } from "./server/grpc-session-ro
 import { createAdminService } from "./api/admin-service.ts";
 import { answerClientFaultsWith4xx } from "./api/connect-client-faults.ts";
 import { createOpenApiRoute } from "./api/openapi.ts";
-import { ApiKeyCache, requireAdmin } from "./auth/authenticate.ts";
+import { createSchedulerStatusHandler } from "./api/scheduler-status.ts";
+import { ApiKeyCache } from "./auth/authenticate.ts";
 import { createCustomerService } from "./api/customer-service.ts";
 import { createRestTranscoder, restService } from "./api/rest/transcoder.ts";
 import type { ControlPlaneDeps } from "./deps.ts";
@@ -26,25 +32,28 @@ import { CustomerService } from "./gen/gpuagent/customer/v1/customer_pb.ts";
 import type { ClusterBus } from "./ha/cluster-bus.ts";
 import { createLocalBus, createPgBus } from "./ha/cluster-bus.ts";
 import { createClusterStreams } from "./ha/cluster-sessions.ts";
-import { onJobsChanged } from "./jobs/job-changes.ts";
+import { relayJobViewChanges } from "./ha/job-view-relay.ts";
 import { createJobViewCache } from "./jobs/job-view-cache.ts";
-import { LeaderElector, defaultTiming, validateTiming } from "./ha/leader-elector.ts";
-import { claimFencingTerm } from "./store/leases.ts";
+import { defaultTiming, validateTiming } from "./ha/leader-elector.ts";
 import { createMetrics } from "./observability/metrics.ts";
 import type { Clock } from "./platform/clock.ts";
 import { systemClock } from "./platform/clock.ts";
 import type { SchedulerConfig } from "./platform/config.ts";
 import { defaultTransport } from "./platform/config.ts";
+import { Notifier } from "./platform/notifier.ts";
+import { systemRandom } from "./platform/random.ts";
+import { persistentSecret } from "./platform/secret-file.ts";
 import { createPortalRoutes } from "./portal/routes.ts";
 import { preparePrivateDataDir } from "./platform/private-files.ts";
-import { runLeadership } from "./scheduling/leadership.ts";
 import { createLeaderLoop } from "./scheduling/leader-loop.ts";
+import { createReplicaLeadership } from "./scheduling/replica-leadership.ts";
 import { startHttpServer } from "./server/http-server.ts";
 import { createLocalBlobStore } from "./storage/blob-store.ts";
 import { createBlobRoutes } from "./api/blob-routes.ts";
 import { runStorageSweeper } from "./storage/storage-sweeper.ts";
 import { createUrlSigner } from "./storage/signed-url.ts";
 import { openDatabase } from "./store/database.ts";
+import { countNodesByStateAndTrust, countWaitingUnits, pingDatabase, totalCreditsDebited } from "./store/fleet-metrics.ts";
 import type { TelemetryOptions } from "./telemetry/recorder.ts";
 import { createTelemetryRecorder } from "./telemetry/recorder.ts";
 import type { WebhookDispatcherOptions } from "./webhooks/dispatcher.ts";
@@ -61,25 +70,6 @@ export interface ControlPlane {
   readonly adminTokenGenerated: boolean;
   readonly deps: ControlPlaneDeps;
   close(): Promise<void>;
-}
-
-/** Reads a secret file of the data directory, creating it on first start. */
-async function persistentSecret(dataDir: string, file: string): Promise<{ value: string; created: boolean }> {
-  const path = join(dataDir, file);
-  let existing: string | undefined;
-  try {
-    existing = (await readFile(path, "utf8")).trim();
-  } catch {
-    existing = undefined;
-  }
-  if (existing !== undefined) {
-    // A short or empty secret would make signatures forgeable: refuse to start rather than run with it.
-    if (existing.length < 32) throw new Error(`${path} holds a secret shorter than 32 characters; remove it to generate a new one`);
-    return { value: existing, created: false };
-  }
-  const value = randomBytes(32).toString("base64url");
-  await writeFile(path, `${value}\n`, { mode: 0o600, flag: "wx" });
-  return { value, created: true };
 }
 
 /** High-availability settings (cmd/scheduler.ts reads them from the environment). */
@@ -119,13 +109,6 @@ export async function startControlPlane(
   // Checked before anything starts, so a bad TTL stops the replica with a clear message.
   if (config.etcdEndpoints.length > 0) validateTiming(timing);
   const db = await openDatabase(config.databaseUrl === undefined ? { dataDir: join(config.dataDir, "pgdata") } : { url: config.databaseUrl });
-  // Several replicas share PostgreSQL and talk over LISTEN/NOTIFY; the embedded database has one replica.
-  let resync: () => void = () => undefined;
-  const jobViews = createJobViewCache({ clock });
-  const bus: ClusterBus =
-    config.databaseUrl === undefined
-      ? createLocalBus(logger)
-      : await createPgBus({ url: config.databaseUrl, sql: db, replicaId: config.replicaId, clock, logger, onResync: () => resync() });
   const etcd =
     config.etcdEndpoints.length === 0
       ? undefined
@@ -137,8 +120,18 @@ export async function startControlPlane(
           defaultCallOptions: (context) => (context.isStream ? {} : { deadline: new Date(clock.now() + Math.max(500, timing.retryPeriodMs)) }),
         });
 
-  let wake: () => void = () => undefined;
+  // Notices between parts that need each other (see the module comment).
+  const placerWakes = new Notifier();
+  const busReconnects = new Notifier();
+
+  // Several replicas share PostgreSQL and talk over LISTEN/NOTIFY; the embedded database has one replica.
+  const bus: ClusterBus =
+    config.databaseUrl === undefined
+      ? createLocalBus(logger)
+      : await createPgBus({ url: config.databaseUrl, sql: db, replicaId: config.replicaId, clock, logger, onResync: () => busReconnects.notify() });
+
   const liveConfig = { ...config };
+  const jobViews = createJobViewCache({ clock });
   // Log lines and progress reports of the units whose streams this replica holds, written in batches.
   const telemetry = createTelemetryRecorder({ db, clock, logger }, options.telemetry);
   const deps: ControlPlaneDeps = {
@@ -156,78 +149,33 @@ export async function startControlPlane(
     wakePlacer: () => bus.publish({ type: "wake" }),
     telemetry,
   };
+  relayJobViewChanges({ db, jobViews, bus, otherReplicas: config.databaseUrl !== undefined, busReconnects });
 
-  // Job views: forgotten here as soon as a transaction that changed their jobs ends, and on the other
-  // replicas when the bus brings the news (or when their listening connection reconnects: they may have
-  // missed some). On the embedded database this replica is the only one.
-  // The news for the other replicas is coalesced: one NOTIFY per turn of the event loop, not one per transaction.
-  let changedJobs: Set<string> | undefined;
-  onJobsChanged(db, (jobIds) => {
-    jobViews.invalidate(jobIds);
-    if (config.databaseUrl === undefined) return;
-    if (changedJobs === undefined) {
-      changedJobs = new Set();
-      setImmediate(() => {
-        const jobIds = [...(changedJobs ?? [])];
-        changedJobs = undefined;
-        // More ids than a NOTIFY holds travel as "any job" (see cluster-bus.ts).
-        bus.publish({ type: "jobs-changed", jobIds });
-      });
-    }
-    for (const id of jobIds) changedJobs.add(id);
-  });
-  bus.subscribe((message) => {
-    if (message.type !== "jobs-changed") return;
-    if (message.jobIds.length === 0) jobViews.clear();
-    else jobViews.invalidate(message.jobIds);
-  });
-  const streams = createClusterStreams(deps, bus, () => wake());
+  const streams = createClusterStreams(deps, bus, () => placerWakes.notify());
   const sessions = streams.sessions;
-  resync = () => {
-    jobViews.clear();
-    void streams.rescan().catch((error: unknown) => logger.warn({ err: error }, "re-scan after reconnect failed"));
-  };
+  busReconnects.listen(() => void streams.rescan().catch((error: unknown) => logger.warn({ err: error }, "re-scan after reconnect failed")));
   const metrics = createMetrics({
-    pendingUnits: () =>
-      db.query<{ kind: string; status: string; count: number }>(
-        `SELECT kind, status, count(*)::int AS count FROM compute_units WHERE status IN ('pending', 'ready') GROUP BY kind, status`,
-      ),
-    nodes: () => db.query<{ state: string; trust: string; count: number }>(`SELECT state, trust_level AS trust, count(*)::int AS count FROM nodes GROUP BY state, trust_level`),
-    creditsDebited: async () => {
-      const [row] = await db.query<{ total: number }>(`SELECT COALESCE(-sum(amount), 0)::bigint AS total FROM ledger_entries WHERE kind = 'debit'`);
-      return row?.total ?? 0;
-    },
+    pendingUnits: () => countWaitingUnits(db),
+    nodes: () => countNodesByStateAndTrust(db),
+    creditsDebited: () => totalCreditsDebited(db),
     agentStreams: () => sessions.size,
   });
 
   const customer = createCustomerService(deps, sessions);
   const leaderLoop = createLeaderLoop(deps, streams, metrics);
-  wake = () => leaderLoop.wake();
-  let term = 0;
-  let elector: LeaderElector | undefined;
-  let closing = false;
+  placerWakes.listen(() => leaderLoop.wake());
+  // Leadership: an etcd election when ETCD_ENDPOINTS is set, else the database lease; the term fences every commit.
+  const leadership = createReplicaLeadership(deps, { etcd, timing, leaderLoop, metrics });
   const adminImpl: Partial<ServiceImpl<typeof AdminService>> = {
     ...createAdminService(deps, sessions, admin.value),
-    async getSchedulerStatus(_req, ctx) {
-      requireAdmin(ctx.requestHeader, admin.value);
-      const queues = await db.query<{ kind: string; pending: number; ready: number; running: number }>(
-        `SELECT kind, count(*) FILTER (WHERE status = 'pending')::int AS pending, count(*) FILTER (WHERE status = 'ready')::int AS ready,
-                count(*) FILTER (WHERE status IN ('assigned', 'running'))::int AS running
-         FROM compute_units GROUP BY kind ORDER BY kind`,
-      );
-      return {
-        replicaId: config.replicaId,
-        isLeader: term > 0,
-        leaderId: term > 0 ? config.replicaId : (elector?.leader ?? ""),
-        term: BigInt(term),
-        queues,
-        nodesOnline: sessions.size,
-      };
-    },
+    ...createSchedulerStatusHandler({ db, config, leadership, sessions }, admin.value),
   };
   const agent = createAgentService(deps, sessions);
   const agentSession = agent.session;
   if (agentSession === undefined) throw new Error("AgentService.session is not implemented");
+
+  // Aborted by close(): not ready any more, and the background loops stop.
+  const stopping = new AbortController();
 
   // Request bounds and timeouts of the port (docs/limits.md).
   const transport = config.transport ?? defaultTransport;
@@ -269,8 +217,8 @@ export async function startControlPlane(
       // Ready once migrations ran (openDatabase did them) and the database and etcd (when configured)
       // answer; leading is not required. False while shutting down, so traffic moves elsewhere first.
       ready: async () => {
-        if (closing) return false;
-        await db.query(`SELECT 1`);
+        if (stopping.signal.aborted) return false;
+        await pingDatabase(db);
         if (etcd !== undefined) await etcd.maintenance.status();
         return true;
       },
@@ -286,71 +234,26 @@ export async function startControlPlane(
     liveConfig.publicUrl = server.url;
   }
 
-  // Leadership: an etcd election when ETCD_ENDPOINTS is set, else the database lease (the embedded
-  // default is one replica, so it takes the lease at once). Either way the term fences every commit.
-  const leadership = new AbortController();
-  const stoppedLeading = () => {
-    term = 0;
-    metrics.isLeader.set(0);
-    metrics.leaderTerm.set(0);
-  };
-  const lead = async (leaderTerm: number, signal: AbortSignal) => {
-    term = leaderTerm;
-    metrics.isLeader.set(1);
-    metrics.leaderTerm.set(leaderTerm);
-    await leaderLoop.run(leaderTerm, signal);
-  };
-  let loopDone: Promise<void>;
-  if (etcd !== undefined) {
-    elector = new LeaderElector({
-      client: etcd,
-      electionName: "gpu-agent-scheduler",
-      identity: config.replicaId,
-      ...timing,
-      clock,
-      logger,
-      callbacks: {
-        onStartedLeading: async (signal, revision) => {
-          // The database fence must carry this term before anything is committed under it; a newer term
-          // there means this campaign is already stale: return, and the elector resigns.
-          if (!(await claimFencingTerm(db, revision, config.replicaId))) {
-            logger.error({ term: revision }, "a newer leader term is already recorded; stepping down");
-            return;
-          }
-          await lead(revision, signal);
-        },
-        onStoppedLeading: stoppedLeading,
-        onNewLeader: (identity) => logger.info({ leader: identity ?? null }, "leader changed"),
-      },
-    });
-    loopDone = elector.run(leadership.signal).catch((error: unknown) => logger.error({ err: error }, "leader election crashed"));
-  } else {
-    loopDone = runLeadership(
-      deps,
-      { replicaId: config.replicaId, ttlMs: 15_000, force: config.databaseUrl === undefined },
-      { onStartedLeading: lead, onStoppedLeading: stoppedLeading },
-      leadership.signal,
-    ).catch((error: unknown) => logger.error({ err: error }, "leadership loop crashed"));
-  }
+  const leadershipDone = leadership.run(stopping.signal);
 
   // Every replica re-dispatches its own streams' pending assignments: the backstop for a lost NOTIFY.
-  const rescanStop = new AbortController();
-  const rescansDone = streams.runRescans(options.ha?.rescanIntervalMs ?? 3000, rescanStop.signal);
+  const rescansDone = streams.runRescans(options.ha?.rescanIntervalMs ?? 3000, stopping.signal);
 
   // Every replica delivers webhooks; claiming rows with SKIP LOCKED keeps each delivery to one of them.
-  const webhookStop = new AbortController();
-  const webhooksDone = createWebhookDispatcher(deps, { ...options.webhooks, onOutcome: (outcome) => metrics.webhookDeliveries.inc({ outcome }) })
-    .run(webhookStop.signal)
-    .catch((error: unknown) => logger.error({ err: error }, "webhook dispatcher crashed"));
+  const webhookDispatcher = createWebhookDispatcher(deps, {
+    ...options.webhooks,
+    random: options.webhooks?.random ?? systemRandom,
+    onOutcome: (outcome) => metrics.webhookDeliveries.inc({ outcome }),
+  });
+  const webhooksDone = webhookDispatcher.run(stopping.signal).catch((error: unknown) => logger.error({ err: error }, "webhook dispatcher crashed"));
 
   // Every replica sweeps storage (artifact retention, blobs left to remove); rows are claimed with SKIP LOCKED.
-  const storageStop = new AbortController();
-  const storageDone = runStorageSweeper(deps, storageStop.signal).catch((error: unknown) => logger.error({ err: error }, "storage sweeper crashed"));
+  const storageDone = runStorageSweeper(deps, stopping.signal).catch((error: unknown) => logger.error({ err: error }, "storage sweeper crashed"));
 
+  // Stopped last, after the streams that add to it.
   const telemetryStop = new AbortController();
   const telemetryDone = telemetry.run(telemetryStop.signal).catch((error: unknown) => logger.error({ err: error }, "unit telemetry recorder crashed"));
 
-  let closed = false;
   return {
     url: server.url,
     port: server.port,
@@ -363,14 +266,9 @@ export async function startControlPlane(
      * requests finished (within the server's grace); then the connections closed.
      */
     async close() {
-      if (closed) return;
-      closed = true;
-      closing = true;
-      leadership.abort();
-      webhookStop.abort();
-      rescanStop.abort();
-      storageStop.abort();
-      await Promise.all([loopDone, webhooksDone, rescansDone, storageDone]);
+      if (stopping.signal.aborted) return;
+      stopping.abort();
+      await Promise.all([leadershipDone, webhooksDone, rescansDone, storageDone]);
       sessions.closeAll();
       await server.close();
       // No stream is left to add telemetry: what is buffered is written now.

@@ -171,7 +171,7 @@ export interface NodeAgentOptions {
   transport?: Transport;
   tls?: AgentTlsOptions;
   /** Runner knobs for tests (kill grace, throttles). */
-  runner?: Partial<Pick<UnitRunnerOptions, "killGraceMs" | "progressIntervalMs" | "logFlushMs" | "python" | "unitUser">>;
+  runner?: Partial<Pick<UnitRunnerOptions, "killGraceMs" | "progressIntervalMs" | "logFlushMs" | "python" | "unitUser" | "agentPath">>;
 }
 
 /** Default bound of the node's dataset/package cache. */
@@ -193,6 +193,7 @@ export function createNodeAgent(opts: NodeAgentOptions): NodeAgent {
         logger,
         ...(opts.devGpuMib !== undefined ? { devGpuMib: opts.devGpuMib } : {}),
         ...(opts.runner?.python !== undefined ? { python: opts.runner.python } : {}),
+        ...(opts.runner?.agentPath !== undefined ? { agentPath: opts.runner.agentPath } : {}),
       });
       logger.info(
         {

@@ -10,6 +10,7 @@ import { create } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { CapabilitiesSchema, GpuSchema, GpuUsageSchema } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import type { Capabilities, Gpu, GpuUsage } from "../gen/gpuagent/agent/v1/agent_pb.ts";
+import { hostPath } from "../platform/host.ts";
 import type { AgentLogger } from "./logger.ts";
 import { unitPath } from "./sandbox.ts";
 
@@ -21,10 +22,10 @@ const MIB = 1024 * 1024;
 /** Runs a program and returns its stdout, or undefined when it is missing or fails. */
 export type CommandRunner = (file: string, args: readonly string[], env?: NodeJS.ProcessEnv) => Promise<string | undefined>;
 
-/** The real runner: execFile with a timeout, so a hung nvidia-smi cannot stall a heartbeat. */
+/** The real runner: execFile with a timeout, so a hung nvidia-smi cannot stall a heartbeat. Without `env` the program inherits the agent's. */
 export const execCommand: CommandRunner = (file, args, env) =>
   new Promise((resolve) => {
-    execFile(file, [...args], { timeout: 10_000, env: env ?? process.env }, (err, stdout) => {
+    execFile(file, [...args], { timeout: 10_000, ...(env !== undefined ? { env } : {}) }, (err, stdout) => {
       resolve(err ? undefined : stdout);
     });
   });
@@ -127,9 +128,9 @@ export async function diskFreeMb(dir: string): Promise<number> {
 }
 
 /** "3.11.7" from `<python> --version`, or "" when the interpreter is missing. */
-export async function pythonVersion(run: CommandRunner = execCommand, python = "python3"): Promise<string> {
+export async function pythonVersion(run: CommandRunner = execCommand, python = "python3", agentPath: string | undefined = hostPath()): Promise<string> {
   // The same interpreter and PATH the units get, so the reported version is the one that runs them.
-  const out = await run(python, ["--version"], { PATH: unitPath(process.env["PATH"]) });
+  const out = await run(python, ["--version"], { PATH: unitPath(agentPath) });
   const match = out?.match(/Python\s+(\S+)/);
   return match?.[1] ?? "";
 }
@@ -162,6 +163,8 @@ export interface DetectOptions {
   logger: AgentLogger;
   /** The interpreter units run with (default `python3` on the unit's PATH). */
   python?: string;
+  /** The agent's own PATH, which units inherit unless the agent runs as root (default: this process's). */
+  agentPath?: string;
   /** Injected in tests. */
   run?: CommandRunner;
 }
@@ -169,7 +172,7 @@ export interface DetectOptions {
 /** Detects everything Capabilities holds. */
 export async function detectCapabilities(opts: DetectOptions): Promise<Capabilities> {
   const run = opts.run ?? execCommand;
-  const [detected, disk, python] = await Promise.all([detectGpus(run), diskFreeMb(opts.dataDir), pythonVersion(run, opts.python)]);
+  const [detected, disk, python] = await Promise.all([detectGpus(run), diskFreeMb(opts.dataDir), pythonVersion(run, opts.python, opts.agentPath)]);
   if (python === "") opts.logger.warn({ python: opts.python ?? "python3" }, "python interpreter not found: units cannot run");
   const init: MessageInitShape<typeof CapabilitiesSchema> = {
     cpuCores: os.availableParallelism(),

@@ -21,6 +21,8 @@ import { chmod, copyFile, constants, mkdir, readdir, rename, rm, stat, utimes } 
 import path from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { systemClock } from "../platform/clock.ts";
+import type { Clock } from "../platform/clock.ts";
 import type { AgentLogger } from "./logger.ts";
 
 const sha256Name = /^[0-9a-f]{64}$/;
@@ -33,13 +35,19 @@ export class InputCache {
   readonly dir: string;
   readonly maxBytes: number;
   private readonly logger: AgentLogger;
+  private readonly clock: Clock;
   private ready: Promise<void> | undefined;
   private tmpCounter = 0;
 
-  constructor(dir: string, maxBytes: number, logger: AgentLogger) {
+  /**
+   * `clock` is the file system's time: it stamps entries' mtimes and is compared with the mtimes the
+   * file system writes, so it stays the real clock (the default) unless a test controls both.
+   */
+  constructor(dir: string, maxBytes: number, logger: AgentLogger, clock: Clock = systemClock) {
     this.dir = dir;
     this.maxBytes = maxBytes;
     this.logger = logger;
+    this.clock = clock;
   }
 
   private prepare(): Promise<void> {
@@ -91,7 +99,7 @@ export class InputCache {
       this.logger.warn({ sha256: key }, "input cache: entry does not match its sha256; dropped");
       return "corrupt";
     }
-    const now = new Date();
+    const now = new Date(this.clock.now());
     await utimes(source, now, now).catch(() => {});
     return "hit";
   }
@@ -128,7 +136,7 @@ export class InputCache {
       if (s === undefined || !s.isFile()) continue;
       if (!sha256Name.test(name)) {
         // A copy interrupted by a crash: no one will finish it.
-        if (name.startsWith(".tmp-") && Date.now() - s.mtimeMs > 3600_000) await rm(full, { force: true });
+        if (name.startsWith(".tmp-") && this.clock.now() - s.mtimeMs > 3600_000) await rm(full, { force: true });
         continue;
       }
       out.push({ sha256: name, sizeBytes: s.size, usedAtMs: s.mtimeMs });

@@ -42,6 +42,7 @@ import {
 } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import type { Assign, Cancel, UnitRef } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import type { Clock } from "../platform/clock.ts";
+import { hostPath } from "../platform/host.ts";
 import { createLineSplitter, parseStdoutLine } from "./line-protocol.ts";
 import type { AgentLogger } from "./logger.ts";
 import { buildUnitEnv, isSafeName, isSafeRelativePath, resolveUnitUser, unitPath } from "./sandbox.ts";
@@ -93,6 +94,8 @@ export interface UnitRunnerOptions {
   unitUser?: UserIds | undefined;
   /** Interpreter looked up on the unit's PATH (default "python3"). */
   python?: string;
+  /** The agent's own PATH, which units inherit unless they run as another user (default: this process's). */
+  agentPath?: string;
   /** Package bounds (default 512 MiB, 10 000 entries). */
   zipLimits?: ZipLimits;
   /** Presented on https:// downloads and uploads whose server asks for one (mutual TLS). */
@@ -357,7 +360,7 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
       const stage = isSafeName(a.stage) ? a.stage : "unit";
       const cpuOnly = a.kind === "cpu" || a.gpuIndex < 0;
       const env = buildUnitEnv({
-        path: unitPath(process.env["PATH"], unitUser !== undefined),
+        path: unitPath(opts.agentPath ?? hostPath(), unitUser !== undefined),
         workDir,
         cudaVisibleDevices: cpuOnly ? "" : String(a.gpuIndex),
         stage: a.stage,

@@ -46,6 +46,7 @@ import type {
   UnitRef,
 } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import type { Clock } from "../platform/clock.ts";
+import { systemRandom } from "../platform/random.ts";
 import { createAsyncQueue } from "./async-queue.ts";
 import type { AsyncQueue } from "./async-queue.ts";
 import type { AgentLogger } from "./logger.ts";
@@ -89,7 +90,7 @@ export const DEFAULT_BACKOFF: BackoffOptions = { initialMs: 500, maxMs: 30_000 }
  * fleet of agents cut off together does not reconnect in lockstep while each
  * still waits at least half the step.
  */
-export function backoffDelay(attempt: number, opts: BackoffOptions = DEFAULT_BACKOFF, random: () => number = Math.random): number {
+export function backoffDelay(attempt: number, opts: BackoffOptions = DEFAULT_BACKOFF, random: () => number = systemRandom): number {
   const step = Math.min(opts.maxMs, opts.initialMs * 2 ** Math.min(attempt, 30));
   return step / 2 + random() * (step / 2);
 }
@@ -143,7 +144,7 @@ interface OutboxEntry {
 /** Creates the session client. Call `run` once. */
 export function createAgentSession(opts: AgentSessionOptions): AgentSession {
   const { clock, logger } = opts;
-  const random = opts.random ?? Math.random;
+  const random = opts.random ?? systemRandom;
   const maxUnacked = opts.maxUnacked ?? 5000;
   const streamBuffer = opts.streamBuffer ?? 64;
   const backoff = opts.backoff ?? DEFAULT_BACKOFF;

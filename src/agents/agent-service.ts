@@ -35,7 +35,8 @@ import { hashSecret, isUuid, newId, newSecret } from "../platform/ids.ts";
 import { artifactBlobKey, artifactNamePattern } from "../storage/artifact-keys.ts";
 import type { BlobStore } from "../storage/blob-store.ts";
 import type { NodeRow, StoredCapabilities } from "../store/nodes.ts";
-import { consumeEnrollmentToken, insertNode, markNodeConnected } from "../store/nodes.ts";
+import { consumeEnrollmentToken, insertNode, markNodeConnected, setNodeTrustLevel } from "../store/nodes.ts";
+import { findAttemptsOnNode, listAttemptsOnNode } from "../store/units-on-nodes.ts";
 import type { TelemetryRecorder } from "../telemetry/recorder.ts";
 import type { AckWaitsOn } from "./ack-window.ts";
 import { AckWindow } from "./ack-window.ts";
@@ -195,10 +196,7 @@ export function createAgentService(deps: AgentServiceDeps, sessions: SessionRegi
     const ids = reported.map((r) => r.unitId).filter((id) => isUuid(id));
     const current = ids.length === 0
       ? []
-      : await db.query<{ id: string; attempt: number }>(
-          `SELECT id, attempt FROM compute_units WHERE id = ANY($1::uuid[]) AND node_id = $2 AND status IN ('assigned', 'running')`,
-          [ids, nodeId],
-        );
+      : await findAttemptsOnNode(db, nodeId, ids);
     for (const r of reported) {
       if (!current.some((c) => c.id === r.unitId && c.attempt === r.attempt)) sendCancel(sessions, nodeId, r.unitId, r.attempt, "this attempt is no longer current");
     }
@@ -238,7 +236,7 @@ export function createAgentService(deps: AgentServiceDeps, sessions: SessionRegi
       case "rejected": {
         const ref = attemptRef(body.value.unit);
         if (ref === undefined) return false;
-        await applyRejected(db, node.id, ref, storableText(body.value.reason, maxReportedTextChars));
+        await applyRejected(db, node.id, ref, storableText(body.value.reason, maxReportedTextChars), now());
         deps.wakePlacer();
         return false;
       }
@@ -341,7 +339,7 @@ export function createAgentService(deps: AgentServiceDeps, sessions: SessionRegi
         await insertNode(tx, { id: nodeId, hostname: capabilities.hostname ?? "", trustLevel: "community", credentialHash: hashSecret(credential), capabilities }, now());
         const level = await consumeEnrollmentToken(tx, tokenHash, nodeId, now());
         if (level === undefined) throw new ApiError("ENROLLMENT_TOKEN_INVALID", "the enrollment token is unknown, already used or expired; ask an operator for a new one");
-        await tx.query(`UPDATE nodes SET trust_level = $2 WHERE id = $1`, [nodeId, level]);
+        await setNodeTrustLevel(tx, nodeId, level);
         return level;
       });
       logger.info({ nodeId, trustLevel }, "node enrolled");
@@ -416,10 +414,7 @@ export function createAgentService(deps: AgentServiceDeps, sessions: SessionRegi
       /** Reconciles what the agent reports with what we believe; true when the node has assignments to send. */
       const reconcileRunning = async (nodeId: string, reported: { unitId: string; attempt: number }[]): Promise<boolean> => {
         // One read serves all three questions (stale attempts, lost units, anything to dispatch).
-        const current = await db.query<{ id: string; attempt: number; status: string; assignment_id: string | null }>(
-          `SELECT id, attempt, status, assignment_id FROM compute_units WHERE node_id = $1 AND status IN ('assigned', 'running')`,
-          [nodeId],
-        );
+        const current = await listAttemptsOnNode(db, nodeId);
         const isCurrent = (r: { unitId: string; attempt: number }) => current.some((c) => c.id === r.unitId && c.attempt === r.attempt);
         // Attempts the node still runs but that were taken back meanwhile must stop: their units run elsewhere now.
         for (const r of reported.filter((r) => !isCurrent(r))) sendCancel(sessions, nodeId, r.unitId, r.attempt, "this attempt was re-placed");

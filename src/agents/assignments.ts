@@ -14,6 +14,7 @@ import type { UrlSigner } from "../storage/signed-url.ts";
 import type { Database } from "../store/database.ts";
 import type { UnitRow } from "../store/jobs.ts";
 import { findJobById, listArtifactsOfUnits, listUnitsOfJob } from "../store/jobs.ts";
+import { listAssignmentsOfNode } from "../store/units-on-nodes.ts";
 import { findUpload } from "../store/uploads.ts";
 import type { SessionRegistry } from "./session-registry.ts";
 import { sendToSession } from "./session-registry.ts";
@@ -33,10 +34,7 @@ export const newResponse = (seq: bigint, body: SessionResponse["body"]): Session
 export async function dispatchAssignments(deps: AssignmentDeps, sessions: SessionRegistry, nodeId: string): Promise<number> {
   const session = sessions.get(nodeId);
   if (session === undefined) return 0;
-  const units = await deps.db.query<UnitRow>(
-    `SELECT * FROM compute_units WHERE node_id = $1 AND status = 'assigned' AND assignment_id IS NOT NULL ORDER BY assigned_at, id`,
-    [nodeId],
-  );
+  const units = await listAssignmentsOfNode(deps.db, nodeId);
   let sent = 0;
   session.dispatchPending = false;
   for (const unit of units) {

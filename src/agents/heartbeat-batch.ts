@@ -14,6 +14,7 @@
  */
 import type { Clock } from "../platform/clock.ts";
 import type { Sql } from "../store/database.ts";
+import { touchNodeHeartbeats } from "../store/nodes.ts";
 
 /** Persists heartbeats of many nodes in as few statements as the database's pace allows. */
 export interface HeartbeatBatcher {
@@ -68,11 +69,7 @@ export function createHeartbeatBatcher(sql: Sql, options: HeartbeatBatcherOption
         pending = undefined;
         lastStartedMs = clock.now();
         try {
-          await sql.query(
-            `UPDATE nodes SET last_heartbeat_at = $2, state = CASE WHEN state = 'unreachable' THEN 'online' ELSE state END
-             WHERE id = ANY($1::uuid[]) AND state <> 'revoked'`,
-            [[...batch.ids], batch.at],
-          );
+          await touchNodeHeartbeats(sql, [...batch.ids], batch.at);
           batch.resolve();
         } catch (error) {
           batch.reject(error);

@@ -9,6 +9,7 @@ import { sendCancel, sendDrain } from "../agents/assignments.ts";
 import type { SessionRegistry } from "../agents/session-registry.ts";
 import { requeueUnitsOfNode } from "../jobs/lifecycle.ts";
 import { requireAdmin } from "../auth/authenticate.ts";
+import { grantCredits } from "../billing/ledger.ts";
 import { hashPassword } from "../auth/passwords.ts";
 import { allScopes } from "../auth/scopes.ts";
 import type { AdminService, NodeSchema } from "../gen/gpuagent/admin/v1/admin_pb.ts";
@@ -153,10 +154,8 @@ export function createAdminService(deps: AdminServiceDeps, sessions: SessionRegi
       if (!isUuid(req.customerId) || (await findCustomer(db, req.customerId)) === undefined) {
         throw new ApiError("RESOURCE_NOT_FOUND", `customer ${req.customerId} not found`);
       }
-      return db.transaction(async (tx) => {
-        const entry = await insertGrant(tx, { id: newId(), customerId: req.customerId, amount, description: req.reason.trim() || "credit grant" });
-        return { ledgerEntryId: entry.id, creditsBalance: BigInt(await creditBalance(tx, req.customerId)) };
-      });
+      const { entry, balance } = await grantCredits(db, req.customerId, amount, req.reason.trim() || "credit grant");
+      return { ledgerEntryId: entry.id, creditsBalance: BigInt(balance) };
     },
 
     async createEnrollmentToken(req, ctx) {

@@ -1,7 +1,10 @@
 /**
- * CustomerService: decode and validate, authenticate, call the store and the
- * job life cycle, map rows to protos. It never knows whether REST, Connect or
- * gRPC called it; errors are ApiErrors with seed codes.
+ * CustomerService: each handler authorizes the call, decodes the request,
+ * calls the domain (job creation and cancellation in src/jobs/, credits and
+ * usage in src/billing/) or a store read, and maps the rows to protos. It
+ * never knows whether REST, Connect or gRPC called it; errors are ApiErrors
+ * with seed codes. The uploads' life cycle (create, finalize, delete under
+ * the storage quota) is still written here.
  */
 import { optionalTimestamp } from "./proto-time.ts";
 import { createHash } from "node:crypto";
@@ -23,32 +26,19 @@ import type {
   TrainingPackageSchema,
 } from "../gen/gpuagent/customer/v1/customer_pb.ts";
 import { GetTrainingJobResponseSchema } from "../gen/gpuagent/customer/v1/customer_pb.ts";
-import { cancelJob } from "../jobs/lifecycle.ts";
+import { ledgerPage, usageSummary } from "../billing/ledger.ts";
+import { cancelCustomerJob } from "../jobs/cancel-job.ts";
+import { createJob, jobSensitivities } from "../jobs/create-job.ts";
 import { applyRateLimitHeaders } from "../limits/headers.ts";
-import { jobCreationLimitState } from "../limits/job-creation.ts";
 import { allowedTrustLevels } from "../placer/index.ts";
-import { planJob, projectedCost } from "../planner/plan.ts";
-import { isUuid, newId } from "../platform/ids.ts";
+import { planJob } from "../planner/plan.ts";
+import { rejectNul, requireId, requireName } from "../platform/fields.ts";
+import { newId } from "../platform/ids.ts";
 import { inspectPackage } from "../storage/package-inspect.ts";
-import { creditBalance, listLedger, lockCustomer } from "../store/customers.ts";
 import type { ArtifactRow, JobViewRow, UnitRow } from "../store/jobs.ts";
-import {
-  creditsDebitedByUnit,
-  customerJobCounts,
-  findArtifact,
-  findIdempotencyRecord,
-  findJob,
-  findJobView,
-  insertIdempotencyRecord,
-  insertJob,
-  insertUnit,
-  listArtifactsOfJob,
-  listJobViews,
-  listUnitsOfJob,
-  creditsAndReserved,
-} from "../store/jobs.ts";
-import { isUniqueViolation } from "../store/database.ts";
+import { creditsDebitedByUnit, findArtifact, findJob, findJobView, listArtifactsOfJob, listJobViews, listUnitsOfJob } from "../store/jobs.ts";
 import { pageRequest, toPage } from "../store/pagination.ts";
+import { jobStatuses } from "../store/state-machines.ts";
 import type { UploadRow, UploadTable } from "../store/uploads.ts";
 import {
   activeJobsUsing,
@@ -73,31 +63,9 @@ import { immutableMessage } from "./immutable-message.ts";
 import { ApiError, validationError } from "../platform/errors.ts";
 
 const apiVersion = "v1";
-const sensitivities = ["public", "low_sensitive", "high_sensitive"] as const;
-type Sensitivity = (typeof sensitivities)[number];
-const jobStatuses = new Set(["queued", "running", "completed", "failed", "cancelled", "expired"]);
 const sha256Pattern = /^[0-9a-f]{64}$/;
-const idempotencyKeyPattern = /^[A-Za-z0-9._:-]{8,128}$/;
 
 const ts = optionalTimestamp;
-
-function requireName(value: string, what: string): string {
-  const name = value.trim();
-  if (name === "" || name.length > 200) throw validationError(`${what} must be 1 to 200 characters`, { field: "name" });
-  rejectNul(name, "name");
-  return name;
-}
-
-/** PostgreSQL text cannot hold U+0000: refused as bad input here rather than failing the INSERT (a 500). */
-function rejectNul(value: string, field: string): void {
-  if (value.includes("\u0000")) throw validationError(`${field} must not contain NUL (U+0000) characters`, { field });
-}
-
-function requireId(id: string, notFound: ApiError["code"], what: string): string {
-  // Malformed ids are simply not found: the answer does not reveal id syntax or other tenants.
-  if (!isUuid(id)) throw new ApiError(notFound, `${what} ${JSON.stringify(id)} not found`);
-  return id.toLowerCase();
-}
 
 /** Builds the CustomerService implementation. */
 export function createCustomerService(deps: CustomerServiceDeps, sessions: SessionRegistry): Partial<ServiceImpl<typeof CustomerService>> {
@@ -107,6 +75,11 @@ export function createCustomerService(deps: CustomerServiceDeps, sessions: Sessi
   const caller = (ctx: HandlerContext) => authorizeCall(deps, ctx);
   // Responses built from cached job views, kept as long as the view is (see getTrainingJob).
   const jobResponses = new WeakMap<JobViewRow, GetTrainingJobResponse>();
+  const cancelDeps = {
+    db,
+    clock,
+    cancelUnitOnNode: (nodeId: string, unitId: string, attempt: number, reason: string) => void sendCancel(sessions, nodeId, unitId, attempt, reason),
+  };
 
   function datasetMessage(row: UploadRow): MessageInitShape<typeof DatasetSchema> {
     return {
@@ -347,7 +320,7 @@ export function createCustomerService(deps: CustomerServiceDeps, sessions: Sessi
           { kind: "cpu", creditsPerMinute: BigInt(config.rates.cpuCreditsPerMinute) },
           { kind: "gpu", creditsPerMinute: BigInt(config.rates.gpuCreditsPerMinute) },
         ],
-        sensitivityTiers: sensitivities.map((name) => ({ name, allowedTrustLevels: allowedTrustLevels(name) })),
+        sensitivityTiers: jobSensitivities.map((name) => ({ name, allowedTrustLevels: allowedTrustLevels(name) })),
         uploadLimits: {
           datasetMaxBytes: BigInt(config.limits.datasetMaxBytes),
           trainingPackageMaxBytes: BigInt(config.limits.packageMaxBytes),
@@ -426,142 +399,32 @@ export function createCustomerService(deps: CustomerServiceDeps, sessions: Sessi
     // ---- training jobs ----
     async createTrainingJob(req, ctx) {
       const principal = await caller(ctx);
-      const idempotencyKey = ctx.requestHeader.get("idempotency-key");
-      if (idempotencyKey !== null && !idempotencyKeyPattern.test(idempotencyKey)) {
-        throw new ApiError("IDEMPOTENCY_KEY_INVALID", "Idempotency-Key must be 8 to 128 characters of letters, digits and . _ : -");
-      }
-      const name = requireName(req.name, "name");
-      const vram = req.requiredVramMb !== 0 ? req.requiredVramMb : req.minVramMb;
-      const runtime = req.maxRuntimeSeconds !== 0 ? req.maxRuntimeSeconds : req.maxRuntimeMinutes * 60;
-      const disk = req.requiredDiskMb === 0 ? 1024 : req.requiredDiskMb;
-      if (!Number.isInteger(vram) || vram < 0 || vram > 1_048_576) throw validationError("required_vram_mb must be between 0 and 1048576", { field: "required_vram_mb" });
-      if (disk < 1 || disk > 10_485_760) throw validationError("required_disk_mb must be between 1 and 10485760", { field: "required_disk_mb" });
-      if (runtime < 1 || runtime > 7 * 24 * 3600) throw validationError("max_runtime_seconds must be between 1 and 604800", { field: "max_runtime_seconds" });
-      const sensitivity = (req.sensitivity === "" ? "public" : req.sensitivity) as Sensitivity;
-      if (!sensitivities.includes(sensitivity)) throw validationError(`sensitivity must be one of ${sensitivities.join(", ")}`, { field: "sensitivity" });
-      const datasetId = requireId(req.datasetId, "DATASET_NOT_FOUND", "dataset");
-      const packageId = requireId(req.trainingPackageId, "TRAINING_PACKAGE_NOT_FOUND", "training package");
-      const requestHash = createHash("sha256")
-        .update(JSON.stringify([name, datasetId, packageId, vram, disk, runtime, sensitivity]))
-        .digest("hex");
-
-      const create = () =>
-        db.transaction(async (tx) => {
-          // One customer's creations are serialised, so every limit below is exact across replicas.
-          await lockCustomer(tx, principal.customerId);
-          if (idempotencyKey !== null) {
-            const previous = await findIdempotencyRecord(tx, principal.customerId, idempotencyKey);
-            if (previous !== undefined) {
-              if (previous.request_hash !== requestHash) {
-                throw new ApiError("IDEMPOTENCY_CONFLICT", "this Idempotency-Key was already used with a different request body");
-              }
-              return { jobId: previous.job_id, replay: true };
-            }
-          }
-          const at = now();
-          const counts = await customerJobCounts(tx, principal.customerId, at);
-          const limits = config.limits;
-          // The X-RateLimit-* headers describe the count this transaction decides on, on refusals too.
-          applyRateLimitHeaders(ctx.responseHeader, jobCreationLimitState(limits.jobCreationsPerMinute, counts, at.getTime(), false));
-          if (counts.createdLastMinute >= limits.jobCreationsPerMinute) {
-            const retry = counts.oldestInWindow === null ? 60 : Math.max(1, Math.ceil((counts.oldestInWindow.getTime() + 60_000 - at.getTime()) / 1000));
-            throw new ApiError("RATE_LIMITED", `at most ${limits.jobCreationsPerMinute} training jobs per minute; retry in ${retry} s`, {
-              headers: { "retry-after": String(retry) },
-            });
-          }
-          if (counts.active >= limits.activeJobs) {
-            throw new ApiError("RATE_LIMITED", `at most ${limits.activeJobs} training jobs may be active at once; wait for one to finish or cancel one`, {
-              headers: { "retry-after": "30" },
-            });
-          }
-          const dataset = await findUpload(tx, "datasets", principal.customerId, datasetId);
-          if (dataset === undefined || dataset.status === "deleted") throw new ApiError("DATASET_NOT_FOUND", `dataset ${datasetId} not found`);
-          if (dataset.status !== "ready") throw new ApiError("STATE_CONFLICT", `dataset ${datasetId} is not finalized yet`);
-          const pkg = await findUpload(tx, "training_packages", principal.customerId, packageId);
-          if (pkg === undefined || pkg.status === "deleted") throw new ApiError("TRAINING_PACKAGE_NOT_FOUND", `training package ${packageId} not found`);
-          if (pkg.status !== "ready") throw new ApiError("STATE_CONFLICT", `training package ${packageId} is not finalized yet`);
-          const units = planJob({ requiredVramMb: vram, requiredDiskMb: disk, maxRuntimeSeconds: runtime, entrypoint: pkg.entrypoint ?? "train.py", manifest: pkg.manifest ?? undefined });
-          if (counts.unitsToday + units.length > limits.computeUnitsPerDay) {
-            const tomorrow = Math.ceil((Date.UTC(at.getUTCFullYear(), at.getUTCMonth(), at.getUTCDate() + 1) - at.getTime()) / 1000);
-            throw new ApiError(
-              "DAILY_TASK_LIMIT_EXCEEDED",
-              `this job needs ${units.length} compute units but only ${Math.max(0, limits.computeUnitsPerDay - counts.unitsToday)} of today's ${limits.computeUnitsPerDay} remain`,
-              { headers: { "retry-after": String(tomorrow) } },
-            );
-          }
-          const cost = projectedCost(units, config.rates, runtime);
-          const { balance, reserved } = await creditsAndReserved(tx, principal.customerId);
-          if (cost > balance - reserved) {
-            throw new ApiError(
-              "CREDIT_INSUFFICIENT",
-              reserved > 0
-                ? `the projected cost of ${cost} credits exceeds the ${balance - reserved} credits left after the ${reserved} your active jobs may still spend (balance ${balance})`
-                : `the projected cost of ${cost} credits exceeds the balance of ${balance} credits`,
-              { details: { projected_cost_credits: cost, credits_balance: balance, credits_reserved_by_active_jobs: reserved } },
-            );
-          }
-          const jobId = newId();
-          await insertJob(
-            tx,
-            {
-              id: jobId,
-              customer_id: principal.customerId,
-              name,
-              dataset_id: datasetId,
-              training_package_id: packageId,
-              required_vram_mb: vram,
-              required_disk_mb: disk,
-              max_runtime_seconds: runtime,
-              sensitivity,
-              projected_cost_credits: cost,
-            },
-            at,
-          );
-          for (const [planIndex, unit] of units.entries()) {
-            await insertUnit(
-              tx,
-              {
-                id: newId(),
-                jobId,
-                customerId: principal.customerId,
-                name: unit.name,
-                planIndex,
-                kind: unit.kind,
-                dependsOn: unit.dependsOn,
-                entrypoint: unit.entrypoint,
-                args: unit.args,
-                vramMb: unit.vramMb,
-                diskMb: unit.diskMb,
-                cpuCores: unit.cpuCores,
-                memoryMb: unit.memoryMb,
-                maxAttempts: config.agents.maxAttempts,
-              },
-              at,
-            );
-          }
-          if (idempotencyKey !== null) await insertIdempotencyRecord(tx, principal.customerId, idempotencyKey, requestHash, jobId);
-          applyRateLimitHeaders(ctx.responseHeader, jobCreationLimitState(limits.jobCreationsPerMinute, counts, at.getTime(), true));
-          return { jobId, replay: false };
-        });
-
-      let result: { jobId: string; replay: boolean };
-      try {
-        result = await create();
-      } catch (error) {
-        // Two requests with one new key raced: the loser answers as a replay.
-        if (idempotencyKey !== null && isUniqueViolation(error)) result = await create();
-        else throw error;
-      }
-      if (!result.replay) deps.wakePlacer();
-      const job = await findJobView(db, principal.customerId, result.jobId);
-      return { trainingJob: jobMessage(job!) };
+      // 0 and "" are proto3's "not set": the deprecated fields, then the defaults, stand in.
+      const { job } = await createJob(
+        deps,
+        principal.customerId,
+        {
+          name: req.name,
+          datasetId: req.datasetId,
+          trainingPackageId: req.trainingPackageId,
+          requiredVramMb: req.requiredVramMb !== 0 ? req.requiredVramMb : req.minVramMb,
+          requiredDiskMb: req.requiredDiskMb === 0 ? 1024 : req.requiredDiskMb,
+          maxRuntimeSeconds: req.maxRuntimeSeconds !== 0 ? req.maxRuntimeSeconds : req.maxRuntimeMinutes * 60,
+          sensitivity: req.sensitivity === "" ? "public" : req.sensitivity,
+          idempotencyKey: ctx.requestHeader.get("idempotency-key"),
+        },
+        (state) => applyRateLimitHeaders(ctx.responseHeader, state),
+      );
+      return { trainingJob: jobMessage(job) };
     },
 
     async listTrainingJobs(req, ctx) {
       const principal = await caller(ctx);
       const page = pageRequest(req.limit, req.cursor);
       const status = req.status.trim() === "" ? undefined : req.status.trim();
-      if (status !== undefined && !jobStatuses.has(status)) throw validationError(`status must be one of ${[...jobStatuses].join(", ")}`, { field: "status" });
+      if (status !== undefined && !(jobStatuses as readonly string[]).includes(status)) {
+        throw validationError(`status must be one of ${jobStatuses.join(", ")}`, { field: "status" });
+      }
       const rows = await listJobViews(db, principal.customerId, page.limit + 1, status, page.after);
       const cut = toPage(rows, page, (r) => ({ at: r.created_at, id: r.id }));
       return { data: cut.rows.map(jobMessage), page: cut.page };
@@ -586,11 +449,7 @@ export function createCustomerService(deps: CustomerServiceDeps, sessions: Sessi
     async cancelTrainingJob(req, ctx) {
       const principal = await caller(ctx);
       const id = requireId(req.id, "JOB_NOT_FOUND", "training job");
-      if ((await findJob(db, principal.customerId, id)) === undefined) throw new ApiError("JOB_NOT_FOUND", `training job ${req.id} not found`);
-      const effects = await cancelJob(db, id, now());
-      for (const c of effects.cancel) sendCancel(sessions, c.nodeId, c.unitId, c.attempt, "cancelled by the customer");
-      const job = await findJobView(db, principal.customerId, id);
-      return { trainingJob: jobMessage(job!) };
+      return { trainingJob: jobMessage(await cancelCustomerJob(cancelDeps, principal.customerId, id, req.id)) };
     },
 
     async listComputeUnits(req, ctx) {
@@ -642,8 +501,8 @@ export function createCustomerService(deps: CustomerServiceDeps, sessions: Sessi
     async listCreditLedger(req, ctx) {
       const principal = await caller(ctx);
       const page = pageRequest(req.limit, req.cursor);
-      const rows = await listLedger(db, principal.customerId, page.limit + 1, page.after);
-      const cut = toPage(rows, page, (r) => ({ at: r.created_at, id: r.id }));
+      const { entries, balance } = await ledgerPage(db, principal.customerId, page.limit + 1, page.after);
+      const cut = toPage(entries, page, (r) => ({ at: r.created_at, id: r.id }));
       return {
         data: cut.rows.map((r) => ({
           id: r.id,
@@ -655,40 +514,22 @@ export function createCustomerService(deps: CustomerServiceDeps, sessions: Sessi
           createdAt: ts(r.created_at),
         })),
         page: cut.page,
-        balance: BigInt(await creditBalance(db, principal.customerId)),
+        balance: BigInt(balance),
       };
     },
 
     async getUsageSummary(_req, ctx) {
       const principal = await caller(ctx);
-      const [row] = await db.query<{
-        debited: number;
-        granted: number;
-        units: number;
-        gpu_seconds: number;
-        cpu_seconds: number;
-        jobs_total: number;
-        jobs_active: number;
-      }>(
-        `SELECT
-           (SELECT COALESCE(-sum(amount), 0)::bigint FROM ledger_entries WHERE customer_id = $1 AND kind = 'debit') AS debited,
-           (SELECT COALESCE(sum(amount), 0)::bigint FROM ledger_entries WHERE customer_id = $1 AND kind = 'grant') AS granted,
-           (SELECT count(*)::int FROM usage_records WHERE customer_id = $1) AS units,
-           (SELECT COALESCE(ceil(sum(run_seconds) FILTER (WHERE kind = 'gpu')), 0)::bigint FROM usage_records WHERE customer_id = $1) AS gpu_seconds,
-           (SELECT COALESCE(ceil(sum(run_seconds) FILTER (WHERE kind = 'cpu')), 0)::bigint FROM usage_records WHERE customer_id = $1) AS cpu_seconds,
-           (SELECT count(*)::int FROM training_jobs WHERE customer_id = $1) AS jobs_total,
-           (SELECT count(*)::int FROM training_jobs WHERE customer_id = $1 AND status IN ('queued', 'running')) AS jobs_active`,
-        [principal.customerId],
-      );
+      const summary = await usageSummary(db, principal.customerId);
       return {
-        creditsBalance: BigInt((row?.granted ?? 0) - (row?.debited ?? 0)),
-        creditsDebitedTotal: BigInt(row?.debited ?? 0),
-        creditsGrantedTotal: BigInt(row?.granted ?? 0),
-        computeUnitsCompleted: row?.units ?? 0,
-        gpuSeconds: BigInt(row?.gpu_seconds ?? 0),
-        cpuSeconds: BigInt(row?.cpu_seconds ?? 0),
-        jobsTotal: row?.jobs_total ?? 0,
-        jobsActive: row?.jobs_active ?? 0,
+        creditsBalance: BigInt(summary.creditsBalance),
+        creditsDebitedTotal: BigInt(summary.creditsDebited),
+        creditsGrantedTotal: BigInt(summary.creditsGranted),
+        computeUnitsCompleted: summary.computeUnitsCompleted,
+        gpuSeconds: BigInt(summary.gpuSeconds),
+        cpuSeconds: BigInt(summary.cpuSeconds),
+        jobsTotal: summary.jobsTotal,
+        jobsActive: summary.jobsActive,
       };
     },
 

@@ -2,8 +2,9 @@
  * Password hashing with scrypt (memory-hard, in node:crypto, no native addon).
  * Stored as `scrypt$N$r$p$salt$hash` so parameters can be raised later.
  */
-import { randomBytes, scrypt as scryptCallback, timingSafeEqual } from "node:crypto";
+import { scrypt as scryptCallback, timingSafeEqual } from "node:crypto";
 import { promisify } from "node:util";
+import { randomSalt } from "../platform/ids.ts";
 
 const scrypt = promisify(scryptCallback) as (
   password: string,
@@ -19,7 +20,7 @@ const keyLength = 32;
 
 /** Hashes a password for storage. */
 export async function hashPassword(password: string): Promise<string> {
-  const salt = randomBytes(16);
+  const salt = randomSalt(16);
   const hash = await scrypt(password, salt, keyLength, { N, r, p, maxmem: 64 * 1024 * 1024 });
   return ["scrypt", N, r, p, salt.toString("base64url"), hash.toString("base64url")].join("$");
 }

@@ -10,9 +10,10 @@
  * `onResync`, and every replica also re-scans periodically (see ha/cluster-sessions.ts). On the embedded
  * database there is one replica only, so messages are delivered in-process.
  */
-import pg from "pg";
 import type { Logger } from "pino";
 import type { Clock } from "../platform/clock.ts";
+import type { ListeningConnection } from "../store/cluster-notifications.ts";
+import { listenOn, notifyChannel } from "../store/cluster-notifications.ts";
 import type { Sql } from "../store/database.ts";
 
 /** A message to the replicas. */
@@ -141,30 +142,24 @@ export async function createPgBus(options: PgBusOptions): Promise<ClusterBus> {
   const { url, sql, replicaId, clock, logger } = options;
   const handlers = new Set<(message: ClusterMessage) => void>();
   const stop = new AbortController();
-  let client: pg.Client | undefined;
+  let client: ListeningConnection | undefined;
 
   const deliver = (message: ClusterMessage) => deliverTo(handlers, message, logger);
 
-  const connect = async (): Promise<pg.Client> => {
-    const c = new pg.Client({ connectionString: url, application_name: `gpu-agent-listen-${replicaId}`.slice(0, 63) });
-    c.on("notification", (n) => {
-      if (n.channel !== clusterChannel || n.payload === undefined) return;
-      const parsed = parseEnvelope(n.payload);
+  const connect = (): Promise<ListeningConnection> =>
+    listenOn(url, `gpu-agent-listen-${replicaId}`, clusterChannel, (payload) => {
+      const parsed = parseEnvelope(payload);
       if (parsed === undefined) {
-        logger.warn({ payload: n.payload.slice(0, 200) }, "malformed cluster message ignored");
+        logger.warn({ payload: payload.slice(0, 200) }, "malformed cluster message ignored");
         return;
       }
       // Our own messages were delivered in-process when published.
       if (parsed.from !== replicaId) deliver(parsed.message);
     });
-    await c.connect();
-    await c.query(`LISTEN ${clusterChannel}`);
-    return c;
-  };
 
   // Keeps one listening connection; on loss, reconnects with capped backoff and asks for a re-scan.
-  const keepListening = async (first: pg.Client) => {
-    let current: pg.Client | undefined = first;
+  const keepListening = async (first: ListeningConnection) => {
+    let current: ListeningConnection | undefined = first;
     let backoffMs = 100;
     while (!stop.signal.aborted) {
       if (current === undefined) {
@@ -181,7 +176,7 @@ export async function createPgBus(options: PgBusOptions): Promise<ClusterBus> {
           continue;
         }
       }
-      const c: pg.Client = current;
+      const c: ListeningConnection = current;
       await new Promise<void>((resolve) => {
         const done = () => resolve();
         c.once("error", (error: Error) => {
@@ -205,7 +200,7 @@ export async function createPgBus(options: PgBusOptions): Promise<ClusterBus> {
     publish(message) {
       // The local replica may hold the stream itself: deliver here without a round trip.
       queueMicrotask(() => deliver(message));
-      sql.query(`SELECT pg_notify($1, $2)`, [clusterChannel, envelope(replicaId, message)]).catch((error: unknown) => {
+      notifyChannel(sql, clusterChannel, envelope(replicaId, message)).catch((error: unknown) => {
         logger.warn({ err: error, type: message.type }, "cluster bus: NOTIFY failed; the periodic re-scan will catch up");
       });
     },

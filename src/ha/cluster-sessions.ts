@@ -25,6 +25,7 @@ import type { AgentSession } from "../agents/session-registry.ts";
 import { SessionRegistry, sendToSession } from "../agents/session-registry.ts";
 import { AsyncQueue } from "../platform/async-queue.ts";
 import { isUuid } from "../platform/ids.ts";
+import { findNodesWithAssignmentsWaiting } from "../store/units-on-nodes.ts";
 import type { ClusterBus, ClusterMessage } from "./cluster-bus.ts";
 
 /** The outbound queue of a stream held elsewhere: forwards what can be forwarded, refuses the rest. */
@@ -158,7 +159,7 @@ export function createClusterStreams(deps: ClusterStreamDeps, bus: ClusterBus, w
           return;
         }
         case "jobs-changed":
-          // For the job-view cache (src/control-plane.ts), not for streams.
+          // For the job-view cache (ha/job-view-relay.ts), not for streams.
           return;
         default: {
           const never: never = message;
@@ -182,11 +183,7 @@ export function createClusterStreams(deps: ClusterStreamDeps, bus: ClusterBus, w
       if (live.length === 0) return;
       // One query for every local stream (not one per stream every few seconds): only nodes with
       // assignments waiting are dispatched, and they are few.
-      const waiting = await deps.db.query<{ node_id: string }>(
-        `SELECT DISTINCT node_id FROM compute_units WHERE node_id = ANY($1::uuid[]) AND status = 'assigned' AND assignment_id IS NOT NULL`,
-        [live],
-      );
-      for (const row of waiting) await dispatchLocal(row.node_id);
+      for (const nodeId of await findNodesWithAssignmentsWaiting(deps.db, live)) await dispatchLocal(nodeId);
     },
     async runRescans(intervalMs, signal) {
       while (!signal.aborted) {

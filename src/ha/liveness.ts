@@ -13,12 +13,7 @@
 import { ChangedIds } from "../platform/changed-ids.ts";
 import type { Clock } from "../platform/clock.ts";
 import type { Sql } from "../store/database.ts";
-
-/** Ids of online nodes whose persisted heartbeat is newer than `since`. */
-export async function freshNodeIds(sql: Sql, since: Date): Promise<Set<string>> {
-  const rows = await sql.query<{ id: string }>(`SELECT id FROM nodes WHERE state = 'online' AND last_heartbeat_at >= $1`, [since]);
-  return new Set(rows.map((r) => r.id));
-}
+import { findOnlineNodesHeardSince } from "../store/nodes.ts";
 
 /** What liveness needs of a locally held stream. */
 export interface LocalStream {
@@ -114,7 +109,7 @@ export class NodeLiveness {
     if (this.reading !== undefined || now - this.readAtMs < this.maxAgeMs) return;
     const first = this.readAtMs === Number.NEGATIVE_INFINITY;
     this.readAtMs = now;
-    const reading = freshNodeIds(sql, new Date(now - this.silenceMs)).then(
+    const reading = findOnlineNodesHeardSince(sql, new Date(now - this.silenceMs)).then(
       (ids) => {
         const before = this.remote;
         if (!this.changed.isAll) {

@@ -12,7 +12,7 @@
  * job ids synchronously, before the transaction's caller continues: an API
  * call that changed a job answers only after this replica's cache forgot it.
  *
- * Listeners are registered per `Database` object (a replica has one), so two
+ * Listeners are registered on the `Database` object (a replica has one), so two
  * control planes in one process (tests) keep apart, and code that opens a
  * database without listeners (unit tests of the life cycle) pays nothing.
  *
@@ -25,26 +25,24 @@ import type { Database, Sql, TransactionOptions } from "../store/database.ts";
 /** Told the ids of jobs a transaction changed, after it ended. Must not throw. */
 export type JobsChangedListener = (jobIds: readonly string[]) => void;
 
-const listenersOf = new WeakMap<Database, Set<JobsChangedListener>>();
-const changesOf = new WeakMap<Sql, Set<string>>();
+/** Where a transaction run by {@link jobTransaction} collects the jobs it marked. */
+const changedJobs = Symbol("changedJobs");
+
+/** The `tx` that {@link jobTransaction} hands its callback: SQL of the transaction, and the jobs marked so far. */
+interface JobChangeTransaction extends Sql {
+  readonly [changedJobs]: Set<string>;
+}
 
 /** Registers a listener for the jobs changed through `db`; returns the unregister function. */
 export function onJobsChanged(db: Database, listener: JobsChangedListener): () => void {
-  let set = listenersOf.get(db);
-  if (set === undefined) {
-    set = new Set();
-    listenersOf.set(db, set);
-  }
-  set.add(listener);
-  return () => void set.delete(listener);
+  db.jobChangeListeners.add(listener);
+  return () => void db.jobChangeListeners.delete(listener);
 }
 
 /** Tells the listeners of `db` that these jobs changed (for writes made outside {@link jobTransaction}). */
 export function jobsChanged(db: Database, jobIds: readonly string[]): void {
   if (jobIds.length === 0) return;
-  const listeners = listenersOf.get(db);
-  if (listeners === undefined) return;
-  for (const listener of listeners) listener(jobIds);
+  for (const listener of db.jobChangeListeners) listener(jobIds);
 }
 
 /**
@@ -56,9 +54,9 @@ export function jobsChanged(db: Database, jobIds: readonly string[]): void {
 export async function jobTransaction<T>(db: Database, fn: (tx: Sql) => Promise<T>, options?: TransactionOptions): Promise<T> {
   const changed = new Set<string>();
   try {
-    return await db.transaction(async (tx) => {
-      changesOf.set(tx, changed);
-      return fn(tx);
+    return await db.transaction((tx) => {
+      const jobTx: JobChangeTransaction = { query: <R>(text: string, params?: readonly unknown[]) => tx.query<R>(text, params), [changedJobs]: changed };
+      return fn(jobTx);
     }, options);
   } finally {
     jobsChanged(db, [...changed]);
@@ -70,7 +68,7 @@ export async function jobTransaction<T>(db: Database, fn: (tx: Sql) => Promise<T
  * {@link jobTransaction}: a change nobody would hear of is a bug, so it throws).
  */
 export function markJobChanged(tx: Sql, jobId: string): void {
-  const changed = changesOf.get(tx);
+  const changed = (tx as Partial<JobChangeTransaction>)[changedJobs];
   if (changed === undefined) throw new Error("a job was changed outside jobTransaction(); its cached views would not be invalidated");
   changed.add(jobId);
 }

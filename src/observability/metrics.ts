@@ -65,22 +65,30 @@ function mayBeId(segment: string): boolean {
  * blob URLs collapsed (their paths carry keys), unknown routes as "unmatched".
  */
 export function routeLabel(path: string, status: number): string {
-  if (status === 404) return "unmatched";
-  let label = recentLabels.get(path);
-  if (label === undefined) {
-    label = labelOf(path);
-    // Paths recur (clients poll the same job): recent ones keep their label. Bounded in count (cleared
-    // when full) and in size (long paths are not kept).
-    if (path.length <= 200) {
-      if (recentLabels.size >= maxRecentLabels) recentLabels.clear();
-      recentLabels.set(path, label);
-    }
-  }
-  return label;
+  return status === 404 ? "unmatched" : labelOf(path);
 }
 
-const recentLabels = new Map<string, string>();
 const maxRecentLabels = 4096;
+
+/**
+ * {@link routeLabel}, remembering recent paths' labels: paths recur (clients poll the same job). Bounded
+ * in count (cleared when full) and in size (long paths are not kept). One per metrics registry.
+ */
+function createRouteLabels(): (path: string, status: number) => string {
+  const recent = new Map<string, string>();
+  return (path, status) => {
+    if (status === 404) return "unmatched";
+    let label = recent.get(path);
+    if (label === undefined) {
+      label = labelOf(path);
+      if (path.length <= 200) {
+        if (recent.size >= maxRecentLabels) recent.clear();
+        recent.set(path, label);
+      }
+    }
+    return label;
+  };
+}
 
 function labelOf(path: string): string {
   if (path.startsWith("/blobs/")) return "/blobs/{key}";
@@ -95,6 +103,7 @@ export function createMetrics(sources?: MetricSources): ControlPlaneMetrics {
   collectDefaultMetrics({ register: registry, prefix: "gpuagent_" });
   for (const name of misnamedDefaults) registry.removeSingleMetric(`gpuagent_${name}`);
   const httpChildren = new Map<string, { observe(value: number): void }>();
+  const routeOf = createRouteLabels();
   const httpDuration = new Histogram({
     name: "gpuagent_http_request_duration_seconds",
     help: "HTTP request duration by method, route and status code.",
@@ -204,7 +213,7 @@ export function createMetrics(sources?: MetricSources): ControlPlaneMetrics {
     }),
     httpDuration,
     observeHttp(method, path, status, seconds) {
-      const route = routeLabel(path, status);
+      const route = routeOf(path, status);
       // The histogram's child per label set, kept: observing through it skips building and checking the labels.
       const key = `${method} ${status} ${route}`;
       let child = httpChildren.get(key);

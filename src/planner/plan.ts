@@ -61,12 +61,6 @@ export interface Manifest {
   stages: ManifestStage[];
 }
 
-/** Credit rates per started minute, by unit kind (billing owns the values). */
-export interface WorkloadRates {
-  cpuCreditsPerMinute: number;
-  gpuCreditsPerMinute: number;
-}
-
 /** Limits of the manifest format; exported so the README and tests quote one source. */
 export const manifestLimits = {
   maxStages: 64,
@@ -382,34 +376,4 @@ export function planJob(spec: JobSpec): PlannedUnit[] {
   checkSpec(spec);
   if (spec.manifest === undefined) return defaultPlan(spec);
   return manifestPlan(spec, parseManifest(spec.manifest));
-}
-
-function checkRates(rates: WorkloadRates): void {
-  for (const rate of [rates.cpuCreditsPerMinute, rates.gpuCreditsPerMinute]) {
-    if (!Number.isFinite(rate) || rate < 0) throw new RangeError(`credit rates must be finite and non-negative, got ${rate}`);
-  }
-}
-
-/**
- * What a completed unit debits: started minutes (at least one) times the
- * kind's rate, rounded up to whole credits. The tiny epsilon keeps float noise
- * (10 × 0.7 = 7.000000000000001) from charging an extra credit.
- */
-export function unitCost(kind: UnitKind, runSeconds: number, rates: WorkloadRates): number {
-  checkRates(rates);
-  if (!Number.isFinite(runSeconds) || runSeconds < 0) {
-    throw new RangeError(`runSeconds must be finite and non-negative, got ${runSeconds}`);
-  }
-  const minutes = Math.max(1, Math.ceil(runSeconds / 60));
-  const rate = kind === "gpu" ? rates.gpuCreditsPerMinute : rates.cpuCreditsPerMinute;
-  return Math.max(0, Math.ceil(minutes * rate - 1e-9));
-}
-
-/**
- * The most a plan can cost: every unit running for the job's whole
- * `maxRuntimeSeconds` (a unit can run no longer), each billed as
- * {@link unitCost} would bill it. Checked against the balance at job creation.
- */
-export function projectedCost(units: readonly PlannedUnit[], rates: WorkloadRates, maxRuntimeSeconds: number): number {
-  return units.reduce((sum, unit) => sum + unitCost(unit.kind, maxRuntimeSeconds, rates), 0);
 }

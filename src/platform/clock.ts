@@ -27,6 +27,16 @@ export const systemClock: Clock = {
     }),
 };
 
+/**
+ * Milliseconds on the process's monotonic clock, for measuring how long something took (request
+ * durations, phase timings, a recheck interval): unaffected by steps of the wall clock. Only
+ * differences of two readings mean anything. Not for deadlines or anything a test must control:
+ * those take the injected `Clock`.
+ */
+export function monotonicMs(): number {
+  return performance.now();
+}
+
 /** A clock that moves only when told to; sleepers wake as time passes them. */
 export class FakeClock implements Clock {
   private current: number;

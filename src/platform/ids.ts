@@ -1,4 +1,7 @@
-/** Identifiers and secrets. Ids are UUIDv4; secrets are 32 random bytes, base64url. */
+/**
+ * Identifiers and secrets. Ids are UUIDv4; secrets are 32 random bytes, base64url. The only module
+ * of src/ that draws random bytes (the effects lint, eslint.config.js).
+ */
 import { hash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
 
 /** A new random UUID. */
@@ -9,6 +12,11 @@ export function newId(): string {
 /** A secret with a readable prefix, e.g. `sk_live_…`, `nc_…`. */
 export function newSecret(prefix: string): string {
   return `${prefix}${randomBytes(32).toString("base64url")}`;
+}
+
+/** `length` random bytes, e.g. a password hash's salt. */
+export function randomSalt(length: number): Buffer {
+  return randomBytes(length);
 }
 
 /** sha256 hex of a secret; what the database stores instead of the secret. (One-shot `hash`: a third of createHash's cost, per API call.) */

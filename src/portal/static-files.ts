@@ -21,6 +21,7 @@ import { createHash } from "node:crypto";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join, relative, sep } from "node:path";
 import { brotliCompressSync, constants as zlibConstants, gzipSync } from "node:zlib";
+import { monotonicMs } from "../platform/clock.ts";
 import { validationError } from "../platform/errors.ts";
 import { writeApiError } from "../api/rest/transcoder.ts";
 import type { HttpRoute, RestRequest, RestResponse } from "../platform/http-types.ts";
@@ -185,7 +186,7 @@ export function createPortalStaticRoutes(options: PortalStaticOptions): HttpRout
 
   /** The loaded bundle, re-read when index.html changed (checked at most every recheckMs). */
   const current = async (): Promise<Bundle | undefined> => {
-    const now = performance.now();
+    const now = monotonicMs();
     if (bundle !== undefined && now - checkedAt < recheckMs) return bundle;
     checkedAt = now;
     const loaded = await bundle;

@@ -12,7 +12,8 @@
  * read but committed after it is still caught, as long as no transaction that
  * changes a node stays open longer than the overlap), and every `fullEveryMs`
  * it reads all online nodes again as a backstop, in the background. Times
- * come from the database's clock only.
+ * come from the database's clock only: the stamps are the database's, so the
+ * "changed since" watermark must be too (`readDatabaseClock` in store/nodes.ts).
  *
  * What may be stale, and why that is safe: free resources are not taken from
  * here (the cycle sums the units held on each node afresh), liveness comes
@@ -26,6 +27,7 @@ import { ChangedIds } from "../platform/changed-ids.ts";
 import type { Clock } from "../platform/clock.ts";
 import type { Sql } from "../store/database.ts";
 import type { NodeRow } from "../store/nodes.ts";
+import { listNodesChangedSince, listOnlineNodes, readDatabaseClock } from "../store/nodes.ts";
 
 /** Options of {@link FleetCache}. */
 export interface FleetCacheOptions {
@@ -79,9 +81,9 @@ export class FleetCache {
     const now = this.clock.now();
     if (now - this.checkedAtMs < this.maxAgeMs) return this.rows;
     // Taken before the read, so the next look reaches back at least to what this one might have missed.
-    const readAt = await this.databaseNow(sql);
+    const readAt = await readDatabaseClock(sql);
     if (this.lastReadAt === undefined) {
-      const all = await sql.query<NodeRow>(`SELECT * FROM nodes WHERE state = 'online'`);
+      const all = await listOnlineNodes(sql);
       this.byId.clear();
       for (const row of all) this.byId.set(row.id, row);
       this.rows = [...this.byId.values()];
@@ -90,10 +92,7 @@ export class FleetCache {
       this.changed.all();
     } else {
       if (now - this.fullAtMs >= this.fullEveryMs && this.fullRead === undefined) this.startFullRead(sql, now);
-      const changed = await sql.query<NodeRow>(
-        `SELECT * FROM nodes WHERE placement_changed_at >= $1::timestamptz - make_interval(secs => $2::double precision / 1000)`,
-        [this.lastReadAt, this.overlapMs],
-      );
+      const changed = await listNodesChangedSince(sql, this.lastReadAt, this.overlapMs);
       this.rowsRead += changed.length;
       this.apply(changed, false);
     }
@@ -107,11 +106,6 @@ export class FleetCache {
     await this.fullRead;
   }
 
-  private async databaseNow(sql: Sql): Promise<string> {
-    const [{ at }] = (await sql.query<{ at: string }>(`SELECT clock_timestamp()::text AS at`)) as [{ at: string }];
-    return at;
-  }
-
   /**
    * Every online node read again off the cycle's path. It may land after an incremental read that saw
    * newer rows; so the next look reads again everything changed since this read began.
@@ -120,8 +114,8 @@ export class FleetCache {
     this.fullAtMs = now;
     this.fullRead = (async () => {
       try {
-        const readAt = await this.databaseNow(sql);
-        const all = await sql.query<NodeRow>(`SELECT * FROM nodes WHERE state = 'online'`);
+        const readAt = await readDatabaseClock(sql);
+        const all = await listOnlineNodes(sql);
         this.rowsRead += all.length;
         this.apply(all, true);
         this.lastReadAt = readAt;

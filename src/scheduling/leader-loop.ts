@@ -10,7 +10,9 @@ import type { ClusterStreams } from "../ha/cluster-sessions.ts";
 import { NodeLiveness } from "../ha/liveness.ts";
 import { expireOverdueJobs, requeueUnitsOfNode, takeBackSilentNode } from "../jobs/lifecycle.ts";
 import type { ControlPlaneMetrics } from "../observability/metrics.ts";
+import { monotonicMs } from "../platform/clock.ts";
 import { findSilentNodes } from "../store/nodes.ts";
+import { findNodesWithAssignmentsBefore } from "../store/units-on-nodes.ts";
 import { FleetCache } from "./fleet-cache.ts";
 import { NodeHistory } from "./node-history.ts";
 import { NodeSnapshotMemo } from "./node-snapshots.ts";
@@ -76,10 +78,9 @@ export function createLeaderLoop(deps: LeaderLoopDeps, streams: LeaderStreams, m
     }
     // Assignments that were never accepted (the agent went away before Accepted) go back to the queue.
     const cutoff = new Date(clock.now() - config.agents.assignAckTimeoutSeconds * 1000);
-    const stale = await db.query<{ node_id: string }>(`SELECT DISTINCT node_id FROM compute_units WHERE status = 'assigned' AND assigned_at < $1`, [cutoff]);
-    for (const row of stale) {
-      if (liveness.isLive(row.node_id)) continue;
-      await requeueUnitsOfNode(db, row.node_id, "the node never accepted the assignment", { statuses: ["assigned"], assignedBefore: cutoff, now: new Date(clock.now()) });
+    for (const nodeId of await findNodesWithAssignmentsBefore(db, cutoff)) {
+      if (liveness.isLive(nodeId)) continue;
+      await requeueUnitsOfNode(db, nodeId, "the node never accepted the assignment", { statuses: ["assigned"], assignedBefore: cutoff, now: new Date(clock.now()) });
     }
   }
 
@@ -107,10 +108,10 @@ export function createLeaderLoop(deps: LeaderLoopDeps, streams: LeaderStreams, m
 
   async function sweepEvery(intervalMs: number, signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
-      const started = performance.now();
+      const started = monotonicMs();
       try {
         await sweep();
-        metrics?.schedulerPhase.observe({ phase: "sweep" }, (performance.now() - started) / 1000);
+        metrics?.schedulerPhase.observe({ phase: "sweep" }, (monotonicMs() - started) / 1000);
       } catch (error) {
         if (signal.aborted) return;
         logger.error({ err: error }, "sweep failed; retrying");
@@ -138,9 +139,9 @@ export function createLeaderLoop(deps: LeaderLoopDeps, streams: LeaderStreams, m
           return;
         }
         if (result.placed.length > 0) {
-          const dispatching = performance.now();
+          const dispatching = monotonicMs();
           for (const nodeId of new Set(result.placed.map((p) => p.nodeId))) await streams.dispatchNode(nodeId);
-          metrics?.schedulerPhase.observe({ phase: "dispatch" }, (performance.now() - dispatching) / 1000);
+          metrics?.schedulerPhase.observe({ phase: "dispatch" }, (monotonicMs() - dispatching) / 1000);
         }
         metrics?.schedulerCycle.observe((clock.now() - started) / 1000);
       } catch (error) {

@@ -14,16 +14,9 @@
  */
 import type { NodeSnapshot } from "../placer/index.ts";
 import type { NodeRow } from "../store/nodes.ts";
+import type { HeldRow } from "../store/placement.ts";
 
-/** Resources held on one GPU of a node (or its CPU side, GPU index -1) by assigned and running units. */
-export interface HeldRow {
-  node_id: string;
-  gpu_index: number;
-  vram: number;
-  disk: number;
-  cpu: number;
-  memory: number;
-}
+export type { HeldRow };
 
 /** What a node's snapshot is built from, besides its row. */
 export interface NodeInputs {

@@ -5,7 +5,7 @@
  *
  * The commit re-checks each unit is still `ready` (a cancel may have won the
  * race) and that the term it was planned under is still the current one, so a
- * deposed leader cannot commit anything.
+ * deposed leader cannot commit anything (src/store/placement.ts).
  *
  * The placer lives across cycles (one per control plane): each cycle hands it
  * the fresh snapshot through `sync`, which moves only the index entries of
@@ -17,14 +17,16 @@
 import { allowedTrustLevels, createPlacer } from "../placer/index.ts";
 import type { ClusterSnapshot, NodeSnapshot, Placer, PlacementResult, UnitRequest } from "../placer/index.ts";
 import type { Clock } from "../platform/clock.ts";
+import { monotonicMs } from "../platform/clock.ts";
 import type { SchedulerConfig, ScoreWeights } from "../platform/config.ts";
 import { newId } from "../platform/ids.ts";
 import type { Database, Sql } from "../store/database.ts";
-import { lockFencingTerm } from "../store/leases.ts";
-import type { NodeRow } from "../store/nodes.ts";
+import { listOnlineNodes } from "../store/nodes.ts";
+import type { HeldRow, PlannedAssignment } from "../store/placement.ts";
+import { assignReadyUnitsUnderTerm, listHeldResources, listReadyUnits, setUnschedulableReason } from "../store/placement.ts";
 import type { FleetCache } from "./fleet-cache.ts";
 import { NodeHistory } from "./node-history.ts";
-import type { HeldRow, NodeSnapshotMemo } from "./node-snapshots.ts";
+import type { NodeSnapshotMemo } from "./node-snapshots.ts";
 import { buildNodeSnapshots } from "./node-snapshots.ts";
 
 /** What a cycle did. */
@@ -36,22 +38,6 @@ export interface CycleResult {
   committed: boolean;
   /** Milliseconds spent reading the snapshot, planning and committing (planning and commit are 0 when nothing waited). */
   phasesMs: { snapshot: number; plan: number; commit: number };
-}
-
-interface ReadyUnitRow {
-  id: string;
-  job_id: string;
-  customer_id: string;
-  kind: "cpu" | "gpu";
-  required_vram_mb: number;
-  required_disk_mb: number;
-  required_cpu_cores: number;
-  required_memory_mb: number;
-  excluded_node_ids: string[];
-  ready_at: Date | null;
-  created_at: Date;
-  sensitivity: "public" | "low_sensitive" | "high_sensitive";
-  dataset_id: string;
 }
 
 /** Which nodes may take units: `isLive` says whether the node's agent is connected and heard from. */
@@ -79,25 +65,14 @@ export interface SnapshotSources {
 /** Reads the snapshot the placer works on. Liveness limits placement to nodes with a live stream (on any replica). */
 export async function readSnapshot(sql: Sql, sources: SnapshotSources): Promise<{ snapshot: ClusterSnapshot; units: UnitRequest[] }> {
   const { liveness, history, fleet, snapshots, maxUnits = 1000 } = sources;
-  const ready = await sql.query<ReadyUnitRow>(
-    `SELECT u.id, u.job_id, u.customer_id, u.kind, u.required_vram_mb, u.required_disk_mb, u.required_cpu_cores,
-            u.required_memory_mb, u.excluded_node_ids, u.ready_at, u.created_at, j.sensitivity, j.dataset_id
-     FROM compute_units u JOIN training_jobs j ON j.id = u.job_id
-     WHERE u.status = 'ready' AND j.status IN ('queued', 'running')
-     ORDER BY u.ready_at, u.id LIMIT $1`,
-    [maxUnits],
-  );
+  const ready = await listReadyUnits(sql, maxUnits);
   // Nothing waits: skip reading the fleet (an idle cycle must stay cheap with thousands of nodes).
   if (ready.length === 0) return { snapshot: { nodes: [] }, units: [] };
   // Independent reads, side by side: on PostgreSQL each takes its own pooled connection.
   const [, onlineRows, held, reliability, datasetsByNode] = await Promise.all([
     liveness.refresh?.(sql),
-    fleet === undefined ? sql.query<NodeRow>(`SELECT * FROM nodes WHERE state = 'online'`) : fleet.onlineNodes(sql),
-    sql.query<HeldRow>(
-      `SELECT node_id, gpu_index, sum(required_vram_mb)::int AS vram, sum(required_disk_mb)::int AS disk,
-              sum(required_cpu_cores)::int AS cpu, sum(required_memory_mb)::int AS memory
-       FROM compute_units WHERE status IN ('assigned', 'running') AND node_id IS NOT NULL GROUP BY node_id, gpu_index`,
-    ),
+    fleet === undefined ? listOnlineNodes(sql) : fleet.onlineNodes(sql),
+    listHeldResources(sql),
     history.reliability(sql),
     history.datasetsByNode(sql, ready.map((u) => u.dataset_id)),
   ]);
@@ -172,54 +147,39 @@ export function planCycle(
 export async function runPlacementCycle(deps: PlacementCycleDeps, term: number, sources: SnapshotSources): Promise<CycleResult> {
   const { db, clock } = deps;
   const { liveness } = sources;
-  // Wall time for the phases, not the injected clock: they are diagnostics, and a fake clock stands still.
-  const started = performance.now();
+  // Real elapsed time for the phases, not the injected clock: they are diagnostics, and a fake clock stands still.
+  const started = monotonicMs();
   const { snapshot, units } = await readSnapshot(db, sources);
-  const read = performance.now();
+  const read = monotonicMs();
   if (units.length === 0) return { placed: [], unplaced: 0, committed: true, phasesMs: { snapshot: read - started, plan: 0, commit: 0 } };
   const cycleId = newId();
   const plan = planCycle(deps, snapshot, units, cycleId, deps.config.placerWeights);
-  const planned = performance.now();
+  const planned = monotonicMs();
   const now = new Date(clock.now());
   const phasesMs = { snapshot: read - started, plan: planned - read, commit: 0 };
+  const sensitivityOf = new Map(units.map((u) => [u.id, u.sensitivity]));
+  const readySince = new Map(units.map((u) => [u.id, u.readySinceMs]));
   const result = await db.transaction(async (tx): Promise<CycleResult> => {
-    // Fencing: the lease row is locked and must still carry our term.
-    if ((await lockFencingTerm(tx)) !== term) return { placed: [], unplaced: plan.unplaced.length, committed: false, phasesMs };
-    const placed: CycleResult["placed"] = [];
-    const sensitivityOf = new Map(units.map((u) => [u.id, u.sensitivity]));
-    const readySince = new Map(units.map((u) => [u.id, u.readySinceMs]));
-    // A node whose stream another replica holds was live by a heartbeat set a few seconds old: its
-    // persisted heartbeat is checked again here, in the statement that assigns.
+    // Liveness as of the commit. A node whose stream another replica holds was live by a heartbeat set
+    // a few seconds old: its persisted heartbeat is checked again in the statement that assigns.
     const silentBefore = liveness.silentBefore?.() ?? new Date(0);
-    // Unit ids in order, so concurrent transactions touching the same units lock them in the same order.
-    for (const p of [...plan.placements].sort((a, b) => (a.unitId < b.unitId ? -1 : 1))) {
-      // Re-checked against fresh rows: an operator may have cordoned the node or lowered its trust since the snapshot.
-      const rows = await tx.query(
-        `UPDATE compute_units SET status = 'assigned', node_id = $2, gpu_index = $3, assignment_id = $4, assigned_at = $5,
-           leader_term = $6, unschedulable_reason = ''
-         WHERE id = $1 AND status = 'ready'
-           AND EXISTS (SELECT 1 FROM nodes n WHERE n.id = $2 AND n.state = 'online' AND n.trust_level = ANY($7::text[])
-                         AND ($8::boolean OR n.last_heartbeat_at >= $9))
-         RETURNING id`,
-        [
-          p.unitId,
-          p.nodeId,
-          p.gpuIndex,
-          newId(),
-          now,
-          term,
-          allowedTrustLevels(sensitivityOf.get(p.unitId) ?? "high_sensitive"),
-          liveness.isLocallyLive?.(p.nodeId) ?? true,
-          silentBefore,
-        ],
-      );
-      if (rows.length === 1) placed.push({ unitId: p.unitId, nodeId: p.nodeId, waitedMs: Math.max(0, now.getTime() - (readySince.get(p.unitId) ?? now.getTime())) });
-    }
-    for (const u of plan.unplaced) {
-      await tx.query(`UPDATE compute_units SET unschedulable_reason = $2 WHERE id = $1 AND status = 'ready'`, [u.unitId, u.message.slice(0, 500)]);
-    }
+    const assignments = plan.placements.map(
+      (p): PlannedAssignment => ({
+        unitId: p.unitId,
+        nodeId: p.nodeId,
+        gpuIndex: p.gpuIndex,
+        assignmentId: newId(),
+        trustLevels: allowedTrustLevels(sensitivityOf.get(p.unitId) ?? "high_sensitive"),
+        nodeLocallyLive: liveness.isLocallyLive?.(p.nodeId) ?? true,
+      }),
+    );
+    // Fencing: the lease row is locked and must still carry our term, or nothing is written.
+    const assigned = await assignReadyUnitsUnderTerm(tx, term, assignments, silentBefore, now);
+    if (assigned === undefined) return { placed: [], unplaced: plan.unplaced.length, committed: false, phasesMs };
+    const placed = assigned.map((p) => ({ unitId: p.unitId, nodeId: p.nodeId, waitedMs: Math.max(0, now.getTime() - (readySince.get(p.unitId) ?? now.getTime())) }));
+    for (const u of plan.unplaced) await setUnschedulableReason(tx, u.unitId, u.message.slice(0, 500));
     return { placed, unplaced: plan.unplaced.length, committed: true, phasesMs };
   });
-  phasesMs.commit = performance.now() - planned;
+  phasesMs.commit = monotonicMs() - planned;
   return result;
 }

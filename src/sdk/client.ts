@@ -11,7 +11,7 @@
  *   transport and the policy live in core.ts, shared with the operator client (admin.ts).
  * - Every failure is one {@link GpuAgentError} with a typed `code`.
  */
-import { createHash, randomUUID } from "node:crypto";
+import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdtemp, rename, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -23,6 +23,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { Client } from "@connectrpc/connect";
 import { Code, createClient } from "@connectrpc/connect";
 import { CustomerService } from "../gen/gpuagent/customer/v1/customer_pb.ts";
+import { newId } from "../platform/ids.ts";
 import type {
   Artifact,
   CreateArtifactDownloadUrlResponse,
@@ -281,7 +282,7 @@ export interface GpuAgentClient {
 
 /** A random `Idempotency-Key` the server accepts (`[A-Za-z0-9._:-]{8,128}`). */
 export function generateIdempotencyKey(): string {
-  return `sdk-${randomUUID()}`;
+  return `sdk-${newId()}`;
 }
 
 /** Builds a client; nothing is sent until a method is called. */
@@ -500,7 +501,7 @@ export function createGpuAgentClient(options: GpuAgentClientOptions): GpuAgentCl
       });
       // Written beside the destination and renamed only once verified, so a reader of destPath never
       // sees a partial or corrupt file.
-      const partial = join(dirname(destPath), `.${basename(destPath)}.${randomUUID()}.partial`);
+      const partial = join(dirname(destPath), `.${basename(destPath)}.${newId()}.partial`);
       try {
         await pipeline(Readable.fromWeb(res.body as WebReadableStream<Uint8Array>), tap, createWriteStream(partial), o.signal === undefined ? {} : { signal: o.signal });
         const sha256 = hash.digest("hex");

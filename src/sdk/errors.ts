@@ -7,6 +7,7 @@
  * callers can `switch (err.code)` over one closed union.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
+import { systemClock } from "../platform/clock.ts";
 import { ErrorCode } from "../platform/errors.ts";
 import { connectCodeOf, httpStatusOf, reasonMetadataKey } from "../api/errors.ts";
 
@@ -81,7 +82,7 @@ export function isTransientFailure(error: unknown): boolean {
 }
 
 /** Reads a `Retry-After` of delta-seconds or an HTTP date, as seconds from now; undefined when absent. */
-export function parseRetryAfterSeconds(value: string | null, nowMs: number = Date.now()): number | undefined {
+export function parseRetryAfterSeconds(value: string | null, nowMs: number = systemClock.now()): number | undefined {
   if (value === null || value.trim() === "") return undefined;
   const trimmed = value.trim();
   if (/^\d+(\.\d+)?$/.test(trimmed)) return Number(trimmed);

@@ -4,6 +4,7 @@
  * helpers, webhook signature verification, and the generated message types callers see in their
  * answers. See src/sdk/README.md.
  */
+import { systemClock } from "../platform/clock.ts";
 import {
   defaultToleranceSeconds,
   signatureHeaderName,
@@ -59,7 +60,7 @@ export function verifyWebhookSignature(
   header: string | null | undefined,
   secrets: readonly string[],
   toleranceS: number = defaultToleranceSeconds,
-  nowS: number = Date.now() / 1000,
+  nowS: number = systemClock.now() / 1000,
 ): boolean {
   return verifyAt(rawBody, header, secrets, toleranceS, nowS);
 }

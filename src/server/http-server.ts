@@ -27,7 +27,6 @@
  * HTTP/2 stream (NO_ERROR) after the answer, so the rest of that body is
  * never read.
  */
-import { randomUUID } from "node:crypto";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
@@ -41,6 +40,8 @@ import type { RestTranscoder } from "../api/rest/transcoder.ts";
 import { AgentService } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import type { TransportConfig } from "../platform/config.ts";
 import { defaultTransport } from "../platform/config.ts";
+import { monotonicMs } from "../platform/clock.ts";
+import { newId } from "../platform/ids.ts";
 import type { HttpRoute, RestRequest, RestResponse } from "../platform/http-types.ts";
 import { peerAddressHeader } from "../platform/http-types.ts";
 import { createRpcAdapter } from "./rpc-adapter.ts";
@@ -226,7 +227,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   const onRequest = (req: RestRequest, res: RestResponse): void => {
     // Over its address's stream cap, an HTTP/2 stream is refused before anything is set up for it.
     if (req.httpVersionMajor === 2 && !admitStream(req as http2.Http2ServerRequest)) return;
-    const started = performance.now();
+    const started = monotonicMs();
     const requestId = assignRequestId(req);
     res.setHeader("x-request-id", requestId);
     // HTTP/1.1 sockets with a request in flight are busy: close() lets them finish (HTTP/2 closes by session).
@@ -248,7 +249,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
         if (latestRequest.get(socket) === req) latestRequest.delete(socket);
         if (closing && n <= 0) socket.destroy();
       }
-      const seconds = (performance.now() - started) / 1000;
+      const seconds = (monotonicMs() - started) / 1000;
       // The path only: query strings carry signatures of signed URLs.
       const url = req.url ?? "/";
       const query = url.indexOf("?");
@@ -558,7 +559,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
 /** Reuses a sane incoming x-request-id, else mints one, and writes it back onto the request. */
 function assignRequestId(req: RestRequest): string {
   const incoming = req.headers["x-request-id"];
-  const id = typeof incoming === "string" && requestIdPattern.test(incoming) ? incoming : randomUUID();
+  const id = typeof incoming === "string" && requestIdPattern.test(incoming) ? incoming : newId();
   req.headers["x-request-id"] = id;
   // The peer address, for limits on callers without credentials. Always overwritten: a client cannot choose it.
   req.headers[peerAddressHeader] = req.socket.remoteAddress ?? "unknown";
@@ -567,7 +568,7 @@ function assignRequestId(req: RestRequest): string {
 
 function requestIdOf(req: RestRequest): string {
   const id = req.headers["x-request-id"];
-  return typeof id === "string" ? id : randomUUID();
+  return typeof id === "string" ? id : newId();
 }
 
 function writeJson(res: RestResponse, status: number, body: unknown): void {

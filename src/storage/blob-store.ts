@@ -4,13 +4,14 @@
  * file and are renamed into place, so a reader never sees half a blob.
  * An S3-compatible store can implement the same interface later.
  */
-import { createHash, randomUUID } from "node:crypto";
+import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, rename, rm, stat } from "node:fs/promises";
 import { dirname, join, normalize, sep } from "node:path";
 import type { Readable } from "node:stream";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { newId } from "../platform/ids.ts";
 import { privateDirMode, privateFileMode } from "../platform/private-files.ts";
 
 /** What was written. */
@@ -58,7 +59,7 @@ export function createLocalBlobStore(root: string): BlobStore {
       const target = pathOf(key);
       // Private to the control plane's user whatever the umask: blobs are customers' datasets.
       await mkdir(dirname(target), { recursive: true, mode: privateDirMode });
-      const temp = `${target}.${randomUUID()}.partial`;
+      const temp = `${target}.${newId()}.partial`;
       const hash = createHash("sha256");
       let size = 0;
       const meter = new Transform({

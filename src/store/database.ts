@@ -59,6 +59,12 @@ export interface Database extends Sql {
    * PGlite (one connection) they would wait for this transaction forever.
    */
   transaction<T>(fn: (tx: Sql) => Promise<T>, options?: TransactionOptions): Promise<T>;
+  /**
+   * Who hears which training jobs a transaction changed, once it has ended (src/jobs/job-changes.ts
+   * tells them). Kept on the database object, so two control planes in one process (tests) never
+   * hear each other's changes.
+   */
+  readonly jobChangeListeners: Set<(jobIds: readonly string[]) => void>;
   /** Closes MikroORM, then the pool or the PGlite instance. */
   close(): Promise<void>;
 }
@@ -187,6 +193,7 @@ async function finishOpening(
         { isolationLevel: options.isolation ?? "read committed" },
       );
     },
+    jobChangeListeners: new Set(),
     async close(): Promise<void> {
       if (closed) return;
       closed = true;

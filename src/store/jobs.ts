@@ -1,10 +1,10 @@
 /**
  * SQL for training jobs, their compute units, artifacts and usage. The state
- * machines these rows follow are documented in src/jobs/lifecycle.ts; every
- * transition here is a conditional UPDATE (WHERE status = …), so a replayed or
- * late event changes nothing.
+ * machines these rows follow are in ./state-machines.ts; the UPDATEs that move
+ * them between statuses are in ./transitions.ts.
  */
 import type { Sql } from "./database.ts";
+import type { JobStatus, UnitStatus } from "./state-machines.ts";
 
 /** A training_jobs row. */
 export interface JobRow {
@@ -13,7 +13,7 @@ export interface JobRow {
   name: string;
   dataset_id: string;
   training_package_id: string;
-  status: "queued" | "running" | "completed" | "failed" | "cancelled" | "expired";
+  status: JobStatus;
   progress: number;
   required_vram_mb: number;
   required_disk_mb: number;
@@ -36,9 +36,13 @@ export interface UnitRow {
   plan_index: number;
   kind: "cpu" | "gpu";
   depends_on: string[];
-  status: "pending" | "ready" | "assigned" | "running" | "completed" | "failed" | "cancelled";
+  status: UnitStatus;
   attempt: number;
   max_attempts: number;
+  /** Attempts ended by the customer's code failing (counted against max_attempts). */
+  code_failures: number;
+  /** Attempts lost to nodes (counted against their own budget, see src/jobs/lifecycle.ts). */
+  node_failures: number;
   progress: number;
   metrics: Record<string, number>;
   entrypoint: string;
@@ -79,9 +83,6 @@ export interface ArtifactRow {
   /** Set when retention removed its bytes (src/storage/storage-sweeper.ts). */
   expired_at: Date | null;
 }
-
-/** Terminal job statuses. */
-export const terminalJobStatuses = ["completed", "failed", "cancelled", "expired"] as const;
 
 /** Inserts a job. */
 export async function insertJob(

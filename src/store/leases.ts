@@ -2,10 +2,10 @@
  * SQL for `scheduler_leases`: the one row whose term fences placement commits. Two ways to lead write
  * it: without etcd the replicas elect through the row itself (scheduling/leadership.ts: take, renew,
  * release); with etcd a new leader records its campaign key's create_revision as the term, only ever
- * upwards (control-plane.ts). Either way the placement commit (scheduling/placement-cycle.ts) locks the
- * row and must find its own term, so a leader that was paused past its lease and woke up commits
- * nothing. The database's `now()` is the point here: every replica compares lease ages on the one
- * clock they share, not on their own.
+ * upwards (control-plane.ts). Either way the placement commit (`assignReadyUnitsUnderTerm` in
+ * placement.ts) locks the row and must find its own term, so a leader that was paused past its lease
+ * and woke up commits nothing. The database's `now()` is the point here: every replica compares lease
+ * ages on the one clock they share, not on their own.
  */
 import type { Sql } from "./database.ts";
 

@@ -1,10 +1,35 @@
 /** SQL for nodes and enrollment tokens. */
 import type { Sql } from "./database.ts";
+import { sqlStatusList, unitsOnNodeStatuses } from "./state-machines.ts";
 
 /** Trust levels, lowest first. */
 export type TrustLevel = "community" | "verified" | "controlled";
-/** Node states. */
-export type NodeState = "online" | "unreachable" | "cordoned" | "draining" | "revoked";
+
+/**
+ * Node states: `online` takes units; `unreachable` is silent past the grace period (a heartbeat brings
+ * it back); `cordoned` and `draining` are an operator's (no new units; a draining node is asked to stop
+ * taking any); `revoked` is final.
+ */
+export const nodeStates = ["online", "unreachable", "cordoned", "draining", "revoked"] as const;
+export type NodeState = (typeof nodeStates)[number];
+/** States in which a node keeps its units, so its heartbeat is expected (the silent-node sweep). */
+export const attendedNodeStates = ["online", "cordoned", "draining"] as const satisfies readonly NodeState[];
+
+/**
+ * A node state (or a set of them) as SQL literal text, for the statement text like
+ * `sqlStatusList`: only these constants reach it.
+ */
+export function sqlNodeState(state: NodeState): string {
+  return `'${state}'`;
+}
+export function sqlNodeStateList(states: readonly NodeState[]): string {
+  return `(${states.map(sqlNodeState).join(", ")})`;
+}
+
+/** A heard-from node comes back online unless an operator cordoned, drained or revoked it. */
+const stateOnHeartbeatSql = `CASE WHEN state = ${sqlNodeState("unreachable")} THEN ${sqlNodeState("online")} ELSE state END`;
+/** Revoked is final: no write brings such a node back. */
+const notRevokedSql = `state <> ${sqlNodeState("revoked")}`;
 
 /** Capabilities as stored (the agent's Capabilities message in proto JSON). */
 export interface StoredCapabilities {
@@ -63,7 +88,7 @@ export async function insertNode(
 ): Promise<NodeRow> {
   const [created] = await sql.query<NodeRow>(
     `INSERT INTO nodes (id, hostname, trust_level, state, credential_hash, capabilities, enrolled_at)
-     VALUES ($1, $2, $3, 'unreachable', $4, $5::jsonb, $6) RETURNING *`,
+     VALUES ($1, $2, $3, ${sqlNodeState("unreachable")}, $4, $5::jsonb, $6) RETURNING *`,
     [row.id, row.hostname, row.trustLevel, row.credentialHash, JSON.stringify(row.capabilities), now],
   );
   return created!;
@@ -96,27 +121,29 @@ export async function listNodes(sql: Sql, limit: number, after?: { at: Date; id:
 export async function markNodeConnected(sql: Sql, id: string, capabilities: StoredCapabilities, now: Date): Promise<NodeRow | undefined> {
   const [row] = await sql.query<NodeRow>(
     `UPDATE nodes SET capabilities = $2::jsonb, hostname = COALESCE(NULLIF($4, ''), hostname), last_heartbeat_at = $3,
-       state = CASE WHEN state = 'unreachable' THEN 'online' ELSE state END
-     WHERE id = $1 AND state <> 'revoked' RETURNING *`,
+       state = ${stateOnHeartbeatSql}
+     WHERE id = $1 AND ${notRevokedSql} RETURNING *`,
     [id, JSON.stringify(capabilities), now, capabilities.hostname ?? ""],
   );
   return row;
 }
 
-/** Persists liveness (throttled by the caller; heartbeats do not write on every beat). */
-export async function touchNodeHeartbeat(sql: Sql, id: string, now: Date): Promise<void> {
-  await sql.query(
-    `UPDATE nodes SET last_heartbeat_at = $2, state = CASE WHEN state = 'unreachable' THEN 'online' ELSE state END
-     WHERE id = $1 AND state <> 'revoked'`,
-    [id, now],
-  );
+/**
+ * Persists the liveness of many nodes in one statement, all heard at `at` (throttled and batched by
+ * the caller, src/agents/heartbeat-batch.ts; heartbeats do not write on every beat).
+ */
+export async function touchNodeHeartbeats(sql: Sql, ids: readonly string[], at: Date): Promise<void> {
+  await sql.query(`UPDATE nodes SET last_heartbeat_at = $2, state = ${stateOnHeartbeatSql} WHERE id = ANY($1::uuid[]) AND ${notRevokedSql}`, [
+    [...ids],
+    at,
+  ]);
 }
 
 /** Operator state change; returns the row, or undefined for an unknown node. */
 export async function setNodeState(sql: Sql, id: string, state: NodeState, now: Date): Promise<NodeRow | undefined> {
   const [row] = await sql.query<NodeRow>(
-    `UPDATE nodes SET state = $2, revoked_at = CASE WHEN $2 = 'revoked' THEN $3::timestamptz ELSE revoked_at END
-     WHERE id = $1 AND state <> 'revoked' RETURNING *`,
+    `UPDATE nodes SET state = $2, revoked_at = CASE WHEN $2 = ${sqlNodeState("revoked")} THEN $3::timestamptz ELSE revoked_at END
+     WHERE id = $1 AND ${notRevokedSql} RETURNING *`,
     [id, state, now],
   );
   return row ?? findNode(sql, id);
@@ -128,18 +155,53 @@ export async function setNodeTrustLevel(sql: Sql, id: string, trustLevel: TrustL
   return row;
 }
 
-/** Online nodes whose last persisted heartbeat is older than `before`. */
+/** Attended nodes (online, cordoned, draining) whose last persisted heartbeat is older than `before`. */
 export async function findSilentNodes(sql: Sql, before: Date): Promise<NodeRow[]> {
   return sql.query<NodeRow>(
-    `SELECT * FROM nodes WHERE state IN ('online', 'cordoned', 'draining') AND (last_heartbeat_at IS NULL OR last_heartbeat_at < $1)`,
+    `SELECT * FROM nodes WHERE state IN ${sqlNodeStateList(attendedNodeStates)} AND (last_heartbeat_at IS NULL OR last_heartbeat_at < $1)`,
     [before],
   );
+}
+
+/** Every online node's row (placement's fleet). */
+export async function listOnlineNodes(sql: Sql): Promise<NodeRow[]> {
+  return sql.query<NodeRow>(`SELECT * FROM nodes WHERE state = ${sqlNodeState("online")}`);
+}
+
+/** Ids of online nodes whose persisted heartbeat is at or after `since`. */
+export async function findOnlineNodesHeardSince(sql: Sql, since: Date): Promise<Set<string>> {
+  const rows = await sql.query<{ id: string }>(`SELECT id FROM nodes WHERE state = ${sqlNodeState("online")} AND last_heartbeat_at >= $1`, [since]);
+  return new Set(rows.map((r) => r.id));
+}
+
+/**
+ * The database's clock now, as PostgreSQL writes it (microseconds; a JS Date would cut them): the
+ * watermark of {@link listNodesChangedSince}. The database's time is the point here: the rows'
+ * `placement_changed_at` stamps are written by a trigger on that clock, and a read must be compared
+ * with them on the same clock, not on this process's. `clock_timestamp()`, not `now()`: the time of
+ * the read itself, not of the start of a transaction.
+ */
+export async function readDatabaseClock(sql: Sql): Promise<string> {
+  const [{ at }] = (await sql.query<{ at: string }>(`SELECT clock_timestamp()::text AS at`)) as [{ at: string }];
+  return at;
+}
+
+/**
+ * Nodes (in any state) whose placement-relevant columns changed at or after `watermark` (from
+ * {@link readDatabaseClock}) less `overlapMs`: the overlap catches a change stamped before the
+ * watermark but committed after it. The arithmetic stays on the database's clock, like the stamps.
+ */
+export async function listNodesChangedSince(sql: Sql, watermark: string, overlapMs: number): Promise<NodeRow[]> {
+  return sql.query<NodeRow>(`SELECT * FROM nodes WHERE placement_changed_at >= $1::timestamptz - make_interval(secs => $2::double precision / 1000)`, [
+    watermark,
+    overlapMs,
+  ]);
 }
 
 /** Count of units running or assigned per node. */
 export async function runningUnitsByNode(sql: Sql): Promise<Map<string, number>> {
   const rows = await sql.query<{ node_id: string; n: number }>(
-    `SELECT node_id, count(*)::int AS n FROM compute_units WHERE status IN ('assigned', 'running') AND node_id IS NOT NULL GROUP BY node_id`,
+    `SELECT node_id, count(*)::int AS n FROM compute_units WHERE status IN ${sqlStatusList(unitsOnNodeStatuses)} AND node_id IS NOT NULL GROUP BY node_id`,
   );
   return new Map(rows.map((r) => [r.node_id, r.n]));
 }

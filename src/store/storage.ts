@@ -4,6 +4,7 @@
  * artifact reservation, and the queue of blobs to delete (schema-0006.ts).
  */
 import type { Sql } from "./database.ts";
+import { sqlStatusList, terminalJobStatuses } from "./state-machines.ts";
 import type { StorageUsage } from "./uploads.ts";
 
 /**
@@ -98,7 +99,7 @@ export async function expireArtifactsOfEndedJobs(sql: Sql, cutoff: Date, now: Da
   const jobs = await sql.query<{ id: string }>(
     `SELECT id FROM training_jobs
      WHERE finished_at IS NOT NULL AND finished_at <= $1 AND artifacts_expired_at IS NULL
-       AND status IN ('completed', 'failed', 'cancelled', 'expired')
+       AND status IN ${sqlStatusList(terminalJobStatuses)}
      ORDER BY finished_at, id LIMIT $2 FOR UPDATE SKIP LOCKED`,
     [cutoff, limit],
   );

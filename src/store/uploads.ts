@@ -4,6 +4,7 @@
  * set of functions serves both, parameterised by the table.
  */
 import type { Sql } from "./database.ts";
+import { activeJobStatusSql } from "./state-machines.ts";
 
 /** Which uploaded resource. */
 export type UploadTable = "datasets" | "training_packages";
@@ -86,7 +87,7 @@ export async function readyUsage(sql: Sql, table: UploadTable, customerId: strin
 export async function activeJobsUsing(sql: Sql, table: UploadTable, customerId: string, id: string): Promise<string[]> {
   const column = table === "datasets" ? "dataset_id" : "training_package_id";
   const rows = await sql.query<{ id: string }>(
-    `SELECT id FROM training_jobs WHERE customer_id = $1 AND ${column} = $2 AND status IN ('queued', 'running') ORDER BY created_at LIMIT 5`,
+    `SELECT id FROM training_jobs WHERE customer_id = $1 AND ${column} = $2 AND status IN ${activeJobStatusSql} ORDER BY created_at LIMIT 5`,
     [customerId, id],
   );
   return rows.map((r) => r.id);

@@ -4,6 +4,7 @@
  */
 import type { LedgerRow } from "./customers.ts";
 import type { Sql } from "./database.ts";
+import { activeJobStatusSql } from "./state-machines.ts";
 
 /** One UTC day of a customer's usage; days without usage are absent. */
 export interface DailyUsageRow {
@@ -104,4 +105,36 @@ export async function listLedgerPage(sql: Sql, customerId: string, from: Date, t
       LIMIT $6`,
     [customerId, from, to, after?.createdAt ?? null, after?.id ?? null, limit],
   );
+}
+
+/** A customer's totals since the account opened. */
+export interface UsageTotalsRow {
+  /** Credits taken by debits (a positive number). */
+  debited: number;
+  granted: number;
+  /** Completed units (each has one usage record). */
+  units: number;
+  gpu_seconds: number;
+  cpu_seconds: number;
+  jobs_total: number;
+  jobs_active: number;
+}
+
+/**
+ * A customer's totals in one round trip. Seconds are summed, then rounded up,
+ * so the figure is never less than what ran.
+ */
+export async function usageTotals(sql: Sql, customerId: string): Promise<UsageTotalsRow> {
+  const [row] = await sql.query<UsageTotalsRow>(
+    `SELECT
+       (SELECT COALESCE(-sum(amount), 0)::bigint FROM ledger_entries WHERE customer_id = $1 AND kind = 'debit') AS debited,
+       (SELECT COALESCE(sum(amount), 0)::bigint FROM ledger_entries WHERE customer_id = $1 AND kind = 'grant') AS granted,
+       (SELECT count(*)::int FROM usage_records WHERE customer_id = $1) AS units,
+       (SELECT COALESCE(ceil(sum(run_seconds) FILTER (WHERE kind = 'gpu')), 0)::bigint FROM usage_records WHERE customer_id = $1) AS gpu_seconds,
+       (SELECT COALESCE(ceil(sum(run_seconds) FILTER (WHERE kind = 'cpu')), 0)::bigint FROM usage_records WHERE customer_id = $1) AS cpu_seconds,
+       (SELECT count(*)::int FROM training_jobs WHERE customer_id = $1) AS jobs_total,
+       (SELECT count(*)::int FROM training_jobs WHERE customer_id = $1 AND status IN ${activeJobStatusSql}) AS jobs_active`,
+    [customerId],
+  );
+  return row ?? { debited: 0, granted: 0, units: 0, gpu_seconds: 0, cpu_seconds: 0, jobs_total: 0, jobs_active: 0 };
 }

@@ -145,6 +145,26 @@ export async function deleteWebhookEndpoint(sql: Sql, customerId: string, id: st
   return true;
 }
 
+/**
+ * The outbox write of one event: a pending delivery, due now, for each live endpoint of the
+ * customer subscribed to `eventType`. Part of the transaction whose change caused the event.
+ * Returns how many deliveries were queued.
+ */
+export async function insertDeliveriesToSubscribers(
+  sql: Sql,
+  event: { customerId: string; eventId: string; eventType: string; payload: Record<string, unknown>; now: Date },
+): Promise<number> {
+  const rows = await sql.query<{ id: string }>(
+    `INSERT INTO webhook_deliveries (id, endpoint_id, customer_id, event_id, event_type, payload, status, next_attempt_at, created_at)
+     SELECT gen_random_uuid(), e.id, e.customer_id, $2, $3, $4::jsonb, 'pending', $5, $5
+     FROM webhook_endpoints e
+     WHERE e.customer_id = $1 AND e.deleted_at IS NULL AND $3 = ANY(e.events)
+     RETURNING id`,
+    [event.customerId, event.eventId, event.eventType, JSON.stringify(event.payload), event.now],
+  );
+  return rows.length;
+}
+
 /** Queues one delivery for one endpoint only (the `webhook.test` event, which nobody subscribes to). */
 export async function insertWebhookDelivery(
   sql: Sql,

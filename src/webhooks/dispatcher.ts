@@ -72,7 +72,10 @@ export interface WebhookDispatcherOptions {
   readonly timeoutMs?: number;
   /** How long a claim is held; must exceed timeoutMs (default 60 000 ms). */
   readonly leaseMs?: number;
-  /** Random number in [0, 1) for the retry jitter (default Math.random). */
+  /**
+   * Random number in [0, 1) for the retry jitter. Required by {@link createWebhookDispatcher}; the
+   * control plane passes `systemRandom` (src/platform/random.ts) unless its caller gives one.
+   */
   readonly random?: () => number;
   /** Called once per attempt with its outcome (e.g. for the deliveries-by-outcome metric). */
   readonly onOutcome?: (outcome: WebhookAttemptOutcome) => void;
@@ -98,7 +101,7 @@ export const webhookRetryCapMs = 3_600_000;
  * The wait after the `attempts`-th failed attempt: 10 s (`baseMs`) · 2^(attempts-1), capped at 1 h,
  * times a jitter factor in [0.8, 1.2) so that endpoints that failed together do not retry in lockstep.
  */
-export function webhookRetryDelayMs(attempts: number, random: () => number = Math.random, baseMs: number = webhookRetryBaseMs): number {
+export function webhookRetryDelayMs(attempts: number, random: () => number, baseMs: number = webhookRetryBaseMs): number {
   const base = Math.min(webhookRetryCapMs, baseMs * 2 ** Math.max(0, attempts - 1));
   return Math.round(Math.min(webhookRetryCapMs, base * (0.8 + 0.4 * random())));
 }
@@ -167,8 +170,11 @@ export interface WebhookDispatcherDeps {
   readonly logger: Logger;
 }
 
-/** Builds a dispatcher over the control plane's database and clock. */
-export function createWebhookDispatcher(deps: WebhookDispatcherDeps, options: WebhookDispatcherOptions = {}): WebhookDispatcher {
+/** Builds a dispatcher over the control plane's database and clock, with the random source of its retry jitter. */
+export function createWebhookDispatcher(
+  deps: WebhookDispatcherDeps,
+  options: WebhookDispatcherOptions & { readonly random: () => number },
+): WebhookDispatcher {
   const { db, clock, logger } = deps;
   const resolver = options.resolver ?? systemResolver;
   const transport = options.transport ?? createHttpsTransport(options.tls);
@@ -178,7 +184,7 @@ export function createWebhookDispatcher(deps: WebhookDispatcherDeps, options: We
   const maxAttempts = options.maxAttempts ?? 8;
   const timeoutMs = options.timeoutMs ?? 10_000;
   const leaseMs = Math.max(options.leaseMs ?? 60_000, timeoutMs * 2);
-  const random = options.random ?? Math.random;
+  const random = options.random;
   const retryBaseMs = options.retryBaseMs ?? webhookRetryBaseMs;
   if (!(retryBaseMs > 0)) throw new Error(`retryBaseMs must be positive, got ${retryBaseMs}`);
   const deliver = options.deliver ?? true;

@@ -6,6 +6,7 @@
  */
 import { newId } from "../platform/ids.ts";
 import type { Sql } from "../store/database.ts";
+import { insertDeliveriesToSubscribers } from "../store/webhooks.ts";
 
 /** Event types a webhook may subscribe to. */
 export const webhookEventTypes = ["job.completed", "job.failed", "job.cancelled", "job.expired", "artifact.ready", "webhook.test"] as const;
@@ -22,13 +23,5 @@ export async function enqueueWebhookEvent(
 ): Promise<number> {
   const eventId = newId();
   const payload = { id: eventId, type, created_at: now.toISOString(), data };
-  const rows = await tx.query<{ id: string }>(
-    `INSERT INTO webhook_deliveries (id, endpoint_id, customer_id, event_id, event_type, payload, status, next_attempt_at, created_at)
-     SELECT gen_random_uuid(), e.id, e.customer_id, $2, $3, $4::jsonb, 'pending', $5, $5
-     FROM webhook_endpoints e
-     WHERE e.customer_id = $1 AND e.deleted_at IS NULL AND $3 = ANY(e.events)
-     RETURNING id`,
-    [customerId, eventId, type, JSON.stringify(payload), now],
-  );
-  return rows.length;
+  return insertDeliveriesToSubscribers(tx, { customerId, eventId, eventType: type, payload, now });
 }

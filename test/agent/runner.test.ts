@@ -410,6 +410,18 @@ describe("unit runner", function () {
     }
   });
 
+  it("passes the agent's PATH it is given on to a unit that runs as the agent's own user", async () => {
+    const agentPath = `/opt/gpu-agent-probe/bin:${process.env["PATH"] ?? ""}`;
+    runner = newRunner({ unitUser: undefined, agentPath });
+    const unitId = randomUUID();
+    const pkg = await zipOf({ "train.py": ENV_PY });
+    await runner.assign(assignFor({ unitId, stage: "train", inputs: [input("package", "package.zip", pkg)] }));
+    assert.equal(rec.finished(unitId)[0]?.outcome, Outcome.SUCCEEDED, rec.finished(unitId)[0]?.error);
+    const report = JSON.parse(server.uploads.get(`${unitId}/env.json`)?.body.toString() ?? "{}") as { env: Record<string, string> };
+    // A pyenv shim may put its own directories first; the agent's PATH follows them whole.
+    assert.ok(report.env["PATH"]?.endsWith(agentPath), report.env["PATH"]);
+  });
+
   it("rejects units it cannot take", async () => {
     const pkg = input("package", "package.zip", packageZip);
     await runner.assign(assignFor({ unitId: randomUUID(), stage: "train", kind: "gpu", gpuIndex: 3, inputs: [pkg] }));

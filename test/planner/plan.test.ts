@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { httpStatusOf } from "../../src/api/errors.ts";
 import { ApiError } from "../../src/platform/errors.ts";
-import { type JobSpec, type PlannedUnit, parseManifest, planJob, projectedCost, unitCost } from "../../src/planner/plan.ts";
+import { type JobSpec, type PlannedUnit, parseManifest, planJob } from "../../src/planner/plan.ts";
 
 function specWith(overrides: Partial<JobSpec> = {}): JobSpec {
   return { requiredVramMb: 24000, requiredDiskMb: 10000, maxRuntimeSeconds: 3600, entrypoint: "train.py", ...overrides };
@@ -229,49 +229,5 @@ describe("parseManifest", () => {
         { name: "b", kind: "cpu", dependsOn: ["a"], replicas: 1 },
       ],
     });
-  });
-});
-
-describe("cost", () => {
-  const rates = { cpuCreditsPerMinute: 1, gpuCreditsPerMinute: 10 };
-
-  const unitCases: { name: string; kind: "cpu" | "gpu"; seconds: number; expected: number; rates?: typeof rates }[] = [
-    { name: "bills a unit that ran 0 seconds for one minute", kind: "gpu", seconds: 0, expected: 10 },
-    { name: "bills a unit that ran 1 second for one minute", kind: "cpu", seconds: 1, expected: 1 },
-    { name: "bills exactly 60 seconds as one minute", kind: "gpu", seconds: 60, expected: 10 },
-    { name: "bills 61 seconds as two started minutes", kind: "gpu", seconds: 61, expected: 20 },
-    { name: "bills a cpu unit at the cpu rate", kind: "cpu", seconds: 600, expected: 10 },
-    {
-      name: "rounds a fractional rate up to whole credits",
-      kind: "cpu",
-      seconds: 180,
-      expected: 2,
-      rates: { cpuCreditsPerMinute: 0.5, gpuCreditsPerMinute: 10 },
-    },
-    {
-      name: "does not charge an extra credit for float noise",
-      kind: "cpu",
-      seconds: 600,
-      expected: 7,
-      rates: { cpuCreditsPerMinute: 0.7, gpuCreditsPerMinute: 10 },
-    },
-  ];
-  for (const tc of unitCases) {
-    it(tc.name, () => assert.equal(unitCost(tc.kind, tc.seconds, tc.rates ?? rates), tc.expected));
-  }
-
-  it("projects every unit of the default plan at the job's whole runtime", () => {
-    const units = planJob(specWith({ maxRuntimeSeconds: 3601 }));
-    // 61 started minutes: prepare and evaluate at 1/min, train at 10/min.
-    assert.equal(projectedCost(units, rates, 3601), 61 + 610 + 61);
-  });
-
-  it("projects a fanned-out plan as the sum of its units' worst cases", () => {
-    const units = planJob(specWith({ manifest: { stages: [stage("s", { kind: "gpu", replicas: 4 })] } }));
-    assert.equal(projectedCost(units, rates, 120), 4 * 2 * 10);
-  });
-
-  it("rejects negative rates as a programming error", () => {
-    assert.throws(() => unitCost("cpu", 1, { cpuCreditsPerMinute: -1, gpuCreditsPerMinute: 1 }), RangeError);
   });
 });

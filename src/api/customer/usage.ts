@@ -4,11 +4,17 @@ import { authorizeCall } from "../../auth/authorize.ts";
 import type { AuthorizeDeps } from "../../auth/authorize.ts";
 import type { CustomerPrincipal } from "../../auth/authenticate.ts";
 import { csvContentType, csvRow } from "../../billing/csv.ts";
+import {
+  dailyUsageSeries,
+  dayString,
+  statementCsvHeader,
+  usageCsvHeader,
+  writeCreditStatementCsvRows,
+  writeUsageCsvRows,
+} from "../../billing/usage-reports.ts";
 import type { CustomerService } from "../../gen/gpuagent/customer/v1/customer_pb.ts";
 import type { Database, Sql } from "../../store/database.ts";
 import { streamFromTransaction } from "../../store/transaction-stream.ts";
-import { balanceBefore, dailyUsage, lastKey, listLedgerPage, listUsageRecordsPage } from "../../store/usage.ts";
-import type { RowKey } from "../../store/usage.ts";
 import { ApiError, validationError } from "../../platform/errors.ts";
 
 const dayMs = 86_400_000;
@@ -20,19 +26,9 @@ const dayPattern = /^(\d{4})-(\d{2})-(\d{2})$/;
 /** Rows per query of a CSV export, and so per streamed chunk. */
 export const csvBatchRows = 500;
 
-/** Usage export columns (the documented CSV contract; reorder nothing). */
-export const usageCsvHeader = ["date", "job_id", "compute_unit_id", "kind", "run_seconds", "credits"] as const;
-/** Credit statement columns. */
-export const statementCsvHeader = ["date", "entry_id", "kind", "amount", "balance_after", "description", "job_id", "compute_unit_id"] as const;
-
 /** Midnight UTC (ms) of the day holding `ms`. */
 function startOfDay(ms: number): number {
   return Math.floor(ms / dayMs) * dayMs;
-}
-
-/** YYYY-MM-DD (UTC) of an instant. */
-function dayString(ms: number): string {
-  return new Date(ms).toISOString().slice(0, 10);
 }
 
 /** Midnight UTC (ms) of a YYYY-MM-DD day, or a 400 naming the field. */
@@ -117,11 +113,6 @@ function attachment(ctx: HandlerContext, filename: string): void {
   ctx.responseHeader.set("content-disposition", `attachment; filename="${filename}"`);
 }
 
-/** Seconds as stored (double precision), to the millisecond, so the CSV does not show float noise. */
-function seconds(value: number): number {
-  return Math.round(value * 1000) / 1000;
-}
-
 /** The usage part of CustomerService. */
 export function createUsageHandlers(deps: AuthorizeDeps): Partial<ServiceImpl<typeof CustomerService>> {
   const { db, clock } = deps;
@@ -139,22 +130,16 @@ export function createUsageHandlers(deps: AuthorizeDeps): Partial<ServiceImpl<ty
         throw validationError(`days must be between 1 and ${maxDays}`, { field: "days" });
       }
       const today = startOfDay(clock.now());
-      const from = today - (days - 1) * dayMs;
-      const rows = await dailyUsage(db, principal.customerId, new Date(from), new Date(today + dayMs));
-      const byDate = new Map(rows.map((r) => [r.date, r]));
-      // Every day appears, zero days too, so charts need no gap filling.
-      const data = Array.from({ length: days }, (_, i) => {
-        const date = dayString(from + i * dayMs);
-        const row = byDate.get(date);
-        return {
-          date,
-          computeUnitsCompleted: row?.units ?? 0,
-          gpuSeconds: BigInt(row?.gpu_seconds ?? 0),
-          cpuSeconds: BigInt(row?.cpu_seconds ?? 0),
-          creditsDebited: BigInt(row?.credits ?? 0),
-        };
-      });
-      return { data };
+      const data = await dailyUsageSeries(db, principal.customerId, today - (days - 1) * dayMs, days);
+      return {
+        data: data.map((d) => ({
+          date: d.date,
+          computeUnitsCompleted: d.computeUnitsCompleted,
+          gpuSeconds: BigInt(d.gpuSeconds),
+          cpuSeconds: BigInt(d.cpuSeconds),
+          creditsDebited: BigInt(d.creditsDebited),
+        })),
+      };
     },
 
     async *exportUsageCsv(req, ctx) {
@@ -163,20 +148,7 @@ export function createUsageHandlers(deps: AuthorizeDeps): Partial<ServiceImpl<ty
       const from = new Date(range.from);
       const to = new Date(range.to + dayMs);
       attachment(ctx, `usage-${dayString(range.from)}-${dayString(range.to)}.csv`);
-      yield* csvChunks(db, ctx.signal, usageCsvHeader, async (tx, emitRows) => {
-        let after: RowKey | undefined;
-        for (;;) {
-          const records = await listUsageRecordsPage(tx, principal.customerId, from, to, after, csvBatchRows);
-          if (records.length === 0) return;
-          let text = "";
-          for (const r of records) {
-            text += csvRow([dayString(r.created_at.getTime()), r.job_id, r.compute_unit_id, r.kind, seconds(r.run_seconds), r.credits]);
-          }
-          await emitRows(text);
-          if (records.length < csvBatchRows) return;
-          after = lastKey(records);
-        }
-      });
+      yield* csvChunks(db, ctx.signal, usageCsvHeader, (tx, emitRows) => writeUsageCsvRows(tx, principal.customerId, from, to, csvBatchRows, emitRows));
     },
 
     async *getCreditStatementCsv(req, ctx) {
@@ -184,26 +156,10 @@ export function createUsageHandlers(deps: AuthorizeDeps): Partial<ServiceImpl<ty
       const range = resolveRange(req.dateFrom, req.dateTo, clock.now());
       const from = new Date(range.from);
       const to = new Date(range.to + dayMs);
-      const fromText = dayString(range.from);
-      attachment(ctx, `credit-statement-${fromText}-${dayString(range.to)}.csv`);
-      // One snapshot: the opening balance and every page read together, so a debit landing
-      // mid-download is neither counted twice nor lost, and the running balance adds up.
-      yield* csvChunks(db, ctx.signal, statementCsvHeader, async (tx, emitRows) => {
-        let balance = await balanceBefore(tx, principal.customerId, from);
-        let text = csvRow([fromText, "", "opening_balance", 0, balance, "opening balance", "", ""]);
-        let after: RowKey | undefined;
-        for (;;) {
-          const entries = await listLedgerPage(tx, principal.customerId, from, to, after, csvBatchRows);
-          for (const e of entries) {
-            balance += e.amount;
-            text += csvRow([dayString(e.created_at.getTime()), e.id, e.kind, e.amount, balance, e.description, e.job_id ?? "", e.compute_unit_id ?? ""]);
-          }
-          if (text !== "") await emitRows(text);
-          text = "";
-          if (entries.length < csvBatchRows) return;
-          after = lastKey(entries);
-        }
-      });
+      attachment(ctx, `credit-statement-${dayString(range.from)}-${dayString(range.to)}.csv`);
+      yield* csvChunks(db, ctx.signal, statementCsvHeader, (tx, emitRows) =>
+        writeCreditStatementCsvRows(tx, principal.customerId, from, to, csvBatchRows, emitRows),
+      );
     },
   };
 }

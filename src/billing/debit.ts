@@ -1,0 +1,51 @@
+/**
+ * The debit of a completed unit: one ledger entry (what the customer pays) and
+ * one usage record (what ran), written in the caller's transaction, the one
+ * that completes the unit. Agent events arrive at least once, so a Finished can
+ * be applied twice: the database keeps each row unique per unit (the partial
+ * unique index `ledger_entries_one_debit_per_unit`, `usage_records.compute_unit_id
+ * UNIQUE`), and a replay inserts nothing.
+ */
+import { newId } from "../platform/ids.ts";
+import { insertDebitOnce } from "../store/customers.ts";
+import type { Sql } from "../store/database.ts";
+import type { JobRow, UnitRow } from "../store/jobs.ts";
+import { insertUsageOnce } from "../store/jobs.ts";
+import type { WorkloadRates } from "./rates.ts";
+import { unitCost } from "./rates.ts";
+
+/** What one completed unit was billed. */
+export interface UnitDebit {
+  credits: number;
+  /** False when the unit had been debited already (a replayed completion): nothing was written. */
+  debited: boolean;
+}
+
+/**
+ * Debits a unit that completed after `runSeconds` (already bounded by the
+ * caller to what the attempt could have run), exactly once.
+ */
+export async function debitCompletedUnit(
+  tx: Sql,
+  job: Pick<JobRow, "name">,
+  unit: Pick<UnitRow, "id" | "customer_id" | "job_id" | "name" | "kind">,
+  runSeconds: number,
+  rates: WorkloadRates,
+  now: Date,
+): Promise<UnitDebit> {
+  const credits = unitCost(unit.kind, runSeconds, rates);
+  const debited = await insertDebitOnce(tx, {
+    id: newId(),
+    customerId: unit.customer_id,
+    amount: credits,
+    jobId: unit.job_id,
+    computeUnitId: unit.id,
+    description: `${job.name}: ${unit.name} (${unit.kind}, ${Math.ceil(runSeconds)} s)`,
+  });
+  await insertUsageOnce(
+    tx,
+    { id: newId(), customerId: unit.customer_id, jobId: unit.job_id, unitId: unit.id, kind: unit.kind, runSeconds, credits },
+    now,
+  );
+  return { credits, debited };
+}
