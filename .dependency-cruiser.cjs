@@ -5,9 +5,10 @@
  *
  *   cmd/                      entry points: parse config, build dependencies, start. May import anything.
  *   composition               src/control-plane*.ts, src/deps.ts: builds and wires the objects below.
- *   api/, server/, portal/    the edge: protocols (REST transcoding, Connect, HTTP/2, the portal's routes).
+ *   api/, server/,            the edge: protocols (REST transcoding, Connect, HTTP/2, the portal's server
+ *   portal-server/            routes; the React app itself is portal/ at the root, outside this check).
  *                             Handlers decode, call the domain, map the result; errors become HTTP/Connect here.
- *   domain                    jobs/, billing/, scheduling/, agents/, webhooks/, limits/, auth/, ha/, storage/,
+ *   domain                    jobs/, billing/, scheduling/, agent-streams/, webhooks/, limits/, auth/, ha/, blobs/,
  *                             telemetry/, observability/: what the product does, whatever protocol asked.
  *   store/                    all SQL, migrations, status constants: the only layer that speaks to the database.
  *   placer/, planner/         pure functions over snapshots (placement, job plans): no I/O, so they import
@@ -15,7 +16,7 @@
  *   platform/, gen/           the floor: clock, ids, config types, the domain error; buf-generated contracts.
  *
  * Beside the control plane, on the other side of the wire:
- *   agent/                    the program on the home machine: shares only gen/ and platform/ with the
+ *   node-agent/               the program on the home machine: shares only gen/ and platform/ with the
  *                             control plane, so it can ship (and be audited) on its own.
  *   sdk/, cli/                the customer's client: the SDK over the generated client, gpuctl over the SDK.
  *
@@ -28,8 +29,8 @@
  * as its own small interface (e.g. `LeaderLoopDeps`, `AuthorizeDeps`, src/api/handler-deps.ts), with field names
  * and types as in the bag, which satisfies them structurally.
  */
-const domain = "(jobs|billing|scheduling|agents|webhooks|limits|auth|ha|storage|telemetry|observability)";
-const edge = "(api|server|portal)";
+const domain = "(jobs|billing|scheduling|agent-streams|webhooks|limits|auth|ha|blobs|telemetry|observability)";
+const edge = "(api|server|portal-server)";
 const composition = "(control-plane[^/]*\\.ts|deps\\.ts)";
 
 /** @type {import('dependency-cruiser').IConfiguration} */
@@ -89,15 +90,15 @@ module.exports = {
       name: "node-agent-stands-alone",
       comment: "The agent runs on a stranger's machine: it shares only the generated contracts and platform/ with the control plane.",
       severity: "error",
-      from: { path: "^src/agent/" },
-      to: { path: "^src/", pathNot: "^src/(agent|gen|platform)/" },
+      from: { path: "^src/node-agent/" },
+      to: { path: "^src/", pathNot: "^src/(node-agent|gen|platform)/" },
     },
     {
       name: "control-plane-does-not-import-the-node-agent",
       comment: "What the control plane needs of the agent's side (formats, limits) lives in gen/ or platform/.",
       severity: "error",
-      from: { path: "^src/", pathNot: "^src/(agent|cli|sdk)/" },
-      to: { path: "^src/agent/" },
+      from: { path: "^src/", pathNot: "^src/(node-agent|cli|sdk)/" },
+      to: { path: "^src/node-agent/" },
     },
     {
       name: "clients-are-clients",

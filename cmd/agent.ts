@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * gpu-agent: the node agent command line. Parses flags and environment,
- * builds the dependencies and hands over to src/agent/.
+ * builds the dependencies and hands over to src/node-agent/.
  *
  *   gpu-agent enroll --url URL --token T --data-dir D [--dev-gpu MIB] [--ca FILE] [--cert FILE --key FILE]
  *   gpu-agent run --data-dir D [--dev-gpu MIB] [--max-units N] [--grace-seconds S] [--ca FILE] [--cert FILE --key FILE]
@@ -21,9 +21,9 @@ import { isAbsolute } from "node:path";
 import tls from "node:tls";
 import { Command, InvalidArgumentError } from "commander";
 import pino from "pino";
-import type { AgentTlsOptions } from "../src/agent/agent.ts";
-import { createNodeAgent, enrollNode, trustCertificateAuthority } from "../src/agent/agent.ts";
-import { AGENT_VERSION } from "../src/agent/capabilities.ts";
+import type { AgentTlsOptions } from "../src/node-agent/agent.ts";
+import { createNodeAgent, enrollNode, trustCertificateAuthority } from "../src/node-agent/agent.ts";
+import { AGENT_VERSION } from "../src/node-agent/capabilities.ts";
 import { systemClock } from "../src/platform/clock.ts";
 
 /** Logs go to stderr so stdout stays clean for JSON output. */

@@ -1,6 +1,6 @@
 /**
  * Vite build of the web portal. `npm run build:portal` (scripts/build-portal.ts)
- * runs it; the control plane serves portal/dist at /portal/ (src/portal/).
+ * runs it; the control plane serves portal/dist at /portal/ (src/portal-server/).
  * `npm run dev:portal` serves the app with hot reload and proxies the API and
  * the session routes to a control plane on :8080 (`npm start`).
  */

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { zipDirectory } from "../src/cli/files.ts";
 import { request, startTestAgent, startTestControlPlane, uploadResource, waitFor } from "../test/support/control-plane.ts";
-import { createPortalCustomer, ensurePortalBuilt, launchChromium } from "../test/portal/helpers.ts";
+import { createPortalCustomer, ensurePortalBuilt, launchChromium } from "../test/portal-server/helpers.ts";
 
 const root = join(import.meta.dirname, "..");
 const example = join(root, "examples", "tiny-mlp");

@@ -9,8 +9,8 @@ import type { JobViewCache } from "./jobs/job-view-cache.ts";
 import type { TokenBucketLimiter } from "./limits/token-bucket.ts";
 import type { Clock } from "./platform/clock.ts";
 import type { SchedulerConfig } from "./platform/config.ts";
-import type { BlobStore } from "./storage/blob-store.ts";
-import type { UrlSigner } from "./storage/signed-url.ts";
+import type { BlobStore } from "./blobs/blob-store.ts";
+import type { UrlSigner } from "./blobs/signed-url.ts";
 import type { Database } from "./store/database.ts";
 import type { TelemetryRecorder } from "./telemetry/recorder.ts";
 

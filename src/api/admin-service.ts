@@ -5,8 +5,8 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { sendCancel, sendDrain } from "../agents/assignments.ts";
-import type { SessionRegistry } from "../agents/session-registry.ts";
+import { sendCancel, sendDrain } from "../agent-streams/assignments.ts";
+import type { SessionRegistry } from "../agent-streams/session-registry.ts";
 import { requeueUnitsOfNode } from "../jobs/lifecycle.ts";
 import { requireAdmin } from "../auth/authenticate.ts";
 import { grantCredits } from "../billing/ledger.ts";

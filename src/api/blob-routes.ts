@@ -18,12 +18,12 @@ import { findUnit } from "../store/jobs.ts";
 import type { UploadTable } from "../store/uploads.ts";
 import { claimUpload, findUploadByBlobKey, releaseUpload } from "../store/uploads.ts";
 import { artifactExpiredAt, artifactUsage, releaseUnitArtifactBytes, reserveUnitArtifactBytes } from "../store/storage.ts";
-import { artifactBlobKey, artifactNamePattern } from "../storage/artifact-keys.ts";
-import type { BlobStore } from "../storage/blob-store.ts";
-import { BlobTooLargeError } from "../storage/blob-store.ts";
-import type { UrlSigner } from "../storage/signed-url.ts";
+import { artifactBlobKey, artifactNamePattern } from "../blobs/artifact-keys.ts";
+import type { BlobStore } from "../blobs/blob-store.ts";
+import { BlobTooLargeError } from "../blobs/blob-store.ts";
+import type { UrlSigner } from "../blobs/signed-url.ts";
 import type { Database } from "../store/database.ts";
-import { quotaRefusal } from "../storage/quotas.ts";
+import { quotaRefusal } from "../blobs/quotas.ts";
 
 function tableOfKey(key: string): UploadTable | undefined {
   if (key.startsWith("datasets/")) return "datasets";

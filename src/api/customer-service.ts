@@ -12,8 +12,8 @@ import { create } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate, timestampNow } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { sendCancel } from "../agents/assignments.ts";
-import type { SessionRegistry } from "../agents/session-registry.ts";
+import { sendCancel } from "../agent-streams/assignments.ts";
+import type { SessionRegistry } from "../agent-streams/session-registry.ts";
 import type { CustomerPrincipal } from "../auth/authenticate.ts";
 import { authorizeCall, authorizePublicCall } from "../auth/authorize.ts";
 import type {
@@ -34,7 +34,7 @@ import { allowedTrustLevels } from "../placer/index.ts";
 import { planJob } from "../planner/plan.ts";
 import { rejectNul, requireId, requireName } from "../platform/fields.ts";
 import { newId } from "../platform/ids.ts";
-import { inspectPackage } from "../storage/package-inspect.ts";
+import { inspectPackage } from "../blobs/package-inspect.ts";
 import type { ArtifactRow, JobViewRow, UnitRow } from "../store/jobs.ts";
 import { creditsDebitedByUnit, findArtifact, findJob, findJobView, listArtifactsOfJob, listJobViews, listUnitsOfJob } from "../store/jobs.ts";
 import { pageRequest, toPage } from "../store/pagination.ts";
@@ -52,8 +52,8 @@ import {
   uploadUsage,
 } from "../store/uploads.ts";
 import { lockCustomerStorage, requestBlobDeletion } from "../store/storage.ts";
-import { quotaRefusal } from "../storage/quotas.ts";
-import { removeUnneededBlob } from "../storage/storage-sweeper.ts";
+import { quotaRefusal } from "../blobs/quotas.ts";
+import { removeUnneededBlob } from "../blobs/storage-sweeper.ts";
 import { createIdentityHandlers } from "./customer/identity.ts";
 import { createUsageHandlers } from "./customer/usage.ts";
 import { createTelemetryHandlers } from "./customer/telemetry.ts";

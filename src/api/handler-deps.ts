@@ -5,8 +5,8 @@
  */
 import type { Logger } from "pino";
 import type { JobViewCache } from "../jobs/job-view-cache.ts";
-import type { BlobStore } from "../storage/blob-store.ts";
-import type { UrlSigner } from "../storage/signed-url.ts";
+import type { BlobStore } from "../blobs/blob-store.ts";
+import type { UrlSigner } from "../blobs/signed-url.ts";
 import type { TelemetryHandlerDeps } from "./customer/telemetry.ts";
 
 /** What the CustomerService needs (a subset of ControlPlaneDeps). */

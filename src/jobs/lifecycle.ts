@@ -30,7 +30,7 @@ import { findUnit, insertArtifactOnce, listUnitsOfJob, lockJob as lockJobRow } f
 import { enqueueWebhookEvent } from "../webhooks/outbox.ts";
 import type { ApiError } from "../platform/errors.ts";
 import type { StorageQuotas } from "../platform/config.ts";
-import { quotaRefusal } from "../storage/quotas.ts";
+import { quotaRefusal } from "../blobs/quotas.ts";
 import { artifactRecorded, artifactUsage, lockCustomerStorage } from "../store/storage.ts";
 import { isJobActive, isUnitOnNode, isUnitTerminal } from "../store/state-machines.ts";
 import {

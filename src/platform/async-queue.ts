@@ -5,7 +5,7 @@
  * memory without bound.
  *
  * `pushReserved` is for items whose room the producer accounted for itself
- * (an agent stream's acks, bounded by its ack window: src/agents/ack-window.ts);
+ * (an agent stream's acks, bounded by its ack window: src/agent-streams/ack-window.ts);
  * `onTake` tells such a producer when the reader made room.
  */
 export class AsyncQueue<T> implements AsyncIterable<T> {

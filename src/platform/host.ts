@@ -1,6 +1,6 @@
 /**
  * What this process inherited from its host that is the host's by nature, not configuration: the
- * node agent passes its own PATH on to units (src/agent/sandbox.ts `unitPath`). Configuration is
+ * node agent passes its own PATH on to units (src/node-agent/sandbox.ts `unitPath`). Configuration is
  * parsed from the environment in cmd/ and passed down; nothing else below cmd/ reads it.
  */
 

@@ -1,7 +1,7 @@
 /**
  * The one rule for names inside a training package, applied on both sides of the wire: by the control
- * plane when a package is uploaded (src/storage/package-inspect.ts) and by the node agent when it
- * unpacks one onto its own disk (src/agent/unzip.ts).
+ * plane when a package is uploaded (src/blobs/package-inspect.ts) and by the node agent when it
+ * unpacks one onto its own disk (src/node-agent/unzip.ts).
  */
 
 /** Why an entry name is refused, or undefined when it is acceptable. */

@@ -5,7 +5,7 @@
  * the term it was given, and stops when its signal aborts.
  */
 import type { Logger } from "pino";
-import { sendCancel } from "../agents/assignments.ts";
+import { sendCancel } from "../agent-streams/assignments.ts";
 import type { ClusterStreams } from "../ha/cluster-sessions.ts";
 import { NodeLiveness } from "../ha/liveness.ts";
 import { expireOverdueJobs, requeueUnitsOfNode, takeBackSilentNode } from "../jobs/lifecycle.ts";

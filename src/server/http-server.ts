@@ -117,7 +117,7 @@ const h2Preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
 /** Paths of the agents' rpcs: their connections get `agentMaxConcurrentStreams`. */
 const agentPathPrefix = `/${AgentService.typeName}/`;
-/** The agent's Session stream: long-lived, quiet between heartbeats, watched by src/agents/ rather than the body timer. */
+/** The agent's Session stream: long-lived, quiet between heartbeats, watched by src/agent-streams/ rather than the body timer. */
 const agentSessionPath = `/${AgentService.typeName}/${AgentService.method.session.name}`;
 
 /**
@@ -340,7 +340,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
 
   /**
    * Per HTTP/2 request: a body that stops arriving resets the stream (the agent
-   * Session excepted: heartbeats and src/agents/ watch it); an answer that ends
+   * Session excepted: heartbeats and src/agent-streams/ watch it); an answer that ends
    * before the body did resets the stream with NO_ERROR (RFC 9113 §8.1), so the
    * rest is never read. The first agent rpc on a connection lowers its
    * stream limit.

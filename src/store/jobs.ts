@@ -80,7 +80,7 @@ export interface ArtifactRow {
   sha256: string;
   blob_key: string;
   created_at: Date;
-  /** Set when retention removed its bytes (src/storage/storage-sweeper.ts). */
+  /** Set when retention removed its bytes (src/blobs/storage-sweeper.ts). */
   expired_at: Date | null;
 }
 

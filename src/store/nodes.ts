@@ -130,7 +130,7 @@ export async function markNodeConnected(sql: Sql, id: string, capabilities: Stor
 
 /**
  * Persists the liveness of many nodes in one statement, all heard at `at` (throttled and batched by
- * the caller, src/agents/heartbeat-batch.ts; heartbeats do not write on every beat).
+ * the caller, src/agent-streams/heartbeat-batch.ts; heartbeats do not write on every beat).
  */
 export async function touchNodeHeartbeats(sql: Sql, ids: readonly string[], at: Date): Promise<void> {
   await sql.query(`UPDATE nodes SET last_heartbeat_at = $2, state = ${stateOnHeartbeatSql} WHERE id = ANY($1::uuid[]) AND ${notRevokedSql}`, [

@@ -6,7 +6,7 @@
  * attempt whose Finished arrives, before the Finished is applied.
  *
  * Delivery: agents resend every message not acknowledged, after a reconnect
- * (src/agent/session.ts). The stream handler hands each LogLines/Progress here
+ * (src/node-agent/session.ts). The stream handler hands each LogLines/Progress here
  * with its ack, and the ack is sent only once the flush that holds it has
  * committed, so a replica that dies with a full buffer loses nothing the agent
  * still holds. Resent messages are stored once: lines carry their index in the

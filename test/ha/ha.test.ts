@@ -6,8 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
-import { sendCancel } from "../../src/agents/assignments.ts";
-import type { AgentSession } from "../../src/agents/session-registry.ts";
+import { sendCancel } from "../../src/agent-streams/assignments.ts";
+import type { AgentSession } from "../../src/agent-streams/session-registry.ts";
 import { SessionResponseSchema } from "../../src/gen/gpuagent/agent/v1/agent_pb.ts";
 import type { ClusterBus, ClusterMessage } from "../../src/ha/cluster-bus.ts";
 import { parseEnvelope } from "../../src/ha/cluster-bus.ts";

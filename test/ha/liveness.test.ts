@@ -3,8 +3,8 @@ import assert from "node:assert/strict";
 import type { LocalStream } from "../../src/ha/liveness.ts";
 import { NodeLiveness } from "../../src/ha/liveness.ts";
 import type { Sql } from "../../src/store/database.ts";
-import type { AgentSession } from "../../src/agents/session-registry.ts";
-import { SessionRegistry } from "../../src/agents/session-registry.ts";
+import type { AgentSession } from "../../src/agent-streams/session-registry.ts";
+import { SessionRegistry } from "../../src/agent-streams/session-registry.ts";
 
 /** A database whose heartbeat reads the test answers one at a time. */
 function heartbeatReads() {

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { zipOf } from "../agent/helpers.ts";
+import { zipOf } from "../node-agent/helpers.ts";
 import type { TestAgent, TestControlPlane } from "../support/control-plane.ts";
 import { adminRequest, createCustomer, request, startTestAgent, startTestControlPlane, uploadResource, waitFor } from "../support/control-plane.ts";
 

@@ -256,7 +256,7 @@ describe("Timeouts: what stalls is cut, what is active is not", () => {
         });
         const ack = (seq: bigint) => frame(toBinary(SessionRequestSchema, create(SessionRequestSchema, { seq, body: { case: "ack", value: { seq } } })));
         stream.write(ack(1n));
-        // Between heartbeats a node says nothing; src/agents/ decides when that is too long.
+        // Between heartbeats a node says nothing; src/agent-streams/ decides when that is too long.
         await delay(3 * tick);
         stream.end(ack(2n));
         assert.equal((await trailers)["grpc-status"], "0");

@@ -1,0 +1,873 @@
+/**
+ * Runs assigned compute units. Each (unit_id, attempt) runs at most once on
+ * this node; a repeated Assign is answered Accepted again without a second
+ * run, a Cancel for an unknown unit is ignored.
+ *
+ * Unit lifecycle:
+ *   Assign ─┬─ draining / full / no such GPU / bad ids → Rejected (not remembered)
+ *           └─ Accepted → Preparing → Running → Uploading → Finished (remembered)
+ *   Preparing: work dir, inputs downloaded + sha256-checked, package unzipped.
+ *              Failure → NODE_ERROR (unsafe package → FAILED).
+ *   Running:   python3 <package>/<entrypoint> in its own process group, as
+ *              `nobody` when the agent is root, with a minimal environment.
+ *              exit 0 → SUCCEEDED, else FAILED.
+ *   Any phase: deadline → TIMED_OUT; Cancel → CANCELLED; agent shutdown →
+ *              NODE_ERROR. Killing = SIGTERM to the group, SIGKILL after grace.
+ *   Uploading: every regular file in output/ is PUT and announced with
+ *              ArtifactReady, for failed runs too (logs help). An upload that
+ *              keeps failing turns SUCCEEDED into NODE_ERROR. Outputs over the
+ *              Assign's artifacts_max_bytes, or refused by the control plane's
+ *              bounds (413, STORAGE_QUOTA_EXCEEDED), are the customer's: FAILED,
+ *              and over the bound nothing is uploaded at all.
+ *   Finished:  sent last; the work dir is removed (kept with keepWork).
+ */
+import { spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { constants as fsConstants, createWriteStream } from "node:fs";
+import type { WriteStream } from "node:fs";
+import { chmod, lchown, lstat, mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
+import { constants as osConstants } from "node:os";
+import path from "node:path";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
+import {
+  AcceptedSchema,
+  ArtifactReadySchema,
+  FinishedSchema,
+  LogLinesSchema,
+  Outcome,
+  ProgressSchema,
+  RejectedSchema,
+  UnitRefSchema,
+} from "../gen/gpuagent/agent/v1/agent_pb.ts";
+import type { Assign, Cancel, UnitRef } from "../gen/gpuagent/agent/v1/agent_pb.ts";
+import type { Clock } from "../platform/clock.ts";
+import { hostPath } from "../platform/host.ts";
+import { createLineSplitter, parseStdoutLine } from "./line-protocol.ts";
+import type { AgentLogger } from "./logger.ts";
+import { buildUnitEnv, isSafeName, isSafeRelativePath, resolveUnitUser, unitPath } from "./sandbox.ts";
+import type { UserIds } from "./sandbox.ts";
+import type { AgentMessageBody } from "./session.ts";
+import type { InputCache } from "./input-cache.ts";
+import { TransferError, downloadToFile, hashFile, putFile, withRetries } from "./transfer.ts";
+import type { ClientCertificate } from "./transfer.ts";
+import { DEFAULT_ZIP_LIMITS, UnsafeZipError, extractZipSafely } from "./unzip.ts";
+import type { ZipLimits } from "./unzip.ts";
+
+/** Why a unit was killed; decides its outcome. */
+type KillReason = "cancelled" | "timed_out" | "shutdown" | "disk_limit";
+
+const KILL_OUTCOME: Record<KillReason, Outcome> = {
+  cancelled: Outcome.CANCELLED,
+  timed_out: Outcome.TIMED_OUT,
+  shutdown: Outcome.NODE_ERROR,
+  // The customer's code wrote more than it declared: its failure, not the node's.
+  disk_limit: Outcome.FAILED,
+};
+
+/** Everything createUnitRunner needs. */
+export interface UnitRunnerOptions {
+  /** Work directories live in `<dataDir>/work/`. */
+  dataDir: string;
+  /** Sent as the bearer token on artifact uploads. */
+  nodeCredential: string;
+  /** Delivers a message to the control plane (the session's send). */
+  send(body: AgentMessageBody): void;
+  /** GPU indexes this node has (detected or declared). */
+  gpuIndexes(): readonly number[];
+  maxConcurrentUnits: number;
+  clock: Clock;
+  logger: AgentLogger;
+  /** Keep work directories after a unit (debugging; env GPU_AGENT_KEEP_WORK=1). */
+  keepWork?: boolean;
+  /** SIGTERM → SIGKILL grace (default 5 s). */
+  killGraceMs?: number;
+  /** Minimum gap between Progress messages of one unit (default 250 ms). */
+  progressIntervalMs?: number;
+  /** Longest a log line waits before it is sent (default 500 ms). */
+  logFlushMs?: number;
+  /** Most lines in one LogLines message (default 100). */
+  logBatchLines?: number;
+  /** Used when Assign has neither deadline nor max_runtime_seconds (default 24 h). */
+  defaultMaxRuntimeMs?: number;
+  /** Who units run as; default `nobody` when root, else the agent's own user. */
+  unitUser?: UserIds | undefined;
+  /** Interpreter looked up on the unit's PATH (default "python3"). */
+  python?: string;
+  /** The agent's own PATH, which units inherit unless they run as another user (default: this process's). */
+  agentPath?: string;
+  /** Package bounds (default 512 MiB, 10 000 entries). */
+  zipLimits?: ZipLimits;
+  /** Presented on https:// downloads and uploads whose server asks for one (mutual TLS). */
+  clientCertificate?: ClientCertificate;
+  /** Attempts per artifact upload and per download (default 4: one plus three retries). */
+  transferTries?: number;
+  /** How often a running unit's work directory is measured against its `disk_mb` (default 2 s). */
+  diskCheckMs?: number;
+  /** Datasets and packages kept by sha256 between units (src/node-agent/input-cache.ts); none when absent. */
+  inputCache?: InputCache;
+  /**
+   * Most bytes of the `<stage>.log` artifact the agent writes from the unit's output (default
+   * 64 MiB); later lines still go to the control plane as LogLines.
+   */
+  logFileMaxBytes?: number;
+}
+
+/** The runner as the agent drives it. */
+export interface UnitRunner {
+  /**
+   * Handles an Assign: replies Accepted or Rejected at once and runs the unit
+   * in the background. The promise settles when the unit is done (Finished
+   * sent) or at once when rejected; it never rejects.
+   */
+  assign(assign: Assign): Promise<void>;
+  /** Kills a running (unit_id, attempt); unknown or finished units are ignored. */
+  cancel(cancel: Cancel): void;
+  /** Stop accepting new units (Drain, shutdown). */
+  drain(): void;
+  /** True after drain(). */
+  readonly draining: boolean;
+  /** Units accepted and not yet finished. */
+  running(): UnitRef[];
+  /** Resolves when no unit is running. */
+  idle(): Promise<void>;
+  /** Kills every running unit (outcome NODE_ERROR) and waits for them. */
+  killAll(): Promise<void>;
+}
+
+interface UnitState {
+  unitId: string;
+  attempt: number;
+  finished: boolean;
+  done: Promise<void>;
+  abort: AbortController;
+  killReason?: KillReason;
+}
+
+/** A unit-level failure with its outcome. */
+class UnitError extends Error {
+  readonly outcome: Outcome;
+  constructor(outcome: Outcome, message: string) {
+    super(message);
+    this.outcome = outcome;
+  }
+}
+
+const MAX_ERROR_CHARS = 2048;
+const REMEMBERED_FINISHED = 1000;
+const STDERR_TAIL_LINES = 40;
+const MAX_ARTIFACTS = 256;
+/** The log artifact is for reading, not for carrying a chatty unit's every line (a 25 s unit once wrote 1 GB). */
+export const DEFAULT_LOG_FILE_MAX_BYTES = 64 * 1024 * 1024;
+
+/** Artifact kind from a file name (see README.md). */
+export function artifactKind(name: string): "checkpoint" | "metrics" | "logs" | "other" {
+  const lower = name.toLowerCase();
+  if (/\.(ckpt|pt|pth|safetensors|bin)$/.test(lower)) return "checkpoint";
+  if (lower.includes("metrics") && lower.endsWith(".json")) return "metrics";
+  if (lower.endsWith(".log")) return "logs";
+  return "other";
+}
+
+/** `prefix` followed by as much of the end of `tail` as fits in 2 KiB. */
+function boundedError(prefix: string, tail: string): string {
+  if (prefix === "") return tail.length > MAX_ERROR_CHARS ? tail.slice(-MAX_ERROR_CHARS) : tail;
+  const head = prefix.slice(0, MAX_ERROR_CHARS);
+  const room = MAX_ERROR_CHARS - head.length - 1;
+  if (tail === "" || room <= 0) return head;
+  return `${head}\n${tail.length > room ? tail.slice(-room) : tail}`;
+}
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function signalNumber(sig: NodeJS.Signals | null): number {
+  return sig ? (osConstants.signals[sig] ?? 0) : 0;
+}
+
+/** Sends `sig` to a whole process group; a group already gone is fine. */
+function killGroup(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, sig);
+  } catch {
+    // ESRCH: the group is gone already. Nothing else can go wrong for our own
+    // children (root may signal anyone; otherwise they share our uid).
+  }
+}
+
+async function chownTree(dir: string, ids: UserIds): Promise<void> {
+  await lchown(dir, ids.uid, ids.gid);
+  for (const rel of await readdir(dir, { recursive: true })) {
+    await lchown(path.join(dir, rel), ids.uid, ids.gid);
+  }
+}
+
+/** Creates the runner. */
+export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
+  const { clock, logger } = opts;
+  const killGraceMs = opts.killGraceMs ?? 5000;
+  const progressIntervalMs = opts.progressIntervalMs ?? 250;
+  const logFlushMs = opts.logFlushMs ?? 500;
+  const logBatchLines = opts.logBatchLines ?? 100;
+  const defaultMaxRuntimeMs = opts.defaultMaxRuntimeMs ?? 24 * 3600_000;
+  const unitUser = "unitUser" in opts ? opts.unitUser : resolveUnitUser();
+  const python = opts.python ?? "python3";
+  const zipLimits = opts.zipLimits ?? DEFAULT_ZIP_LIMITS;
+  const transferTries = opts.transferTries ?? 4;
+  const diskCheckMs = opts.diskCheckMs ?? 2000;
+  const logFileMaxBytes = opts.logFileMaxBytes ?? DEFAULT_LOG_FILE_MAX_BYTES;
+  const workRoot = path.join(opts.dataDir, "work");
+
+  const units = new Map<string, UnitState>();
+  const finishedOrder: string[] = [];
+  let draining = false;
+
+  const keyOf = (unitId: string, attempt: number) => `${unitId}\u0000${attempt}`;
+  const refOf = (s: { unitId: string; attempt: number }) => create(UnitRefSchema, { unitId: s.unitId, attempt: s.attempt });
+  const active = () => [...units.values()].filter((u) => !u.finished);
+
+  const remember = (key: string) => {
+    finishedOrder.push(key);
+    while (finishedOrder.length > REMEMBERED_FINISHED) {
+      const old = finishedOrder.shift();
+      if (old !== undefined) units.delete(old);
+    }
+  };
+
+  const reject = (a: Assign, reason: string) => {
+    logger.warn({ unit_id: a.unit?.unitId, attempt: a.unit?.attempt, reason }, "assign rejected");
+    opts.send({
+      case: "rejected",
+      value: create(RejectedSchema, { assignmentId: a.assignmentId, unit: a.unit ?? create(UnitRefSchema), reason }),
+    });
+  };
+
+  /**
+   * The unprivileged child must be able to walk down to its work dir: the
+   * data dir and work root get search permission for others (no listing;
+   * node.json stays 0600), and every ancestor must already allow it, which
+   * fails loudly for a data dir under /root instead of as a puzzling EACCES.
+   */
+  let workRootReady = false;
+  const prepareWorkRoot = async () => {
+    await mkdir(workRoot, { recursive: true, mode: 0o711 });
+    if (!unitUser || workRootReady) return;
+    await chmod(workRoot, 0o711);
+    const dataDir = path.resolve(opts.dataDir);
+    const s = await stat(dataDir);
+    if ((s.mode & 0o001) === 0) await chmod(dataDir, (s.mode & 0o7777) | 0o001);
+    for (let dir = path.dirname(dataDir); ; dir = path.dirname(dir)) {
+      if (((await stat(dir)).mode & 0o001) === 0) {
+        throw new UnitError(Outcome.NODE_ERROR, `${dir} is not searchable by other users, so units (run as nobody) cannot reach ${workRoot}; move the data dir`);
+      }
+      if (path.dirname(dir) === dir) break;
+    }
+    workRootReady = true;
+  };
+
+  async function execute(a: Assign, state: UnitState): Promise<void> {
+    const started = clock.now();
+    const { unitId, attempt } = state;
+    const unit = refOf(state);
+    const signal = state.abort.signal;
+    const log = { unit_id: unitId, attempt, stage: a.stage };
+    const workDir = path.join(workRoot, `${unitId}-${attempt}`);
+    const packageDir = path.join(workDir, "package");
+    const datasetDir = path.join(workDir, "dataset");
+    const inputDir = path.join(workDir, "inputs");
+    const outputDir = path.join(workDir, "output");
+    const downloadDir = path.join(workDir, "downloads");
+
+    // The deadline covers the whole unit, downloads included.
+    const limits: number[] = [];
+    if (a.deadline) limits.push(timestampMs(a.deadline));
+    if (a.maxRuntimeSeconds > 0) limits.push(started + a.maxRuntimeSeconds * 1000);
+    const deadline = limits.length > 0 ? Math.min(...limits) : started + defaultMaxRuntimeMs;
+    const deadlineTimer = new AbortController();
+    clock.sleep(Math.max(0, deadline - clock.now()), deadlineTimer.signal).then(
+      () => kill(state, "timed_out"),
+      () => {},
+    );
+
+    let outcome: Outcome = Outcome.NODE_ERROR;
+    let exitCode = 0;
+    let errorText = "";
+    let runSeconds = 0;
+    let ranProcess = false;
+    const stderrTail: string[] = [];
+
+    try {
+      logger.info({ ...log, deadline_in_ms: deadline - started }, "unit starting");
+      await prepareWorkRoot();
+      await rm(workDir, { recursive: true, force: true });
+      for (const dir of [workDir, packageDir, datasetDir, inputDir, outputDir, downloadDir]) {
+        await mkdir(dir, { recursive: true, mode: 0o755 });
+      }
+
+      // ---- inputs
+      let datasetPath = "";
+      let packageZip: string | undefined;
+      for (const input of a.inputs) {
+        if (!isSafeName(input.name)) throw new UnitError(Outcome.NODE_ERROR, `input has an unsafe name: ${JSON.stringify(input.name)}`);
+        if (!/^[0-9a-fA-F]{64}$/.test(input.sha256)) throw new UnitError(Outcome.NODE_ERROR, `input ${input.name} has no valid sha256`);
+        let dest: string;
+        if (input.role === "package") dest = packageZip = path.join(downloadDir, "package.zip");
+        else if (input.role === "dataset") dest = datasetPath = path.join(datasetDir, input.name);
+        else dest = path.join(inputDir, input.name);
+        const part = `${dest}.part`;
+        // Datasets and packages never change under their sha256: a copy from the cache saves the download.
+        const cache = input.role === "dataset" || input.role === "package" ? opts.inputCache : undefined;
+        if (cache !== undefined && (await cache.copyTo(input.sha256, input.sizeBytes, part)) === "hit") {
+          await rename(part, dest);
+          logger.debug({ ...log, input: input.name, role: input.role }, "input from the cache");
+          continue;
+        }
+        const maxBytes = input.sizeBytes > 0n ? Number(input.sizeBytes) : Number.MAX_SAFE_INTEGER;
+        const got = await withRetries(transferTries, clock, signal, async () => {
+          await rm(part, { force: true });
+          return downloadToFile(input.url, part, maxBytes, signal, opts.clientCertificate);
+        }).catch((err: unknown) => {
+          if (signal.aborted) throw err;
+          throw new UnitError(Outcome.NODE_ERROR, `download of ${input.role} ${input.name} failed: ${message(err)}`);
+        });
+        if (got.sha256 !== input.sha256.toLowerCase()) {
+          throw new UnitError(Outcome.NODE_ERROR, `sha256 mismatch for ${input.role} ${input.name}: expected ${input.sha256.toLowerCase()}, got ${got.sha256}`);
+        }
+        if (input.sizeBytes > 0n && BigInt(got.sizeBytes) !== input.sizeBytes) {
+          throw new UnitError(Outcome.NODE_ERROR, `size mismatch for ${input.role} ${input.name}: expected ${input.sizeBytes}, got ${got.sizeBytes}`);
+        }
+        await rename(part, dest);
+        await cache?.add(input.sha256, dest);
+      }
+      if (!packageZip) throw new UnitError(Outcome.NODE_ERROR, "assign has no package input");
+      try {
+        await extractZipSafely(packageZip, packageDir, zipLimits);
+      } catch (err) {
+        // The customer's package, not the node: retrying elsewhere would fail the same way.
+        if (err instanceof UnsafeZipError) throw new UnitError(Outcome.FAILED, `package refused: ${err.message}`);
+        throw err;
+      }
+      await rm(downloadDir, { recursive: true, force: true });
+      if (!isSafeRelativePath(a.entrypoint)) throw new UnitError(Outcome.FAILED, `invalid entrypoint ${JSON.stringify(a.entrypoint)}`);
+      const entryFile = path.join(packageDir, a.entrypoint);
+      const entryStat = await stat(entryFile).catch(() => undefined);
+      if (!entryStat?.isFile()) throw new UnitError(Outcome.FAILED, `entrypoint ${a.entrypoint} not found in package`);
+      if (unitUser) await chownTree(workDir, unitUser);
+      if (signal.aborted) throw signal.reason;
+
+      // ---- run
+      const stage = isSafeName(a.stage) ? a.stage : "unit";
+      const cpuOnly = a.kind === "cpu" || a.gpuIndex < 0;
+      const env = buildUnitEnv({
+        path: unitPath(opts.agentPath ?? hostPath(), unitUser !== undefined),
+        workDir,
+        cudaVisibleDevices: cpuOnly ? "" : String(a.gpuIndex),
+        stage: a.stage,
+        unitId,
+        attempt,
+        jobId: a.jobId,
+        datasetPath,
+        packageDir,
+        inputDir,
+        outputDir,
+        extra: a.env,
+      });
+      // Opened before the child starts and written through this descriptor, so
+      // a child swapping the name for a symlink cannot redirect the agent's writes.
+      const logFile = createWriteStream(path.join(outputDir, `${stage}.log`), { flags: "wx", mode: 0o644 });
+      const runStarted = clock.now();
+      ranProcess = true;
+      const diskWatch = new AbortController();
+      if (a.diskMb > 0) void watchDisk(state, workDir, a.diskMb, diskWatch.signal);
+      try {
+        const result = await runProcess({
+          command: python,
+          args: [entryFile, ...a.args],
+          cwd: packageDir,
+          env,
+          unitUser,
+          signal,
+          unit,
+          logFile,
+          stderrTail,
+        });
+        exitCode = result.exitCode;
+        if (result.spawnError) throw new UnitError(Outcome.NODE_ERROR, `could not start ${python}: ${result.spawnError}`);
+      } finally {
+        diskWatch.abort();
+        runSeconds = (clock.now() - runStarted) / 1000;
+        await new Promise<void>((resolve) => logFile.end(resolve));
+      }
+      if (state.killReason) throw new UnitError(KILL_OUTCOME[state.killReason], killText(state.killReason, a));
+      outcome = exitCode === 0 ? Outcome.SUCCEEDED : Outcome.FAILED;
+      if (outcome === Outcome.FAILED) errorText = boundedError(`exit code ${exitCode}`, stderrTail.join("\n"));
+    } catch (err) {
+      if (state.killReason) {
+        outcome = KILL_OUTCOME[state.killReason];
+        errorText = boundedError(killText(state.killReason, a), stderrTail.join("\n"));
+      } else if (err instanceof UnitError) {
+        outcome = err.outcome;
+        errorText = boundedError(err.message, stderrTail.join("\n"));
+      } else {
+        outcome = Outcome.NODE_ERROR;
+        errorText = boundedError(`agent error: ${message(err)}`, "");
+        logger.error({ ...log, err: message(err) }, "unit failed inside the agent");
+      }
+    } finally {
+      deadlineTimer.abort();
+    }
+
+    // ---- artifacts (failed runs too; never for units that did not start, nor
+    // for a unit stopped for writing too much: its output is what must not spread)
+    if (ranProcess && state.killReason !== "shutdown" && state.killReason !== "disk_limit") {
+      const uploadError = await uploadArtifacts(a, unit, outputDir, unitUser !== undefined);
+      if (uploadError?.customerFault === true) {
+        // Retrying elsewhere would produce the same outputs: the unit's own failure.
+        if (outcome === Outcome.SUCCEEDED) {
+          outcome = Outcome.FAILED;
+          errorText = boundedError(uploadError.message, "");
+        } else {
+          errorText = boundedError(uploadError.message, errorText);
+        }
+      } else if (uploadError !== undefined && outcome === Outcome.SUCCEEDED) {
+        outcome = Outcome.NODE_ERROR;
+        errorText = boundedError(uploadError.message, "");
+      }
+    }
+
+    opts.send({
+      case: "finished",
+      value: create(FinishedSchema, { unit, outcome, exitCode, error: errorText, runSeconds }),
+    });
+    logger.info({ ...log, outcome: outcomeName(outcome), exit_code: exitCode, run_seconds: runSeconds }, "unit finished");
+    if (!opts.keepWork) await rm(workDir, { recursive: true, force: true }).catch(() => {});
+  }
+
+  function killText(reason: KillReason, a: Assign): string {
+    switch (reason) {
+      case "cancelled":
+        return "cancelled by the control plane";
+      case "timed_out":
+        return `deadline exceeded (max_runtime_seconds ${a.maxRuntimeSeconds})`;
+      case "shutdown":
+        return "agent shut down before the unit finished";
+      case "disk_limit":
+        return `disk limit exceeded: the work directory grew past the declared disk_mb ${a.diskMb}`;
+    }
+  }
+
+  /**
+   * Measures the unit's work directory (package, dataset, inputs, outputs,
+   * anything the process wrote under HOME) every diskCheckMs and kills the
+   * unit when it holds more than `diskMb`. A check, not a quota: between two
+   * checks a fast writer can overshoot, so the node keeps its own headroom.
+   */
+  async function watchDisk(state: UnitState, workDir: string, diskMb: number, signal: AbortSignal): Promise<void> {
+    const limit = diskMb * 1024 * 1024;
+    for (;;) {
+      try {
+        await clock.sleep(diskCheckMs, signal);
+      } catch {
+        return;
+      }
+      const used = await directoryBytes(workDir).catch(() => 0);
+      if (used > limit && !signal.aborted) {
+        logger.warn({ unit_id: state.unitId, attempt: state.attempt, used_mb: Math.round(used / 1048576), disk_mb: diskMb }, "unit exceeded its disk limit");
+        kill(state, "disk_limit");
+        return;
+      }
+    }
+  }
+
+  interface RunSpec {
+    command: string;
+    args: string[];
+    cwd: string;
+    env: Record<string, string>;
+    unitUser: UserIds | undefined;
+    signal: AbortSignal;
+    unit: UnitRef;
+    logFile: WriteStream;
+    stderrTail: string[];
+  }
+
+  /** Spawns the unit, pumps its output, enforces kills; resolves at exit. */
+  async function runProcess(spec: RunSpec): Promise<{ exitCode: number; spawnError?: string }> {
+    const { unit, signal } = spec;
+    const child: ChildProcess = spawn(spec.command, spec.args, {
+      cwd: spec.cwd,
+      env: spec.env,
+      detached: true,
+      stdio: ["ignore", "pipe", "pipe"],
+      ...(spec.unitUser ? { uid: spec.unitUser.uid, gid: spec.unitUser.gid } : {}),
+    });
+
+    const spawned = await new Promise<string | undefined>((resolve) => {
+      child.once("spawn", () => resolve(undefined));
+      child.once("error", (err) => resolve(err.message));
+    });
+    if (spawned !== undefined) return { exitCode: -1, spawnError: spawned };
+    const pid = child.pid as number;
+    // The pid (also the process group id) lets an operator find or kill the unit's processes.
+    logger.info({ unit_id: unit.unitId, attempt: unit.attempt, pid }, "unit process started");
+    // Errors after spawn (e.g. a failed kill) must not crash the agent.
+    child.on("error", (err) => logger.warn({ unit_id: unit.unitId, err: err.message }, "child process error"));
+
+    // ---- progress, throttled: latest wins, the last one is always sent. Reports are numbered
+    // (and lines below indexed) per attempt, so the control plane stores a resent one once.
+    let lastProgress = 0;
+    let lastMetrics: Record<string, number> = {};
+    let lastMeasuredAt = 0;
+    let sample = 0n;
+    let pendingProgress = false;
+    let lastSentAt = -Infinity;
+    let timerArmed = false;
+    const streamsDone = new AbortController();
+    const flushProgress = () => {
+      if (!pendingProgress) return;
+      pendingProgress = false;
+      lastSentAt = clock.now();
+      opts.send({
+        case: "progress",
+        value: create(ProgressSchema, { unit, progress: lastProgress, metrics: lastMetrics, sample: sample++, at: timestampFromMs(lastMeasuredAt) }),
+      });
+    };
+    const onProgress = (progress: number | undefined, metrics: Record<string, number>) => {
+      if (progress !== undefined) lastProgress = progress;
+      lastMetrics = metrics;
+      lastMeasuredAt = clock.now();
+      pendingProgress = true;
+      if (timerArmed) return;
+      const wait = lastSentAt + progressIntervalMs - clock.now();
+      if (wait <= 0) return flushProgress();
+      timerArmed = true;
+      clock.sleep(wait, streamsDone.signal).then(
+        () => {
+          timerArmed = false;
+          flushProgress();
+        },
+        () => {
+          timerArmed = false;
+        },
+      );
+    };
+
+    // ---- logs, batched per stream; the log file (both streams) is cut at its bound, once, with a note
+    let logFileBytes = 0;
+    let logFileCut = false;
+    const writeLogFile = (line: string) => {
+      if (logFileCut) return;
+      const text = `${line}\n`;
+      const size = Buffer.byteLength(text);
+      if (logFileBytes + size > logFileMaxBytes) {
+        logFileCut = true;
+        spec.logFile.write(`[gpu-agent] this log file stops here: it reached its bound of ${logFileMaxBytes} bytes; later lines went to the control plane's log stream only\n`);
+        return;
+      }
+      logFileBytes += size;
+      spec.logFile.write(text);
+    };
+    const makeBatcher = (stream: "stdout" | "stderr") => {
+      let lines: string[] = [];
+      // Index of lines[0] in this stream, and when it was read.
+      let firstLine = 0n;
+      let firstAt = 0;
+      let armed = false;
+      const flush = () => {
+        if (lines.length === 0) return;
+        opts.send({ case: "log", value: create(LogLinesSchema, { unit, stream, lines, firstLine, at: timestampFromMs(firstAt) }) });
+        firstLine += BigInt(lines.length);
+        lines = [];
+      };
+      const add = (line: string) => {
+        writeLogFile(line);
+        if (lines.length === 0) firstAt = clock.now();
+        lines.push(line);
+        if (lines.length >= logBatchLines) return flush();
+        if (armed) return;
+        armed = true;
+        clock.sleep(logFlushMs, streamsDone.signal).then(
+          () => {
+            armed = false;
+            flush();
+          },
+          () => {
+            armed = false;
+          },
+        );
+      };
+      return { add, flush };
+    };
+    const stdoutLog = makeBatcher("stdout");
+    const stderrLog = makeBatcher("stderr");
+    const stdoutLines = createLineSplitter((line) => {
+      const parsed = parseStdoutLine(line);
+      if (parsed.kind === "progress") onProgress(parsed.progress, parsed.metrics);
+      else stdoutLog.add(parsed.line);
+    });
+    const stderrLines = createLineSplitter((line) => {
+      stderrLog.add(line);
+      spec.stderrTail.push(line);
+      if (spec.stderrTail.length > STDERR_TAIL_LINES) spec.stderrTail.shift();
+    });
+    const streamEnded = (s: NodeJS.ReadableStream | null, splitter: { write(c: Buffer): void; end(): void }) =>
+      new Promise<void>((resolve) => {
+        if (!s) return resolve();
+        s.on("data", (chunk: Buffer) => splitter.write(chunk));
+        s.on("end", () => {
+          splitter.end();
+          resolve();
+        });
+        s.on("error", () => resolve());
+        s.on("close", () => resolve());
+      });
+    const outputDone = Promise.all([streamEnded(child.stdout, stdoutLines), streamEnded(child.stderr, stderrLines)]);
+
+    // ---- kills: SIGTERM the group, SIGKILL after the grace period
+    let exited = false;
+    const exit = new Promise<{ code: number | null; sig: NodeJS.Signals | null }>((resolve) => {
+      child.once("exit", (code, sig) => {
+        exited = true;
+        resolve({ code, sig });
+      });
+    });
+    const onAbort = () => {
+      killGroup(pid, "SIGTERM");
+      clock.sleep(killGraceMs).then(() => {
+        if (!exited) killGroup(pid, "SIGKILL");
+      }, () => {});
+    };
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+
+    const { code, sig } = await exit;
+    signal.removeEventListener("abort", onAbort);
+    // Whatever the entry point left behind in its group dies with it.
+    killGroup(pid, "SIGKILL");
+    // Pipes close once every holder is gone; a process that escaped the group
+    // (setsid) could hold them, so do not wait forever.
+    const pipesClosed = new AbortController();
+    await Promise.race([
+      outputDone,
+      clock.sleep(2000, pipesClosed.signal).then(
+        () => {
+          child.stdout?.destroy();
+          child.stderr?.destroy();
+        },
+        () => {},
+      ),
+    ]);
+    pipesClosed.abort();
+    streamsDone.abort();
+    stdoutLog.flush();
+    stderrLog.flush();
+    flushProgress();
+    return { exitCode: code ?? 128 + signalNumber(sig) };
+  }
+
+  /**
+   * Uploads output/ and announces each file; returns why, if any upload failed, and whether that is
+   * the unit's doing (its outputs over a bound) rather than the node's or the network's.
+   */
+  async function uploadArtifacts(
+    a: Assign,
+    unit: UnitRef,
+    outputDir: string,
+    untrustedOwner: boolean,
+  ): Promise<{ message: string; customerFault: boolean } | undefined> {
+    let entries;
+    try {
+      entries = await readdir(outputDir, { withFileTypes: true });
+    } catch {
+      return undefined;
+    }
+    const files = entries.filter((e) => e.isFile()).map((e) => e.name).sort();
+    if (files.length > MAX_ARTIFACTS) {
+      logger.warn({ unit_id: unit.unitId, files: files.length }, `more than ${MAX_ARTIFACTS} output files; the rest are not uploaded`);
+    }
+    // The bound is checked on the whole set before any byte leaves: a partial set would look complete.
+    const bound = Number(a.artifactsMaxBytes);
+    if (bound > 0) {
+      const sizes = await Promise.all(
+        files.slice(0, MAX_ARTIFACTS).map(async (name) => ({ name, size: (await lstat(path.join(outputDir, name)).catch(() => undefined))?.size ?? 0 })),
+      );
+      const total = sizes.reduce((sum, f) => sum + f.size, 0);
+      if (total > bound) {
+        const largest = sizes
+          .sort((x, y) => y.size - x.size)
+          .slice(0, 3)
+          .map((f) => `${f.name} ${f.size} bytes`)
+          .join(", ");
+        logger.warn({ unit_id: unit.unitId, total_bytes: total, max_bytes: bound }, "outputs over the artifact bound; nothing uploaded");
+        return {
+          message: `artifacts over the limit: the outputs total ${total} bytes, more than the ${bound} bytes one compute unit may upload; nothing was uploaded (largest: ${largest})`,
+          customerFault: true,
+        };
+      }
+    }
+    const failures: string[] = [];
+    let customerFault = false;
+    // Uploads are not cut short by Cancel or the deadline: results of a
+    // killed run are still worth keeping. A fresh signal bounds them.
+    const uploadSignal = new AbortController().signal;
+    for (const name of files.slice(0, MAX_ARTIFACTS)) {
+      const file = path.join(outputDir, name);
+      let fh;
+      try {
+        // O_NOFOLLOW: the name was a regular file at readdir; never follow a
+        // symlink swapped in since.
+        fh = await open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+      } catch (err) {
+        failures.push(`${name}: ${message(err)}`);
+        continue;
+      }
+      try {
+        const st = await fh.stat();
+        // A hard link made by the unit's user could point at a file it cannot
+        // read but the agent can; only single-link regular files leave.
+        if (!st.isFile() || (untrustedOwner && st.nlink > 1)) {
+          logger.warn({ unit_id: unit.unitId, name }, "skipping output that is not a plain regular file");
+          continue;
+        }
+        const { sha256, sizeBytes } = await hashFile(fh);
+        const url = `${a.artifactUploadUrl.replace(/\/+$/, "")}/${encodeURIComponent(name)}`;
+        await withRetries(transferTries, clock, uploadSignal, () =>
+          putFile(
+            url,
+            fh,
+            sizeBytes,
+            { authorization: `Bearer ${opts.nodeCredential}`, "content-type": "application/octet-stream" },
+            uploadSignal,
+            opts.clientCertificate,
+          ),
+        );
+        opts.send({
+          case: "artifactReady",
+          value: create(ArtifactReadySchema, { unit, name, kind: artifactKind(name), sizeBytes: BigInt(sizeBytes), sha256 }),
+        });
+      } catch (err) {
+        logger.warn({ unit_id: unit.unitId, name, err: message(err) }, "artifact upload failed");
+        failures.push(`${name}: ${err instanceof TransferError ? err.message : message(err)}`);
+        if (err instanceof TransferError && (err.status === 413 || err.code === "STORAGE_QUOTA_EXCEEDED")) customerFault = true;
+      } finally {
+        await fh.close();
+      }
+    }
+    return failures.length > 0 ? { message: `artifact upload failed: ${failures.join("; ")}`, customerFault } : undefined;
+  }
+
+  function kill(state: UnitState, reason: KillReason) {
+    if (state.finished || state.killReason) return;
+    state.killReason = reason;
+    logger.warn({ unit_id: state.unitId, attempt: state.attempt, reason }, "killing unit");
+    state.abort.abort(new Error(reason));
+  }
+
+  return {
+    get draining() {
+      return draining;
+    },
+    assign(a) {
+      const unitId = a.unit?.unitId ?? "";
+      const attempt = a.unit?.attempt ?? 0;
+      const existing = units.get(keyOf(unitId, attempt));
+      if (existing) {
+        // At-least-once delivery: the same Assign again is answered the same way.
+        opts.send({ case: "accepted", value: create(AcceptedSchema, { assignmentId: a.assignmentId, unit: refOf(existing) }) });
+        return existing.done;
+      }
+      if (draining) return Promise.resolve(reject(a, "node is draining"));
+      if (!isSafeName(unitId)) return Promise.resolve(reject(a, "invalid unit id"));
+      if (active().length >= opts.maxConcurrentUnits) {
+        return Promise.resolve(reject(a, `node is at its limit of ${opts.maxConcurrentUnits} concurrent units`));
+      }
+      if (a.kind !== "cpu" && a.gpuIndex >= 0 && !opts.gpuIndexes().includes(a.gpuIndex)) {
+        return Promise.resolve(reject(a, `no GPU with index ${a.gpuIndex} on this node`));
+      }
+      if (a.kind === "gpu" && a.gpuIndex < 0) return Promise.resolve(reject(a, "gpu unit without a GPU index"));
+
+      const key = keyOf(unitId, attempt);
+      const state: UnitState = {
+        unitId,
+        attempt,
+        finished: false,
+        abort: new AbortController(),
+        done: Promise.resolve(),
+      };
+      units.set(key, state);
+      opts.send({ case: "accepted", value: create(AcceptedSchema, { assignmentId: a.assignmentId, unit: refOf(state) }) });
+      state.done = execute(a, state)
+        .catch((err: unknown) => {
+          // execute handles its own errors; reaching here is a bug, but the
+          // control plane must still hear that the unit ended.
+          logger.error({ unit_id: unitId, err: message(err) }, "unit runner crashed");
+          opts.send({
+            case: "finished",
+            value: create(FinishedSchema, { unit: refOf(state), outcome: Outcome.NODE_ERROR, error: `agent error: ${message(err)}` }),
+          });
+        })
+        .finally(() => {
+          state.finished = true;
+          remember(key);
+        });
+      return state.done;
+    },
+    cancel(c) {
+      const state = c.unit ? units.get(keyOf(c.unit.unitId, c.unit.attempt)) : undefined;
+      if (!state) {
+        logger.debug({ unit_id: c.unit?.unitId, attempt: c.unit?.attempt }, "cancel for an unknown unit ignored");
+        return;
+      }
+      kill(state, "cancelled");
+    },
+    drain() {
+      draining = true;
+    },
+    running: () => active().map(refOf),
+    async idle() {
+      for (let now = active(); now.length > 0; now = active()) await Promise.all(now.map((u) => u.done));
+    },
+    async killAll() {
+      const now = active();
+      for (const u of now) kill(u, "shutdown");
+      await Promise.all(now.map((u) => u.done));
+    },
+  };
+}
+
+/**
+ * Bytes a directory tree occupies on disk (allocated blocks, so sparse files
+ * count for what they really use; apparent size where blocks are not
+ * reported). Symlinks are not followed. Stops counting past 1e6 entries.
+ */
+export async function directoryBytes(dir: string): Promise<number> {
+  let total = 0;
+  let entries = 0;
+  const pending = [dir];
+  while (pending.length > 0 && entries < 1_000_000) {
+    const current = pending.pop()!;
+    let list;
+    try {
+      list = await readdir(current, { withFileTypes: true });
+    } catch {
+      continue;
+    }
+    for (const entry of list) {
+      entries++;
+      const full = path.join(current, entry.name);
+      if (entry.isDirectory()) {
+        pending.push(full);
+        continue;
+      }
+      const st = await lstat(full).catch(() => undefined);
+      if (st !== undefined) total += st.blocks > 0 ? st.blocks * 512 : st.size;
+    }
+  }
+  return total;
+}
+
+function outcomeName(outcome: Outcome): keyof typeof Outcome {
+  const entry = Object.entries(Outcome).find(([, v]) => v === outcome);
+  return (entry?.[0] ?? "UNSPECIFIED") as keyof typeof Outcome;
+}
