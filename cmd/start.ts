@@ -4,11 +4,24 @@
 // as `controlled`. Where no GPU is detected the local agent declares a
 // development GPU (GPU_AGENT_DEV_GPU_MIB, default 24576) so seed 001's example
 // job runs on any laptop; production agents never do this unless told to.
+//
+// Stopping: SIGTERM, SIGINT (Ctrl-C) or SIGHUP (the terminal closed) stops the
+// agent (one SIGTERM: it lets running units finish within its grace period)
+// and closes the control plane; the process exits once both have stopped. A
+// second signal, a second or more later, stops waiting: the agent is told
+// again (it then exits at once) and the process exits without waiting for the
+// control plane's close. One Ctrl-C under `npm start` arrives twice at once
+// (from the terminal, and forwarded by npm), hence the second. The agent runs
+// in its own process group, so a Ctrl-C reaches it once, from here. `npm start`
+// runs this with `exec`, so the signal `kill <pid of npm start>` makes npm
+// forward lands here.
+import type { ChildProcess, StdioOptions } from "node:child_process";
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { rename } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { pino } from "pino";
+import type { ControlPlane } from "../src/control-plane.ts";
 import { startControlPlane } from "../src/control-plane.ts";
 import { controlPlaneOptionsFromEnv } from "../src/control-plane-env.ts";
 import { hashSecret, newId, newSecret } from "../src/platform/ids.ts";
@@ -18,6 +31,61 @@ import { insertEnrollmentToken } from "../src/store/nodes.ts";
 const logger = pino({ name: "gpu-agent-scheduler", level: process.env["LOG_LEVEL"] ?? "info" });
 const config = schedulerConfigFromEnv(process.env);
 
+// ---- what runs, and how it all stops ----
+let planeStarting: Promise<ControlPlane> | undefined;
+const children = new Set<ChildProcess>();
+let stopSignal: NodeJS.Signals | undefined;
+let stopAskedAt = 0;
+/** Signals closer together than this are one request to stop. */
+const SAME_REQUEST_MS = 1000;
+
+const exited = (child: ChildProcess) =>
+  child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise<void>((r) => child.once("exit", () => r()));
+
+/** A child of ours, in its own process group (so a terminal's Ctrl-C reaches it only through us). */
+function startChild(args: string[], stdio: StdioOptions): ChildProcess {
+  const child = spawn(process.execPath, args, { stdio, detached: true });
+  children.add(child);
+  child.once("exit", () => children.delete(child));
+  return child;
+}
+
+/** Stops the children and the control plane, then exits with `code`. */
+async function shutDown(code: number): Promise<never> {
+  for (const child of children) child.kill("SIGTERM");
+  const gone = Promise.all([...children].map(exited));
+  const closed = (async () => {
+    // A signal during start-up: let the control plane finish starting, then close it.
+    const plane = await planeStarting?.catch(() => undefined);
+    await plane?.close();
+  })();
+  const results = await Promise.allSettled([gone, closed]);
+  for (const r of results) if (r.status === "rejected") logger.error({ err: String(r.reason) }, "stopping failed");
+  logger.info("stopped");
+  process.exit(results.some((r) => r.status === "rejected") ? 1 : code);
+}
+
+function onSignal(signal: NodeJS.Signals): void {
+  if (stopSignal !== undefined && Date.now() - stopAskedAt < SAME_REQUEST_MS) return;
+  if (stopSignal !== undefined) {
+    logger.warn({ signal }, "second signal: not waiting any longer");
+    for (const child of children) child.kill("SIGTERM");
+    void Promise.all([...children].map(exited)).then(() => process.exit(1));
+    return;
+  }
+  stopSignal = signal;
+  stopAskedAt = Date.now();
+  logger.info({ signal }, "stopping the local agent and the control plane");
+  void shutDown(0);
+}
+process.on("SIGINT", onSignal);
+process.on("SIGTERM", onSignal);
+process.on("SIGHUP", onSignal);
+
+/** Past each step of the start: a stop asked for meanwhile is under way, so start nothing more. */
+const stopping = () => stopSignal !== undefined;
+
+// ---- start ----
 // The local agent's own data directory sits beside the control plane's, not inside it: the control
 // plane's is private to its user (0700), and units the agent runs as another user (nobody, when it
 // runs as root) must reach their work directories through every parent.
@@ -28,56 +96,47 @@ if (existsSync(join(legacyAgentDir, "node.json")) && !existsSync(agentDir)) {
   await rename(legacyAgentDir, agentDir);
   logger.info({ from: legacyAgentDir, to: agentDir }, "moved the local agent's data directory out of the control plane's");
 }
-const plane = await startControlPlane(config, controlPlaneOptionsFromEnv(process.env, config, logger));
+planeStarting = startControlPlane(config, controlPlaneOptionsFromEnv(process.env, config, logger));
+const plane = await planeStarting;
 logger.info({ url: plane.url, database: config.databaseUrl === undefined ? "embedded (PGlite)" : "postgresql" }, "control plane listening");
 
 const agentCmd = join(import.meta.dirname, "agent.ts");
 const devGpu = process.env["GPU_AGENT_DEV_GPU_MIB"] ?? "24576";
-if (!existsSync(join(agentDir, "node.json"))) {
+if (!stopping() && !existsSync(join(agentDir, "node.json"))) {
   const token = newSecret("et_");
-  await insertEnrollmentToken(plane.deps.db, { id: newId(), tokenHash: hashSecret(token), trustLevel: "controlled", expiresAt: new Date(Date.now() + 600_000) });
+  const now = new Date();
+  await insertEnrollmentToken(plane.deps.db, { id: newId(), tokenHash: hashSecret(token), trustLevel: "controlled", expiresAt: new Date(now.getTime() + 600_000) }, now);
   // Asynchronous: the agent enrolls against this very process, whose event loop must keep serving.
-  const enroll = spawn(process.execPath, [agentCmd, "enroll", "--url", plane.url, "--token", token, "--data-dir", agentDir, "--dev-gpu", devGpu], {
-    stdio: ["ignore", "ignore", "inherit"],
-  });
-  const status = await new Promise<number | null>((resolve) => enroll.on("exit", resolve));
-  if (status !== 0) {
+  const enroll = stopping() ? undefined : startChild([agentCmd, "enroll", "--url", plane.url, "--token", token, "--data-dir", agentDir, "--dev-gpu", devGpu], ["ignore", "ignore", "inherit"]);
+  if (enroll !== undefined) await exited(enroll);
+  if (enroll !== undefined && enroll.exitCode !== 0 && !stopping()) {
     logger.error("the local agent could not enroll");
-    await plane.close();
-    process.exit(1);
+    stopSignal = "SIGTERM";
+    await shutDown(1);
   }
 }
-const agent = spawn(process.execPath, [agentCmd, "run", "--data-dir", agentDir, "--dev-gpu", devGpu], { stdio: ["ignore", "inherit", "inherit"] });
+if (!stopping()) {
+  const agent = startChild([agentCmd, "run", "--data-dir", agentDir, "--dev-gpu", devGpu], ["ignore", "inherit", "inherit"]);
+  agent.on("exit", (code) => {
+    if (!stopping()) logger.error({ code }, "the local agent exited");
+  });
 
-const adminLine = plane.adminTokenGenerated
-  ? `Admin token (shown once; stored in ${join(config.dataDir, "admin-token")}):\n  export GPU_AGENT_ADMIN_TOKEN=${plane.adminToken}`
-  : `Admin token: export GPU_AGENT_ADMIN_TOKEN=$(cat ${join(config.dataDir, "admin-token")})${config.adminToken !== undefined ? " (or the GPU_AGENT_ADMIN_TOKEN you set)" : ""}`;
-process.stderr.write(`
-GPU-Agent is running at ${plane.url} with one local agent (trust level: controlled).
+  const adminLine = plane.adminTokenGenerated
+    ? `Admin token (shown once; stored in ${join(config.dataDir, "admin-token")}):\n  export GPU_AGENT_ADMIN_TOKEN=${plane.adminToken}`
+    : `Admin token: export GPU_AGENT_ADMIN_TOKEN=$(cat ${join(config.dataDir, "admin-token")})${config.adminToken !== undefined ? " (or the GPU_AGENT_ADMIN_TOKEN you set)" : ""}`;
+  process.stderr.write(`
+GPU-Agent is running at ${plane.url} with one local agent (trust level: controlled); Ctrl-C stops both.
 Web portal: ${plane.url}/portal/ (sign in with the e-mail and password given to create-customer below).
 ${adminLine}
-Submit the example:
+Submit the example (each line can be run again):
   export GPU_AGENT_URL=${plane.url}
-  export GPU_AGENT_API_KEY=$(npx gpuctl admin create-customer --email you@example.com --password 'change-me-please' --credits 1000 | node -pe 'JSON.parse(require("fs").readFileSync(0)).api_key')
-  DS=$(npx gpuctl datasets upload examples/tiny-mlp/dataset.csv --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).id')
-  PKG=$(npx gpuctl packages upload examples/tiny-mlp/package --json | node -pe 'JSON.parse(require("fs").readFileSync(0)).id')
-  npx gpuctl jobs create --dataset $DS --package $PKG --vram-mb 8000 --sensitivity low_sensitive --watch
+  npx gpuctl admin create-customer --email you@example.com --password 'change-me-please' --credits 1000 --if-missing -q
+  echo 'change-me-please' | npx gpuctl login --email you@example.com --password-stdin
+  DS=$(npx gpuctl datasets upload examples/tiny-mlp/dataset.csv -q)
+  PKG=$(npx gpuctl packages upload examples/tiny-mlp/package -q)
+  JOB=$(npx gpuctl jobs create --dataset $DS --package $PKG --vram-mb 8000 --sensitivity low_sensitive -q)
+  npx gpuctl jobs watch $JOB
+  npx gpuctl jobs logs $JOB
+  npx gpuctl artifacts download $JOB
 `);
-
-let stopping = false;
-const stop = () => {
-  if (stopping) return;
-  stopping = true;
-  agent.kill("SIGTERM");
-  const closing = plane.close();
-  const agentGone = new Promise<void>((r) => (agent.exitCode !== null ? r() : agent.once("exit", () => r())));
-  Promise.all([closing, agentGone]).then(
-    () => process.exit(0),
-    () => process.exit(1),
-  );
-};
-agent.on("exit", (code) => {
-  if (!stopping) logger.error({ code }, "the local agent exited");
-});
-process.on("SIGINT", stop);
-process.on("SIGTERM", stop);
+}

@@ -36,7 +36,7 @@ import { artifactBlobKey, artifactNamePattern } from "../blobs/artifact-keys.ts"
 import type { BlobStore } from "../blobs/blob-store.ts";
 import type { NodeRow, StoredCapabilities } from "../store/nodes.ts";
 import { consumeEnrollmentToken, insertNode, markNodeConnected, setNodeTrustLevel } from "../store/nodes.ts";
-import { findAttemptsOnNode, listAttemptsOnNode } from "../store/units-on-nodes.ts";
+import { listAttemptsOnNode } from "../store/units-on-nodes.ts";
 import type { TelemetryRecorder } from "../telemetry/recorder.ts";
 import type { AckWaitsOn } from "./ack-window.ts";
 import { AckWindow } from "./ack-window.ts";
@@ -196,7 +196,7 @@ export function createAgentService(deps: AgentServiceDeps, sessions: SessionRegi
     const ids = reported.map((r) => r.unitId).filter((id) => isUuid(id));
     const current = ids.length === 0
       ? []
-      : await findAttemptsOnNode(db, nodeId, ids);
+      : await listAttemptsOnNode(db, nodeId, { unitIds: ids });
     for (const r of reported) {
       if (!current.some((c) => c.id === r.unitId && c.attempt === r.attempt)) sendCancel(sessions, nodeId, r.unitId, r.attempt, "this attempt is no longer current");
     }

@@ -4,17 +4,15 @@
  * usage in src/billing/) or a store read, and maps the rows to protos. It
  * never knows whether REST, Connect or gRPC called it; errors are ApiErrors
  * with seed codes. The uploads' life cycle (create, finalize, delete under
- * the storage quota) is still written here.
+ * the storage quota) is src/blobs/uploads.ts.
  */
 import { optionalTimestamp } from "./proto-time.ts";
-import { createHash } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate, timestampNow } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { sendCancel } from "../agent-streams/assignments.ts";
 import type { SessionRegistry } from "../agent-streams/session-registry.ts";
-import type { CustomerPrincipal } from "../auth/authenticate.ts";
 import { authorizeCall, authorizePublicCall } from "../auth/authorize.ts";
 import type {
   ArtifactSchema,
@@ -29,31 +27,19 @@ import { GetTrainingJobResponseSchema } from "../gen/gpuagent/customer/v1/custom
 import { ledgerPage, usageSummary } from "../billing/ledger.ts";
 import { cancelCustomerJob } from "../jobs/cancel-job.ts";
 import { createJob, jobSensitivities } from "../jobs/create-job.ts";
+import { jobArtifactsPage, jobUnitsPage } from "../jobs/job-reads.ts";
 import { applyRateLimitHeaders } from "../limits/headers.ts";
 import { allowedTrustLevels } from "../placer/index.ts";
 import { planJob } from "../planner/plan.ts";
-import { rejectNul, requireId, requireName } from "../platform/fields.ts";
-import { newId } from "../platform/ids.ts";
-import { inspectPackage } from "../blobs/package-inspect.ts";
+import { rejectNul, requireId } from "../platform/fields.ts";
+import { artifactDownloadUrl } from "../blobs/unit-artifacts.ts";
+import { createUpload, deleteUpload, finalizeUpload, findCustomerUpload } from "../blobs/uploads.ts";
 import type { ArtifactRow, JobViewRow, UnitRow } from "../store/jobs.ts";
-import { creditsDebitedByUnit, findArtifact, findJob, findJobView, listArtifactsOfJob, listJobViews, listUnitsOfJob } from "../store/jobs.ts";
+import { findJobView, listJobViews } from "../store/jobs.ts";
 import { pageRequest, toPage } from "../store/pagination.ts";
 import { jobStatuses } from "../store/state-machines.ts";
-import type { UploadRow, UploadTable } from "../store/uploads.ts";
-import {
-  activeJobsUsing,
-  findUpload,
-  insertUpload,
-  listUploads,
-  markUploadDeleted,
-  markUploadReady,
-  readyUsage,
-  resetUpload,
-  uploadUsage,
-} from "../store/uploads.ts";
-import { lockCustomerStorage, requestBlobDeletion } from "../store/storage.ts";
-import { quotaRefusal } from "../blobs/quotas.ts";
-import { removeUnneededBlob } from "../blobs/storage-sweeper.ts";
+import type { UploadRow } from "../store/uploads.ts";
+import { listUploads } from "../store/uploads.ts";
 import { createIdentityHandlers } from "./customer/identity.ts";
 import { createUsageHandlers } from "./customer/usage.ts";
 import { createTelemetryHandlers } from "./customer/telemetry.ts";
@@ -63,14 +49,12 @@ import { immutableMessage } from "./immutable-message.ts";
 import { ApiError, validationError } from "../platform/errors.ts";
 
 const apiVersion = "v1";
-const sha256Pattern = /^[0-9a-f]{64}$/;
 
 const ts = optionalTimestamp;
 
 /** Builds the CustomerService implementation. */
 export function createCustomerService(deps: CustomerServiceDeps, sessions: SessionRegistry): Partial<ServiceImpl<typeof CustomerService>> {
-  const { db, clock, config, signer, blobs } = deps;
-  const now = () => new Date(clock.now());
+  const { db, clock, config, signer } = deps;
   // Authentication and the rpc's access policy (declared in the proto) are checked here, once.
   const caller = (ctx: HandlerContext) => authorizeCall(deps, ctx);
   // Responses built from cached job views, kept as long as the view is (see getTrainingJob).
@@ -176,125 +160,6 @@ export function createCustomerService(deps: CustomerServiceDeps, sessions: Sessi
     };
   }
 
-  async function createUpload(
-    table: UploadTable,
-    principal: CustomerPrincipal,
-    req: { name: string; sizeBytes: bigint; sha256: string; extra: string },
-  ): Promise<UploadRow> {
-    const name = requireName(req.name, "name");
-    const maxBytes = table === "datasets" ? config.limits.datasetMaxBytes : config.limits.packageMaxBytes;
-    const size = Number(req.sizeBytes);
-    if (!Number.isSafeInteger(size) || size <= 0) throw validationError("size_bytes must be a positive integer", { field: "size_bytes" });
-    if (size > maxBytes) throw new ApiError("PAYLOAD_TOO_LARGE", `size_bytes ${size} exceeds the limit of ${maxBytes} bytes`);
-    const sha256 = req.sha256.trim().toLowerCase();
-    if (!sha256Pattern.test(sha256)) throw validationError("sha256 must be 64 lower-case hex characters", { field: "sha256" });
-    const id = newId();
-    const kind = table === "datasets" ? "datasets" : "packages";
-    // The declared size is reserved against the quota from now on, decided under the customer's storage lock.
-    return db.transaction(async (tx) => {
-      await lockCustomerStorage(tx, principal.customerId);
-      const at = now();
-      const refusal = quotaRefusal(config.limits.storage, table, await uploadUsage(tx, table, principal.customerId, at), size);
-      if (refusal !== undefined) throw refusal;
-      return insertUpload(tx, table, {
-        id,
-        customerId: principal.customerId,
-        name,
-        sizeBytes: size,
-        sha256,
-        blobKey: `${kind}/${principal.customerId}/${id}`,
-        uploadExpiresAt: new Date(at.getTime() + config.limits.uploadUrlTtlSeconds * 1000),
-        extra: req.extra,
-      });
-    });
-  }
-
-  /**
-   * Deletes a dataset or package and removes its bytes. The row and the queued removal commit
-   * together; the bytes go right after, or with the storage sweep if that fails. One that a queued
-   * or running job still needs is refused: its units fetch it when they are placed.
-   */
-  async function deleteUpload(table: UploadTable, principal: CustomerPrincipal, id: string): Promise<{ id: string; deleted: boolean }> {
-    const code = table === "datasets" ? "DATASET_NOT_FOUND" : "TRAINING_PACKAGE_NOT_FOUND";
-    const what = table === "datasets" ? "dataset" : "training package";
-    const rowId = requireId(id, code, what);
-    const deleted = await db.transaction(async (tx) => {
-      // Excludes job creation's lock on the customer too, so no job can start using it while it goes.
-      await lockCustomerStorage(tx, principal.customerId);
-      const row = await findUpload(tx, table, principal.customerId, rowId, true);
-      if (row === undefined || row.status === "deleted") throw new ApiError(code, `${what} ${id} not found`);
-      const jobs = await activeJobsUsing(tx, table, principal.customerId, row.id);
-      if (jobs.length > 0) {
-        throw new ApiError("STATE_CONFLICT", `${what} ${row.id} is used by active training job ${jobs.join(", ")}; cancel it or wait until it ends, then delete the ${what}`, {
-          details: { job_ids: jobs },
-        });
-      }
-      const at = now();
-      await markUploadDeleted(tx, table, principal.customerId, row.id, at);
-      await requestBlobDeletion(tx, row.blob_key, at);
-      return row;
-    });
-    await removeUnneededBlob(deps, deleted.blob_key);
-    return { id: deleted.id, deleted: true };
-  }
-
-  async function findOwnUpload(table: UploadTable, principal: CustomerPrincipal, id: string): Promise<UploadRow> {
-    const code = table === "datasets" ? "DATASET_NOT_FOUND" : "TRAINING_PACKAGE_NOT_FOUND";
-    const what = table === "datasets" ? "dataset" : "training package";
-    const row = await findUpload(db, table, principal.customerId, requireId(id, code, what));
-    if (row === undefined || row.status === "deleted") throw new ApiError(code, `${what} ${id} not found`);
-    return row;
-  }
-
-  /** Verifies the uploaded bytes against the declared size and sha256 (and, for packages, the zip). */
-  async function finalizeUpload(table: UploadTable, principal: CustomerPrincipal, id: string): Promise<UploadRow> {
-    const row = await findOwnUpload(table, principal, id);
-    if (row.status === "ready") return row; // finalize is idempotent
-    if (row.uploaded_at === null || !(await blobs.exists(row.blob_key))) {
-      throw new ApiError("UPLOAD_INVALID", "no bytes were uploaded yet; PUT the file to upload_url first");
-    }
-    const { stream, size } = await blobs.open(row.blob_key);
-    const hash = createHash("sha256");
-    for await (const chunk of stream) hash.update(chunk as Buffer);
-    const actual = hash.digest("hex");
-    if (size !== row.size_bytes || actual !== row.sha256) {
-      // The bad upload is discarded; the declared values stay, so the customer can PUT again.
-      await blobs.delete(row.blob_key);
-      await resetUpload(db, table, row.id);
-      throw new ApiError(
-        "UPLOAD_INVALID",
-        size !== row.size_bytes
-          ? `uploaded ${size} bytes but size_bytes declared ${row.size_bytes}; upload again`
-          : `sha256 of the uploaded bytes is ${actual}, not the declared ${row.sha256}; upload again`,
-        { details: { expected_sha256: row.sha256, actual_sha256: actual, expected_size: row.size_bytes, actual_size: size } },
-      );
-    }
-    let facts: { entryCount: number; manifest: unknown } | undefined;
-    if (table === "training_packages") {
-      const inspected = await inspectPackage(blobs.localPath(row.blob_key), {
-        entrypoint: row.entrypoint ?? "train.py",
-        maxEntries: config.limits.packageMaxEntries,
-        maxUncompressedBytes: config.limits.packageMaxBytes * 4,
-      });
-      // An invalid manifest is refused now, with its reason, not at job creation.
-      planJob({ requiredVramMb: 1 << 30, requiredDiskMb: 1 << 30, maxRuntimeSeconds: 60, entrypoint: row.entrypoint ?? "train.py", manifest: inspected.manifest });
-      facts = { entryCount: inspected.entryCount, manifest: inspected.manifest ?? null };
-    }
-    // The quota again, on what is ready: a lower quota set since creation holds too. Refused: nothing changes.
-    const ready = await db.transaction(async (tx) => {
-      await lockCustomerStorage(tx, principal.customerId);
-      const current = await findUpload(tx, table, principal.customerId, row.id, true);
-      if (current === undefined || current.status === "deleted") {
-        throw new ApiError(table === "datasets" ? "DATASET_NOT_FOUND" : "TRAINING_PACKAGE_NOT_FOUND", `${table === "datasets" ? "dataset" : "training package"} ${id} not found`);
-      }
-      if (current.status === "ready") return current;
-      const refusal = quotaRefusal(config.limits.storage, table, await readyUsage(tx, table, principal.customerId, row.id), size);
-      if (refusal !== undefined) throw refusal;
-      return markUploadReady(tx, table, row.id, now(), facts);
-    });
-    return ready ?? (await findOwnUpload(table, principal, id));
-  }
-
   return {
     ...createIdentityHandlers(deps),
     ...createUsageHandlers(deps),
@@ -349,14 +214,14 @@ export function createCustomerService(deps: CustomerServiceDeps, sessions: Sessi
     async createDataset(req, ctx) {
       const principal = await caller(ctx);
       rejectNul(req.format, "format");
-      const row = await createUpload("datasets", principal, { name: req.name, sizeBytes: req.sizeBytes, sha256: req.sha256, extra: req.format.trim().slice(0, 40) });
+      const row = await createUpload(deps, "datasets", principal.customerId, { name: req.name, sizeBytes: Number(req.sizeBytes), sha256: req.sha256, extra: req.format.trim().slice(0, 40) });
       return { dataset: datasetMessage(row) };
     },
     async finalizeDataset(req, ctx) {
-      return { dataset: datasetMessage(await finalizeUpload("datasets", await caller(ctx), req.id)) };
+      return { dataset: datasetMessage(await finalizeUpload(deps, "datasets", (await caller(ctx)).customerId, req.id)) };
     },
     async getDataset(req, ctx) {
-      return { dataset: datasetMessage(await findOwnUpload("datasets", await caller(ctx), req.id)) };
+      return { dataset: datasetMessage(await findCustomerUpload(db, "datasets", (await caller(ctx)).customerId, req.id)) };
     },
     async listDatasets(req, ctx) {
       const principal = await caller(ctx);
@@ -366,7 +231,7 @@ export function createCustomerService(deps: CustomerServiceDeps, sessions: Sessi
       return { data: cut.rows.map(datasetMessage), page: cut.page };
     },
     async deleteDataset(req, ctx) {
-      return deleteUpload("datasets", await caller(ctx), req.id);
+      return deleteUpload(deps, "datasets", (await caller(ctx)).customerId, req.id);
     },
 
     // ---- training packages ----
@@ -376,14 +241,14 @@ export function createCustomerService(deps: CustomerServiceDeps, sessions: Sessi
       if (!/^[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}\.py$/.test(entrypoint) || entrypoint.split("/").includes("..")) {
         throw validationError("entrypoint must be a relative path to a .py file inside the package", { field: "entrypoint" });
       }
-      const row = await createUpload("training_packages", principal, { name: req.name, sizeBytes: req.sizeBytes, sha256: req.sha256, extra: entrypoint });
+      const row = await createUpload(deps, "training_packages", principal.customerId, { name: req.name, sizeBytes: Number(req.sizeBytes), sha256: req.sha256, extra: entrypoint });
       return { trainingPackage: packageMessage(row) };
     },
     async finalizeTrainingPackage(req, ctx) {
-      return { trainingPackage: packageMessage(await finalizeUpload("training_packages", await caller(ctx), req.id)) };
+      return { trainingPackage: packageMessage(await finalizeUpload(deps, "training_packages", (await caller(ctx)).customerId, req.id)) };
     },
     async getTrainingPackage(req, ctx) {
-      return { trainingPackage: packageMessage(await findOwnUpload("training_packages", await caller(ctx), req.id)) };
+      return { trainingPackage: packageMessage(await findCustomerUpload(db, "training_packages", (await caller(ctx)).customerId, req.id)) };
     },
     async listTrainingPackages(req, ctx) {
       const principal = await caller(ctx);
@@ -393,7 +258,7 @@ export function createCustomerService(deps: CustomerServiceDeps, sessions: Sessi
       return { data: cut.rows.map(packageMessage), page: cut.page };
     },
     async deleteTrainingPackage(req, ctx) {
-      return deleteUpload("training_packages", await caller(ctx), req.id);
+      return deleteUpload(deps, "training_packages", (await caller(ctx)).customerId, req.id);
     },
 
     // ---- training jobs ----
@@ -454,47 +319,20 @@ export function createCustomerService(deps: CustomerServiceDeps, sessions: Sessi
 
     async listComputeUnits(req, ctx) {
       const principal = await caller(ctx);
-      const id = requireId(req.id, "JOB_NOT_FOUND", "training job");
-      if ((await findJob(db, principal.customerId, id)) === undefined) throw new ApiError("JOB_NOT_FOUND", `training job ${req.id} not found`);
-      const page = pageRequest(req.limit, req.cursor);
-      const all = await listUnitsOfJob(db, id);
-      const after = page.after;
-      // Units of one job are few (≤ 64) and listed in plan order; the cursor names the last unit seen.
-      const start = after === undefined ? 0 : all.findIndex((u) => u.id === after.id) + 1;
-      if (after !== undefined && start === 0) throw new ApiError("PAGINATION_INVALID_CURSOR", "the cursor does not belong to this job's compute units");
-      const debits = await creditsDebitedByUnit(db, id);
-      const cut = toPage(all.slice(start, start + page.limit + 1), page, (r) => ({ at: r.created_at, id: r.id }));
-      return { data: cut.rows.map((u) => unitMessage(u, debits.get(u.id) ?? 0)), page: cut.page };
+      const { rows, page } = await jobUnitsPage(db, principal.customerId, req.id, { limit: req.limit, cursor: req.cursor });
+      return { data: rows.map((r) => unitMessage(r.unit, r.creditsDebited)), page };
     },
 
     async listArtifacts(req, ctx) {
       const principal = await caller(ctx);
-      const id = requireId(req.id, "JOB_NOT_FOUND", "training job");
-      const job = await findJob(db, principal.customerId, id);
-      if (job === undefined) throw new ApiError("JOB_NOT_FOUND", `training job ${req.id} not found`);
-      const page = pageRequest(req.limit, req.cursor);
-      const rows = await listArtifactsOfJob(db, id, page.limit + 1, page.after);
-      const cut = toPage(rows, page, (r) => ({ at: r.created_at, id: r.id }));
-      return { data: cut.rows.map((r) => artifactMessage(r, job.finished_at)), page: cut.page };
+      const { rows, page, jobFinishedAt } = await jobArtifactsPage(db, principal.customerId, req.id, { limit: req.limit, cursor: req.cursor });
+      return { data: rows.map((r) => artifactMessage(r, jobFinishedAt)), page };
     },
 
     async createArtifactDownloadUrl(req, ctx) {
       const principal = await caller(ctx);
-      const jobId = requireId(req.jobId, "JOB_NOT_FOUND", "training job");
-      if ((await findJob(db, principal.customerId, jobId)) === undefined) throw new ApiError("JOB_NOT_FOUND", `training job ${req.jobId} not found`);
-      const artifact = await findArtifact(db, principal.customerId, jobId, requireId(req.artifactId, "ARTIFACT_NOT_FOUND", "artifact"));
-      if (artifact === undefined) throw new ApiError("ARTIFACT_NOT_FOUND", `artifact ${req.artifactId} not found`);
-      if (artifact.expired_at !== null) {
-        throw new ApiError(
-          "ARTIFACT_EXPIRED",
-          `artifact ${artifact.id} was removed on ${artifact.expired_at.toISOString()}: artifacts are kept ${config.limits.storage.artifactRetentionDays} days after their job ends`,
-          { details: { expired_at: artifact.expired_at.toISOString() } },
-        );
-      }
-      if (!(await blobs.exists(artifact.blob_key))) throw new ApiError("SIGNED_URL_FAILED", "the artifact's bytes are not available in storage; try again later");
-      const ttl = config.limits.downloadUrlTtlSeconds;
-      const expiresAt = clock.now() + ttl * 1000;
-      return { downloadUrl: signer.sign("get", artifact.blob_key, expiresAt), expiresAt: timestampFromDate(new Date(expiresAt)), expiresInSeconds: ttl };
+      const { url, expiresAtMs, ttlSeconds } = await artifactDownloadUrl(deps, principal.customerId, req.jobId, req.artifactId);
+      return { downloadUrl: url, expiresAt: timestampFromDate(new Date(expiresAtMs)), expiresInSeconds: ttlSeconds };
     },
 
     // ---- usage and credits ----

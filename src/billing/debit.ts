@@ -10,7 +10,7 @@ import { newId } from "../platform/ids.ts";
 import { insertDebitOnce } from "../store/customers.ts";
 import type { Sql } from "../store/database.ts";
 import type { JobRow, UnitRow } from "../store/jobs.ts";
-import { insertUsageOnce } from "../store/jobs.ts";
+import { insertUsageOnce } from "../store/usage.ts";
 import type { WorkloadRates } from "./rates.ts";
 import { unitCost } from "./rates.ts";
 
@@ -34,14 +34,18 @@ export async function debitCompletedUnit(
   now: Date,
 ): Promise<UnitDebit> {
   const credits = unitCost(unit.kind, runSeconds, rates);
-  const debited = await insertDebitOnce(tx, {
-    id: newId(),
-    customerId: unit.customer_id,
-    amount: credits,
-    jobId: unit.job_id,
-    computeUnitId: unit.id,
-    description: `${job.name}: ${unit.name} (${unit.kind}, ${Math.ceil(runSeconds)} s)`,
-  });
+  const debited = await insertDebitOnce(
+    tx,
+    {
+      id: newId(),
+      customerId: unit.customer_id,
+      amount: credits,
+      jobId: unit.job_id,
+      computeUnitId: unit.id,
+      description: `${job.name}: ${unit.name} (${unit.kind}, ${Math.ceil(runSeconds)} s)`,
+    },
+    now,
+  );
   await insertUsageOnce(
     tx,
     { id: newId(), customerId: unit.customer_id, jobId: unit.job_id, unitId: unit.id, kind: unit.kind, runSeconds, credits },

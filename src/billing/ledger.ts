@@ -34,10 +34,16 @@ export async function requireCreditsFor(tx: Sql, customerId: string, projectedCo
   }
 }
 
-/** Adds `amount` credits to the customer's ledger; returns the entry and the balance after it. */
-export async function grantCredits(db: Database, customerId: string, amount: number, description: string): Promise<{ entry: LedgerRow; balance: number }> {
+/** Adds `amount` credits to the customer's ledger at `now`; returns the entry and the balance after it. */
+export async function grantCredits(
+  db: Database,
+  customerId: string,
+  amount: number,
+  description: string,
+  now: Date,
+): Promise<{ entry: LedgerRow; balance: number }> {
   return db.transaction(async (tx) => {
-    const entry = await insertGrant(tx, { id: newId(), customerId, amount, description });
+    const entry = await insertGrant(tx, { id: newId(), customerId, amount, description }, now);
     return { entry, balance: await creditBalance(tx, customerId) };
   });
 }

@@ -1,6 +1,6 @@
 /**
  * Where a node's artifacts live in the blob store and which names they may have: one rule for the
- * upload route that stores the bytes (api/blob-routes.ts) and the agent stream that records the artifact
+ * upload route that stores the bytes (src/blobs/unit-artifacts.ts) and the agent stream that records the artifact
  * once the node announces it (src/agent-streams/agent-service.ts).
  */
 

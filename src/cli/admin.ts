@@ -3,7 +3,7 @@
  * <admin token>`).
  */
 import type { Node } from "../sdk/index.ts";
-import { listAll } from "../sdk/index.ts";
+import { GpuAgentError, listAll } from "../sdk/index.ts";
 import {
   CreateEnrollmentTokenResponseSchema,
   CustomerSchema,
@@ -12,32 +12,53 @@ import {
   NodeSchema,
 } from "../gen/gpuagent/admin/v1/admin_pb.ts";
 import type { CliContext, JsonOption } from "./context.ts";
-import type { Table } from "./output.ts";
+import type { OutputMode, QuietOption, Table } from "./output.ts";
 import { formatBytes, formatTime, messageJson, printAll, printFields, printJson, printMessage, printTable } from "./output.ts";
 
 /** Options of `admin create-customer`. */
-export interface CreateCustomerOptions extends JsonOption {
+export interface CreateCustomerOptions extends JsonOption, QuietOption {
   email: string;
   password: string;
   credits: number;
+  /** An existing customer with this e-mail is not an error: it is left as it is. */
+  ifMissing?: boolean | undefined;
 }
 
 /**
  * Creates a customer with an opening credit grant. The output is always the JSON
  * `{"customer_id", "api_key"}` (DESIGN.md promises it, and scripts capture the key from it); the
- * key is shown only this once.
+ * key is shown only this once. `-q` prints the customer id alone.
+ *
+ * With `--if-missing` a customer that already has this e-mail is left untouched (no key, no
+ * credits) and the command still succeeds, printing `{"customer_id", "api_key": ""}`, so a
+ * set-up script can run twice; the customer then signs in with `gpuctl login`.
  */
 export async function adminCreateCustomer(opts: CreateCustomerOptions, ctx: CliContext): Promise<number> {
-  const res = await ctx.admin().customers.create({ email: opts.email, password: opts.password, credits: BigInt(opts.credits) });
-  printJson(ctx.io, { customer_id: res.customerId, api_key: res.apiKey });
+  const admin = ctx.admin();
+  let customerId: string;
+  let apiKey = "";
+  try {
+    const res = await admin.customers.create({ email: opts.email, password: opts.password, credits: BigInt(opts.credits) });
+    customerId = res.customerId;
+    apiKey = res.apiKey;
+  } catch (error) {
+    if (opts.ifMissing !== true || !(error instanceof GpuAgentError && error.code === "STATE_CONFLICT")) throw error;
+    const wanted = opts.email.trim().toLowerCase();
+    const existing = (await listAll((p) => admin.customers.list(p))).find((c) => c.email.toLowerCase() === wanted);
+    if (existing === undefined) throw error;
+    customerId = existing.id;
+    ctx.io.stderr(`customer ${opts.email} already exists (${customerId}); left as it is, no key made: sign in with gpuctl login --email ${opts.email}\n`);
+  }
+  if (opts.quiet === true) ctx.io.stdout(`${customerId}\n`);
+  else printJson(ctx.io, { customer_id: customerId, api_key: apiKey });
   return 0;
 }
 
 /** Every customer (all pages). */
-export async function adminCustomers(opts: JsonOption, ctx: CliContext): Promise<number> {
+export async function adminCustomers(opts: OutputMode, ctx: CliContext): Promise<number> {
   const admin = ctx.admin();
   const customers = await listAll((p) => admin.customers.list(p));
-  printAll(ctx.io, opts.json, CustomerSchema, customers, {
+  printAll(ctx.io, opts, CustomerSchema, customers, {
     columns: ["id", "email", "credits", "created"],
     row: (c) => [c.id, c.email, String(c.creditsBalance), formatTime(c.createdAt)],
     empty: "no customers",
@@ -115,9 +136,9 @@ const nodeTable: Table<Node> = {
 };
 
 /** Every enrolled node (all pages). */
-export async function adminNodes(opts: JsonOption, ctx: CliContext): Promise<number> {
+export async function adminNodes(opts: OutputMode, ctx: CliContext): Promise<number> {
   const admin = ctx.admin();
-  printAll(ctx.io, opts.json, NodeSchema, await listAll((p) => admin.nodes.list(p)), nodeTable);
+  printAll(ctx.io, opts, NodeSchema, await listAll((p) => admin.nodes.list(p)), nodeTable);
   return 0;
 }
 

@@ -10,10 +10,11 @@ import { listAll } from "../sdk/index.ts";
 import { ArtifactSchema } from "../gen/gpuagent/customer/v1/customer_pb.ts";
 import type { CliContext, JsonOption } from "./context.ts";
 import { CliError } from "./errors.ts";
+import type { QuietOption } from "./output.ts";
 import { formatBytes, printAll, printJson, printTable, withTransferBar } from "./output.ts";
 
 /** Options of `artifacts list`. */
-export interface ArtifactListOptions extends JsonOption {
+export interface ArtifactListOptions extends JsonOption, QuietOption {
   jobId: string;
 }
 
@@ -21,7 +22,7 @@ export interface ArtifactListOptions extends JsonOption {
 export async function artifactsList(opts: ArtifactListOptions, ctx: CliContext): Promise<number> {
   const client = ctx.customer();
   const artifacts = await listAll((p) => client.artifacts.list(opts.jobId, p));
-  printAll(ctx.io, opts.json, ArtifactSchema, artifacts, {
+  printAll(ctx.io, opts, ArtifactSchema, artifacts, {
     columns: ["id", "name", "kind", "size", "sha256"],
     row: (a) => [a.id, a.name, a.kind, formatBytes(a.sizeBytes), a.sha256],
     empty: "no artifacts",

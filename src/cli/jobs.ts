@@ -1,16 +1,28 @@
 /**
- * `gpuctl jobs …`: create, get, list, units, cancel and watch training jobs.
+ * `gpuctl jobs …`: create, get, list, units, cancel and watch training jobs (`logs` is logs.ts).
  *
  * Job statuses (from the API): queued → running → completed | failed | cancelled | expired. The
  * last four are terminal; `watch` stops there and exits 0 only for `completed`.
  */
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { fromJson } from "@bufbuild/protobuf";
+import type { JsonValue } from "@bufbuild/protobuf";
+import { parse as parseYaml } from "yaml";
 import type { CreateJobBody, JobProgressEvent, TrainingJob } from "../sdk/index.ts";
-import { GpuAgentError, listAll } from "../sdk/index.ts";
-import { ComputeUnitSchema, ListTrainingJobsResponseSchema, TrainingJobSchema } from "../gen/gpuagent/customer/v1/customer_pb.ts";
+import { GpuAgentError, TERMINAL_JOB_STATUSES, listAll } from "../sdk/index.ts";
+import {
+  ComputeUnitSchema,
+  CreateTrainingJobRequestSchema,
+  ListTrainingJobsResponseSchema,
+  TrainingJobSchema,
+} from "../gen/gpuagent/customer/v1/customer_pb.ts";
+import type { CreateTrainingJobRequest } from "../gen/gpuagent/customer/v1/customer_pb.ts";
 import type { CliContext, JsonOption } from "./context.ts";
 import type { IdOptions, ListOptions } from "./datasets.ts";
 import { pageOf } from "./datasets.ts";
-import { CliError } from "./errors.ts";
+import { CliError, usageError } from "./errors.ts";
+import type { OutputMode, QuietOption } from "./output.ts";
 import { createProgress, formatMetrics, formatTime, printAll, printFields, printListPage, printMessage } from "./output.ts";
 
 /** Process exit code for a finished job: 0 only when it completed. */
@@ -27,9 +39,11 @@ export const JOB_DEFAULTS = {
 } as const;
 
 /** Options of `jobs create`. */
-export interface JobCreateOptions extends JsonOption {
-  dataset: string;
-  package: string;
+export interface JobCreateOptions extends JsonOption, QuietOption {
+  /** A job spec (JSON or YAML) whose fields the flags below override. */
+  file?: string | undefined;
+  dataset?: string | undefined;
+  package?: string | undefined;
   name?: string | undefined;
   vramMb?: number | undefined;
   diskMb?: number | undefined;
@@ -51,33 +65,83 @@ export function defaultJobName(idempotencyKey: string): string {
   return slug === "" ? "gpuctl-job" : `job-${slug}`;
 }
 
-/** Builds the seed body of a job create from the options. */
-export function jobBody(opts: JobCreateOptions, idempotencyKey: string): CreateJobBody {
+/**
+ * Reads a job spec: the body of `POST /api/v1/customer/training-jobs` as JSON (`.json`) or YAML
+ * (anything else; YAML also reads JSON), with the REST field names (`dataset_id`,
+ * `required_vram_mb`, …; the camelCase JSON names work too). An unknown field or a value of the
+ * wrong type is a usage error naming the file, before anything is sent.
+ */
+export async function readJobSpec(file: string): Promise<CreateTrainingJobRequest> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (error) {
+    throw usageError("JOB_FILE_UNREADABLE", `--file ${file}: ${(error as Error).message}`, error);
+  }
+  let value: unknown;
+  try {
+    value = path.extname(file).toLowerCase() === ".json" ? JSON.parse(text) : parseYaml(text);
+  } catch (error) {
+    throw usageError("JOB_FILE_INVALID", `--file ${file} is not valid ${path.extname(file).toLowerCase() === ".json" ? "JSON" : "YAML"}: ${(error as Error).message}`, error);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw usageError("JOB_FILE_INVALID", `--file ${file} must hold one object with the job's fields (dataset_id, training_package_id, …)`);
+  }
+  try {
+    return fromJson(CreateTrainingJobRequestSchema, value as JsonValue);
+  } catch (error) {
+    throw usageError("JOB_FILE_INVALID", `--file ${file}: ${(error as Error).message}`, error);
+  }
+}
+
+/**
+ * Builds the body of a job create: each field from its flag, else from the spec file (`-f`), else
+ * the command's default. A spec setting a seed 002 alias (`min_vram_mb`, `max_runtime_minutes`)
+ * keeps it, and no default is put beside it, so the server reads the alias as it would over REST.
+ */
+export function jobBody(opts: JobCreateOptions, idempotencyKey: string, spec?: CreateTrainingJobRequest): CreateJobBody {
+  const from = <T>(flag: T | undefined, fromSpec: T | undefined, unset: T): T | undefined => flag ?? (fromSpec === unset ? undefined : fromSpec);
+  const datasetId = from(opts.dataset, spec?.datasetId, "");
+  const trainingPackageId = from(opts.package, spec?.trainingPackageId, "");
+  const missing = (flag: string, field: string) =>
+    usageError("MISSING_OPTION", `required option '${flag}' not specified${spec === undefined ? "" : ` (nor ${field} in ${opts.file ?? "the job file"})`}`);
+  if (datasetId === undefined) throw missing("--dataset <id>", "dataset_id");
+  if (trainingPackageId === undefined) throw missing("--package <id>", "training_package_id");
+  const vram = from(opts.vramMb, spec?.requiredVramMb, 0);
+  const runtime = from(opts.maxRuntimeSeconds, spec?.maxRuntimeSeconds, 0);
+  const minVramMb = spec?.minVramMb ?? 0;
+  const maxRuntimeMinutes = spec?.maxRuntimeMinutes ?? 0;
   return {
-    name: opts.name ?? defaultJobName(idempotencyKey),
-    datasetId: opts.dataset,
-    trainingPackageId: opts.package,
-    requiredVramMb: opts.vramMb ?? JOB_DEFAULTS.vramMb,
-    requiredDiskMb: opts.diskMb ?? JOB_DEFAULTS.diskMb,
-    maxRuntimeSeconds: opts.maxRuntimeSeconds ?? JOB_DEFAULTS.maxRuntimeSeconds,
-    sensitivity: opts.sensitivity ?? JOB_DEFAULTS.sensitivity,
+    name: from(opts.name, spec?.name, "") ?? defaultJobName(idempotencyKey),
+    datasetId,
+    trainingPackageId,
+    requiredVramMb: vram ?? (minVramMb !== 0 ? 0 : JOB_DEFAULTS.vramMb),
+    requiredDiskMb: from(opts.diskMb, spec?.requiredDiskMb, 0) ?? JOB_DEFAULTS.diskMb,
+    maxRuntimeSeconds: runtime ?? (maxRuntimeMinutes !== 0 ? 0 : JOB_DEFAULTS.maxRuntimeSeconds),
+    sensitivity: from(opts.sensitivity, spec?.sensitivity, "") ?? JOB_DEFAULTS.sensitivity,
+    ...(vram === undefined && minVramMb !== 0 ? { minVramMb } : {}),
+    ...(runtime === undefined && maxRuntimeMinutes !== 0 ? { maxRuntimeMinutes } : {}),
   };
 }
 
 /**
  * Creates a job, then optionally watches it. The key is chosen here rather than by the SDK so it
- * can be printed (rerun with `--idempotency-key` to retry safely) and name the job.
+ * can be printed (rerun with `--idempotency-key` to retry safely) and name the job. `-q` prints
+ * the job's id alone (and, with `--watch`, nothing more: the exit status tells how it ended).
  */
 export async function jobsCreate(opts: JobCreateOptions, ctx: CliContext): Promise<number> {
   const key = opts.idempotencyKey ?? ctx.randomUUID();
-  const job = await ctx.customer().jobs.create(jobBody(opts, key), { idempotencyKey: key });
+  const spec = opts.file === undefined ? undefined : await readJobSpec(opts.file);
+  const body = jobBody(opts, key, spec);
+  const job = await ctx.customer().jobs.create(body, { idempotencyKey: key });
+  if (opts.quiet === true) ctx.io.stdout(`${job.id}\n`);
   if (opts.watch === true) {
-    if (!opts.json) ctx.io.stdout(`created ${job.id} (idempotency key ${key})\n`);
-    return jobsWatch({ id: job.id, json: opts.json, intervalMs: opts.intervalMs, timeoutS: opts.timeoutS }, ctx);
+    if (!opts.json && opts.quiet !== true) ctx.io.stdout(`created ${job.id} (idempotency key ${key})\n`);
+    return jobsWatch({ id: job.id, json: opts.json, quiet: opts.quiet, intervalMs: opts.intervalMs, timeoutS: opts.timeoutS }, ctx);
   }
   if (opts.json) {
     printMessage(ctx.io, TrainingJobSchema, job);
-  } else {
+  } else if (opts.quiet !== true) {
     printJob(ctx, job);
     ctx.io.stderr(`idempotency key: ${key}\n`);
   }
@@ -98,7 +162,7 @@ export interface JobListOptions extends ListOptions {
 /** One page of jobs, optionally filtered by status. */
 export async function jobsList(opts: JobListOptions, ctx: CliContext): Promise<number> {
   const res = await ctx.customer().jobs.list({ ...pageOf(opts), ...(opts.status === undefined ? {} : { status: opts.status }) });
-  printListPage(ctx.io, opts.json, ListTrainingJobsResponseSchema, res, {
+  printListPage(ctx.io, opts, ListTrainingJobsResponseSchema, res, {
     columns: ["id", "name", "status", "progress", "metrics", "created"],
     row: (j) => [j.id, j.name, j.status, formatPercent(j.progress), formatMetrics(j.metrics, 2), formatTime(j.createdAt)],
     empty: "no training jobs",
@@ -107,10 +171,10 @@ export async function jobsList(opts: JobListOptions, ctx: CliContext): Promise<n
 }
 
 /** Every compute unit of a job (all pages). */
-export async function jobsUnits(opts: IdOptions, ctx: CliContext): Promise<number> {
+export async function jobsUnits(opts: IdOptions & OutputMode, ctx: CliContext): Promise<number> {
   const client = ctx.customer();
   const units = await listAll((p) => client.jobs.computeUnits(opts.id, p));
-  printAll(ctx.io, opts.json, ComputeUnitSchema, units, {
+  printAll(ctx.io, opts, ComputeUnitSchema, units, {
     columns: ["id", "name", "kind", "status", "progress", "node", "depends_on", "note"],
     row: (u) => [
       u.id,
@@ -127,14 +191,25 @@ export async function jobsUnits(opts: IdOptions, ctx: CliContext): Promise<numbe
   return 0;
 }
 
-/** Cancels a job and shows its new state. */
+/**
+ * Cancels a job and shows its new state. The API answers a cancel of a job that already ended
+ * with the job as it is (a retried cancel is harmless), so a job that had ended, or ended before
+ * the cancel reached it, is reported as a cancel that did nothing: `JOB_ALREADY_ENDED`, exit 1.
+ */
 export async function jobsCancel(opts: IdOptions, ctx: CliContext): Promise<number> {
-  showJob(ctx, await ctx.customer().jobs.cancel(opts.id), opts.json);
+  const client = ctx.customer();
+  const before = await client.jobs.get(opts.id);
+  if (TERMINAL_JOB_STATUSES.includes(before.status)) {
+    throw new CliError("JOB_ALREADY_ENDED", `job ${before.id} already ${before.status}: nothing to cancel`);
+  }
+  const job = await client.jobs.cancel(opts.id);
+  if (job.status !== "cancelled") throw new CliError("JOB_ALREADY_ENDED", `job ${job.id} ${job.status} before the cancel reached it: nothing cancelled`);
+  showJob(ctx, job, opts.json);
   return 0;
 }
 
 /** Options of `jobs watch`. */
-export interface JobWatchOptions extends JsonOption {
+export interface JobWatchOptions extends JsonOption, QuietOption {
   id: string;
   intervalMs?: number | undefined;
   timeoutS?: number | undefined;
@@ -154,8 +229,9 @@ const MAX_TRANSIENT_FAILURES = 5;
 export async function jobsWatch(opts: JobWatchOptions, ctx: CliContext): Promise<number> {
   const client = ctx.customer();
   const deadline = opts.timeoutS === undefined ? undefined : ctx.clock.now() + opts.timeoutS * 1000;
-  const bar = createProgress(ctx.io, !opts.json, "{status} [{bar}] {percentage}% | {metrics}");
-  const plainLines = !opts.json && !ctx.io.stderrIsTTY;
+  const silent = opts.json || opts.quiet === true;
+  const bar = createProgress(ctx.io, !silent, "{status} [{bar}] {percentage}% | {metrics}");
+  const plainLines = !silent && !ctx.io.stderrIsTTY;
   let started = false;
   let lastLine = "";
   let lastStatus = "unread";
@@ -186,7 +262,7 @@ export async function jobsWatch(opts: JobWatchOptions, ctx: CliContext): Promise
   } finally {
     bar.stop();
   }
-  showJob(ctx, job, opts.json);
+  if (opts.quiet !== true) showJob(ctx, job, opts.json);
   if (!opts.json && job.status !== "completed") ctx.io.stderr(`job ${job.id} ${job.status}${job.error === "" ? "" : `: ${job.error}`}\n`);
   return exitCodeForStatus(job.status);
 }

@@ -24,6 +24,11 @@ export interface Io {
 
 /** The real process streams. */
 export function createProcessIo(): Io {
+  // A reader that went away (`gpuctl jobs logs -f | head`) ends the command quietly, as `cat` does, not with a stack trace.
+  process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+    if (error.code === "EPIPE") process.exit(0);
+    throw error;
+  });
   return {
     stdout: (text) => void process.stdout.write(text),
     stderr: (text) => void process.stderr.write(text),
@@ -62,24 +67,49 @@ export interface Table<T> {
   row(item: T): string[];
   /** Printed instead of an empty table. */
   empty: string;
+  /** What `-q` prints of an item; default its `id`. */
+  id?: (item: T) => string;
+}
+
+/** `-q/--quiet` of the create and list commands: ids only, one per line, for `$(…)` and `xargs`. */
+export interface QuietOption {
+  quiet?: boolean | undefined;
+}
+
+/** How a command prints its result: a table or fields (the default), `--json`, or ids (`-q`). */
+export interface OutputMode extends QuietOption {
+  json: boolean;
+}
+
+/** The id of a resource, which every message of the API has. */
+function idOf(item: unknown): string {
+  const id = (item as { id?: unknown }).id;
+  return typeof id === "string" ? id : "";
+}
+
+/** Prints the ids of `items`, one per line (nothing at all for none, so `xargs` runs nothing). */
+export function printIds<T>(io: Io, items: T[], id: (item: T) => string = idOf): void {
+  for (const item of items) io.stdout(`${id(item)}\n`);
 }
 
 /**
- * One page of a list rpc: the response as JSON, or a table and, when there is more, how to ask
- * for the next page (on stderr; scripts read `page.next_cursor` from `--json`).
+ * One page of a list rpc: the response as JSON, its ids, or a table; when there is more, how to
+ * ask for the next page (on stderr; scripts read `page.next_cursor` from `--json`).
  */
-export function printListPage<Desc extends DescMessage, T>(io: Io, json: boolean, schema: Desc, res: MessageShape<Desc> & ListPage<T>, table: Table<T>): void {
-  if (json) {
+export function printListPage<Desc extends DescMessage, T>(io: Io, mode: OutputMode, schema: Desc, res: MessageShape<Desc> & ListPage<T>, table: Table<T>): void {
+  if (mode.json) {
     printMessage(io, schema, res);
     return;
   }
-  printTable(io, table.columns, res.data.map((item) => table.row(item)), table.empty);
+  if (mode.quiet === true) printIds(io, res.data, table.id);
+  else printTable(io, table.columns, res.data.map((item) => table.row(item)), table.empty);
   if (res.page?.hasMore === true && res.page.nextCursor !== "") io.stderr(`more results: --cursor ${res.page.nextCursor}\n`);
 }
 
-/** Every item of a walk over all pages: `{"data": [...]}` as JSON, or a table. */
-export function printAll<Desc extends DescMessage>(io: Io, json: boolean, schema: Desc, items: MessageShape<Desc>[], table: Table<MessageShape<Desc>>): void {
-  if (json) printJson(io, { data: items.map((item) => messageJson(schema, item)) });
+/** Every item of a walk over all pages: `{"data": [...]}` as JSON, their ids, or a table. */
+export function printAll<Desc extends DescMessage>(io: Io, mode: OutputMode, schema: Desc, items: MessageShape<Desc>[], table: Table<MessageShape<Desc>>): void {
+  if (mode.json) printJson(io, { data: items.map((item) => messageJson(schema, item)) });
+  else if (mode.quiet === true) printIds(io, items, table.id);
   else printTable(io, table.columns, items.map((item) => table.row(item)), table.empty);
 }
 

@@ -1,24 +1,24 @@
 /**
  * `gpuctl packages …`: upload a training package (a .zip, or a directory that is zipped first),
- * list, get.
+ * list, get, delete.
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import path from "node:path";
 import type { TrainingPackage } from "../sdk/index.ts";
 import { ListTrainingPackagesResponseSchema, TrainingPackageSchema } from "../gen/gpuagent/customer/v1/customer_pb.ts";
 import type { CliContext, JsonOption } from "./context.ts";
-import type { IdOptions, ListOptions } from "./datasets.ts";
-import { pageOf } from "./datasets.ts";
+import type { DeleteOptions, IdOptions, ListOptions } from "./datasets.ts";
+import { deleteEach, pageOf } from "./datasets.ts";
 import { usageError } from "./errors.ts";
 import { listPackageFiles, statFile, zipDirectory } from "./files.ts";
-import type { Table } from "./output.ts";
+import type { QuietOption, Table } from "./output.ts";
 import { formatBytes, formatTime, printFields, printListPage, printMessage, withTransferBar } from "./output.ts";
 
 /** The entry point the server assumes when none is given. */
 export const DEFAULT_ENTRYPOINT = "train.py";
 
 /** Options of `packages upload`. */
-export interface PackageUploadOptions extends JsonOption {
+export interface PackageUploadOptions extends JsonOption, QuietOption {
   /** A .zip file or a directory. */
   path: string;
   name?: string | undefined;
@@ -47,10 +47,11 @@ export async function packagesUpload(opts: PackageUploadOptions, ctx: CliContext
     }
     const client = ctx.customer();
     const name = opts.name ?? base.replace(/\.zip$/i, "");
-    const pkg = await withTransferBar(ctx.io, !opts.json, path.basename(zipPath), (onProgress) =>
+    const pkg = await withTransferBar(ctx.io, !opts.json && opts.quiet !== true, path.basename(zipPath), (onProgress) =>
       client.packages.upload(zipPath, { name, entrypoint, onProgress }),
     );
-    printPackage(ctx, pkg, opts.json);
+    if (opts.quiet === true) ctx.io.stdout(`${pkg.id}\n`);
+    else printPackage(ctx, pkg, opts.json);
     return 0;
   } finally {
     if (tmp !== undefined) await rm(tmp, { recursive: true, force: true });
@@ -65,7 +66,7 @@ const packageTable: Table<TrainingPackage> = {
 
 /** One page of packages. */
 export async function packagesList(opts: ListOptions, ctx: CliContext): Promise<number> {
-  printListPage(ctx.io, opts.json, ListTrainingPackagesResponseSchema, await ctx.customer().packages.list(pageOf(opts)), packageTable);
+  printListPage(ctx.io, opts, ListTrainingPackagesResponseSchema, await ctx.customer().packages.list(pageOf(opts)), packageTable);
   return 0;
 }
 
@@ -73,6 +74,12 @@ export async function packagesList(opts: ListOptions, ctx: CliContext): Promise<
 export async function packagesGet(opts: IdOptions, ctx: CliContext): Promise<number> {
   printPackage(ctx, await ctx.customer().packages.get(opts.id), opts.json);
   return 0;
+}
+
+/** Deletes training packages (their bytes go too); one used by an active job is refused (`STATE_CONFLICT`). */
+export async function packagesDelete(opts: DeleteOptions, ctx: CliContext): Promise<number> {
+  const client = ctx.customer();
+  return deleteEach(opts, ctx, "training package", (id) => client.packages.delete(id));
 }
 
 function printPackage(ctx: CliContext, p: TrainingPackage, json: boolean): void {

@@ -65,7 +65,7 @@ export async function webhooksCreate(opts: WebhookCreateOptions, ctx: CliContext
 
 /** One page of endpoints. */
 export async function webhooksList(opts: ListOptions, ctx: CliContext): Promise<number> {
-  printListPage(ctx.io, opts.json, ListWebhooksResponseSchema, await ctx.customer().webhooks.list(pageOf(opts)), {
+  printListPage(ctx.io, opts, ListWebhooksResponseSchema, await ctx.customer().webhooks.list(pageOf(opts)), {
     columns: ["id", "url", "events", "created"],
     row: (w: Webhook) => [w.id, w.url, w.events.join(","), formatTime(w.createdAt)],
     empty: "no webhooks",
@@ -97,12 +97,14 @@ export async function webhooksRotate(opts: IdOptions, ctx: CliContext): Promise<
   return 0;
 }
 
-/** Deletes an endpoint. */
+/** Deletes an endpoint; exit 1 when the server deleted nothing. */
 export async function webhooksDelete(opts: IdOptions, ctx: CliContext): Promise<number> {
   const res = await ctx.customer().webhooks.delete(opts.id);
   if (opts.json) printMessage(ctx.io, DeleteWebhookResponseSchema, res);
   else printFields(ctx.io, [["id", res.id], ["deleted", String(res.deleted)]]);
-  return 0;
+  if (res.deleted) return 0;
+  if (!opts.json) ctx.io.stderr(`webhook ${opts.id} was not deleted: nothing to do\n`);
+  return 1;
 }
 
 /** Options of `webhooks deliveries`. */
@@ -120,7 +122,7 @@ function deliveryRow(d: WebhookDelivery): string[] {
 /** One page of an endpoint's deliveries, newest first, optionally filtered by status. */
 export async function webhooksDeliveries(opts: WebhookDeliveriesOptions, ctx: CliContext): Promise<number> {
   const res = await ctx.customer().webhooks.deliveries(opts.id, { ...pageOf(opts), ...(opts.status === undefined ? {} : { status: opts.status }) });
-  printListPage(ctx.io, opts.json, ListWebhookDeliveriesResponseSchema, res, { columns: deliveryColumns, row: deliveryRow, empty: "no deliveries" });
+  printListPage(ctx.io, opts, ListWebhookDeliveriesResponseSchema, res, { columns: deliveryColumns, row: deliveryRow, empty: "no deliveries" });
   return 0;
 }
 

@@ -237,7 +237,7 @@ export async function createJob(
       const cost = projectedCost(units, config.rates, request.runtime);
       await requireCreditsFor(tx, customerId, cost);
       const jobId = await insertPlannedJob(tx, customerId, request, units, cost, config.agents.maxAttempts, at);
-      if (idempotencyKey !== null) await insertIdempotencyRecord(tx, customerId, idempotencyKey, requestHash, jobId);
+      if (idempotencyKey !== null) await insertIdempotencyRecord(tx, customerId, idempotencyKey, requestHash, jobId, at);
       onLimitState(jobCreationLimitState(limits.jobCreationsPerMinute, counts, at.getTime(), true));
       return { jobId, replay: false };
     });

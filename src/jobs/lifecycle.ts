@@ -23,7 +23,7 @@
 import { debitCompletedUnit } from "../billing/debit.ts";
 import type { WorkloadRates } from "../billing/rates.ts";
 import { newId } from "../platform/ids.ts";
-import { recordNodeAttempt, recordNodeDataset } from "../store/nodes.ts";
+import { markNodeUnreachableIfSilent, recordNodeAttempt, recordNodeDataset } from "../store/nodes.ts";
 import type { Database, Sql } from "../store/database.ts";
 import type { JobRow, UnitRow } from "../store/jobs.ts";
 import { findUnit, insertArtifactOnce, listUnitsOfJob, lockJob as lockJobRow } from "../store/jobs.ts";
@@ -35,12 +35,10 @@ import { artifactRecorded, artifactUsage, lockCustomerStorage } from "../store/s
 import { isJobActive, isUnitOnNode, isUnitTerminal } from "../store/state-machines.ts";
 import {
   cancelUnit,
-  listUnitsOnNode,
   lockOverdueJobs,
   markJobCompleted,
   markJobEnded,
   markJobRunning,
-  markNodeUnreachableIfSilent,
   markUnitCompleted,
   markUnitFailed,
   markUnitRunning,
@@ -50,6 +48,7 @@ import {
   refreshJobProgress,
   requeueUnit,
 } from "../store/transitions.ts";
+import { listAttemptsOnNode } from "../store/units-on-nodes.ts";
 import { jobTransaction, markJobChanged } from "./job-changes.ts";
 
 /** A unit attempt named by an agent event. */
@@ -389,7 +388,7 @@ async function requeueUnitsOfNodeIn(
 ): Promise<{ unitId: string; attempt: number }[]> {
   return jobTransaction(db, async (tx) => {
     if (guard !== undefined && !(await guard(tx))) return [];
-    const candidates = await listUnitsOnNode(tx, nodeId, selection);
+    const candidates = await listAttemptsOnNode(tx, nodeId, selection);
     if (candidates.length === 0) return [];
     await lockJobs(tx, candidates.map((u) => u.job_id));
     const now = selection.now;

@@ -16,7 +16,7 @@ import { findNodesWithAssignmentsBefore } from "../store/units-on-nodes.ts";
 import { FleetCache } from "./fleet-cache.ts";
 import { NodeHistory } from "./node-history.ts";
 import { NodeSnapshotMemo } from "./node-snapshots.ts";
-import { runPlacementCycle } from "./placement-cycle.ts";
+import { createCyclePlacer, runPlacementCycle } from "./placement-cycle.ts";
 import type { PlacementCycleDeps } from "./placement-cycle.ts";
 
 /** Observable state of the loop. */
@@ -60,7 +60,8 @@ export function createLeaderLoop(deps: LeaderLoopDeps, streams: LeaderStreams, m
   // other replicas' streams through the cluster bus (LISTEN/NOTIFY).
   const liveness = new NodeLiveness(clock, { silenceMs: config.agents.unreachableAfterSeconds * 1000, local: (nodeId) => sessions.getLocal(nodeId) });
   sessions.watch((nodeId) => liveness.localChanged(nodeId));
-  const sources = { liveness, history: nodeHistory, fleet, snapshots };
+  // One placer for this control plane's cycles, across its terms (placement-cycle.ts says why it lives on).
+  const cycleState = { liveness, history: nodeHistory, fleet, snapshots, placer: createCyclePlacer() };
 
   async function sweep(): Promise<void> {
     await liveness.refresh(db);
@@ -125,7 +126,7 @@ export function createLeaderLoop(deps: LeaderLoopDeps, streams: LeaderStreams, m
       pendingWake = false;
       const started = clock.now();
       try {
-        const result = await runPlacementCycle(deps, term, sources);
+        const result = await runPlacementCycle(deps, term, cycleState);
         for (const [name, ms] of Object.entries(result.phasesMs)) metrics?.schedulerPhase.observe({ phase: name }, ms / 1000);
         status.cycles += 1;
         status.placements += result.placed.length;

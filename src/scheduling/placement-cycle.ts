@@ -7,12 +7,13 @@
  * race) and that the term it was planned under is still the current one, so a
  * deposed leader cannot commit anything (src/store/placement.ts).
  *
- * The placer lives across cycles (one per control plane): each cycle hands it
- * the fresh snapshot through `sync`, which moves only the index entries of
- * nodes whose free resources changed, instead of rebuilding the copy and its
- * indexes (O(n log n)) every cycle. The plan is exactly the one a placer
- * built from that snapshot would make, so nothing it reserved in an earlier
- * cycle (committed or not) can leak into the next.
+ * The placer lives across cycles (one {@link CyclePlacer} per leader loop, so
+ * per control plane): each cycle hands it the fresh snapshot through `sync`,
+ * which moves only the index entries of nodes whose free resources changed,
+ * instead of rebuilding the copy and its indexes (O(n log n)) every cycle. The
+ * plan is exactly the one a placer built from that snapshot would make, so
+ * nothing it reserved in an earlier cycle (committed or not) can leak into the
+ * next.
  */
 import { allowedTrustLevels, createPlacer } from "../placer/index.ts";
 import type { ClusterSnapshot, NodeSnapshot, Placer, PlacementResult, UnitRequest } from "../placer/index.ts";
@@ -112,48 +113,50 @@ export async function readSnapshot(sql: Sql, sources: SnapshotSources): Promise<
   return { snapshot, units };
 }
 
-/** What a placement cycle needs (a subset of ControlPlaneDeps); the object also keys its long-lived placer. */
+/** What a placement cycle needs (a subset of ControlPlaneDeps). */
 export interface PlacementCycleDeps {
   readonly config: SchedulerConfig;
   readonly db: Database;
   readonly clock: Clock;
 }
 
-/** One long-lived placer per control plane (keyed by its deps, so test control planes never share one). */
-const placers = new WeakMap<PlacementCycleDeps, Placer>();
+/** The placer that lives across one control plane's cycles. */
+export interface CyclePlacer {
+  /**
+   * Plans one cycle, synced to `snapshot` first: the same plan as
+   * `placeUnits(snapshot, units, { seed, weights })`.
+   */
+  plan(snapshot: ClusterSnapshot, units: readonly UnitRequest[], seed: string, weights?: ScoreWeights): PlacementResult;
+}
 
-/**
- * Plans one cycle on the control plane's long-lived placer, synced to
- * `snapshot` first: the same plan as `placeUnits(snapshot, units, { seed })`.
- */
-export function planCycle(
-  deps: PlacementCycleDeps,
-  snapshot: ClusterSnapshot,
-  units: readonly UnitRequest[],
-  seed: string,
-  weights?: ScoreWeights,
-): PlacementResult {
-  let placer = placers.get(deps);
-  if (placer === undefined) {
-    placer = createPlacer(snapshot);
-    placers.set(deps, placer);
-  } else {
-    placer.sync(snapshot);
-  }
-  return placer.place(units, weights === undefined ? { seed } : { seed, weights });
+/** A placer for one control plane's cycles; built on the first cycle's snapshot, synced on each later one. */
+export function createCyclePlacer(): CyclePlacer {
+  let placer: Placer | undefined;
+  return {
+    plan(snapshot, units, seed, weights) {
+      if (placer === undefined) placer = createPlacer(snapshot);
+      else placer.sync(snapshot);
+      return placer.place(units, weights === undefined ? { seed } : { seed, weights });
+    },
+  };
+}
+
+/** What one cycle works with across cycles: its snapshot's sources and the long-lived placer. */
+export interface CycleState extends SnapshotSources {
+  placer: CyclePlacer;
 }
 
 /** Runs one cycle under `term`. */
-export async function runPlacementCycle(deps: PlacementCycleDeps, term: number, sources: SnapshotSources): Promise<CycleResult> {
+export async function runPlacementCycle(deps: PlacementCycleDeps, term: number, state: CycleState): Promise<CycleResult> {
   const { db, clock } = deps;
-  const { liveness } = sources;
+  const { liveness, placer } = state;
   // Real elapsed time for the phases, not the injected clock: they are diagnostics, and a fake clock stands still.
   const started = monotonicMs();
-  const { snapshot, units } = await readSnapshot(db, sources);
+  const { snapshot, units } = await readSnapshot(db, state);
   const read = monotonicMs();
   if (units.length === 0) return { placed: [], unplaced: 0, committed: true, phasesMs: { snapshot: read - started, plan: 0, commit: 0 } };
   const cycleId = newId();
-  const plan = planCycle(deps, snapshot, units, cycleId, deps.config.placerWeights);
+  const plan = placer.plan(snapshot, units, cycleId, deps.config.placerWeights);
   const planned = monotonicMs();
   const now = new Date(clock.now());
   const phasesMs = { snapshot: read - started, plan: planned - read, commit: 0 };

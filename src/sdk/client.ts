@@ -25,7 +25,9 @@ import { Code, createClient } from "@connectrpc/connect";
 import { CustomerService } from "../gen/gpuagent/customer/v1/customer_pb.ts";
 import { newId } from "../platform/ids.ts";
 import type {
+  ApiKey,
   Artifact,
+  CreateApiKeyResponse,
   CreateArtifactDownloadUrlResponse,
   CreateTrainingJobRequestSchema,
   CreateWebhookRequestSchema,
@@ -37,15 +39,19 @@ import type {
   GetComputeUnitLogsResponse,
   GetConfigResponse,
   GetDailyUsageResponse,
+  GetMeResponse,
   GetTrainingJobMetricsResponse,
   GetUsageSummaryResponse,
+  ListApiKeysResponse,
   ListArtifactsResponse,
   ListComputeUnitsResponse,
+  ListCreditLedgerResponse,
   ListDatasetsResponse,
   ListTrainingJobsResponse,
   ListTrainingPackagesResponse,
   ListWebhookDeliveriesResponse,
   ListWebhooksResponse,
+  LoginResponse,
   RotateWebhookSecretResponse,
   TestWebhookResponse,
   TrainingJob,
@@ -54,7 +60,7 @@ import type {
 } from "../gen/gpuagent/customer/v1/customer_pb.ts";
 import type { CallOpts, ClientOptionsBase, PageOptions } from "./core.ts";
 import { callOptions as co, createSdkCore, pageRequest as page, required, throwIfAborted } from "./core.ts";
-import { GpuAgentError, fromFetchFailure, fromRestResponse, isTransientFailure } from "./errors.ts";
+import { GpuAgentError, fromConnectError, fromFetchFailure, fromRestResponse, isTransientFailure } from "./errors.ts";
 import { iterateAll } from "./pagination.ts";
 
 export type { CallOpts, ClientOptionsBase, PageOptions, RetryInfo } from "./core.ts";
@@ -71,6 +77,9 @@ export const TERMINAL_JOB_STATUSES: readonly string[] = ["completed", "failed", 
 
 /** Data sensitivity tiers a job may declare (a job runs only on nodes trusted at least that much). */
 export const SENSITIVITY_TIERS = ["public", "low_sensitive", "high_sensitive"] as const;
+
+/** Every scope an API key may hold; a signed-in session holds them all. */
+export const API_KEY_SCOPES = ["dataset:write", "training:write", "artifact:read", "usage:read", "webhook:write"] as const;
 
 /** How {@link createGpuAgentClient} is configured. */
 export interface GpuAgentClientOptions extends ClientOptionsBase {
@@ -243,11 +252,52 @@ export interface ArtifactsApi {
   download(jobId: string, artifactId: string, destPath: string, options?: DownloadOptions): Promise<DownloadResult>;
 }
 
+/** A range of days (`YYYY-MM-DD`, UTC, both inclusive) of a CSV export; left out: the server's default (the last 30 days). */
+export interface DateRange {
+  dateFrom?: string;
+  dateTo?: string;
+}
+
 /** Usage and credits. */
 export interface UsageApi {
   summary(opts?: CallOpts): Promise<GetUsageSummaryResponse>;
   /** Per-day usage of the last `days` days (server default 30, at most 90). */
   daily(query?: { days?: number }, opts?: CallOpts): Promise<GetDailyUsageResponse>;
+  /**
+   * Usage per compute unit as CSV (RFC 4180), streamed: the file's bytes chunk by chunk, to be
+   * written out in order. A range over 90 days is `EXPORT_RANGE_TOO_LARGE`; a stream cut short
+   * throws, so a complete-looking file is a complete one.
+   */
+  exportCsv(range?: DateRange, opts?: CallOpts): AsyncGenerator<Uint8Array, void, void>;
+}
+
+/** The credit ledger. */
+export interface CreditsApi {
+  /** One page of ledger entries, newest first, with the current balance. */
+  ledger(page?: PageOptions, opts?: CallOpts): Promise<ListCreditLedgerResponse>;
+  /** The statement as CSV, streamed like {@link UsageApi.exportCsv}: an opening balance, then every entry with the balance after it. */
+  statementCsv(range?: DateRange, opts?: CallOpts): AsyncGenerator<Uint8Array, void, void>;
+}
+
+/** Signing in with an e-mail and password (the portal's flow), and who the caller is. */
+export interface AuthApi {
+  /** Opens a session (12 h); send its token as `sessionToken` to a new client for the session-only rpcs (API keys). */
+  login(email: string, password: string, opts?: CallOpts): Promise<LoginResponse>;
+  /** The caller: its customer, whether it is a session or an API key, and its scopes. */
+  me(opts?: CallOpts): Promise<GetMeResponse>;
+}
+
+/**
+ * API keys. Session only: a client made with a `sessionToken` may call these, one made with an
+ * API key is refused (`API_KEY_SCOPE_DENIED`), so a leaked key can neither mint more keys nor
+ * revoke its owner's.
+ */
+export interface ApiKeysApi {
+  /** Mints a key (scopes left out: every one of {@link API_KEY_SCOPES}); the answer's `key` is its plaintext, shown this once. */
+  create(body: { name: string; scopes?: readonly string[] }, opts?: CallOpts): Promise<CreateApiKeyResponse>;
+  list(page?: PageOptions, opts?: CallOpts): Promise<ListApiKeysResponse>;
+  /** Revokes a key (idempotent: a revoked key answers with its first `revokedAt`). */
+  revoke(id: string, opts?: CallOpts): Promise<ApiKey>;
 }
 
 /** Webhook endpoints and their deliveries. */
@@ -277,7 +327,10 @@ export interface GpuAgentClient {
   readonly jobs: JobsApi;
   readonly artifacts: ArtifactsApi;
   readonly usage: UsageApi;
+  readonly credits: CreditsApi;
   readonly webhooks: WebhooksApi;
+  readonly auth: AuthApi;
+  readonly apiKeys: ApiKeysApi;
 }
 
 /** A random `Idempotency-Key` the server accepts (`[A-Za-z0-9._:-]{8,128}`). */
@@ -517,9 +570,40 @@ export function createGpuAgentClient(options: GpuAgentClientOptions): GpuAgentCl
     },
   };
 
+  /** The bytes of a server-streamed CSV; a failure mid-stream is a {@link GpuAgentError} like any other. */
+  async function* csvChunks(open: () => AsyncIterable<{ body?: { data: Uint8Array } | undefined }>): AsyncGenerator<Uint8Array, void, void> {
+    try {
+      for await (const message of open()) {
+        const data = message.body?.data;
+        if (data !== undefined && data.length > 0) yield data;
+      }
+    } catch (error) {
+      throw fromConnectError(error);
+    }
+  }
+
+  const range = (r: DateRange | undefined) => ({ dateFrom: r?.dateFrom ?? "", dateTo: r?.dateTo ?? "" });
+
   const usage: UsageApi = {
     summary: (opts) => call(() => rpc.getUsageSummary({}, co(opts))),
     daily: (q, opts) => call(() => rpc.getDailyUsage({ days: q?.days ?? 0 }, co(opts))),
+    exportCsv: (r, opts) => csvChunks(() => rpc.exportUsageCsv(range(r), co(opts))),
+  };
+
+  const credits: CreditsApi = {
+    ledger: (p, opts) => call(() => rpc.listCreditLedger(page(p), co(opts))),
+    statementCsv: (r, opts) => csvChunks(() => rpc.getCreditStatementCsv(range(r), co(opts))),
+  };
+
+  const auth: AuthApi = {
+    login: (email, password, opts) => call(() => rpc.login({ email, password }, co(opts))),
+    me: (opts) => call(() => rpc.getMe({}, co(opts))),
+  };
+
+  const apiKeys: ApiKeysApi = {
+    create: (body, opts) => call(() => rpc.createApiKey({ name: body.name, scopes: [...(body.scopes ?? API_KEY_SCOPES)] }, co(opts))),
+    list: (p, opts) => call(() => rpc.listApiKeys(page(p), co(opts))),
+    revoke: async (id, opts) => required((await call(() => rpc.revokeApiKey({ id }, co(opts)))).apiKey, "RevokeApiKey"),
   };
 
   const webhooks: WebhooksApi = {
@@ -542,7 +626,10 @@ export function createGpuAgentClient(options: GpuAgentClientOptions): GpuAgentCl
     jobs,
     artifacts,
     usage,
+    credits,
     webhooks,
+    auth,
+    apiKeys,
   };
 }
 

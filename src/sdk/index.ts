@@ -17,6 +17,7 @@ export * from "./errors.ts";
 export * from "./pagination.ts";
 export type { ErrorCode } from "../platform/errors.ts";
 export type {
+  ApiKey,
   Artifact,
   ComputeUnit,
   Dataset,
@@ -25,6 +26,7 @@ export type {
   GetComputeUnitLogsResponse,
   GetTrainingJobMetricsResponse,
   GetUsageSummaryResponse,
+  LedgerEntry,
   LogLine,
   MetricPoint,
   TrainingJob,

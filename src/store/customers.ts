@@ -23,10 +23,10 @@ export interface ApiKeyRow {
 }
 
 /** Inserts a customer. */
-export async function insertCustomer(sql: Sql, row: { id: string; email: string; passwordHash: string }): Promise<CustomerRow> {
+export async function insertCustomer(sql: Sql, row: { id: string; email: string; passwordHash: string }, now: Date): Promise<CustomerRow> {
   const [created] = await sql.query<CustomerRow>(
-    `INSERT INTO customers (id, email, password_hash) VALUES ($1, $2, $3) RETURNING *`,
-    [row.id, row.email, row.passwordHash],
+    `INSERT INTO customers (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING *`,
+    [row.id, row.email, row.passwordHash, now],
   );
   return created!;
 }
@@ -58,7 +58,12 @@ export async function lockCustomer(sql: Sql, id: string): Promise<void> {
   await sql.query(`SELECT id FROM customers WHERE id = $1 FOR UPDATE`, [id]);
 }
 
-/** Inserts an API key (hash only). */
+/**
+ * Inserts an API key (hash only). Its created_at is the one insert's time still left to the
+ * database's clock (the column's default): keys are listed by it, newest first, and keys made while
+ * the injected clock reads one instant (a FakeClock stands still; test/api/identity.test.ts pages
+ * through six made in a row) must still list in the order they were made.
+ */
 export async function insertApiKey(
   sql: Sql,
   row: { id: string; customerId: string; name: string; prefix: string; keyHash: string; scopes: readonly string[] },
@@ -113,12 +118,13 @@ export interface SessionRow {
 }
 
 /** Inserts a session. */
-export async function insertSession(sql: Sql, row: { id: string; customerId: string; tokenHash: string; expiresAt: Date }): Promise<void> {
-  await sql.query(`INSERT INTO sessions (id, customer_id, token_hash, expires_at) VALUES ($1, $2, $3, $4)`, [
+export async function insertSession(sql: Sql, row: { id: string; customerId: string; tokenHash: string; expiresAt: Date }, now: Date): Promise<void> {
+  await sql.query(`INSERT INTO sessions (id, customer_id, token_hash, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)`, [
     row.id,
     row.customerId,
     row.tokenHash,
     row.expiresAt,
+    now,
   ]);
 }
 
@@ -147,10 +153,10 @@ export interface LedgerRow {
 }
 
 /** Adds a grant (positive) to the ledger. */
-export async function insertGrant(sql: Sql, row: { id: string; customerId: string; amount: number; description: string }): Promise<LedgerRow> {
+export async function insertGrant(sql: Sql, row: { id: string; customerId: string; amount: number; description: string }, now: Date): Promise<LedgerRow> {
   const [created] = await sql.query<LedgerRow>(
-    `INSERT INTO ledger_entries (id, customer_id, amount, kind, description) VALUES ($1, $2, $3, 'grant', $4) RETURNING *`,
-    [row.id, row.customerId, row.amount, row.description],
+    `INSERT INTO ledger_entries (id, customer_id, amount, kind, description, created_at) VALUES ($1, $2, $3, 'grant', $4, $5) RETURNING *`,
+    [row.id, row.customerId, row.amount, row.description, now],
   );
   return created!;
 }
@@ -162,12 +168,13 @@ export async function insertGrant(sql: Sql, row: { id: string; customerId: strin
 export async function insertDebitOnce(
   sql: Sql,
   row: { id: string; customerId: string; amount: number; jobId: string; computeUnitId: string; description: string },
+  now: Date,
 ): Promise<boolean> {
   const inserted = await sql.query(
-    `INSERT INTO ledger_entries (id, customer_id, amount, kind, description, job_id, compute_unit_id)
-     VALUES ($1, $2, $3, 'debit', $4, $5, $6)
+    `INSERT INTO ledger_entries (id, customer_id, amount, kind, description, job_id, compute_unit_id, created_at)
+     VALUES ($1, $2, $3, 'debit', $4, $5, $6, $7)
      ON CONFLICT (compute_unit_id) WHERE kind = 'debit' DO NOTHING RETURNING id`,
-    [row.id, row.customerId, -Math.abs(row.amount), row.description, row.jobId, row.computeUnitId],
+    [row.id, row.customerId, -Math.abs(row.amount), row.description, row.jobId, row.computeUnitId, now],
   );
   return inserted.length === 1;
 }

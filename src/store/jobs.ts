@@ -1,10 +1,11 @@
 /**
- * SQL for training jobs, their compute units, artifacts and usage. The state
+ * SQL for training jobs, their compute units and artifacts. The state
  * machines these rows follow are in ./state-machines.ts; the UPDATEs that move
  * them between statuses are in ./transitions.ts.
  */
 import type { Sql } from "./database.ts";
 import type { JobStatus, UnitStatus } from "./state-machines.ts";
+import { activeJobStatusSql } from "./state-machines.ts";
 
 /** A training_jobs row. */
 export interface JobRow {
@@ -181,7 +182,7 @@ export async function customerJobCounts(
   const [row] = await sql.query<{ created_last_minute: number; active: number; oldest_in_window: Date | null; units_today: number }>(
     `SELECT (SELECT count(*)::int FROM training_jobs WHERE customer_id = $1 AND created_at > $2::timestamptz - interval '60 seconds') AS created_last_minute,
             (SELECT min(created_at) FROM training_jobs WHERE customer_id = $1 AND created_at > $2::timestamptz - interval '60 seconds') AS oldest_in_window,
-            (SELECT count(*)::int FROM training_jobs WHERE customer_id = $1 AND status IN ('queued', 'running')) AS active,
+            (SELECT count(*)::int FROM training_jobs WHERE customer_id = $1 AND status IN ${activeJobStatusSql}) AS active,
             (SELECT count(*)::int FROM compute_units
               WHERE customer_id = $1 AND created_at >= date_trunc('day', $2::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') AS units_today`,
     [customerId, now],
@@ -252,19 +253,6 @@ export async function insertArtifactOnce(sql: Sql, row: Omit<ArtifactRow, "creat
   return inserted.length === 1;
 }
 
-/** Usage of one completed unit, once. */
-export async function insertUsageOnce(
-  sql: Sql,
-  row: { id: string; customerId: string; jobId: string; unitId: string; kind: string; runSeconds: number; credits: number },
-  now: Date,
-): Promise<void> {
-  await sql.query(
-    `INSERT INTO usage_records (id, customer_id, job_id, compute_unit_id, kind, run_seconds, credits, created_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (compute_unit_id) DO NOTHING`,
-    [row.id, row.customerId, row.jobId, row.unitId, row.kind, row.runSeconds, row.credits, now],
-  );
-}
-
 /** Credits debited per unit of a job. */
 export async function creditsDebitedByUnit(sql: Sql, jobId: string): Promise<Map<string, number>> {
   const rows = await sql.query<{ compute_unit_id: string; total: number }>(
@@ -288,12 +276,13 @@ export async function findIdempotencyRecord(
 }
 
 /** Stores an idempotency record; the primary key makes a concurrent duplicate fail. */
-export async function insertIdempotencyRecord(sql: Sql, customerId: string, key: string, requestHash: string, jobId: string): Promise<void> {
-  await sql.query(`INSERT INTO idempotency_records (customer_id, key, request_hash, job_id) VALUES ($1, $2, $3, $4)`, [
+export async function insertIdempotencyRecord(sql: Sql, customerId: string, key: string, requestHash: string, jobId: string, now: Date): Promise<void> {
+  await sql.query(`INSERT INTO idempotency_records (customer_id, key, request_hash, job_id, created_at) VALUES ($1, $2, $3, $4, $5)`, [
     customerId,
     key,
     requestHash,
     jobId,
+    now,
   ]);
 }
 
@@ -310,7 +299,7 @@ export async function creditsAndReserved(sql: Sql, customerId: string): Promise<
                FROM training_jobs j
                LEFT JOIN (SELECT job_id, -sum(amount) AS debited FROM ledger_entries WHERE customer_id = $1 AND kind = 'debit' GROUP BY job_id) d
                  ON d.job_id = j.id
-              WHERE j.customer_id = $1 AND j.status IN ('queued', 'running')) AS reserved`,
+              WHERE j.customer_id = $1 AND j.status IN ${activeJobStatusSql}) AS reserved`,
     [customerId],
   );
   return { balance: row?.balance ?? 0, reserved: row?.reserved ?? 0 };

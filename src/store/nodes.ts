@@ -61,12 +61,14 @@ export interface NodeRow {
 export async function insertEnrollmentToken(
   sql: Sql,
   row: { id: string; tokenHash: string; trustLevel: TrustLevel; expiresAt: Date },
+  now: Date,
 ): Promise<void> {
-  await sql.query(`INSERT INTO enrollment_tokens (id, token_hash, trust_level, expires_at) VALUES ($1, $2, $3, $4)`, [
+  await sql.query(`INSERT INTO enrollment_tokens (id, token_hash, trust_level, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)`, [
     row.id,
     row.tokenHash,
     row.trustLevel,
     row.expiresAt,
+    now,
   ]);
 }
 
@@ -80,7 +82,11 @@ export async function consumeEnrollmentToken(sql: Sql, tokenHash: string, nodeId
   return row?.trust_level;
 }
 
-/** Inserts an enrolled node. */
+/**
+ * Inserts an enrolled node. Its `placement_changed_at` is left to the column's default, the
+ * database's `clock_timestamp()`: the point, since {@link listNodesChangedSince} compares it with a
+ * watermark read on that clock.
+ */
 export async function insertNode(
   sql: Sql,
   row: { id: string; hostname: string; trustLevel: TrustLevel; credentialHash: string; capabilities: StoredCapabilities },
@@ -153,6 +159,20 @@ export async function setNodeState(sql: Sql, id: string, state: NodeState, now: 
 export async function setNodeTrustLevel(sql: Sql, id: string, trustLevel: TrustLevel): Promise<NodeRow | undefined> {
   const [row] = await sql.query<NodeRow>(`UPDATE nodes SET trust_level = $2 WHERE id = $1 RETURNING *`, [id, trustLevel]);
   return row;
+}
+
+/**
+ * A node not heard from since `silentSince` becomes unreachable (an operator's
+ * cordoned, draining or revoked stays). Returns whether it was still silent:
+ * one that reconnected a moment ago keeps its units.
+ */
+export async function markNodeUnreachableIfSilent(sql: Sql, nodeId: string, silentSince: Date): Promise<boolean> {
+  const still = await sql.query(
+    `UPDATE nodes SET state = CASE WHEN state = ${sqlNodeState("online")} THEN ${sqlNodeState("unreachable")} ELSE state END
+     WHERE id = $1 AND (last_heartbeat_at IS NULL OR last_heartbeat_at < $2) RETURNING id`,
+    [nodeId, silentSince],
+  );
+  return still.length === 1;
 }
 
 /** Attended nodes (online, cordoned, draining) whose last persisted heartbeat is older than `before`. */

@@ -1,7 +1,8 @@
 /**
  * The UPDATEs that move training jobs and compute units between statuses, and
- * the reads that pick what to move. When a move happens is decided in
- * src/jobs/lifecycle.ts; which moves exist is the table in ./state-machines.ts.
+ * the reads that pick what to move (a node's units: ./units-on-nodes.ts). When
+ * a move happens is decided in src/jobs/lifecycle.ts; which moves exist is the
+ * table in ./state-machines.ts.
  *
  * Two guards, both from that table. A function given the status its caller
  * read under the row's lock asserts the move first, so a move the table (or
@@ -14,7 +15,6 @@
  */
 import type { Sql } from "./database.ts";
 import type { JobRow, UnitRow } from "./jobs.ts";
-import { sqlNodeState } from "./nodes.ts";
 import type { UnitMove } from "./state-machines.ts";
 import {
   activeJobStatusSql,
@@ -230,44 +230,4 @@ export async function lockOverdueJobs(sql: Sql, now: Date): Promise<JobRow[]> {
      ORDER BY id FOR UPDATE`,
     [now],
   );
-}
-
-/** Which of a node's units to read. */
-export interface UnitsOnNodeFilter {
-  /** Only these units. */
-  unitIds?: readonly string[];
-  /** Only units in these statuses (default assigned and running). */
-  statuses?: readonly (typeof unitsOnNodeStatuses)[number][];
-  /** Only units assigned before this time. */
-  assignedBefore?: Date;
-}
-
-/** A node's assigned and running units (unlocked: the caller locks their jobs, then each unit). */
-export async function listUnitsOnNode(sql: Sql, nodeId: string, filter: UnitsOnNodeFilter): Promise<UnitRow[]> {
-  const params: unknown[] = [nodeId, filter.statuses ?? unitsOnNodeStatuses];
-  // The IN list matches the partial index compute_units_node; the bound array narrows it.
-  let where = `node_id = $1 AND status IN ${onNodeSql} AND status = ANY($2::text[])`;
-  if (filter.unitIds !== undefined) {
-    params.push(filter.unitIds);
-    where += ` AND id = ANY($${params.length}::uuid[])`;
-  }
-  if (filter.assignedBefore !== undefined) {
-    params.push(filter.assignedBefore);
-    where += ` AND assigned_at < $${params.length}`;
-  }
-  return sql.query<UnitRow>(`SELECT * FROM compute_units WHERE ${where}`, params);
-}
-
-/**
- * A node not heard from since `silentSince` becomes unreachable (an operator's
- * cordoned, draining or revoked stays). Returns whether it was still silent:
- * one that reconnected a moment ago keeps its units.
- */
-export async function markNodeUnreachableIfSilent(sql: Sql, nodeId: string, silentSince: Date): Promise<boolean> {
-  const still = await sql.query(
-    `UPDATE nodes SET state = CASE WHEN state = ${sqlNodeState("online")} THEN ${sqlNodeState("unreachable")} ELSE state END
-     WHERE id = $1 AND (last_heartbeat_at IS NULL OR last_heartbeat_at < $2) RETURNING id`,
-    [nodeId, silentSince],
-  );
-  return still.length === 1;
 }

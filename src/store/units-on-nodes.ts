@@ -1,11 +1,14 @@
 /**
- * SQL for the units handed to nodes (assigned, running), as the control side of the agents' streams
- * reads them: what to send a node, what it should be running, which nodes have assignments waiting.
+ * SQL for the units handed to nodes (assigned, running): what to send a node, what it should be
+ * running, which nodes have assignments waiting, and which of its attempts to take back.
  */
 import type { Sql } from "./database.ts";
 import type { UnitRow } from "./jobs.ts";
 import type { UnitStatus } from "./state-machines.ts";
 import { sqlStatusList, unitsOnNodeStatuses } from "./state-machines.ts";
+
+/** A status of a unit handed to a node. */
+export type UnitOnNodeStatus = (typeof unitsOnNodeStatuses)[number];
 
 const onNodeSql = sqlStatusList(unitsOnNodeStatuses);
 /** Placed, and not yet accepted by the node's agent. */
@@ -37,20 +40,41 @@ export async function findNodesWithAssignmentsBefore(sql: Sql, before: Date): Pr
 /** An attempt handed to a node. */
 export interface AttemptOnNode {
   id: string;
+  job_id: string;
   attempt: number;
   status: UnitStatus;
   assignment_id: string | null;
 }
 
-/** The attempts the node should hold now (assigned or running there). */
-export async function listAttemptsOnNode(sql: Sql, nodeId: string): Promise<AttemptOnNode[]> {
-  return sql.query<AttemptOnNode>(`SELECT id, attempt, status, assignment_id FROM compute_units WHERE node_id = $1 AND status IN ${onNodeSql}`, [nodeId]);
+/** Which of a node's attempts to read; each field narrows the read. */
+export interface AttemptsOnNodeFilter {
+  /** Only these units (e.g. the ones an agent reports, or no longer has). */
+  unitIds?: readonly string[];
+  /** Only these statuses (by default both: assigned and running). */
+  statuses?: readonly UnitOnNodeStatus[];
+  /** Only attempts assigned before this time (assignments never accepted). */
+  assignedBefore?: Date;
 }
 
-/** Of `unitIds`, the current attempts of those still assigned to or running on the node. */
-export async function findAttemptsOnNode(sql: Sql, nodeId: string, unitIds: readonly string[]): Promise<{ id: string; attempt: number }[]> {
-  return sql.query<{ id: string; attempt: number }>(
-    `SELECT id, attempt FROM compute_units WHERE id = ANY($1::uuid[]) AND node_id = $2 AND status IN ${onNodeSql}`,
-    [[...unitIds], nodeId],
-  );
+/**
+ * The attempts the node should hold now (assigned or running there), narrowed by `filter`. Unlocked:
+ * a caller that moves them locks their jobs, then each unit, and checks the attempt again.
+ */
+export async function listAttemptsOnNode(sql: Sql, nodeId: string, filter: AttemptsOnNodeFilter = {}): Promise<AttemptOnNode[]> {
+  const params: unknown[] = [nodeId];
+  // The IN list matches the partial index compute_units_node; the bound arrays narrow it.
+  let where = `node_id = $1 AND status IN ${onNodeSql}`;
+  if (filter.statuses !== undefined) {
+    params.push(filter.statuses);
+    where += ` AND status = ANY($${params.length}::text[])`;
+  }
+  if (filter.unitIds !== undefined) {
+    params.push(filter.unitIds);
+    where += ` AND id = ANY($${params.length}::uuid[])`;
+  }
+  if (filter.assignedBefore !== undefined) {
+    params.push(filter.assignedBefore);
+    where += ` AND assigned_at < $${params.length}`;
+  }
+  return sql.query<AttemptOnNode>(`SELECT id, job_id, attempt, status, assignment_id FROM compute_units WHERE ${where}`, params);
 }

@@ -36,12 +36,13 @@ export async function insertUpload(
   sql: Sql,
   table: UploadTable,
   row: { id: string; customerId: string; name: string; sizeBytes: number; sha256: string; blobKey: string; uploadExpiresAt: Date; extra: string },
+  now: Date,
 ): Promise<UploadRow> {
   const extraColumn = table === "datasets" ? "format" : "entrypoint";
   const [created] = await sql.query<UploadRow>(
-    `INSERT INTO ${table} (id, customer_id, name, size_bytes, sha256, status, blob_key, upload_expires_at, ${extraColumn})
-     VALUES ($1, $2, $3, $4, $5, 'awaiting_upload', $6, $7, $8) RETURNING *`,
-    [row.id, row.customerId, row.name, row.sizeBytes, row.sha256, row.blobKey, row.uploadExpiresAt, row.extra],
+    `INSERT INTO ${table} (id, customer_id, name, size_bytes, sha256, status, blob_key, upload_expires_at, ${extraColumn}, created_at)
+     VALUES ($1, $2, $3, $4, $5, 'awaiting_upload', $6, $7, $8, $9) RETURNING *`,
+    [row.id, row.customerId, row.name, row.sizeBytes, row.sha256, row.blobKey, row.uploadExpiresAt, row.extra, now],
   );
   return created!;
 }

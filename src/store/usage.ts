@@ -1,6 +1,7 @@
 /**
- * SQL for the usage and credit reports (daily usage, usage CSV, credit statement).
- * One function per operation; every query is scoped to one customer.
+ * SQL for usage records (one per completed unit) and the usage and credit reports
+ * (daily usage, usage CSV, credit statement). One function per operation; every
+ * query is scoped to one customer.
  */
 import type { LedgerRow } from "./customers.ts";
 import type { Sql } from "./database.ts";
@@ -33,6 +34,22 @@ export async function dailyUsage(sql: Sql, customerId: string, from: Date, to: D
       GROUP BY 1
       ORDER BY 1`,
     [customerId, from, to],
+  );
+}
+
+/**
+ * Usage of one completed unit, once: `usage_records.compute_unit_id` is unique, so a replayed
+ * completion inserts nothing.
+ */
+export async function insertUsageOnce(
+  sql: Sql,
+  row: { id: string; customerId: string; jobId: string; unitId: string; kind: string; runSeconds: number; credits: number },
+  now: Date,
+): Promise<void> {
+  await sql.query(
+    `INSERT INTO usage_records (id, customer_id, job_id, compute_unit_id, kind, run_seconds, credits, created_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (compute_unit_id) DO NOTHING`,
+    [row.id, row.customerId, row.jobId, row.unitId, row.kind, row.runSeconds, row.credits, now],
   );
 }
 

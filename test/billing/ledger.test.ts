@@ -53,7 +53,7 @@ describeOnEachBackend("the credit ledger", (on) => {
 
   it("grantCredits adds an entry and answers the balance after it", async () => {
     const { customerId } = await insertCustomerWithInputs(on.db, 100);
-    const { entry, balance } = await grantCredits(on.db, customerId, 25, "goodwill");
+    const { entry, balance } = await grantCredits(on.db, customerId, 25, "goodwill", now);
     assert.deepEqual([entry.kind, entry.amount, entry.description, balance], ["grant", 25, "goodwill", 125]);
   });
 
@@ -61,7 +61,7 @@ describeOnEachBackend("the credit ledger", (on) => {
     const inputs = await insertCustomerWithInputs(on.db, 100);
     const { job, units } = await insertJobWithUnits(on.db, inputs, ["gpu"]);
     await on.db.transaction((tx) => debitCompletedUnit(tx, job, units[0]!, 60, rates, now));
-    await grantCredits(on.db, inputs.customerId, 5, "top-up");
+    await grantCredits(on.db, inputs.customerId, 5, "top-up", now);
     const page = await ledgerPage(on.db, inputs.customerId, 10, undefined);
     assert.equal(page.balance, 100 - 10 + 5);
     assert.deepEqual(page.entries.map((e) => `${e.kind} ${e.amount}`).sort(), ["debit -10", "grant 100", "grant 5"]);
@@ -78,7 +78,7 @@ describeOnEachBackend("the credit ledger", (on) => {
     await on.db.query(`UPDATE training_jobs SET status = 'completed' WHERE id = $1`, [job.id]);
     const runs = [90.2, 10.5, 20.1];
     for (const [i, unit] of units.entries()) await on.db.transaction((tx) => debitCompletedUnit(tx, job, unit, runs[i]!, rates, now));
-    await grantCredits(on.db, inputs.customerId, 50, "top-up");
+    await grantCredits(on.db, inputs.customerId, 50, "top-up", now);
     assert.deepEqual(await usageSummary(on.db, inputs.customerId), {
       creditsBalance: 1_050 - (20 + 1 + 1),
       creditsDebited: 20 + 1 + 1,

@@ -5,13 +5,15 @@
  * (seed code in `x-gpu-agent-error-code`, a request id, `Retry-After` on 429), and the signed
  * upload and download URLs over plain HTTP with the REST error envelope.
  *
- * Jobs follow a script per GET. Every rpc is recorded with its headers and its request as REST
- * JSON (proto field names, defaults left out) so tests assert what the CLI sent.
+ * Jobs follow a script per GET, and a job's compute units may have logs that follow a script per
+ * read. Every rpc is recorded with its headers and its request as REST JSON (proto field names,
+ * defaults left out) so tests assert what the CLI sent.
  */
 import { createHash } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
+import path from "node:path";
 import { PassThrough } from "node:stream";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { create, toJson } from "@bufbuild/protobuf";
@@ -23,6 +25,7 @@ import type { ErrorCode } from "../../src/platform/errors.ts";
 import { ApiError } from "../../src/platform/errors.ts";
 import type { CliDeps } from "../../src/cli/program.ts";
 import type { Io } from "../../src/cli/output.ts";
+import type { Stdin } from "../../src/cli/terminal.ts";
 import { AdminService } from "../../src/gen/gpuagent/admin/v1/admin_pb.ts";
 import type { Webhook } from "../../src/gen/gpuagent/customer/v1/customer_pb.ts";
 import {
@@ -85,6 +88,24 @@ export interface FakeJob {
   gets: number;
 }
 
+/** One read of a unit's log: the unit's status then and every line of its attempt so far. */
+export interface FakeLogStep {
+  status: string;
+  attempt?: number;
+  lines: string[];
+  dropped?: number;
+  trimmed?: number;
+}
+
+/** A compute unit with a scripted log: read n answers `logs[min(n, last)]` (lines after `after` only). */
+export interface FakeUnit {
+  id: string;
+  name: string;
+  dependsOn: string[];
+  logs: FakeLogStep[];
+  reads: number;
+}
+
 /** An artifact the fake serves; `served` lets a test corrupt the bytes. */
 export interface FakeArtifact {
   id: string;
@@ -117,6 +138,10 @@ export interface FakeApi {
   jobs: Map<string, FakeJob>;
   artifacts: FakeArtifact[];
   webhooks: Map<string, Webhook>;
+  /** A job's compute units, in the order the API lists them; a job not here has one unit, `train`. */
+  units: Map<string, FakeUnit[]>;
+  /** The two CSV files, streamed in chunks of this many bytes. */
+  csv: { usage: string; statement: string; chunkBytes: number };
   /** Answer the next N requests (rpcs and transfers) with 429 and this Retry-After. */
   rateLimit: { remaining: number; retryAfter: string };
   /** Script given to jobs created from now on. */
@@ -149,6 +174,8 @@ export async function startFakeApi(): Promise<FakeApi> {
     jobs: new Map(),
     artifacts: [],
     webhooks: new Map(),
+    units: new Map(),
+    csv: { usage: "date,unit,credits\n2026-01-01,cu_1,5\n", statement: "date,kind,amount,balance\n,opening_balance,,1000\n", chunkBytes: 7 },
     rateLimit: { remaining: 0, retryAfter: "1" },
     nextJobScript: [
       { status: "queued", progress: 0 },
@@ -214,6 +241,21 @@ export async function startFakeApi(): Promise<FakeApi> {
     if (w === undefined) throw fail("RESOURCE_NOT_FOUND", `webhook ${id} not found`);
     return w;
   };
+  const unitsOf = (jobId: string): FakeUnit[] =>
+    api.units.get(jobId) ?? [{ id: "cu_1", name: "train", dependsOn: [], logs: [{ status: "running", lines: [] }], reads: 0 }];
+  const unitStep = (u: FakeUnit, advance: boolean): FakeLogStep => {
+    const step = u.logs[Math.min(u.reads, u.logs.length - 1)] ?? { status: "pending", lines: [] };
+    if (advance) u.reads++;
+    return step;
+  };
+  /** The CSV in chunks, each one message; the request is recorded like a unary call's. */
+  async function* csvStream(rpc: string, body: JsonObject, text: string) {
+    api.calls.push({ rpc, headers: new Headers(), body });
+    const bytes = Buffer.from(text);
+    for (let i = 0; i < bytes.length; i += api.csv.chunkBytes) {
+      yield { body: { contentType: i === 0 ? "text/csv" : "", data: bytes.subarray(i, i + api.csv.chunkBytes) } };
+    }
+  }
   const delivery = (webhookId: string, id: string) =>
     create(WebhookDeliverySchema, { id, webhookId, eventId: "evt_1", eventType: "webhook.test", status: "pending", createdAt: fixedTime });
 
@@ -222,10 +264,12 @@ export async function startFakeApi(): Promise<FakeApi> {
     finalizeDataset: (req) => ({ dataset: uploadMessage(finalize("dataset", req.id)) }),
     getDataset: (req) => ({ dataset: uploadMessage(findUpload("dataset", req.id)) }),
     listDatasets: () => ({ data: listUploads("dataset"), page: onePage(50) }),
+    deleteDataset: (req) => ({ id: req.id, deleted: api.uploads.delete(findUpload("dataset", req.id).id) }),
     createTrainingPackage: (req) => ({ trainingPackage: uploadMessage(createUpload("package", req)) }),
     finalizeTrainingPackage: (req) => ({ trainingPackage: uploadMessage(finalize("package", req.id)) }),
     getTrainingPackage: (req) => ({ trainingPackage: uploadMessage(findUpload("package", req.id)) }),
     listTrainingPackages: () => ({ data: listUploads("package"), page: onePage(50) }),
+    deleteTrainingPackage: (req) => ({ id: req.id, deleted: api.uploads.delete(findUpload("package", req.id).id) }),
     createTrainingJob: (req) => {
       const { name, datasetId, trainingPackageId, requiredVramMb, requiredDiskMb, maxRuntimeSeconds, sensitivity } = req;
       const body = { name, datasetId, trainingPackageId, requiredVramMb, requiredDiskMb, maxRuntimeSeconds, sensitivity };
@@ -240,11 +284,36 @@ export async function startFakeApi(): Promise<FakeApi> {
       job.gets++;
       return { trainingJob: jobMessage(job, step ?? { status: "queued" }) };
     },
-    cancelTrainingJob: (req) => ({ trainingJob: jobMessage(findJob(req.id), { status: "cancelled" }) }),
+    // As the server: a job that has moved on to an end is answered as it is; otherwise it ends cancelled.
+    cancelTrainingJob: (req) => {
+      const job = findJob(req.id);
+      const now = job.script[Math.min(job.gets, job.script.length - 1)] ?? { status: "queued", progress: 0 };
+      if (["completed", "failed", "cancelled", "expired"].includes(now.status)) return { trainingJob: jobMessage(job, now) };
+      job.script = [{ status: "cancelled", progress: now.progress }];
+      job.gets = 0;
+      return { trainingJob: jobMessage(job, job.script[0] ?? now) };
+    },
     listComputeUnits: (req) => ({
-      data: [create(ComputeUnitSchema, { id: "cu_1", jobId: findJob(req.id).id, name: "train", kind: "gpu", status: "running", progress: 0.5 })],
+      data: unitsOf(findJob(req.id).id).map((u) =>
+        create(ComputeUnitSchema, { id: u.id, jobId: req.id, name: u.name, kind: "gpu", dependsOn: u.dependsOn, status: unitStep(u, false).status, progress: 0.5 }),
+      ),
       page: onePage(100),
     }),
+    getComputeUnitLogs: (req) => {
+      const unit = unitsOf(findJob(req.id).id).find((u) => u.id === req.unitId);
+      if (unit === undefined) throw fail("RESOURCE_NOT_FOUND", `compute unit ${req.unitId} not found`);
+      const step = unitStep(unit, true);
+      const lines = step.lines.map((text, i) => ({ seq: BigInt(i + 1), at: fixedTime, stream: "stdout", text })).filter((l) => l.seq > req.after);
+      return {
+        unitId: unit.id,
+        attempt: step.attempt ?? 1,
+        unitStatus: step.status,
+        lines,
+        nextAfter: lines.at(-1)?.seq ?? req.after,
+        droppedLines: BigInt(step.dropped ?? 0),
+        trimmedLines: BigInt(step.trimmed ?? 0),
+      };
+    },
     listArtifacts: (req) => ({ data: api.artifacts.filter((a) => a.job_id === findJob(req.id).id).map(artifactMessage), page: onePage(100) }),
     createArtifactDownloadUrl: (req) => {
       findJob(req.jobId);
@@ -254,6 +323,16 @@ export async function startFakeApi(): Promise<FakeApi> {
     getUsageSummary: () => ({ creditsBalance: 900n, creditsDebitedTotal: 100n, creditsGrantedTotal: 1000n, computeUnitsCompleted: 3, gpuSeconds: 120n, jobsTotal: 1 }),
     getDailyUsage: (req) => ({
       data: [{ date: "2026-01-01", computeUnitsCompleted: 3, gpuSeconds: 120n, cpuSeconds: 30n, creditsDebited: BigInt(req.days) }],
+    }),
+    exportUsageCsv: (req) => csvStream("ExportUsageCsv", { date_from: req.dateFrom, date_to: req.dateTo }, api.csv.usage),
+    getCreditStatementCsv: (req) => csvStream("GetCreditStatementCsv", { date_from: req.dateFrom, date_to: req.dateTo }, api.csv.statement),
+    listCreditLedger: () => ({
+      data: [
+        { id: "led_2", amount: -100n, kind: "debit", description: "compute unit train", jobId: "job_1", computeUnitId: "cu_1", createdAt: fixedTime },
+        { id: "led_1", amount: 1000n, kind: "grant", description: "opening grant", createdAt: fixedTime },
+      ],
+      page: onePage(50),
+      balance: 900n,
     }),
     createWebhook: (req) => {
       const webhook = create(WebhookSchema, { id: newId("wh"), url: req.url, events: req.events, description: req.description, createdAt: fixedTime });
@@ -404,13 +483,37 @@ export function captureIo(options: { tty?: boolean } = {}): Captured {
   };
 }
 
+/** Standard input with `text` on it; `tty` makes it a terminal whose typed line is `typed`. Prompts are recorded. */
+export function scriptedStdin(text = "", options: { tty?: boolean; typed?: string } = {}): Stdin & { prompts: string[] } {
+  const prompts: string[] = [];
+  return {
+    prompts,
+    isTTY: options.tty === true,
+    readAll: async () => text,
+    readSecret: async (prompt) => {
+      prompts.push(prompt);
+      return options.typed ?? "";
+    },
+  };
+}
+
+/**
+ * A home directory no test creates: with the environment's URL and key set, no command reads a
+ * config file, and a test that wants one passes its own home or XDG_CONFIG_HOME.
+ */
+export const NO_HOME = path.join(tmpdir(), `gpuctl-test-no-home-${process.pid}`);
+
 /** Deps of a gpuctl run against the fake. */
 export function depsFor(api: FakeApi, cap: Captured, clock = instantClock()): CliDeps {
   return {
     env: { GPU_AGENT_URL: api.url, GPU_AGENT_API_KEY: API_KEY, GPU_AGENT_ADMIN_TOKEN: ADMIN_TOKEN },
     io: cap.io,
+    stdin: scriptedStdin(),
     clock,
     randomUUID: () => "11111111-2222-4333-8444-555555555555",
     tmpDir: tmpdir(),
+    homeDir: NO_HOME,
+    hostname: "test-host",
+    version: "0.0.0-test",
   };
 }

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { runCli } from "../../src/cli/program.ts";
 import { FakeClock } from "../../src/platform/clock.ts";
 import { signPayload } from "../../src/webhooks/signature.ts";
-import { captureIo } from "./fake-api.ts";
+import { captureIo, scriptedStdin } from "./fake-api.ts";
 
 describe("gpuctl webhooks verify", () => {
   let dir: string;
@@ -21,7 +21,7 @@ describe("gpuctl webhooks verify", () => {
 
   const verify = async (header: string, secrets: string[]) => {
     const cap = captureIo();
-    const deps = { env: {}, io: cap.io, clock, randomUUID: () => "x", tmpDir: dir };
+    const deps = { env: {}, io: cap.io, clock, randomUUID: () => "x", tmpDir: dir, homeDir: dir, stdin: scriptedStdin(), version: "0.0.0-test" };
     const code = await runCli(["webhooks", "verify", "--body-file", join(dir, "body.json"), "--signature", header, "--secret", ...secrets, "--json"], deps);
     return { code, out: cap.out() };
   };

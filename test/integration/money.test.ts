@@ -196,7 +196,7 @@ for (const backend of backends) {
       // The unique index holds even when the state machine is bypassed: 200 raw debit inserts, one row.
       const raw = await Promise.all(
         Array.from({ length: 200 }, () =>
-          insertDebitOnce(db, { id: randomUUID(), customerId: c.customerId, amount: 999, jobId, computeUnitId: unit.id, description: "replay" }),
+          insertDebitOnce(db, { id: randomUUID(), customerId: c.customerId, amount: 999, jobId, computeUnitId: unit.id, description: "replay" }, now),
         ),
       );
       assert.equal(raw.filter(Boolean).length, 0, "the unit was debited already");

@@ -4,20 +4,17 @@ import type { ControlPlaneDeps } from "../../src/deps.ts";
 import { placeUnits } from "../../src/placer/index.ts";
 import type { ClusterSnapshot, NodeSnapshot } from "../../src/placer/types.ts";
 import { NodeHistory } from "../../src/scheduling/node-history.ts";
-import { planCycle, runPlacementCycle } from "../../src/scheduling/placement-cycle.ts";
+import { createCyclePlacer, runPlacementCycle } from "../../src/scheduling/placement-cycle.ts";
 import type { Database } from "../../src/store/database.ts";
 import { openDatabase } from "../../src/store/database.ts";
 import { insertJob, insertNodes } from "../support/rows.ts";
 import { gpu, nodeWith, unitWith } from "../placer/builders.ts";
 
-/** planCycle only uses the deps as the key of its long-lived placer. */
-const controlPlane = (): ControlPlaneDeps => ({}) as ControlPlaneDeps;
-
 function withFree(node: NodeSnapshot, vram: number[], cores: number): NodeSnapshot {
   return { ...node, freeCpuCores: cores, gpus: node.gpus.map((g, pos) => ({ ...g, freeVramMb: vram[pos] ?? g.freeVramMb })) };
 }
 
-describe("planCycle: the scheduling loop's long-lived placer", () => {
+describe("createCyclePlacer: the scheduling loop's long-lived placer", () => {
   const base: NodeSnapshot[] = [
     nodeWith({ id: "a", vram: [24576, 12288] }),
     nodeWith({ id: "b", gpus: [gpu(0, 81920, 30000)], trustLevel: "controlled" }),
@@ -30,7 +27,7 @@ describe("planCycle: the scheduling loop's long-lived placer", () => {
   ];
 
   it("plans every cycle exactly as placeUnits on that cycle's snapshot, as resources are taken and freed", () => {
-    const deps = controlPlane();
+    const placer = createCyclePlacer();
     const snapshots: ClusterSnapshot[] = [
       { nodes: base },
       // Some work started (less free), then finished (all free again), then a node's GPU filled up.
@@ -40,12 +37,12 @@ describe("planCycle: the scheduling loop's long-lived placer", () => {
     ];
     snapshots.forEach((snapshot, cycle) => {
       const seed = `cycle-${cycle}`;
-      assert.deepEqual(planCycle(deps, snapshot, units(cycle), seed), placeUnits(snapshot, units(cycle), { seed }), `cycle ${cycle}`);
+      assert.deepEqual(placer.plan(snapshot, units(cycle), seed), placeUnits(snapshot, units(cycle), { seed }), `cycle ${cycle}`);
     });
   });
 
   it("rebuilds when nodes join, leave or change trust, and still plans as placeUnits", () => {
-    const deps = controlPlane();
+    const placer = createCyclePlacer();
     const snapshots: ClusterSnapshot[] = [
       { nodes: base },
       { nodes: [...base, nodeWith({ id: "d", vram: [49152] })] },
@@ -55,28 +52,28 @@ describe("planCycle: the scheduling loop's long-lived placer", () => {
     ];
     snapshots.forEach((snapshot, cycle) => {
       const seed = `cycle-${cycle}`;
-      assert.deepEqual(planCycle(deps, snapshot, units(cycle), seed), placeUnits(snapshot, units(cycle), { seed }), `cycle ${cycle}`);
+      assert.deepEqual(placer.plan(snapshot, units(cycle), seed), placeUnits(snapshot, units(cycle), { seed }), `cycle ${cycle}`);
     });
   });
 
   it("plans with the configured weights (GPU_AGENT_PLACER_WEIGHTS) when given, as placeUnits would", () => {
-    const deps = controlPlane();
+    const placer = createCyclePlacer();
     const weights = { binPack: 0, reliability: 1, dataLocality: 0 };
     const nodes = [nodeWith({ id: "tight", vram: [8192], reliability: 0.5 }), nodeWith({ id: "roomy", vram: [81920], reliability: 1 })];
-    const plan = planCycle(deps, { nodes }, [unitWith({ id: "u", vramMb: 8000 })], "s", weights);
+    const plan = placer.plan({ nodes }, [unitWith({ id: "u", vramMb: 8000 })], "s", weights);
     assert.deepEqual(plan, placeUnits({ nodes }, [unitWith({ id: "u", vramMb: 8000 })], { seed: "s", weights }));
     assert.equal(plan.placements[0]?.nodeId, "roomy", "reliability alone decides");
   });
 
-  it("keeps one placer per control plane, so two in one process never see each other's cluster", () => {
-    const one = controlPlane();
-    const two = controlPlane();
+  it("keeps each control plane's placer apart: two in one process never see each other's cluster", () => {
+    const one = createCyclePlacer();
+    const two = createCyclePlacer();
     const small: ClusterSnapshot = { nodes: [nodeWith({ id: "s", vram: [8192] })] };
     const big: ClusterSnapshot = { nodes: [nodeWith({ id: "b", vram: [81920] })] };
-    planCycle(one, small, units(0), "x");
-    const plan = planCycle(two, big, [unitWith({ id: "large", vramMb: 40000 })], "y");
+    one.plan(small, units(0), "x");
+    const plan = two.plan(big, [unitWith({ id: "large", vramMb: 40000 })], "y");
     assert.deepEqual(plan.placements.map((p) => p.nodeId), ["b"]);
-    assert.deepEqual(planCycle(one, small, [unitWith({ id: "large", vramMb: 40000 })], "z").placements, []);
+    assert.deepEqual(one.plan(small, [unitWith({ id: "large", vramMb: 40000 })], "z").placements, []);
   });
 });
 
@@ -114,14 +111,14 @@ describe("runPlacementCycle's commit: nodes another replica holds", function () 
 
   it("assigns when the node's persisted heartbeat is within the grace period", async () => {
     const { unitId, nodeId } = await readyUnitAndNode(new Date(now.getTime() - 10_000));
-    const result = await runPlacementCycle(deps(), 1, { liveness: heldElsewhere, history: new NodeHistory(clock) });
+    const result = await runPlacementCycle(deps(), 1, { liveness: heldElsewhere, history: new NodeHistory(clock), placer: createCyclePlacer() });
     assert.deepEqual(result.placed.map((p) => p.nodeId), [nodeId]);
     assert.equal(await statusOf(unitId), "assigned");
   });
 
   it("refuses, in the statement that assigns, a node whose heartbeat went silent since the set was read", async () => {
     const { unitId } = await readyUnitAndNode(new Date(now.getTime() - 31_000));
-    const result = await runPlacementCycle(deps(), 1, { liveness: heldElsewhere, history: new NodeHistory(clock) });
+    const result = await runPlacementCycle(deps(), 1, { liveness: heldElsewhere, history: new NodeHistory(clock), placer: createCyclePlacer() });
     assert.deepEqual(result.placed, []);
     assert.equal(await statusOf(unitId), "ready");
   });
@@ -129,7 +126,7 @@ describe("runPlacementCycle's commit: nodes another replica holds", function () 
   it("does not look at the persisted heartbeat of a node whose live stream is here (its write is throttled)", async () => {
     const { unitId } = await readyUnitAndNode(new Date(now.getTime() - 31_000));
     const here = { ...heldElsewhere, isLocallyLive: () => true };
-    const result = await runPlacementCycle(deps(), 1, { liveness: here, history: new NodeHistory(clock) });
+    const result = await runPlacementCycle(deps(), 1, { liveness: here, history: new NodeHistory(clock), placer: createCyclePlacer() });
     assert.equal(result.placed.length, 1);
     assert.equal(await statusOf(unitId), "assigned");
   });

@@ -9,6 +9,7 @@ import {
   findSilentNodes,
   listNodesChangedSince,
   listOnlineNodes,
+  markNodeUnreachableIfSilent,
   nodeStates,
   readDatabaseClock,
   setNodeState,
@@ -56,6 +57,23 @@ describe("store/nodes", function () {
     const silent = (await findSilentNodes(db, at(1))).map((n) => n.state).sort();
     assert.deepEqual(silent, ["cordoned", "draining", "online"]);
     assert.deepEqual(await findSilentNodes(db, t0), []);
+  });
+
+  it("marks a node unreachable only while still silent, and moves only an online one (an operator's state stays)", async () => {
+    const stillSilent = new Map<NodeState, { silent: boolean; state: NodeState }>();
+    const heardSince = new Map<NodeState, { silent: boolean; state: NodeState }>();
+    for (const [state, id] of byState) {
+      heardSince.set(state, { silent: await markNodeUnreachableIfSilent(db, id, t0), state: (await findNode(db, id))!.state });
+      stillSilent.set(state, { silent: await markNodeUnreachableIfSilent(db, id, at(1)), state: (await findNode(db, id))!.state });
+    }
+    assert.deepEqual(Object.fromEntries(heardSince), Object.fromEntries(nodeStates.map((s) => [s, { silent: false, state: s }])));
+    assert.deepEqual(Object.fromEntries(stillSilent), {
+      online: { silent: true, state: "unreachable" },
+      unreachable: { silent: true, state: "unreachable" },
+      cordoned: { silent: true, state: "cordoned" },
+      draining: { silent: true, state: "draining" },
+      revoked: { silent: true, state: "revoked" },
+    });
   });
 
   it("writes a batch of heartbeats: brings unreachable nodes back online, never revoked or cordoned ones", async () => {

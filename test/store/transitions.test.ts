@@ -15,7 +15,6 @@ import {
   markJobCompleted,
   markJobEnded,
   markJobRunning,
-  markNodeUnreachableIfSilent,
   markUnitCompleted,
   markUnitFailed,
   markUnitRunning,
@@ -180,18 +179,6 @@ for (const backend of backends) {
         assert.equal(job.status, from === "queued" ? "running" : from, `from ${from}`);
         assert.deepEqual(job.started_at, from === "queued" ? now : null, `from ${from}`);
       }
-    });
-
-    it("markNodeUnreachableIfSilent moves only a node still silent, and only from online", async () => {
-      const [heard, cordoned] = (await insertNodes(db, 2, now)) as [string, string];
-      await db.query(`UPDATE nodes SET state = 'cordoned' WHERE id = $1`, [cordoned]);
-      const state = async (id: string) => (await db.query<{ state: string }>(`SELECT state FROM nodes WHERE id = $1`, [id]))[0]!.state;
-      assert.equal(await markNodeUnreachableIfSilent(db, heard, new Date(now.getTime() - 1000)), false);
-      assert.equal(await state(heard), "online");
-      assert.equal(await markNodeUnreachableIfSilent(db, heard, new Date(now.getTime() + 1000)), true);
-      assert.equal(await state(heard), "unreachable");
-      assert.equal(await markNodeUnreachableIfSilent(db, cordoned, new Date(now.getTime() + 1000)), true);
-      assert.equal(await state(cordoned), "cordoned");
     });
   });
 }

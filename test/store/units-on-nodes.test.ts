@@ -4,12 +4,12 @@ import { randomUUID } from "node:crypto";
 import type { Database } from "../../src/store/database.ts";
 import { openDatabase } from "../../src/store/database.ts";
 import {
-  findAttemptsOnNode,
   findNodesWithAssignmentsBefore,
   findNodesWithAssignmentsWaiting,
   listAssignmentsOfNode,
   listAttemptsOnNode,
 } from "../../src/store/units-on-nodes.ts";
+import type { AttemptsOnNodeFilter } from "../../src/store/units-on-nodes.ts";
 import { insertJob, insertNodes } from "../support/rows.ts";
 
 describe("store/units-on-nodes", function () {
@@ -76,7 +76,29 @@ describe("store/units-on-nodes", function () {
 
   it("finds, of the units a node reports, those still current on that node", async () => {
     const reported = [unit["a-running"]!, unit["a-completed"]!, unit["b-running"]!, unit["ready"]!];
-    assert.deepEqual(await findAttemptsOnNode(db, nodeA, reported), [{ id: unit["a-running"], attempt: 1 }]);
-    assert.deepEqual(await findAttemptsOnNode(db, nodeB, reported), [{ id: unit["b-running"], attempt: 3 }]);
+    const current = async (nodeId: string) => (await listAttemptsOnNode(db, nodeId, { unitIds: reported })).map(({ id, attempt }) => ({ id, attempt }));
+    assert.deepEqual(await current(nodeA), [{ id: unit["a-running"], attempt: 1 }]);
+    assert.deepEqual(await current(nodeB), [{ id: unit["b-running"], attempt: 3 }]);
+  });
+
+  const filterCases: { name: string; filter: AttemptsOnNodeFilter; names: string[] }[] = [
+    { name: "only assigned", filter: { statuses: ["assigned"] }, names: ["a-assigned-early", "a-assigned-late"] },
+    { name: "only running", filter: { statuses: ["running"] }, names: ["a-running"] },
+    { name: "assigned before a time", filter: { assignedBefore: at(11) }, names: ["a-assigned-early", "a-running"] },
+    { name: "running and assigned before a time", filter: { statuses: ["running"], assignedBefore: at(11) }, names: ["a-running"] },
+    { name: "an empty list of units names none", filter: { unitIds: [] }, names: [] },
+  ];
+  for (const tc of filterCases) {
+    it(`narrows a node's attempts: ${tc.name}`, async () => {
+      const names = Object.fromEntries(Object.entries(unit).map(([name, id]) => [id, name]));
+      const listed = (await listAttemptsOnNode(db, nodeA, tc.filter)).map((a) => names[a.id]).sort();
+      assert.deepEqual(listed, tc.names);
+    });
+  }
+
+  it("gives each attempt's job, so a caller taking them back can lock the jobs first", async () => {
+    const [attempt] = await listAttemptsOnNode(db, nodeB);
+    const [job] = await db.query<{ job_id: string }>(`SELECT job_id FROM compute_units WHERE id = $1`, [unit["b-running"]]);
+    assert.equal(attempt?.job_id, job?.job_id);
   });
 });

@@ -58,15 +58,15 @@ export async function insertCustomerUpload(sql: Sql, table: UploadTable, custome
     blobKey: `${table}/${customerId}/${id}`,
     uploadExpiresAt: new Date(Date.UTC(2030, 0, 1)),
     extra: table === "datasets" ? "csv" : "train.py",
-  });
+  }, new Date());
   if (ready) await markUploadReady(sql, table, id, new Date(Date.UTC(2026, 0, 1)));
   return id;
 }
 
 /** A customer granted `credits`, with a ready dataset and package. */
 export async function insertCustomerWithInputs(sql: Sql, credits: number): Promise<{ customerId: string; datasetId: string; packageId: string }> {
-  const customer = await insertCustomer(sql, { id: randomUUID(), email: `${randomUUID()}@example.com`, passwordHash: "x" });
-  if (credits > 0) await insertGrant(sql, { id: randomUUID(), customerId: customer.id, amount: credits, description: "opening grant" });
+  const customer = await insertCustomer(sql, { id: randomUUID(), email: `${randomUUID()}@example.com`, passwordHash: "x" }, new Date());
+  if (credits > 0) await insertGrant(sql, { id: randomUUID(), customerId: customer.id, amount: credits, description: "opening grant" }, customer.created_at);
   return {
     customerId: customer.id,
     datasetId: await insertCustomerUpload(sql, "datasets", customer.id),
