@@ -1,4 +1,4 @@
-// node scripts/gpu-check.ts — the agent on a real GPU machine, end to end.
+// npm run gpu-check — the agent on a real GPU machine, end to end.
 //
 // Starts a control plane (embedded database) and a real agent process with no
 // declared GPU, so its GPUs come from nvidia-smi; runs examples/torch-sweep
@@ -59,8 +59,19 @@ async function downloadArtifact(plane: TestControlPlane, auth: Record<string, st
   return bytes;
 }
 
+/** The GPUs nvidia-smi lists; exits with a sentence, not a stack, where there is no nvidia-smi. */
+function listGpus(): string {
+  try {
+    return execFileSync("nvidia-smi", ["--query-gpu=index,name,memory.total,driver_version", "--format=csv,noheader"], { encoding: "utf8" }).trim();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    console.error("gpu-check: nvidia-smi is not on PATH; this check needs a machine with an NVIDIA GPU and its driver");
+    process.exit(2);
+  }
+}
+
 async function main(): Promise<void> {
-  const smi = execFileSync("nvidia-smi", ["--query-gpu=index,name,memory.total,driver_version", "--format=csv,noheader"], { encoding: "utf8" }).trim();
+  const smi = listGpus();
   const python = interpreter();
   const torchVersion = execFileSync(python, ["-c", "import torch; print(torch.__version__, torch.cuda.is_available())"], { encoding: "utf8" }).trim();
   const started = Date.now();

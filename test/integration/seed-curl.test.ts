@@ -131,7 +131,7 @@ describe("seed 001's curl, fetch and requests examples run as written", function
     }
     text = await readFile(seed!, "utf8");
     for (const tool of ["curl", "jq", "python3"]) {
-      await run("bash", ["-c", `command -v ${tool}`]).catch(() => assert.fail(`${tool} is needed (node scripts/ensure-system.ts installs it)`));
+      await run("bash", ["-c", `command -v ${tool}`]).catch(() => assert.fail(`${tool} is needed (npm test installs it first, through scripts/ensure-system.ts)`));
     }
     tmp = await mkdtemp(join(tmpdir(), "seed-curl-"));
     cp = await startTestControlPlane();
