@@ -173,7 +173,10 @@ describe("files of the control plane are private to its user", function () {
 
     it("in a directory of another user (a volume's root), fixes what is ours and leaves a marker instead of a mode", async function () {
       // Only root can hand a directory to another user; the suite runs as root (as its agents' units need).
-      if (process.getuid?.() !== 0) this.skip();
+      if (process.getuid?.() !== 0) {
+        this.test!.title += " (SKIPPED: not running as root, and only root can hand a directory to another user)";
+        this.skip();
+      }
       await mkdir(join(root, "datasets"), { mode: 0o755 });
       await writeFile(join(root, "datasets", "d1"), "1", { mode: 0o644 });
       await chmod(root, 0o777);
