@@ -22,7 +22,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file gpuagent/agent/v1/agent.proto.
  */
 export const file_gpuagent_agent_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("Ch1ncHVhZ2VudC9hZ2VudC92MS9hZ2VudC5wcm90bxIRZ3B1YWdlbnQuYWdlbnQudjEiUwoDR3B1Eg0KBWluZGV4GAEgASgFEgwKBG5hbWUYAiABKAkSDwoHdnJhbV9tYhgDIAEoBRIMCgR1dWlkGAQgASgJEhAKCGRlY2xhcmVkGAUgASgIIssBCgxDYXBhYmlsaXRpZXMSEQoJY3B1X2NvcmVzGAEgASgFEhEKCW1lbW9yeV9tYhgCIAEoBRIUCgxkaXNrX2ZyZWVfbWIYAyABKAUSJAoEZ3B1cxgEIAMoCzIWLmdwdWFnZW50LmFnZW50LnYxLkdwdRIKCgJvcxgFIAEoCRIMCgRhcmNoGAYgASgJEhYKDnB5dGhvbl92ZXJzaW9uGAcgASgJEhAKCGhvc3RuYW1lGAggASgJEhUKDWFnZW50X3ZlcnNpb24YCSABKAkiVQoNRW5yb2xsUmVxdWVzdBINCgV0b2tlbhgBIAEoCRI1CgxjYXBhYmlsaXRpZXMYAiABKAsyHy5ncHVhZ2VudC5hZ2VudC52MS5DYXBhYmlsaXRpZXMiTwoORW5yb2xsUmVzcG9uc2USDwoHbm9kZV9pZBgBIAEoCRIXCg9ub2RlX2NyZWRlbnRpYWwYAiABKAkSEwoLdHJ1c3RfbGV2ZWwYAyABKAki1gMKDlNlc3Npb25SZXF1ZXN0EgsKA3NlcRgBIAEoBBIpCgVoZWxsbxgCIAEoCzIYLmdwdWFnZW50LmFnZW50LnYxLkhlbGxvSAASMQoJaGVhcnRiZWF0GAMgASgLMhwuZ3B1YWdlbnQuYWdlbnQudjEuSGVhcnRiZWF0SAASLwoIYWNjZXB0ZWQYBCABKAsyGy5ncHVhZ2VudC5hZ2VudC52MS5BY2NlcHRlZEgAEi8KCHJlamVjdGVkGAUgASgLMhsuZ3B1YWdlbnQuYWdlbnQudjEuUmVqZWN0ZWRIABIvCghwcm9ncmVzcxgGIAEoCzIbLmdwdWFnZW50LmFnZW50LnYxLlByb2dyZXNzSAASKgoDbG9nGAcgASgLMhsuZ3B1YWdlbnQuYWdlbnQudjEuTG9nTGluZXNIABI6Cg5hcnRpZmFjdF9yZWFkeRgIIAEoCzIgLmdwdWFnZW50LmFnZW50LnYxLkFydGlmYWN0UmVhZHlIABIvCghmaW5pc2hlZBgJIAEoCzIbLmdwdWFnZW50LmFnZW50LnYxLkZpbmlzaGVkSAASJQoDYWNrGAogASgLMhYuZ3B1YWdlbnQuYWdlbnQudjEuQWNrSABCBgoEYm9keSIrCgdVbml0UmVmEg8KB3VuaXRfaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoBSKWAQoFSGVsbG8SGAoQcHJvdG9jb2xfdmVyc2lvbhgBIAEoBRIPCgdub2RlX2lkGAIgASgJEjUKDGNhcGFiaWxpdGllcxgDIAEoCzIfLmdwdWFnZW50LmFnZW50LnYxLkNhcGFiaWxpdGllcxIrCgdydW5uaW5nGAQgAygLMhouZ3B1YWdlbnQuYWdlbnQudjEuVW5pdFJlZiJECghHcHVVc2FnZRINCgVpbmRleBgBIAEoBRIUCgx2cmFtX3VzZWRfbWIYAiABKAUSEwoLdXRpbGl6YXRpb24YAyABKAEieQoJSGVhcnRiZWF0EhQKDGRpc2tfZnJlZV9tYhgBIAEoBRIpCgRncHVzGAIgAygLMhsuZ3B1YWdlbnQuYWdlbnQudjEuR3B1VXNhZ2USKwoHcnVubmluZxgDIAMoCzIaLmdwdWFnZW50LmFnZW50LnYxLlVuaXRSZWYiSwoIQWNjZXB0ZWQSFQoNYXNzaWdubWVudF9pZBgBIAEoCRIoCgR1bml0GAIgASgLMhouZ3B1YWdlbnQuYWdlbnQudjEuVW5pdFJlZiJbCghSZWplY3RlZBIVCg1hc3NpZ25tZW50X2lkGAEgASgJEigKBHVuaXQYAiABKAsyGi5ncHVhZ2VudC5hZ2VudC52MS5Vbml0UmVmEg4KBnJlYXNvbhgDIAEoCSL5AQoIUHJvZ3Jlc3MSKAoEdW5pdBgBIAEoCzIaLmdwdWFnZW50LmFnZW50LnYxLlVuaXRSZWYSEAoIcHJvZ3Jlc3MYAiABKAESOQoHbWV0cmljcxgDIAMoCzIoLmdwdWFnZW50LmFnZW50LnYxLlByb2dyZXNzLk1ldHJpY3NFbnRyeRITCgZzYW1wbGUYBCABKARIAIgBARImCgJhdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAaLgoMTWV0cmljc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAFCCQoHX3NhbXBsZSKjAQoITG9nTGluZXMSKAoEdW5pdBgBIAEoCzIaLmdwdWFnZW50LmFnZW50LnYxLlVuaXRSZWYSDgoGc3RyZWFtGAIgASgJEg0KBWxpbmVzGAMgAygJEhcKCmZpcnN0X2xpbmUYBCABKARIAIgBARImCgJhdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCDQoLX2ZpcnN0X2xpbmUieQoNQXJ0aWZhY3RSZWFkeRIoCgR1bml0GAEgASgLMhouZ3B1YWdlbnQuYWdlbnQudjEuVW5pdFJlZhIMCgRuYW1lGAIgASgJEgwKBGtpbmQYAyABKAkSEgoKc2l6ZV9ieXRlcxgEIAEoAxIOCgZzaGEyNTYYBSABKAkimAEKCEZpbmlzaGVkEigKBHVuaXQYASABKAsyGi5ncHVhZ2VudC5hZ2VudC52MS5Vbml0UmVmEisKB291dGNvbWUYAiABKA4yGi5ncHVhZ2VudC5hZ2VudC52MS5PdXRjb21lEhEKCWV4aXRfY29kZRgDIAEoBRINCgVlcnJvchgEIAEoCRITCgtydW5fc2Vjb25kcxgFIAEoASISCgNBY2sSCwoDc2VxGAEgASgEIoECCg9TZXNzaW9uUmVzcG9uc2USCwoDc2VxGAEgASgEEi0KB3dlbGNvbWUYAiABKAsyGi5ncHVhZ2VudC5hZ2VudC52MS5XZWxjb21lSAASKwoGYXNzaWduGAMgASgLMhkuZ3B1YWdlbnQuYWdlbnQudjEuQXNzaWduSAASKwoGY2FuY2VsGAQgASgLMhkuZ3B1YWdlbnQuYWdlbnQudjEuQ2FuY2VsSAASKQoFZHJhaW4YBSABKAsyGC5ncHVhZ2VudC5hZ2VudC52MS5EcmFpbkgAEiUKA2FjaxgGIAEoCzIWLmdwdWFnZW50LmFnZW50LnYxLkFja0gAQgYKBGJvZHkibAoHV2VsY29tZRIPCgdub2RlX2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYAyABKAUSGAoQcHJvdG9jb2xfdmVyc2lvbhgEIAEoBSJYCglJbnB1dEZpbGUSDAoEcm9sZRgBIAEoCRIMCgRuYW1lGAIgASgJEgsKA3VybBgDIAEoCRIOCgZzaGEyNTYYBCABKAkSEgoKc2l6ZV9ieXRlcxgFIAEoAyLdAwoGQXNzaWduEhUKDWFzc2lnbm1lbnRfaWQYASABKAkSKAoEdW5pdBgCIAEoCzIaLmdwdWFnZW50LmFnZW50LnYxLlVuaXRSZWYSDgoGam9iX2lkGAMgASgJEg0KBXN0YWdlGAQgASgJEgwKBGtpbmQYBSABKAkSEgoKZW50cnlwb2ludBgGIAEoCRIMCgRhcmdzGAcgAygJEiwKBmlucHV0cxgIIAMoCzIcLmdwdWFnZW50LmFnZW50LnYxLklucHV0RmlsZRIRCglncHVfaW5kZXgYCSABKAUSDwoHdnJhbV9tYhgKIAEoBRIPCgdkaXNrX21iGAsgASgFEhsKE21heF9ydW50aW1lX3NlY29uZHMYDCABKAUSLAoIZGVhZGxpbmUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKE2FydGlmYWN0X3VwbG9hZF91cmwYDiABKAkSLwoDZW52GA8gAygLMiIuZ3B1YWdlbnQuYWdlbnQudjEuQXNzaWduLkVudkVudHJ5EhsKE2FydGlmYWN0c19tYXhfYnl0ZXMYECABKAMaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJCCgZDYW5jZWwSKAoEdW5pdBgBIAEoCzIaLmdwdWFnZW50LmFnZW50LnYxLlVuaXRSZWYSDgoGcmVhc29uGAIgASgJIhcKBURyYWluEg4KBnJlYXNvbhgBIAEoCSqTAQoHT3V0Y29tZRIXChNPVVRDT01FX1VOU1BFQ0lGSUVEEAASFQoRT1VUQ09NRV9TVUNDRUVERUQQARISCg5PVVRDT01FX0ZBSUxFRBACEhUKEU9VVENPTUVfVElNRURfT1VUEAMSFQoRT1VUQ09NRV9DQU5DRUxMRUQQBBIWChJPVVRDT01FX05PREVfRVJST1IQBTKzAQoMQWdlbnRTZXJ2aWNlEk0KBkVucm9sbBIgLmdwdWFnZW50LmFnZW50LnYxLkVucm9sbFJlcXVlc3QaIS5ncHVhZ2VudC5hZ2VudC52MS5FbnJvbGxSZXNwb25zZRJUCgdTZXNzaW9uEiEuZ3B1YWdlbnQuYWdlbnQudjEuU2Vzc2lvblJlcXVlc3QaIi5ncHVhZ2VudC5hZ2VudC52MS5TZXNzaW9uUmVzcG9uc2UoATABYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ch1ncHVhZ2VudC9hZ2VudC92MS9hZ2VudC5wcm90bxIRZ3B1YWdlbnQuYWdlbnQudjEiUwoDR3B1Eg0KBWluZGV4GAEgASgFEgwKBG5hbWUYAiABKAkSDwoHdnJhbV9tYhgDIAEoBRIMCgR1dWlkGAQgASgJEhAKCGRlY2xhcmVkGAUgASgIIqsCCgxDYXBhYmlsaXRpZXMSEQoJY3B1X2NvcmVzGAEgASgFEhEKCW1lbW9yeV9tYhgCIAEoBRIUCgxkaXNrX2ZyZWVfbWIYAyABKAUSJAoEZ3B1cxgEIAMoCzIWLmdwdWFnZW50LmFnZW50LnYxLkdwdRIKCgJvcxgFIAEoCRIMCgRhcmNoGAYgASgJEhYKDnB5dGhvbl92ZXJzaW9uGAcgASgJEhAKCGhvc3RuYW1lGAggASgJEhUKDWFnZW50X3ZlcnNpb24YCSABKAkSLwoJaXNvbGF0aW9uGAogASgLMhwuZ3B1YWdlbnQuYWdlbnQudjEuSXNvbGF0aW9uEi0KBW93bmVyGAsgASgLMh4uZ3B1YWdlbnQuYWdlbnQudjEuT3duZXJQb2xpY3kilwEKCUlzb2xhdGlvbhIRCgltZWNoYW5pc20YASABKAkSDgoGcmVhc29uGAIgASgJEjgKBmxpbWl0cxgDIAMoCzIoLmdwdWFnZW50LmFnZW50LnYxLklzb2xhdGlvbi5MaW1pdHNFbnRyeRotCgtMaW1pdHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImEKC093bmVyUG9saWN5Eg4KBnBhdXNlZBgBIAEoCBIRCglhdmFpbGFibGUYAiABKAkSFQoNd2l0aGluX3dpbmRvdxgDIAEoCBIYChByZXNlcnZlZF92cmFtX21iGAQgASgFIlUKDUVucm9sbFJlcXVlc3QSDQoFdG9rZW4YASABKAkSNQoMY2FwYWJpbGl0aWVzGAIgASgLMh8uZ3B1YWdlbnQuYWdlbnQudjEuQ2FwYWJpbGl0aWVzIk8KDkVucm9sbFJlc3BvbnNlEg8KB25vZGVfaWQYASABKAkSFwoPbm9kZV9jcmVkZW50aWFsGAIgASgJEhMKC3RydXN0X2xldmVsGAMgASgJItYDCg5TZXNzaW9uUmVxdWVzdBILCgNzZXEYASABKAQSKQoFaGVsbG8YAiABKAsyGC5ncHVhZ2VudC5hZ2VudC52MS5IZWxsb0gAEjEKCWhlYXJ0YmVhdBgDIAEoCzIcLmdwdWFnZW50LmFnZW50LnYxLkhlYXJ0YmVhdEgAEi8KCGFjY2VwdGVkGAQgASgLMhsuZ3B1YWdlbnQuYWdlbnQudjEuQWNjZXB0ZWRIABIvCghyZWplY3RlZBgFIAEoCzIbLmdwdWFnZW50LmFnZW50LnYxLlJlamVjdGVkSAASLwoIcHJvZ3Jlc3MYBiABKAsyGy5ncHVhZ2VudC5hZ2VudC52MS5Qcm9ncmVzc0gAEioKA2xvZxgHIAEoCzIbLmdwdWFnZW50LmFnZW50LnYxLkxvZ0xpbmVzSAASOgoOYXJ0aWZhY3RfcmVhZHkYCCABKAsyIC5ncHVhZ2VudC5hZ2VudC52MS5BcnRpZmFjdFJlYWR5SAASLwoIZmluaXNoZWQYCSABKAsyGy5ncHVhZ2VudC5hZ2VudC52MS5GaW5pc2hlZEgAEiUKA2FjaxgKIAEoCzIWLmdwdWFnZW50LmFnZW50LnYxLkFja0gAQgYKBGJvZHkiKwoHVW5pdFJlZhIPCgd1bml0X2lkGAEgASgJEg8KB2F0dGVtcHQYAiABKAUilgEKBUhlbGxvEhgKEHByb3RvY29sX3ZlcnNpb24YASABKAUSDwoHbm9kZV9pZBgCIAEoCRI1CgxjYXBhYmlsaXRpZXMYAyABKAsyHy5ncHVhZ2VudC5hZ2VudC52MS5DYXBhYmlsaXRpZXMSKwoHcnVubmluZxgEIAMoCzIaLmdwdWFnZW50LmFnZW50LnYxLlVuaXRSZWYiRAoIR3B1VXNhZ2USDQoFaW5kZXgYASABKAUSFAoMdnJhbV91c2VkX21iGAIgASgFEhMKC3V0aWxpemF0aW9uGAMgASgBIqgBCglIZWFydGJlYXQSFAoMZGlza19mcmVlX21iGAEgASgFEikKBGdwdXMYAiADKAsyGy5ncHVhZ2VudC5hZ2VudC52MS5HcHVVc2FnZRIrCgdydW5uaW5nGAMgAygLMhouZ3B1YWdlbnQuYWdlbnQudjEuVW5pdFJlZhItCgVvd25lchgEIAEoCzIeLmdwdWFnZW50LmFnZW50LnYxLk93bmVyUG9saWN5IksKCEFjY2VwdGVkEhUKDWFzc2lnbm1lbnRfaWQYASABKAkSKAoEdW5pdBgCIAEoCzIaLmdwdWFnZW50LmFnZW50LnYxLlVuaXRSZWYiWwoIUmVqZWN0ZWQSFQoNYXNzaWdubWVudF9pZBgBIAEoCRIoCgR1bml0GAIgASgLMhouZ3B1YWdlbnQuYWdlbnQudjEuVW5pdFJlZhIOCgZyZWFzb24YAyABKAki+QEKCFByb2dyZXNzEigKBHVuaXQYASABKAsyGi5ncHVhZ2VudC5hZ2VudC52MS5Vbml0UmVmEhAKCHByb2dyZXNzGAIgASgBEjkKB21ldHJpY3MYAyADKAsyKC5ncHVhZ2VudC5hZ2VudC52MS5Qcm9ncmVzcy5NZXRyaWNzRW50cnkSEwoGc2FtcGxlGAQgASgESACIAQESJgoCYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi4KDE1ldHJpY3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBQgkKB19zYW1wbGUiowEKCExvZ0xpbmVzEigKBHVuaXQYASABKAsyGi5ncHVhZ2VudC5hZ2VudC52MS5Vbml0UmVmEg4KBnN0cmVhbRgCIAEoCRINCgVsaW5lcxgDIAMoCRIXCgpmaXJzdF9saW5lGAQgASgESACIAQESJgoCYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQg0KC19maXJzdF9saW5lInkKDUFydGlmYWN0UmVhZHkSKAoEdW5pdBgBIAEoCzIaLmdwdWFnZW50LmFnZW50LnYxLlVuaXRSZWYSDAoEbmFtZRgCIAEoCRIMCgRraW5kGAMgASgJEhIKCnNpemVfYnl0ZXMYBCABKAMSDgoGc2hhMjU2GAUgASgJIpgBCghGaW5pc2hlZBIoCgR1bml0GAEgASgLMhouZ3B1YWdlbnQuYWdlbnQudjEuVW5pdFJlZhIrCgdvdXRjb21lGAIgASgOMhouZ3B1YWdlbnQuYWdlbnQudjEuT3V0Y29tZRIRCglleGl0X2NvZGUYAyABKAUSDQoFZXJyb3IYBCABKAkSEwoLcnVuX3NlY29uZHMYBSABKAEiEgoDQWNrEgsKA3NlcRgBIAEoBCKBAgoPU2Vzc2lvblJlc3BvbnNlEgsKA3NlcRgBIAEoBBItCgd3ZWxjb21lGAIgASgLMhouZ3B1YWdlbnQuYWdlbnQudjEuV2VsY29tZUgAEisKBmFzc2lnbhgDIAEoCzIZLmdwdWFnZW50LmFnZW50LnYxLkFzc2lnbkgAEisKBmNhbmNlbBgEIAEoCzIZLmdwdWFnZW50LmFnZW50LnYxLkNhbmNlbEgAEikKBWRyYWluGAUgASgLMhguZ3B1YWdlbnQuYWdlbnQudjEuRHJhaW5IABIlCgNhY2sYBiABKAsyFi5ncHVhZ2VudC5hZ2VudC52MS5BY2tIAEIGCgRib2R5ImwKB1dlbGNvbWUSDwoHbm9kZV9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEiIKGmhlYXJ0YmVhdF9pbnRlcnZhbF9zZWNvbmRzGAMgASgFEhgKEHByb3RvY29sX3ZlcnNpb24YBCABKAUiWAoJSW5wdXRGaWxlEgwKBHJvbGUYASABKAkSDAoEbmFtZRgCIAEoCRILCgN1cmwYAyABKAkSDgoGc2hhMjU2GAQgASgJEhIKCnNpemVfYnl0ZXMYBSABKAMi3QMKBkFzc2lnbhIVCg1hc3NpZ25tZW50X2lkGAEgASgJEigKBHVuaXQYAiABKAsyGi5ncHVhZ2VudC5hZ2VudC52MS5Vbml0UmVmEg4KBmpvYl9pZBgDIAEoCRINCgVzdGFnZRgEIAEoCRIMCgRraW5kGAUgASgJEhIKCmVudHJ5cG9pbnQYBiABKAkSDAoEYXJncxgHIAMoCRIsCgZpbnB1dHMYCCADKAsyHC5ncHVhZ2VudC5hZ2VudC52MS5JbnB1dEZpbGUSEQoJZ3B1X2luZGV4GAkgASgFEg8KB3ZyYW1fbWIYCiABKAUSDwoHZGlza19tYhgLIAEoBRIbChNtYXhfcnVudGltZV9zZWNvbmRzGAwgASgFEiwKCGRlYWRsaW5lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIbChNhcnRpZmFjdF91cGxvYWRfdXJsGA4gASgJEi8KA2VudhgPIAMoCzIiLmdwdWFnZW50LmFnZW50LnYxLkFzc2lnbi5FbnZFbnRyeRIbChNhcnRpZmFjdHNfbWF4X2J5dGVzGBAgASgDGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiQgoGQ2FuY2VsEigKBHVuaXQYASABKAsyGi5ncHVhZ2VudC5hZ2VudC52MS5Vbml0UmVmEg4KBnJlYXNvbhgCIAEoCSIXCgVEcmFpbhIOCgZyZWFzb24YASABKAkqkwEKB091dGNvbWUSFwoTT1VUQ09NRV9VTlNQRUNJRklFRBAAEhUKEU9VVENPTUVfU1VDQ0VFREVEEAESEgoOT1VUQ09NRV9GQUlMRUQQAhIVChFPVVRDT01FX1RJTUVEX09VVBADEhUKEU9VVENPTUVfQ0FOQ0VMTEVEEAQSFgoST1VUQ09NRV9OT0RFX0VSUk9SEAUyswEKDEFnZW50U2VydmljZRJNCgZFbnJvbGwSIC5ncHVhZ2VudC5hZ2VudC52MS5FbnJvbGxSZXF1ZXN0GiEuZ3B1YWdlbnQuYWdlbnQudjEuRW5yb2xsUmVzcG9uc2USVAoHU2Vzc2lvbhIhLmdwdWFnZW50LmFnZW50LnYxLlNlc3Npb25SZXF1ZXN0GiIuZ3B1YWdlbnQuYWdlbnQudjEuU2Vzc2lvblJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message gpuagent.agent.v1.Gpu
@@ -111,6 +111,21 @@ export type Capabilities = Message<"gpuagent.agent.v1.Capabilities"> & {
    * @generated from field: string agent_version = 9;
    */
   agentVersion: string;
+
+  /**
+   * How this agent contains the units it runs. Absent from agents older than the sandbox: the control plane
+   * treats them as "none".
+   *
+   * @generated from field: gpuagent.agent.v1.Isolation isolation = 10;
+   */
+  isolation?: Isolation | undefined;
+
+  /**
+   * The owner's controls as they stand when the session opens; later changes come in Heartbeat.owner.
+   *
+   * @generated from field: gpuagent.agent.v1.OwnerPolicy owner = 11;
+   */
+  owner?: OwnerPolicy | undefined;
 };
 
 /**
@@ -119,6 +134,88 @@ export type Capabilities = Message<"gpuagent.agent.v1.Capabilities"> & {
  */
 export const CapabilitiesSchema: GenMessage<Capabilities> = /*@__PURE__*/
   messageDesc(file_gpuagent_agent_v1_agent, 1);
+
+/**
+ * Isolation says how units are contained on this node.
+ *
+ * @generated from message gpuagent.agent.v1.Isolation
+ */
+export type Isolation = Message<"gpuagent.agent.v1.Isolation"> & {
+  /**
+   * "bubblewrap": every unit in its own PID, mount, IPC, UTS and network namespaces, under its own user id.
+   * "none": the operator started the agent with --isolation none; units run as plain child processes.
+   * "unavailable": the sandbox cannot start here (see reason) and the operator did not accept running without
+   * it; the node takes no units.
+   *
+   * @generated from field: string mechanism = 1;
+   */
+  mechanism: string;
+
+  /**
+   * Why the sandbox is unavailable, or why it runs with less (e.g. "no delegated cgroup: rlimits in force").
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+
+  /**
+   * Which mechanism enforces each limit: keys "memory", "cpu", "pids", "disk"; values such as "cgroup",
+   * "rlimit", "affinity", "watch", "none".
+   *
+   * @generated from field: map<string, string> limits = 3;
+   */
+  limits: { [key: string]: string };
+};
+
+/**
+ * Describes the message gpuagent.agent.v1.Isolation.
+ * Use `create(IsolationSchema)` to create a new message.
+ */
+export const IsolationSchema: GenMessage<Isolation> = /*@__PURE__*/
+  messageDesc(file_gpuagent_agent_v1_agent, 2);
+
+/**
+ * OwnerPolicy is what the home owner decided about their machine (gpu-agent pause/resume, --available,
+ * --reserve-vram-mb). The agent evaluates its availability window in its own local time.
+ *
+ * @generated from message gpuagent.agent.v1.OwnerPolicy
+ */
+export type OwnerPolicy = Message<"gpuagent.agent.v1.OwnerPolicy"> & {
+  /**
+   * gpu-agent pause: no new units (running ones finish, or were handed back with pause --now).
+   *
+   * @generated from field: bool paused = 1;
+   */
+  paused: boolean;
+
+  /**
+   * The window as the owner wrote it, e.g. "Mon-Fri 18:00-08:00"; empty when always available.
+   *
+   * @generated from field: string available = 2;
+   */
+  available: string;
+
+  /**
+   * Whether the node is inside its window now, by its local clock (true when there is no window).
+   *
+   * @generated from field: bool within_window = 3;
+   */
+  withinWindow: boolean;
+
+  /**
+   * VRAM per GPU the owner keeps for themself; the placer never counts it as free.
+   *
+   * @generated from field: int32 reserved_vram_mb = 4;
+   */
+  reservedVramMb: number;
+};
+
+/**
+ * Describes the message gpuagent.agent.v1.OwnerPolicy.
+ * Use `create(OwnerPolicySchema)` to create a new message.
+ */
+export const OwnerPolicySchema: GenMessage<OwnerPolicy> = /*@__PURE__*/
+  messageDesc(file_gpuagent_agent_v1_agent, 3);
 
 /**
  * @generated from message gpuagent.agent.v1.EnrollRequest
@@ -140,7 +237,7 @@ export type EnrollRequest = Message<"gpuagent.agent.v1.EnrollRequest"> & {
  * Use `create(EnrollRequestSchema)` to create a new message.
  */
 export const EnrollRequestSchema: GenMessage<EnrollRequest> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 2);
+  messageDesc(file_gpuagent_agent_v1_agent, 4);
 
 /**
  * @generated from message gpuagent.agent.v1.EnrollResponse
@@ -171,7 +268,7 @@ export type EnrollResponse = Message<"gpuagent.agent.v1.EnrollResponse"> & {
  * Use `create(EnrollResponseSchema)` to create a new message.
  */
 export const EnrollResponseSchema: GenMessage<EnrollResponse> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 3);
+  messageDesc(file_gpuagent_agent_v1_agent, 5);
 
 /**
  * @generated from message gpuagent.agent.v1.SessionRequest
@@ -249,7 +346,7 @@ export type SessionRequest = Message<"gpuagent.agent.v1.SessionRequest"> & {
  * Use `create(SessionRequestSchema)` to create a new message.
  */
 export const SessionRequestSchema: GenMessage<SessionRequest> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 4);
+  messageDesc(file_gpuagent_agent_v1_agent, 6);
 
 /**
  * UnitRef names one attempt of one compute unit.
@@ -273,7 +370,7 @@ export type UnitRef = Message<"gpuagent.agent.v1.UnitRef"> & {
  * Use `create(UnitRefSchema)` to create a new message.
  */
 export const UnitRefSchema: GenMessage<UnitRef> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 5);
+  messageDesc(file_gpuagent_agent_v1_agent, 7);
 
 /**
  * @generated from message gpuagent.agent.v1.Hello
@@ -307,7 +404,7 @@ export type Hello = Message<"gpuagent.agent.v1.Hello"> & {
  * Use `create(HelloSchema)` to create a new message.
  */
 export const HelloSchema: GenMessage<Hello> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 6);
+  messageDesc(file_gpuagent_agent_v1_agent, 8);
 
 /**
  * @generated from message gpuagent.agent.v1.GpuUsage
@@ -336,7 +433,7 @@ export type GpuUsage = Message<"gpuagent.agent.v1.GpuUsage"> & {
  * Use `create(GpuUsageSchema)` to create a new message.
  */
 export const GpuUsageSchema: GenMessage<GpuUsage> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 7);
+  messageDesc(file_gpuagent_agent_v1_agent, 9);
 
 /**
  * @generated from message gpuagent.agent.v1.Heartbeat
@@ -356,6 +453,13 @@ export type Heartbeat = Message<"gpuagent.agent.v1.Heartbeat"> & {
    * @generated from field: repeated gpuagent.agent.v1.UnitRef running = 3;
    */
   running: UnitRef[];
+
+  /**
+   * The owner's controls now; an agent sends a heartbeat at once when they change (pause, resume, window edge).
+   *
+   * @generated from field: gpuagent.agent.v1.OwnerPolicy owner = 4;
+   */
+  owner?: OwnerPolicy | undefined;
 };
 
 /**
@@ -363,7 +467,7 @@ export type Heartbeat = Message<"gpuagent.agent.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 8);
+  messageDesc(file_gpuagent_agent_v1_agent, 10);
 
 /**
  * @generated from message gpuagent.agent.v1.Accepted
@@ -385,7 +489,7 @@ export type Accepted = Message<"gpuagent.agent.v1.Accepted"> & {
  * Use `create(AcceptedSchema)` to create a new message.
  */
 export const AcceptedSchema: GenMessage<Accepted> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 9);
+  messageDesc(file_gpuagent_agent_v1_agent, 11);
 
 /**
  * @generated from message gpuagent.agent.v1.Rejected
@@ -412,7 +516,7 @@ export type Rejected = Message<"gpuagent.agent.v1.Rejected"> & {
  * Use `create(RejectedSchema)` to create a new message.
  */
 export const RejectedSchema: GenMessage<Rejected> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 10);
+  messageDesc(file_gpuagent_agent_v1_agent, 12);
 
 /**
  * @generated from message gpuagent.agent.v1.Progress
@@ -460,7 +564,7 @@ export type Progress = Message<"gpuagent.agent.v1.Progress"> & {
  * Use `create(ProgressSchema)` to create a new message.
  */
 export const ProgressSchema: GenMessage<Progress> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 11);
+  messageDesc(file_gpuagent_agent_v1_agent, 13);
 
 /**
  * @generated from message gpuagent.agent.v1.LogLines
@@ -507,7 +611,7 @@ export type LogLines = Message<"gpuagent.agent.v1.LogLines"> & {
  * Use `create(LogLinesSchema)` to create a new message.
  */
 export const LogLinesSchema: GenMessage<LogLines> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 12);
+  messageDesc(file_gpuagent_agent_v1_agent, 14);
 
 /**
  * @generated from message gpuagent.agent.v1.ArtifactReady
@@ -548,7 +652,7 @@ export type ArtifactReady = Message<"gpuagent.agent.v1.ArtifactReady"> & {
  * Use `create(ArtifactReadySchema)` to create a new message.
  */
 export const ArtifactReadySchema: GenMessage<ArtifactReady> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 13);
+  messageDesc(file_gpuagent_agent_v1_agent, 15);
 
 /**
  * @generated from message gpuagent.agent.v1.Finished
@@ -585,7 +689,7 @@ export type Finished = Message<"gpuagent.agent.v1.Finished"> & {
  * Use `create(FinishedSchema)` to create a new message.
  */
 export const FinishedSchema: GenMessage<Finished> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 14);
+  messageDesc(file_gpuagent_agent_v1_agent, 16);
 
 /**
  * @generated from message gpuagent.agent.v1.Ack
@@ -604,7 +708,7 @@ export type Ack = Message<"gpuagent.agent.v1.Ack"> & {
  * Use `create(AckSchema)` to create a new message.
  */
 export const AckSchema: GenMessage<Ack> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 15);
+  messageDesc(file_gpuagent_agent_v1_agent, 17);
 
 /**
  * @generated from message gpuagent.agent.v1.SessionResponse
@@ -656,7 +760,7 @@ export type SessionResponse = Message<"gpuagent.agent.v1.SessionResponse"> & {
  * Use `create(SessionResponseSchema)` to create a new message.
  */
 export const SessionResponseSchema: GenMessage<SessionResponse> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 16);
+  messageDesc(file_gpuagent_agent_v1_agent, 18);
 
 /**
  * @generated from message gpuagent.agent.v1.Welcome
@@ -688,7 +792,7 @@ export type Welcome = Message<"gpuagent.agent.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 17);
+  messageDesc(file_gpuagent_agent_v1_agent, 19);
 
 /**
  * InputFile is something the unit needs, fetched by signed URL and verified.
@@ -729,7 +833,7 @@ export type InputFile = Message<"gpuagent.agent.v1.InputFile"> & {
  * Use `create(InputFileSchema)` to create a new message.
  */
 export const InputFileSchema: GenMessage<InputFile> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 18);
+  messageDesc(file_gpuagent_agent_v1_agent, 20);
 
 /**
  * @generated from message gpuagent.agent.v1.Assign
@@ -837,7 +941,7 @@ export type Assign = Message<"gpuagent.agent.v1.Assign"> & {
  * Use `create(AssignSchema)` to create a new message.
  */
 export const AssignSchema: GenMessage<Assign> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 19);
+  messageDesc(file_gpuagent_agent_v1_agent, 21);
 
 /**
  * @generated from message gpuagent.agent.v1.Cancel
@@ -859,7 +963,7 @@ export type Cancel = Message<"gpuagent.agent.v1.Cancel"> & {
  * Use `create(CancelSchema)` to create a new message.
  */
 export const CancelSchema: GenMessage<Cancel> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 20);
+  messageDesc(file_gpuagent_agent_v1_agent, 22);
 
 /**
  * @generated from message gpuagent.agent.v1.Drain
@@ -876,7 +980,7 @@ export type Drain = Message<"gpuagent.agent.v1.Drain"> & {
  * Use `create(DrainSchema)` to create a new message.
  */
 export const DrainSchema: GenMessage<Drain> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 21);
+  messageDesc(file_gpuagent_agent_v1_agent, 23);
 
 /**
  * @generated from enum gpuagent.agent.v1.Outcome
