@@ -5,7 +5,11 @@
  *
  *   gpu-agent enroll --url URL --token T --data-dir D [--dev-gpu MIB] [--ca FILE] [--cert FILE --key FILE]
  *   gpu-agent run --data-dir D [--dev-gpu MIB] [--max-units N] [--grace-seconds S] [--ca FILE] [--cert FILE --key FILE]
- *                 [--python /abs/path/python3] [--cache-mb MIB]
+ *                 [--python /abs/path/python3] [--cache-mb MIB] [--available "Mon-Fri 18:00-08:00"] [--reserve-vram-mb MB]
+ *                 [--isolation bubblewrap|none] [--unit-uid-base UID]
+ *                 [--pip-index-url URL] [--find-links DIR]... [--env-cache-mb MIB]
+ *   gpu-agent install [--user gpu-agent] [--data-dir /var/lib/gpu-agent] [--url URL] [--unit-path FILE] [--dry-run]
+ *   gpu-agent pause [--now] | resume | status [--json]   [--data-dir D]   (over the running agent's control socket)
  *
  * An https:// URL uses TLS; --ca (or GPU_AGENT_CA_FILE) names a PEM file of a
  * private CA to trust besides the system ones. --cert/--key (or
@@ -16,14 +20,21 @@
  * GPU_AGENT_DEV_GPU_MIB is the same as --dev-gpu; GPU_AGENT_KEEP_WORK=1 keeps
  * unit work directories for debugging.
  */
-import { readFileSync } from "node:fs";
-import { isAbsolute } from "node:path";
+import { existsSync, readFileSync, realpathSync, statSync } from "node:fs";
+import { isAbsolute, resolve as resolvePath } from "node:path";
+import { fileURLToPath } from "node:url";
 import tls from "node:tls";
 import { Command, InvalidArgumentError } from "commander";
 import pino from "pino";
 import type { AgentTlsOptions } from "../src/node-agent/agent.ts";
 import { createNodeAgent, enrollNode, trustCertificateAuthority } from "../src/node-agent/agent.ts";
 import { AGENT_VERSION } from "../src/node-agent/capabilities.ts";
+import { DEFAULT_ENV_CACHE_MB } from "../src/node-agent/python-envs.ts";
+import type { PackageSources } from "../src/node-agent/python-envs.ts";
+import { ControlClientError, formatAgentStatus, sendControlCommand } from "../src/node-agent/control-socket.ts";
+import type { ControlRequest } from "../src/node-agent/control-socket.ts";
+import { parseAvailabilityWindow } from "../src/node-agent/availability-window.ts";
+import { INSTALL_DEFAULTS, installAgentService } from "../src/node-agent/systemd-unit.ts";
 import { systemClock } from "../src/platform/clock.ts";
 
 /** Logs go to stderr so stdout stays clean for JSON output. */
@@ -59,6 +70,40 @@ function unitPython(value: string | undefined): string | undefined {
   if (value === undefined || value === "") return undefined;
   if (!isAbsolute(value)) throw new Error(`--python (GPU_AGENT_PYTHON) must be an absolute path, got ${value}`);
   return value;
+}
+
+/**
+ * --isolation wins over GPU_AGENT_ISOLATION; "bubblewrap" (the default) sandboxes every unit and takes
+ * none where the sandbox cannot start; "none" is the operator's explicit choice to run units unisolated.
+ */
+function isolationMode(flag: string | undefined): "bubblewrap" | "none" {
+  const value = flag ?? (process.env["GPU_AGENT_ISOLATION"] || "bubblewrap");
+  if (value !== "bubblewrap" && value !== "none") throw new Error(`--isolation (GPU_AGENT_ISOLATION) must be "bubblewrap" or "none", got ${JSON.stringify(value)}`);
+  return value;
+}
+
+/** Commander's collector for a repeatable --find-links: each must be an existing directory, named absolutely. */
+function collectDirs(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), wheelhouseDir(value)];
+}
+
+function wheelhouseDir(value: string): string {
+  const dir = resolvePath(value);
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new InvalidArgumentError(`${value} is not a directory`);
+  return dir;
+}
+
+/**
+ * Where packages' requirements come from and how much of their environments is kept: the flags win over
+ * GPU_AGENT_PIP_INDEX_URL, GPU_AGENT_FIND_LINKS (colon-separated) and GPU_AGENT_ENV_CACHE_MB. An index must
+ * be an http(s) URL.
+ */
+function pythonEnvOptions(opts: { pipIndexUrl?: string; findLinks?: string[]; envCacheMb?: number }): { maxBytes: number; sources: PackageSources } {
+  const indexUrl = opts.pipIndexUrl ?? (process.env["GPU_AGENT_PIP_INDEX_URL"] || undefined);
+  if (indexUrl !== undefined && !/^https?:\/\/[^\s]+$/.test(indexUrl)) throw new Error(`--pip-index-url (GPU_AGENT_PIP_INDEX_URL) must be an http(s) URL, got ${indexUrl}`);
+  const findLinks = opts.findLinks ?? (process.env["GPU_AGENT_FIND_LINKS"] ?? "").split(":").filter((d) => d !== "").map(wheelhouseDir);
+  const envCacheMb = opts.envCacheMb ?? envNonNegativeInt("GPU_AGENT_ENV_CACHE_MB") ?? DEFAULT_ENV_CACHE_MB;
+  return { maxBytes: envCacheMb * 1024 * 1024, sources: { ...(indexUrl !== undefined ? { indexUrl } : {}), findLinks } };
 }
 
 /** --dev-gpu wins over GPU_AGENT_DEV_GPU_MIB; both are MiB. */
@@ -124,12 +169,14 @@ program
   .option("--ca <file>", "PEM file of a private CA that signed the control plane's certificate (https:// URLs)")
   .option("--cert <file>", "PEM client certificate for mutual TLS (with --key); env GPU_AGENT_CLIENT_CERT")
   .option("--key <file>", "PEM private key of --cert; env GPU_AGENT_CLIENT_KEY")
-  .action(async (opts: { url: string; token: string; dataDir: string; devGpu?: number; ca?: string; cert?: string; key?: string }) => {
+  .option("--isolation <mode>", "bubblewrap (default) or none: reported to the control plane as run will use it; env GPU_AGENT_ISOLATION")
+  .action(async (opts: { url: string; token: string; dataDir: string; devGpu?: number; ca?: string; cert?: string; key?: string; isolation?: string }) => {
     const dev = devGpuMib(opts.devGpu);
     const identity = await enrollNode({
       url: opts.url,
       token: opts.token,
       dataDir: opts.dataDir,
+      isolation: isolationMode(opts.isolation),
       logger,
       tls: tlsOptions(opts),
       ...(dev !== undefined ? { devGpuMib: dev } : {}),
@@ -149,10 +196,25 @@ program
   .option("--key <file>", "PEM private key of --cert; env GPU_AGENT_CLIENT_KEY")
   .option("--cache-mb <mib>", "bound of the dataset/package cache in <data-dir>/cache (0 turns it off); env GPU_AGENT_CACHE_MB", nonNegativeInt)
   .option("--python <path>", "absolute path of the interpreter units run with (e.g. a venv that has PyTorch); env GPU_AGENT_PYTHON; default python3 on the unit's PATH")
-  .action(async (opts: { dataDir: string; devGpu?: number; maxUnits: number; graceSeconds: number; ca?: string; cert?: string; key?: string; python?: string; cacheMb?: number }) => {
+  .option("--pip-index-url <url>", "package index packages' requirements.txt are installed from (the build then has network); env GPU_AGENT_PIP_INDEX_URL; default none")
+  .option("--find-links <dir>", "directory of wheels requirements are installed from, offline (repeatable); env GPU_AGENT_FIND_LINKS, colon-separated", collectDirs)
+  .option("--env-cache-mb <mib>", `bound of the packages' Python environments in <data-dir>/envs, least recently used first (default ${DEFAULT_ENV_CACHE_MB}); env GPU_AGENT_ENV_CACHE_MB`, nonNegativeInt)
+  .option("--available <window>", 'when new units may start, local time, e.g. "Mon-Fri 18:00-08:00; Sat,Sun 00:00-24:00"; env GPU_AGENT_AVAILABLE; default always')
+  .option("--reserve-vram-mb <mb>", "VRAM per GPU kept for the owner, never counted as free; env GPU_AGENT_RESERVE_VRAM_MB", nonNegativeInt)
+  .option(
+    "--isolation <mode>",
+    "bubblewrap (default: every unit in its sandbox; no units where it cannot start) or none (units as plain processes); env GPU_AGENT_ISOLATION",
+  )
+  .option("--unit-uid-base <uid>", "first of the 65536 user ids sandboxed units run as when the agent is root; env GPU_AGENT_UNIT_UID_BASE", positiveInt)
+  .action(async (opts: { dataDir: string; devGpu?: number; maxUnits: number; graceSeconds: number; ca?: string; cert?: string; key?: string; python?: string; cacheMb?: number; pipIndexUrl?: string; findLinks?: string[]; envCacheMb?: number; available?: string; reserveVramMb?: number; isolation?: string; unitUidBase?: number }) => {
     const dev = devGpuMib(opts.devGpu);
+    const isolation = isolationMode(opts.isolation);
+    const unitUidBase = opts.unitUidBase ?? envNonNegativeInt("GPU_AGENT_UNIT_UID_BASE");
+    const available = opts.available ?? (process.env["GPU_AGENT_AVAILABLE"] || undefined);
+    const reservedVramMb = opts.reserveVramMb ?? envNonNegativeInt("GPU_AGENT_RESERVE_VRAM_MB");
     const python = unitPython(opts.python ?? process.env["GPU_AGENT_PYTHON"]);
     const cacheMb = opts.cacheMb ?? envNonNegativeInt("GPU_AGENT_CACHE_MB");
+    const pythonEnvs = pythonEnvOptions(opts);
     const tlsConfig = tlsOptions(opts);
     const stop = new AbortController();
     let signals = 0;
@@ -178,11 +240,96 @@ program
       logger,
       tls: tlsConfig,
       ...(dev !== undefined ? { devGpuMib: dev } : {}),
-      ...(python !== undefined ? { runner: { python } } : {}),
+      isolation,
+      runner: { ...(python !== undefined ? { python } : {}), ...(unitUidBase !== undefined ? { unitUidBase } : {}), pythonEnvs },
       ...(cacheMb !== undefined ? { inputCacheBytes: cacheMb * 1024 * 1024 } : {}),
+      owner: { ...(available !== undefined ? { available } : {}), ...(reservedVramMb !== undefined ? { reservedVramMb } : {}) },
     });
     await agent.run(stop.signal);
   });
+
+program
+  .command("install")
+  .description("write a systemd service that runs this agent as a dedicated user, and print how to enroll and start it")
+  .option("--user <name>", "system user the agent runs as (created when missing)", INSTALL_DEFAULTS.user)
+  .option("--data-dir <dir>", "agent data directory (made 0700, the user's)", INSTALL_DEFAULTS.dataDir)
+  .option("--url <url>", "control plane URL, for the printed enroll command")
+  .option("--unit-path <file>", "where the unit file goes", INSTALL_DEFAULTS.unitPath)
+  .option("--available <window>", "passed on to gpu-agent run")
+  .option("--reserve-vram-mb <mb>", "passed on to gpu-agent run", nonNegativeInt)
+  .option("--python <path>", "passed on to gpu-agent run")
+  .option("--dry-run", "print the unit and the steps; write nothing")
+  .action(async (opts: { user: string; dataDir: string; url?: string; unitPath: string; available?: string; reserveVramMb?: number; python?: string; dryRun?: boolean }) => {
+    // Checked here, so a typo fails the install rather than the service's first start.
+    if (opts.available !== undefined) parseAvailabilityWindow(opts.available);
+    const python = unitPython(opts.python);
+    const result = await installAgentService({
+      spec: {
+        user: opts.user,
+        dataDir: resolvePath(opts.dataDir),
+        // This very Node and this very script: what the owner just ran is what the service runs.
+        agentCommand: [process.execPath, realpathSync(fileURLToPath(import.meta.url))],
+        runArgs: [
+          ...(opts.available !== undefined ? ["--available", opts.available] : []),
+          ...(opts.reserveVramMb !== undefined ? ["--reserve-vram-mb", String(opts.reserveVramMb)] : []),
+          ...(python !== undefined ? ["--python", python] : []),
+        ],
+      },
+      unitPath: resolvePath(opts.unitPath),
+      dryRun: opts.dryRun === true,
+      ...(opts.url !== undefined ? { url: opts.url } : {}),
+    });
+    if (opts.dryRun === true) process.stdout.write(`${result.unit}\n`);
+    for (const warning of result.warnings) process.stderr.write(`warning: ${warning}\n`);
+    process.stdout.write(`${result.nextSteps.join("\n")}\n`);
+  });
+
+/** Sends one owner command to the running agent; prints its answer; a refusal fails the command. */
+async function ownerCommand(dataDir: string, request: ControlRequest, json: boolean): Promise<void> {
+  let reply;
+  try {
+    reply = await sendControlCommand(dataDir, request);
+  } catch (err) {
+    // Said to a person at a terminal: one plain line, not a JSON log record.
+    if (!(err instanceof ControlClientError)) throw err;
+    process.stderr.write(`gpu-agent: ${err.message}\n`);
+    process.exitCode = 1;
+    return;
+  }
+  if (json) process.stdout.write(`${JSON.stringify(reply)}\n`);
+  if (!reply.ok) {
+    if (!json) process.stderr.write(`gpu-agent: ${reply.error}\n`);
+    process.exitCode = 1;
+    return;
+  }
+  if (json) return;
+  if (reply.handed_back !== undefined) {
+    const units = reply.handed_back.map((u) => `${u.unit_id} (attempt ${u.attempt})`);
+    process.stdout.write(`handed back ${units.length} running unit(s)${units.length > 0 ? `: ${units.join(", ")}` : ""}\n`);
+  }
+  process.stdout.write(`${formatAgentStatus(reply.status)}\n`);
+}
+
+/** A command to the running agent: its --data-dir and --json, the rest per command. */
+function ownerSubcommand(name: string, description: string): Command {
+  return program
+    .command(name)
+    .description(description)
+    .option("--data-dir <dir>", "the running agent's data directory", INSTALL_DEFAULTS.dataDir)
+    .option("--json", "print the agent's answer as JSON");
+}
+
+type OwnerFlags = { dataDir: string; json?: boolean };
+
+ownerSubcommand("pause", "take no new units (running ones finish); --now also hands the running ones back to be run elsewhere")
+  .option("--now", "hand running units back at once (not billed, not counted against the customer's attempts)")
+  .action((opts: OwnerFlags & { now?: boolean }) => ownerCommand(opts.dataDir, { command: "pause", now: opts.now === true }, opts.json === true));
+ownerSubcommand("resume", "take new units again (within the availability window)").action((opts: OwnerFlags) =>
+  ownerCommand(opts.dataDir, { command: "resume" }, opts.json === true),
+);
+ownerSubcommand("status", "show whether the agent takes units: paused, window, VRAM reserve, isolation, running units").action((opts: OwnerFlags) =>
+  ownerCommand(opts.dataDir, { command: "status" }, opts.json === true),
+);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   logger.error({ err: err instanceof Error ? err.message : String(err) }, "gpu-agent failed");

@@ -24,6 +24,8 @@ import { pino } from "pino";
 import type { ControlPlane } from "../src/control-plane.ts";
 import { startControlPlane } from "../src/control-plane.ts";
 import { controlPlaneOptionsFromEnv } from "../src/control-plane-env.ts";
+import { sendControlCommand } from "../src/node-agent/control-socket.ts";
+import type { AgentStatus } from "../src/node-agent/control-socket.ts";
 import { hashSecret, newId, newSecret } from "../src/platform/ids.ts";
 import { schedulerConfigFromEnv } from "../src/platform/config.ts";
 import { insertEnrollmentToken } from "../src/store/nodes.ts";
@@ -87,8 +89,9 @@ const stopping = () => stopSignal !== undefined;
 
 // ---- start ----
 // The local agent's own data directory sits beside the control plane's, not inside it: the control
-// plane's is private to its user (0700), and units the agent runs as another user (nobody, when it
-// runs as root) must reach their work directories through every parent.
+// plane's is private to its user (0700), and units the agent runs as another user without its sandbox
+// (nobody, when it runs as root with GPU_AGENT_ISOLATION=none) must reach their work directories
+// through every parent.
 const agentDir = resolve(process.env["GPU_AGENT_LOCAL_AGENT_DIR"] || `${resolve(config.dataDir)}-local-agent`);
 const legacyAgentDir = resolve(config.dataDir, "local-agent");
 if (existsSync(join(legacyAgentDir, "node.json")) && !existsSync(agentDir)) {
@@ -120,6 +123,7 @@ if (!stopping()) {
   agent.on("exit", (code) => {
     if (!stopping()) logger.error({ code }, "the local agent exited");
   });
+  void announceIsolation(agent);
 
   const adminLine = plane.adminTokenGenerated
     ? `Admin token (shown once; stored in ${join(config.dataDir, "admin-token")}):\n  export GPU_AGENT_ADMIN_TOKEN=${plane.adminToken}`
@@ -139,4 +143,33 @@ Submit the example (each line can be run again):
   npx gpuctl jobs logs $JOB
   npx gpuctl artifacts download $JOB
 `);
+}
+
+/** The line that tells whoever ran `npm start` how the local agent contains the units it runs. */
+function isolationLine(isolation: AgentStatus["isolation"]): string {
+  switch (isolation.mechanism) {
+    case "bubblewrap":
+      return "The local agent runs every unit, the example job's too, inside its sandbox (isolation: bubblewrap): its own PID, mount and network namespaces, its own user id, no network.";
+    case "none":
+      return "The local agent runs units WITHOUT a sandbox (isolation: none, as GPU_AGENT_ISOLATION=none asked).";
+    default:
+      return `The local agent cannot sandbox units here (isolation: ${isolation.mechanism || "not reported"}: ${isolation.reason}) and takes none, so the example job will wait: install bubblewrap, or run GPU_AGENT_ISOLATION=none npm start to run units without a sandbox.`;
+  }
+}
+
+/**
+ * Asks the local agent, once it answers on its control socket (after its start-up checks, the trial
+ * sandbox among them), how it contains units, and says so: the banner above cannot know yet.
+ */
+async function announceIsolation(agent: ChildProcess): Promise<void> {
+  const until = Date.now() + 120_000;
+  while (!stopping() && agent.exitCode === null && Date.now() < until) {
+    const reply = await sendControlCommand(agentDir, { command: "status" }, 5000).catch(() => undefined);
+    if (reply?.ok === true) {
+      process.stderr.write(`${isolationLine(reply.status.isolation)}\n`);
+      return;
+    }
+    // Nothing to wait on: the socket appears when the agent is ready.
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
 }

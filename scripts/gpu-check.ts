@@ -130,7 +130,9 @@ async function main(): Promise<void> {
     for (const r of results) {
       assert.notEqual(r["device"], "cpu", "a GPU replica trained on the CPU");
       assert.equal(r["cuda_device_count"], 1, "CUDA_VISIBLE_DEVICES exposes exactly the assigned GPU");
-      assert.ok(gpus.some((g) => String(g["index"]) === r["cuda_visible_devices"]), `CUDA_VISIBLE_DEVICES=${String(r["cuda_visible_devices"])} names a detected GPU`);
+      // In the agent's sandbox the GPU is named by its UUID (the one device the unit can open); without it by index.
+      const visible = String(r["cuda_visible_devices"]);
+      assert.ok(/^GPU-[0-9a-f-]+$/i.test(visible) || gpus.some((g) => String(g["index"]) === visible), `CUDA_VISIBLE_DEVICES=${visible} names a detected GPU`);
     }
     const bestArtifact = artifacts.find((a) => a["name"] === "best.json");
     assert.ok(bestArtifact, "the select stage wrote best.json");

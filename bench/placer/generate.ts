@@ -111,6 +111,7 @@ export function generateNodes(rng: Rng, count: number, datasets: number): NodeSn
       gpus,
       cachedDatasetIds: cached,
       reliability: 0.7 + 0.3 * rng.next(),
+      isolation: "sandboxed",
     });
   }
   return nodes;

@@ -35,7 +35,7 @@ import { hashSecret, isUuid, newId, newSecret } from "../platform/ids.ts";
 import { artifactBlobKey, artifactNamePattern } from "../blobs/artifact-keys.ts";
 import type { BlobStore } from "../blobs/blob-store.ts";
 import type { NodeRow, StoredCapabilities } from "../store/nodes.ts";
-import { consumeEnrollmentToken, insertNode, markNodeConnected, setNodeTrustLevel } from "../store/nodes.ts";
+import { consumeEnrollmentToken, insertNode, markNodeConnected, setNodeOwnerPolicy, setNodeTrustLevel } from "../store/nodes.ts";
 import { listAttemptsOnNode } from "../store/units-on-nodes.ts";
 import type { TelemetryRecorder } from "../telemetry/recorder.ts";
 import type { AckWaitsOn } from "./ack-window.ts";
@@ -43,7 +43,17 @@ import { AckWindow } from "./ack-window.ts";
 import { dispatchAssignments, newResponse, sendCancel, sendDrain } from "./assignments.ts";
 import type { AssignmentDeps } from "./assignments.ts";
 import { createHeartbeatBatcher } from "./heartbeat-batch.ts";
-import { describeProblems, nodeCapabilityBounds, storableText, validateNodeCapabilities, validateRunningUnits, wellFormedText } from "./node-capabilities.ts";
+import {
+  describeProblems,
+  nodeCapabilityBounds,
+  sameOwnerPolicy,
+  storableText,
+  storedIsolation,
+  storedOwnerPolicy,
+  validateNodeCapabilities,
+  validateRunningUnits,
+  wellFormedText,
+} from "./node-capabilities.ts";
 import type { AgentSession, SessionRegistry } from "./session-registry.ts";
 import { sendToSession } from "./session-registry.ts";
 
@@ -215,6 +225,16 @@ export function createAgentService(deps: AgentServiceDeps, sessions: SessionRegi
         return false;
       }
       case "heartbeat": {
+        // The owner paused, resumed, crossed a window's edge or changed the reserve: written at once (the
+        // placer's next look at the fleet sees it), and the placer woken. A repeat writes nothing.
+        if (body.value.owner !== undefined) {
+          const owner = storedOwnerPolicy(body.value.owner);
+          if (session.ownerPolicy === undefined || !sameOwnerPolicy(owner, session.ownerPolicy)) {
+            await setNodeOwnerPolicy(db, node.id, owner);
+            session.ownerPolicy = owner;
+            deps.wakePlacer();
+          }
+        }
         // Liveness is kept in memory; the database hears about it only every few seconds.
         const persistEveryMs = Math.max(1000, (config.agents.unreachableAfterSeconds * 1000) / 3);
         if (clock.now() - session.lastPersistedMs >= persistEveryMs) {
@@ -375,8 +395,15 @@ export function createAgentService(deps: AgentServiceDeps, sessions: SessionRegi
             greeted = true;
             const hello = message.body.value;
             requireValidNode(hello.capabilities, hello.running);
-            const connected = await markNodeConnected(db, node.id, storedCapabilities(hello.capabilities), now());
+            const owner = storedOwnerPolicy(hello.capabilities?.owner);
+            const connected = await markNodeConnected(
+              db,
+              node.id,
+              { capabilities: storedCapabilities(hello.capabilities), isolation: storedIsolation(hello.capabilities?.isolation), owner },
+              now(),
+            );
             if (connected === undefined) throw new ApiError("NODE_AUTH_INVALID", "this node was revoked by an operator");
+            session.ownerPolicy = owner;
             session.lastPersistedMs = clock.now();
             sessions.register(session);
             sendToSession(

@@ -136,6 +136,9 @@ async function buildAssign(deps: AssignmentDeps, unit: UnitRow): Promise<Assign 
     gpuIndex: unit.gpu_index,
     vramMb: unit.required_vram_mb,
     diskMb: unit.required_disk_mb,
+    // The agent's sandbox enforces these (src/node-agent/unit-sandbox.ts).
+    cpuCores: unit.required_cpu_cores,
+    memoryMb: unit.required_memory_mb,
     maxRuntimeSeconds: Math.max(1, Math.ceil((deadlineMs - now) / 1000)),
     deadline: timestampFromMs(deadlineMs),
     artifactUploadUrl: new URL(`/agent/v1/units/${unit.id}/attempts/${unit.attempt}/artifacts`, config.publicUrl).toString(),

@@ -7,7 +7,9 @@
  *
  * Pure functions; the bounds are documented in docs/limits.md ("Agent streams").
  */
-import type { Capabilities } from "../gen/gpuagent/agent/v1/agent_pb.ts";
+import type { Capabilities, Isolation, OwnerPolicy } from "../gen/gpuagent/agent/v1/agent_pb.ts";
+import type { IsolationMechanism, StoredIsolation, StoredOwnerPolicy } from "../store/nodes.ts";
+import { isolationMechanisms } from "../store/nodes.ts";
 
 /** Bounds of a node's self-description. Fixed: a real node is far inside each of them. */
 export const nodeCapabilityBounds = {
@@ -29,6 +31,14 @@ export const nodeCapabilityBounds = {
   maxPlatformChars: 32,
   /** python_version, agent_version. */
   maxVersionChars: 64,
+  /** isolation.reason: a sentence for operators. */
+  maxIsolationReasonChars: 500,
+  /** isolation.limits: one entry per limit ("memory", "cpu", "pids", "disk"), with room to grow. */
+  maxIsolationLimits: 8,
+  /** A key or value of isolation.limits ("memory", "cgroup"). */
+  maxIsolationLimitChars: 32,
+  /** owner.available: a window such as "Mon-Fri 18:00-08:00" (a few of them, comma-separated). */
+  maxAvailableChars: 128,
   /** Hello.running: units a node says it still runs. */
   maxRunningUnits: 1024,
   maxUnitIdChars: 64,
@@ -119,7 +129,56 @@ export function validateNodeCapabilities(capabilities: Capabilities | undefined)
   check("capabilities.python_version", textProblem(c.pythonVersion, b.maxVersionChars));
   check("capabilities.hostname", textProblem(c.hostname, b.maxHostnameChars));
   check("capabilities.agent_version", textProblem(c.agentVersion, b.maxVersionChars));
+  if (c.isolation !== undefined) {
+    const i = c.isolation;
+    if (i.mechanism !== "" && !(isolationMechanisms as readonly string[]).includes(i.mechanism)) {
+      check("capabilities.isolation.mechanism", `must be one of ${isolationMechanisms.map((m) => `"${m}"`).join(", ")} (got "${storableText(i.mechanism, 32)}")`);
+    }
+    check("capabilities.isolation.reason", textProblem(i.reason, b.maxIsolationReasonChars));
+    const limits = Object.entries(i.limits);
+    if (limits.length > b.maxIsolationLimits) {
+      problems.push({ field: "capabilities.isolation.limits", rule: `must name at most ${b.maxIsolationLimits} limits (got ${limits.length})` });
+    } else {
+      for (const [key, value] of limits) {
+        check("capabilities.isolation.limits", textProblem(key, b.maxIsolationLimitChars));
+        check(`capabilities.isolation.limits[${storableText(key, b.maxIsolationLimitChars)}]`, textProblem(value, b.maxIsolationLimitChars));
+      }
+    }
+  }
+  if (c.owner !== undefined) {
+    check("capabilities.owner.available", textProblem(c.owner.available, b.maxAvailableChars));
+    check("capabilities.owner.reserved_vram_mb", integerProblem(c.owner.reservedVramMb, 0, b.maxVramMb));
+  }
   return problems;
+}
+
+/**
+ * The isolation a Hello reported, as stored. An agent older than the sandbox reports none (and an
+ * empty mechanism says as much): its units run as plain processes, so it counts as "none".
+ */
+export function storedIsolation(isolation: Isolation | undefined): StoredIsolation {
+  if (isolation === undefined || isolation.mechanism === "") {
+    return { mechanism: "none", reason: "the agent reports no isolation (it predates the sandbox)", limits: {} };
+  }
+  return { mechanism: isolation.mechanism as IsolationMechanism, reason: isolation.reason, limits: { ...isolation.limits } };
+}
+
+/**
+ * The owner's controls as stored, from Hello (already validated) or a heartbeat (made storable
+ * instead: the window's text cleaned and cut, the reserve brought within bounds). Absent, or from an
+ * agent without owner controls: available, nothing reserved. A node without a window is inside it,
+ * whatever `within_window` says (proto3 sends an unset bool as false).
+ */
+export function storedOwnerPolicy(owner: OwnerPolicy | undefined): StoredOwnerPolicy {
+  if (owner === undefined) return { paused: false, available: "", withinWindow: true, reservedVramMb: 0 };
+  const available = storableText(owner.available, nodeCapabilityBounds.maxAvailableChars);
+  const reserved = Number.isInteger(owner.reservedVramMb) ? Math.min(Math.max(owner.reservedVramMb, 0), nodeCapabilityBounds.maxVramMb) : 0;
+  return { paused: owner.paused, available, withinWindow: available === "" || owner.withinWindow, reservedVramMb: reserved };
+}
+
+/** Whether two stored owner policies say the same (a heartbeat that repeats the last one writes nothing). */
+export function sameOwnerPolicy(a: StoredOwnerPolicy, b: StoredOwnerPolicy): boolean {
+  return a.paused === b.paused && a.available === b.available && a.withinWindow === b.withinWindow && a.reservedVramMb === b.reservedVramMb;
 }
 
 /** Every rule a Hello's `running` list breaks (empty: valid). */

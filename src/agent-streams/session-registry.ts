@@ -5,6 +5,7 @@
  */
 import type { SessionResponse } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import type { AsyncQueue } from "../platform/async-queue.ts";
+import type { StoredOwnerPolicy } from "../store/nodes.ts";
 
 /** One open stream. */
 export interface AgentSession {
@@ -24,6 +25,8 @@ export interface AgentSession {
   dispatchPending?: boolean;
   /** Messages refused because the outbound queue was full (flow control at work). */
   refused?: number;
+  /** The owner's controls as last stored for this node, so a heartbeat that repeats them writes nothing. */
+  ownerPolicy?: StoredOwnerPolicy;
 }
 
 /** Registry of open sessions on this replica. */

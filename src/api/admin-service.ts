@@ -36,7 +36,7 @@ export function createAdminService(deps: AdminServiceDeps, sessions: SessionRegi
     return value as TrustLevel;
   }
 
-  function nodeMessage({ row, runningUnits, unitsCompleted, unitsLost, reliability }: NodeView): MessageInitShape<typeof NodeSchema> {
+  function nodeMessage({ row, runningUnits, unitsCompleted, unitsLost, reliability, notPlacingReason }: NodeView): MessageInitShape<typeof NodeSchema> {
     const c = row.capabilities;
     return {
       id: row.id,
@@ -53,6 +53,14 @@ export function createAdminService(deps: AdminServiceDeps, sessions: SessionRegi
       unitsCompleted30d: unitsCompleted,
       unitsLost30d: unitsLost,
       reliability,
+      isolation: row.isolation,
+      isolationReason: row.isolation_reason,
+      isolationLimits: row.isolation_limits,
+      paused: row.owner_paused,
+      available: row.owner_available,
+      withinWindow: row.owner_within_window,
+      reservedVramMb: row.reserved_vram_mb,
+      notPlacingReason,
     };
   }
 

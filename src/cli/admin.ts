@@ -117,7 +117,7 @@ export async function adminEnrollmentToken(opts: EnrollmentTokenOptions, ctx: Cl
 }
 
 const nodeTable: Table<Node> = {
-  columns: ["id", "hostname", "trust", "state", "gpus", "cpu", "memory", "disk_free", "running", "reliability", "last_heartbeat"],
+  columns: ["id", "hostname", "trust", "state", "gpus", "cpu", "memory", "disk_free", "running", "reliability", "last_heartbeat", "isolation", "not_placing"],
   row: (n) => [
     n.id,
     n.hostname,
@@ -131,6 +131,9 @@ const nodeTable: Table<Node> = {
     // Done/lost over 30 days beside the score, so an operator sees what it rests on.
     `${n.reliability.toFixed(2)} (${n.unitsCompleted30d}/${n.unitsLost30d})`,
     formatTime(n.lastHeartbeatAt),
+    n.isolation,
+    // Why the placer sends it nothing (paused by its owner, sandbox unavailable …); "-" when it may take units.
+    n.notPlacingReason || "-",
   ],
   empty: "no nodes enrolled",
 };

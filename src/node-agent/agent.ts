@@ -18,13 +18,18 @@ import { create } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import type { Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { AgentService, EnrollRequestSchema } from "../gen/gpuagent/agent/v1/agent_pb.ts";
+import { AgentService, EnrollRequestSchema, HeartbeatSchema } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import type { Capabilities } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import type { Clock } from "../platform/clock.ts";
-import { detectCapabilities, diskFreeMb, gpuUsage } from "./capabilities.ts";
+import type { UtcOffset } from "./availability-window.ts";
+import { detectCapabilities, diskFreeMb, gpuUsage, prepareIsolation } from "./capabilities.ts";
+import { listenControlSocket } from "./control-socket.ts";
 import { InputCache } from "./input-cache.ts";
 import type { AgentLogger } from "./logger.ts";
+import { createOwnerCommandHandler, openOwnerControls } from "./owner-controls.ts";
 import { createUnitRunner } from "./runner.ts";
+import { allowedCpus } from "./unit-limits.ts";
+import { nvidiaGpuNodes } from "./unit-sandbox.ts";
 import type { UnitRunnerOptions } from "./runner.ts";
 import { createAgentSession } from "./session.ts";
 import type { AgentSession } from "./session.ts";
@@ -129,14 +134,18 @@ export interface EnrollOptions {
   /** Injected in tests; default gRPC to `url`. */
   transport?: Transport;
   tls?: AgentTlsOptions;
+  /** "none" only when the operator says so (`--isolation none`); default "bubblewrap". */
+  isolation?: "bubblewrap" | "none";
 }
 
 /** Exchanges an enrollment token for a node identity and stores it. */
 export async function enrollNode(opts: EnrollOptions): Promise<NodeIdentity> {
   await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
+  const { isolation } = await prepareIsolation({ requested: opts.isolation ?? "bubblewrap", dataDir: opts.dataDir, manageCgroups: false, logger: opts.logger });
   const capabilities = await detectCapabilities({
     dataDir: opts.dataDir,
     logger: opts.logger,
+    isolation,
     ...(opts.devGpuMib !== undefined ? { devGpuMib: opts.devGpuMib } : {}),
   });
   const client = createClient(AgentService, opts.transport ?? controlPlaneTransport(opts.url, opts.tls));
@@ -170,8 +179,19 @@ export interface NodeAgentOptions {
   /** Injected in tests; default gRPC to node.json's url. */
   transport?: Transport;
   tls?: AgentTlsOptions;
-  /** Runner knobs for tests (kill grace, throttles). */
-  runner?: Partial<Pick<UnitRunnerOptions, "killGraceMs" | "progressIntervalMs" | "logFlushMs" | "python" | "unitUser" | "agentPath">>;
+  /**
+   * The owner's choices (owner-controls.ts): the availability window as written (`--available`, local
+   * time), the VRAM kept per GPU (`--reserve-vram-mb`), and the time zone (tests; default the host's).
+   * The pause state is not here: it lives in `<dataDir>/owner.json`, set through the control socket.
+   */
+  owner?: { available?: string; reservedVramMb?: number; utcOffset?: UtcOffset };
+  /**
+   * "bubblewrap" (the default): every unit in its sandbox, or no units at all when it cannot start here;
+   * "none": units as plain processes, the operator's explicit choice (`--isolation none`).
+   */
+  isolation?: "bubblewrap" | "none";
+  /** Runner knobs for tests (kill grace, throttles) and the sandbox's uid range. */
+  runner?: Partial<Pick<UnitRunnerOptions, "killGraceMs" | "progressIntervalMs" | "logFlushMs" | "python" | "unitUser" | "agentPath" | "unitUidBase" | "pythonEnvs">>;
 }
 
 /** Default bound of the node's dataset/package cache. */
@@ -188,13 +208,33 @@ export function createNodeAgent(opts: NodeAgentOptions): NodeAgent {
   return {
     async run(signal) {
       const identity = await readNodeIdentity(opts.dataDir);
+      // Before anything slow: a bad --available or a broken owner.json stops the start with its reason.
+      const owner = await openOwnerControls({
+        dataDir: opts.dataDir,
+        clock,
+        logger,
+        ...(opts.owner?.available !== undefined ? { available: opts.owner.available } : {}),
+        ...(opts.owner?.reservedVramMb !== undefined ? { reservedVramMb: opts.owner.reservedVramMb } : {}),
+        ...(opts.owner?.utcOffset !== undefined ? { utcOffset: opts.owner.utcOffset } : {}),
+      });
+      const interpreter = {
+        ...(opts.runner?.python !== undefined ? { python: opts.runner.python } : {}),
+        ...(opts.runner?.agentPath !== undefined ? { agentPath: opts.runner.agentPath } : {}),
+      };
+      const isolation = await prepareIsolation({ requested: opts.isolation ?? "bubblewrap", dataDir: opts.dataDir, manageCgroups: true, logger, ...interpreter });
       const capabilities: Capabilities = await detectCapabilities({
         dataDir: opts.dataDir,
         logger,
+        isolation: isolation.isolation,
         ...(opts.devGpuMib !== undefined ? { devGpuMib: opts.devGpuMib } : {}),
-        ...(opts.runner?.python !== undefined ? { python: opts.runner.python } : {}),
-        ...(opts.runner?.agentPath !== undefined ? { agentPath: opts.runner.agentPath } : {}),
+        ...interpreter,
       });
+      // A sandboxed GPU unit gets its GPU's device node only: the driver numbers them by UUID.
+      const gpuNodes = await nvidiaGpuNodes();
+      const unmapped = capabilities.gpus.filter((g) => !g.declared && !gpuNodes.some((n) => n.uuid === g.uuid));
+      if (isolation.runner.mechanism === "bubblewrap" && unmapped.length > 0) {
+        logger.warn({ gpus: unmapped.map((g) => g.index) }, "no /proc/driver/nvidia/gpus entry for these GPUs: sandboxed units get no device for them");
+      }
       logger.info(
         {
           node_id: identity.node_id,
@@ -202,9 +242,17 @@ export function createNodeAgent(opts: NodeAgentOptions): NodeAgent {
           gpus: capabilities.gpus.map((g) => `${g.index}:${g.name}:${g.vramMb}MiB${g.declared ? " (declared)" : ""}`),
           python: capabilities.pythonVersion,
           max_units: opts.maxConcurrentUnits,
+          isolation: capabilities.isolation?.mechanism,
+          isolation_reason: capabilities.isolation?.reason,
+          isolation_limits: capabilities.isolation?.limits,
+          owner: { paused: owner.paused, available: opts.owner?.available ?? "always", reserved_vram_mb: opts.owner?.reservedVramMb ?? 0 },
         },
         "agent starting",
       );
+      const reserve = opts.owner?.reservedVramMb ?? 0;
+      if (reserve > 0 && capabilities.gpus.length > 0 && capabilities.gpus.every((g) => g.vramMb <= reserve)) {
+        logger.warn({ reserved_vram_mb: reserve }, "the VRAM reserve is as large as every GPU: no GPU unit can be placed on this node");
+      }
       const client = createClient(AgentService, opts.transport ?? controlPlaneTransport(identity.url, opts.tls));
 
       // The runner reports through the session; the session is created after
@@ -217,12 +265,26 @@ export function createNodeAgent(opts: NodeAgentOptions): NodeAgent {
         nodeCredential: identity.node_credential,
         send: (body) => session?.send(body),
         gpuIndexes: () => capabilities.gpus.map((g) => g.index),
+        gpuDevice: (index) => {
+          const gpu = capabilities.gpus.find((g) => g.index === index && !g.declared);
+          const minor = gpuNodes.find((n) => gpu !== undefined && n.uuid === gpu.uuid)?.minor;
+          return gpu !== undefined && minor !== undefined ? { uuid: gpu.uuid, minor } : undefined;
+        },
+        isolation: isolation.runner,
+        cpus: await allowedCpus(),
         maxConcurrentUnits: opts.maxConcurrentUnits,
+        ownerRefusal: () => owner.refusal(),
         clock,
         logger,
         ...(opts.tls?.clientCertificate !== undefined ? { clientCertificate: opts.tls.clientCertificate } : {}),
         ...(opts.keepWork !== undefined ? { keepWork: opts.keepWork } : {}),
         ...(cacheBytes > 0 ? { inputCache: new InputCache(path.join(opts.dataDir, "cache"), cacheBytes, logger) } : {}),
+      });
+      const heartbeat = async () => ({
+        diskFreeMb: await diskFreeMb(opts.dataDir),
+        gpus: await gpuUsage(capabilities.gpus),
+        running: runner.running(),
+        owner: owner.policy(),
       });
       session = createAgentSession({
         client,
@@ -232,15 +294,10 @@ export function createNodeAgent(opts: NodeAgentOptions): NodeAgent {
         logger,
         async hello() {
           capabilities.diskFreeMb = await diskFreeMb(opts.dataDir);
+          capabilities.owner = owner.policy();
           return { capabilities, running: runner.running() };
         },
-        async heartbeat() {
-          return {
-            diskFreeMb: await diskFreeMb(opts.dataDir),
-            gpus: await gpuUsage(capabilities.gpus),
-            running: runner.running(),
-          };
-        },
+        heartbeat,
         onControl(message) {
           switch (message.body.case) {
             case "assign":
@@ -259,9 +316,23 @@ export function createNodeAgent(opts: NodeAgentOptions): NodeAgent {
         },
       });
 
+      // The control plane hears of the owner's changes at once, not at the next regular heartbeat.
+      owner.onChange(() => {
+        heartbeat().then(
+          (value) => session?.send({ case: "heartbeat", value: create(HeartbeatSchema, value) }),
+          (err: unknown) => logger.warn({ err }, "could not build heartbeat"),
+        );
+      });
+      const controlSocket = await listenControlSocket(
+        opts.dataDir,
+        createOwnerCommandHandler({ controls: owner, runner, nodeId: identity.node_id, isolation: () => capabilities.isolation, clock }),
+        logger,
+      );
+
       // The stream outlives `signal` so the last Finished messages still go out.
       const sessionStop = new AbortController();
       const sessionDone = session.run(sessionStop.signal);
+      const windowWatched = owner.watchWindow(sessionStop.signal);
 
       await new Promise<void>((resolve) => {
         if (signal.aborted) return resolve();
@@ -288,6 +359,8 @@ export function createNodeAgent(opts: NodeAgentOptions): NodeAgent {
       if (!flushed) logger.warn({ unacked: session.unacked() }, "stopping with unacknowledged messages");
       sessionStop.abort();
       await sessionDone;
+      await windowWatched;
+      await controlSocket.close();
       logger.info({}, "agent stopped");
     },
   };

@@ -8,11 +8,15 @@ import { statfs } from "node:fs/promises";
 import os from "node:os";
 import { create } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { CapabilitiesSchema, GpuSchema, GpuUsageSchema } from "../gen/gpuagent/agent/v1/agent_pb.ts";
-import type { Capabilities, Gpu, GpuUsage } from "../gen/gpuagent/agent/v1/agent_pb.ts";
+import { CapabilitiesSchema, GpuSchema, GpuUsageSchema, IsolationSchema } from "../gen/gpuagent/agent/v1/agent_pb.ts";
+import type { Capabilities, Gpu, GpuUsage, Isolation } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import { hostPath } from "../platform/host.ts";
 import type { AgentLogger } from "./logger.ts";
-import { unitPath } from "./sandbox.ts";
+import { runningAsRoot, unitPath } from "./sandbox.ts";
+import { UnitCgroups, detectDelegatedCgroup } from "./unit-limits.ts";
+import type { LimitMechanisms } from "./unit-limits.ts";
+import { SandboxUnavailableError, prepareSandboxHost, probeSandbox } from "./unit-sandbox.ts";
+import type { UnitIsolation } from "./unit-sandbox.ts";
 
 /** Reported as Capabilities.agent_version; bump with package.json. */
 export const AGENT_VERSION = "0.1.0";
@@ -167,6 +171,8 @@ export interface DetectOptions {
   agentPath?: string;
   /** Injected in tests. */
   run?: CommandRunner;
+  /** How units are contained (prepareIsolation); absent: reported as "none". */
+  isolation?: Isolation;
 }
 
 /** Detects everything Capabilities holds. */
@@ -184,6 +190,95 @@ export async function detectCapabilities(opts: DetectOptions): Promise<Capabilit
     pythonVersion: python,
     hostname: os.hostname(),
     agentVersion: AGENT_VERSION,
+    isolation: opts.isolation ?? create(IsolationSchema, { mechanism: "none", limits: UNSANDBOXED_LIMITS }),
   };
   return create(CapabilitiesSchema, init);
+}
+
+/** What `--isolation none` enforces: only the disk check. */
+const UNSANDBOXED_LIMITS: LimitMechanisms = { memory: "none", pids: "none", cpu: "none", disk: "watch" };
+
+/** Options of prepareIsolation. */
+export interface IsolationOptions {
+  /** "bubblewrap" (the default): probe the sandbox; "none": the operator's explicit `--isolation none`. */
+  requested: "bubblewrap" | "none";
+  dataDir: string;
+  /** The interpreter units run (default `python3` on the unit's PATH). */
+  python?: string;
+  /** The agent's own PATH (default: this process's). */
+  agentPath?: string;
+  /**
+   * Take over a delegated cgroup v2 for the units' limits (the running agent). Enrollment only reports
+   * what it would do, so that a one-shot command never moves itself between cgroups.
+   */
+  manageCgroups: boolean;
+  logger: AgentLogger;
+  /** Default: whether this process is root. */
+  asRoot?: boolean;
+  /** Default: the unified hierarchy at /sys/fs/cgroup and this process's own cgroup. */
+  cgroupRoot?: string;
+  selfCgroupFile?: string;
+}
+
+/** The isolation the node reports, and what the runner contains units with. */
+export interface PreparedIsolation {
+  isolation: Isolation;
+  runner: UnitIsolation;
+}
+
+/**
+ * Decides how this node contains units: builds the sandbox's host side, starts one trial sandbox, and
+ * picks what enforces each limit. A sandbox that cannot start makes the node "unavailable" (it takes no
+ * units) unless the operator asked for `--isolation none`.
+ */
+export async function prepareIsolation(opts: IsolationOptions): Promise<PreparedIsolation> {
+  if (opts.requested === "none") {
+    return {
+      isolation: create(IsolationSchema, { mechanism: "none", reason: "the operator started the agent with --isolation none", limits: UNSANDBOXED_LIMITS }),
+      runner: { mechanism: "none" },
+    };
+  }
+  const unavailable = (reason: string): PreparedIsolation => {
+    const full = `${reason}; the node takes no units (start the agent with --isolation none to run them without a sandbox)`;
+    opts.logger.error({ reason }, "units cannot be isolated: every Assign will be rejected");
+    return { isolation: create(IsolationSchema, { mechanism: "unavailable", reason: full, limits: {} }), runner: { mechanism: "unavailable", reason } };
+  };
+  if (process.platform !== "linux") return unavailable(`the sandbox (bubblewrap) needs Linux, this is ${process.platform}`);
+  const asRoot = opts.asRoot ?? runningAsRoot();
+  let host;
+  try {
+    host = await prepareSandboxHost({
+      asRoot,
+      dataDir: opts.dataDir,
+      python: opts.python ?? "python3",
+      unitPathValue: unitPath(opts.agentPath ?? hostPath(), asRoot),
+    });
+  } catch (err) {
+    if (err instanceof SandboxUnavailableError) return unavailable(err.message);
+    throw err;
+  }
+  const failure = await probeSandbox(host, opts.dataDir);
+  if (failure !== undefined) return unavailable(failure);
+
+  const cgroup = await detectDelegatedCgroup(opts.cgroupRoot, opts.selfCgroupFile);
+  let cgroups: UnitCgroups | undefined;
+  let fallback = cgroup.kind === "none" ? cgroup.reason : "";
+  if (cgroup.kind === "delegated" && opts.manageCgroups) {
+    try {
+      cgroups = await UnitCgroups.open(cgroup.dir);
+    } catch (err) {
+      fallback = `the delegated cgroup ${cgroup.dir} could not be divided among units: ${err instanceof Error ? err.message : String(err)}`;
+    }
+  }
+  const byCgroup = cgroup.kind === "delegated" && fallback === "";
+  const limits: LimitMechanisms = byCgroup
+    ? { memory: "cgroup", pids: "cgroup", cpu: "cgroup", disk: "watch" }
+    : { memory: "watch", pids: "rlimit", cpu: "affinity", disk: "watch" };
+  const reason = byCgroup
+    ? ""
+    : `no delegated cgroup v2 (${fallback}): memory is summed every 250 ms, processes bounded by RLIMIT_NPROC, CPUs by affinity`;
+  return {
+    isolation: create(IsolationSchema, { mechanism: "bubblewrap", reason, limits }),
+    runner: { mechanism: "bubblewrap", host, ...(cgroups !== undefined ? { cgroups } : {}) },
+  };
 }

@@ -8,10 +8,13 @@
  *           └─ Accepted → Preparing → Running → Uploading → Finished (remembered)
  *   Preparing: work dir, inputs downloaded + sha256-checked, package unzipped.
  *              Failure → NODE_ERROR (unsafe package → FAILED).
- *   Running:   python3 <package>/<entrypoint> in its own process group, as
- *              `nobody` when the agent is root, with a minimal environment.
- *              exit 0 → SUCCEEDED, else FAILED.
- *   Any phase: deadline → TIMED_OUT; Cancel → CANCELLED; agent shutdown →
+ *   Running:   python3 <package>/<entrypoint> in its own sandbox (unit-sandbox.ts:
+ *              bubblewrap, its own uid, no network, limits), or with
+ *              `--isolation none` in its own process group, as `nobody` when the
+ *              agent is root; always with a minimal environment.
+ *              exit 0 → SUCCEEDED, else FAILED; past its memory_mb → FAILED.
+ *   Any phase: deadline → TIMED_OUT; Cancel → CANCELLED; agent shutdown or
+ *              the owner taking the machine back (pause --now) →
  *              NODE_ERROR. Killing = SIGTERM to the group, SIGKILL after grace.
  *   Uploading: every regular file in output/ is PUT and announced with
  *              ArtifactReady, for failed runs too (logs help). An upload that
@@ -47,22 +50,30 @@ import { createLineSplitter, parseStdoutLine } from "./line-protocol.ts";
 import type { AgentLogger } from "./logger.ts";
 import { buildUnitEnv, isSafeName, isSafeRelativePath, resolveUnitUser, unitPath } from "./sandbox.ts";
 import type { UserIds } from "./sandbox.ts";
+import { CpuAllocator, processTree, signalEach, unitMemoryBytes } from "./unit-limits.ts";
+import { SANDBOX_PATHS, UnitUidAllocator, bubblewrapArgs, chownTree, writeSandboxEtc } from "./unit-sandbox.ts";
+import type { UnitIsolation } from "./unit-sandbox.ts";
 import type { AgentMessageBody } from "./session.ts";
 import type { InputCache } from "./input-cache.ts";
+import { DEFAULT_ENV_CACHE_MB, PythonEnvError, createPythonEnvCache, prepareUnitPython, runBuildCommand } from "./python-envs.ts";
+import type { EnvBuildCommand, EnvBuildResult, EnvLease, PackageSources } from "./python-envs.ts";
 import { TransferError, downloadToFile, hashFile, putFile, withRetries } from "./transfer.ts";
 import type { ClientCertificate } from "./transfer.ts";
 import { DEFAULT_ZIP_LIMITS, UnsafeZipError, extractZipSafely } from "./unzip.ts";
 import type { ZipLimits } from "./unzip.ts";
 
 /** Why a unit was killed; decides its outcome. */
-type KillReason = "cancelled" | "timed_out" | "shutdown" | "disk_limit";
+type KillReason = "cancelled" | "timed_out" | "shutdown" | "handed_back" | "disk_limit" | "memory_limit";
 
 const KILL_OUTCOME: Record<KillReason, Outcome> = {
   cancelled: Outcome.CANCELLED,
   timed_out: Outcome.TIMED_OUT,
   shutdown: Outcome.NODE_ERROR,
+  // The owner wants the machine: the node's doing, so the unit runs elsewhere, unbilled.
+  handed_back: Outcome.NODE_ERROR,
   // The customer's code wrote more than it declared: its failure, not the node's.
   disk_limit: Outcome.FAILED,
+  memory_limit: Outcome.FAILED,
 };
 
 /** Everything createUnitRunner needs. */
@@ -111,6 +122,32 @@ export interface UnitRunnerOptions {
    * 64 MiB); later lines still go to the control plane as LogLines.
    */
   logFileMaxBytes?: number;
+  /**
+   * How units are contained (unit-sandbox.ts): in a bubblewrap sandbox on the given host layout, as
+   * plain child processes (`none`, the default here; the agent passes what it probed), or not at all
+   * (`unavailable`: every Assign is Rejected with the reason).
+   */
+  isolation?: UnitIsolation;
+  /** First uid of the range sandboxed units run as when the agent is root (default DEFAULT_UNIT_UID_BASE). */
+  unitUidBase?: number;
+  /** RLIMIT_NPROC of a sandboxed unit: processes and threads together (default 4096). */
+  maxUnitProcesses?: number;
+  /** How often a sandboxed unit's memory is summed against its memory_mb when no cgroup bounds it (default 250 ms). */
+  memoryCheckMs?: number;
+  /** The CPUs units are pinned to, as many as their stage asks for (default: none pinned). */
+  cpus?: readonly number[];
+  /**
+   * UUID and device minor (`/dev/nvidia<minor>`) of the GPU with this index; undefined for a declared
+   * GPU, which has no device. A sandboxed GPU unit gets that device only.
+   */
+  gpuDevice?: (index: number) => { uuid: string; minor: number } | undefined;
+  /** Why the owner refuses new units now (paused, outside the availability window; owner-controls.ts), or undefined. */
+  ownerRefusal?: () => string | undefined;
+  /**
+   * Python environments per package (python-envs.ts), kept in `<dataDir>/envs` under `maxBytes` (default
+   * DEFAULT_ENV_CACHE_MB) and built from the owner's `sources` (default none: only what the interpreter has).
+   */
+  pythonEnvs?: { maxBytes?: number; sources?: PackageSources };
 }
 
 /** The runner as the agent drives it. */
@@ -133,6 +170,12 @@ export interface UnitRunner {
   idle(): Promise<void>;
   /** Kills every running unit (outcome NODE_ERROR) and waits for them. */
   killAll(): Promise<void>;
+  /**
+   * Hands every running unit back to the control plane because the owner took the machine back
+   * (`gpu-agent pause --now`): killed, reported NODE_ERROR, nothing uploaded. Resolves with the units
+   * once they are gone.
+   */
+  handBack(): Promise<UnitRef[]>;
 }
 
 interface UnitState {
@@ -186,6 +229,9 @@ function signalNumber(sig: NodeJS.Signals | null): number {
   return sig ? (osConstants.signals[sig] ?? 0) : 0;
 }
 
+/** The descriptor bwrap writes its JSON status to (unit-sandbox.ts statusFd). */
+const SANDBOX_STATUS_FD = 3;
+
 /** Sends `sig` to a whole process group; a group already gone is fine. */
 function killGroup(pid: number, sig: NodeJS.Signals): void {
   try {
@@ -196,11 +242,9 @@ function killGroup(pid: number, sig: NodeJS.Signals): void {
   }
 }
 
-async function chownTree(dir: string, ids: UserIds): Promise<void> {
-  await lchown(dir, ids.uid, ids.gid);
-  for (const rel of await readdir(dir, { recursive: true })) {
-    await lchown(path.join(dir, rel), ids.uid, ids.gid);
-  }
+/** The unit's passwd, group and hosts files (unit-sandbox.ts writeSandboxEtc), beside its work dir, outside its reach. */
+function sandboxEtcDir(workDir: string): string {
+  return `${workDir}.etc`;
 }
 
 /** Creates the runner. */
@@ -211,8 +255,26 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
   const logFlushMs = opts.logFlushMs ?? 500;
   const logBatchLines = opts.logBatchLines ?? 100;
   const defaultMaxRuntimeMs = opts.defaultMaxRuntimeMs ?? 24 * 3600_000;
-  const unitUser = "unitUser" in opts ? opts.unitUser : resolveUnitUser();
+  const isolation: UnitIsolation = opts.isolation ?? { mechanism: "none" };
+  const sandbox = isolation.mechanism === "bubblewrap" ? isolation : undefined;
+  // Without the sandbox a root agent runs units as `nobody`; in it each unit has a uid of its own.
+  const unitUser = sandbox !== undefined ? undefined : "unitUser" in opts ? opts.unitUser : resolveUnitUser();
+  const unitUids = new UnitUidAllocator(opts.unitUidBase);
+  const cpuAllocator = new CpuAllocator(opts.cpus ?? []);
+  const maxUnitProcesses = opts.maxUnitProcesses ?? 4096;
+  const memoryCheckMs = opts.memoryCheckMs ?? 250;
   const python = opts.python ?? "python3";
+  // Built with the interpreter units run with, found on the PATH they get; each build step sandboxed like a unit.
+  const pythonEnvs = createPythonEnvCache({
+    dir: path.join(opts.dataDir, "envs"),
+    maxBytes: opts.pythonEnvs?.maxBytes ?? DEFAULT_ENV_CACHE_MB * 1024 * 1024,
+    python: sandbox?.host.python ?? python,
+    path: sandbox?.host.path ?? unitPath(opts.agentPath ?? hostPath(), unitUser !== undefined),
+    sources: opts.pythonEnvs?.sources ?? { findLinks: [] },
+    runBuild: (cmd) => (sandbox !== undefined ? sandboxedBuild(sandbox, cmd) : runBuildCommand(cmd)),
+    clock,
+    logger,
+  });
   const zipLimits = opts.zipLimits ?? DEFAULT_ZIP_LIMITS;
   const transferTries = opts.transferTries ?? 4;
   const diskCheckMs = opts.diskCheckMs ?? 2000;
@@ -244,13 +306,26 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
   };
 
   /**
-   * The unprivileged child must be able to walk down to its work dir: the
+   * In the sandbox the data dir stays private wherever it is: bubblewrap, running as the agent, mounts
+   * what a unit needs, so the work root is 0700 and the search permission for others that `nobody`
+   * once needed on the data dir is taken back.
+   * Without it the unprivileged child must be able to walk down to its work dir: the
    * data dir and work root get search permission for others (no listing;
    * node.json stays 0600), and every ancestor must already allow it, which
    * fails loudly for a data dir under /root instead of as a puzzling EACCES.
    */
   let workRootReady = false;
   const prepareWorkRoot = async () => {
+    if (sandbox !== undefined) {
+      await mkdir(workRoot, { recursive: true, mode: 0o700 });
+      if (workRootReady) return;
+      await chmod(workRoot, 0o700);
+      const dataDir = path.resolve(opts.dataDir);
+      const mode = (await stat(dataDir)).mode & 0o7777;
+      if ((mode & 0o077) === 0o001) await chmod(dataDir, mode & ~0o001);
+      workRootReady = true;
+      return;
+    }
     await mkdir(workRoot, { recursive: true, mode: 0o711 });
     if (!unitUser || workRootReady) return;
     await chmod(workRoot, 0o711);
@@ -294,6 +369,9 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
     let exitCode = 0;
     let errorText = "";
     let runSeconds = 0;
+    let envBuildSeconds = 0;
+    let envBuilt = false;
+    let envLease: EnvLease | undefined;
     let ranProcess = false;
     const stderrTail: string[] = [];
 
@@ -301,6 +379,7 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
       logger.info({ ...log, deadline_in_ms: deadline - started }, "unit starting");
       await prepareWorkRoot();
       await rm(workDir, { recursive: true, force: true });
+      await rm(sandboxEtcDir(workDir), { recursive: true, force: true });
       for (const dir of [workDir, packageDir, datasetDir, inputDir, outputDir, downloadDir]) {
         await mkdir(dir, { recursive: true, mode: 0o755 });
       }
@@ -353,49 +432,64 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
       const entryFile = path.join(packageDir, a.entrypoint);
       const entryStat = await stat(entryFile).catch(() => undefined);
       if (!entryStat?.isFile()) throw new UnitError(Outcome.FAILED, `entrypoint ${a.entrypoint} not found in package`);
-      if (unitUser) await chownTree(workDir, unitUser);
+      if (unitUser) await chownTree(workDir, unitUser.uid, unitUser.gid);
       if (signal.aborted) throw signal.reason;
+
+      // ---- Python environment (requirements.txt, gpu-agent.json "python"): timed apart from the run, never billed
+      const envStarted = clock.now();
+      try {
+        envLease = (await prepareUnitPython(packageDir, pythonEnvs, signal))?.lease;
+      } catch (err) {
+        envBuildSeconds = (clock.now() - envStarted) / 1000;
+        // The package's requirements or Python version: its failure (FAILED, nothing ran, nothing billed).
+        if (err instanceof PythonEnvError) throw new UnitError(err.fault === "customer" ? Outcome.FAILED : Outcome.NODE_ERROR, err.message);
+        throw err;
+      }
+      envBuildSeconds = envLease?.seconds ?? 0;
+      envBuilt = envLease?.built ?? false;
 
       // ---- run
       const stage = isSafeName(a.stage) ? a.stage : "unit";
       const cpuOnly = a.kind === "cpu" || a.gpuIndex < 0;
-      const env = buildUnitEnv({
-        path: unitPath(opts.agentPath ?? hostPath(), unitUser !== undefined),
-        workDir,
-        cudaVisibleDevices: cpuOnly ? "" : String(a.gpuIndex),
-        stage: a.stage,
-        unitId,
-        attempt,
-        jobId: a.jobId,
-        datasetPath,
-        packageDir,
-        inputDir,
-        outputDir,
-        extra: a.env,
-      });
       // Opened before the child starts and written through this descriptor, so
       // a child swapping the name for a symlink cannot redirect the agent's writes.
       const logFile = createWriteStream(path.join(outputDir, `${stage}.log`), { flags: "wx", mode: 0o644 });
+      const launch =
+        sandbox !== undefined
+          ? await sandboxLaunch(sandbox, a, state, { workDir, datasetPath, cpuOnly, pythonEnv: envLease })
+          : plainLaunch(a, state, { workDir, datasetPath, cpuOnly, pythonEnv: envLease, entryFile, packageDir, inputDir, outputDir });
       const runStarted = clock.now();
       ranProcess = true;
-      const diskWatch = new AbortController();
-      if (a.diskMb > 0) void watchDisk(state, workDir, a.diskMb, diskWatch.signal);
+      const watchers = new AbortController();
+      if (a.diskMb > 0) {
+        void watchLimit(state, { what: "disk", everyMs: diskCheckMs, limitMb: a.diskMb, measure: () => directoryBytes(workDir) }, watchers.signal);
+      }
       try {
         const result = await runProcess({
-          command: python,
-          args: [entryFile, ...a.args],
-          cwd: packageDir,
-          env,
-          unitUser,
+          ...launch,
           signal,
           unit,
           logFile,
           stderrTail,
+          killAtOnce: () => state.killReason === "memory_limit",
+          onStarted: (pid) => {
+            if (sandbox === undefined || sandbox.cgroups !== undefined || a.memoryMb <= 0) return;
+            const measure = async () => unitMemoryBytes(await processTree(pid));
+            void watchLimit(state, { what: "memory", everyMs: memoryCheckMs, limitMb: a.memoryMb, measure }, watchers.signal);
+          },
         });
         exitCode = result.exitCode;
-        if (result.spawnError) throw new UnitError(Outcome.NODE_ERROR, `could not start ${python}: ${result.spawnError}`);
+        if (result.spawnError) throw new UnitError(Outcome.NODE_ERROR, `could not start ${launch.sandboxed ? "the sandbox" : python}: ${result.spawnError}`);
+        if (launch.cgroupDir !== undefined && !state.killReason && (await sandbox?.cgroups?.oomKilled(launch.cgroupDir)) === true) {
+          state.killReason = "memory_limit";
+        }
+        // A write stopped by RLIMIT_FSIZE (or between two disk checks) fails the script: say why.
+        if (a.diskMb > 0 && !state.killReason && exitCode !== 0 && (await directoryBytes(workDir)) > a.diskMb * 1024 * 1024) {
+          state.killReason = "disk_limit";
+        }
       } finally {
-        diskWatch.abort();
+        watchers.abort();
+        await launch.release();
         runSeconds = (clock.now() - runStarted) / 1000;
         await new Promise<void>((resolve) => logFile.end(resolve));
       }
@@ -416,12 +510,13 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
       }
     } finally {
       deadlineTimer.abort();
+      await envLease?.release();
     }
 
     // ---- artifacts (failed runs too; never for units that did not start, nor
     // for a unit stopped for writing too much: its output is what must not spread)
-    if (ranProcess && state.killReason !== "shutdown" && state.killReason !== "disk_limit") {
-      const uploadError = await uploadArtifacts(a, unit, outputDir, unitUser !== undefined);
+    if (ranProcess && state.killReason !== "shutdown" && state.killReason !== "handed_back" && state.killReason !== "disk_limit") {
+      const uploadError = await uploadArtifacts(a, unit, outputDir, unitUser !== undefined || sandbox !== undefined);
       if (uploadError?.customerFault === true) {
         // Retrying elsewhere would produce the same outputs: the unit's own failure.
         if (outcome === Outcome.SUCCEEDED) {
@@ -438,10 +533,179 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
 
     opts.send({
       case: "finished",
-      value: create(FinishedSchema, { unit, outcome, exitCode, error: errorText, runSeconds }),
+      value: create(FinishedSchema, { unit, outcome, exitCode, error: errorText, runSeconds, envBuildSeconds, envBuilt }),
     });
-    logger.info({ ...log, outcome: outcomeName(outcome), exit_code: exitCode, run_seconds: runSeconds }, "unit finished");
-    if (!opts.keepWork) await rm(workDir, { recursive: true, force: true }).catch(() => {});
+    logger.info(
+      { ...log, outcome: outcomeName(outcome), exit_code: exitCode, run_seconds: runSeconds, env_build_seconds: envBuildSeconds, env_built: envBuilt },
+      "unit finished",
+    );
+    if (!opts.keepWork) {
+      await rm(workDir, { recursive: true, force: true }).catch(() => {});
+      await rm(sandboxEtcDir(workDir), { recursive: true, force: true }).catch(() => {});
+    }
+  }
+
+  /** What runProcess starts, and what to give back when it has ended. */
+  interface Launch {
+    command: string;
+    args: string[];
+    cwd: string;
+    env: Record<string, string>;
+    unitUser: UserIds | undefined;
+    sandboxed: boolean;
+    /** The unit's cgroup, when a delegated cgroup v2 bounds it. */
+    cgroupDir?: string;
+    release(): Promise<void>;
+  }
+
+  interface LaunchPaths {
+    workDir: string;
+    datasetPath: string;
+    cpuOnly: boolean;
+    /** The package's Python environment: its interpreter runs the unit, its bin/ leads PATH. */
+    pythonEnv: EnvLease | undefined;
+  }
+
+  /** The unit's environment with its Python environment's variables and bin/ first on PATH. */
+  function withPythonEnv(env: Record<string, string>, pythonEnv: EnvLease | undefined): Record<string, string> {
+    if (pythonEnv === undefined) return env;
+    return { ...env, ...pythonEnv.envVars, PATH: `${pythonEnv.binDir}:${env["PATH"] ?? ""}` };
+  }
+
+  /** `--isolation none`: the interpreter as a child process in its own group (as `nobody` when root). */
+  function plainLaunch(
+    a: Assign,
+    state: UnitState,
+    p: LaunchPaths & { entryFile: string; packageDir: string; inputDir: string; outputDir: string },
+  ): Launch {
+    const env = buildUnitEnv({
+      path: unitPath(opts.agentPath ?? hostPath(), unitUser !== undefined),
+      workDir: p.workDir,
+      cudaVisibleDevices: p.cpuOnly ? "" : String(a.gpuIndex),
+      stage: a.stage,
+      unitId: state.unitId,
+      attempt: state.attempt,
+      jobId: a.jobId,
+      datasetPath: p.datasetPath,
+      packageDir: p.packageDir,
+      inputDir: p.inputDir,
+      outputDir: p.outputDir,
+      extra: a.env,
+    });
+    return {
+      command: p.pythonEnv?.pythonPath ?? python,
+      args: [p.entryFile, ...a.args],
+      cwd: p.packageDir,
+      env: withPythonEnv(env, p.pythonEnv),
+      unitUser,
+      sandboxed: false,
+      release: async () => {},
+    };
+  }
+
+  /**
+   * The unit in its bubblewrap sandbox (unit-sandbox.ts) under a uid of its own, with its limits: a
+   * cgroup when one is delegated, otherwise rlimits and CPU affinity (and the memory watcher).
+   */
+  async function sandboxLaunch(box: Extract<UnitIsolation, { mechanism: "bubblewrap" }>, a: Assign, state: UnitState, p: LaunchPaths): Promise<Launch> {
+    const { host } = box;
+    const uid = unitUids.take();
+    let cpus: number[] | undefined;
+    let cgroupDir: string | undefined;
+    const release = async () => {
+      unitUids.release(uid);
+      cpuAllocator.release(cpus);
+      if (cgroupDir !== undefined) await box.cgroups?.remove(cgroupDir, (ms) => clock.sleep(ms));
+    };
+    try {
+      const etcDir = sandboxEtcDir(p.workDir);
+      if (host.asRoot) await chownTree(p.workDir, uid, uid);
+      await writeSandboxEtc(etcDir, uid);
+      const gpu = p.cpuOnly ? undefined : opts.gpuDevice?.(a.gpuIndex);
+      const env = buildUnitEnv({
+        path: host.path,
+        workDir: SANDBOX_PATHS.home,
+        // The sandbox holds only the assigned GPU's device; its UUID names it whichever index CUDA gives it.
+        cudaVisibleDevices: p.cpuOnly ? "" : (gpu?.uuid ?? String(a.gpuIndex)),
+        stage: a.stage,
+        unitId: state.unitId,
+        attempt: state.attempt,
+        jobId: a.jobId,
+        datasetPath: p.datasetPath === "" ? "" : path.posix.join(SANDBOX_PATHS.dataset, path.basename(p.datasetPath)),
+        packageDir: SANDBOX_PATHS.package,
+        inputDir: SANDBOX_PATHS.inputs,
+        outputDir: SANDBOX_PATHS.output,
+        extra: a.env,
+      });
+      if (box.cgroups !== undefined) {
+        cgroupDir = await box.cgroups.create(`unit-${uid}`, { memoryMb: a.memoryMb, maxProcesses: maxUnitProcesses, cpuCores: a.cpuCores });
+      } else {
+        cpus = cpuAllocator.take(a.cpuCores);
+      }
+      const args = bubblewrapArgs(host, {
+        workDir: p.workDir,
+        etcDir,
+        uid,
+        command: p.pythonEnv?.pythonPath ?? host.python,
+        args: [path.posix.join(SANDBOX_PATHS.package, a.entrypoint), ...a.args],
+        env: withPythonEnv(env, p.pythonEnv),
+        // The environment at its own path, read-only: its scripts and `.pth` name no other place.
+        readOnly: (p.pythonEnv?.bindDirs ?? []).map((dir) => ({ source: dir, dest: dir })),
+        gpuDevices: gpu !== undefined ? [`/dev/nvidia${gpu.minor}`] : [],
+        memoryMb: a.memoryMb,
+        diskMb: a.diskMb,
+        maxProcesses: maxUnitProcesses,
+        statusFd: SANDBOX_STATUS_FD,
+        ...(cpus !== undefined ? { cpus } : {}),
+      });
+      // bwrap starts with no environment at all (the unit's is applied by `env -i` after the uid drop);
+      // with a cgroup, a shell moves itself into it first so that everything the unit starts is inside.
+      const launch: Launch = { command: host.tools.bwrap, args, cwd: p.workDir, env: {}, unitUser: undefined, sandboxed: true, release };
+      if (cgroupDir === undefined) return launch;
+      return { ...launch, command: "/bin/sh", args: ["-c", 'echo 0 > "$0/cgroup.procs" && exec "$@"', cgroupDir, host.tools.bwrap, ...args], cgroupDir };
+    } catch (err) {
+      await release();
+      throw err;
+    }
+  }
+
+  /**
+   * One step of a Python environment build (python-envs.ts) in a sandbox like a unit's, under a uid of its
+   * own: the build's scratch directory is its home and working directory and the only place it writes, the
+   * wheelhouses are read-only, and it has no network unless it must reach the owner's index. pip runs with
+   * `--only-binary`, so no package code runs during a build; the sandbox bounds pip itself.
+   */
+  async function sandboxedBuild(box: Extract<UnitIsolation, { mechanism: "bubblewrap" }>, cmd: EnvBuildCommand): Promise<EnvBuildResult> {
+    const { host } = box;
+    const uid = unitUids.take();
+    const etcDir = `${cmd.cwd}.etc`;
+    try {
+      // The mount points a unit's sandbox has; a build leaves them empty.
+      for (const dir of ["package", "dataset", "inputs", "output"]) await mkdir(path.join(cmd.cwd, dir), { recursive: true });
+      if (host.asRoot) await chownTree(cmd.cwd, uid, uid);
+      await writeSandboxEtc(etcDir, uid);
+      const inside = (value: string) => (value === cmd.cwd || value.startsWith(`${cmd.cwd}/`) ? SANDBOX_PATHS.home + value.slice(cmd.cwd.length) : value);
+      const resolver = cmd.network && (await lstat("/etc/resolv.conf").catch(() => undefined)) !== undefined ? ["/etc/resolv.conf"] : [];
+      const args = bubblewrapArgs(host, {
+        workDir: cmd.cwd,
+        etcDir,
+        uid,
+        command: cmd.command,
+        args: [...cmd.args],
+        env: Object.fromEntries(Object.entries(cmd.env).map(([k, v]) => [k, inside(v)])),
+        gpuDevices: [],
+        memoryMb: 0,
+        diskMb: 0,
+        maxProcesses: maxUnitProcesses,
+        readOnly: [...cmd.readOnlyDirs, ...resolver].map((dir) => ({ source: dir, dest: dir })),
+        cwd: SANDBOX_PATHS.home,
+      });
+      // Only loopback in the sandbox's own network namespace; a build from the owner's index shares the host's.
+      return await runBuildCommand({ ...cmd, command: host.tools.bwrap, args: cmd.network ? args.filter((arg) => arg !== "--unshare-net") : args, env: {} });
+    } finally {
+      unitUids.release(uid);
+      await rm(etcDir, { recursive: true, force: true }).catch(() => {});
+    }
   }
 
   function killText(reason: KillReason, a: Assign): string {
@@ -452,29 +716,36 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
         return `deadline exceeded (max_runtime_seconds ${a.maxRuntimeSeconds})`;
       case "shutdown":
         return "agent shut down before the unit finished";
+      case "handed_back":
+        return "the node's owner took the machine back (gpu-agent pause --now); the unit runs elsewhere";
       case "disk_limit":
         return `disk limit exceeded: the work directory grew past the declared disk_mb ${a.diskMb}`;
+      case "memory_limit":
+        return `out of memory at ${a.memoryMb} MB: the unit's processes used more memory than its stage's memory_mb`;
     }
   }
 
   /**
-   * Measures the unit's work directory (package, dataset, inputs, outputs,
-   * anything the process wrote under HOME) every diskCheckMs and kills the
-   * unit when it holds more than `diskMb`. A check, not a quota: between two
-   * checks a fast writer can overshoot, so the node keeps its own headroom.
+   * Measures the unit every `everyMs` and kills it for `reason` once it holds more than `limitMb`:
+   * the work directory against `disk_mb`, or the sandboxed unit's memory (unit-limits.ts) against
+   * `memory_mb` where no cgroup bounds it. A check, not a quota: between two checks a fast writer or
+   * allocator can overshoot, so the node keeps its own headroom.
    */
-  async function watchDisk(state: UnitState, workDir: string, diskMb: number, signal: AbortSignal): Promise<void> {
-    const limit = diskMb * 1024 * 1024;
+  async function watchLimit(
+    state: UnitState,
+    limit: { what: "disk" | "memory"; everyMs: number; limitMb: number; measure(): Promise<number> },
+    signal: AbortSignal,
+  ): Promise<void> {
     for (;;) {
       try {
-        await clock.sleep(diskCheckMs, signal);
+        await clock.sleep(limit.everyMs, signal);
       } catch {
         return;
       }
-      const used = await directoryBytes(workDir).catch(() => 0);
-      if (used > limit && !signal.aborted) {
-        logger.warn({ unit_id: state.unitId, attempt: state.attempt, used_mb: Math.round(used / 1048576), disk_mb: diskMb }, "unit exceeded its disk limit");
-        kill(state, "disk_limit");
+      const used = await limit.measure().catch(() => 0);
+      if (used > limit.limitMb * 1024 * 1024 && !signal.aborted) {
+        logger.warn({ unit_id: state.unitId, attempt: state.attempt, used_mb: Math.round(used / 1048576), limit_mb: limit.limitMb }, `unit exceeded its ${limit.what} limit`);
+        kill(state, limit.what === "disk" ? "disk_limit" : "memory_limit");
         return;
       }
     }
@@ -486,10 +757,15 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
     cwd: string;
     env: Record<string, string>;
     unitUser: UserIds | undefined;
+    /** A bubblewrap sandbox: its processes are found by their tree, and killing bwrap ends them all. */
+    sandboxed: boolean;
     signal: AbortSignal;
     unit: UnitRef;
     logFile: WriteStream;
     stderrTail: string[];
+    /** True when an abort must not wait for the grace period (a unit over its memory). */
+    killAtOnce(): boolean;
+    onStarted(pid: number): void;
   }
 
   /** Spawns the unit, pumps its output, enforces kills; resolves at exit. */
@@ -499,7 +775,10 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
       cwd: spec.cwd,
       env: spec.env,
       detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
+      // A sandbox reports on fd 3 (bwrap --json-status-fd) the exit code of what it ran only when it
+      // was set up and started it: its absence tells a sandbox that failed to start (the node's
+      // problem) from a unit that failed (the customer's).
+      stdio: spec.sandboxed ? ["ignore", "pipe", "pipe", "pipe"] : ["ignore", "pipe", "pipe"],
       ...(spec.unitUser ? { uid: spec.unitUser.uid, gid: spec.unitUser.gid } : {}),
     });
 
@@ -510,7 +789,8 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
     if (spawned !== undefined) return { exitCode: -1, spawnError: spawned };
     const pid = child.pid as number;
     // The pid (also the process group id) lets an operator find or kill the unit's processes.
-    logger.info({ unit_id: unit.unitId, attempt: unit.attempt, pid }, "unit process started");
+    logger.info({ unit_id: unit.unitId, attempt: unit.attempt, pid, isolation: spec.sandboxed ? "bubblewrap" : "none" }, "unit process started");
+    spec.onStarted(pid);
     // Errors after spawn (e.g. a failed kill) must not crash the agent.
     child.on("error", (err) => logger.warn({ unit_id: unit.unitId, err: err.message }, "child process error"));
 
@@ -622,7 +902,14 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
         s.on("error", () => resolve());
         s.on("close", () => resolve());
       });
-    const outputDone = Promise.all([streamEnded(child.stdout, stdoutLines), streamEnded(child.stderr, stderrLines)]);
+    let sandboxStatus = "";
+    const statusStream = spec.sandboxed ? (child.stdio[SANDBOX_STATUS_FD] as NodeJS.ReadableStream | null) : null;
+    const statusSplitter = { write: (c: Buffer) => void (sandboxStatus = (sandboxStatus + c.toString()).slice(-4096)), end: () => {} };
+    const outputDone = Promise.all([
+      streamEnded(child.stdout, stdoutLines),
+      streamEnded(child.stderr, stderrLines),
+      streamEnded(statusStream, statusSplitter),
+    ]);
 
     // ---- kills: SIGTERM the group, SIGKILL after the grace period
     let exited = false;
@@ -633,7 +920,19 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
       });
     });
     const onAbort = () => {
-      killGroup(pid, "SIGTERM");
+      // bwrap leads the group; SIGKILL to it takes the sandbox's init with it, and the kernel then
+      // kills every process of the PID namespace, whatever it did to leave its group.
+      if (spec.killAtOnce()) return killGroup(pid, "SIGKILL");
+      if (spec.sandboxed) {
+        // The unit's own processes get SIGTERM to save their work; bwrap and the sandbox's init
+        // would die of it at once and take the unit with them.
+        processTree(pid).then(
+          (tree) => signalEach(tree.pids.filter((p) => p !== pid && !tree.inner.includes(p)), "SIGTERM"),
+          () => {},
+        );
+      } else {
+        killGroup(pid, "SIGTERM");
+      }
       clock.sleep(killGraceMs).then(() => {
         if (!exited) killGroup(pid, "SIGKILL");
       }, () => {});
@@ -663,7 +962,11 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
     stdoutLog.flush();
     stderrLog.flush();
     flushProgress();
-    return { exitCode: code ?? 128 + signalNumber(sig) };
+    const exitCode = code ?? 128 + signalNumber(sig);
+    if (spec.sandboxed && !sandboxStatus.includes('"exit-code"') && !signal.aborted) {
+      return { exitCode, spawnError: `bwrap exited with ${exitCode} before the unit started` };
+    }
+    return { exitCode };
   }
 
   /**
@@ -778,6 +1081,9 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
         return existing.done;
       }
       if (draining) return Promise.resolve(reject(a, "node is draining"));
+      if (isolation.mechanism === "unavailable") return Promise.resolve(reject(a, `units cannot be isolated on this node: ${isolation.reason}`));
+      const ownerRefusal = opts.ownerRefusal?.();
+      if (ownerRefusal !== undefined) return Promise.resolve(reject(a, ownerRefusal));
       if (!isSafeName(unitId)) return Promise.resolve(reject(a, "invalid unit id"));
       if (active().length >= opts.maxConcurrentUnits) {
         return Promise.resolve(reject(a, `node is at its limit of ${opts.maxConcurrentUnits} concurrent units`));
@@ -832,6 +1138,12 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
       const now = active();
       for (const u of now) kill(u, "shutdown");
       await Promise.all(now.map((u) => u.done));
+    },
+    async handBack() {
+      const now = active();
+      for (const u of now) kill(u, "handed_back");
+      await Promise.all(now.map((u) => u.done));
+      return now.map(refOf);
     },
   };
 }

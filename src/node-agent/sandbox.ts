@@ -1,6 +1,7 @@
 /**
- * The walls around a unit's process: which user it runs as, which
- * environment it sees, which names are safe to turn into paths. Kept apart
+ * The rules every unit gets, sandboxed or not: which environment it sees,
+ * which names are safe to turn into paths, and (with `--isolation none`)
+ * which user it runs as. The sandbox itself is unit-sandbox.ts. Kept apart
  * from the runner so each rule is a small pure function with a test.
  */
 import { readFileSync } from "node:fs";

@@ -6,9 +6,11 @@
  * from it, so later units (in this cycle and, for a long-lived placer, in
  * later cycles) see what earlier ones took and nothing is over-committed.
  *
- * Indexes, one set per trust level, over schedulable nodes only (built once,
- * O(n log n); kept up to date by every reservation and by `syncState`,
- * O(log n) search plus a memmove per changed entry):
+ * Indexes, one set per group of nodes that the same units may use (a trust
+ * level, sandboxed or not), over the nodes that may take some unit only
+ * (online, not paused or outside their owner's window, able to run units):
+ * built once, O(n log n); kept up to date by every reservation and by
+ * `syncState`, O(log n) search plus a memmove per changed entry.
  *
  * - slots: every GPU, sorted by (free VRAM, node id order, device position).
  *   For a gpu unit of v MB a binary search finds the first GPU with free ≥ v;
@@ -17,16 +19,22 @@
  * - byDisk: every node, sorted by (free disk, node id order), nodes without
  *   a GPU apart from nodes with one: the same for cpu units.
  *
- * Trust groups below a unit's tier are skipped whole. Because the index
- * settles schedulability, trust and VRAM (and disk for cpu units) without
- * visiting a node, those filters come first in plugins/index.ts: the skipped
- * counts then equal what a full scan would report.
+ * Groups below a unit's trust tier, and the unsandboxed groups for a
+ * sensitive unit, are skipped whole. Because the index settles the node-level
+ * rules (node-rules.ts), isolation, trust and VRAM (and disk for cpu units)
+ * without visiting a node, those filters come first in plugins/index.ts: the
+ * skipped counts then equal what a full scan would report.
+ *
+ * VRAM here is always what units may use: a GPU's free VRAM less what the
+ * node's owner keeps (`usableVramMb`).
  *
  * The index order never depends on the seed (equal keys sort by node id), so
  * a cycle does not re-sort anything; the seed only sets `rank`, the score
  * tie-break (`reseed`, O(n)), and the placer's walk over the index.
  */
+import { nodeBar, usableVramMb } from "./node-rules.ts";
 import { seededShuffle } from "./prng.ts";
+import type { ReasonCode } from "./reasons.ts";
 import { trustLevels } from "./trust.ts";
 import type { ClusterSnapshot, GpuView, NodeSnapshot, TrustLevel } from "./types.ts";
 
@@ -36,7 +44,7 @@ export interface NodeView {
   readonly freeCpuCores: number;
   readonly freeMemoryMb: number;
   readonly diskFreeMb: number;
-  /** Free VRAM per GPU, parallel to `node.gpus`. */
+  /** Free VRAM per GPU that units may use (the owner's reserve left out), parallel to `node.gpus`. */
   readonly gpuFreeVramMb: readonly number[];
 }
 
@@ -51,17 +59,34 @@ export interface WorkingNode extends NodeView {
   readonly idx: number;
   /** Position of the node's trust level in `trustLevels`. */
   readonly trust: number;
+  /** Position of the node's group in `ClusterState.groups`; -1 for a node that takes no unit (never indexed). */
+  readonly group: number;
+}
+
+/** Groups per trust level: sandboxed nodes, then nodes without a sandbox (public units only). */
+const groupsPerTrust = 2;
+/** How many groups a state has: in `trustLevels` order, each level's sandboxed group before its unsandboxed one. */
+export const groupCount = trustLevels.length * groupsPerTrust;
+
+/** The group a node is indexed in, or -1 when it takes no unit now (see `nodeBar`). */
+function groupOf(node: NodeSnapshot): number {
+  if (nodeBar(node) !== undefined) return -1;
+  return trustLevels.indexOf(node.trustLevel) * groupsPerTrust + (node.isolation === "none" ? 1 : 0);
 }
 
 /**
- * Schedulable nodes of one trust level and their indexes. The indexes are
- * typed arrays (not arrays of objects) because a unit nothing takes walks
- * every candidate: sequential numbers stay in cache where object pointers
- * would not.
+ * The nodes of one trust level, sandboxed or not, that may take units now,
+ * and their indexes. The indexes are typed arrays (not arrays of objects)
+ * because a unit nothing takes walks every candidate: sequential numbers stay
+ * in cache where object pointers would not.
  */
-export interface TrustGroup {
+export interface NodeGroup {
   readonly level: TrustLevel;
-  /** Schedulable nodes of this level. */
+  /** Position of `level` in `trustLevels`. */
+  readonly trust: number;
+  /** False for nodes that run units without a sandbox (isolation "none"): public units only. */
+  readonly sandboxed: boolean;
+  /** Nodes in the group. */
   readonly size: number;
   /** Of which with at least one GPU. */
   readonly gpuNodes: number;
@@ -78,8 +103,8 @@ export interface TrustGroup {
 
 /**
  * The placer's state: working nodes, per-node numbers the hot loop reads
- * (kept equal to the WorkingNode fields), indexes by trust level (in
- * `trustLevels` order) and counts.
+ * (kept equal to the WorkingNode fields), indexes by group (see
+ * `groupCount`) and counts.
  */
 export interface ClusterState {
   readonly nodes: readonly WorkingNode[];
@@ -95,9 +120,9 @@ export interface ClusterState {
   readonly stamp: Int32Array;
   /** 1 for a node something was reserved on since the state was built or last synced (`syncState` skips the others). */
   readonly dirty: Uint8Array;
-  readonly groups: readonly TrustGroup[];
-  /** Nodes the snapshot marks unschedulable (never indexed). */
-  readonly unschedulable: number;
+  readonly groups: readonly NodeGroup[];
+  /** Nodes that take no unit now (never indexed), by the first node-level rule that bars them. */
+  readonly barred: ReadonlyMap<ReasonCode, number>;
   /** Every node in the snapshot. */
   readonly size: number;
   /** Node idxs sorted by node id: the input to the seeded shuffle. */
@@ -107,7 +132,7 @@ export interface ClusterState {
 }
 
 /** First slot position whose key (free, tie, pos) is ≥ the given key; (v, -1, -1) finds the first GPU with free ≥ v. */
-export function lowerBoundSlot(state: ClusterState, group: TrustGroup, free: number, tie: number, pos: number): number {
+export function lowerBoundSlot(state: ClusterState, group: NodeGroup, free: number, tie: number, pos: number): number {
   const { slotFree, slotNode, slotPos } = group;
   let lo = 0;
   let hi = slotFree.length;
@@ -157,14 +182,14 @@ export function viewOf(node: NodeSnapshot): NodeView {
     freeCpuCores: node.freeCpuCores,
     freeMemoryMb: node.freeMemoryMb,
     diskFreeMb: node.diskFreeMb,
-    gpuFreeVramMb: node.gpus.map((g) => g.freeVramMb),
+    gpuFreeVramMb: node.gpus.map((g) => usableVramMb(node, g)),
   };
 }
 
 const small = (x: number, bits: number) => Number.isInteger(x) && x >= 0 && x < 2 ** bits;
 
 /** Sorts a group's slots by (free, tie, pos) in place. */
-function sortSlots(tie: Int32Array, group: TrustGroup): void {
+function sortSlots(tie: Int32Array, group: NodeGroup): void {
   const { slotFree, slotNode, slotPos } = group;
   const n = slotFree.length;
   if (tie.length < 2 ** 24 && slotFree.every((f) => small(f, 20)) && slotPos.every((p) => small(p, 8))) {
@@ -209,6 +234,17 @@ function sortByDisk(state: { disk: Float64Array; tie: Int32Array }, byDisk: Int3
   }
 }
 
+/** Nodes that take no unit, counted by the rule that bars each. */
+function barredCounts(nodes: readonly WorkingNode[]): Map<ReasonCode, number> {
+  const barred = new Map<ReasonCode, number>();
+  for (const w of nodes) {
+    if (w.group !== -1) continue;
+    const reason = nodeBar(w.node) as ReasonCode;
+    barred.set(reason, (barred.get(reason) ?? 0) + 1);
+  }
+  return barred;
+}
+
 /**
  * Builds the working copy and indexes over `snapshot`: O(n log n). Node ids
  * must be unique. Call {@link reseed} before placing (it sets the tie ranks).
@@ -223,9 +259,10 @@ export function createState(snapshot: ClusterSnapshot): ClusterState {
       freeCpuCores: node.freeCpuCores,
       freeMemoryMb: node.freeMemoryMb,
       diskFreeMb: node.diskFreeMb,
-      gpuFreeVramMb: node.gpus.map((g) => g.freeVramMb),
+      gpuFreeVramMb: node.gpus.map((g) => usableVramMb(node, g)),
       idx: nodes.length,
       trust: trustLevels.indexOf(node.trustLevel),
+      group: groupOf(node),
     };
     nodes.push(w);
     byId.set(node.id, w);
@@ -243,11 +280,14 @@ export function createState(snapshot: ClusterSnapshot): ClusterState {
     tie[idx] = k;
   });
   const disk = Float64Array.from(nodes, (w) => w.diskFreeMb);
-  const groups = trustLevels.map((level, trust): TrustGroup => {
-    const members = nodes.filter((w) => w.node.schedulable && w.trust === trust);
+  const groups = Array.from({ length: groupCount }, (_, g): NodeGroup => {
+    const trust = Math.floor(g / groupsPerTrust);
+    const members = nodes.filter((w) => w.group === g);
     const slots = members.flatMap((w) => w.gpuFreeVramMb.map((free, pos) => ({ free, idx: w.idx, pos })));
-    const group: TrustGroup = {
-      level,
+    const group: NodeGroup = {
+      level: trustLevels[trust] as TrustLevel,
+      trust,
+      sandboxed: g % groupsPerTrust === 0,
       size: members.length,
       gpuNodes: members.filter((w) => w.gpuFreeVramMb.length > 0).length,
       slotFree: Float64Array.from(slots, (s) => s.free),
@@ -273,7 +313,7 @@ export function createState(snapshot: ClusterSnapshot): ClusterState {
     stamp: new Int32Array(n),
     dirty: new Uint8Array(n),
     groups,
-    unschedulable: nodes.filter((w) => !w.node.schedulable).length,
+    barred: barredCounts(nodes),
     size: n,
     sortedById,
     seq: 0,
@@ -308,8 +348,8 @@ function move(arrays: readonly (Float64Array | Int32Array)[], from: number, to: 
 /** Sets node `w`'s free disk to `value` and moves its `byDisk` entry to match. */
 function setDisk(state: ClusterState, w: WorkingNode, value: number): void {
   if (value === w.diskFreeMb) return;
-  if (w.node.schedulable) {
-    const group = state.groups[w.trust] as TrustGroup;
+  if (w.group !== -1) {
+    const group = state.groups[w.group] as NodeGroup;
     const order = group.byDisk[w.gpuFreeVramMb.length > 0 ? 1 : 0];
     const tie = state.tie[w.idx] as number;
     const at = lowerBoundDisk(state, order, w.diskFreeMb, tie);
@@ -327,8 +367,8 @@ function setVram(state: ClusterState, w: WorkingNode, pos: number, value: number
   const free = w.gpuFreeVramMb[pos];
   if (free === undefined) throw new Error(`placer: node ${w.node.id} has no GPU at position ${pos}`);
   if (value === free) return;
-  if (w.node.schedulable) {
-    const group = state.groups[w.trust] as TrustGroup;
+  if (w.group !== -1) {
+    const group = state.groups[w.group] as NodeGroup;
     const tie = state.tie[w.idx] as number;
     const at = lowerBoundSlot(state, group, free, tie, pos);
     if (group.slotNode[at] !== w.idx || group.slotPos[at] !== pos) throw new Error(`placer: VRAM index lost GPU ${pos} of node ${w.node.id}`);
@@ -349,7 +389,7 @@ export function reserve(
   unit: { vramMb: number; diskMb: number; cpuCores: number; memoryMb: number },
   gpuPos: number,
 ): void {
-  if (state.groups[w.trust] === undefined || !w.node.schedulable) throw new Error(`placer: node ${w.node.id} is not schedulable`);
+  if (w.group === -1) throw new Error(`placer: node ${w.node.id} takes no unit`);
   state.dirty[w.idx] = 1;
   w.freeCpuCores -= unit.cpuCores;
   w.freeMemoryMb -= unit.memoryMb;
@@ -362,7 +402,8 @@ export function reserve(
 /**
  * Makes `state` what {@link createState} would build from `snapshot`, in
  * place, when the snapshot has the same nodes (ids), each with the same
- * trust level, schedulability and GPU devices: free resources are copied
+ * trust level, group (whether it takes units, and with a sandbox or not),
+ * node-level bar and GPU devices: free resources are copied
  * and only the index entries that changed move (a node that is the same
  * snapshot object as last time, with nothing reserved on it since, is
  * skipped). Returns false, with the state untouched, when the cluster's
@@ -385,7 +426,7 @@ export function syncState(state: ClusterState, snapshot: ClusterSnapshot): boole
     met[w.idx] = 1;
     at[k] = w.idx;
     if (w.node === node) continue;
-    if (w.node.trustLevel !== node.trustLevel || w.node.schedulable !== node.schedulable) return false;
+    if (w.node.trustLevel !== node.trustLevel || w.group !== groupOf(node) || nodeBar(w.node) !== nodeBar(node)) return false;
     const before = w.node.gpus;
     const after = node.gpus;
     if (before.length !== after.length) return false;
@@ -404,7 +445,7 @@ export function syncState(state: ClusterState, snapshot: ClusterSnapshot): boole
     state.memory[w.idx] = node.freeMemoryMb;
     setDisk(state, w, node.diskFreeMb);
     const gpus = node.gpus;
-    for (let pos = 0; pos < gpus.length; pos++) setVram(state, w, pos, (gpus[pos] as GpuView).freeVramMb);
+    for (let pos = 0; pos < gpus.length; pos++) setVram(state, w, pos, usableVramMb(node, gpus[pos] as GpuView));
   }
   return true;
 }

@@ -2,6 +2,7 @@
 export { createPlacer, defaultMaxScored, defaultWeights, placeUnits, type Decision, type Placer } from "./place-units.ts";
 export { reasonCounts, type ReasonCounts } from "./reason-counts.ts";
 export { allowedTrustLevels, minimumTrust } from "./trust.ts";
+export { sandboxRequired } from "./node-rules.ts";
 export { Reason, type ReasonCode } from "./reasons.ts";
 export { fairOrder } from "./fairness.ts";
 export { defaultProfile, demandProfile } from "./profile.ts";
@@ -10,7 +11,9 @@ export type {
   CycleContext,
   DemandProfile,
   GpuView,
+  NodeIsolation,
   NodeSnapshot,
+  OwnerPolicy,
   Placement,
   PlacementResult,
   PlacerOptions,

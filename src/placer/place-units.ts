@@ -12,8 +12,9 @@
  * scheduling loop hands it each cycle's fresh snapshot through `sync`, which
  * moves only the index entries that changed.
  */
-import { bestGpu, type ClusterState, createState, lowerBoundDisk, lowerBoundSlot, reserve, reseed, syncState, type TrustGroup, type WorkingNode } from "./cycle-state.ts";
+import { bestGpu, type ClusterState, createState, groupCount, lowerBoundDisk, lowerBoundSlot, type NodeGroup, reserve, reseed, syncState, type WorkingNode } from "./cycle-state.ts";
 import { fairOrder } from "./fairness.ts";
+import { sandboxRequired } from "./node-rules.ts";
 import { cpuFit, diskFit, leftOver, memoryFit, nodeExcluded, scorePlugins, visitFilters } from "./plugins/index.ts";
 import { hashString, mulberry32 } from "./prng.ts";
 import { defaultProfile, demandProfile } from "./profile.ts";
@@ -41,7 +42,7 @@ export const defaultMaxScored = 32;
 const reasonOrder: readonly ReasonCode[] = Object.values(Reason);
 const reasonIndex = new Map<ReasonCode, number>(reasonOrder.map((r, i) => [r, i]));
 const at = (reason: ReasonCode): number => reasonIndex.get(reason) as number;
-const iUnschedulable = at(Reason.NodeUnschedulable);
+const iSandboxRequired = at(Reason.SandboxRequired);
 const iTrust = at(Reason.TrustBelowTier);
 const iNoGpu = at(Reason.NoGpu);
 const iVram = at(Reason.InsufficientVram);
@@ -81,9 +82,9 @@ export interface Placer {
    * Replaces the placer's view of the cluster with `snapshot` (what is free
    * now, e.g. read fresh from the database): afterwards the placer plans
    * exactly as `createPlacer(snapshot)` would. O(n) plus the index entries
-   * that changed when the nodes, their trust, schedulability and GPUs are the
-   * same as before; otherwise it rebuilds (O(n log n)). Returns true when it
-   * did not need to rebuild.
+   * that changed when the nodes, their trust, schedulability, isolation,
+   * owner's pause and window, and GPUs are the same as before; otherwise it
+   * rebuilds (O(n log n)). Returns true when it did not need to rebuild.
    */
   sync(snapshot: ClusterSnapshot): boolean;
 }
@@ -159,9 +160,11 @@ interface Ctx {
   readonly counts: Int32Array;
   /** Feasible nodes met by the current decision's walk (at most maxScored). */
   candNode: Int32Array;
-  /** Per allowed trust group: where its part of the walk starts in the index, and its length. */
+  /** Per group: where its part of the walk starts in the index, and its length (0 for a group the unit may not use). */
   readonly rangeStart: Int32Array;
   readonly rangeLen: Int32Array;
+  /** Per group: 1 when the current unit may use its nodes (trust ≥ the unit's tier; sandboxed, for a sensitive unit). */
+  readonly allowed: Uint8Array;
   weights: number[];
   weightSum: number;
   maxScored: number;
@@ -171,7 +174,6 @@ interface Ctx {
   // The decision in progress.
   unit: UnitRequest;
   seq: number;
-  minTrust: number;
   nCand: number;
   visited: number;
   unresolvable: number;
@@ -220,7 +222,8 @@ function visit(ctx: Ctx, i: number): void {
 }
 
 /**
- * The walk: the allowed groups' index ranges (`rangeStart`/`rangeLen`: GPUs
+ * The walk: the allowed groups' index ranges (`rangeStart`/`rangeLen`, 0 for
+ * the others: GPUs
  * that fit, for `kind` -1; nodes with enough disk in `byDisk[kind]`) joined
  * end to end, visited from a seeded start with a stride coprime to the
  * total, so every position comes up once and the first ones are spread over
@@ -231,17 +234,17 @@ function visit(ctx: Ctx, i: number): void {
  */
 function walk(ctx: Ctx, kind: -1 | 0 | 1): void {
   const { groups, stamp } = ctx.state;
-  const { rangeStart, rangeLen, minTrust, seq, maxScored } = ctx;
+  const { rangeStart, rangeLen, seq, maxScored } = ctx;
   let total = 0;
-  for (let g = minTrust; g < groups.length; g++) total += rangeLen[g] as number;
+  for (let g = 0; g < groups.length; g++) total += rangeLen[g] as number;
   if (total === 0) return;
   const step = strideFor(total);
   let p = Math.floor(ctx.random() * total);
   for (let j = 0; j < total && ctx.nCand < maxScored; j++) {
-    let g = minTrust;
+    let g = 0;
     let c = p;
     while (c >= (rangeLen[g] as number)) c -= rangeLen[g++] as number;
-    const group = groups[g] as TrustGroup;
+    const group = groups[g] as NodeGroup;
     const at = (rangeStart[g] as number) + c;
     const i = (kind === -1 ? group.slotNode[at] : group.byDisk[kind][at]) as number;
     // A node met again through another of its GPUs adds nothing.
@@ -267,21 +270,28 @@ function decide(ctx: Ctx, unit: UnitRequest): Decision {
   ctx.seq = ++state.seq;
   counts.fill(0);
   const minTrust = trustLevels.indexOf(minimumTrust(unit.sensitivity));
-  ctx.minTrust = minTrust;
+  const sensitive = sandboxRequired(unit.sensitivity);
   ctx.nCand = 0;
   ctx.visited = 0;
   ctx.unresolvable = 0;
   const groups = state.groups;
+  const { allowed, rangeStart, rangeLen } = ctx;
+  for (let g = 0; g < groups.length; g++) {
+    const group = groups[g] as NodeGroup;
+    allowed[g] = group.trust >= minTrust && (group.sandboxed || !sensitive) ? 1 : 0;
+    rangeLen[g] = 0;
+  }
   const gpu = unit.kind === "gpu";
   let skippedDisk = 0;
   const { rank, nodes } = state;
 
   if (gpu) {
-    for (let g = minTrust; g < groups.length; g++) {
-      const group = groups[g] as TrustGroup;
+    for (let g = 0; g < groups.length; g++) {
+      if (allowed[g] === 0) continue;
+      const group = groups[g] as NodeGroup;
       const start = lowerBoundSlot(state, group, unit.vramMb, -1, -1);
-      ctx.rangeStart[g] = start;
-      ctx.rangeLen[g] = group.slotFree.length - start;
+      rangeStart[g] = start;
+      rangeLen[g] = group.slotFree.length - start;
     }
     walk(ctx, -1);
   } else {
@@ -289,12 +299,13 @@ function decide(ctx: Ctx, unit: UnitRequest): Decision {
     // the unit, so cpu units do not use up the cores and memory that GPU
     // units need next to a free GPU.
     for (let kind = 0; kind < 2 && ctx.nCand === 0; kind++) {
-      for (let g = minTrust; g < groups.length; g++) {
-        const order = (groups[g] as TrustGroup).byDisk[kind as 0 | 1];
+      for (let g = 0; g < groups.length; g++) {
+        if (allowed[g] === 0) continue;
+        const order = (groups[g] as NodeGroup).byDisk[kind as 0 | 1];
         const start = lowerBoundDisk(state, order, unit.diskMb, -1);
         skippedDisk += start;
-        ctx.rangeStart[g] = start;
-        ctx.rangeLen[g] = order.length - start;
+        rangeStart[g] = start;
+        rangeLen[g] = order.length - start;
       }
       walk(ctx, kind as 0 | 1);
     }
@@ -331,11 +342,13 @@ function decide(ctx: Ctx, unit: UnitRequest): Decision {
 
   // Unplaced: count the nodes the index skipped under the reason a full scan would give them.
   let unresolvable = ctx.unresolvable;
-  counts[iUnschedulable] = (counts[iUnschedulable] as number) + state.unschedulable;
+  for (const [reason, n] of state.barred) counts[at(reason)] = (counts[at(reason)] as number) + n;
   for (let g = 0; g < groups.length; g++) {
-    const group = groups[g] as TrustGroup;
-    if (g < minTrust) {
-      counts[iTrust] = (counts[iTrust] as number) + group.size;
+    const group = groups[g] as NodeGroup;
+    if (allowed[g] === 0) {
+      // NodeIsolation comes before TrustTier: an unsandboxed node is counted under it for a sensitive unit.
+      const reason = sensitive && !group.sandboxed ? iSandboxRequired : iTrust;
+      counts[reason] = (counts[reason] as number) + group.size;
       unresolvable += group.size;
     } else if (gpu) {
       counts[iNoGpu] = (counts[iNoGpu] as number) + group.size - group.gpuNodes;
@@ -351,7 +364,7 @@ function decide(ctx: Ctx, unit: UnitRequest): Decision {
     // The disk index skipped those nodes before NodeExcluded (which comes first) could see them.
     for (const id of new Set(unit.excludedNodeIds)) {
       const w = state.byId.get(id);
-      if (w === undefined || !w.node.schedulable || w.trust < minTrust || w.diskFreeMb >= unit.diskMb) continue;
+      if (w === undefined || w.group === -1 || allowed[w.group] === 0 || w.diskFreeMb >= unit.diskMb) continue;
       counts[iDisk] = (counts[iDisk] as number) - 1;
       counts[iExcluded] = (counts[iExcluded] as number) + 1;
       unresolvable++;
@@ -379,8 +392,9 @@ export function createPlacer(snapshot: ClusterSnapshot): Placer {
     state: createState(snapshot),
     counts: new Int32Array(reasonOrder.length),
     candNode: new Int32Array(0),
-    rangeStart: new Int32Array(trustLevels.length),
-    rangeLen: new Int32Array(trustLevels.length),
+    rangeStart: new Int32Array(groupCount),
+    rangeLen: new Int32Array(groupCount),
+    allowed: new Uint8Array(groupCount),
     weights: checkWeights(defaultWeights),
     weightSum: 1,
     maxScored: defaultMaxScored,
@@ -389,7 +403,6 @@ export function createPlacer(snapshot: ClusterSnapshot): Placer {
     started: false,
     unit: undefined as unknown as UnitRequest,
     seq: 0,
-    minTrust: 0,
     nCand: 0,
     visited: 0,
     unresolvable: 0,

@@ -4,9 +4,13 @@
  * count `placement_filtered_total{reason}`).
  */
 
-/** Reason codes, one per filter rule; the values are what the API and metrics show. */
+/** Reason codes, one per filter rule, in filter order; the values are what the API and metrics show. */
 export const Reason = {
   NodeUnschedulable: "node_unschedulable",
+  NodePaused: "node_paused",
+  OutsideWindow: "outside_window",
+  SandboxUnavailable: "sandbox_unavailable",
+  SandboxRequired: "sandbox_required",
   TrustBelowTier: "trust_below_tier",
   NoGpu: "no_gpu",
   InsufficientVram: "insufficient_vram",
@@ -21,8 +25,9 @@ export type ReasonCode = (typeof Reason)[keyof typeof Reason];
 
 /**
  * A filter's verdict, as in kube-scheduler: `unschedulable` may pass on a
- * later cycle (resources free up); `unresolvable` never will on this node
- * (its trust level is below the unit's tier, or it already failed the unit).
+ * later cycle (resources free up, the owner resumes); `unresolvable` never
+ * will on this node (its trust level is below the unit's tier, it runs units
+ * without a sandbox and the unit is sensitive, or it already failed the unit).
  */
 export type Status =
   | { readonly code: "success" }

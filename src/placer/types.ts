@@ -15,6 +15,23 @@ export type TrustLevel = "community" | "verified" | "controlled";
 /** A job's data sensitivity tier; decides the lowest trust level its units may run at. */
 export type Sensitivity = "public" | "low_sensitive" | "high_sensitive";
 
+/**
+ * How a node contains the units it runs: `sandboxed` (each unit in its own namespaces, under its own
+ * user id: any sensitivity), `none` (units run as plain processes: public units only) or
+ * `unavailable` (the sandbox cannot start there: no unit at all).
+ */
+export type NodeIsolation = "sandboxed" | "none" | "unavailable";
+
+/** What a home node's owner decided about their machine. */
+export interface OwnerPolicy {
+  /** Paused by its owner: no new units. */
+  paused: boolean;
+  /** Inside the owner's availability window now (true when there is none). */
+  withinWindow: boolean;
+  /** VRAM per GPU the owner keeps for themself; the placer never counts it as free. */
+  reservedVramMb: number;
+}
+
 /** One GPU of a node as last reported: its device index, total and free VRAM. */
 export interface GpuView {
   index: number;
@@ -38,6 +55,9 @@ export interface NodeSnapshot {
   cachedDatasetIds: ReadonlySet<string>;
   /** 0..1, e.g. the share of recent attempts the node finished; values outside are clamped. */
   reliability: number;
+  isolation: NodeIsolation;
+  /** Absent: no owner controls (always available, nothing reserved). */
+  owner?: OwnerPolicy;
 }
 
 /** Every node the cycle may consider. */
@@ -77,7 +97,7 @@ export interface Unplaced {
   unitId: string;
   /** How many nodes each reason rejected; every node is counted once, under its first failing filter. */
   reasons: Partial<Record<ReasonCode, number>>;
-  /** True when every node rejected the unit for a reason retrying cannot fix (trust, excluded node). */
+  /** True when every node rejected the unit for a reason retrying cannot fix (trust, no sandbox, excluded node). */
   unresolvable: boolean;
   /** For the customer, e.g. "no online node with a GPU of ≥ 24000 MB free VRAM at trust ≥ verified (3 nodes: …)". */
   message: string;

@@ -6,7 +6,8 @@
  * cycle per job.
  *
  * How it stays right: `nodes.placement_changed_at` moves (by trigger, see
- * schema-0004.ts) whenever a node's state, trust level or capabilities
+ * schema-0004.ts and schema-0007.ts) whenever a node's state, trust level,
+ * capabilities, isolation or owner's controls (pause, window, reserved VRAM)
  * change. At most once per `maxAgeMs` the cache reads the rows whose stamp is
  * newer than its last read minus `overlapMs` (a change stamped before that
  * read but committed after it is still caught, as long as no transaction that
@@ -18,10 +19,13 @@
  * What may be stale, and why that is safe: free resources are not taken from
  * here (the cycle sums the units held on each node afresh), liveness comes
  * from the streams (`isLive`), and the commit re-checks state and trust
- * against the fresh row in the same UPDATE that assigns the unit. So a stale
- * row can at worst leave a just-connected node unused, or plan onto a
- * just-cordoned one whose assignment the commit then refuses, for at most
- * `maxAgeMs`.
+ * against the fresh row in the same UPDATE that assigns the unit (and the
+ * owner's pause and window, and the isolation a sensitive unit needs). So a
+ * stale row can at worst leave a just-connected or just-resumed node unused,
+ * or plan onto a just-cordoned or just-paused one whose assignment the commit
+ * then refuses, for at most `maxAgeMs`. (A reserve that grew is the one
+ * change the commit does not re-check, as it re-checks no capacity: for at
+ * most `maxAgeMs` a unit may be planned into VRAM its owner just reserved.)
  */
 import { ChangedIds } from "../platform/changed-ids.ts";
 import type { Clock } from "../platform/clock.ts";
@@ -184,5 +188,13 @@ export class FleetCache {
 
 /** Whether two rows of one node would place the same (rows kept as they were, so the placer sees the same object). */
 function sameForPlacement(a: NodeRow, b: NodeRow): boolean {
-  return a.state === b.state && a.trust_level === b.trust_level && JSON.stringify(a.capabilities) === JSON.stringify(b.capabilities);
+  return (
+    a.state === b.state &&
+    a.trust_level === b.trust_level &&
+    a.isolation === b.isolation &&
+    a.owner_paused === b.owner_paused &&
+    a.owner_within_window === b.owner_within_window &&
+    a.reserved_vram_mb === b.reserved_vram_mb &&
+    JSON.stringify(a.capabilities) === JSON.stringify(b.capabilities)
+  );
 }

@@ -12,8 +12,8 @@
  * walking all of them (~10 ms of the leader's event loop under heartbeat
  * load), and hands the placer the same array when nothing changed.
  */
-import type { NodeSnapshot } from "../placer/index.ts";
-import type { NodeRow } from "../store/nodes.ts";
+import type { NodeIsolation, NodeSnapshot } from "../placer/index.ts";
+import type { IsolationMechanism, NodeRow } from "../store/nodes.ts";
 import type { HeldRow } from "../store/placement.ts";
 
 export type { HeldRow };
@@ -37,7 +37,13 @@ export interface FleetRows {
 const noneHeld: readonly HeldRow[] = [];
 const noDatasets: ReadonlySet<string> = new Set();
 
-/** A node's snapshot from its row and inputs: capacity less what assigned and running units hold. */
+/** What each isolation mechanism means to the placer. */
+const placerIsolation: Record<IsolationMechanism, NodeIsolation> = { bubblewrap: "sandboxed", none: "none", unavailable: "unavailable" };
+
+/**
+ * A node's snapshot from its row and inputs: capacity less what assigned and running units hold,
+ * with its isolation and its owner's controls (pause, window, reserved VRAM).
+ */
 export function buildNodeSnapshot(n: NodeRow, held: readonly HeldRow[], live: boolean, reliability: number, datasets: ReadonlySet<string>): NodeSnapshot {
   const sum = (f: (h: HeldRow) => number) => held.reduce((acc, h) => acc + f(h), 0);
   const c = n.capabilities;
@@ -58,6 +64,9 @@ export function buildNodeSnapshot(n: NodeRow, held: readonly HeldRow[], live: bo
     })),
     cachedDatasetIds: datasets,
     reliability,
+    // A mechanism this control plane does not know contains nothing it can vouch for.
+    isolation: placerIsolation[n.isolation] ?? "none",
+    owner: { paused: n.owner_paused, withinWindow: n.owner_within_window, reservedVramMb: n.reserved_vram_mb },
   };
 }
 

@@ -15,7 +15,7 @@
  * nothing it reserved in an earlier cycle (committed or not) can leak into the
  * next.
  */
-import { allowedTrustLevels, createPlacer } from "../placer/index.ts";
+import { allowedTrustLevels, createPlacer, sandboxRequired } from "../placer/index.ts";
 import type { ClusterSnapshot, NodeSnapshot, Placer, PlacementResult, UnitRequest } from "../placer/index.ts";
 import type { Clock } from "../platform/clock.ts";
 import { monotonicMs } from "../platform/clock.ts";
@@ -173,6 +173,7 @@ export async function runPlacementCycle(deps: PlacementCycleDeps, term: number, 
         gpuIndex: p.gpuIndex,
         assignmentId: newId(),
         trustLevels: allowedTrustLevels(sensitivityOf.get(p.unitId) ?? "high_sensitive"),
+        sandboxRequired: sandboxRequired(sensitivityOf.get(p.unitId) ?? "high_sensitive"),
         nodeLocallyLive: liveness.isLocallyLive?.(p.nodeId) ?? true,
       }),
     );

@@ -19,6 +19,7 @@ import { Migration0003UnitTelemetry } from "./migrations/Migration0003UnitTeleme
 import { Migration0004NodeChanges } from "./migrations/Migration0004NodeChanges.ts";
 import { Migration0005LoginAttempts } from "./migrations/Migration0005LoginAttempts.ts";
 import { Migration0006StorageQuotas } from "./migrations/Migration0006StorageQuotas.ts";
+import { Migration0007NodeIsolation } from "./migrations/Migration0007NodeIsolation.ts";
 import { makePrivateDir, tightenTree } from "../platform/private-files.ts";
 import { createPGliteDialect } from "./pglite-dialect.ts";
 
@@ -125,6 +126,7 @@ const migrationsList = [
   { name: "Migration0004NodeChanges", class: Migration0004NodeChanges },
   { name: "Migration0005LoginAttempts", class: Migration0005LoginAttempts },
   { name: "Migration0006StorageQuotas", class: Migration0006StorageQuotas },
+  { name: "Migration0007NodeIsolation", class: Migration0007NodeIsolation },
 ];
 
 const commonOptions = {

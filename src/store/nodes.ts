@@ -44,6 +44,33 @@ export interface StoredCapabilities {
   agentVersion?: string;
 }
 
+/**
+ * How a node contains its units (schema-0007.ts): "bubblewrap" (every unit in its own namespaces),
+ * "none" (its operator chose `--isolation none`, or the agent predates the sandbox) or "unavailable"
+ * (the sandbox cannot start there and the operator did not accept running without it).
+ */
+export const isolationMechanisms = ["bubblewrap", "none", "unavailable"] as const;
+export type IsolationMechanism = (typeof isolationMechanisms)[number];
+
+/** What a node reported about its isolation (Hello's `capabilities.isolation`). */
+export interface StoredIsolation {
+  mechanism: IsolationMechanism;
+  reason: string;
+  /** Which mechanism enforces each limit ("memory" → "cgroup", …). */
+  limits: Record<string, string>;
+}
+
+/** What the node's owner decided (Hello's `capabilities.owner`, then every heartbeat's `owner`). */
+export interface StoredOwnerPolicy {
+  paused: boolean;
+  /** The availability window as the owner wrote it; "" when always available. */
+  available: string;
+  /** Inside the window now, by the node's local clock. */
+  withinWindow: boolean;
+  /** VRAM per GPU the owner keeps; never free for units. */
+  reservedVramMb: number;
+}
+
 /** A nodes row. */
 export interface NodeRow {
   id: string;
@@ -55,7 +82,24 @@ export interface NodeRow {
   enrolled_at: Date;
   last_heartbeat_at: Date | null;
   revoked_at: Date | null;
+  isolation: IsolationMechanism;
+  isolation_reason: string;
+  isolation_limits: Record<string, string>;
+  owner_paused: boolean;
+  owner_available: string;
+  owner_within_window: boolean;
+  reserved_vram_mb: number;
 }
+
+/**
+ * The isolation mechanisms that contain a unit (its own namespaces, its own user id): only nodes
+ * with one of these take `low_sensitive` and `high_sensitive` units. Also as SQL literal text.
+ */
+export const sandboxMechanisms = ["bubblewrap"] as const satisfies readonly IsolationMechanism[];
+export const sandboxMechanismsSql = `(${sandboxMechanisms.map((m) => `'${m}'`).join(", ")})`;
+
+/** SQL condition on a nodes row `n`: its owner lets it take units now, and it can run them (not "unavailable"). */
+export const nodeTakesUnitsSql = `NOT n.owner_paused AND n.owner_within_window AND n.isolation <> 'unavailable'`;
 
 /** Inserts an enrollment token (hash only). */
 export async function insertEnrollmentToken(
@@ -123,13 +167,49 @@ export async function listNodes(sql: Sql, limit: number, after?: { at: Date; id:
       ]);
 }
 
-/** A node connected: record capabilities, and come online unless an operator cordoned, drained or revoked it. */
-export async function markNodeConnected(sql: Sql, id: string, capabilities: StoredCapabilities, now: Date): Promise<NodeRow | undefined> {
+/**
+ * A node connected: record capabilities, isolation and its owner's controls, and come online unless
+ * an operator cordoned, drained or revoked it.
+ */
+export async function markNodeConnected(
+  sql: Sql,
+  id: string,
+  report: { capabilities: StoredCapabilities; isolation: StoredIsolation; owner: StoredOwnerPolicy },
+  now: Date,
+): Promise<NodeRow | undefined> {
+  const { capabilities, isolation, owner } = report;
   const [row] = await sql.query<NodeRow>(
     `UPDATE nodes SET capabilities = $2::jsonb, hostname = COALESCE(NULLIF($4, ''), hostname), last_heartbeat_at = $3,
-       state = ${stateOnHeartbeatSql}
+       state = ${stateOnHeartbeatSql},
+       isolation = $5, isolation_reason = $6, isolation_limits = $7::jsonb,
+       owner_paused = $8, owner_available = $9, owner_within_window = $10, reserved_vram_mb = $11
      WHERE id = $1 AND ${notRevokedSql} RETURNING *`,
-    [id, JSON.stringify(capabilities), now, capabilities.hostname ?? ""],
+    [
+      id,
+      JSON.stringify(capabilities),
+      now,
+      capabilities.hostname ?? "",
+      isolation.mechanism,
+      isolation.reason,
+      JSON.stringify(isolation.limits),
+      owner.paused,
+      owner.available,
+      owner.withinWindow,
+      owner.reservedVramMb,
+    ],
+  );
+  return row;
+}
+
+/**
+ * Records the owner's controls a heartbeat reported (the caller writes only when they changed).
+ * Returns the row, or undefined for a revoked or unknown node.
+ */
+export async function setNodeOwnerPolicy(sql: Sql, id: string, owner: StoredOwnerPolicy): Promise<NodeRow | undefined> {
+  const [row] = await sql.query<NodeRow>(
+    `UPDATE nodes SET owner_paused = $2, owner_available = $3, owner_within_window = $4, reserved_vram_mb = $5
+     WHERE id = $1 AND ${notRevokedSql} RETURNING *`,
+    [id, owner.paused, owner.available, owner.withinWindow, owner.reservedVramMb],
   );
   return row;
 }

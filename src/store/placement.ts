@@ -5,7 +5,7 @@
 import type { Sql } from "./database.ts";
 import { lockFencingTerm } from "./leases.ts";
 import type { TrustLevel } from "./nodes.ts";
-import { sqlNodeState } from "./nodes.ts";
+import { nodeTakesUnitsSql, sandboxMechanismsSql, sqlNodeState } from "./nodes.ts";
 import type { UnitStatus } from "./state-machines.ts";
 import { activeJobStatusSql, sqlStatusList, unitStatusesInto, unitsOnNodeStatuses } from "./state-machines.ts";
 
@@ -69,6 +69,8 @@ export interface PlannedAssignment {
   assignmentId: string;
   /** The trust levels the unit's job allows; checked again against the node's fresh row. */
   trustLevels: readonly TrustLevel[];
+  /** The unit is `low_sensitive` or `high_sensitive`: only a node whose sandbox contains it may take it. */
+  sandboxRequired: boolean;
   /**
    * Whether this replica holds the node's stream and hears from it. When not, the node counted as live
    * by a heartbeat set a few seconds old, so its persisted heartbeat is checked again in the UPDATE.
@@ -79,9 +81,10 @@ export interface PlannedAssignment {
 /**
  * Commits placements under the leader's `term`: locks the lease row and, only while it still carries
  * `term`, moves each unit ready → assigned if it is still ready (a cancel may have won the race) and its
- * node is still online, trusted enough and (unless `nodeLocallyLive`) heard from at or after
+ * node is still online, trusted enough, neither paused by its owner nor outside its window, able to
+ * run units (and sandboxed, for a sensitive unit) and (unless `nodeLocallyLive`) heard from at or after
  * `silentBefore`; each re-checked against the fresh rows, since an operator may have cordoned the node
- * or lowered its trust since the snapshot. Returns the placements that took, or undefined when the term
+ * or lowered its trust, or its owner paused it, since the snapshot. Returns the placements that took, or undefined when the term
  * is no longer current (a deposed leader commits nothing). Run it inside a transaction: the lease row
  * stays locked until that ends.
  */
@@ -101,9 +104,10 @@ export async function assignReadyUnitsUnderTerm(
          leader_term = $6, unschedulable_reason = ''
        WHERE id = $1 AND status IN ${placeableStatusSql}
          AND EXISTS (SELECT 1 FROM nodes n WHERE n.id = $2 AND n.state = ${sqlNodeState("online")} AND n.trust_level = ANY($7::text[])
+                       AND ${nodeTakesUnitsSql} AND (NOT $10::boolean OR n.isolation IN ${sandboxMechanismsSql})
                        AND ($8::boolean OR n.last_heartbeat_at >= $9))
        RETURNING id`,
-      [p.unitId, p.nodeId, p.gpuIndex, p.assignmentId, now, term, [...p.trustLevels], p.nodeLocallyLive, silentBefore],
+      [p.unitId, p.nodeId, p.gpuIndex, p.assignmentId, now, term, [...p.trustLevels], p.nodeLocallyLive, silentBefore, p.sandboxRequired],
     );
     if (rows.length === 1) assigned.push(p);
   }

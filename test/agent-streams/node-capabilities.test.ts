@@ -6,8 +6,17 @@
 import assert from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { CapabilitiesSchema } from "../../src/gen/gpuagent/agent/v1/agent_pb.ts";
-import { describeProblems, nodeCapabilityBounds, storableText, validateNodeCapabilities, validateRunningUnits } from "../../src/agent-streams/node-capabilities.ts";
+import { CapabilitiesSchema, IsolationSchema, OwnerPolicySchema } from "../../src/gen/gpuagent/agent/v1/agent_pb.ts";
+import {
+  describeProblems,
+  nodeCapabilityBounds,
+  storableText,
+  storedIsolation,
+  storedOwnerPolicy,
+  validateNodeCapabilities,
+  validateRunningUnits,
+} from "../../src/agent-streams/node-capabilities.ts";
+import type { StoredIsolation, StoredOwnerPolicy } from "../../src/store/nodes.ts";
 
 type Init = MessageInitShape<typeof CapabilitiesSchema>;
 
@@ -36,6 +45,15 @@ describe("node capabilities: the rules checked at Enroll and Hello", () => {
     { name: "the largest of everything", capabilities: { cpuCores: 4096, memoryMb: 64 * 1024 * 1024, diskFreeMb: 1024 ** 3, gpus: Array.from({ length: 16 }, (_, i) => gpu(i, 1024 * 1024)) } },
     { name: "a 253-character hostname of two-unit characters", capabilities: { hostname: "😀".repeat(253) } },
     { name: "non-ASCII text", capabilities: { hostname: "rechner-müller", gpus: [{ index: 0, name: "GPU ünïcödé" }] } },
+    {
+      name: "a sandboxed home node its owner controls",
+      capabilities: {
+        isolation: { mechanism: "bubblewrap", reason: "no delegated cgroup: rlimits in force", limits: { memory: "rlimit", cpu: "affinity", pids: "rlimit", disk: "watch" } },
+        owner: { paused: true, available: "Mon-Fri 18:00-08:00", withinWindow: false, reservedVramMb: 4096 },
+      },
+    },
+    { name: "an agent that predates the sandbox (an empty mechanism)", capabilities: { isolation: { mechanism: "" } } },
+    { name: "a node whose sandbox is unavailable", capabilities: { isolation: { mechanism: "unavailable", reason: "user namespaces are disabled" } } },
   ];
   for (const c of valid) {
     it(`accepts ${c.name}`, () => {
@@ -62,6 +80,27 @@ describe("node capabilities: the rules checked at Enroll and Hello", () => {
     { name: "an unpaired surrogate (JSON can carry one)", capabilities: { pythonVersion: "3.\uD800" }, field: "capabilities.python_version", rule: /valid UTF-8/ },
     { name: "a long GPU uuid", capabilities: { gpus: [{ index: 0, uuid: "u".repeat(129) }] }, field: "capabilities.gpus[0].uuid", rule: /at most 128/ },
     { name: "a long agent version", capabilities: { agentVersion: "1".repeat(65) }, field: "capabilities.agent_version", rule: /at most 64/ },
+    {
+      name: "an isolation mechanism the control plane does not know",
+      capabilities: { isolation: { mechanism: "chroot" } },
+      field: "capabilities.isolation.mechanism",
+      rule: /must be one of "bubblewrap", "none", "unavailable" \(got "chroot"\)/,
+    },
+    { name: "a NUL in the isolation reason", capabilities: { isolation: { mechanism: "none", reason: "no\u0000" } }, field: "capabilities.isolation.reason", rule: /control characters/ },
+    {
+      name: "a hundred isolation limits",
+      capabilities: { isolation: { mechanism: "bubblewrap", limits: Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`l${i}`, "rlimit"])) } },
+      field: "capabilities.isolation.limits",
+      rule: /at most 8 limits \(got 100\)/,
+    },
+    {
+      name: "a long isolation limit value",
+      capabilities: { isolation: { mechanism: "bubblewrap", limits: { memory: "c".repeat(33) } } },
+      field: "capabilities.isolation.limits[memory]",
+      rule: /at most 32/,
+    },
+    { name: "a newline in the availability window", capabilities: { owner: { available: "Mon\nTue" } }, field: "capabilities.owner.available", rule: /control characters/ },
+    { name: "a negative VRAM reserve", capabilities: { owner: { reservedVramMb: -1 } }, field: "capabilities.owner.reserved_vram_mb", rule: /from 0 to 1048576 \(got -1\)/ },
   ];
   for (const c of invalid) {
     it(`refuses ${c.name}, naming ${c.field}`, () => {
@@ -104,4 +143,51 @@ describe("node capabilities: the rules checked at Enroll and Hello", () => {
     ];
     for (const c of cases) assert.equal(storableText(c.text, c.max), c.stored, JSON.stringify(c.text));
   });
+});
+
+describe("node isolation and owner controls, as stored", () => {
+  const isolations: { name: string; reported: MessageInitShape<typeof IsolationSchema> | undefined; stored: StoredIsolation }[] = [
+    {
+      name: "an agent that predates the sandbox counts as none",
+      reported: undefined,
+      stored: { mechanism: "none", reason: "the agent reports no isolation (it predates the sandbox)", limits: {} },
+    },
+    {
+      name: "an empty mechanism counts as none",
+      reported: { mechanism: "" },
+      stored: { mechanism: "none", reason: "the agent reports no isolation (it predates the sandbox)", limits: {} },
+    },
+    { name: "an operator's --isolation none stays none", reported: { mechanism: "none", reason: "--isolation none" }, stored: { mechanism: "none", reason: "--isolation none", limits: {} } },
+    {
+      name: "the sandbox with the mechanism of each limit",
+      reported: { mechanism: "bubblewrap", limits: { memory: "rlimit" } },
+      stored: { mechanism: "bubblewrap", reason: "", limits: { memory: "rlimit" } },
+    },
+  ];
+  for (const c of isolations) {
+    it(`stores isolation: ${c.name}`, () => assert.deepEqual(storedIsolation(c.reported === undefined ? undefined : create(IsolationSchema, c.reported)), c.stored));
+  }
+
+  const owners: { name: string; reported: MessageInitShape<typeof OwnerPolicySchema> | undefined; stored: StoredOwnerPolicy }[] = [
+    { name: "no owner controls: available, nothing reserved", reported: undefined, stored: { paused: false, available: "", withinWindow: true, reservedVramMb: 0 } },
+    {
+      name: "no window is inside it, whatever within_window says",
+      reported: { paused: false, withinWindow: false },
+      stored: { paused: false, available: "", withinWindow: true, reservedVramMb: 0 },
+    },
+    {
+      name: "paused, outside its window, with a reserve",
+      reported: { paused: true, available: "Mon-Fri 18:00-08:00", withinWindow: false, reservedVramMb: 4096 },
+      stored: { paused: true, available: "Mon-Fri 18:00-08:00", withinWindow: false, reservedVramMb: 4096 },
+    },
+    {
+      name: "a heartbeat's window text is cleaned and cut, its reserve brought within bounds",
+      reported: { available: `Mon\u0000${"x".repeat(500)}`, withinWindow: true, reservedVramMb: 2 ** 31 - 1 },
+      stored: { paused: false, available: `Mon\uFFFD${"x".repeat(124)}`, withinWindow: true, reservedVramMb: nodeCapabilityBounds.maxVramMb },
+    },
+    { name: "a negative reserve counts as none", reported: { reservedVramMb: -5 }, stored: { paused: false, available: "", withinWindow: true, reservedVramMb: 0 } },
+  ];
+  for (const c of owners) {
+    it(`stores owner controls: ${c.name}`, () => assert.deepEqual(storedOwnerPolicy(c.reported === undefined ? undefined : create(OwnerPolicySchema, c.reported)), c.stored));
+  }
 });

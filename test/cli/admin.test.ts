@@ -45,6 +45,9 @@ describe("gpuctl admin", () => {
     const cap = captureIo();
     assert.equal(await runCli(["admin", "nodes"], depsFor(api, cap)), 0, cap.err());
     assert.match(cap.out(), /node_1\s+box\s+verified\s+online\s+RTX 4090 24564MiB/);
+    // How it contains units, and why the placer sends it nothing now.
+    assert.match(cap.out(), /^ID\s.*\sISOLATION\s+NOT_PLACING$/m);
+    assert.match(cap.out(), /\sbubblewrap\s+paused by its owner$/m);
     const cap2 = captureIo();
     assert.equal(await runCli(["admin", "scheduler", "--json"], depsFor(api, cap2)), 0, cap2.err());
     assert.equal((JSON.parse(cap2.out()) as { term: string }).term, "3");

@@ -347,7 +347,16 @@ export async function startFakeApi(): Promise<FakeApi> {
     redeliverWebhookDelivery: (req) => ({ delivery: delivery(findWebhook(req.id).id, `${req.deliveryId}_again`) }),
   };
 
-  const nodeMessage = { id: "node_1", hostname: "box", trustLevel: "verified", state: "online", gpus: [{ name: "RTX 4090", vramMb: 24564 }] };
+  const nodeMessage = {
+    id: "node_1",
+    hostname: "box",
+    trustLevel: "verified",
+    state: "online",
+    gpus: [{ name: "RTX 4090", vramMb: 24564 }],
+    isolation: "bubblewrap",
+    paused: true,
+    notPlacingReason: "paused by its owner",
+  };
   const findNode = (id: string) => {
     if (id !== nodeMessage.id) throw fail("RESOURCE_NOT_FOUND", `node ${id} not found`);
     return nodeMessage;

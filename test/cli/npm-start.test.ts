@@ -88,6 +88,8 @@ describe("npm start stops what it started on a signal", function () {
       const exited = new Promise<number | null>((resolve) => npm.on("exit", (code) => resolve(code)));
 
       const url = (await waitFor(npm, () => output, /GPU-Agent is running at (http:\/\/\S+)/))[1] ?? "";
+      // It says how the agent contains the units it runs (the example job's too): in CI, root, the sandbox.
+      await waitFor(npm, () => output, /runs every unit, the example job's too, inside its sandbox \(isolation: bubblewrap\)/);
       assert.equal((await fetch(`${url}/healthz`)).status, 200);
       const agents = pidsWith(`${dataDir}-local-agent`);
       assert.equal(agents.length, 1, `one local agent runs:\n${output}`);

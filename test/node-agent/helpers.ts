@@ -1,8 +1,16 @@
 /** Shared fixtures of the agent tests: zips, hashes and a blob server on port 0. */
+import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import { readdirSync, readFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import os from "node:os";
+import path from "node:path";
 import yazl from "yazl";
+import { prepareIsolation } from "../../src/node-agent/capabilities.ts";
+import { silentLogger } from "../../src/node-agent/logger.ts";
+import type { UnitIsolation } from "../../src/node-agent/unit-sandbox.ts";
 
 /** sha256 hex of a buffer. */
 export function sha256(data: Buffer): string {
@@ -69,3 +77,40 @@ export async function startBlobServer(): Promise<BlobServer> {
   };
 }
 
+
+/** Host pids of the processes whose real uid is `uid` (a sandboxed unit's own uid when the agent is root). */
+export function processesOfUid(uid: number): number[] {
+  const pids: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    let status: string;
+    try {
+      status = readFileSync(`/proc/${name}/status`, "utf8");
+    } catch {
+      continue;
+    }
+    const real = status.match(/^Uid:\s+(\d+)/m)?.[1];
+    if (Number(real) === uid && !/^State:\s+Z/m.test(status)) pids.push(Number(name));
+  }
+  return pids;
+}
+
+/** Resolves with `probe()`'s first defined value, polling every 20 ms; fails after `timeoutMs`. */
+export async function waitFor<T>(what: string, probe: () => T | undefined, timeoutMs = 10_000): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const value = probe();
+    if (value !== undefined) return value;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** The bubblewrap sandbox of this machine, probed as the agent probes it at start; a machine without one fails the test. */
+export async function probedSandbox(): Promise<UnitIsolation> {
+  const probeDir = await mkdtemp(path.join(os.tmpdir(), "gpu-agent-probe-"));
+  const sandbox = (await prepareIsolation({ requested: "bubblewrap", dataDir: probeDir, manageCgroups: false, logger: silentLogger })).runner;
+  await rm(probeDir, { recursive: true, force: true });
+  assert.equal(sandbox.mechanism, "bubblewrap", sandbox.mechanism === "unavailable" ? sandbox.reason : "");
+  return sandbox;
+}

@@ -1,7 +1,8 @@
 /**
- * Runs real Python through the real runner: the tiny-mlp example end to end,
- * plus the walls (checksums, unsafe zips, deadlines, cancel, environment).
- * Inputs are served and artifacts received by a local HTTP server on port 0.
+ * Runs real Python through the real runner, in the real sandbox (bubblewrap) unless a test says
+ * otherwise: the tiny-mlp example end to end, plus the walls (checksums, unsafe zips, deadlines,
+ * cancel, environment). Inputs are served and artifacts received by a local HTTP server on port 0.
+ * The sandbox's own walls are test/node-agent/unit-sandbox.test.ts.
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
@@ -25,8 +26,9 @@ import { InputCache } from "../../src/node-agent/input-cache.ts";
 import { createUnitRunner } from "../../src/node-agent/runner.ts";
 import type { UnitRunner, UnitRunnerOptions } from "../../src/node-agent/runner.ts";
 import type { AgentMessageBody } from "../../src/node-agent/session.ts";
+import type { UnitIsolation } from "../../src/node-agent/unit-sandbox.ts";
 import { systemClock } from "../../src/platform/clock.ts";
-import { sha256, startBlobServer, zipOf } from "./helpers.ts";
+import { probedSandbox, processesOfUid, sha256, startBlobServer, waitFor, zipOf } from "./helpers.ts";
 import type { BlobServer } from "./helpers.ts";
 
 /** The Assign fields these tests vary. */
@@ -64,25 +66,25 @@ function processGone(pid: number): boolean {
   }
 }
 
-async function waitFor<T>(what: string, probe: () => T | undefined, timeoutMs = 10_000): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value !== undefined) return value;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-/** A script that starts a grandchild, reports both pids, ignores SIGTERM and sleeps forever. */
+/** A script that starts a grandchild, reports its uid and both pids, ignores SIGTERM and sleeps forever. */
 const FOREVER_PY = `
-import signal, subprocess, sys, time
+import os, signal, subprocess, sys, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1000)"])
-print(f"pids {__import__('os').getpid()} {child.pid}", flush=True)
+print(f"pids {os.getuid()} {os.getpid()} {child.pid}", flush=True)
 while True:
     time.sleep(1)
 `;
+
+/**
+ * True once no process of the unit that printed `pidLine` ("pids UID PID PID") runs: in the sandbox its
+ * pids are its namespace's own, so its unique uid is looked for; without it, its host pids.
+ */
+function unitProcessesGone(pidLine: string, sandboxed: boolean): boolean {
+  const [uid, ...pids] = pidLine.split(" ").slice(1).map(Number);
+  if (sandboxed) return processesOfUid(uid as number).length === 0;
+  return pids.every(processGone);
+}
 
 const ENV_PY = `
 import json, os
@@ -99,6 +101,7 @@ describe("unit runner", function () {
   let rec: ReturnType<typeof recorder>;
   let runner: UnitRunner;
   let jobId: string;
+  let sandbox: UnitIsolation;
 
   const newRunner = (extra: Partial<UnitRunnerOptions> = {}) =>
     createUnitRunner({
@@ -110,6 +113,7 @@ describe("unit runner", function () {
       clock: systemClock,
       logger: silentLogger,
       killGraceMs: 500,
+      isolation: sandbox,
       ...extra,
     });
 
@@ -140,6 +144,7 @@ describe("unit runner", function () {
     });
 
   before(async () => {
+    sandbox = await probedSandbox();
     server = await startBlobServer();
     packageZip = await zipOf({
       "train.py": readFileSync(path.join(exampleDir, "package/train.py")),
@@ -319,49 +324,56 @@ describe("unit runner", function () {
     );
     const done = rec.finished(unitId)[0];
     assert.equal(done?.outcome, Outcome.FAILED);
-    assert.match(done?.error ?? "", /package refused/);
+    assert.equal(done?.error, 'package refused: entry "../evil" has a ".." segment, which would climb out of the package');
     const workDir = path.join(dataDir, "work", `${unitId}-1`);
     assert.equal(existsSync(path.join(workDir, "evil")), false);
   });
 
-  it("kills a script at its deadline, with its child processes, as TIMED_OUT", async () => {
-    const unitId = randomUUID();
-    const started = Date.now();
-    const pkg = await zipOf({ "train.py": FOREVER_PY });
-    await runner.assign(
-      assignFor({
-        unitId,
-        stage: "train",
-        maxRuntimeSeconds: 60,
-        deadline: timestampFromMs(Date.now() + 1500),
-        inputs: [input("package", "package.zip", pkg)],
-      }),
-    );
-    const elapsed = Date.now() - started;
-    const done = rec.finished(unitId)[0];
-    assert.equal(done?.outcome, Outcome.TIMED_OUT, done?.error);
-    assert.ok(elapsed < 6000, `took ${elapsed} ms`);
-    const pidLine = rec.logLines(unitId).find((l) => l.startsWith("pids "));
-    assert.ok(pidLine, "script reported its pids");
-    const pids = pidLine.split(" ").slice(1).map(Number);
-    assert.equal(pids.length, 2);
-    for (const pid of pids) assert.ok(processGone(pid), `process ${pid} is gone`);
-  });
+  for (const mode of ["bubblewrap", "none"] as const) {
+    const useMode = () => {
+      if (mode === "none") runner = newRunner({ isolation: { mechanism: "none" } });
+    };
 
-  it("kills a script on Cancel as CANCELLED", async () => {
-    const unitId = randomUUID();
-    const pkg = await zipOf({ "train.py": FOREVER_PY });
-    const done = runner.assign(assignFor({ unitId, stage: "train", inputs: [input("package", "package.zip", pkg)] }));
-    const pidLine = await waitFor("pids", () => rec.logLines(unitId).find((l) => l.startsWith("pids ")));
-    assert.deepEqual(runner.running().map((u) => u.unitId), [unitId]);
-    runner.cancel(create(CancelSchema, { unit: create(UnitRefSchema, { unitId, attempt: 1 }), reason: "user" }));
-    // A Cancel for a unit this node never saw changes nothing.
-    runner.cancel(create(CancelSchema, { unit: create(UnitRefSchema, { unitId: randomUUID(), attempt: 1 }) }));
-    await done;
-    assert.equal(rec.finished(unitId)[0]?.outcome, Outcome.CANCELLED);
-    for (const pid of pidLine.split(" ").slice(1).map(Number)) assert.ok(processGone(pid), `process ${pid} is gone`);
-    assert.deepEqual(runner.running(), []);
-  });
+    it(`kills a script at its deadline, with its child processes, as TIMED_OUT (isolation ${mode})`, async () => {
+      useMode();
+      const unitId = randomUUID();
+      const started = Date.now();
+      const pkg = await zipOf({ "train.py": FOREVER_PY });
+      await runner.assign(
+        assignFor({
+          unitId,
+          stage: "train",
+          maxRuntimeSeconds: 60,
+          deadline: timestampFromMs(Date.now() + 1500),
+          inputs: [input("package", "package.zip", pkg)],
+        }),
+      );
+      const elapsed = Date.now() - started;
+      const done = rec.finished(unitId)[0];
+      assert.equal(done?.outcome, Outcome.TIMED_OUT, done?.error);
+      assert.ok(elapsed < 6000, `took ${elapsed} ms`);
+      const pidLine = rec.logLines(unitId).find((l) => l.startsWith("pids "));
+      assert.ok(pidLine, "script reported its pids");
+      assert.equal(pidLine.split(" ").length, 4);
+      assert.ok(unitProcessesGone(pidLine, mode === "bubblewrap"), `processes of ${pidLine} are gone`);
+    });
+
+    it(`kills a script on Cancel as CANCELLED (isolation ${mode})`, async () => {
+      useMode();
+      const unitId = randomUUID();
+      const pkg = await zipOf({ "train.py": FOREVER_PY });
+      const done = runner.assign(assignFor({ unitId, stage: "train", inputs: [input("package", "package.zip", pkg)] }));
+      const pidLine = await waitFor("pids", () => rec.logLines(unitId).find((l) => l.startsWith("pids ")));
+      assert.deepEqual(runner.running().map((u) => u.unitId), [unitId]);
+      runner.cancel(create(CancelSchema, { unit: create(UnitRefSchema, { unitId, attempt: 1 }), reason: "user" }));
+      // A Cancel for a unit this node never saw changes nothing.
+      runner.cancel(create(CancelSchema, { unit: create(UnitRefSchema, { unitId: randomUUID(), attempt: 1 }) }));
+      await done;
+      assert.equal(rec.finished(unitId)[0]?.outcome, Outcome.CANCELLED);
+      assert.ok(unitProcessesGone(pidLine, mode === "bubblewrap"), `processes of ${pidLine} are gone`);
+      assert.deepEqual(runner.running(), []);
+    });
+  }
 
   it("gives the child none of the agent's environment, only its own variables", async () => {
     process.env["SECRET_TOKEN"] = "do-not-leak";
@@ -386,16 +398,18 @@ describe("unit runner", function () {
         uid: number;
         cwd: string;
       };
-      const workDir = path.join(dataDir, "work", `${unitId}-1`);
+      // In the sandbox the unit's directories sit at the same short paths on every node.
       assert.equal(report.env["SECRET_TOKEN"], undefined);
       assert.equal(report.env["LEARNING_RATE"], "0.01");
       assert.equal(report.env["CUDA_VISIBLE_DEVICES"], "0");
-      assert.equal(report.env["GPU_AGENT_OUTPUT_DIR"], path.join(workDir, "output"));
-      assert.equal(report.env["GPU_AGENT_DATASET"], path.join(workDir, "dataset", "data.csv"));
+      assert.equal(report.env["GPU_AGENT_OUTPUT_DIR"], "/unit/output");
+      assert.equal(report.env["GPU_AGENT_DATASET"], "/unit/dataset/data.csv");
+      assert.equal(report.env["GPU_AGENT_PACKAGE_DIR"], "/unit/package");
+      assert.equal(report.env["GPU_AGENT_INPUT_DIR"], "/unit/inputs");
       assert.equal(report.env["GPU_AGENT_STAGE"], "train");
       assert.equal(report.env["GPU_AGENT_JOB_ID"], jobId);
-      assert.equal(report.env["HOME"], workDir);
-      assert.equal(report.cwd, path.join(workDir, "package"));
+      assert.equal(report.env["HOME"], "/unit");
+      assert.equal(report.cwd, "/unit/package");
       const allowed = new Set([
         "PATH", "LANG", "HOME", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "CUDA_VISIBLE_DEVICES",
         "GPU_AGENT_STAGE", "GPU_AGENT_UNIT_ID", "GPU_AGENT_ATTEMPT", "GPU_AGENT_JOB_ID", "GPU_AGENT_DATASET",
@@ -410,9 +424,9 @@ describe("unit runner", function () {
     }
   });
 
-  it("passes the agent's PATH it is given on to a unit that runs as the agent's own user", async () => {
+  it("passes the agent's PATH it is given on to a unit that runs as the agent's own user (isolation none)", async () => {
     const agentPath = `/opt/gpu-agent-probe/bin:${process.env["PATH"] ?? ""}`;
-    runner = newRunner({ unitUser: undefined, agentPath });
+    runner = newRunner({ unitUser: undefined, agentPath, isolation: { mechanism: "none" } });
     const unitId = randomUUID();
     const pkg = await zipOf({ "train.py": ENV_PY });
     await runner.assign(assignFor({ unitId, stage: "train", inputs: [input("package", "package.zip", pkg)] }));

@@ -7,7 +7,7 @@ export type NodeOverrides = Partial<Omit<NodeSnapshot, "cachedDatasetIds">> & {
   cached?: string[];
 };
 
-/** An idle, schedulable, verified node with one 24 GB GPU unless told otherwise. */
+/** An idle, schedulable, sandboxed, verified node with one 24 GB GPU and no owner controls unless told otherwise. */
 export function nodeWith(overrides: NodeOverrides = {}): NodeSnapshot {
   const { vram, cached, ...rest } = overrides;
   const gpus: GpuView[] = (vram ?? [24576]).map((mb, index) => ({ index, name: `gpu-${mb}`, vramMb: mb, freeVramMb: mb }));
@@ -23,6 +23,7 @@ export function nodeWith(overrides: NodeOverrides = {}): NodeSnapshot {
     gpus,
     cachedDatasetIds: new Set(cached ?? []),
     reliability: 0.9,
+    isolation: "sandboxed",
     ...rest,
   };
 }

@@ -76,6 +76,10 @@ describe("reasonCounts", () => {
     assert.deepEqual(reasonCounts(result), {
       units: {
         node_unschedulable: 0,
+        node_paused: 0,
+        outside_window: 0,
+        sandbox_unavailable: 0,
+        sandbox_required: 0,
         trust_below_tier: 1,
         no_gpu: 0,
         insufficient_vram: 1,
@@ -86,6 +90,10 @@ describe("reasonCounts", () => {
       },
       nodes: {
         node_unschedulable: 2,
+        node_paused: 0,
+        outside_window: 0,
+        sandbox_unavailable: 0,
+        sandbox_required: 0,
         trust_below_tier: 4,
         no_gpu: 0,
         insufficient_vram: 2,

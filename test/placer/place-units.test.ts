@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { viewOf } from "../../src/placer/cycle-state.ts";
 import { fairOrder } from "../../src/placer/fairness.ts";
-import { allowedTrustLevels, demandProfile, placeUnits } from "../../src/placer/index.ts";
+import { allowedTrustLevels, createPlacer, demandProfile, placeUnits } from "../../src/placer/index.ts";
 import {
   binPack,
   binPackScore,
@@ -13,7 +13,9 @@ import {
   gpuVram,
   memoryFit,
   nodeExcluded,
+  nodeIsolation,
   nodeSchedulable,
+  ownerAvailability,
   reliability,
   trustTier,
 } from "../../src/placer/plugins/index.ts";
@@ -22,6 +24,14 @@ import type { ClusterSnapshot, NodeSnapshot, PlacementResult, Sensitivity, Trust
 import { gpu, type NodeOverrides, nodeWith, unitWith } from "./builders.ts";
 
 const seed = "cycle-1";
+
+/** Owner controls: available, nothing reserved, unless told otherwise. */
+const owner = (o: Partial<NonNullable<NodeSnapshot["owner"]>> = {}): NonNullable<NodeSnapshot["owner"]> => ({
+  paused: false,
+  withinWindow: true,
+  reservedVramMb: 0,
+  ...o,
+});
 
 function place(nodes: NodeSnapshot[], units: UnitRequest[], s = seed): PlacementResult {
   return placeUnits({ nodes }, units, { seed: s });
@@ -46,6 +56,64 @@ describe("filter plugins, each alone", () => {
       node: { schedulable: false },
       unit: {},
       expected: { code: "unschedulable", reason: "node_unschedulable" },
+    },
+    { name: "OwnerAvailability passes a node without owner controls", plugin: ownerAvailability, node: {}, unit: {}, expected: { code: "success" } },
+    { name: "OwnerAvailability passes a node its owner lets work now", plugin: ownerAvailability, node: { owner: owner() }, unit: {}, expected: { code: "success" } },
+    {
+      name: "OwnerAvailability rejects a node its owner paused, until they resume",
+      plugin: ownerAvailability,
+      node: { owner: owner({ paused: true }) },
+      unit: {},
+      expected: { code: "unschedulable", reason: "node_paused" },
+    },
+    {
+      name: "OwnerAvailability rejects a node outside its availability window, until it opens",
+      plugin: ownerAvailability,
+      node: { owner: owner({ withinWindow: false }) },
+      unit: {},
+      expected: { code: "unschedulable", reason: "outside_window" },
+    },
+    {
+      name: "OwnerAvailability names the pause first when a paused node is also outside its window",
+      plugin: ownerAvailability,
+      node: { owner: owner({ paused: true, withinWindow: false }) },
+      unit: {},
+      expected: { code: "unschedulable", reason: "node_paused" },
+    },
+    {
+      name: "NodeIsolation passes a high_sensitive unit on a sandboxed node",
+      plugin: nodeIsolation,
+      node: { isolation: "sandboxed" },
+      unit: { sensitivity: "high_sensitive" },
+      expected: { code: "success" },
+    },
+    {
+      name: "NodeIsolation passes a public unit on a node without a sandbox",
+      plugin: nodeIsolation,
+      node: { isolation: "none" },
+      unit: { sensitivity: "public" },
+      expected: { code: "success" },
+    },
+    {
+      name: "NodeIsolation rejects a low_sensitive unit on a node without a sandbox as unresolvable",
+      plugin: nodeIsolation,
+      node: { isolation: "none" },
+      unit: { sensitivity: "low_sensitive" },
+      expected: { code: "unresolvable", reason: "sandbox_required" },
+    },
+    {
+      name: "NodeIsolation rejects a high_sensitive unit on a node without a sandbox as unresolvable",
+      plugin: nodeIsolation,
+      node: { isolation: "none" },
+      unit: { sensitivity: "high_sensitive" },
+      expected: { code: "unresolvable", reason: "sandbox_required" },
+    },
+    {
+      name: "NodeIsolation rejects even a public unit where the sandbox is unavailable",
+      plugin: nodeIsolation,
+      node: { isolation: "unavailable" },
+      unit: { sensitivity: "public" },
+      expected: { code: "unschedulable", reason: "sandbox_unavailable" },
     },
     {
       name: "TrustTier passes a public unit on a community node",
@@ -87,6 +155,27 @@ describe("filter plugins, each alone", () => {
       plugin: gpuVram,
       node: { gpus: [gpu(0, 24576, 4000)] },
       unit: { vramMb: 8000 },
+      expected: { code: "unschedulable", reason: "insufficient_vram" },
+    },
+    {
+      name: "GpuVram never counts the VRAM its owner reserves as free",
+      plugin: gpuVram,
+      node: { vram: [24576], owner: owner({ reservedVramMb: 12288 }) },
+      unit: { vramMb: 16000 },
+      expected: { code: "unschedulable", reason: "insufficient_vram" },
+    },
+    {
+      name: "GpuVram passes a gpu unit that fits beside the owner's reserve",
+      plugin: gpuVram,
+      node: { vram: [24576], owner: owner({ reservedVramMb: 12288 }) },
+      unit: { vramMb: 12288 },
+      expected: { code: "success" },
+    },
+    {
+      name: "GpuVram takes the reserve off every GPU of the node",
+      plugin: gpuVram,
+      node: { vram: [16384, 16384], owner: owner({ reservedVramMb: 8192 }) },
+      unit: { vramMb: 10000 },
       expected: { code: "unschedulable", reason: "insufficient_vram" },
     },
     {
@@ -156,6 +245,11 @@ describe("filter plugins, each alone", () => {
 describe("placeUnits: each filter alone decides a one-node cluster", () => {
   const cases: { name: string; node: NodeOverrides; unit: Partial<UnitRequest>; reason: ReasonCode }[] = [
     { name: "an unschedulable node is not used", node: { schedulable: false }, unit: {}, reason: "node_unschedulable" },
+    { name: "a node its owner paused is not used", node: { owner: owner({ paused: true }) }, unit: {}, reason: "node_paused" },
+    { name: "a node outside its owner's window is not used", node: { owner: owner({ withinWindow: false }) }, unit: {}, reason: "outside_window" },
+    { name: "a node whose sandbox is unavailable is not used", node: { isolation: "unavailable" }, unit: {}, reason: "sandbox_unavailable" },
+    { name: "a node without a sandbox is not used for a sensitive unit", node: { isolation: "none" }, unit: { sensitivity: "low_sensitive" }, reason: "sandbox_required" },
+    { name: "VRAM its owner reserves is not used", node: { vram: [24576], owner: owner({ reservedVramMb: 20000 }) }, unit: { vramMb: 8000 }, reason: "insufficient_vram" },
     { name: "a node below the tier is not used", node: { trustLevel: "community" }, unit: { sensitivity: "low_sensitive" }, reason: "trust_below_tier" },
     { name: "a node whose GPU is too small is not used", node: { vram: [12288] }, unit: { vramMb: 24000 }, reason: "insufficient_vram" },
     { name: "a node without a GPU is not used for a gpu unit", node: { vram: [] }, unit: {}, reason: "no_gpu" },
@@ -265,6 +359,64 @@ describe("placeUnits: sensitivity tiers", () => {
     assert.equal(result.placements.length, 3);
     assert.deepEqual(result.unplaced[0]?.reasons, { trust_below_tier: 2, insufficient_vram: 1 });
     assert.equal(result.unplaced[0]?.unresolvable, false);
+  });
+});
+
+describe("placeUnits: owner controls and isolation", () => {
+  it("sends a sensitive unit only to a sandboxed node, and a public unit to a node without a sandbox too", () => {
+    const nodes = [
+      nodeWith({ id: "bare", trustLevel: "controlled", isolation: "none", reliability: 1 }),
+      nodeWith({ id: "boxed", trustLevel: "controlled", reliability: 0.1, vram: [8192] }),
+    ];
+    const result = place(nodes, [
+      unitWith({ id: "secret", customerId: "a", sensitivity: "high_sensitive" }),
+      unitWith({ id: "open", customerId: "b", sensitivity: "public" }),
+    ]);
+    assert.deepEqual(placedOn(result), { secret: "boxed", open: "bare" });
+  });
+
+  it("counts each node that takes nothing under its own reason, in filter order", () => {
+    const nodes = [
+      nodeWith({ id: "off", schedulable: false, owner: owner({ paused: true }) }),
+      nodeWith({ id: "paused", owner: owner({ paused: true, withinWindow: false }), isolation: "unavailable" }),
+      nodeWith({ id: "night-only", owner: owner({ withinWindow: false }) }),
+      nodeWith({ id: "broken-sandbox", isolation: "unavailable", trustLevel: "community" }),
+      nodeWith({ id: "bare", trustLevel: "community", isolation: "none" }),
+      nodeWith({ id: "community", trustLevel: "community" }),
+      nodeWith({ id: "reserved", vram: [24576], owner: owner({ reservedVramMb: 20000 }) }),
+    ];
+    const result = place(nodes, [unitWith({ sensitivity: "low_sensitive" })]);
+    assert.deepEqual(result.placements, []);
+    assert.deepEqual(result.unplaced[0]?.reasons, {
+      node_unschedulable: 1,
+      node_paused: 1,
+      outside_window: 1,
+      sandbox_unavailable: 1,
+      sandbox_required: 1,
+      trust_below_tier: 1,
+      insufficient_vram: 1,
+    });
+    assert.equal(result.unplaced[0]?.unresolvable, false);
+  });
+
+  it("fits units beside the VRAM its owner keeps, never into it", () => {
+    const units = ["u1", "u2", "u3"].map((id) => unitWith({ id, vramMb: 8000 }));
+    assert.equal(place([nodeWith({ vram: [24576] })], units).placements.length, 3);
+    const reserved = place([nodeWith({ vram: [24576], owner: owner({ reservedVramMb: 8192 }) })], units);
+    assert.equal(reserved.placements.length, 2);
+    assert.deepEqual(reserved.unplaced.map((u) => u.reasons), [{ insufficient_vram: 1 }]);
+  });
+
+  it("places on a node its owner resumed, or whose reserve shrank, once the long-lived placer syncs to it", () => {
+    const paused = nodeWith({ owner: owner({ paused: true, reservedVramMb: 20000 }) });
+    const placer = createPlacer({ nodes: [paused] });
+    assert.deepEqual(placer.place([unitWith({ id: "u1" })], { seed }).unplaced[0]?.reasons, { node_paused: 1 });
+    const resumed = { ...paused, owner: owner({ reservedVramMb: 20000 }) };
+    assert.equal(placer.sync({ nodes: [resumed] }), false, "a node that starts taking units changes the index's shape");
+    assert.deepEqual(placer.place([unitWith({ id: "u2" })], { seed }).unplaced[0]?.reasons, { insufficient_vram: 1 });
+    const roomier = { ...resumed, owner: owner({ reservedVramMb: 4096 }) };
+    assert.equal(placer.sync({ nodes: [roomier] }), true, "a reserve that changed moves only the node's index entries");
+    assert.deepEqual(placedOn(placer.place([unitWith({ id: "u3" })], { seed })), { u3: "node-a" });
   });
 });
 
@@ -546,6 +698,24 @@ describe("placeUnits: unplaced units explain why", () => {
       name: "is resolvable when some node only lacks free VRAM now",
       nodes: [nodeWith({ id: "a", trustLevel: "community" }), nodeWith({ id: "b", trustLevel: "controlled", gpus: [gpu(0, 24576, 0)] })],
       unit: { sensitivity: "high_sensitive" },
+      unresolvable: false,
+    },
+    {
+      name: "is unresolvable when every node runs units without a sandbox and the unit is sensitive",
+      nodes: [nodeWith({ id: "a", trustLevel: "controlled", isolation: "none" }), nodeWith({ id: "b", trustLevel: "community" })],
+      unit: { sensitivity: "low_sensitive" },
+      unresolvable: true,
+    },
+    {
+      name: "is resolvable when the only fitting node is paused by its owner (they may resume)",
+      nodes: [nodeWith({ id: "a", owner: owner({ paused: true }) }), nodeWith({ id: "b", trustLevel: "community" })],
+      unit: { sensitivity: "low_sensitive" },
+      unresolvable: false,
+    },
+    {
+      name: "is resolvable when the only fitting node's sandbox is unavailable (its operator may fix it)",
+      nodes: [nodeWith({ id: "a", isolation: "unavailable" })],
+      unit: {},
       unresolvable: false,
     },
     { name: "is resolvable in an empty cluster, where nodes may still join", nodes: [], unit: {}, unresolvable: false },

@@ -5,7 +5,7 @@ import { allowedTrustLevels, createPlacer, defaultWeights, demandProfile, fairOr
 import { filterPlugins, leftOver, scorePlugins } from "../../src/placer/plugins/index.ts";
 import { seededShuffle } from "../../src/placer/prng.ts";
 import type { ReasonCode } from "../../src/placer/reasons.ts";
-import type { ClusterSnapshot, NodeSnapshot, Placement, PlacementResult, UnitRequest } from "../../src/placer/types.ts";
+import type { ClusterSnapshot, NodeIsolation, NodeSnapshot, Placement, PlacementResult, UnitRequest } from "../../src/placer/types.ts";
 import { gpu, unitWith } from "./builders.ts";
 
 const trust = fc.constantFrom("community", "verified", "controlled" as const);
@@ -28,6 +28,17 @@ const nodeArb = fc.record({
   gpus: fc.array(gpuArb, { maxLength: 4 }),
   cached: fc.subarray(datasets),
   reliability: fc.double({ min: 0, max: 1, noNaN: true }),
+  // Mostly sandboxed; one in six without a sandbox, one in six unable to start it.
+  isolation: fc.integer({ min: 0, max: 5 }).map((n) => (n < 4 ? "sandboxed" : n === 4 ? "none" : "unavailable") as NodeIsolation),
+  // Half the nodes without owner controls; of the rest, one in six paused, one in six outside its window.
+  owner: fc.option(
+    fc.record({
+      paused: fc.integer({ min: 0, max: 5 }).map((n) => n === 0),
+      withinWindow: fc.integer({ min: 0, max: 5 }).map((n) => n > 0),
+      reservedVramMb: fc.constantFrom(0, 0, 2048, 8192),
+    }),
+    { nil: undefined },
+  ),
 });
 
 /** Random clusters: node ids are distinct but not in index order, so id order and input order differ. */
@@ -48,6 +59,9 @@ const clusterArb = fc
         gpus: n.gpus.map((g, index) => gpu(index * 2, g.vram, g.free)),
         cachedDatasetIds: new Set(n.cached),
         reliability: n.reliability,
+        isolation: n.isolation,
+        // Spread: fast-check's records have no prototype, and a structured clone's do.
+        ...(n.owner === undefined ? {} : { owner: { ...n.owner } }),
       }),
     ),
   }));
@@ -112,33 +126,55 @@ function residuals(snapshot: ClusterSnapshot, units: readonly UnitRequest[], res
   return left;
 }
 
-function fitsNow(unit: UnitRequest, node: NodeSnapshot, r: Residual): boolean {
+/** The VRAM a node's owner keeps on each GPU. */
+const reserveOf = (node: NodeSnapshot): number => node.owner?.reservedVramMb ?? 0;
+
+/** Whether the node takes units now at all (online, its owner lets it, its sandbox can start), and this unit's sensitivity. */
+function takesNow(unit: UnitRequest, node: NodeSnapshot): boolean {
+  const owner = node.owner ?? { paused: false, withinWindow: true };
   return (
     node.schedulable &&
+    !owner.paused &&
+    owner.withinWindow &&
+    node.isolation !== "unavailable" &&
+    (unit.sensitivity === "public" || node.isolation === "sandboxed")
+  );
+}
+
+function fitsNow(unit: UnitRequest, node: NodeSnapshot, r: Residual): boolean {
+  return (
+    takesNow(unit, node) &&
     allowedTrustLevels(unit.sensitivity).includes(node.trustLevel) &&
     !unit.excludedNodeIds.includes(node.id) &&
     r.disk >= unit.diskMb &&
     r.cpu >= unit.cpuCores &&
     r.memory >= unit.memoryMb &&
-    (unit.kind === "cpu" || [...r.gpus.values()].some((free) => free >= unit.vramMb))
+    (unit.kind === "cpu" || [...r.gpus.values()].some((free) => free - reserveOf(node) >= unit.vramMb))
   );
 }
 
+/** Whether a GPU's residual VRAM keeps its owner's reserve: placing never eats into it (a GPU nothing went to may already be short). */
+function keepsReserve(node: NodeSnapshot, index: number, free: number): boolean {
+  const before = node.gpus.find((g) => g.index === index)?.freeVramMb;
+  return free === before || free - reserveOf(node) >= 0;
+}
+
 describe("placeUnits properties", () => {
-  it("never over-commits a node: VRAM per GPU, disk, cores and memory stay within what was free", () => {
+  it("never over-commits a node: VRAM per GPU (less the owner's reserve), disk, cores and memory stay within what was free", () => {
     fc.assert(
       fc.property(scenarioArb, ({ snapshot, units, seed }) => {
         const result = placeUnits(snapshot, units, { seed });
+        const nodes = new Map(snapshot.nodes.map((n) => [n.id, n]));
         for (const [id, r] of residuals(snapshot, units, result)) {
           assert.ok(r.cpu >= 0 && r.memory >= 0 && r.disk >= 0, `node ${id} over-committed: ${JSON.stringify(r)}`);
-          for (const [index, free] of r.gpus) assert.ok(free >= 0, `GPU ${index} of node ${id} over-committed`);
+          for (const [index, free] of r.gpus) assert.ok(keepsReserve(nodes.get(id) as NodeSnapshot, index, free), `GPU ${index} of node ${id} over-committed`);
         }
       }),
       { numRuns: 300 },
     );
   });
 
-  it("never breaks a tier rule, uses an unschedulable node or an excluded node", () => {
+  it("never breaks a tier rule, uses a node that takes nothing now (unschedulable, paused, outside its window, no sandbox for a sensitive unit) or an excluded node", () => {
     fc.assert(
       fc.property(scenarioArb, ({ snapshot, units, seed }) => {
         const nodes = new Map(snapshot.nodes.map((n) => [n.id, n]));
@@ -148,7 +184,7 @@ describe("placeUnits properties", () => {
           const unit = byId.get(p.unitId);
           assert.ok(node !== undefined && unit !== undefined);
           assert.ok(allowedTrustLevels(unit.sensitivity).includes(node.trustLevel), `${unit.sensitivity} unit on ${node.trustLevel} node`);
-          assert.ok(node.schedulable);
+          assert.ok(takesNow(unit, node), `${unit.sensitivity} unit on node ${JSON.stringify({ isolation: node.isolation, owner: node.owner })}`);
           assert.ok(!unit.excludedNodeIds.includes(node.id));
         }
       }),
@@ -302,9 +338,10 @@ describe("placeUnits against a full scan, and the long-lived placer", () => {
         const result = placeUnits(snapshot, units, { seed, maxScored });
         const left = residuals(snapshot, units, result);
         const byId = new Map(units.map((u) => [u.id, u]));
+        const nodes = new Map(snapshot.nodes.map((n) => [n.id, n]));
         for (const [id, r] of left) {
           assert.ok(r.cpu >= 0 && r.memory >= 0 && r.disk >= 0, `node ${id} over-committed`);
-          for (const free of r.gpus.values()) assert.ok(free >= 0, `a GPU of node ${id} over-committed`);
+          for (const [index, free] of r.gpus) assert.ok(keepsReserve(nodes.get(id) as NodeSnapshot, index, free), `a GPU of node ${id} over-committed`);
         }
         for (const u of result.unplaced) {
           const unit = byId.get(u.unitId) as UnitRequest;
@@ -343,7 +380,8 @@ describe("placeUnits against a full scan, and the long-lived placer", () => {
           placer.place(units.slice(0, 10), { seed });
           let k = 0;
           const pct = () => (pcts[k++ % pcts.length] as number) / 100;
-          // Same nodes, trust, schedulability and GPUs; free amounts anywhere from empty to more than before.
+          // Same nodes, trust, schedulability, isolation, owner's pause and window, and GPUs; free amounts
+          // (and the owner's reserve) anywhere from empty to more than before.
           const next: ClusterSnapshot = reshape
             ? other
             : {
@@ -353,6 +391,7 @@ describe("placeUnits against a full scan, and the long-lived placer", () => {
                   freeMemoryMb: Math.floor(n.memoryMb * pct()),
                   diskFreeMb: Math.floor(200_000 * pct()),
                   gpus: n.gpus.map((g) => ({ ...g, freeVramMb: Math.floor(g.vramMb * pct()) })),
+                  ...(n.owner === undefined ? {} : { owner: { ...n.owner, reservedVramMb: Math.floor(8192 * pct()) } }),
                 })),
               };
           const incremental = placer.sync(next);

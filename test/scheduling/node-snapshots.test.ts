@@ -156,3 +156,24 @@ describe("NodeSnapshotMemo under any sequence of changes", () => {
     );
   });
 });
+
+describe("buildNodeSnapshots: a node's isolation and its owner's controls", () => {
+  const owned = (change: Partial<NodeRow>): NodeRow =>
+    ({ ...row("a"), isolation: "bubblewrap", owner_paused: false, owner_within_window: true, reserved_vram_mb: 0, ...change }) as NodeRow;
+  const cases: { what: string; change: Partial<NodeRow>; expected: Pick<NodeSnapshot, "isolation" | "owner"> }[] = [
+    { what: "a sandboxed node its owner lets work", change: {}, expected: { isolation: "sandboxed", owner: { paused: false, withinWindow: true, reservedVramMb: 0 } } },
+    { what: "a node without a sandbox", change: { isolation: "none" }, expected: { isolation: "none", owner: { paused: false, withinWindow: true, reservedVramMb: 0 } } },
+    { what: "a node whose sandbox is unavailable", change: { isolation: "unavailable" }, expected: { isolation: "unavailable", owner: { paused: false, withinWindow: true, reservedVramMb: 0 } } },
+    {
+      what: "a paused node outside its window that keeps 4 GB per GPU",
+      change: { owner_paused: true, owner_within_window: false, reserved_vram_mb: 4096 },
+      expected: { isolation: "sandboxed", owner: { paused: true, withinWindow: false, reservedVramMb: 4096 } },
+    },
+  ];
+  for (const c of cases) {
+    it(`carries ${c.what} to the placer`, () => {
+      const [snapshot] = buildNodeSnapshots([owned(c.change)], inputsOf(fresh()));
+      assert.deepEqual({ isolation: snapshot?.isolation, owner: snapshot?.owner }, c.expected);
+    });
+  }
+});

@@ -61,6 +61,7 @@ for (const backend of backends) {
       gpuIndex: -1,
       assignmentId: randomUUID(),
       trustLevels: ["community", "verified", "controlled"],
+      sandboxRequired: false,
       nodeLocallyLive: false,
       ...change,
     });
@@ -106,6 +107,20 @@ for (const backend of backends) {
       { name: "the unit is no longer ready (a cancel won)", before: (sql, { unitId }) => sql.query(`UPDATE compute_units SET status = 'cancelled' WHERE id = $1`, [unitId]) },
       { name: "the node was cordoned since the snapshot", before: (sql, { nodeId }) => sql.query(`UPDATE nodes SET state = 'cordoned' WHERE id = $1`, [nodeId]) },
       { name: "the node's trust is below what the job allows", before: async () => undefined, change: { trustLevels: ["verified"] } },
+      { name: "the node's owner paused it since the snapshot", before: (sql, { nodeId }) => sql.query(`UPDATE nodes SET owner_paused = true WHERE id = $1`, [nodeId]) },
+      {
+        name: "the node left its owner's availability window since the snapshot",
+        before: (sql, { nodeId }) => sql.query(`UPDATE nodes SET owner_within_window = false WHERE id = $1`, [nodeId]),
+      },
+      {
+        name: "the node's sandbox became unavailable (its agent restarted without it)",
+        before: (sql, { nodeId }) => sql.query(`UPDATE nodes SET isolation = 'unavailable' WHERE id = $1`, [nodeId]),
+      },
+      {
+        name: "the unit is sensitive and the node runs units without a sandbox",
+        before: (sql, { nodeId }) => sql.query(`UPDATE nodes SET isolation = 'none' WHERE id = $1`, [nodeId]),
+        change: { sandboxRequired: true },
+      },
       {
         name: "the node, held elsewhere, went silent since the liveness set was read",
         before: (sql, { nodeId }) => sql.query(`UPDATE nodes SET last_heartbeat_at = $2 WHERE id = $1`, [nodeId, new Date(silentBefore.getTime() - 1)]),
@@ -120,6 +135,14 @@ for (const backend of backends) {
         assert.equal((await unitState(ids.unitId)).node_id, null);
       });
     }
+
+    it("assigns a public unit to a node that runs units without a sandbox", async () => {
+      const { unitId, nodeId } = await readyUnitAndNode();
+      await claimFencingTerm(db, 1, "leader");
+      await db.query(`UPDATE nodes SET isolation = 'none' WHERE id = $1`, [nodeId]);
+      assert.equal((await commit(1, [planned(unitId, nodeId, { sandboxRequired: false })]))?.length, 1);
+      assert.equal((await unitState(unitId)).status, "assigned");
+    });
 
     it("does not look at the persisted heartbeat of a node whose stream this replica holds", async () => {
       const { unitId, nodeId } = await readyUnitAndNode();

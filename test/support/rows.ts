@@ -35,13 +35,13 @@ export async function insertJob(
   return { customerId, datasetId, packageId, jobId };
 }
 
-/** `count` online controlled nodes, last heard at `heardAt` (default the database's now()). */
+/** `count` online controlled nodes with the sandbox, last heard at `heardAt` (default the database's now()). */
 export async function insertNodes(sql: Sql, count: number, heardAt?: Date): Promise<string[]> {
   const ids: string[] = [];
   for (let i = 0; i < count; i++) {
     const id = randomUUID();
     await sql.query(
-      `INSERT INTO nodes (id, trust_level, state, credential_hash, last_heartbeat_at) VALUES ($1, 'controlled', 'online', $2, COALESCE($3::timestamptz, now()))`,
+      `INSERT INTO nodes (id, trust_level, state, credential_hash, last_heartbeat_at, isolation) VALUES ($1, 'controlled', 'online', $2, COALESCE($3::timestamptz, now()), 'bubblewrap')`,
       [id, `hash-${id}`, heardAt ?? null],
     );
     ids.push(id);

@@ -1,7 +1,9 @@
 /**
  * A gpu unit needs one GPU with enough free VRAM. Free VRAM on two GPUs never
  * adds up: a unit gets exactly one device (CUDA_VISIBLE_DEVICES). A cpu unit
- * needs no GPU and always passes.
+ * needs no GPU and always passes. What the node's owner reserves on each GPU
+ * (`--reserve-vram-mb`) is never free: a view's free VRAM is already less it
+ * (`usableVramMb`, node-rules.ts), so the index agrees with this filter.
  */
 import { bestGpu, type NodeView } from "../cycle-state.ts";
 import { ok, Reason, unschedulable } from "../reasons.ts";

@@ -1,0 +1,251 @@
+/**
+ * The limits on a sandboxed unit (memory, processes, CPU) and what enforces them: a cgroup v2 the
+ * agent was delegated (systemd `Delegate=yes`) when it has one, otherwise rlimits set in the sandbox,
+ * CPU affinity and a watcher that sums the memory of the unit's processes (`unitMemoryBytes`).
+ *
+ * Every process of a sandbox descends from its bwrap: orphans are re-parented to the sandbox's own
+ * init (PID 1 of its namespace), never to the host's, so the process tree under bwrap is the unit.
+ */
+import { constants as fsConstants } from "node:fs";
+import { access, appendFile, mkdir, readdir, readFile, rmdir, statfs, writeFile } from "node:fs/promises";
+import path from "node:path";
+
+/** Which mechanism enforces each limit, as reported in Capabilities.isolation.limits. */
+export type LimitMechanisms = Record<"memory" | "pids" | "cpu" | "disk", string>;
+
+/** Host pids of `root` and every process below it; `inner` are root's own children (the sandbox's init). */
+export interface ProcessTree {
+  pids: number[];
+  inner: number[];
+}
+
+function numbers(text: string): number[] {
+  return text
+    .split(/\s+/)
+    .filter((t) => /^\d+$/.test(t))
+    .map(Number);
+}
+
+/** Children of `pid`, from the kernel's per-thread children lists (undefined when the kernel has none). */
+async function childrenOf(pid: number, procDir: string): Promise<number[] | undefined> {
+  const tasks = await readdir(path.join(procDir, String(pid), "task")).catch(() => undefined);
+  if (tasks === undefined) return [];
+  const out: number[] = [];
+  for (const tid of tasks) {
+    const text = await readFile(path.join(procDir, String(pid), "task", tid, "children"), "utf8").catch((err: NodeJS.ErrnoException) =>
+      err.code === "ENOENT" && tid === String(pid) ? undefined : "",
+    );
+    if (text === undefined) return undefined;
+    out.push(...numbers(text));
+  }
+  return out;
+}
+
+/** The parent of every process, from /proc/<pid>/stat (the slow way, for kernels without children lists). */
+async function parentsOfAll(procDir: string): Promise<Map<number, number[]>> {
+  const byParent = new Map<number, number[]>();
+  for (const name of await readdir(procDir)) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = await readFile(path.join(procDir, name, "stat"), "utf8").catch(() => "");
+    // The command name may hold spaces and parentheses: the fields after it start past the last ')'.
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    if (!Number.isInteger(ppid)) continue;
+    const list = byParent.get(ppid) ?? [];
+    list.push(Number(name));
+    byParent.set(ppid, list);
+  }
+  return byParent;
+}
+
+/** `root` and its descendants. */
+export async function processTree(root: number, procDir = "/proc"): Promise<ProcessTree> {
+  const pids = [root];
+  let byParent: Map<number, number[]> | undefined;
+  let inner: number[] = [];
+  for (let i = 0; i < pids.length; i++) {
+    const pid = pids[i] as number;
+    let kids = byParent === undefined ? await childrenOf(pid, procDir) : undefined;
+    if (kids === undefined) {
+      byParent ??= await parentsOfAll(procDir);
+      kids = byParent.get(pid) ?? [];
+    }
+    if (i === 0) inner = kids;
+    for (const k of kids) if (!pids.includes(k)) pids.push(k);
+  }
+  return { pids, inner };
+}
+
+/** kB of one `Name:   123 kB` line of /proc/<pid>/status. */
+function statusKb(status: string, name: string): number {
+  const m = status.match(new RegExp(`^${name}:\\s+(\\d+)\\s+kB`, "m"));
+  return m ? Number(m[1]) : 0;
+}
+
+/**
+ * Memory a sandboxed unit holds, in bytes: the anonymous resident memory of its processes (what a
+ * cgroup would charge them; shared libraries are file pages and count nothing) plus what it keeps in
+ * its private /tmp and /dev/shm (tmpfs is memory). Pages shared after a fork count once per process,
+ * so a unit of many forked workers is measured high, never low.
+ */
+export async function unitMemoryBytes(tree: ProcessTree, procDir = "/proc"): Promise<number> {
+  let kb = 0;
+  for (const pid of tree.pids) {
+    const status = await readFile(path.join(procDir, String(pid), "status"), "utf8").catch(() => "");
+    kb += statusKb(status, "RssAnon");
+  }
+  let tmpfsBytes = 0;
+  const init = tree.inner[0];
+  if (init !== undefined) {
+    for (const dir of ["tmp", "dev/shm"]) {
+      const s = await statfs(path.join(procDir, String(init), "root", dir)).catch(() => undefined);
+      if (s !== undefined) tmpfsBytes += (s.blocks - s.bfree) * s.bsize;
+    }
+  }
+  return kb * 1024 + tmpfsBytes;
+}
+
+/** Sends `signal` to each pid; those already gone are skipped. */
+export function signalEach(pids: readonly number[], signal: NodeJS.Signals): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // ESRCH: it ended meanwhile.
+    }
+  }
+}
+
+/** [0, 1, 2, 3, 5] from the kernel's list syntax `0-3,5` (/proc/self/status Cpus_allowed_list). */
+export function parseCpuList(text: string): number[] {
+  const cpus: number[] = [];
+  for (const part of text.trim().split(",")) {
+    const m = part.match(/^(\d+)(?:-(\d+))?$/);
+    if (!m) continue;
+    const from = Number(m[1]);
+    const to = m[2] === undefined ? from : Number(m[2]);
+    for (let c = from; c <= to; c++) cpus.push(c);
+  }
+  return cpus;
+}
+
+/** The CPUs this process may run on. */
+export async function allowedCpus(statusFile = "/proc/self/status"): Promise<number[]> {
+  const status = await readFile(statusFile, "utf8").catch(() => "");
+  return parseCpuList(status.match(/^Cpus_allowed_list:\s*(\S+)/m)?.[1] ?? "");
+}
+
+/**
+ * Gives each unit as many CPUs as its stage asked for, the least used ones first, so concurrent units
+ * land on different cores while there are enough; a unit asking for all of them (or for none) gets no
+ * pinning.
+ */
+export class CpuAllocator {
+  private readonly load: Map<number, number>;
+
+  constructor(cpus: readonly number[]) {
+    this.load = new Map(cpus.map((c) => [c, 0]));
+  }
+
+  /** CPUs for a unit of `cores` cores; undefined: run on all. */
+  take(cores: number): number[] | undefined {
+    if (cores <= 0 || cores >= this.load.size) return undefined;
+    const chosen = [...this.load.entries()]
+      .sort((a, b) => a[1] - b[1] || a[0] - b[0])
+      .slice(0, cores)
+      .map(([c]) => c)
+      .sort((a, b) => a - b);
+    for (const c of chosen) this.load.set(c, (this.load.get(c) ?? 0) + 1);
+    return chosen;
+  }
+
+  release(cpus: readonly number[] | undefined): void {
+    for (const c of cpus ?? []) if (this.load.has(c)) this.load.set(c, Math.max(0, (this.load.get(c) ?? 0) - 1));
+  }
+}
+
+/** A cgroup v2 sub-tree the agent may manage, or why there is none. */
+export type CgroupSupport = { kind: "delegated"; dir: string } | { kind: "none"; reason: string };
+
+const NEEDED_CONTROLLERS = ["memory", "pids", "cpu"];
+
+/**
+ * Whether this process sits in a cgroup v2 it may divide among units: the unified hierarchy mounted
+ * at `fsRoot`, its own cgroup offering the memory, pids and cpu controllers and writable by it.
+ */
+export async function detectDelegatedCgroup(fsRoot = "/sys/fs/cgroup", selfCgroupFile = "/proc/self/cgroup"): Promise<CgroupSupport> {
+  const rootControllers = await readFile(path.join(fsRoot, "cgroup.controllers"), "utf8").catch(() => undefined);
+  if (rootControllers === undefined) return { kind: "none", reason: `no cgroup v2 hierarchy at ${fsRoot} (cgroup v1 or hybrid)` };
+  const own = (await readFile(selfCgroupFile, "utf8").catch(() => "")).match(/^0::(\/\S*)$/m)?.[1];
+  if (own === undefined) return { kind: "none", reason: "this process is in no cgroup v2" };
+  const dir = path.join(fsRoot, own);
+  const controllers = (await readFile(path.join(dir, "cgroup.controllers"), "utf8").catch(() => "")).split(/\s+/);
+  const missing = NEEDED_CONTROLLERS.filter((c) => !controllers.includes(c));
+  if (missing.length > 0) return { kind: "none", reason: `cgroup ${own} offers no ${missing.join(", ")} controller (start the agent with systemd Delegate=yes)` };
+  for (const file of ["cgroup.procs", "cgroup.subtree_control"]) {
+    const writable = await access(path.join(dir, file), fsConstants.W_OK).then(() => true, () => false);
+    if (!writable) return { kind: "none", reason: `cgroup ${own} is not delegated to the agent (${file} is not writable)` };
+  }
+  return { kind: "delegated", dir };
+}
+
+/** What a unit's cgroup is limited to. */
+export interface CgroupLimits {
+  memoryMb: number;
+  maxProcesses: number;
+  cpuCores: number;
+}
+
+/**
+ * Units' cgroups under the agent's delegated one. cgroup v2 lets only leaves hold processes, so the
+ * agent first moves itself into `<dir>/agent` and then enables the controllers for its children.
+ */
+export class UnitCgroups {
+  readonly dir: string;
+
+  private constructor(dir: string) {
+    this.dir = dir;
+  }
+
+  /** Moves the agent into its leaf and enables the controllers; throws when the kernel refuses. */
+  static async open(dir: string): Promise<UnitCgroups> {
+    const leaf = path.join(dir, "agent");
+    await mkdir(leaf, { recursive: true });
+    const procs = numbers(await readFile(path.join(dir, "cgroup.procs"), "utf8"));
+    for (const pid of procs) await writeFile(path.join(leaf, "cgroup.procs"), String(pid)).catch(() => {});
+    await writeFile(path.join(dir, "cgroup.subtree_control"), NEEDED_CONTROLLERS.map((c) => `+${c}`).join(" "));
+    return new UnitCgroups(dir);
+  }
+
+  /** Creates the cgroup of one unit with its limits; returns its directory. */
+  async create(name: string, limits: CgroupLimits): Promise<string> {
+    const dir = path.join(this.dir, name);
+    await mkdir(dir, { recursive: true });
+    if (limits.memoryMb > 0) {
+      await writeFile(path.join(dir, "memory.max"), String(limits.memoryMb * 1024 * 1024));
+      // Swap would let a unit run past its memory at the owner's expense.
+      await writeFile(path.join(dir, "memory.swap.max"), "0").catch(() => {});
+    }
+    await writeFile(path.join(dir, "pids.max"), String(limits.maxProcesses));
+    if (limits.cpuCores > 0) await writeFile(path.join(dir, "cpu.max"), `${limits.cpuCores * 100_000} 100000`);
+    return dir;
+  }
+
+  /** True when the kernel killed a process of the unit for its memory limit. */
+  async oomKilled(dir: string): Promise<boolean> {
+    const events = await readFile(path.join(dir, "memory.events"), "utf8").catch(() => "");
+    return Number(events.match(/^oom_kill\s+(\d+)/m)?.[1] ?? 0) > 0;
+  }
+
+  /**
+   * Kills whatever is left in the unit's cgroup and removes it; the kernel empties it asynchronously,
+   * so removal is retried (`pause` between tries) for up to about a second.
+   */
+  async remove(dir: string, pause: (ms: number) => Promise<void>): Promise<void> {
+    await appendFile(path.join(dir, "cgroup.kill"), "1").catch(() => {});
+    for (let tries = 0; tries < 50; tries++) {
+      const removed = await rmdir(dir).then(() => true, (err: NodeJS.ErrnoException) => err.code === "ENOENT");
+      if (removed) return;
+      await pause(20);
+    }
+  }
+}
