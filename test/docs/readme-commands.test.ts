@@ -33,6 +33,7 @@ const userTexts = [
   ...inSubfolders("src", "README.md"),
   ...inSubfolders("examples", "README.md"),
   ...inSubfolders("charts", "README.md"),
+  "containers/README.md",
   "cmd/start.ts",
 ];
 
