@@ -1,13 +1,17 @@
 /**
- * Checks an uploaded training package before it is accepted: a readable zip,
- * entry names that stay inside the package (the same rule the agent applies
- * when it unpacks), bounded entry count and uncompressed size, no symlinks,
- * the entry point present, and the optional `gpu-agent.json` manifest parsed.
+ * Checks an uploaded training package before it is accepted, with the reader every agent unpacks it
+ * with (src/platform/package-archive.ts): a package that passes here is one every agent extracts, and
+ * one that would fail there is refused now, with its reason. Every file is inflated once, as the agent
+ * will, so damaged data is found here too. Besides the archive rules: the entry point present, the
+ * optional `gpu-agent.json` parsed (the planner judges it), and the optional `requirements.txt`
+ * naming distributions only (src/platform/package-requirements.ts).
  */
-import yauzl from "yauzl";
-import type { Entry, ZipFile } from "yauzl";
-import { zipEntryNameProblem } from "../platform/zip-entry-names.ts";
+import type { Readable } from "node:stream";
+import { finished } from "node:stream/promises";
 import { ApiError } from "../platform/errors.ts";
+import type { PackageArchive } from "../platform/package-archive.ts";
+import { PackageArchiveError, openPackageArchive } from "../platform/package-archive.ts";
+import { requirementsFileName, requirementsMaxBytes, requirementsProblem } from "../platform/package-requirements.ts";
 
 /** What finalize learns from the zip. */
 export interface PackageFacts {
@@ -19,38 +23,30 @@ export interface PackageFacts {
 
 const manifestName = "gpu-agent.json";
 const manifestMaxBytes = 64 * 1024;
-const S_IFMT = 0o170000;
-const S_IFLNK = 0o120000;
 
 function invalid(message: string): ApiError {
   return new ApiError("PACKAGE_INVALID", message);
 }
 
-function openZip(path: string): Promise<ZipFile> {
-  return new Promise((resolve, reject) => {
-    yauzl.open(path, { lazyEntries: true, validateEntrySizes: true, autoClose: true }, (err, zip) =>
-      err ? reject(invalid(`the package is not a readable zip file (${err.message})`)) : resolve(zip),
-    );
-  });
+/** The zip's faults become PACKAGE_INVALID; anything else (the blob store's disk) stays an internal error. */
+function refusal(err: unknown): unknown {
+  return err instanceof PackageArchiveError ? invalid(`the package is refused: ${err.message}`) : err;
 }
 
-function readEntry(zip: ZipFile, entry: Entry, maxBytes: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    zip.openReadStream(entry, (err, stream) => {
-      if (err) return reject(invalid(`cannot read ${entry.fileName}: ${err.message}`));
-      const chunks: Buffer[] = [];
-      let size = 0;
-      stream.on("data", (c: Buffer) => {
-        size += c.length;
-        if (size > maxBytes) {
-          stream.destroy();
-          reject(invalid(`${entry.fileName} is larger than ${maxBytes} bytes`));
-        } else chunks.push(c);
-      });
-      stream.on("end", () => resolve(Buffer.concat(chunks)));
-      stream.on("error", (e) => reject(invalid(`cannot read ${entry.fileName}: ${e.message}`)));
-    });
-  });
+/** Reads a small file whole as UTF-8; its size was checked against the directory, which the stream enforces. */
+async function text(name: string, content: Readable): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of content) chunks.push(chunk as Buffer);
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(Buffer.concat(chunks));
+  } catch {
+    throw invalid(`${name} is not UTF-8 text`);
+  }
+}
+
+/** Inflates a file to nowhere, so its length and CRC-32 are checked as the agent will check them. */
+function verify(content: Readable): Promise<void> {
+  return finished(content.resume());
 }
 
 /** Inspects the zip at `path`; throws PACKAGE_INVALID with a reason a person can act on. */
@@ -58,48 +54,47 @@ export async function inspectPackage(
   path: string,
   options: { entrypoint: string; maxEntries: number; maxUncompressedBytes: number },
 ): Promise<PackageFacts> {
-  const zip = await openZip(path);
-  if (zip.entryCount > options.maxEntries) {
-    zip.close();
-    throw invalid(`the package has ${zip.entryCount} entries; at most ${options.maxEntries} are allowed`);
-  }
-  let entryCount = 0;
-  let uncompressed = 0;
-  let sawEntrypoint = false;
-  let manifest: unknown;
+  let archive: PackageArchive;
   try {
-    await new Promise<void>((resolve, reject) => {
-      zip.on("error", (e: Error) => reject(invalid(`the package is refused: ${e.message}`)));
-      zip.on("end", () => resolve());
-      zip.on("entry", (entry: Entry) => {
-        void (async () => {
-          const name = entry.fileName;
-          const problem = zipEntryNameProblem(name);
-          if (problem !== undefined) throw invalid(`zip entry ${JSON.stringify(name)} is refused: ${problem}`);
-          const mode = (entry.externalFileAttributes >>> 16) & S_IFMT;
-          if (mode === S_IFLNK) throw invalid(`zip entry ${JSON.stringify(name)} is a symbolic link; links are not allowed`);
-          entryCount += 1;
-          uncompressed += entry.uncompressedSize;
-          if (uncompressed > options.maxUncompressedBytes) {
-            throw invalid(`the package unpacks to more than ${options.maxUncompressedBytes} bytes`);
-          }
-          if (name === options.entrypoint) sawEntrypoint = true;
-          if (name === manifestName) {
-            const text = (await readEntry(zip, entry, manifestMaxBytes)).toString("utf8");
-            try {
-              manifest = JSON.parse(text);
-            } catch (e) {
-              throw invalid(`${manifestName} is not valid JSON: ${(e as Error).message}`);
-            }
-          }
-          zip.readEntry();
-        })().catch(reject);
-      });
-      zip.readEntry();
-    });
-  } finally {
-    zip.close();
+    archive = await openPackageArchive(path, { maxEntries: options.maxEntries, maxUncompressedBytes: options.maxUncompressedBytes });
+  } catch (err) {
+    throw refusal(err);
   }
-  if (!sawEntrypoint) throw invalid(`the entry point ${JSON.stringify(options.entrypoint)} is not in the package`);
-  return { entryCount, uncompressedBytes: uncompressed, manifest };
+  let manifestText: string | undefined;
+  let requirementsText: string | undefined;
+  try {
+    for (const entry of archive.entries) {
+      if (entry.kind !== "file") continue;
+      if (entry.path === manifestName || entry.path === requirementsFileName) {
+        const limit = entry.path === manifestName ? manifestMaxBytes : requirementsMaxBytes;
+        if (entry.size > limit) throw invalid(`${entry.path} is larger than ${limit} bytes`);
+        const content = await text(entry.path, await archive.read(entry));
+        if (entry.path === manifestName) manifestText = content;
+        else requirementsText = content;
+      } else {
+        await verify(await archive.read(entry));
+      }
+    }
+  } catch (err) {
+    throw refusal(err);
+  } finally {
+    archive.close();
+  }
+  const entrypoint = options.entrypoint.split("/").filter((s) => s !== ".").join("/");
+  if (!archive.entries.some((e) => e.kind === "file" && e.path === entrypoint)) {
+    throw invalid(`the entry point ${JSON.stringify(options.entrypoint)} is not in the package`);
+  }
+  if (requirementsText !== undefined) {
+    const problem = requirementsProblem(requirementsText);
+    if (problem !== undefined) throw invalid(problem);
+  }
+  let manifest: unknown;
+  if (manifestText !== undefined) {
+    try {
+      manifest = JSON.parse(manifestText);
+    } catch (e) {
+      throw invalid(`${manifestName} is not valid JSON: ${(e as Error).message}`);
+    }
+  }
+  return { entryCount: archive.entries.length, uncompressedBytes: archive.uncompressedBytes, manifest };
 }

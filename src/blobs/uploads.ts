@@ -13,6 +13,7 @@ import type { Clock } from "../platform/clock.ts";
 import type { LimitsConfig } from "../platform/config.ts";
 import { ApiError, validationError } from "../platform/errors.ts";
 import type { ErrorCode } from "../platform/errors.ts";
+import { packageArchiveLimits } from "../platform/package-archive.ts";
 import { requireId, requireName } from "../platform/fields.ts";
 import { newId } from "../platform/ids.ts";
 import type { Database } from "../store/database.ts";
@@ -184,8 +185,9 @@ export async function finalizeUpload(deps: UploadDeps, table: UploadTable, custo
   if (table === "training_packages") {
     const inspected = await inspectPackage(blobs.localPath(row.blob_key), {
       entrypoint: row.entrypoint ?? "train.py",
-      maxEntries: limits.packageMaxEntries,
-      maxUncompressedBytes: limits.packageMaxBytes * 4,
+      // The configured bounds may only tighten what every agent unpacks, never widen it.
+      maxEntries: Math.min(limits.packageMaxEntries, packageArchiveLimits.maxEntries),
+      maxUncompressedBytes: Math.min(limits.packageMaxBytes * 4, packageArchiveLimits.maxUncompressedBytes),
     });
     // An invalid manifest is refused now, with its reason, not at job creation.
     planJob({ requiredVramMb: 1 << 30, requiredDiskMb: 1 << 30, maxRuntimeSeconds: 60, entrypoint: row.entrypoint ?? "train.py", manifest: inspected.manifest });

@@ -8,6 +8,7 @@
  * The manifest format is documented in ./README.md.
  */
 import { ApiError, validationError } from "../platform/errors.ts";
+import { pythonVersionProblem } from "../platform/package-requirements.ts";
 
 /** What a compute unit needs: a CPU-only slot, or one GPU on a node. */
 export type UnitKind = "cpu" | "gpu";
@@ -58,7 +59,10 @@ export interface ManifestStage {
 
 /** A structurally valid manifest: unique names, known dependencies, acyclic, ≤ 64 units after fan-out. */
 export interface Manifest {
+  /** Empty when the manifest declares none: the default plan then applies. */
   stages: ManifestStage[];
+  /** The Python version the package's units run with ("3.11"), when it names one. */
+  python?: string;
 }
 
 /** Limits of the manifest format; exported so the README and tests quote one source. */
@@ -232,9 +236,17 @@ function findCycle(stages: readonly ManifestStage[]): string[] | undefined {
 export function parseManifest(raw: unknown): Manifest {
   if (!isRecord(raw)) throw invalid("the manifest must be a JSON object");
   for (const key of Object.keys(raw)) {
-    if (key !== "stages") throw invalid(`unknown top-level field "${key}"`);
+    if (key !== "stages" && key !== "python") throw invalid(`unknown top-level field "${key}"`);
+  }
+  let python: string | undefined;
+  if (raw["python"] !== undefined) {
+    const problem = pythonVersionProblem(raw["python"]);
+    if (problem !== undefined) throw invalid(problem);
+    python = raw["python"] as string;
   }
   const rawStages = raw["stages"];
+  // A manifest that only names its Python version keeps the default plan.
+  if (rawStages === undefined && python !== undefined) return { stages: [], python };
   if (!Array.isArray(rawStages) || rawStages.length === 0) {
     throw invalid(`"stages" must be a non-empty array`);
   }
@@ -268,7 +280,7 @@ export function parseManifest(raw: unknown): Manifest {
       unitNames.add(unitName);
     }
   }
-  return { stages };
+  return python === undefined ? { stages } : { stages, python };
 }
 
 function replicaNames(stage: ManifestStage): string[] {
@@ -375,5 +387,6 @@ function manifestPlan(spec: JobSpec, manifest: Manifest): PlannedUnit[] {
 export function planJob(spec: JobSpec): PlannedUnit[] {
   checkSpec(spec);
   if (spec.manifest === undefined) return defaultPlan(spec);
-  return manifestPlan(spec, parseManifest(spec.manifest));
+  const manifest = parseManifest(spec.manifest);
+  return manifest.stages.length === 0 ? defaultPlan(spec) : manifestPlan(spec, manifest);
 }

@@ -11,6 +11,7 @@ import { join } from "node:path";
 import yazl from "yazl";
 import type { TestControlPlane } from "../support/control-plane.ts";
 import { createCustomer, request, startTestControlPlane, uploadResource } from "../support/control-plane.ts";
+import { craftZip } from "../support/crafted-zip.ts";
 
 const example = join(import.meta.dirname, "..", "..", "examples", "tiny-mlp");
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
@@ -189,6 +190,9 @@ describe("bad input gets a clear 4xx and loses nothing", function () {
       { name: "a zip entry escaping the directory", bytes: () => zipOf({ "train.py": "", "../evil.py": "boom" }), message: /refused.*\.\.\/evil\.py/ },
       { name: "a zip without the entry point", bytes: () => zipOf({ "other.py": "" }), message: /entry point "train.py"/ },
       { name: "an invalid manifest", bytes: () => zipOf({ "train.py": "", "gpu-agent.json": '{"stages": [{"name": "a", "kind": "gpu", "depends_on": ["b"]}]}' }), message: /gpu-agent.json/ },
+      { name: "a duplicate entry", bytes: async () => craftZip([{ name: "train.py" }, { name: "train.py" }]), message: /entry "train.py" appears twice/ },
+      { name: "a symbolic link", bytes: async () => craftZip([{ name: "train.py" }, { name: "data", content: "/etc", mode: 0o120777 }]), message: /entry "data" is a symbolic link/ },
+      { name: "requirements naming a URL", bytes: () => zipOf({ "train.py": "", "requirements.txt": "evil @ https://example.com/evil.whl\n" }), message: /requirements.txt line 1: .* names a URL/ },
     ];
     for (const tc of packageCases) {
       it(`refuses a training package with ${tc.name} at finalize (400 PACKAGE_INVALID)`, async () => {

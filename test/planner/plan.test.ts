@@ -139,6 +139,15 @@ describe("planJob", () => {
     assert.equal(units[0]?.entrypoint, "./scripts/run.py");
   });
 
+  it("keeps the default plan when the manifest names only its Python version", () => {
+    assert.deepEqual(planJob(specWith({ manifest: { python: "3.11" } })), planJob(specWith()));
+    assert.deepEqual(parseManifest({ python: "3.11" }), { stages: [], python: "3.11" });
+  });
+
+  it("keeps the manifest's Python version beside its stages", () => {
+    assert.equal(parseManifest({ python: "3.12", stages: [stage("a")] }).python, "3.12");
+  });
+
   it("accepts overrides equal to the job's own limits", () => {
     const units = planJob(specWith({ manifest: { stages: [stage("t", { kind: "gpu", vram_mb: 24000, disk_mb: 10000 })] } }));
     assert.equal(units[0]?.vramMb, 24000);
@@ -148,6 +157,9 @@ describe("planJob", () => {
   const invalid: { name: string; manifest: unknown; message: RegExp; spec?: Partial<JobSpec> }[] = [
     { name: "rejects a manifest that is not an object", manifest: [], message: /must be a JSON object/ },
     { name: "rejects a null manifest", manifest: null, message: /must be a JSON object/ },
+    { name: "rejects a Python version that is not major.minor", manifest: { python: "3.11.4" }, message: /gpu-agent.json: "python" must be a Python 3 version as major.minor, like "3.11"/ },
+    { name: "rejects a Python version given as a number", manifest: { python: 3.11, stages: [stage("a")] }, message: /"python" must be a Python 3 version/ },
+    { name: "rejects a Python version with empty stages", manifest: { python: "3.11", stages: [] }, message: /"stages" must be a non-empty array/ },
     { name: "rejects a manifest without stages", manifest: {}, message: /"stages" must be a non-empty array/ },
     { name: "rejects an empty stage list", manifest: { stages: [] }, message: /non-empty array/ },
     { name: "rejects an unknown top-level field", manifest: { stages: [stage("a")], extra: 1 }, message: /unknown top-level field "extra"/ },
