@@ -8,7 +8,8 @@
  *                 [--python /abs/path/python3] [--cache-mb MIB] [--available "Mon-Fri 18:00-08:00"] [--reserve-vram-mb MB]
  *                 [--isolation bubblewrap|none] [--unit-uid-base UID]
  *                 [--pip-index-url URL] [--find-links DIR]... [--env-cache-mb MIB]
- *   gpu-agent install [--user gpu-agent] [--data-dir /var/lib/gpu-agent] [--url URL] [--unit-path FILE] [--dry-run]
+ *   gpu-agent install [--user NAME] [--data-dir /var/lib/gpu-agent] [--url URL] [--unit-path FILE] [--dry-run]
+ *                     [--available W] [--reserve-vram-mb MB] [--python P] [--pip-index-url URL] [--find-links DIR]... [--env-cache-mb MIB]
  *   gpu-agent pause [--now] | resume | status [--json]   [--data-dir D]   (over the running agent's control socket)
  *
  * An https:// URL uses TLS; --ca (or GPU_AGENT_CA_FILE) names a PEM file of a
@@ -100,10 +101,15 @@ function wheelhouseDir(value: string): string {
  */
 function pythonEnvOptions(opts: { pipIndexUrl?: string; findLinks?: string[]; envCacheMb?: number }): { maxBytes: number; sources: PackageSources } {
   const indexUrl = opts.pipIndexUrl ?? (process.env["GPU_AGENT_PIP_INDEX_URL"] || undefined);
-  if (indexUrl !== undefined && !/^https?:\/\/[^\s]+$/.test(indexUrl)) throw new Error(`--pip-index-url (GPU_AGENT_PIP_INDEX_URL) must be an http(s) URL, got ${indexUrl}`);
+  if (indexUrl !== undefined) checkIndexUrl(indexUrl);
   const findLinks = opts.findLinks ?? (process.env["GPU_AGENT_FIND_LINKS"] ?? "").split(":").filter((d) => d !== "").map(wheelhouseDir);
   const envCacheMb = opts.envCacheMb ?? envNonNegativeInt("GPU_AGENT_ENV_CACHE_MB") ?? DEFAULT_ENV_CACHE_MB;
   return { maxBytes: envCacheMb * 1024 * 1024, sources: { ...(indexUrl !== undefined ? { indexUrl } : {}), findLinks } };
+}
+
+/** A package index must be an http(s) URL. */
+function checkIndexUrl(url: string): void {
+  if (!/^https?:\/\/[^\s]+$/.test(url)) throw new Error(`--pip-index-url (GPU_AGENT_PIP_INDEX_URL) must be an http(s) URL, got ${url}`);
 }
 
 /** --dev-gpu wins over GPU_AGENT_DEV_GPU_MIB; both are MiB. */
@@ -196,7 +202,7 @@ program
   .option("--key <file>", "PEM private key of --cert; env GPU_AGENT_CLIENT_KEY")
   .option("--cache-mb <mib>", "bound of the dataset/package cache in <data-dir>/cache (0 turns it off); env GPU_AGENT_CACHE_MB", nonNegativeInt)
   .option("--python <path>", "absolute path of the interpreter units run with (e.g. a venv that has PyTorch); env GPU_AGENT_PYTHON; default python3 on the unit's PATH")
-  .option("--pip-index-url <url>", "package index packages' requirements.txt are installed from (the build then has network); env GPU_AGENT_PIP_INDEX_URL; default none")
+  .option("--pip-index-url <url>", "package index packages' requirements.txt are installed from (the build's sandbox then reaches that index's host:port, and no other); env GPU_AGENT_PIP_INDEX_URL; default none")
   .option("--find-links <dir>", "directory of wheels requirements are installed from, offline (repeatable); env GPU_AGENT_FIND_LINKS, colon-separated", collectDirs)
   .option("--env-cache-mb <mib>", `bound of the packages' Python environments in <data-dir>/envs, least recently used first (default ${DEFAULT_ENV_CACHE_MB}); env GPU_AGENT_ENV_CACHE_MB`, nonNegativeInt)
   .option("--available <window>", 'when new units may start, local time, e.g. "Mon-Fri 18:00-08:00; Sat,Sun 00:00-24:00"; env GPU_AGENT_AVAILABLE; default always')
@@ -250,22 +256,26 @@ program
 
 program
   .command("install")
-  .description("write a systemd service that runs this agent as a dedicated user, and print how to enroll and start it")
-  .option("--user <name>", "system user the agent runs as (created when missing)", INSTALL_DEFAULTS.user)
-  .option("--data-dir <dir>", "agent data directory (made 0700, the user's)", INSTALL_DEFAULTS.dataDir)
+  .description("write a systemd service that runs this agent as root with only the capabilities its sandbox needs, and print how to enroll and start it")
+  .option("--user <name>", "run the agent as this system user instead (created when missing); its units then share that user's id outside their namespaces")
+  .option("--data-dir <dir>", "agent data directory (made 0700, the agent's user's)", INSTALL_DEFAULTS.dataDir)
   .option("--url <url>", "control plane URL, for the printed enroll command")
   .option("--unit-path <file>", "where the unit file goes", INSTALL_DEFAULTS.unitPath)
   .option("--available <window>", "passed on to gpu-agent run")
   .option("--reserve-vram-mb <mb>", "passed on to gpu-agent run", nonNegativeInt)
   .option("--python <path>", "passed on to gpu-agent run")
+  .option("--pip-index-url <url>", "passed on to gpu-agent run")
+  .option("--find-links <dir>", "passed on to gpu-agent run (repeatable)", collectDirs)
+  .option("--env-cache-mb <mib>", "passed on to gpu-agent run", nonNegativeInt)
   .option("--dry-run", "print the unit and the steps; write nothing")
-  .action(async (opts: { user: string; dataDir: string; url?: string; unitPath: string; available?: string; reserveVramMb?: number; python?: string; dryRun?: boolean }) => {
+  .action(async (opts: { user?: string; dataDir: string; url?: string; unitPath: string; available?: string; reserveVramMb?: number; python?: string; pipIndexUrl?: string; findLinks?: string[]; envCacheMb?: number; dryRun?: boolean }) => {
     // Checked here, so a typo fails the install rather than the service's first start.
     if (opts.available !== undefined) parseAvailabilityWindow(opts.available);
     const python = unitPython(opts.python);
+    if (opts.pipIndexUrl !== undefined) checkIndexUrl(opts.pipIndexUrl);
     const result = await installAgentService({
       spec: {
-        user: opts.user,
+        ...(opts.user !== undefined ? { user: opts.user } : {}),
         dataDir: resolvePath(opts.dataDir),
         // This very Node and this very script: what the owner just ran is what the service runs.
         agentCommand: [process.execPath, realpathSync(fileURLToPath(import.meta.url))],
@@ -273,6 +283,9 @@ program
           ...(opts.available !== undefined ? ["--available", opts.available] : []),
           ...(opts.reserveVramMb !== undefined ? ["--reserve-vram-mb", String(opts.reserveVramMb)] : []),
           ...(python !== undefined ? ["--python", python] : []),
+          ...(opts.pipIndexUrl !== undefined ? ["--pip-index-url", opts.pipIndexUrl] : []),
+          ...(opts.findLinks ?? []).flatMap((dir) => ["--find-links", dir]),
+          ...(opts.envCacheMb !== undefined ? ["--env-cache-mb", String(opts.envCacheMb)] : []),
         ],
       },
       unitPath: resolvePath(opts.unitPath),

@@ -50,7 +50,7 @@ type Schema = {
   enum?: string[];
 };
 type Parameter = { name: string; in: "path" | "query" | "header"; required?: boolean; description?: string; schema: Schema };
-type Response = { description: string; "x-error-codes"?: string[]; content?: Record<string, { schema: Schema }> };
+type Response = { description: string; "x-error-codes"?: string[]; content?: Record<string, { schema: Schema; "x-event-data"?: Schema }> };
 type Operation = {
   operationId: string;
   tags: string[];
@@ -471,18 +471,20 @@ const toShell = (text: string): string => text.replace(/\{\{(\w+)\}\}/g, (_a, na
 
 function curlExample(doc: OpenApi, e: Endpoint): string[] {
   const auth = authOf(e.op);
+  const success = Object.entries(e.op.responses).find(([s]) => s.startsWith("2"))?.[1];
+  // An event stream is read as it comes (-N: no buffering), from its start: no resume point, no file.
+  const events = success?.content?.["text/event-stream"] !== undefined;
   const path = e.path.replace(/\{([^}]+)\}/g, (_a, name: string) => `{{${e.op.tags.includes(CustomerService.name) ? variableFor(e.path, name) : name}}}`);
   const query = queryExamples(doc, e)
-    .filter((q) => q.value !== undefined && q.name !== "cursor")
+    .filter((q) => q.value !== undefined && q.name !== "cursor" && !events)
     .map((q) => `${q.name}=${encodeURIComponent(String(q.value))}`);
   const url = `{{base_url}}${path}${query.length > 0 ? `?${query.join("&")}` : ""}`;
-  const lines = [`curl -sS${e.method === "GET" ? "" : ` -X ${e.method}`} "${toShell(url)}"`];
+  const lines = [`curl -sS${events ? "N" : ""}${e.method === "GET" ? "" : ` -X ${e.method}`} "${toShell(url)}"`];
   if (auth === "customer") lines.push(`-H "X-API-Key: $GPU_AGENT_API_KEY"`);
   if (auth === "session") lines.push(`-H "Authorization: Bearer $GPU_AGENT_SESSION_TOKEN"`);
   if (auth === "admin") lines.push(`-H "Authorization: Bearer $GPU_AGENT_ADMIN_TOKEN"`);
-  for (const p of e.op.parameters ?? []) if (p.in === "header") lines.push(`-H "${p.name}: $(uuidgen)"`);
-  const success = Object.entries(e.op.responses).find(([s]) => s.startsWith("2"))?.[1];
-  const raw = Object.keys(success?.content ?? {}).find((t) => t !== "application/json");
+  for (const p of e.op.parameters ?? []) if (p.in === "header" && !events) lines.push(`-H "${p.name}: $(uuidgen)"`);
+  const raw = events ? undefined : Object.keys(success?.content ?? {}).find((t) => t !== "application/json");
   if (raw !== undefined) lines.push(`-o ${path.split("/").at(-1)}`);
   const body = requestBodyExample(doc, e);
   if (body === undefined) return [lines.join(" \\\n  ")];
@@ -558,6 +560,12 @@ export function buildApiMarkdown(doc: OpenApi): string {
       if (mediaType === "application/json" && media !== undefined) {
         const name = media.schema.$ref === undefined ? typeText(doc, media.schema) : `[${refName(media.schema.$ref)}](#${slug(refName(media.schema.$ref))})`;
         out.push(`Response \`${status}\` (${name}):`, "", ...fieldTable(doc, media.schema), "");
+      } else if (mediaType === "text/event-stream" && media?.["x-event-data"]?.$ref !== undefined) {
+        const name = refName(media["x-event-data"].$ref);
+        out.push(
+          `Response \`${status}\`: Server-Sent Events (\`text/event-stream\`), one per [${name}](#${slug(name)}): \`id:\` its \`id\`, \`event:\` its \`type\`, \`data:\` the message as JSON; a heartbeat is the comment line \`: heartbeat\`. \`204\` when the stream ends before its first event.`,
+          "",
+        );
       } else if (mediaType !== undefined) {
         out.push(`Response \`${status}\`: the raw \`${mediaType}\` document.`, "");
       }

@@ -33,13 +33,15 @@ import type { ClusterBus } from "./ha/cluster-bus.ts";
 import { createLocalBus, createPgBus } from "./ha/cluster-bus.ts";
 import { createClusterStreams } from "./ha/cluster-sessions.ts";
 import { relayJobViewChanges } from "./ha/job-view-relay.ts";
+import { relayJobEvents } from "./ha/job-event-relay.ts";
+import { createJobEventFeed } from "./jobs/job-event-feed.ts";
 import { createJobViewCache } from "./jobs/job-view-cache.ts";
 import { defaultTiming, validateTiming } from "./ha/leader-elector.ts";
 import { createMetrics } from "./observability/metrics.ts";
 import type { Clock } from "./platform/clock.ts";
 import { systemClock } from "./platform/clock.ts";
 import type { SchedulerConfig } from "./platform/config.ts";
-import { defaultTransport } from "./platform/config.ts";
+import { defaultJobEvents, defaultTransport } from "./platform/config.ts";
 import { Notifier } from "./platform/notifier.ts";
 import { systemRandom } from "./platform/random.ts";
 import { persistentSecret } from "./platform/secret-file.ts";
@@ -134,6 +136,8 @@ export async function startControlPlane(
   const jobViews = createJobViewCache({ clock });
   // Log lines and progress reports of the units whose streams this replica holds, written in batches.
   const telemetry = createTelemetryRecorder({ db, clock, logger }, options.telemetry);
+  // Live job events: this replica's watches, woken by the commits of every replica.
+  const jobEvents = createJobEventFeed({ db, clock }, config.events ?? defaultJobEvents);
   const deps: ControlPlaneDeps = {
     config: liveConfig,
     db,
@@ -148,8 +152,10 @@ export async function startControlPlane(
     // The leader may be another replica than the one that queued the work: every replica hears it.
     wakePlacer: () => bus.publish({ type: "wake" }),
     telemetry,
+    jobEvents,
   };
   relayJobViewChanges({ db, jobViews, bus, otherReplicas: config.databaseUrl !== undefined, busReconnects });
+  relayJobEvents({ db, feed: jobEvents, bus, busReconnects });
 
   const streams = createClusterStreams(deps, bus, () => placerWakes.notify());
   const sessions = streams.sessions;
@@ -270,6 +276,8 @@ export async function startControlPlane(
       stopping.abort();
       await Promise.all([leadershipDone, webhooksDone, rescansDone, storageDone]);
       sessions.closeAll();
+      // Watches end now rather than at the server's grace; their clients resume on another replica.
+      jobEvents.close();
       await server.close();
       // No stream is left to add telemetry: what is buffered is written now.
       telemetryStop.abort();

@@ -5,6 +5,7 @@
  */
 import type { Logger } from "pino";
 import type { ApiKeyCache } from "./auth/authenticate.ts";
+import type { JobEventFeed } from "./jobs/job-event-feed.ts";
 import type { JobViewCache } from "./jobs/job-view-cache.ts";
 import type { TokenBucketLimiter } from "./limits/token-bucket.ts";
 import type { Clock } from "./platform/clock.ts";
@@ -35,4 +36,6 @@ export interface ControlPlaneDeps {
   readonly wakePlacer: () => void;
   /** Buffers the log lines and progress reports of this replica's agent streams (src/telemetry/recorder.ts). */
   readonly telemetry: TelemetryRecorder;
+  /** This replica's watches of job events (WatchTrainingJob; src/jobs/job-event-feed.ts). */
+  readonly jobEvents: JobEventFeed;
 }

@@ -305,8 +305,8 @@ export function createAgentService(deps: AgentServiceDeps, sessions: SessionRegi
           config.limits.storage,
         );
         if (typeof outcome === "object") {
-          // Over the customer's artifact quota (units racing past the upload route's early check): not kept.
-          logger.warn({ nodeId: node.id, unitId: ref.unitId, name: a.name, reason: outcome.refused.message }, "artifact refused by the storage quota; its bytes are removed");
+          // Over the customer's artifact quota (units racing past the upload route's early check), or its job's artifacts expired: not kept.
+          logger.warn({ nodeId: node.id, unitId: ref.unitId, name: a.name, reason: outcome.refused.message }, "artifact refused; its bytes are removed");
           await deps.blobs.delete(key);
         }
         return false;
@@ -328,6 +328,9 @@ export function createAgentService(deps: AgentServiceDeps, sessions: SessionRegi
             error: storableText(f.error, maxReportedTextChars),
             // Billing and the unit's row take it; lifecycle caps it by the time the attempt could have run.
             runSeconds: Number.isFinite(f.runSeconds) && f.runSeconds > 0 ? f.runSeconds : 0,
+            // Shown apart from the run and never billed; lifecycle caps it the same way.
+            envBuildSeconds: Number.isFinite(f.envBuildSeconds) && f.envBuildSeconds > 0 ? f.envBuildSeconds : 0,
+            envBuilt: f.envBuilt,
           },
           config.rates,
           now(),

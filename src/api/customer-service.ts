@@ -27,6 +27,7 @@ import { GetTrainingJobResponseSchema } from "../gen/gpuagent/customer/v1/custom
 import { ledgerPage, usageSummary } from "../billing/ledger.ts";
 import { cancelCustomerJob } from "../jobs/cancel-job.ts";
 import { createJob, jobSensitivities } from "../jobs/create-job.ts";
+import type { UnitView } from "../jobs/job-reads.ts";
 import { jobArtifactsPage, jobUnitsPage } from "../jobs/job-reads.ts";
 import { applyRateLimitHeaders } from "../limits/headers.ts";
 import { allowedTrustLevels } from "../placer/index.ts";
@@ -34,7 +35,7 @@ import { planJob } from "../planner/plan.ts";
 import { rejectNul, requireId } from "../platform/fields.ts";
 import { artifactDownloadUrl } from "../blobs/unit-artifacts.ts";
 import { createUpload, deleteUpload, finalizeUpload, findCustomerUpload } from "../blobs/uploads.ts";
-import type { ArtifactRow, JobViewRow, UnitRow } from "../store/jobs.ts";
+import type { ArtifactRow, JobViewRow } from "../store/jobs.ts";
 import { findJobView, listJobViews } from "../store/jobs.ts";
 import { pageRequest, toPage } from "../store/pagination.ts";
 import { jobStatuses } from "../store/state-machines.ts";
@@ -43,6 +44,7 @@ import { listUploads } from "../store/uploads.ts";
 import { createIdentityHandlers } from "./customer/identity.ts";
 import { createUsageHandlers } from "./customer/usage.ts";
 import { createTelemetryHandlers } from "./customer/telemetry.ts";
+import { createJobEventHandlers } from "./customer/job-events.ts";
 import { createWebhookHandlers } from "./customer/webhooks.ts";
 import type { CustomerServiceDeps } from "./handler-deps.ts";
 import { immutableMessage } from "./immutable-message.ts";
@@ -120,7 +122,7 @@ export function createCustomerService(deps: CustomerServiceDeps, sessions: Sessi
     };
   }
 
-  function unitMessage(row: UnitRow, debited: number): MessageInitShape<typeof ComputeUnitSchema> {
+  function unitMessage({ unit: row, creditsDebited: debited, envBuild }: UnitView): MessageInitShape<typeof ComputeUnitSchema> {
     return {
       id: row.id,
       jobId: row.job_id,
@@ -141,6 +143,8 @@ export function createCustomerService(deps: CustomerServiceDeps, sessions: Sessi
       exitCode: row.exit_code ?? 0,
       error: row.error,
       creditsDebited: BigInt(debited),
+      envBuildSeconds: envBuild.seconds,
+      envBuilt: envBuild.built,
     };
   }
 
@@ -165,6 +169,7 @@ export function createCustomerService(deps: CustomerServiceDeps, sessions: Sessi
     ...createUsageHandlers(deps),
     ...createWebhookHandlers(deps),
     ...createTelemetryHandlers(deps),
+    ...createJobEventHandlers(deps, { job: jobMessage, unit: unitMessage }),
 
     async getConfig(_req, ctx) {
       authorizePublicCall(deps, ctx);
@@ -320,7 +325,7 @@ export function createCustomerService(deps: CustomerServiceDeps, sessions: Sessi
     async listComputeUnits(req, ctx) {
       const principal = await caller(ctx);
       const { rows, page } = await jobUnitsPage(db, principal.customerId, req.id, { limit: req.limit, cursor: req.cursor });
-      return { data: rows.map((r) => unitMessage(r.unit, r.creditsDebited)), page };
+      return { data: rows.map(unitMessage), page };
     },
 
     async listArtifacts(req, ctx) {

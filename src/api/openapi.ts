@@ -29,7 +29,7 @@ import type { HttpRule } from "../gen/google/api/http_pb.ts";
 import type { HttpRoute } from "../platform/http-types.ts";
 import { ErrorCode } from "../platform/errors.ts";
 import { httpStatusOf } from "./errors.ts";
-import { hasRestShape } from "./rest/rest-methods.ts";
+import { hasRestShape, isEventStream, resumeFieldName } from "./rest/rest-methods.ts";
 
 /** A JSON value as written into the document. */
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -587,9 +587,10 @@ function errorEnvelopeSchema(): JsonObj {
     properties: {
       error: {
         type: "object",
+        description: "What went wrong.",
         required: ["code", "message", "request_id"],
         properties: {
-          code: { type: "string", enum: [...allErrorCodes] },
+          code: { type: "string", enum: [...allErrorCodes], description: "Stable and machine-readable: branch on this (docs/errors.md lists each with its HTTP status)." },
           message: { type: "string", description: "For a person; never parse it." },
           request_id: { type: "string", description: "Also in the X-Request-Id response header." },
           details: { type: "object", additionalProperties: true, description: "Extra fields of some codes, e.g. `field`, `required_scope`." },
@@ -668,6 +669,15 @@ function buildOperation(
     const sentence = (comment ?? "").split(/(?<=\.)\s+|\n\n/).find((s) => s.includes(headerName)) ?? "";
     parameters.push({ name: headerName, in: "header", required: false, schema: { type: "string" }, description: sentence.replace(/\s+/g, " ").trim() });
   }
+  if (isEventStream(method)) {
+    parameters.push({
+      name: "Last-Event-ID",
+      in: "header",
+      required: false,
+      schema: { type: "string" },
+      description: `The id of the last event received (EventSource sends it when it reconnects): the stream resumes after it. Sets \`${resumeFieldName}\` when the query does not.`,
+    });
+  }
   if (rule.body !== "*") {
     const bodyField = rule.body === "" ? undefined : rule.body;
     for (const q of queryParameters(input, "", pathBound, bodyField, registry, new Set([input.typeName]))) parameters.push(q);
@@ -705,6 +715,11 @@ function buildOperation(
       method.methodKind === "server_streaming"
         ? ` The body is the raw \`${mediaType}\` document, streamed: the chunks are field \`${responseField.name}\` of each ${method.output.name} message, in order. A response cut short (the connection closes before the end) is a failed download, not a shorter document.`
         : ` The body is the raw \`${mediaType}\` document (field \`${responseField.name}\` of ${method.output.name}).`;
+  } else if (isEventStream(method)) {
+    // Server-Sent Events (src/api/rest/rest-methods.ts, isEventStream): the data of each event is one message.
+    content = { "text/event-stream": { schema: { type: "string" }, "x-event-data": registry.messageRef(method.output) } };
+    description += ` The body is a stream of Server-Sent Events, one per ${method.output.name} message (\`x-event-data\`): \`id:\` its \`id\`, \`event:\` its \`type\`, \`data:\` the message as JSON on one line; a heartbeat is the comment line \`: heartbeat\`.`;
+    responses["204"] = { description: "No content: the stream ended before its first event (the job had ended, and nothing came after Last-Event-ID); EventSource stops reconnecting." };
   } else if (responseField !== undefined) {
     content = { "application/json": { schema: registry.fieldSchema(responseField) } };
     description += ` The body is field \`${responseField.name}\` of ${method.output.name}.`;

@@ -10,9 +10,8 @@ import type { LimitsConfig, StorageQuotas } from "../platform/config.ts";
 import { ApiError } from "../platform/errors.ts";
 import { requireId } from "../platform/fields.ts";
 import type { Database } from "../store/database.ts";
-import { findArtifact, findJob, findUnit } from "../store/jobs.ts";
-import { isUnitOnNode } from "../store/state-machines.ts";
-import { artifactExpiredAt, artifactUsage, releaseUnitArtifactBytes, reserveUnitArtifactBytes } from "../store/storage.ts";
+import { findArtifact, findJob } from "../store/jobs.ts";
+import { artifactExpiredAt, artifactUsage, attemptTakingArtifacts, releaseUnitArtifactBytes, reserveUnitArtifactBytes } from "../store/storage.ts";
 import { artifactBlobKey, artifactNamePattern } from "./artifact-keys.ts";
 import type { BlobStore, StoredBlob } from "./blob-store.ts";
 import { BlobTooLargeError } from "./blob-store.ts";
@@ -22,9 +21,19 @@ import type { UrlSigner } from "./signed-url.ts";
 /** What receiving a node's artifact needs (a subset of ControlPlaneDeps). */
 export interface ArtifactReceiptDeps {
   readonly db: Database;
+  readonly clock: Clock;
   readonly blobs: BlobStore;
   readonly config: { readonly limits: { readonly storage: StorageQuotas } };
 }
+
+/**
+ * How long after an attempt ended cancelled or failed its node may still start uploading its artifacts.
+ * A cancelled unit's end is the customer's cancel; the agent then stops its processes (SIGTERM, SIGKILL
+ * 5 s later) and uploads its outputs one after another, each retried for a few seconds. 30 minutes lets
+ * the last of them start after the per-attempt bound (2 GiB by default) went up a home uplink of
+ * 10 Mbit/s, and keeps a node from adding to a job long after it ended.
+ */
+export const ENDED_ATTEMPT_UPLOAD_WINDOW_SECONDS = 30 * 60;
 
 /** An artifact upload as the node sent it: the path's unit, attempt and name, and the Content-Length (NaN when absent). */
 export interface ArtifactUpload {
@@ -35,10 +44,12 @@ export interface ArtifactUpload {
 }
 
 /**
- * Stores one artifact file of a unit attempt that runs on `nodeId`. Refused before any byte is
- * stored: a unit attempt not running there, a missing length, a file past the per-attempt bound, a
- * customer at the artifact quota (an early answer: recording the artifact decides exactly,
- * applyArtifactReady). Every stored upload counts against the attempt's bound, one that replaces
+ * Stores one artifact file of a unit attempt that runs on `nodeId`, or that ended there cancelled or
+ * failed within {@link ENDED_ATTEMPT_UPLOAD_WINDOW_SECONDS} while its job's artifacts are kept (the
+ * outputs of a killed run; nothing is debited for them). Refused before any byte is stored: any other
+ * attempt (another node's, a completed one, one that ended longer ago), a missing length, a file past
+ * the per-attempt bound, a customer at the artifact quota (an early answer: recording the artifact
+ * decides exactly, applyArtifactReady). Every stored upload counts against the attempt's bound, one that replaces
  * an earlier upload of the same name too: giving the replaced bytes back would let parallel uploads
  * of one name count less than they store.
  */
@@ -46,9 +57,13 @@ export async function receiveArtifact(deps: ArtifactReceiptDeps, nodeId: string,
   const { db, blobs } = deps;
   const { unitId, attempt, name, contentLength: length } = upload;
   if (!artifactNamePattern.test(name)) throw new ApiError("VALIDATION_FAILED", `artifact name ${JSON.stringify(name)} is not allowed`);
-  const unit = await findUnit(db, unitId);
-  if (unit === undefined || unit.node_id !== nodeId || unit.attempt !== attempt || !isUnitOnNode(unit.status)) {
-    throw new ApiError("RESOURCE_NOT_FOUND", "no such running unit attempt on this node");
+  const endedSince = new Date(deps.clock.now() - ENDED_ATTEMPT_UPLOAD_WINDOW_SECONDS * 1000);
+  const unit = await attemptTakingArtifacts(db, { unitId, attempt, nodeId }, endedSince);
+  if (unit === undefined) {
+    throw new ApiError(
+      "RESOURCE_NOT_FOUND",
+      `no such unit attempt on this node: running, or ended cancelled or failed in the last ${ENDED_ATTEMPT_UPLOAD_WINDOW_SECONDS / 60} minutes with its job's artifacts kept`,
+    );
   }
   if (!Number.isSafeInteger(length) || length < 0) throw new ApiError("VALIDATION_FAILED", "artifact uploads need a Content-Length header");
   const storage = deps.config.limits.storage;
@@ -56,7 +71,7 @@ export async function receiveArtifact(deps: ArtifactReceiptDeps, nodeId: string,
   if (length > unitBound) {
     throw new ApiError("PAYLOAD_TOO_LARGE", `the artifacts of one compute unit are limited to ${unitBound} bytes in all; this one alone is ${length}`);
   }
-  const refusal = quotaRefusal(storage, "artifacts", await artifactUsage(db, unit.customer_id), length);
+  const refusal = quotaRefusal(storage, "artifacts", await artifactUsage(db, unit.customerId), length);
   if (refusal !== undefined) throw refusal;
   const key = artifactBlobKey(unitId, attempt, name);
   if (!(await reserveUnitArtifactBytes(db, unitId, attempt, length, unitBound))) {

@@ -215,16 +215,18 @@ export interface JobWatchOptions extends JsonOption, QuietOption {
   timeoutS?: number | undefined;
 }
 
-/** Default poll interval of `jobs watch`. */
+/** Default poll interval of `jobs watch` against a server without live events. */
 export const DEFAULT_WATCH_INTERVAL_MS = 1000;
 
-/** Consecutive transient failures (5xx, connection loss) a watch rides out before giving up. */
+/** Consecutive transient failures (5xx, connection loss, a broken stream) a watch rides out before giving up. */
 const MAX_TRANSIENT_FAILURES = 5;
 
 /**
- * Follows a job with the SDK's `waitForJob` until it reaches a terminal status. On a terminal it
- * draws a bar with status, progress and the latest metrics; elsewhere it prints a line whenever
- * any of those change. Exits 0 for completed, 1 otherwise (`WATCH_TIMEOUT` after `--timeout-s`).
+ * Follows a job with the SDK's `waitForJob` until it reaches a terminal status: over the job's live
+ * event stream (WatchTrainingJob, resumed after its last event if the connection breaks), or by
+ * polling every `--interval-ms` a server that has none. On a terminal it draws a bar with status,
+ * progress and the latest metrics; elsewhere it prints a line whenever any of those change. Exits 0
+ * for completed, 1 otherwise (`WATCH_TIMEOUT` after `--timeout-s`).
  */
 export async function jobsWatch(opts: JobWatchOptions, ctx: CliContext): Promise<number> {
   const client = ctx.customer();

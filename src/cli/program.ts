@@ -250,7 +250,7 @@ export function buildProgram(deps: CliDeps, onExit: (code: number) => void): Com
   const jobs = program.command("jobs").description("create, watch, cancel training jobs and read their logs");
   const watchFlags = (c: Command) =>
     c
-      .option("--interval-ms <ms>", "poll interval", positiveInt, DEFAULT_WATCH_INTERVAL_MS)
+      .option("--interval-ms <ms>", "poll interval, for a server without live job events", positiveInt, DEFAULT_WATCH_INTERVAL_MS)
       .option("--timeout-s <s>", "give up watching after this many seconds", positiveInt);
   // No commander defaults here: a default would hide the value of a --file; jobBody applies them.
   quietFlag(
@@ -322,7 +322,7 @@ export function buildProgram(deps: CliDeps, onExit: (code: number) => void): Com
       run((ctx, json, id: string, o: { follow?: boolean; unit?: string; intervalMs: number }) => jobsLogs({ id, ...o, json }, ctx)),
     );
   watchFlags(
-    jobs.command("watch <id>").description("follow a job until it finishes; exit 0 only when it completed"),
+    jobs.command("watch <id>").description("follow a job's live events until it finishes; exit 0 only when it completed"),
   ).action(
     run((ctx, json, id: string, o: { intervalMs: number; timeoutS?: number }) =>
       jobsWatch({ id, intervalMs: o.intervalMs, timeoutS: o.timeoutS, json }, ctx),

@@ -1,8 +1,9 @@
 /**
  * Messages between replicas, for what must reach the replica that holds a node's agent stream:
  * "dispatch this node's assignments", "cancel this attempt", "drain this node", "close this node's stream", "wake the
- * placer" (the leader may be another replica than the one that took the job), and "these jobs changed" (forget
- * cached job views; src/jobs/job-view-cache.ts).
+ * placer" (the leader may be another replica than the one that took the job), "these jobs changed" (forget
+ * cached job views; src/jobs/job-view-cache.ts), and "these jobs got events" (wake the watches of those jobs;
+ * src/jobs/job-event-feed.ts).
  *
  * On PostgreSQL they travel by `NOTIFY` (sent through the pool) and are received by `LISTEN` on one
  * dedicated connection per replica. NOTIFY is delivered only to sessions listening at the time, so a
@@ -24,7 +25,9 @@ export type ClusterMessage =
   | { type: "close-stream"; nodeId: string }
   | { type: "wake" }
   /** Jobs whose views changed; an empty list means any job (the sender could not name them all). */
-  | { type: "jobs-changed"; jobIds: string[] };
+  | { type: "jobs-changed"; jobIds: string[] }
+  /** Jobs that got new events in their event log (src/store/job-events.ts); an empty list means any job. */
+  | { type: "job-events"; jobIds: string[] };
 
 /** Publish and subscribe; a replica receives its own messages once (in-process, never again via NOTIFY). */
 export interface ClusterBus {
@@ -41,7 +44,7 @@ export const clusterChannel = "gpuagent_cluster";
 
 /** PostgreSQL caps a NOTIFY payload at 8000 bytes; reasons are cut well below that. */
 const maxReasonLength = 300;
-/** Job ids named in one "jobs-changed" message (36 bytes each); more are sent as "any job". */
+/** Job ids named in one "jobs-changed" or "job-events" message (36 bytes each); more are sent as "any job". */
 export const maxChangedJobIds = 100;
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -61,10 +64,11 @@ export function parseEnvelope(payload: string): { from: string; message: Cluster
   switch (v["type"]) {
     case "wake":
       return { from, message: { type: "wake" } };
-    case "jobs-changed": {
+    case "jobs-changed":
+    case "job-events": {
       const ids = v["jobIds"];
       if (!Array.isArray(ids) || !ids.every((id) => typeof id === "string" && uuidPattern.test(id))) return undefined;
-      return { from, message: { type: "jobs-changed", jobIds: ids as string[] } };
+      return { from, message: { type: v["type"], jobIds: ids as string[] } };
     }
     case "dispatch":
     case "close-stream": {
@@ -91,7 +95,7 @@ function envelope(from: string, message: ClusterMessage): string {
   const m =
     message.type === "cancel" || message.type === "drain"
       ? { ...message, reason: message.reason.slice(0, maxReasonLength) }
-      : message.type === "jobs-changed" && message.jobIds.length > maxChangedJobIds
+      : (message.type === "jobs-changed" || message.type === "job-events") && message.jobIds.length > maxChangedJobIds
         ? { ...message, jobIds: [] }
         : message;
   return JSON.stringify({ from, ...m });
@@ -213,5 +217,24 @@ export async function createPgBus(options: PgBusOptions): Promise<ClusterBus> {
       await client?.end().catch(() => undefined);
       await listening;
     },
+  };
+}
+
+/**
+ * Collects the ids given during one turn of the event loop and sends them once, at its end: one NOTIFY per
+ * turn, not one per transaction. More ids than a NOTIFY holds travel as "any job" (see {@link maxChangedJobIds}).
+ */
+export function coalescedPerTurn(send: (jobIds: string[]) => void): (jobIds: readonly string[]) => void {
+  let collecting: Set<string> | undefined;
+  return (jobIds) => {
+    if (collecting === undefined) {
+      const ids = new Set<string>();
+      collecting = ids;
+      setImmediate(() => {
+        collecting = undefined;
+        send([...ids]);
+      });
+    }
+    for (const id of jobIds) collecting.add(id);
   };
 }

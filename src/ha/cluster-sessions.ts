@@ -159,7 +159,8 @@ export function createClusterStreams(deps: ClusterStreamDeps, bus: ClusterBus, w
           return;
         }
         case "jobs-changed":
-          // For the job-view cache (ha/job-view-relay.ts), not for streams.
+        case "job-events":
+          // For the job-view cache (ha/job-view-relay.ts) and the job watches (ha/job-event-relay.ts), not for streams.
           return;
         default: {
           const never: never = message;

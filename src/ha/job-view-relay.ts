@@ -11,6 +11,7 @@ import type { JobViewCache } from "../jobs/job-view-cache.ts";
 import type { Notifier } from "../platform/notifier.ts";
 import type { Database } from "../store/database.ts";
 import type { ClusterBus } from "./cluster-bus.ts";
+import { coalescedPerTurn } from "./cluster-bus.ts";
 
 /** What {@link relayJobViewChanges} connects. */
 export interface JobViewRelayOptions {
@@ -37,23 +38,4 @@ export function relayJobViewChanges(options: JobViewRelayOptions): void {
     else jobViews.invalidate(message.jobIds);
   });
   options.busReconnects.listen(() => jobViews.clear());
-}
-
-/**
- * Collects the ids given during one turn of the event loop and sends them once, at its end: one NOTIFY per
- * turn, not one per transaction. More ids than a NOTIFY holds travel as "any job" (see cluster-bus.ts).
- */
-function coalescedPerTurn(send: (jobIds: string[]) => void): (jobIds: readonly string[]) => void {
-  let collecting: Set<string> | undefined;
-  return (jobIds) => {
-    if (collecting === undefined) {
-      const ids = new Set<string>();
-      collecting = ids;
-      setImmediate(() => {
-        collecting = undefined;
-        send([...ids]);
-      });
-    }
-    for (const id of jobIds) collecting.add(id);
-  };
 }

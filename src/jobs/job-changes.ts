@@ -21,6 +21,7 @@
  * `unschedulable_reason` are not in the job view), artifacts.
  */
 import type { Database, Sql, TransactionOptions } from "../store/database.ts";
+import { transactionWithJobEvents } from "../store/job-events.ts";
 
 /** Told the ids of jobs a transaction changed, after it ended. Must not throw. */
 export type JobsChangedListener = (jobIds: readonly string[]) => void;
@@ -46,16 +47,18 @@ export function jobsChanged(db: Database, jobIds: readonly string[]): void {
 }
 
 /**
- * Runs `fn` in one transaction of `db` (as `db.transaction`), then tells the
- * listeners of `db` which jobs `fn` marked. They are told also when the
+ * Runs `fn` in one transaction of `db` (as `db.transaction`, with the job
+ * event log's staging: the events its transitions stage are appended at its
+ * end), then tells the listeners of `db` which jobs `fn` marked. They are told also when the
  * transaction failed: a COMMIT whose answer was lost may still have happened,
  * and forgetting a view that did not change costs only one read.
  */
 export async function jobTransaction<T>(db: Database, fn: (tx: Sql) => Promise<T>, options?: TransactionOptions): Promise<T> {
   const changed = new Set<string>();
   try {
-    return await db.transaction((tx) => {
-      const jobTx: JobChangeTransaction = { query: <R>(text: string, params?: readonly unknown[]) => tx.query<R>(text, params), [changedJobs]: changed };
+    // With event staging (src/store/job-events.ts): the spread keeps the staging buffer of `tx`.
+    return await transactionWithJobEvents(db, (tx) => {
+      const jobTx: JobChangeTransaction = { ...tx, [changedJobs]: changed };
       return fn(jobTx);
     }, options);
   } finally {

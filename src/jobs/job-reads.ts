@@ -7,8 +7,8 @@
 import { ApiError } from "../platform/errors.ts";
 import { requireId } from "../platform/fields.ts";
 import type { Sql } from "../store/database.ts";
-import type { ArtifactRow, JobRow, UnitRow } from "../store/jobs.ts";
-import { creditsDebitedByUnit, findJob, listArtifactsOfJob, listUnitsOfJob } from "../store/jobs.ts";
+import type { ArtifactRow, AttemptEnvBuild, JobRow, UnitRow } from "../store/jobs.ts";
+import { creditsDebitedByUnit, findJob, latestEnvBuildsByUnit, listArtifactsOfJob, listUnitsOfJob } from "../store/jobs.ts";
 import type { PageInfo } from "../store/pagination.ts";
 import { pageRequest, toPage } from "../store/pagination.ts";
 
@@ -25,13 +25,20 @@ async function customerJob(sql: Sql, customerId: string, id: string): Promise<Jo
   return job;
 }
 
-/** One page of a job's compute units in plan order, and the credits debited for each unit listed (0 when none). */
-export async function jobUnitsPage(
-  sql: Sql,
-  customerId: string,
-  jobId: string,
-  query: PageQuery,
-): Promise<{ rows: { unit: UnitRow; creditsDebited: number }[]; page: PageInfo }> {
+/** A compute unit as the customer reads it: its row, what it was debited, and its latest finished attempt's environment build. */
+export interface UnitView {
+  unit: UnitRow;
+  creditsDebited: number;
+  envBuild: AttemptEnvBuild;
+}
+
+const noEnvBuild: AttemptEnvBuild = { seconds: 0, built: false };
+
+/**
+ * One page of a job's compute units in plan order, with the credits debited for each (0 when none) and the
+ * environment build of its latest finished attempt (none when no attempt finished).
+ */
+export async function jobUnitsPage(sql: Sql, customerId: string, jobId: string, query: PageQuery): Promise<{ rows: UnitView[]; page: PageInfo }> {
   const job = await customerJob(sql, customerId, jobId);
   const page = pageRequest(query.limit, query.cursor);
   const all = await listUnitsOfJob(sql, job.id);
@@ -40,8 +47,10 @@ export async function jobUnitsPage(
   const start = after === undefined ? 0 : all.findIndex((u) => u.id === after.id) + 1;
   if (after !== undefined && start === 0) throw new ApiError("PAGINATION_INVALID_CURSOR", "the cursor does not belong to this job's compute units");
   const debits = await creditsDebitedByUnit(sql, job.id);
+  const builds = await latestEnvBuildsByUnit(sql, job.id);
   const cut = toPage(all.slice(start, start + page.limit + 1), page, (r) => ({ at: r.created_at, id: r.id }));
-  return { rows: cut.rows.map((unit) => ({ unit, creditsDebited: debits.get(unit.id) ?? 0 })), page: cut.page };
+  const rows = cut.rows.map((unit) => ({ unit, creditsDebited: debits.get(unit.id) ?? 0, envBuild: builds.get(unit.id) ?? noEnvBuild }));
+  return { rows, page: cut.page };
 }
 
 /** One page of a job's artifacts, oldest first, and when the job finished (their retention runs from then). */

@@ -26,12 +26,12 @@ import { newId } from "../platform/ids.ts";
 import { markNodeUnreachableIfSilent, recordNodeAttempt, recordNodeDataset } from "../store/nodes.ts";
 import type { Database, Sql } from "../store/database.ts";
 import type { JobRow, UnitRow } from "../store/jobs.ts";
-import { findUnit, insertArtifactOnce, listUnitsOfJob, lockJob as lockJobRow } from "../store/jobs.ts";
+import { findUnit, insertArtifactOnce, listUnitsOfJob, lockJob as lockJobRow, recordAttemptEnvBuild } from "../store/jobs.ts";
 import { enqueueWebhookEvent } from "../webhooks/outbox.ts";
-import type { ApiError } from "../platform/errors.ts";
+import { ApiError } from "../platform/errors.ts";
 import type { StorageQuotas } from "../platform/config.ts";
 import { quotaRefusal } from "../blobs/quotas.ts";
-import { artifactRecorded, artifactUsage, lockCustomerStorage } from "../store/storage.ts";
+import { artifactRecorded, artifactUsage, lockCustomerStorage, lockJobArtifactsKept } from "../store/storage.ts";
 import { isJobActive, isUnitOnNode, isUnitTerminal } from "../store/state-machines.ts";
 import {
   cancelUnit,
@@ -77,6 +77,19 @@ export const maxNodeFailures = 5;
 
 /** Outcome of a finished attempt, as the agent reports it. */
 export type FinishOutcome = "succeeded" | "failed" | "timed_out" | "cancelled" | "node_error";
+
+/** A finished attempt as its node reported it. */
+export interface FinishedReport {
+  outcome: FinishOutcome;
+  exitCode: number;
+  error: string;
+  /** Seconds the entry point ran: the billed time. */
+  runSeconds: number;
+  /** Seconds spent building the package's Python environment before the run (0: cached or none); never billed. */
+  envBuildSeconds?: number;
+  /** Whether this attempt built the environment. */
+  envBuilt?: boolean;
+}
 
 /**
  * Locks the unit's job, then the unit, and returns the unit when this event is
@@ -142,7 +155,10 @@ export async function applyProgress(
   });
 }
 
-/** What became of an ArtifactReady: recorded (or recorded before), not about this node's current attempt, or over the customer's quota. */
+/**
+ * What became of an ArtifactReady: recorded (or recorded before), not about this node's current attempt, or
+ * refused: over the customer's quota, or its job's artifacts already removed by retention.
+ */
 export type ArtifactOutcome = "recorded" | "stale" | { refused: ApiError };
 
 /**
@@ -162,6 +178,11 @@ export async function applyArtifactReady(
   return jobTransaction(db, async (tx) => {
     const unit = await findUnit(tx, ref.unitId);
     if (unit === undefined || unit.node_id !== nodeId || unit.attempt !== ref.attempt) return "stale";
+    // An ended attempt's late upload (src/blobs/unit-artifacts.ts) may meet the retention sweep: the job held,
+    // either the sweep removed its artifacts before (this one is refused too) or it skips the job until this one is in.
+    if (!(await lockJobArtifactsKept(tx, unit.job_id))) {
+      return { refused: new ApiError("ARTIFACT_EXPIRED", "the job's artifacts were removed by retention; this one is not kept either") };
+    }
     markJobChanged(tx, unit.job_id);
     await lockCustomerStorage(tx, unit.customer_id);
     if (await artifactRecorded(tx, unit.id, ref.attempt, artifact.name)) return "recorded";
@@ -207,7 +228,7 @@ export async function applyFinished(
   db: Database,
   nodeId: string,
   ref: UnitAttempt,
-  result: { outcome: FinishOutcome; exitCode: number; error: string; runSeconds: number },
+  result: FinishedReport,
   rates: WorkloadRates,
   now: Date,
 ): Promise<Effects> {
@@ -216,10 +237,15 @@ export async function applyFinished(
     if (unit === undefined || !isUnitOnNode(unit.status)) return noEffects();
     const job = await lockJob(tx, unit.job_id);
     if (job === undefined) return noEffects();
-    // The node reports the run time; never bill more than the attempt could have run.
-    const reported = Number.isFinite(result.runSeconds) ? Math.max(0, result.runSeconds) : 0;
-    const elapsed = unit.started_at === null ? reported : (now.getTime() - unit.started_at.getTime()) / 1000 + 1;
-    const runSeconds = Math.min(reported, Math.max(0, elapsed), job.max_runtime_seconds);
+    // The node reports both times; neither can exceed what the attempt could have taken (the deadline covers both).
+    const bounded = (seconds: number | undefined): number => {
+      const reported = seconds !== undefined && Number.isFinite(seconds) ? Math.max(0, seconds) : 0;
+      const elapsed = unit.started_at === null ? reported : (now.getTime() - unit.started_at.getTime()) / 1000 + 1;
+      return Math.min(reported, Math.max(0, elapsed), job.max_runtime_seconds);
+    };
+    // Billed: the run only. The environment's build is shown to the customer, never billed.
+    const runSeconds = bounded(result.runSeconds);
+    await recordAttemptEnvBuild(tx, ref, { seconds: bounded(result.envBuildSeconds), built: result.envBuilt === true });
     switch (result.outcome) {
       case "succeeded":
         return completeUnit(tx, job, unit, runSeconds, rates, now);

@@ -257,8 +257,8 @@ export async function prepareIsolation(opts: IsolationOptions): Promise<Prepared
     if (err instanceof SandboxUnavailableError) return unavailable(err.message);
     throw err;
   }
-  const failure = await probeSandbox(host, opts.dataDir);
-  if (failure !== undefined) return unavailable(failure);
+  const probe = await probeSandbox(host, opts.dataDir);
+  if (!probe.ok) return unavailable(probe.reason);
 
   const cgroup = await detectDelegatedCgroup(opts.cgroupRoot, opts.selfCgroupFile);
   let cgroups: UnitCgroups | undefined;
@@ -274,11 +274,12 @@ export async function prepareIsolation(opts: IsolationOptions): Promise<Prepared
   const limits: LimitMechanisms = byCgroup
     ? { memory: "cgroup", pids: "cgroup", cpu: "cgroup", disk: "watch" }
     : { memory: "watch", pids: "rlimit", cpu: "affinity", disk: "watch" };
-  const reason = byCgroup
-    ? ""
-    : `no delegated cgroup v2 (${fallback}): memory is summed every 250 ms, processes bounded by RLIMIT_NPROC, CPUs by affinity`;
+  const reasons = [
+    ...(byCgroup ? [] : [`no delegated cgroup v2 (${fallback}): memory is summed every 250 ms, processes bounded by RLIMIT_NPROC, CPUs by affinity`]),
+    ...(probe.note !== undefined ? [probe.note] : []),
+  ];
   return {
-    isolation: create(IsolationSchema, { mechanism: "bubblewrap", reason, limits }),
-    runner: { mechanism: "bubblewrap", host, ...(cgroups !== undefined ? { cgroups } : {}) },
+    isolation: create(IsolationSchema, { mechanism: "bubblewrap", reason: reasons.join("; "), limits }),
+    runner: { mechanism: "bubblewrap", host: probe.host, ...(cgroups !== undefined ? { cgroups } : {}) },
   };
 }

@@ -14,7 +14,8 @@
  * What pip may do is narrow: `--only-binary :all:` (an sdist would run a stranger's setup.py on the owner's
  * machine, with compilers and network; a wheel is only unpacked, so no customer code runs during a build),
  * the sources the owner configured and nothing else (`--index-url`, `--find-links`, `--no-index` without an
- * index; no pip config file, no user site), `--require-hashes` when every requirement pins its hashes, and
+ * index; no pip config file, no user site; in the agent's sandbox the network reaches those sources' origins
+ * and nothing else: `sourceOrigins`, build-proxy.ts), `--require-hashes` when every requirement pins its hashes, and
  * requirements that are package names with versions and markers only (URLs, VCS, paths and pip options are
  * refused here too, by finalize's own rules: src/platform/package-requirements.ts).
  *
@@ -34,7 +35,10 @@ import path from "node:path";
 import type { Clock } from "../platform/clock.ts";
 import { logicalLines, pythonVersionProblem, requirementsFileName, requirementsMaxBytes, requirementsProblem } from "../platform/package-requirements.ts";
 import { monotonicMs } from "../platform/clock.ts";
+import { originOf } from "./build-proxy.ts";
 import type { AgentLogger } from "./logger.ts";
+import { stdioWithInputs, writeInputs } from "./unit-sandbox.ts";
+import type { LaunchInput } from "./unit-sandbox.ts";
 
 /** The package manifest; its optional `python` names the Python version the package needs. */
 export const MANIFEST_FILE = "gpu-agent.json";
@@ -55,7 +59,7 @@ const PIP_WITH_PYTHON_OPTION: readonly [number, number] = [22, 3];
 
 /** Where the owner lets pip fetch packages from. */
 export interface PackageSources {
-  /** `--pip-index-url`: a PEP 503 index (the build then has network). */
+  /** `--pip-index-url`: a PEP 503 index (the build then reaches its origin, and only it: build-proxy.ts). */
   indexUrl?: string | undefined;
   /** `--find-links`: directories of wheels (an offline wheelhouse, bound read-only into the build). */
   findLinks: readonly string[];
@@ -91,8 +95,13 @@ export interface EnvBuildCommand {
   cwd: string;
   /** Read by the command besides the system's directories and the interpreter (the wheelhouses), at the same paths. */
   readOnlyDirs: readonly string[];
-  /** True only when pip must reach the configured index. */
-  network: boolean;
+  /**
+   * `host:port` origins the command must reach (the package sources, {@link sourceOrigins}); empty: none.
+   * A sandbox lets it reach these and nothing else.
+   */
+  origins: readonly string[];
+  /** What the command reads on its descriptors (a sandbox's options and chain: unit-sandbox.ts bubblewrapLaunch). */
+  inputs?: readonly LaunchInput[];
   signal: AbortSignal;
 }
 
@@ -101,6 +110,10 @@ export interface EnvBuildResult {
   exitCode: number;
   stdout: string;
   stderr: string;
+  /** Origins outside `origins` it tried to reach and was refused (by the sandbox's proxy). */
+  refusedOrigins?: readonly string[];
+  /** Why the sandbox cut its network (a bound of the proxy), if it did. */
+  networkCut?: string;
 }
 
 /** Runs a build command: {@link runBuildCommand}, or the agent's sandbox around it. */
@@ -235,6 +248,27 @@ export function environmentKey(requirements: NormalizedRequirements, interpreter
   return createHash("sha256").update(JSON.stringify(identity)).digest("hex");
 }
 
+/**
+ * Where the files of a well-known index live, when not at the index's own origin: PyPI's pages link to
+ * files.pythonhosted.org. Another index that serves its files elsewhere needs its file host in front of it.
+ */
+const INDEX_FILE_ORIGINS: Readonly<Record<string, readonly string[]>> = {
+  "pypi.org:443": ["files.pythonhosted.org:443"],
+  "test.pypi.org:443": ["test-files.pythonhosted.org:443"],
+};
+
+/** The `host:port` origins a build may reach: the index's (and its file host's), and any find-links that are URLs. */
+export function sourceOrigins(sources: PackageSources): string[] {
+  const origins = new Set<string>();
+  for (const source of [...(sources.indexUrl !== undefined ? [sources.indexUrl] : []), ...sources.findLinks]) {
+    const origin = originOf(source);
+    if (origin === undefined) continue;
+    origins.add(origin);
+    for (const files of INDEX_FILE_ORIGINS[origin] ?? []) origins.add(files);
+  }
+  return [...origins];
+}
+
 /** pip's source options: the owner's index, wheelhouses, and never anything else. */
 export function sourceArgs(sources: PackageSources): string[] {
   const args: string[] = [];
@@ -341,14 +375,16 @@ export function customerMessage(output: string, replacements: ReadonlyArray<read
 export function runBuildCommand(cmd: EnvBuildCommand): Promise<EnvBuildResult> {
   return new Promise((resolve) => {
     if (cmd.signal.aborted) return resolve({ exitCode: 130, stdout: "", stderr: "aborted before it started" });
-    const child = spawn(cmd.command, [...cmd.args], { cwd: cmd.cwd, env: cmd.env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    const inputs = cmd.inputs ?? [];
+    const child = spawn(cmd.command, [...cmd.args], { cwd: cmd.cwd, env: cmd.env, detached: true, stdio: stdioWithInputs(inputs, ["ignore", "pipe", "pipe"]) });
+    writeInputs(child, inputs);
     const out = { stdout: "", stderr: "" };
     const keep = (stream: "stdout" | "stderr") => (chunk: Buffer) => {
       const next = out[stream] + chunk.toString("utf8");
       out[stream] = next.length > OUTPUT_TAIL_BYTES ? next.slice(-OUTPUT_TAIL_BYTES) : next;
     };
-    child.stdout.on("data", keep("stdout"));
-    child.stderr.on("data", keep("stderr"));
+    child.stdout?.on("data", keep("stdout"));
+    child.stderr?.on("data", keep("stderr"));
     const onAbort = () => {
       try {
         if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
@@ -475,7 +511,7 @@ export function createPythonEnvCache(opts: PythonEnvCacheOptions): PythonEnvCach
         env: baseEnv("/"),
         cwd: "/",
         readOnlyDirs: [],
-        network: false,
+        origins: [],
         signal: new AbortController().signal,
       });
       if (result.exitCode !== 0) {
@@ -528,8 +564,8 @@ export function createPythonEnvCache(opts: PythonEnvCacheOptions): PythonEnvCach
       () => stop.abort(new Error("build timeout")),
       () => {},
     );
-    const step = (command: string, args: string[], network = false) =>
-      runBuild({ command, args, env: baseEnv(scratch), cwd: scratch, readOnlyDirs: [...opts.sources.findLinks], network, signal: stop.signal });
+    const step = (command: string, args: string[], origins: readonly string[] = []) =>
+      runBuild({ command, args, env: baseEnv(scratch), cwd: scratch, readOnlyDirs: opts.sources.findLinks.filter((d) => originOf(d) === undefined), origins, signal: stop.signal });
     const scrub = (output: string) =>
       customerMessage(output, [
         [envDir, "<env>"],
@@ -564,17 +600,21 @@ export function createPythonEnvCache(opts: PythonEnvCacheOptions): PythonEnvCach
           "-r",
           requirementsFileName,
         ],
-        opts.sources.indexUrl !== undefined,
+        sourceOrigins(opts.sources),
       );
       // The node's sources were too slow (or its disk): another node may do better, at no cost to the customer.
       if (stop.signal.aborted) throw new PythonEnvError("node", `the Python environment took longer than ${Math.round(buildTimeoutMs / 1000)} s to build`);
       if (install.exitCode !== 0) {
         const output = `${install.stdout}\n${install.stderr}`;
         if (/No space left on device/.test(output)) throw new PythonEnvError("node", "the node ran out of disk space building the Python environment");
-        const hint =
-          opts.sources.indexUrl === undefined && opts.sources.findLinks.length === 0
-            ? "\n(this node has no package index: only packages its Python already has can be required)"
-            : "";
+        const hints = [
+          ...(opts.sources.indexUrl === undefined && opts.sources.findLinks.length === 0 ? ["this node has no package index: only packages its Python already has can be required"] : []),
+          ...(install.refusedOrigins !== undefined && install.refusedOrigins.length > 0
+            ? [`the build may reach only this node's package sources; refused: ${install.refusedOrigins.join(", ")}`]
+            : []),
+          ...(install.networkCut !== undefined ? [install.networkCut] : []),
+        ];
+        const hint = hints.map((h) => `\n(${h})`).join("");
         throw new PythonEnvError("customer", `building the Python environment from ${requirementsFileName} failed:\n${scrub(install.stderr || install.stdout)}${hint}`);
       }
       const sizeBytes = await settleTree(envDir);

@@ -51,9 +51,11 @@ import type { AgentLogger } from "./logger.ts";
 import { buildUnitEnv, isSafeName, isSafeRelativePath, resolveUnitUser, unitPath } from "./sandbox.ts";
 import type { UserIds } from "./sandbox.ts";
 import { CpuAllocator, processTree, signalEach, unitMemoryBytes } from "./unit-limits.ts";
-import { SANDBOX_PATHS, UnitUidAllocator, bubblewrapArgs, chownTree, writeSandboxEtc } from "./unit-sandbox.ts";
-import type { UnitIsolation } from "./unit-sandbox.ts";
+import { SANDBOX_PATHS, UnitUidAllocator, bubblewrapLaunch, chownTree, stdioWithInputs, writeInputs, writeSandboxEtc } from "./unit-sandbox.ts";
+import type { LaunchInput, UnitIsolation } from "./unit-sandbox.ts";
 import type { AgentMessageBody } from "./session.ts";
+import { BUILD_PROXY_MOUNT, openBuildNetwork } from "./build-proxy.ts";
+import type { BuildNetwork } from "./build-proxy.ts";
 import type { InputCache } from "./input-cache.ts";
 import { DEFAULT_ENV_CACHE_MB, PythonEnvError, createPythonEnvCache, prepareUnitPython, runBuildCommand } from "./python-envs.ts";
 import type { EnvBuildCommand, EnvBuildResult, EnvLease, PackageSources } from "./python-envs.ts";
@@ -247,6 +249,25 @@ function sandboxEtcDir(workDir: string): string {
   return `${workDir}.etc`;
 }
 
+/**
+ * A package's Python environment as its unit sees it: mounted read-only at SANDBOX_PATHS.pythonEnv (an
+ * environment is relocatable: its scripts and `.pth` name no place of its own), its interpreter, bin/ and
+ * variables named there, so the unit's command line and environment show nothing of the data directory.
+ */
+function pythonEnvInSandbox(lease: EnvLease): Pick<EnvLease, "pythonPath" | "binDir" | "envVars"> & { mounts: { source: string; dest: string }[] } {
+  const mounts = lease.bindDirs.map((source, i) => ({ source, dest: i === 0 ? SANDBOX_PATHS.pythonEnv : `${SANDBOX_PATHS.pythonEnv}-${i}` }));
+  const inside = (value: string) => {
+    const mount = mounts.find(({ source }) => value === source || value.startsWith(`${source}/`));
+    return mount === undefined ? value : mount.dest + value.slice(mount.source.length);
+  };
+  return {
+    pythonPath: inside(lease.pythonPath),
+    binDir: inside(lease.binDir),
+    envVars: Object.fromEntries(Object.entries(lease.envVars).map(([name, value]) => [name, inside(value)])),
+    mounts,
+  };
+}
+
 /** Creates the runner. */
 export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
   const { clock, logger } = opts;
@@ -260,6 +281,7 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
   // Without the sandbox a root agent runs units as `nobody`; in it each unit has a uid of its own.
   const unitUser = sandbox !== undefined ? undefined : "unitUser" in opts ? opts.unitUser : resolveUnitUser();
   const unitUids = new UnitUidAllocator(opts.unitUidBase);
+  let buildProxies = 0;
   const cpuAllocator = new CpuAllocator(opts.cpus ?? []);
   const maxUnitProcesses = opts.maxUnitProcesses ?? 4096;
   const memoryCheckMs = opts.memoryCheckMs ?? 250;
@@ -553,6 +575,8 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
     env: Record<string, string>;
     unitUser: UserIds | undefined;
     sandboxed: boolean;
+    /** What the command reads on its descriptors (bwrap's options and chain: unit-sandbox.ts bubblewrapLaunch). */
+    inputs?: readonly LaunchInput[];
     /** The unit's cgroup, when a delegated cgroup v2 bounds it. */
     cgroupDir?: string;
     release(): Promise<void>;
@@ -567,7 +591,7 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
   }
 
   /** The unit's environment with its Python environment's variables and bin/ first on PATH. */
-  function withPythonEnv(env: Record<string, string>, pythonEnv: EnvLease | undefined): Record<string, string> {
+  function withPythonEnv(env: Record<string, string>, pythonEnv: Pick<EnvLease, "binDir" | "envVars"> | undefined): Record<string, string> {
     if (pythonEnv === undefined) return env;
     return { ...env, ...pythonEnv.envVars, PATH: `${pythonEnv.binDir}:${env["PATH"] ?? ""}` };
   }
@@ -642,15 +666,15 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
       } else {
         cpus = cpuAllocator.take(a.cpuCores);
       }
-      const args = bubblewrapArgs(host, {
+      const pythonEnv = p.pythonEnv !== undefined ? pythonEnvInSandbox(p.pythonEnv) : undefined;
+      const { args, inputs } = bubblewrapLaunch(host, {
         workDir: p.workDir,
         etcDir,
         uid,
-        command: p.pythonEnv?.pythonPath ?? host.python,
+        command: pythonEnv?.pythonPath ?? host.python,
         args: [path.posix.join(SANDBOX_PATHS.package, a.entrypoint), ...a.args],
-        env: withPythonEnv(env, p.pythonEnv),
-        // The environment at its own path, read-only: its scripts and `.pth` name no other place.
-        readOnly: (p.pythonEnv?.bindDirs ?? []).map((dir) => ({ source: dir, dest: dir })),
+        env: withPythonEnv(env, pythonEnv),
+        readOnly: pythonEnv?.mounts ?? [],
         gpuDevices: gpu !== undefined ? [`/dev/nvidia${gpu.minor}`] : [],
         memoryMb: a.memoryMb,
         diskMb: a.diskMb,
@@ -660,7 +684,7 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
       });
       // bwrap starts with no environment at all (the unit's is applied by `env -i` after the uid drop);
       // with a cgroup, a shell moves itself into it first so that everything the unit starts is inside.
-      const launch: Launch = { command: host.tools.bwrap, args, cwd: p.workDir, env: {}, unitUser: undefined, sandboxed: true, release };
+      const launch: Launch = { command: host.tools.bwrap, args, inputs, cwd: p.workDir, env: {}, unitUser: undefined, sandboxed: true, release };
       if (cgroupDir === undefined) return launch;
       return { ...launch, command: "/bin/sh", args: ["-c", 'echo 0 > "$0/cgroup.procs" && exec "$@"', cgroupDir, host.tools.bwrap, ...args], cgroupDir };
     } catch (err) {
@@ -672,38 +696,51 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
   /**
    * One step of a Python environment build (python-envs.ts) in a sandbox like a unit's, under a uid of its
    * own: the build's scratch directory is its home and working directory and the only place it writes, the
-   * wheelhouses are read-only, and it has no network unless it must reach the owner's index. pip runs with
-   * `--only-binary`, so no package code runs during a build; the sandbox bounds pip itself.
+   * wheelhouses are read-only, and its network is loopback only; a step that must reach the package
+   * sources does so through a proxy that relays to their origins and nothing else (build-proxy.ts). pip
+   * runs with `--only-binary`, so no package code runs during a build; the sandbox bounds pip itself.
    */
   async function sandboxedBuild(box: Extract<UnitIsolation, { mechanism: "bubblewrap" }>, cmd: EnvBuildCommand): Promise<EnvBuildResult> {
     const { host } = box;
     const uid = unitUids.take();
     const etcDir = `${cmd.cwd}.etc`;
+    let network: BuildNetwork | undefined;
     try {
       // The mount points a unit's sandbox has; a build leaves them empty.
       for (const dir of ["package", "dataset", "inputs", "output"]) await mkdir(path.join(cmd.cwd, dir), { recursive: true });
       if (host.asRoot) await chownTree(cmd.cwd, uid, uid);
       await writeSandboxEtc(etcDir, uid);
       const inside = (value: string) => (value === cmd.cwd || value.startsWith(`${cmd.cwd}/`) ? SANDBOX_PATHS.home + value.slice(cmd.cwd.length) : value);
-      const resolver = cmd.network && (await lstat("/etc/resolv.conf").catch(() => undefined)) !== undefined ? ["/etc/resolv.conf"] : [];
-      const args = bubblewrapArgs(host, {
+      if (cmd.origins.length > 0) {
+        // Beside the scratch directory, named short: a Unix socket's path may not exceed 107 bytes.
+        const dir = path.join(path.dirname(cmd.cwd), `.build-proxy-${buildProxies++}`);
+        try {
+          network = await openBuildNetwork({ dir, allowed: cmd.origins, uid: host.asRoot ? uid : undefined, logger });
+        } catch (err) {
+          throw new PythonEnvError("node", `the build's proxy to the package sources could not start: ${err instanceof Error ? err.message : String(err)}`);
+        }
+      }
+      const command = network?.wrap(host.python, cmd.command, cmd.args) ?? { command: cmd.command, args: [...cmd.args] };
+      const { args, inputs } = bubblewrapLaunch(host, {
         workDir: cmd.cwd,
         etcDir,
         uid,
-        command: cmd.command,
-        args: [...cmd.args],
+        ...command,
         env: Object.fromEntries(Object.entries(cmd.env).map(([k, v]) => [k, inside(v)])),
         gpuDevices: [],
         memoryMb: 0,
         diskMb: 0,
         maxProcesses: maxUnitProcesses,
-        readOnly: [...cmd.readOnlyDirs, ...resolver].map((dir) => ({ source: dir, dest: dir })),
+        readOnly: [...cmd.readOnlyDirs.map((dir) => ({ source: dir, dest: dir })), ...(network !== undefined ? [{ source: network.dir, dest: BUILD_PROXY_MOUNT }] : [])],
         cwd: SANDBOX_PATHS.home,
       });
-      // Only loopback in the sandbox's own network namespace; a build from the owner's index shares the host's.
-      return await runBuildCommand({ ...cmd, command: host.tools.bwrap, args: cmd.network ? args.filter((arg) => arg !== "--unshare-net") : args, env: {} });
+      const result = await runBuildCommand({ ...cmd, command: host.tools.bwrap, args, inputs, env: {} });
+      if (network === undefined) return result;
+      const cut = network.proxy.limitReached();
+      return { ...result, refusedOrigins: network.proxy.refused(), ...(cut !== undefined ? { networkCut: cut } : {}) };
     } finally {
       unitUids.release(uid);
+      await network?.close().catch(() => {});
       await rm(etcDir, { recursive: true, force: true }).catch(() => {});
     }
   }
@@ -759,6 +796,7 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
     unitUser: UserIds | undefined;
     /** A bubblewrap sandbox: its processes are found by their tree, and killing bwrap ends them all. */
     sandboxed: boolean;
+    inputs?: readonly LaunchInput[] | undefined;
     signal: AbortSignal;
     unit: UnitRef;
     logFile: WriteStream;
@@ -778,9 +816,10 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
       // A sandbox reports on fd 3 (bwrap --json-status-fd) the exit code of what it ran only when it
       // was set up and started it: its absence tells a sandbox that failed to start (the node's
       // problem) from a unit that failed (the customer's).
-      stdio: spec.sandboxed ? ["ignore", "pipe", "pipe", "pipe"] : ["ignore", "pipe", "pipe"],
+      stdio: stdioWithInputs(spec.inputs ?? [], spec.sandboxed ? ["ignore", "pipe", "pipe", "pipe"] : ["ignore", "pipe", "pipe"]),
       ...(spec.unitUser ? { uid: spec.unitUser.uid, gid: spec.unitUser.gid } : {}),
     });
+    writeInputs(child, spec.inputs ?? []);
 
     const spawned = await new Promise<string | undefined>((resolve) => {
       child.once("spawn", () => resolve(undefined));

@@ -17,8 +17,14 @@
  * privileges) as the sandbox's first, trusted steps with an empty environment, and only then `env -i`
  * gives the unit's environment to its interpreter: a customer's `LD_PRELOAD` never reaches a program
  * running with root's capabilities.
+ *
+ * None of it is on bwrap's command line (`bubblewrapLaunch`): the sandbox's init is a fork of bwrap, so
+ * its command line is /proc/1/cmdline to every process inside, and it would show the host's paths (the
+ * data directory, the owner's home) and the unit's environment. bwrap reads its options from a pipe
+ * (`--args`) and runs a shell that reads the chain from another (stdin) and execs it.
  */
 import { execFile, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { constants as fsConstants } from "node:fs";
 import { access, lchown, lstat, mkdir, readdir, readFile, readlink, realpath, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
@@ -38,6 +44,11 @@ export const SANDBOX_PATHS = {
   dataset: "/unit/dataset",
   inputs: "/unit/inputs",
   output: "/unit/output",
+  /**
+   * The package's Python environment (python-envs.ts), read-only. Not the host's path, which would show
+   * the data directory in the unit's interpreter path and environment; environments are relocatable.
+   */
+  pythonEnv: "/unit-env",
 } as const;
 
 /** The sandbox's host name (its own UTS namespace): the owner's host name stays private. */
@@ -66,6 +77,8 @@ export interface SandboxTools {
   prlimit: string;
   taskset: string;
   env: string;
+  /** Reads the chain from its stdin inside the sandbox (`bubblewrapLaunch`). */
+  sh: string;
 }
 
 /** The host's side of every sandbox, found once at start-up. */
@@ -81,6 +94,13 @@ export interface SandboxHost {
   path: string;
   /** NVIDIA control devices present on the host, given to GPU units with their GPU's own device. */
   nvidiaControlDevices: readonly string[];
+  /**
+   * Whether bwrap names the sandbox {@link SANDBOX_HOSTNAME} (`--hostname`). sethostname needs
+   * CAP_SYS_ADMIN over the UTS namespace, which container runtimes' default seccomp profiles refuse
+   * without it: there the probe drops the option and units inherit the host name in a UTS namespace
+   * still their own (`probeSandbox`).
+   */
+  setsHostname: boolean;
 }
 
 /** One unit's sandbox. */
@@ -129,10 +149,16 @@ export function cpuListText(cpus: readonly number[]): string {
 }
 
 /**
- * The bwrap arguments (everything after `bwrap`) that run `spec.command` in the unit's sandbox. Pure: the
- * same host and spec give the same command line.
+ * The bwrap arguments (everything after `bwrap`) that run `spec.command` in the unit's sandbox: its options,
+ * `--`, and the chain it runs. Pure: the same host and spec give the same command line. Units are started
+ * with {@link bubblewrapLaunch}, which hands the same arguments over without showing them.
  */
 export function bubblewrapArgs(host: SandboxHost, spec: UnitSandboxSpec): string[] {
+  return [...bubblewrapOptions(host, spec), "--", ...sandboxChain(host, spec)];
+}
+
+/** bwrap's options: the namespaces, the mounts and where the chain starts. */
+function bubblewrapOptions(host: SandboxHost, spec: UnitSandboxSpec): string[] {
   const uid = String(spec.uid);
   const args: string[] = spec.statusFd !== undefined ? ["--json-status-fd", String(spec.statusFd)] : [];
   if (!host.asRoot) args.push("--unshare-user", "--uid", uid, "--gid", uid, "--disable-userns");
@@ -142,8 +168,7 @@ export function bubblewrapArgs(host: SandboxHost, spec: UnitSandboxSpec): string
     "--unshare-ipc",
     "--unshare-uts",
     "--unshare-cgroup-try",
-    "--hostname",
-    SANDBOX_HOSTNAME,
+    ...(host.setsHostname ? ["--hostname", SANDBOX_HOSTNAME] : []),
     // The agent dying (even by SIGKILL) takes the sandbox's init with it, and the kernel the rest.
     "--die-with-parent",
     "--new-session",
@@ -175,10 +200,14 @@ export function bubblewrapArgs(host: SandboxHost, spec: UnitSandboxSpec): string
     args.push(dir === "output" ? "--bind" : "--ro-bind", path.join(spec.workDir, dir), SANDBOX_PATHS[dir]);
   }
   for (const extra of spec.readOnly ?? []) args.push("--ro-bind", extra.source, extra.dest);
-  args.push("--chdir", spec.cwd ?? SANDBOX_PATHS.package, "--");
+  args.push("--chdir", spec.cwd ?? SANDBOX_PATHS.package);
+  return args;
+}
 
-  // Trusted steps first, with an empty environment; the unit's code starts only after setpriv.
-  args.push(host.tools.prlimit, `--nproc=${spec.maxProcesses}`);
+/** What bwrap runs: the trusted steps first, with an empty environment; the unit's code starts only after setpriv. */
+function sandboxChain(host: SandboxHost, spec: UnitSandboxSpec): string[] {
+  const uid = String(spec.uid);
+  const args = [host.tools.prlimit, `--nproc=${spec.maxProcesses}`];
   if (spec.diskMb > 0) args.push(`--fsize=${spec.diskMb * MIB}`);
   args.push("--");
   if (spec.cpus !== undefined && spec.cpus.length > 0) args.push(host.tools.taskset, "--cpu-list", cpuListText(spec.cpus));
@@ -189,6 +218,69 @@ export function bubblewrapArgs(host: SandboxHost, spec: UnitSandboxSpec): string
   }
   args.push(host.tools.env, "-i", ...Object.entries(spec.env).map(([k, v]) => `${k}=${v}`), spec.command, ...spec.args);
   return args;
+}
+
+/** The descriptor bwrap reads its options from (`--args`); 3 is left to `statusFd`. */
+export const SANDBOX_OPTIONS_FD = 4;
+
+/** Bytes a child reads on one of its descriptors, which is closed after them. */
+export interface LaunchInput {
+  fd: number;
+  data: Buffer;
+}
+
+/** How bwrap is started for one sandbox: a command line that shows nothing, and what it reads. */
+export interface BubblewrapLaunch {
+  /** bwrap's command line after its name: the same for every sandbox, all a process inside reads of it. */
+  args: string[];
+  /** Its options, NUL-separated, on {@link SANDBOX_OPTIONS_FD}; the chain, as a shell script, on stdin. */
+  inputs: LaunchInput[];
+}
+
+/** A shell word that stands for `value` exactly (single quotes: nothing inside them is special). */
+function shellQuote(value: string): string {
+  return `'${value.replaceAll("'", `'\\''`)}'`;
+}
+
+/**
+ * The unit's sandbox as {@link bubblewrapArgs} describes it, handed to bwrap so that every process inside
+ * reads `bwrap --args 4 -- sh -s` as its init's command line, and nothing of the host's paths or of the
+ * unit's environment. bwrap takes its options from a pipe but the command from its argv, so the command
+ * is a shell reading the chain from stdin; it execs the chain with stdin from /dev/null and the status
+ * descriptor closed, leaving the unit no way back to the agent. Pure, like bubblewrapArgs.
+ * @throws Error when an argument holds a NUL, which neither a NUL-separated option nor an argument can.
+ */
+export function bubblewrapLaunch(host: SandboxHost, spec: UnitSandboxSpec): BubblewrapLaunch {
+  const options = bubblewrapOptions(host, spec);
+  const chain = sandboxChain(host, spec);
+  if ([...options, ...chain].some((arg) => arg.includes("\0"))) throw new Error("a sandbox argument holds a NUL character");
+  const closeStatus = spec.statusFd !== undefined ? ` ${spec.statusFd}>&-` : "";
+  return {
+    args: ["--args", String(SANDBOX_OPTIONS_FD), "--", host.tools.sh, "-s"],
+    inputs: [
+      { fd: 0, data: Buffer.from(`exec ${chain.map(shellQuote).join(" ")} </dev/null${closeStatus}\n`) },
+      { fd: SANDBOX_OPTIONS_FD, data: Buffer.from(options.map((o) => `${o}\0`).join("")) },
+    ],
+  };
+}
+
+/**
+ * spawn's `stdio` for a child that reads `inputs`: a pipe for each of them, `others` for stdin, stdout and
+ * stderr where no input takes them, and `ignore` for the descriptors between.
+ */
+export function stdioWithInputs(inputs: readonly LaunchInput[], others: readonly ("pipe" | "ignore")[]): ("pipe" | "ignore")[] {
+  const last = Math.max(others.length - 1, ...inputs.map((i) => i.fd));
+  return Array.from({ length: last + 1 }, (_, fd) => (inputs.some((i) => i.fd === fd) ? "pipe" : (others[fd] ?? "ignore")));
+}
+
+/** Writes each input into its pipe of a spawned child and closes it; a child that is gone already reads nothing. */
+export function writeInputs(child: ChildProcess, inputs: readonly LaunchInput[]): void {
+  for (const { fd, data } of inputs) {
+    const pipe = child.stdio[fd] as NodeJS.WritableStream | null | undefined;
+    if (pipe === null || pipe === undefined) continue;
+    (pipe as NodeJS.WritableStream & NodeJS.EventEmitter).on("error", () => {});
+    pipe.end(data);
+  }
 }
 
 /** Every ancestor directory of `paths` but `/`, each once, parents before children. */
@@ -360,11 +452,11 @@ export async function prepareSandboxHost(opts: SandboxHostOptions): Promise<Sand
   const boundDirs = system.flatMap((m) => (m.kind === "ro-bind" ? [m.source] : []));
   // The helpers run inside the sandbox, so they must come from a mounted system directory.
   const tools: Partial<SandboxTools> = { bwrap };
-  for (const name of ["setpriv", "prlimit", "taskset", "env"] as const) {
+  for (const name of ["setpriv", "prlimit", "taskset", "env", "sh"] as const) {
     const found = await findProgram(name, SYSTEM_PATH.split(":"));
     const real = found === undefined ? undefined : await realpath(found);
     if (real === undefined || !boundDirs.some((d) => isWithin(real, d))) {
-      throw new SandboxUnavailableError(`${name} (util-linux/coreutils) is not installed in a system directory`);
+      throw new SandboxUnavailableError(`${name} (util-linux/coreutils/dash) is not installed in a system directory`);
     }
     tools[name] = real;
   }
@@ -395,14 +487,39 @@ export async function prepareSandboxHost(opts: SandboxHostOptions): Promise<Sand
     python,
     path: pathInside,
     nvidiaControlDevices: controls,
+    setsHostname: true,
   };
+}
+
+/** What the trial sandboxes found: the host layout units get, with a note when it is less than asked, or why none starts. */
+export type SandboxProbe = { ok: true; host: SandboxHost; note?: string } | { ok: false; reason: string };
+
+/**
+ * Starts one sandbox exactly as a unit's (`trySandbox`). When it fails and a second one without
+ * `--hostname` starts, that was the only obstacle (a container's seccomp profile refusing sethostname):
+ * units then run without it, and the note says so.
+ */
+export async function probeSandbox(host: SandboxHost, dataDir: string, uid: number = DEFAULT_UNIT_UID_BASE): Promise<SandboxProbe> {
+  const asked = await trySandbox(host, dataDir, uid);
+  if (asked === undefined) return { ok: true, host };
+  if (!host.setsHostname) return { ok: false, reason: asked };
+  const withoutHostname: SandboxHost = { ...host, setsHostname: false };
+  const inherited = await trySandbox(withoutHostname, dataDir, uid);
+  if (inherited === undefined) {
+    return {
+      ok: true,
+      host: withoutHostname,
+      note: `units see the agent's host name, in a UTS namespace still their own, because bwrap could not name the sandbox ${SANDBOX_HOSTNAME} (${asked})`,
+    };
+  }
+  return { ok: false, reason: inherited === asked ? asked : `${asked}; without --hostname: ${inherited}` };
 }
 
 /**
  * Starts one sandbox exactly as a unit's (with the interpreter, under a unit uid, in a work directory
  * inside the data directory) and returns undefined when it ran, or why it did not.
  */
-export async function probeSandbox(host: SandboxHost, dataDir: string, uid: number = DEFAULT_UNIT_UID_BASE): Promise<string | undefined> {
+async function trySandbox(host: SandboxHost, dataDir: string, uid: number): Promise<string | undefined> {
   const root = path.join(dataDir, "work", ".sandbox-probe");
   const workDir = path.join(root, "work");
   const etcDir = path.join(root, "etc");
@@ -411,7 +528,7 @@ export async function probeSandbox(host: SandboxHost, dataDir: string, uid: numb
     await rm(root, { recursive: true, force: true });
     for (const dir of ["package", "dataset", "inputs", "output"]) await mkdir(path.join(workDir, dir), { recursive: true });
     await writeSandboxEtc(etcDir, uid);
-    const args = bubblewrapArgs(host, {
+    const launch = bubblewrapLaunch(host, {
       workDir,
       etcDir,
       uid,
@@ -425,10 +542,11 @@ export async function probeSandbox(host: SandboxHost, dataDir: string, uid: numb
     });
     if (host.asRoot) await chownTree(workDir, uid, uid);
     const result = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-      const child = spawn(host.tools.bwrap, args, { env: {}, stdio: ["ignore", "ignore", "pipe"], timeout: 20_000 });
+      const child = spawn(host.tools.bwrap, launch.args, { env: {}, stdio: stdioWithInputs(launch.inputs, ["ignore", "ignore", "pipe"]), timeout: 20_000 });
       let stderr = "";
-      child.stderr.on("data", (c: Buffer) => (stderr = (stderr + c.toString()).slice(-2000)));
+      child.stderr?.on("data", (c: Buffer) => (stderr = (stderr + c.toString()).slice(-2000)));
       child.on("error", (err) => resolve({ code: -1, stderr: err.message }));
+      writeInputs(child, launch.inputs);
       child.on("close", (code) => resolve({ code, stderr }));
     });
     if (result.code !== 0) return `a trial sandbox did not start (exit ${result.code}): ${result.stderr.trim() || "no message"}`;

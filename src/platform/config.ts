@@ -87,6 +87,25 @@ export interface TlsConfig {
   requireClientCert: boolean;
 }
 
+/** Live job events: WatchTrainingJob and its REST form (docs/limits.md, "Live job events"). */
+export interface JobEventsConfig {
+  /** A watch with nothing to send for this long sends a heartbeat (an SSE comment over REST). */
+  heartbeatMs: number;
+  /** Watches one customer may hold open on one replica; one more is RATE_LIMITED. */
+  watchesPerCustomer: number;
+}
+
+/** Default live-event settings. */
+export const defaultJobEvents: JobEventsConfig = { heartbeatMs: 15_000, watchesPerCustomer: 10 };
+
+/** Live-event settings from `GPU_AGENT_EVENTS_HEARTBEAT_MS` and `GPU_AGENT_EVENTS_WATCHES_PER_CUSTOMER` (docs/limits.md). */
+export function jobEventsConfigFromEnv(env: NodeJS.ProcessEnv): JobEventsConfig {
+  return {
+    heartbeatMs: intFrom(env, "GPU_AGENT_EVENTS_HEARTBEAT_MS", defaultJobEvents.heartbeatMs, { min: 10 }),
+    watchesPerCustomer: intFrom(env, "GPU_AGENT_EVENTS_WATCHES_PER_CUSTOMER", defaultJobEvents.watchesPerCustomer, { min: 1 }),
+  };
+}
+
 /** Everything the scheduler process needs. */
 export interface SchedulerConfig {
   host: string;
@@ -111,6 +130,8 @@ export interface SchedulerConfig {
   build: string;
   /** Bounds and timeouts of the port; absent → {@link defaultTransport}. */
   transport?: TransportConfig;
+  /** Live job events; absent → {@link defaultJobEvents}. */
+  events?: JobEventsConfig;
 }
 
 /**
@@ -330,5 +351,6 @@ export function schedulerConfigFromEnv(env: NodeJS.ProcessEnv): SchedulerConfig 
     ...(placerWeights === undefined ? {} : { placerWeights }),
     build: env["GPU_AGENT_BUILD"] ?? "dev",
     transport: transportConfigFromEnv(env),
+    events: jobEventsConfigFromEnv(env),
   };
 }

@@ -25,6 +25,7 @@ import type { Database, Sql } from "../store/database.ts";
 import { listOnlineNodes } from "../store/nodes.ts";
 import type { HeldRow, PlannedAssignment } from "../store/placement.ts";
 import { assignReadyUnitsUnderTerm, listHeldResources, listReadyUnits, setUnschedulableReason } from "../store/placement.ts";
+import { transactionWithJobEvents } from "../store/job-events.ts";
 import type { FleetCache } from "./fleet-cache.ts";
 import { NodeHistory } from "./node-history.ts";
 import type { NodeSnapshotMemo } from "./node-snapshots.ts";
@@ -162,7 +163,8 @@ export async function runPlacementCycle(deps: PlacementCycleDeps, term: number, 
   const phasesMs = { snapshot: read - started, plan: planned - read, commit: 0 };
   const sensitivityOf = new Map(units.map((u) => [u.id, u.sensitivity]));
   const readySince = new Map(units.map((u) => [u.id, u.readySinceMs]));
-  const result = await db.transaction(async (tx): Promise<CycleResult> => {
+  // With event staging: each unit placed is an event of its job, appended as the commit's last statement.
+  const result = await transactionWithJobEvents(db, async (tx): Promise<CycleResult> => {
     // Liveness as of the commit. A node whose stream another replica holds was live by a heartbeat set
     // a few seconds old: its persisted heartbeat is checked again in the statement that assigns.
     const silentBefore = liveness.silentBefore?.() ?? new Date(0);

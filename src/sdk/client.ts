@@ -56,6 +56,7 @@ import type {
   TestWebhookResponse,
   TrainingJob,
   TrainingPackage,
+  WatchTrainingJobResponse,
   WebhookDelivery,
 } from "../gen/gpuagent/customer/v1/customer_pb.ts";
 import type { CallOpts, ClientOptionsBase, PageOptions } from "./core.ts";
@@ -145,14 +146,17 @@ export interface JobProgressEvent {
 
 /** Options of `jobs.waitForJob`. */
 export interface WaitForJobOptions extends CallOpts {
+  /** Poll instead of following the live stream (the stream is used by default; a server without it is polled anyway). */
+  poll?: boolean;
   /** Poll interval (default {@link DEFAULT_POLL_INTERVAL_MS}). */
   intervalMs?: number;
   /** Give up with `TIMEOUT` after this long; no limit when left out. */
   timeoutMs?: number;
   /**
-   * Consecutive transient failures of a poll (the server unreachable, a 5xx, a request `TIMEOUT`)
-   * ridden out by polling again after the interval; the next one is thrown. Default 0: the
-   * first failure is thrown. Other errors (e.g. `JOB_NOT_FOUND`) are always thrown at once.
+   * Consecutive transient failures (the server unreachable, a 5xx, a request `TIMEOUT`, a broken
+   * stream) ridden out by polling again after the interval, or by resuming the stream; the next one
+   * is thrown. Default 0: the first failure is thrown. Other errors (e.g. `JOB_NOT_FOUND`) are
+   * always thrown at once.
    */
   maxTransientFailures?: number;
   /** Called with every event that is also yielded. */
@@ -171,6 +175,34 @@ export interface LogsQuery {
 export interface FollowLogsOptions extends CallOpts {
   /** Poll interval while the unit runs (default {@link DEFAULT_POLL_INTERVAL_MS}). */
   intervalMs?: number;
+}
+
+/**
+ * One event of a job's live stream (`jobs.watch`): `type` says which `payload` is set — "snapshot"
+ * (the job and its units as they stood at event `id`), "job" (its status, progress or metrics
+ * changed), "unit" (a compute unit moved or reported progress), "log" (lines a unit wrote).
+ */
+export type JobEvent = WatchTrainingJobResponse;
+
+/** Default first wait before `jobs.watch` reconnects; it doubles up to {@link MAX_WATCH_RECONNECT_DELAY_MS}. */
+export const DEFAULT_WATCH_RECONNECT_DELAY_MS = 1_000;
+/** Longest wait between two reconnections of `jobs.watch`. */
+export const MAX_WATCH_RECONNECT_DELAY_MS = 30_000;
+
+/** Options of `jobs.watch`. */
+export interface WatchJobOptions extends CallOpts {
+  /** Resume after this event (the `id` of the last one received); left out: start with a snapshot. */
+  afterEventId?: bigint;
+  /**
+   * Consecutive failed connections (the server unreachable, a 5xx, a broken stream) retried, each
+   * resuming after the last event received, before the failure is thrown. Default 5. A stream the
+   * server ends before the job has (a replica shutting down) is resumed without counting.
+   */
+  maxReconnects?: number;
+  /** First wait before a reconnection (default {@link DEFAULT_WATCH_RECONNECT_DELAY_MS}, doubling). */
+  reconnectDelayMs?: number;
+  /** Also yield the heartbeats (type "heartbeat", id 0) the server sends while nothing happens. */
+  heartbeats?: boolean;
 }
 
 /** Compute unit statuses after which its log is complete. */
@@ -231,12 +263,20 @@ export interface JobsApi {
    * attempt the next answer starts that attempt's log from its beginning (check `attempt`).
    */
   followLogs(jobId: string, unitId: string, options?: FollowLogsOptions): AsyncGenerator<GetComputeUnitLogsResponse, void, void>;
+  /**
+   * The job's live events, pushed by the server (WatchTrainingJob): a snapshot, then each change in
+   * commit order, until the job has ended and every event was received. A broken stream is resumed
+   * after the last event's id (on whichever replica answers), so nothing is missed or repeated:
+   * `for await (const event of client.jobs.watch(id)) …`.
+   */
+  watch(id: string, options?: WatchJobOptions): AsyncGenerator<JobEvent, void, void>;
   /** Every unit's history of progress and metrics (at most 500 points each, thinned evenly). */
   metrics(jobId: string, opts?: CallOpts): Promise<GetTrainingJobMetricsResponse>;
   /**
-   * Polls the job, yielding an event whenever its status, progress or metrics change, until it
+   * Follows the job, yielding an event whenever its status, progress or metrics change, until it
    * reaches a terminal status (the generator's return value is the final job). A failed job is
-   * returned, not thrown: check `status`.
+   * returned, not thrown: check `status`. Follows the live stream ({@link JobsApi.watch}); a
+   * server without it is polled every `intervalMs`.
    */
   waitForJob(id: string, options?: WaitForJobOptions): AsyncGenerator<JobProgressEvent, TrainingJob, void>;
   /** {@link JobsApi.waitForJob} drained: resolves to the final job (use `onProgress` to watch). */
@@ -325,6 +365,8 @@ export interface GpuAgentClient {
   readonly datasets: DatasetsApi;
   readonly packages: PackagesApi;
   readonly jobs: JobsApi;
+  /** `jobs.watch`: `for await (const event of client.watchTrainingJob(id)) …`. */
+  watchTrainingJob(id: string, options?: WatchJobOptions): AsyncGenerator<JobEvent, void, void>;
   readonly artifacts: ArtifactsApi;
   readonly usage: UsageApi;
   readonly credits: CreditsApi;
@@ -440,6 +482,7 @@ export function createGpuAgentClient(options: GpuAgentClientOptions): GpuAgentCl
     computeUnits: (id, p, opts) => call(() => rpc.listComputeUnits({ id, ...page(p) }, co(opts))),
     logs: (jobId, unitId, q, opts) => call(() => rpc.getComputeUnitLogs({ id: jobId, unitId, attempt: q?.attempt ?? 0, after: q?.after ?? 0n }, co(opts))),
     followLogs: (jobId, unitId, o) => followLogs(jobId, unitId, o ?? {}),
+    watch: (id, o) => watchJob(id, o ?? {}),
     metrics: (jobId, opts) => call(() => rpc.getTrainingJobMetrics({ id: jobId }, co(opts))),
     waitForJob: (id, o) => waitForJob(id, o ?? {}),
     async wait(id, o) {
@@ -451,7 +494,99 @@ export function createGpuAgentClient(options: GpuAgentClientOptions): GpuAgentCl
     },
   };
 
+  /**
+   * `jobs.watch`: one stream after another, each resuming after the last event received, until the
+   * job has ended; a failed connection is retried after a growing wait, `maxReconnects` times in a row.
+   */
+  async function* watchJob(id: string, o: WatchJobOptions): AsyncGenerator<JobEvent, void, void> {
+    const maxReconnects = Math.max(0, o.maxReconnects ?? 5);
+    let after = o.afterEventId ?? 0n;
+    let ended = false;
+    let failures = 0;
+    let delayMs = o.reconnectDelayMs ?? DEFAULT_WATCH_RECONNECT_DELAY_MS;
+    for (;;) {
+      throwIfAborted(o.signal);
+      let received = 0;
+      // Aborted when this generator is left early too (a caller's break), so the request ends with it.
+      const connection = new AbortController();
+      const onAbort = () => connection.abort();
+      o.signal?.addEventListener("abort", onAbort, { once: true });
+      try {
+        // No deadline (timeoutMs 0): a watch lasts as long as its job; heartbeats show it is alive.
+        for await (const event of rpc.watchTrainingJob({ id, afterEventId: after }, { signal: connection.signal, timeoutMs: 0 })) {
+          received++;
+          failures = 0;
+          delayMs = o.reconnectDelayMs ?? DEFAULT_WATCH_RECONNECT_DELAY_MS;
+          if (event.type === "heartbeat") {
+            if (o.heartbeats === true) yield event;
+            continue;
+          }
+          after = event.id;
+          const status = event.payload.case === "snapshot" ? event.payload.value.trainingJob?.status : event.payload.case === "job" ? event.payload.value.status : undefined;
+          if (status !== undefined) ended = TERMINAL_JOB_STATUSES.includes(status);
+          yield event;
+        }
+      } catch (error) {
+        const failure = fromConnectError(error);
+        // A server without WatchTrainingJob answers UNIMPLEMENTED (HTTP 501): no retry will change that.
+        const unsupported = failure.connectCode === Code.Unimplemented;
+        if (unsupported || !isTransientFailure(failure) || ++failures > maxReconnects) throw failure;
+      } finally {
+        o.signal?.removeEventListener("abort", onAbort);
+        connection.abort();
+      }
+      if (ended) return;
+      // The server ends a stream early only when its replica shuts down; an empty one may also be a
+      // job that ended before `after` (nothing more to send): the job says which.
+      if (received === 0 && failures === 0 && TERMINAL_JOB_STATUSES.includes((await jobs.get(id, co(o))).status)) return;
+      if (failures > 0) {
+        await sleep(delayMs, o.signal);
+        delayMs = Math.min(delayMs * 2, MAX_WATCH_RECONNECT_DELAY_MS);
+      }
+    }
+  }
+
+  /** waitForJob over the live stream; a server without it (UNIMPLEMENTED) is polled instead. */
   async function* waitForJob(id: string, o: WaitForJobOptions): AsyncGenerator<JobProgressEvent, TrainingJob, void> {
+    if (o.poll === true) return yield* pollForJob(id, o);
+    const stop = new AbortController();
+    const onAbort = () => stop.abort();
+    o.signal?.addEventListener("abort", onAbort, { once: true });
+    const deadline = o.timeoutMs === undefined ? undefined : clock.sleep(o.timeoutMs, stop.signal).then(() => stop.abort(), () => undefined);
+    let job: TrainingJob | undefined;
+    let lastKey: string | undefined;
+    try {
+      for await (const event of watchJob(id, { signal: stop.signal, maxReconnects: Math.max(0, o.maxTransientFailures ?? 0) })) {
+        if (event.payload.case === "snapshot" && event.payload.value.trainingJob !== undefined) job = event.payload.value.trainingJob;
+        else if (event.payload.case === "job" && job !== undefined) {
+          const { status, progress, error, metrics, startedAt, finishedAt, computeUnitsCompleted, creditsDebited } = event.payload.value;
+          job = { ...job, status, progress, error, metrics, startedAt, finishedAt, computeUnitsCompleted, creditsDebited };
+        } else continue;
+        const progressEvent = progressEventOf(job);
+        const key = progressKey(progressEvent);
+        if (key !== lastKey || progressEvent.terminal) {
+          lastKey = key;
+          o.onProgress?.(progressEvent);
+          yield progressEvent;
+        }
+        if (progressEvent.terminal) break;
+      }
+    } catch (error) {
+      if (error instanceof GpuAgentError && error.connectCode === Code.Unimplemented && job === undefined) return yield* pollForJob(id, o);
+      if (stop.signal.aborted && o.signal?.aborted !== true) {
+        throw new GpuAgentError({ code: "TIMEOUT", message: `job ${id} is still ${job?.status ?? "unread"} after ${o.timeoutMs} ms`, httpStatus: 0, connectCode: Code.DeadlineExceeded });
+      }
+      throw error;
+    } finally {
+      o.signal?.removeEventListener("abort", onAbort);
+      stop.abort();
+      await deadline;
+    }
+    // The final view (credits debited, counts) as GetTrainingJob shows it.
+    return jobs.get(id, co(o));
+  }
+
+  async function* pollForJob(id: string, o: WaitForJobOptions): AsyncGenerator<JobProgressEvent, TrainingJob, void> {
     const intervalMs = o.intervalMs ?? DEFAULT_POLL_INTERVAL_MS;
     const deadline = o.timeoutMs === undefined ? undefined : clock.now() + o.timeoutMs;
     const maxTransientFailures = Math.max(0, o.maxTransientFailures ?? 0);
@@ -468,19 +603,10 @@ export function createGpuAgentClient(options: GpuAgentClientOptions): GpuAgentCl
         if (!isTransientFailure(error) || ++failures > maxTransientFailures) throw error;
       }
       if (job !== undefined) {
-        const terminal = TERMINAL_JOB_STATUSES.includes(job.status);
-        const event: JobProgressEvent = {
-          jobId: job.id,
-          status: job.status,
-          progress: job.progress,
-          computeUnitsCompleted: job.computeUnitsCompleted,
-          computeUnitCount: job.computeUnitCount,
-          metrics: { ...job.metrics },
-          terminal,
-          job,
-        };
+        const event = progressEventOf(job);
+        const terminal = event.terminal;
         // Only changes are reported: a caller drawing a progress bar wants steps, not every poll.
-        const key = JSON.stringify([event.status, event.progress, event.computeUnitsCompleted, event.computeUnitCount, event.metrics]);
+        const key = progressKey(event);
         if (key !== lastKey || terminal) {
           lastKey = key;
           o.onProgress?.(event);
@@ -624,6 +750,7 @@ export function createGpuAgentClient(options: GpuAgentClientOptions): GpuAgentCl
     datasets,
     packages,
     jobs,
+    watchTrainingJob: jobs.watch,
     artifacts,
     usage,
     credits,
@@ -631,6 +758,25 @@ export function createGpuAgentClient(options: GpuAgentClientOptions): GpuAgentCl
     auth,
     apiKeys,
   };
+}
+
+/** What waitForJob reports of a job. */
+function progressEventOf(job: TrainingJob): JobProgressEvent {
+  return {
+    jobId: job.id,
+    status: job.status,
+    progress: job.progress,
+    computeUnitsCompleted: job.computeUnitsCompleted,
+    computeUnitCount: job.computeUnitCount,
+    metrics: { ...job.metrics },
+    terminal: TERMINAL_JOB_STATUSES.includes(job.status),
+    job,
+  };
+}
+
+/** What must differ for waitForJob to report again: a caller drawing a progress bar wants steps. */
+function progressKey(e: JobProgressEvent): string {
+  return JSON.stringify([e.status, e.progress, e.computeUnitsCompleted, e.computeUnitCount, e.metrics]);
 }
 
 /** A source ready to upload: its size and sha256 known, its bytes re-readable for each attempt. */

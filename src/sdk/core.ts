@@ -39,7 +39,8 @@ export interface ClientOptionsBase {
   interceptors?: Interceptor[];
   /**
    * Deadline of one rpc in ms, its retry waits included; it ends with `TIMEOUT`. None by default.
-   * Uploads and downloads of bytes have no deadline (files may be large); pass a `signal` instead.
+   * Uploads and downloads of bytes have no deadline (files may be large), nor has a job's live
+   * stream (`jobs.watch`, which lasts as long as the job); pass a `signal` instead.
    */
   requestTimeoutMs?: number;
   /** Time source of retry waits, poll intervals and deadlines (default: the system clock). */

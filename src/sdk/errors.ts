@@ -125,9 +125,10 @@ export function fromConnectError(error: unknown): GpuAgentError {
   if (ce.code === Code.DeadlineExceeded) {
     return new GpuAgentError({ ...base, code: "TIMEOUT", message: ce.rawMessage, httpStatus: 0, connectCode: ce.code });
   }
-  // No seed code: the transport failed (connection refused surfaces as Unavailable/Unknown) or a
-  // proxy answered. Keep Connect's code so the caller still sees what kind of failure it was.
-  const connectionLike = ce.code === Code.Unavailable || ce.code === Code.Unknown || ce.code === Code.Internal;
+  // No seed code: the transport failed (connection refused surfaces as Unavailable/Unknown, a
+  // connection cut in the middle of a response as Aborted) or a proxy answered. Keep Connect's code
+  // so the caller still sees what kind of failure it was.
+  const connectionLike = ce.code === Code.Unavailable || ce.code === Code.Unknown || ce.code === Code.Internal || ce.code === Code.Aborted;
   return new GpuAgentError({
     ...base,
     code: connectionLike && reason === null ? "CONNECTION_FAILED" : "BAD_RESPONSE",

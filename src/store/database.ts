@@ -20,6 +20,8 @@ import { Migration0004NodeChanges } from "./migrations/Migration0004NodeChanges.
 import { Migration0005LoginAttempts } from "./migrations/Migration0005LoginAttempts.ts";
 import { Migration0006StorageQuotas } from "./migrations/Migration0006StorageQuotas.ts";
 import { Migration0007NodeIsolation } from "./migrations/Migration0007NodeIsolation.ts";
+import { Migration0008UnitEnvBuilds } from "./migrations/Migration0008UnitEnvBuilds.ts";
+import { Migration0009JobEvents } from "./migrations/Migration0009JobEvents.ts";
 import { makePrivateDir, tightenTree } from "../platform/private-files.ts";
 import { createPGliteDialect } from "./pglite-dialect.ts";
 
@@ -66,6 +68,11 @@ export interface Database extends Sql {
    * hear each other's changes.
    */
   readonly jobChangeListeners: Set<(jobIds: readonly string[]) => void>;
+  /**
+   * Who hears which training jobs got new events (src/store/job-events.ts tells them once the
+   * transaction that added them has ended), kept here for the same reason.
+   */
+  readonly jobEventListeners: Set<(jobIds: readonly string[]) => void>;
   /** Closes MikroORM, then the pool or the PGlite instance. */
   close(): Promise<void>;
 }
@@ -127,6 +134,8 @@ const migrationsList = [
   { name: "Migration0005LoginAttempts", class: Migration0005LoginAttempts },
   { name: "Migration0006StorageQuotas", class: Migration0006StorageQuotas },
   { name: "Migration0007NodeIsolation", class: Migration0007NodeIsolation },
+  { name: "Migration0008UnitEnvBuilds", class: Migration0008UnitEnvBuilds },
+  { name: "Migration0009JobEvents", class: Migration0009JobEvents },
 ];
 
 const commonOptions = {
@@ -196,6 +205,7 @@ async function finishOpening(
       );
     },
     jobChangeListeners: new Set(),
+    jobEventListeners: new Set(),
     async close(): Promise<void> {
       if (closed) return;
       closed = true;

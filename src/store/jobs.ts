@@ -343,3 +343,32 @@ export async function listJobViews(
   }
   return sql.query<JobViewRow>(`SELECT ${jobViewColumns} FROM training_jobs j WHERE ${where} ORDER BY j.created_at DESC, j.id DESC LIMIT $2`, params);
 }
+
+/** How one attempt's Python environment was prepared, as its node reported it in Finished. */
+export interface AttemptEnvBuild {
+  /** Seconds spent building it, or waiting for another unit's build of it; 0 when it was cached or none was needed. */
+  seconds: number;
+  /** True when this attempt built it (false: cached, another unit's build awaited, none needed, or the build failed). */
+  built: boolean;
+}
+
+/** Records the environment build of a finished attempt once; a replayed Finished changes nothing. */
+export async function recordAttemptEnvBuild(sql: Sql, unit: { unitId: string; attempt: number }, build: AttemptEnvBuild): Promise<boolean> {
+  const inserted = await sql.query(
+    `INSERT INTO unit_env_builds (unit_id, attempt, env_build_seconds, env_built) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (unit_id, attempt) DO NOTHING RETURNING unit_id`,
+    [unit.unitId, unit.attempt, build.seconds, build.built],
+  );
+  return inserted.length === 1;
+}
+
+/** The environment build of each unit's latest finished attempt, for the units of a job that have one. */
+export async function latestEnvBuildsByUnit(sql: Sql, jobId: string): Promise<Map<string, AttemptEnvBuild>> {
+  const rows = await sql.query<{ unit_id: string; env_build_seconds: number; env_built: boolean }>(
+    `SELECT DISTINCT ON (b.unit_id) b.unit_id, b.env_build_seconds, b.env_built
+     FROM unit_env_builds b JOIN compute_units u ON u.id = b.unit_id
+     WHERE u.job_id = $1 ORDER BY b.unit_id, b.attempt DESC`,
+    [jobId],
+  );
+  return new Map(rows.map((r) => [r.unit_id, { seconds: r.env_build_seconds, built: r.env_built }]));
+}

@@ -3,6 +3,7 @@
  * (ready units, resources held on nodes) and the commit of the plan, fenced by the leader's term.
  */
 import type { Sql } from "./database.ts";
+import { stageJobEvent } from "./job-events.ts";
 import { lockFencingTerm } from "./leases.ts";
 import type { TrustLevel } from "./nodes.ts";
 import { nodeTakesUnitsSql, sandboxMechanismsSql, sqlNodeState } from "./nodes.ts";
@@ -109,7 +110,10 @@ export async function assignReadyUnitsUnderTerm(
        RETURNING id`,
       [p.unitId, p.nodeId, p.gpuIndex, p.assignmentId, now, term, [...p.trustLevels], p.nodeLocallyLive, silentBefore, p.sandboxRequired],
     );
-    if (rows.length === 1) assigned.push(p);
+    if (rows.length === 1) {
+      assigned.push(p);
+      await stageJobEvent(tx, { type: "unit", unitId: p.unitId });
+    }
   }
   return assigned;
 }

@@ -4,7 +4,7 @@
  * artifact reservation, and the queue of blobs to delete (schema-0006.ts).
  */
 import type { Sql } from "./database.ts";
-import { sqlStatusList, terminalJobStatuses } from "./state-machines.ts";
+import { sqlStatusList, terminalJobStatuses, unitsOnNodeStatuses } from "./state-machines.ts";
 import type { StorageUsage } from "./uploads.ts";
 
 /**
@@ -40,6 +40,36 @@ export async function artifactExpiredAt(sql: Sql, unitId: string, attempt: numbe
     [unitId, attempt, name],
   );
   return row?.expired_at ?? undefined;
+}
+
+/**
+ * The customer of a unit attempt that `nodeId` may upload artifacts for, or undefined: the unit's current
+ * attempt on that node, assigned or running; or one that ended there cancelled or failed at or after
+ * `endedSince` (the outputs of a killed run are still worth keeping), while its job's artifacts are kept.
+ * A completed attempt takes none: its dependents read its artifacts as they were when it completed.
+ */
+export async function attemptTakingArtifacts(
+  sql: Sql,
+  attempt: { unitId: string; attempt: number; nodeId: string },
+  endedSince: Date,
+): Promise<{ customerId: string } | undefined> {
+  const [row] = await sql.query<{ customer_id: string }>(
+    `SELECT u.customer_id FROM compute_units u JOIN training_jobs j ON j.id = u.job_id
+     WHERE u.id = $1 AND u.attempt = $2 AND u.node_id = $3
+       AND (u.status IN ${sqlStatusList(unitsOnNodeStatuses)}
+         OR (u.status IN ${sqlStatusList(["cancelled", "failed"])} AND u.finished_at >= $4 AND j.artifacts_expired_at IS NULL))`,
+    [attempt.unitId, attempt.attempt, attempt.nodeId, endedSince],
+  );
+  return row === undefined ? undefined : { customerId: row.customer_id };
+}
+
+/**
+ * Whether retention removed the job's artifacts, holding the job so a sweep cannot remove them
+ * until the caller's transaction ends (the sweep skips the jobs others hold).
+ */
+export async function lockJobArtifactsKept(sql: Sql, jobId: string): Promise<boolean> {
+  const [row] = await sql.query<{ artifacts_expired_at: Date | null }>(`SELECT artifacts_expired_at FROM training_jobs WHERE id = $1 FOR SHARE`, [jobId]);
+  return row !== undefined && row.artifacts_expired_at === null;
 }
 
 /**

@@ -12,8 +12,12 @@
  * still cannot make a move the table forbids.
  * Idempotency is the caller's part: it drops a late or replayed event (an old
  * attempt, another node) before it asks for a move.
+ *
+ * Every move that changes a row, and every progress report, stages an event for
+ * the job's event log (./job-events.ts): what a customer watching the job sees.
  */
 import type { Sql } from "./database.ts";
+import { stageJobEvent } from "./job-events.ts";
 import type { JobRow, UnitRow } from "./jobs.ts";
 import type { UnitMove } from "./state-machines.ts";
 import {
@@ -44,6 +48,20 @@ const toFailed = unitMove("failed");
 const cancelledOnNode = unitMove("cancelled", unitsOnNodeStatuses);
 const toCancelled = unitMove("cancelled");
 
+/** True when the UPDATE moved the unit; stages its event then. */
+async function unitMoved(sql: Sql, unitId: string, moved: readonly unknown[]): Promise<boolean> {
+  if (moved.length !== 1) return false;
+  await stageJobEvent(sql, { type: "unit", unitId });
+  return true;
+}
+
+/** True when the UPDATE changed the job; stages its event then. */
+async function jobChanged(sql: Sql, jobId: string, changed: readonly unknown[]): Promise<boolean> {
+  if (changed.length !== 1) return false;
+  await stageJobEvent(sql, { type: "job", jobId });
+  return true;
+}
+
 /** An agent accepted the unit's assignment. */
 export async function markUnitRunning(sql: Sql, unit: UnitAt, now: Date): Promise<boolean> {
   assertUnitMove(toRunning, unit.status);
@@ -51,7 +69,7 @@ export async function markUnitRunning(sql: Sql, unit: UnitAt, now: Date): Promis
     `UPDATE compute_units SET status = 'running', started_at = COALESCE(started_at, $2) WHERE id = $1 AND status IN ${toRunning.fromSql} RETURNING id`,
     [unit.id, now],
   );
-  return moved.length === 1;
+  return unitMoved(sql, unit.id, moved);
 }
 
 /**
@@ -66,7 +84,7 @@ export async function recordUnitProgress(sql: Sql, unit: UnitAt, progress: numbe
      WHERE id = $1 AND status IN ${progressOf.fromSql} RETURNING id`,
     [unit.id, progress, JSON.stringify(metrics)],
   );
-  return moved.length === 1;
+  return unitMoved(sql, unit.id, moved);
 }
 
 /** How a unit goes back to the queue. */
@@ -105,7 +123,7 @@ export async function requeueUnit(sql: Sql, unit: UnitAt, how: Requeue): Promise
       how.exitCode ?? null,
     ],
   );
-  return moved.length === 1;
+  return unitMoved(sql, unit.id, moved);
 }
 
 /** A unit's attempt succeeded. */
@@ -116,7 +134,7 @@ export async function markUnitCompleted(sql: Sql, unit: UnitAt, now: Date, runSe
        unschedulable_reason = '' WHERE id = $1 AND status IN ${toCompleted.fromSql} RETURNING id`,
     [unit.id, now, runSeconds],
   );
-  return moved.length === 1;
+  return unitMoved(sql, unit.id, moved);
 }
 
 /** How a unit's last attempt ended when it fails. */
@@ -138,7 +156,7 @@ export async function markUnitFailed(sql: Sql, unit: UnitAt, failure: UnitFailur
      WHERE id = $1 AND status IN ${toFailed.fromSql} RETURNING id`,
     [unit.id, failure.now, failure.exitCode, failure.error, failure.runSeconds, failure.counts === "code" ? 1 : 0, failure.counts === "node" ? 1 : 0],
   );
-  return moved.length === 1;
+  return unitMoved(sql, unit.id, moved);
 }
 
 /** The agent reports it stopped the attempt as it was told to. */
@@ -148,7 +166,7 @@ export async function recordUnitCancelled(sql: Sql, unit: UnitAt, now: Date, exi
     `UPDATE compute_units SET status = 'cancelled', finished_at = $2, exit_code = $3, run_seconds = $4 WHERE id = $1 AND status IN ${cancelledOnNode.fromSql} RETURNING id`,
     [unit.id, now, exitCode, runSeconds],
   );
-  return moved.length === 1;
+  return unitMoved(sql, unit.id, moved);
 }
 
 /** A unit of a job that ended (failed, cancelled, expired) is cancelled with the job's reason. */
@@ -158,7 +176,7 @@ export async function cancelUnit(sql: Sql, unit: UnitAt, now: Date, reason: stri
     `UPDATE compute_units SET status = 'cancelled', finished_at = $2, error = $3 WHERE id = $1 AND status IN ${toCancelled.fromSql} RETURNING id`,
     [unit.id, now, reason],
   );
-  return moved.length === 1;
+  return unitMoved(sql, unit.id, moved);
 }
 
 /** A pending unit whose dependencies have all completed becomes ready to place. */
@@ -168,7 +186,7 @@ export async function readyPendingUnit(sql: Sql, unit: UnitAt, now: Date): Promi
     unit.id,
     now,
   ]);
-  return moved.length === 1;
+  return unitMoved(sql, unit.id, moved);
 }
 
 /**
@@ -176,10 +194,11 @@ export async function readyPendingUnit(sql: Sql, unit: UnitAt, now: Date): Promi
  * every accepted unit asks, and only the first finds the job queued.
  */
 export async function markJobRunning(sql: Sql, jobId: string, now: Date): Promise<void> {
-  await sql.query(
-    `UPDATE training_jobs SET status = 'running', started_at = COALESCE(started_at, $2) WHERE id = $1 AND status IN ${sqlStatusList(jobStatusesInto("running"))}`,
+  const moved = await sql.query(
+    `UPDATE training_jobs SET status = 'running', started_at = COALESCE(started_at, $2) WHERE id = $1 AND status IN ${sqlStatusList(jobStatusesInto("running"))} RETURNING id`,
     [jobId, now],
   );
+  await jobChanged(sql, jobId, moved);
 }
 
 /** Every unit of the job completed. */
@@ -189,7 +208,7 @@ export async function markJobCompleted(sql: Sql, job: JobAt, now: Date): Promise
     `UPDATE training_jobs SET status = 'completed', progress = 1, finished_at = $2 WHERE id = $1 AND status IN ${sqlStatusList(jobStatusesInto("completed"))} RETURNING id`,
     [job.id, now],
   );
-  return moved.length === 1;
+  return jobChanged(sql, job.id, moved);
 }
 
 /** The ends of a job other than completion, with the statuses each may come from. */
@@ -206,7 +225,7 @@ export async function markJobEnded(sql: Sql, job: JobAt, status: "failed" | "can
     `UPDATE training_jobs SET status = $2, error = $3, finished_at = $4 WHERE id = $1 AND status IN ${endedFromSql[status]} RETURNING id`,
     [job.id, status, reason, now],
   );
-  return moved.length === 1;
+  return jobChanged(sql, job.id, moved);
 }
 
 /**
@@ -214,13 +233,14 @@ export async function markJobEnded(sql: Sql, job: JobAt, status: "failed" | "can
  * never goes back; a GPU unit's metrics are merged into the job's.
  */
 export async function refreshJobProgress(sql: Sql, jobId: string, metrics: Record<string, number> | undefined): Promise<void> {
-  await sql.query(
+  const changed = await sql.query(
     `UPDATE training_jobs j SET progress = LEAST(1, GREATEST(j.progress, sub.p)),
        metrics = CASE WHEN $2::jsonb IS NULL THEN j.metrics ELSE j.metrics || $2::jsonb END
      FROM (SELECT avg(CASE WHEN status = 'completed' THEN 1 ELSE progress END) AS p FROM compute_units WHERE job_id = $1) sub
-     WHERE j.id = $1 AND j.status IN ${activeJobStatusSql}`,
+     WHERE j.id = $1 AND j.status IN ${activeJobStatusSql} RETURNING j.id`,
     [jobId, metrics === undefined || Object.keys(metrics).length === 0 ? null : JSON.stringify(metrics)],
   );
+  await jobChanged(sql, jobId, changed);
 }
 
 /** Locks, in id order, the running jobs past their max_runtime_seconds at `now`. */

@@ -29,6 +29,7 @@
 import type { Logger } from "pino";
 import type { Clock } from "../platform/clock.ts";
 import type { Database } from "../store/database.ts";
+import { stageJobEvent, transactionWithJobEvents } from "../store/job-events.ts";
 import type { AttemptKey, LogChunk, MetricPointRow, StoredLine, TelemetryCounters, TelemetryRow } from "../store/telemetry.ts";
 import {
   currentAttemptsOf,
@@ -340,7 +341,8 @@ export function createTelemetryRecorder(deps: { db: Database; clock: Clock; logg
   const writeBatch = async (batch: AttemptBuffer[]): Promise<void> => {
     const now = new Date(clock.now());
     const keys = uniqueKeys(batch);
-    await db.transaction(async (tx) => {
+    // Each chunk of lines is an event of its job (WatchTrainingJob), appended with this commit.
+    await transactionWithJobEvents(db, async (tx) => {
       const rows = new Map<string, TelemetryRow>();
       for (const row of await lockTelemetryRows(tx, keys)) rows.set(attemptKeyOf({ unitId: row.unit_id, attempt: row.attempt }), row);
       // An attempt's first write: only while it is the unit's current attempt on the reporting node.
@@ -374,6 +376,7 @@ export function createTelemetryRecorder(deps: { db: Database; clock: Clock; logg
         applyCounters(row, plan.counters);
       }
       await insertLogChunks(tx, chunks);
+      for (const c of chunks) await stageJobEvent(tx, { type: "log", unitId: c.unitId, attempt: c.attempt, firstSeq: c.firstSeq, lineCount: c.lines.length });
       await trimLogChunks(tx, chunks, o.tailLines, o.tailBytes);
       await insertMetricPoints(tx, points);
       await thinMetricPoints(tx, thin);

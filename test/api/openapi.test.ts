@@ -98,19 +98,20 @@ describe("OpenAPI document", () => {
     assert.equal((props["metrics"] as { additionalProperties?: { type?: string } } | undefined)?.additionalProperties?.type, "number");
   });
 
-  it("declares text/csv for the CSV exports and JSON for the rest", () => {
+  it("declares text/csv for the CSV exports, text/event-stream for the job's live events and JSON for the rest", () => {
     for (const { op } of operations(doc)) {
       const success = Object.entries(op.responses).find(([s]) => s.startsWith("2"))?.[1];
       const types = Object.keys(success?.content ?? {});
       const csv = op.operationId === "ExportUsageCsv" || op.operationId === "GetCreditStatementCsv";
-      assert.deepEqual(types, [csv ? "text/csv" : "application/json"], op.operationId);
+      assert.deepEqual(types, [csv ? "text/csv" : op.operationId === "WatchTrainingJob" ? "text/event-stream" : "application/json"], op.operationId);
     }
   });
 
-  it("answers 201 for POST rules of Create rpcs and 200 otherwise", () => {
+  it("answers 201 for POST rules of Create rpcs and 200 otherwise (and 204 for an event stream that ends before its first event)", () => {
     for (const { method, op } of operations(doc)) {
       const success = Object.keys(op.responses).filter((s) => s.startsWith("2"));
-      assert.deepEqual(success, [method === "post" && op.operationId.startsWith("Create") ? "201" : "200"], op.operationId);
+      const expected = method === "post" && op.operationId.startsWith("Create") ? ["201"] : op.operationId === "WatchTrainingJob" ? ["200", "204"] : ["200"];
+      assert.deepEqual(success, expected, op.operationId);
     }
   });
 

@@ -1,8 +1,10 @@
 /**
  * A unit's artifacts in and out of the blob store (src/blobs/unit-artifacts.ts), called directly,
  * on both backends and a real blob store on disk: a node's upload within the per-attempt bound and
- * the artifact quota (refusals keep no bytes and no reservation), the customer's signed download
- * URL, and the opening of a signed download that says why an expired artifact is gone.
+ * the artifact quota (refusals keep no bytes and no reservation), the uploads of an attempt that
+ * ended cancelled or failed (for a while, never another node's, never past retention), the
+ * customer's signed download URL, and the opening of a signed download that says why an expired
+ * artifact is gone.
  */
 import assert from "node:assert/strict";
 import { createHash, randomUUID } from "node:crypto";
@@ -14,12 +16,15 @@ import type { BlobStore } from "../../src/blobs/blob-store.ts";
 import { createLocalBlobStore } from "../../src/blobs/blob-store.ts";
 import { createUrlSigner } from "../../src/blobs/signed-url.ts";
 import type { ArtifactDownloadDeps, ArtifactReceiptDeps, ArtifactUpload } from "../../src/blobs/unit-artifacts.ts";
-import { artifactDownloadUrl, openDownload, receiveArtifact } from "../../src/blobs/unit-artifacts.ts";
+import { ENDED_ATTEMPT_UPLOAD_WINDOW_SECONDS, artifactDownloadUrl, openDownload, receiveArtifact } from "../../src/blobs/unit-artifacts.ts";
+import { jobArtifactsPage } from "../../src/jobs/job-reads.ts";
+import { applyArtifactReady, applyFinished, cancelJob } from "../../src/jobs/lifecycle.ts";
 import { FakeClock } from "../../src/platform/clock.ts";
 import type { StorageQuotas } from "../../src/platform/config.ts";
 import { defaultLimits } from "../../src/platform/config.ts";
 import type { ApiError } from "../../src/platform/errors.ts";
 import { insertCustomer } from "../../src/store/customers.ts";
+import { expireArtifactsOfEndedJobs } from "../../src/store/storage.ts";
 import { describeOnEachBackend } from "../support/billing-rows.ts";
 import { refusedWith } from "../support/refusals.ts";
 import { seedArtifact, seedJob, seedNode } from "./support.ts";
@@ -41,7 +46,7 @@ describeOnEachBackend("a unit's artifacts", (on) => {
   });
 
   const quotas = (overrides: Partial<StorageQuotas> = {}): StorageQuotas => ({ ...defaultLimits.storage, unitArtifactsMaxBytes: unitBound, ...overrides });
-  const receiptDeps = (overrides: Partial<StorageQuotas> = {}): ArtifactReceiptDeps => ({ db: on.db, blobs, config: { limits: { storage: quotas(overrides) } } });
+  const receiptDeps = (overrides: Partial<StorageQuotas> = {}): ArtifactReceiptDeps => ({ db: on.db, clock, blobs, config: { limits: { storage: quotas(overrides) } } });
   const downloadDeps = (): ArtifactDownloadDeps => ({ db: on.db, clock, blobs, signer, config: { limits: { ...defaultLimits, storage: quotas() } } });
 
   /** A customer's job with one unit running (attempt 1) on a node of its own. */
@@ -116,6 +121,87 @@ describeOnEachBackend("a unit's artifacts", (on) => {
     const stored = await receiveArtifact(receiptDeps(), nodeId, upload(unitId, bytes, { contentLength: unitBound }), Readable.from([bytes]));
     assert.equal(stored.size, 10);
     await receiveArtifact(receiptDeps(), nodeId, upload(unitId, Buffer.alloc(unitBound - 10), { name: "rest.bin" }), Readable.from([Buffer.alloc(unitBound - 10)]));
+  });
+
+  describe("an attempt that ended cancelled or failed: its outputs are still worth keeping", () => {
+    const windowMs = ENDED_ATTEMPT_UPLOAD_WINDOW_SECONDS * 1000;
+    const now = () => new Date(clock.now());
+    const rates = { cpuCreditsPerMinute: 1, gpuCreditsPerMinute: 10 };
+    const endings: { name: string; end: (unit: { nodeId: string; jobId: string; unitId: string }) => Promise<unknown>; status: string }[] = [
+      { name: "cancelled with its job by the customer", end: ({ jobId }) => cancelJob(on.db, jobId, now()), status: "cancelled" },
+      {
+        name: "failed at its deadline",
+        end: ({ nodeId, unitId }) => applyFinished(on.db, nodeId, { unitId, attempt: 1 }, { outcome: "timed_out", exitCode: 137, error: "", runSeconds: 60 }, rates, now()),
+        status: "failed",
+      },
+    ];
+
+    /** Stores and records an artifact as the agent does: the PUT, then ArtifactReady on its stream. */
+    async function uploadAndAnnounce(nodeId: string, unitId: string, name: string, bytes: Buffer) {
+      const stored = await receiveArtifact(receiptDeps(), nodeId, upload(unitId, bytes, { name }), Readable.from([bytes]));
+      const blobKey = `artifacts/${unitId}/1/${name}`;
+      return applyArtifactReady(on.db, nodeId, { unitId, attempt: 1 }, { name, kind: "other", sizeBytes: stored.size, sha256: stored.sha256, blobKey }, now(), quotas());
+    }
+
+    for (const ending of endings) {
+      it(`takes the uploads of an attempt ${ending.name} for ${ENDED_ATTEMPT_UPLOAD_WINDOW_SECONDS / 60} minutes, lists them with the unit, and debits nothing`, async () => {
+        const unit = await runningUnit();
+        await ending.end(unit);
+        const [row] = await on.db.query<{ status: string }>(`SELECT status FROM compute_units WHERE id = $1`, [unit.unitId]);
+        assert.equal(row?.status, ending.status);
+        clock.advance(windowMs - 1000);
+        assert.equal(await uploadAndAnnounce(unit.nodeId, unit.unitId, "report.json", Buffer.from("{}")), "recorded");
+        const { rows } = await jobArtifactsPage(on.db, unit.customerId, unit.jobId, { limit: 10, cursor: "" });
+        assert.deepEqual(
+          rows.map((a) => ({ unit: a.compute_unit_id, attempt: a.attempt, name: a.name })),
+          [{ unit: unit.unitId, attempt: 1, name: "report.json" }],
+        );
+        const debits = await on.db.query(`SELECT id FROM ledger_entries WHERE customer_id = $1 AND kind = 'debit'`, [unit.customerId]);
+        assert.deepEqual(debits, []);
+      });
+    }
+
+    const refusals: { name: string; setUp: (unit: { nodeId: string; jobId: string; unitId: string }) => Promise<unknown>; fromOtherNode?: boolean }[] = [
+      { name: "one that ended longer ago than that", setUp: async ({ jobId }) => (await cancelJob(on.db, jobId, now()), clock.advance(windowMs + 1000)) },
+      { name: "another node's", setUp: ({ jobId }) => cancelJob(on.db, jobId, now()), fromOtherNode: true },
+      {
+        name: "one whose job's artifacts retention removed",
+        setUp: async ({ jobId }) => (await cancelJob(on.db, jobId, now()), await expireArtifactsOfEndedJobs(on.db, now(), now(), 10)),
+      },
+      {
+        name: "a completed one (its dependents took its artifacts as they were)",
+        setUp: ({ nodeId, unitId }) => applyFinished(on.db, nodeId, { unitId, attempt: 1 }, { outcome: "succeeded", exitCode: 0, error: "", runSeconds: 60 }, rates, now()),
+      },
+    ];
+    for (const r of refusals) {
+      it(`refuses the uploads of an ended attempt: ${r.name} (RESOURCE_NOT_FOUND), storing nothing`, async () => {
+        const unit = await runningUnit();
+        await r.setUp(unit);
+        const uploader = r.fromOtherNode === true ? (await seedNode(on.db, now())).nodeId : unit.nodeId;
+        const bytes = Buffer.from("{}");
+        await refusedWith(receiveArtifact(receiptDeps(), uploader, upload(unit.unitId, bytes), Readable.from([bytes])), "RESOURCE_NOT_FOUND");
+        assert.equal(await blobs.exists(`artifacts/${unit.unitId}/1/model.pt`), false);
+      });
+    }
+
+    it("does not record an ended attempt's artifact once retention removed its job's artifacts, though its upload came before (ARTIFACT_EXPIRED)", async () => {
+      const unit = await runningUnit();
+      await cancelJob(on.db, unit.jobId, now());
+      const bytes = Buffer.from("{}");
+      const stored = await receiveArtifact(receiptDeps(), unit.nodeId, upload(unit.unitId, bytes), Readable.from([bytes]));
+      await expireArtifactsOfEndedJobs(on.db, now(), now(), 10);
+      const outcome = await applyArtifactReady(
+        on.db,
+        unit.nodeId,
+        { unitId: unit.unitId, attempt: 1 },
+        { name: "model.pt", kind: "checkpoint", sizeBytes: stored.size, sha256: stored.sha256, blobKey: `artifacts/${unit.unitId}/1/model.pt` },
+        now(),
+        quotas(),
+      );
+      assert.ok(typeof outcome === "object", String(outcome));
+      assert.equal(outcome.refused.code, "ARTIFACT_EXPIRED");
+      assert.deepEqual((await jobArtifactsPage(on.db, unit.customerId, unit.jobId, { limit: 10, cursor: "" })).rows, []);
+    });
   });
 
   it("signs a download URL for the customer's artifact that the signer accepts until it expires", async () => {

@@ -71,8 +71,9 @@ describe("gpuctl jobs", () => {
     const cap = captureIo();
     const clock = instantClock();
     assert.equal(await runCli(["jobs", "watch", "job_t", "--interval-ms", "100"], depsFor(api, cap, clock)), 0, cap.err());
-    assert.equal(callsOf(api, "GetTrainingJob").length, 4);
-    assert.deepEqual(clock.sleeps, [100, 100, 100]);
+    // The failure hits the live stream, which is tried again after 1 s; this fake has none (UNIMPLEMENTED), so the job is polled.
+    assert.equal(callsOf(api, "GetTrainingJob").length, 3);
+    assert.deepEqual(clock.sleeps, [1000, 100, 100]);
   });
 
   it("stops watching at once on an error that will not clear", async () => {

@@ -449,6 +449,22 @@ describe("REST and gRPC (grpc-js, proto-loader stub) answer every CustomerServic
         { name: "an attempt the unit never had", req: () => ({ id: jobId, unit_id: trainUnitId, attempt: 9 }), code: "VALIDATION_FAILED" },
       ],
     },
+    // Server-streaming events: the reader's job has ended, so both streams are its snapshot and nothing more.
+    WatchTrainingJob: {
+      kind: "read",
+      auth: "key",
+      req: () => ({ id: jobId }),
+      check(body) {
+        const events = (body as { events: { type: string; snapshot?: { training_job: { status: string }; compute_units: unknown[] } }[] }).events;
+        assert.deepEqual(events.map((e) => e.type), ["snapshot"]);
+        assert.equal(events[0]?.snapshot?.training_job.status, "completed");
+        assert.equal(events[0]?.snapshot?.compute_units.length, 3);
+      },
+      errors: [
+        notFound("an unknown job", () => ({ id: missingId }), "JOB_NOT_FOUND"),
+        { name: "a negative after_event_id", req: () => ({ id: jobId, after_event_id: -1 }), code: "VALIDATION_FAILED" },
+      ],
+    },
     GetTrainingJobMetrics: {
       kind: "read",
       auth: "key",

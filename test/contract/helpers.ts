@@ -80,7 +80,7 @@ export function createDynamicGrpcClient(cp: TestControlPlane): DynamicGrpcClient
           grpcStatus: err.code,
         };
       };
-      if (method.methodKind === "server_streaming") return callStreamedBody(fn as unknown as GrpcStreamMethod, client, method, req, md, failed);
+      if (method.methodKind === "server_streaming") return callServerStream(fn as unknown as GrpcStreamMethod, client, method, req, md, failed);
       return new Promise<Outcome>((resolve) => {
         fn.call(client, req, md, { deadline: Date.now() + 30_000 }, (err, out) => {
           if (err !== null) {
@@ -100,13 +100,14 @@ export function createDynamicGrpcClient(cp: TestControlPlane): DynamicGrpcClient
 type GrpcStreamMethod = (req: unknown, md: grpc.Metadata, options: grpc.CallOptions) => grpc.ClientReadableStream<Record<string, unknown>>;
 
 /**
- * Calls a server-streaming rpc whose messages carry HttpBody chunks (the CSV
- * exports) and folds the stream into one response message: the chunks' data
- * concatenated in order, the first chunk's content type. So the outcome reads
- * like a unary HttpBody answer and compares byte for byte with the REST body.
- * `chunks` counts the messages received.
+ * Calls a server-streaming rpc until the server ends it, and folds the stream
+ * into what REST answers in one response. HttpBody chunks (the CSV exports):
+ * one response message, the chunks' data concatenated in order, the first
+ * chunk's content type, so it compares byte for byte with the REST body
+ * (`chunks` counts the messages). Events (WatchTrainingJob, no response_body):
+ * `{events: [...]}`, each message as proto JSON, as restCall reads the SSE.
  */
-function callStreamedBody(
+function callServerStream(
   fn: GrpcStreamMethod,
   client: grpc.Client,
   method: DescMethod,
@@ -117,19 +118,18 @@ function callStreamedBody(
   const rule = getOption(method, http);
   return new Promise((resolve) => {
     const call = fn.call(client, req, md, { deadline: Date.now() + 30_000 });
-    const data: Buffer[] = [];
-    let contentType: string | undefined;
-    let chunks = 0;
-    call.on("data", (message: Record<string, unknown>) => {
-      chunks++;
-      const body = (message[rule.responseBody] ?? {}) as { content_type?: string; data?: Buffer };
-      contentType ??= body.content_type ?? "";
-      if (body.data !== undefined) data.push(Buffer.from(body.data));
-    });
+    const messages: Record<string, unknown>[] = [];
+    call.on("data", (message: Record<string, unknown>) => messages.push(message));
     call.on("error", (err: grpc.ServiceError) => resolve(failed(err)));
     call.on("end", () => {
-      const folded = { [rule.responseBody]: { content_type: contentType ?? "", data: Buffer.concat(data), extensions: [] } };
-      resolve({ ok: true, body: grpcToProtoJson(method.output, folded), chunks });
+      if (rule.responseBody === "") {
+        resolve({ ok: true, body: { events: messages.map((m) => grpcToProtoJson(method.output, m)) } });
+        return;
+      }
+      const bodies = messages.map((m) => (m[rule.responseBody] ?? {}) as { content_type?: string; data?: Buffer });
+      const data = Buffer.concat(bodies.flatMap((b) => (b.data === undefined ? [] : [Buffer.from(b.data)])));
+      const folded = { [rule.responseBody]: { content_type: bodies[0]?.content_type ?? "", data, extensions: [] } };
+      resolve({ ok: true, body: grpcToProtoJson(method.output, folded), chunks: messages.length });
     });
   });
 }
@@ -149,8 +149,8 @@ function initFromGrpc(desc: DescMessage, obj: Record<string, unknown>): Record<s
   for (const f of desc.fields) {
     const v = obj[f.name];
     if (v === null || v === undefined) continue;
-    if (f.oneof !== undefined) throw new Error(`oneof field ${desc.typeName}.${f.name} is not converted by this helper`);
-    init[f.localName] = valueFromGrpc(f, v);
+    if (f.oneof !== undefined) init[f.oneof.localName] = { case: f.localName, value: valueFromGrpc(f, v) };
+    else init[f.localName] = valueFromGrpc(f, v);
   }
   return init;
 }
@@ -236,6 +236,14 @@ export async function restCall(cp: TestControlPlane, method: DescMethod, req: Re
       httpStatus: res.status,
       requestId: parsed.error?.request_id ?? "",
     };
+  }
+  // An event stream (Server-Sent Events): each event's data, in order; 204 is the stream that ended before its first.
+  if (res.status === 204 || contentType.startsWith("text/event-stream")) {
+    const events = text
+      .split("\n\n")
+      .flatMap((frame) => frame.split("\n").filter((line) => line.startsWith("data: ")))
+      .map((line) => JSON.parse(line.slice("data: ".length)) as JsonValue);
+    return { ok: true, status: res.status, body: { events } };
   }
   if (!contentType.startsWith("application/json")) return { ok: true, status: res.status, body: null, raw: { contentType, text } };
   return { ok: true, status: res.status, body: JSON.parse(text) as JsonValue };

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { chmod, mkdir, mkdtemp, rm, stat } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { create } from "@bufbuild/protobuf";
@@ -151,20 +151,44 @@ describe("units with a Python environment", function () {
     assert.equal(finished.runSeconds, 0);
   });
 
-  it("builds from the owner's package index, the build sandbox reaching it over the network", async () => {
+  it("builds from the owner's package index, which the build sandbox reaches through the agent's proxy only", async () => {
     const runner = newRunner(sandbox, { indexUrl: index.url, findLinks: [] });
     const { finished, seen } = await runUnit(runner, { "train.py": TRAIN_PY, "requirements.txt": "beta_tools\n" });
     assert.equal(finished.outcome, Outcome.SUCCEEDED, finished.error);
     assert.equal(seen?.["beta"], "2.1.0");
+    // The index listens on the host's 127.0.0.1, which is not the sandbox's loopback: only the proxy reached it.
     assert.ok(index.requests.includes("/simple/beta-tools/"), index.requests.join(" "));
+    assert.deepEqual(await readdir(path.join(root, "data", "envs")).then((names) => names.filter((n) => n.startsWith("."))), [], "the proxy's directory is gone with its build");
   });
 
-  it("keeps the environment inside the agent's private data directory, where a sandboxed unit still runs with it", async () => {
+  it("fails a build whose index sends pip to another host: the proxy refuses it (403), and the customer reads which", async () => {
+    const elsewhere = await startWheelIndex(WHEELS);
+    const redirecting = await startWheelIndex(WHEELS, { filesAt: elsewhere.origin });
+    try {
+      const runner = newRunner(sandbox, { indexUrl: redirecting.url, findLinks: [] });
+      const { finished, uploads } = await runUnit(runner, { "train.py": TRAIN_PY, "requirements.txt": "alpha_util\n" });
+      assert.equal(finished.outcome, Outcome.FAILED);
+      const refused = elsewhere.origin.replace("http://", "");
+      assert.match(finished.error, /HTTP error 403/);
+      assert.ok(finished.error.endsWith(`(the build may reach only this node's package sources; refused: ${refused})`), finished.error);
+      assert.ok(redirecting.requests.includes("/simple/alpha-util/"), redirecting.requests.join(" "));
+      assert.deepEqual(elsewhere.requests, [], "nothing reached the other host");
+      assert.equal(finished.runSeconds, 0);
+      assert.deepEqual(uploads, []);
+    } finally {
+      await redirecting.close();
+      await elsewhere.close();
+    }
+  });
+
+  it("keeps the environment inside the agent's private data directory, where a sandboxed unit still runs with it, seeing it at /unit-env", async () => {
     const runner = newRunner(sandbox, { findLinks: [wheelhouse] });
     const { finished, seen } = await runUnit(runner, { "train.py": TRAIN_PY, "requirements.txt": "alpha_util\nbeta_tools\n" });
     assert.equal(finished.outcome, Outcome.SUCCEEDED, finished.error);
     const dataDir = path.join(root, "data");
-    assert.ok(seen?.["prefix"]?.startsWith(path.join(dataDir, "envs")), seen?.["prefix"]);
+    assert.equal((await readdir(path.join(dataDir, "envs"))).filter((name) => !name.startsWith(".")).length, 1, "the environment is in the data directory");
+    // Not at its host path, which would show the data directory in the unit's interpreter path and environment.
+    assert.deepEqual({ prefix: seen?.["prefix"], venv: seen?.["venv"] }, { prefix: "/unit-env", venv: "/unit-env" });
     assert.equal((await stat(dataDir)).mode & 0o077, 0, "no other user may enter the data directory");
   });
 });

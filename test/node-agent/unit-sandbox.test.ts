@@ -23,13 +23,17 @@ import type { UnitRunner, UnitRunnerOptions } from "../../src/node-agent/runner.
 import type { AgentMessageBody } from "../../src/node-agent/session.ts";
 import { CpuAllocator, detectDelegatedCgroup, parseCpuList } from "../../src/node-agent/unit-limits.ts";
 import {
+  SANDBOX_OPTIONS_FD,
   UnitUidAllocator,
   bubblewrapArgs,
+  bubblewrapLaunch,
   cpuListText,
   nvidiaGpuNodes,
   parseNvidiaGpuInformation,
+  prepareSandboxHost,
+  probeSandbox,
 } from "../../src/node-agent/unit-sandbox.ts";
-import type { SandboxHost, UnitIsolation, UnitSandboxSpec } from "../../src/node-agent/unit-sandbox.ts";
+import type { BubblewrapLaunch, SandboxHost, UnitIsolation, UnitSandboxSpec } from "../../src/node-agent/unit-sandbox.ts";
 import { systemClock } from "../../src/platform/clock.ts";
 import { processesOfUid, sha256, startBlobServer, waitFor, zipOf } from "./helpers.ts";
 import type { BlobServer } from "./helpers.ts";
@@ -38,7 +42,7 @@ const MIB = 1024 * 1024;
 
 const rootHost: SandboxHost = {
   asRoot: true,
-  tools: { bwrap: "/usr/bin/bwrap", setpriv: "/usr/bin/setpriv", prlimit: "/usr/bin/prlimit", taskset: "/usr/bin/taskset", env: "/usr/bin/env" },
+  tools: { bwrap: "/usr/bin/bwrap", setpriv: "/usr/bin/setpriv", prlimit: "/usr/bin/prlimit", taskset: "/usr/bin/taskset", env: "/usr/bin/env", sh: "/usr/bin/dash" },
   system: [
     { kind: "ro-bind", source: "/usr", dest: "/usr" },
     { kind: "symlink", target: "usr/lib", dest: "/lib" },
@@ -47,6 +51,7 @@ const rootHost: SandboxHost = {
   python: "/opt/venv/bin/python3",
   path: "/opt/venv/bin:/usr/bin:/bin",
   nvidiaControlDevices: ["/dev/nvidiactl", "/dev/nvidia-uvm"],
+  setsHostname: true,
 };
 const userHost: SandboxHost = { ...rootHost, asRoot: false };
 
@@ -222,9 +227,56 @@ describe("unit sandbox: the bubblewrap command line", () => {
     assert.ok(occurrences(args, "--perms", 2).some(([mode, flag]) => mode === "0755" && flag === "--dir"));
   });
 
+  const hostNames: { name: string; host: SandboxHost; hostname: string[][] }[] = [
+    { name: "names the sandbox gpu-agent-unit, in a UTS namespace of its own", host: rootHost, hostname: [["gpu-agent-unit"]] },
+    { name: "names nothing where the probe found sethostname refused (a container's seccomp), the UTS namespace still its own", host: { ...rootHost, setsHostname: false }, hostname: [] },
+    { name: "names nothing where sethostname is refused, as an unprivileged user too", host: { ...userHost, setsHostname: false }, hostname: [] },
+  ];
+  for (const h of hostNames) {
+    it(h.name, () => {
+      const args = bubblewrapArgs(h.host, spec());
+      assert.deepEqual(occurrences(args, "--hostname", 1), h.hostname);
+      // The namespaces do not depend on the name.
+      for (const flag of ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts"]) assert.ok(args.slice(0, args.indexOf("--")).includes(flag), flag);
+    });
+  }
+
   it("asks bwrap for its JSON status on the given descriptor", () => {
     assert.deepEqual(bubblewrapArgs(rootHost, spec({ statusFd: 3 })).slice(0, 2), ["--json-status-fd", "3"]);
     assert.ok(!bubblewrapArgs(rootHost, spec()).includes("--json-status-fd"));
+  });
+});
+
+describe("unit sandbox: how bwrap is started, showing its init's command line to no one", () => {
+  const inputOf = (launch: BubblewrapLaunch, fd: number) => launch.inputs.find((i) => i.fd === fd)?.data.toString("utf8");
+
+  for (const [name, host] of [
+    ["root", rootHost],
+    ["an unprivileged user", userHost],
+  ] as const) {
+    it(`puts neither a host path nor the unit's environment on bwrap's command line, the same for every unit (agent run by ${name})`, () => {
+      const launch = bubblewrapLaunch(host, spec({ statusFd: 3 }));
+      assert.deepEqual(launch.args, ["--args", String(SANDBOX_OPTIONS_FD), "--", "/usr/bin/dash", "-s"]);
+      assert.deepEqual(bubblewrapLaunch(host, spec({ uid: 2130706434, workDir: "/elsewhere/u-2", env: { OTHER: "1" } })).args, launch.args);
+    });
+
+    it(`hands bwrap its options, NUL-separated, on descriptor ${SANDBOX_OPTIONS_FD} (agent run by ${name})`, () => {
+      const args = bubblewrapArgs(host, spec({ statusFd: 3 }));
+      const options = inputOf(bubblewrapLaunch(host, spec({ statusFd: 3 })), SANDBOX_OPTIONS_FD);
+      assert.deepEqual(options?.split("\0"), [...args.slice(0, args.indexOf("--")), ""]);
+    });
+  }
+
+  it("hands the chain to a shell on stdin, each word quoted, stdin then /dev/null and the status descriptor closed", () => {
+    const launch = bubblewrapLaunch(rootHost, spec({ statusFd: 3, args: ["it's", "$(id)"], env: { NOTE: "a 'quoted'\nline" } }));
+    const script = inputOf(launch, 0) ?? "";
+    assert.ok(script.startsWith("exec '/usr/bin/prlimit' '--nproc=4096' '--' "), script);
+    assert.ok(script.endsWith(` '/usr/bin/env' '-i' 'NOTE=a '\\''quoted'\\''\nline' '/opt/venv/bin/python3' 'it'\\''s' '$(id)' </dev/null 3>&-\n`), script);
+    assert.ok(!(inputOf(bubblewrapLaunch(rootHost, spec()), 0) ?? "").includes(">&-"), "no status descriptor, none to close");
+  });
+
+  it("refuses an argument with a NUL, which would split into two", () => {
+    assert.throws(() => bubblewrapLaunch(rootHost, spec({ args: ["a\0--bind"] })), /NUL/);
   });
 });
 
@@ -399,6 +451,20 @@ if os.fork() == 0:
 print(f"uid {os.getuid()}", flush=True)
 if sys.argv[1:] == ["wait"]:
     time.sleep(120)
+`;
+
+/** Writes every command line and environment it can read in /proc, with its own arguments and NOTE, into its output. */
+const COMMAND_LINES_PY = `
+import json, os, sys
+def read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError as e:
+        return type(e).__name__
+processes = {p: {"cmdline": read("/proc/%s/cmdline" % p), "environ": read("/proc/%s/environ" % p)} for p in os.listdir("/proc") if p.isdigit()}
+with open(os.path.join(os.environ["GPU_AGENT_OUTPUT_DIR"], "seen.json"), "w") as f:
+    json.dump({"pid": os.getpid(), "argv": sys.argv[1:], "note": os.environ.get("NOTE"), "processes": processes}, f)
 `;
 
 const MEMORY_HOG_PY = `
@@ -602,7 +668,54 @@ describe("unit sandbox: the walls, from inside real sandboxes", function () {
     assert.ok(!logLines(unitId).includes("kept 2 GB"), "stopped before it got there");
   });
 
+  it("shows no host path on any command line or environment inside: the init reads `bwrap --args 4 -- sh -s`, the unit its own script and arguments, passed unchanged", async () => {
+    assert.equal(sandbox.mechanism, "bubblewrap");
+    const { host } = sandbox as Extract<UnitIsolation, { mechanism: "bubblewrap" }>;
+    const unitId = randomUUID();
+    const args = ["it's", "$(id)", "`id`", "two\nlines", "back\\slash", '"', ""];
+    const note = "a 'quoted' $HOME\nand more";
+    await runner.assign(await assignFor(unitId, COMMAND_LINES_PY, { args, env: { NOTE: note } }));
+    assert.equal(finished(unitId)[0]?.outcome, Outcome.SUCCEEDED, finished(unitId)[0]?.error);
+    const seen = JSON.parse(server.uploads.get(`${unitId}/seen.json`)?.body.toString() ?? "{}") as {
+      pid: number;
+      argv: string[];
+      note: string;
+      processes: Record<string, { cmdline: string; environ: string }>;
+    };
+    assert.deepEqual({ argv: seen.argv, note: seen.note }, { argv: args, note });
+    assert.deepEqual(Object.keys(seen.processes).map(Number).sort((a, b) => a - b), [1, seen.pid]);
+    assert.deepEqual(seen.processes["1"]?.cmdline.split("\0"), [host.tools.bwrap, "--args", String(SANDBOX_OPTIONS_FD), "--", host.tools.sh, "-s", ""]);
+    assert.deepEqual(seen.processes[String(seen.pid)]?.cmdline.split("\0"), [host.python, "/unit/package/train.py", ...args, ""]);
+    for (const [pid, { cmdline, environ }] of Object.entries(seen.processes)) {
+      for (const [what, text] of Object.entries({ cmdline, environ })) {
+        assert.ok(!text.includes(parentDir), `the ${what} of pid ${pid} names the data directory: ${JSON.stringify(text)}`);
+      }
+    }
+  });
 });
+
+/**
+ * Runs a program under a seccomp filter that refuses sethostname with EPERM, as the default profiles of
+ * container runtimes (podman, docker) do for a process without CAP_SYS_ADMIN: `python3 this.py prog args…`.
+ */
+const NO_SETHOSTNAME_PY = `
+import ctypes, os, struct, sys
+# (code, jt, jf, k): refuse sethostname (x86_64: 170, aarch64: 161), allow everything else.
+program = [
+    (0x20, 0, 0, 4), (0x15, 0, 2, 0xC000003E), (0x20, 0, 0, 0), (0x15, 3, 4, 170),
+    (0x15, 0, 3, 0xC00000B7), (0x20, 0, 0, 0), (0x15, 0, 1, 161),
+    (0x06, 0, 0, 0x00050000 | 1), (0x06, 0, 0, 0x7FFF0000),
+]
+filters = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *f) for f in program))
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+fprog = SockFprog(len(program), ctypes.addressof(filters))
+libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+    sys.exit("seccomp: " + os.strerror(ctypes.get_errno()))
+os.execv(sys.argv[1], sys.argv[1:])
+`;
 
 describe("isolation probe: what the node reports and what it then takes", function () {
   this.timeout(60_000);
@@ -680,6 +793,29 @@ describe("isolation probe: what the node reports and what it then takes", functi
     } else {
       assert.deepEqual(isolation.limits, { memory: "cgroup", pids: "cgroup", cpu: "cgroup", disk: "watch" });
     }
+  });
+
+  it("keeps naming the sandbox where bwrap may set its host name", async () => {
+    const { runner } = await prepareIsolation({ requested: "bubblewrap", dataDir: dir, manageCgroups: false, logger: silentLogger });
+    assert.ok(runner.mechanism === "bubblewrap" && runner.host.setsHostname);
+  });
+
+  it("drops --hostname where a container's seccomp profile refuses sethostname, says so, and units then run with the host's name", async () => {
+    const dataDir = path.join(dir, "data");
+    await mkdir(dataDir, { mode: 0o700 });
+    const launcher = path.join(dir, "bwrap-under-seccomp");
+    await writeFile(path.join(dir, "no-sethostname.py"), NO_SETHOSTNAME_PY);
+    const asked = await prepareSandboxHost({ asRoot: process.getuid?.() === 0, dataDir, python: "python3", unitPathValue: "/usr/local/bin:/usr/bin:/bin" });
+    await writeFile(launcher, `#!/bin/sh\nexec python3 ${path.join(dir, "no-sethostname.py")} ${asked.tools.bwrap} "$@"\n`, { mode: 0o755 });
+    const host: SandboxHost = { ...asked, tools: { ...asked.tools, bwrap: launcher } };
+
+    const probe = await probeSandbox(host, dataDir);
+    assert.ok(probe.ok, probe.ok ? "" : probe.reason);
+    assert.equal(probe.host.setsHostname, false);
+    assert.match(probe.note ?? "", /^units see the agent's host name, in a UTS namespace still their own, because bwrap could not name the sandbox gpu-agent-unit \(a trial sandbox did not start \(exit 1\): bwrap: Can't set hostname to gpu-agent-unit: Operation not permitted\)$/);
+    const { finished, lines } = await runOne(dataDir, { mechanism: "bubblewrap", host: probe.host }, "import socket\nprint('hostname ' + socket.gethostname(), flush=True)\n");
+    assert.equal(finished?.outcome, Outcome.SUCCEEDED, finished?.error);
+    assert.deepEqual(lines, [`hostname ${os.hostname()}`]);
   });
 
   it("reports none, with the operator's choice as the reason, for --isolation none", async () => {

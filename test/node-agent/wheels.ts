@@ -61,13 +61,24 @@ export async function writeWheelhouse(dir: string, specs: readonly WheelSpec[]):
 export interface WheelIndex {
   /** The index's URL, `http://127.0.0.1:<port>/simple/`. */
   url: string;
+  /** `http://127.0.0.1:<port>`. */
+  origin: string;
   /** Paths requested so far. */
   requests: string[];
   close(): Promise<void>;
 }
 
+/** Options of startWheelIndex. */
+export interface WheelIndexOptions {
+  /**
+   * The origin (`http://127.0.0.1:<port>`) the index's links send pip to for the files, instead of its
+   * own: an index whose files live on another host, as PyPI's do.
+   */
+  filesAt?: string;
+}
+
 /** Starts the index; project names are normalized as pip asks for them (lower case, runs of `-_.` as `-`). */
-export async function startWheelIndex(specs: readonly WheelSpec[]): Promise<WheelIndex> {
+export async function startWheelIndex(specs: readonly WheelSpec[], options: WheelIndexOptions = {}): Promise<WheelIndex> {
   const normalize = (name: string) => name.toLowerCase().replace(/[-_.]+/g, "-");
   const files = new Map<string, Buffer>();
   const projects = new Map<string, string[]>();
@@ -84,7 +95,7 @@ export async function startWheelIndex(specs: readonly WheelSpec[]): Promise<Whee
     if (project !== undefined) {
       const names = projects.get(normalize(decodeURIComponent(project)));
       if (names === undefined) return void res.writeHead(404).end();
-      const links = names.map((n) => `<a href="/files/${n}#sha256=${createHash("sha256").update(files.get(n) as Buffer).digest("hex")}">${n}</a>`);
+      const links = names.map((n) => `<a href="${options.filesAt ?? ""}/files/${n}#sha256=${createHash("sha256").update(files.get(n) as Buffer).digest("hex")}">${n}</a>`);
       return void res.writeHead(200, { "content-type": "text/html" }).end(`<!DOCTYPE html><html><body>${links.join("\n")}</body></html>`);
     }
     const file = /^\/files\/([^/]+)$/.exec(url.pathname)?.[1];
@@ -96,6 +107,7 @@ export async function startWheelIndex(specs: readonly WheelSpec[]): Promise<Whee
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}/simple/`,
+    origin: `http://127.0.0.1:${port}`,
     requests,
     close: () =>
       new Promise<void>((resolve) => {

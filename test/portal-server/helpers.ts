@@ -120,3 +120,64 @@ export async function accessibilityViolations(page: Page): Promise<string[]> {
   );
   return violations.map((v) => `${v.id} (${v.impact ?? "?"}): ${v.help} — ${v.nodes.map((n) => JSON.stringify(n.target)).slice(0, 3).join(", ")}`);
 }
+
+/** What {@link phoneLayout} measures on the page as it is now. */
+export interface PhoneLayout {
+  /** The document's scroll width: more than the viewport's width means the page scrolls sideways. */
+  scrollWidth: number;
+  viewportWidth: number;
+  /** Pixels between the header's bottom edge and `<main>`'s top edge (the navigation closed). */
+  mainOffset: number;
+  /** The tallest horizontal strip between the header and the last content that holds no content at all. */
+  largestGap: { height: number; atY: number };
+  /** Progress figures ("42 %") not wholly visible: cut by the viewport, by a scroll box, or truncated. */
+  hiddenProgressFigures: string[];
+}
+
+/**
+ * Measures the layout faults a phone shows: sideways scrolling, a blank band, cut-off progress figures.
+ * "Content" is every non-blank text line, control, graphic and progress bar inside `<main>`; the largest
+ * gap is the tallest strip of the page (from the header down to the last content) crossed by none of them.
+ */
+export async function phoneLayout(page: Page): Promise<PhoneLayout> {
+  return page.evaluate<PhoneLayout>(`(() => {
+    const spans = [];
+    const add = (rect) => { if (rect.width > 0 && rect.height > 0) spans.push([rect.top + scrollY, rect.bottom + scrollY]); };
+    const main = document.querySelector("main");
+    const texts = document.createTreeWalker(main, NodeFilter.SHOW_TEXT);
+    for (let node = texts.nextNode(); node !== null; node = texts.nextNode()) {
+      if (node.textContent.trim() === "") continue;
+      const range = document.createRange();
+      range.selectNodeContents(node);
+      for (const rect of range.getClientRects()) add(rect);
+    }
+    for (const el of main.querySelectorAll("svg, img, input, select, textarea, button, [role=progressbar]")) add(el.getBoundingClientRect());
+    spans.sort((a, b) => a[0] - b[0]);
+    const headerBottom = document.querySelector("header").getBoundingClientRect().bottom + scrollY;
+    let reached = headerBottom;
+    let largestGap = { height: 0, atY: headerBottom };
+    for (const [top, bottom] of spans) {
+      if (top - reached > largestGap.height) largestGap = { height: Math.round(top - reached), atY: Math.round(reached) };
+      reached = Math.max(reached, bottom);
+    }
+    const viewportWidth = document.documentElement.clientWidth;
+    const hiddenProgressFigures = [];
+    for (const figure of main.querySelectorAll(".progress-text")) {
+      const rect = figure.getBoundingClientRect();
+      let clipped = rect.left < 0 || rect.right > viewportWidth || figure.scrollWidth > figure.clientWidth;
+      for (let box = figure.parentElement; box !== null && box !== main; box = box.parentElement) {
+        if (getComputedStyle(box).overflowX === "visible") continue;
+        const edge = box.getBoundingClientRect();
+        if (rect.left < edge.left || rect.right > edge.right) clipped = true;
+      }
+      if (clipped) hiddenProgressFigures.push(figure.textContent + " at x " + Math.round(rect.left) + "–" + Math.round(rect.right));
+    }
+    return {
+      scrollWidth: document.documentElement.scrollWidth,
+      viewportWidth,
+      mainOffset: Math.round(main.getBoundingClientRect().top + scrollY - headerBottom),
+      largestGap,
+      hiddenProgressFigures,
+    };
+  })()`);
+}

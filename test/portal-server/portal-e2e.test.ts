@@ -18,7 +18,16 @@ import { zipDirectory } from "../../src/cli/files.ts";
 import type { TestAgent, TestControlPlane } from "../support/control-plane.ts";
 import { request, startTestAgent, startTestControlPlane, uploadResource } from "../support/control-plane.ts";
 import type { PortalCustomer } from "./helpers.ts";
-import { accessibilityViolations, createPortalCustomer, ensurePortalBuilt, launchChromium, screenshotAll, signInWithKeyboard, watchForBrowserErrors } from "./helpers.ts";
+import {
+  accessibilityViolations,
+  createPortalCustomer,
+  ensurePortalBuilt,
+  launchChromium,
+  phoneLayout,
+  screenshotAll,
+  signInWithKeyboard,
+  watchForBrowserErrors,
+} from "./helpers.ts";
 
 const example = join(import.meta.dirname, "..", "..", "examples", "tiny-mlp");
 
@@ -260,6 +269,76 @@ describe("the web portal in a browser", function () {
     await nav.getByRole("link", { name: "Usage" }).click();
     await page.getByTestId("credits-chart").waitFor();
     await fits("the usage page");
+    assert.deepEqual(problems, []);
+  });
+
+  it("fits every page on a phone (390×844) with a customer's data: no sideways scroll, no blank band, progress figures in full", async () => {
+    assert.notEqual(firstJobId, "", "needs the first test's completed job (progress, metrics, artifacts, logs)");
+    // More jobs beside the completed one: one waiting for a GPU no node has, with a long name, and a cancelled one;
+    // a webhook with a delivery.
+    const auth = { "x-api-key": first.apiKey };
+    const job = (await request(cp, "GET", `/api/v1/customer/training-jobs/${firstJobId}`, { headers: auth })).body;
+    const inputs = { dataset_id: job["dataset_id"], training_package_id: job["training_package_id"], max_runtime_seconds: 600 };
+    const waiting = await request(cp, "POST", "/api/v1/customer/training-jobs", {
+      headers: auth,
+      body: { ...inputs, name: "resnet50-imagenet-subset-learning-rate-sweep-0.003", required_vram_mb: 80_000 },
+    });
+    const cancelled = await request(cp, "POST", "/api/v1/customer/training-jobs", { headers: auth, body: { ...inputs, name: "cancelled-run", required_vram_mb: 80_000 } });
+    assert.equal(waiting.status, 201, JSON.stringify(waiting.body));
+    assert.equal(cancelled.status, 201, JSON.stringify(cancelled.body));
+    await request(cp, "POST", `/api/v1/customer/training-jobs/${cancelled.body["id"] as string}/cancel`, { headers: auth, body: {} });
+    const hook = await request(cp, "POST", "/api/v1/customer/webhooks", {
+      headers: auth,
+      body: { url: "https://hooks.example.com/gpu-agent/notifications/with/a/rather/long/path", events: ["job.completed", "job.failed"], description: "team chat" },
+    });
+    await request(cp, "POST", `/api/v1/customer/webhooks/${(hook.body["webhook"] as { id: string }).id}/test`, { headers: auth, body: {} });
+
+    const { page, problems } = await newPage({ viewport: { width: 390, height: 844 } });
+    await page.goto(`${cp.url}/portal/jobs`);
+    await page.getByLabel("E-mail").fill(first.email);
+    await page.getByLabel("Password").fill(first.password);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("heading", { name: "Training jobs" }).waitFor();
+
+    const pages: ReadonlyArray<{ path: string; loaded: (p: Page) => Promise<void> }> = [
+      { path: "/jobs", loaded: (p) => p.getByRole("link", { name: "cancelled-run" }).waitFor() },
+      { path: `/jobs/${firstJobId}`, loaded: (p) => p.getByLabel("Log of evaluate").getByText(/evaluated/).waitFor() },
+      { path: "/jobs/new", loaded: (p) => p.getByRole("button", { name: "Create training job" }).waitFor() },
+      { path: "/datasets", loaded: (p) => p.getByTestId("datasets-table").waitFor() },
+      { path: "/packages", loaded: (p) => p.getByTestId("training-packages-table").waitFor() },
+      { path: "/usage", loaded: (p) => p.getByRole("cell", { name: /tiny-mlp-fine-tune: train/ }).waitFor() },
+      { path: "/api-keys", loaded: (p) => p.getByRole("button", { name: /^Revoke / }).first().waitFor() },
+      {
+        path: "/webhooks",
+        loaded: async (p) => {
+          await p.getByRole("button", { name: "Recent deliveries" }).click();
+          await p.getByText("webhook.test").waitFor();
+        },
+      },
+    ];
+    const faults: string[] = [];
+    for (const { path, loaded } of pages) {
+      await page.goto(`${cp.url}/portal${path}`);
+      await loaded(page);
+      const layout = await phoneLayout(page);
+      if (layout.scrollWidth > layout.viewportWidth) faults.push(`${path}: scrolls sideways (${layout.scrollWidth} px wide)`);
+      if (layout.mainOffset > 1) faults.push(`${path}: ${layout.mainOffset} px between the header and the page`);
+      // The widest legitimate gap is a heading's top margin (about 30 px); 96 px of nothing is a blank band.
+      if (layout.largestGap.height > 96) faults.push(`${path}: a ${layout.largestGap.height} px blank band at y ${layout.largestGap.atY}`);
+      for (const figure of layout.hiddenProgressFigures) faults.push(`${path}: progress figure ${figure} is cut off`);
+    }
+    // The jobs list shows every job's progress figure (the completed one's 100 %) on the phone.
+    await page.goto(`${cp.url}/portal/jobs`);
+    await page.getByRole("link", { name: "cancelled-run" }).waitFor();
+    assert.equal(await page.getByTestId("jobs-table").locator(".progress-text").count(), 3);
+    await page.getByTestId("jobs-table").getByText("100 %").waitFor();
+    assert.deepEqual(faults, []);
+
+    // The desktop keeps its tables: column headers on top, one row per job.
+    await page.setViewportSize({ width: 1280, height: 900 });
+    assert.equal(await page.evaluate<string>(`getComputedStyle(document.querySelector('[data-testid="jobs-table"] tbody tr')).display`), "table-row");
+    assert.ok(await page.getByRole("columnheader", { name: "Progress" }).isVisible());
+    await request(cp, "POST", `/api/v1/customer/training-jobs/${waiting.body["id"] as string}/cancel`, { headers: auth, body: {} });
     assert.deepEqual(problems, []);
   });
 

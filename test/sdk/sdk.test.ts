@@ -217,16 +217,16 @@ describe("SDK: the full customer flow against a real control plane and agent", f
     const flakyClient = createGpuAgentClient({ baseUrl: cp.url, apiKey, interceptors: [flaky], clock });
 
     failing = 2;
-    const notFound = await rejection(flakyClient.jobs.wait(missing, { intervalMs: 500, maxTransientFailures: 2 }));
+    const notFound = await rejection(flakyClient.jobs.wait(missing, { poll: true, intervalMs: 500, maxTransientFailures: 2 }));
     assert.equal(notFound.code, "JOB_NOT_FOUND", "two blips ridden out, then the real answer");
     assert.deepEqual(clock.sleeps, [500, 500]);
 
     failing = 1;
-    assert.equal((await rejection(flakyClient.jobs.wait(missing, { intervalMs: 500 }))).code, "CONNECTION_FAILED", "by default the first failure is thrown");
+    assert.equal((await rejection(flakyClient.jobs.wait(missing, { poll: true, intervalMs: 500 }))).code, "CONNECTION_FAILED", "by default the first failure is thrown");
 
     clock.sleeps.length = 0;
     failing = 100;
-    const timedOut = await rejection(flakyClient.jobs.wait(missing, { intervalMs: 500, timeoutMs: 1200, maxTransientFailures: 100 }));
+    const timedOut = await rejection(flakyClient.jobs.wait(missing, { poll: true, intervalMs: 500, timeoutMs: 1200, maxTransientFailures: 100 }));
     assert.equal(timedOut.code, "TIMEOUT");
     assert.deepEqual(clock.sleeps, [500, 500, 200], "the deadline is kept on the injected clock");
   });

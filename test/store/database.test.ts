@@ -24,7 +24,7 @@ const backends: readonly Backend[] = [
 ];
 
 /** Every migration, in order. */
-const migrations = ["Migration0001Initial", "Migration0002NodeHistory", "Migration0003UnitTelemetry", "Migration0004NodeChanges", "Migration0005LoginAttempts", "Migration0006StorageQuotas", "Migration0007NodeIsolation"];
+const migrations = ["Migration0001Initial", "Migration0002NodeHistory", "Migration0003UnitTelemetry", "Migration0004NodeChanges", "Migration0005LoginAttempts", "Migration0006StorageQuotas", "Migration0007NodeIsolation", "Migration0008UnitEnvBuilds", "Migration0009JobEvents"];
 
 const tables = [
   "api_keys",
@@ -34,6 +34,8 @@ const tables = [
   "datasets",
   "enrollment_tokens",
   "idempotency_records",
+  "job_event_counters",
+  "job_events",
   "ledger_entries",
   "login_address_budgets",
   "login_attempts",
@@ -44,6 +46,7 @@ const tables = [
   "sessions",
   "training_jobs",
   "training_packages",
+  "unit_env_builds",
   "unit_log_chunks",
   "unit_metric_points",
   "unit_telemetry",

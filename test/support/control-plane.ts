@@ -16,8 +16,8 @@ import type { RequestLimitOptions } from "../../src/limits/request-limits.ts";
 import type { WebhookDispatcherOptions } from "../../src/webhooks/dispatcher.ts";
 import type { TelemetryOptions } from "../../src/telemetry/recorder.ts";
 import type { Clock } from "../../src/platform/clock.ts";
-import type { AgentsConfig, LimitsConfig } from "../../src/platform/config.ts";
-import { defaultAgents, defaultLimits, defaultRates } from "../../src/platform/config.ts";
+import type { AgentsConfig, JobEventsConfig, LimitsConfig } from "../../src/platform/config.ts";
+import { defaultAgents, defaultJobEvents, defaultLimits, defaultRates } from "../../src/platform/config.ts";
 
 const repoRoot = join(import.meta.dirname, "..", "..");
 
@@ -43,6 +43,10 @@ export interface TestControlPlaneOptions {
   logger?: Logger;
   /** An existing data directory to start on (a restart); default a fresh temporary one. stop() removes it either way. */
   dataDir?: string;
+  /** Live job events (heartbeat, watches per customer); default the production values. */
+  events?: Partial<JobEventsConfig>;
+  /** The replica's id; replicas sharing one PostgreSQL need different ones to hear each other on the bus. */
+  replicaId?: string;
 }
 
 /**
@@ -60,7 +64,7 @@ export async function startTestControlPlane(options: TestControlPlaneOptions = {
       dataDir,
       databaseUrl: options.databaseUrl,
       etcdEndpoints: [],
-      replicaId: "test-replica",
+      replicaId: options.replicaId ?? "test-replica",
       adminToken,
       blobDir: join(dataDir, "blobs"),
       placementIntervalMs: 200,
@@ -68,6 +72,7 @@ export async function startTestControlPlane(options: TestControlPlaneOptions = {
       rates: defaultRates,
       agents: { ...defaultAgents, heartbeatIntervalSeconds: 1, ...options.agents },
       build: "test",
+      ...(options.events === undefined ? {} : { events: { ...defaultJobEvents, ...options.events } }),
     },
     {
       logger: options.logger ?? pino({ level: process.env["TEST_LOG_LEVEL"] ?? "silent" }),
@@ -111,10 +116,10 @@ function collect(child: ChildProcess): () => string {
   return () => Buffer.concat(chunks).toString("utf8");
 }
 
-/** Enrolls and runs `cmd/agent.ts` against `url` with a token of `trustLevel`. */
+/** Enrolls and runs `cmd/agent.ts` against `url` with a token of `trustLevel`; `runArgs` are more `gpu-agent run` flags. */
 export async function startTestAgent(
   cp: TestControlPlane,
-  options: { trustLevel: "community" | "verified" | "controlled"; devGpuMib?: number; env?: Record<string, string>; maxUnits?: number },
+  options: { trustLevel: "community" | "verified" | "controlled"; devGpuMib?: number; env?: Record<string, string>; maxUnits?: number; runArgs?: readonly string[] },
 ): Promise<TestAgent> {
   const token = (await adminRequest(cp, "POST", "/api/v1/admin/enrollment-tokens", { trust_level: options.trustLevel }))["token"] as string;
   const dataDir = await mkdtemp(join(tmpdir(), "gpu-agent-node-"));
@@ -127,7 +132,7 @@ export async function startTestAgent(
   if (code !== 0) throw new Error(`agent enroll failed (${code}):\n${enrollOutput()}`);
   const nodeId = (JSON.parse(enrollOutput().split("\n").find((l) => l.startsWith("{\"node_id\"")) ?? "{}") as { node_id: string }).node_id;
   const maxUnits = options.maxUnits === undefined ? [] : ["--max-units", String(options.maxUnits)];
-  const run = spawn(process.execPath, [agentCmd, "run", "--data-dir", dataDir, ...devGpu, ...maxUnits, "--grace-seconds", "1"], { env });
+  const run = spawn(process.execPath, [agentCmd, "run", "--data-dir", dataDir, ...devGpu, ...maxUnits, "--grace-seconds", "1", ...(options.runArgs ?? [])], { env });
   const output = collect(run);
   const running = () => run.exitCode === null && run.signalCode === null;
   return {

@@ -115,6 +115,9 @@ export interface ComputeUnit {
   exit_code: number;
   error: string;
   credits_debited: string;
+  /** The latest finished attempt's Python environment build (or wait for one), apart from the run; never billed. */
+  env_build_seconds: number;
+  env_built: boolean;
 }
 
 /** One line of a unit's log (GET …/compute-units/{unit_id}/logs). */

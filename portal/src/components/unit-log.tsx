@@ -1,16 +1,19 @@
 /**
- * The live tail of one compute unit's log. While the unit runs it polls every
- * second with the cursor (`after` = the last line's seq), so each answer
- * carries only new lines; once the unit has ended it reads once more and
- * stops. The server keeps the last 500 lines (64 KiB) of each attempt and
- * receives them every couple of seconds; the stage's `.log` artifact holds the
- * whole log once the attempt ends.
+ * The live tail of one compute unit's log: the server's tail, read once (and
+ * again when the unit changes state or attempt), then the lines each of the
+ * job's log events brings (`pushed`, the latest event of this unit; the page
+ * follows the job's event stream). Lines are numbered 1, 2, 3 … per attempt, so
+ * an event that does not continue the lines shown (one went by unseen) is
+ * followed by a read with the cursor (`after` = the last line's seq) instead.
+ * The server keeps the last 500 lines (64 KiB) of each attempt and receives
+ * them every couple of seconds; the stage's `.log` artifact holds the whole log
+ * once the attempt ends.
  */
 import { useCallback, useEffect, useLayoutEffect, useRef, useState } from "react";
 import { api } from "../api/client.ts";
+import type { LogEvent } from "../api/job-events.ts";
 import type { ComputeUnit, LogLine, UnitLogs } from "../api/types.ts";
 import { formatNumber } from "../format.ts";
-import { useInterval } from "../hooks.ts";
 import { ErrorBox } from "./ui.tsx";
 
 /** Lines kept on the page (the server's tail size). */
@@ -24,7 +27,7 @@ interface Shown {
 }
 
 /** One unit's log, live while the unit runs. */
-export function UnitLog({ jobId, unit }: { jobId: string; unit: ComputeUnit }) {
+export function UnitLog({ jobId, unit, pushed }: { jobId: string; unit: ComputeUnit; pushed?: LogEvent | undefined }) {
   const [shown, setShown] = useState<Shown | undefined>(undefined);
   const [error, setError] = useState<unknown>(undefined);
   const cursor = useRef({ attempt: -1, after: "0", busy: false });
@@ -68,7 +71,24 @@ export function UnitLog({ jobId, unit }: { jobId: string; unit: ComputeUnit }) {
   useEffect(() => {
     void load();
   }, [load, unit.status, unit.attempt]);
-  useInterval(() => void load(), 1000, live);
+  // A log event that continues the lines shown is appended as it is; any other one is read with the cursor.
+  useEffect(() => {
+    const c = cursor.current;
+    if (pushed === undefined || c.busy) return;
+    const first = pushed.lines[0];
+    if (first === undefined) return;
+    if (pushed.attempt !== c.attempt || BigInt(first.seq) !== BigInt(c.after) + 1n) {
+      void load();
+      return;
+    }
+    c.after = pushed.lines.at(-1)?.seq ?? c.after;
+    setShown((old) => {
+      const all = [...(old?.lines ?? []), ...pushed.lines];
+      const lines = all.length > maxLines ? all.slice(all.length - maxLines) : all;
+      // Lines are numbered from 1 without gaps: everything before the first one shown is older.
+      return { attempt: pushed.attempt, lines, dropped: old?.dropped ?? 0, trimmed: Number(lines[0]?.seq ?? "1") - 1 };
+    });
+  }, [pushed, load]);
 
   // Stay at the newest line unless the reader scrolled up.
   useLayoutEffect(() => {

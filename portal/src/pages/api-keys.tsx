@@ -77,7 +77,7 @@ export function ApiKeysPage() {
         <ListBody state={keys} what="keys" empty="No keys yet.">
           {(rows) => (
             <div className="table-scroll">
-              <table>
+              <table className="stack-on-phone">
                 <thead>
                   <tr>
                     <th scope="col">Name</th>
@@ -97,14 +97,14 @@ export function ApiKeysPage() {
                     return (
                       <tr key={k.id}>
                         <th scope="row">{k.name}</th>
-                        <td>
+                        <td data-label="Starts with">
                           <code>{k.prefix}…</code>
                         </td>
-                        <td>{k.scopes.join(", ")}</td>
-                        <td>{formatDate(k.created_at)}</td>
-                        <td>{formatDate(k.last_used_at)}</td>
-                        <td>{revoked ? `revoked ${formatDate(k.revoked_at)}` : "active"}</td>
-                        <td>
+                        <td data-label="Scopes">{k.scopes.join(", ")}</td>
+                        <td data-label="Created">{formatDate(k.created_at)}</td>
+                        <td data-label="Last used">{formatDate(k.last_used_at)}</td>
+                        <td data-label="State">{revoked ? `revoked ${formatDate(k.revoked_at)}` : "active"}</td>
+                        <td className="actions">
                           {revoked ? null : (
                             <button type="button" className="danger" disabled={revoke.busy} onClick={() => void revoke.run(k)} aria-label={`Revoke ${k.name}`}>
                               Revoke

@@ -1,26 +1,36 @@
 /**
  * One training job: status and live progress, the DAG of compute units, the
  * loss curve, the live tail of each unit's log, artifacts with download
- * buttons, and cancel. While the job is queued or running the page polls every
- * second.
+ * buttons, and cancel. Nothing is polled: the page follows the job's live
+ * events (api/job-events.ts, an EventSource) and reads the job, its units,
+ * metrics and artifacts again only when a status changes.
  *
  * The loss curve is each unit's history of progress reports as the server
  * keeps it (GET …/metrics: every report, thinned evenly past 500), so a job
- * opened after it finished has its whole curve. Logs are the server's live
- * tail of each unit (components/unit-log.tsx).
+ * opened after it finished has its whole curve; while the job runs, each
+ * unit event with new metrics adds a point. Logs are the server's tail of each
+ * unit, then the lines its log events bring (components/unit-log.tsx).
  */
 import { useCallback, useEffect, useRef, useState } from "react";
 import { api, sameOrigin, triggerDownload } from "../api/client.ts";
+import type { LogEvent, UnitChange } from "../api/job-events.ts";
+import { watchJobEvents } from "../api/job-events.ts";
 import type { Artifact, ComputeUnit, DownloadUrl, JobMetrics, List, TrainingJob } from "../api/types.ts";
 import { LineChart } from "../components/charts.tsx";
 import { DagView } from "../components/dag.tsx";
 import { ErrorBox, Loading, Page, ProgressBar, StatusBadge } from "../components/ui.tsx";
 import { UnitLog } from "../components/unit-log.tsx";
 import { formatBytes, formatDate, formatDuration, formatMetric, formatNumber, humanize } from "../format.ts";
-import { useAction, useInterval } from "../hooks.ts";
+import { useAction } from "../hooks.ts";
 import { Link } from "../router.tsx";
 
 const terminal = new Set(["completed", "failed", "cancelled", "expired"]);
+
+/** The environment's time, said apart from the run because the customer is billed for the run only. */
+function envBuildNote(u: ComputeUnit): string {
+  const took = formatDuration(u.env_build_seconds);
+  return u.env_built ? `Python environment built in ${took} (not billed)` : `${took} preparing the Python environment (not billed)`;
+}
 
 /** A unit's loss curve: by epoch when every report with a loss names its epoch, else by report. */
 interface LossCurve {
@@ -42,6 +52,22 @@ function lossCurves(metrics: JobMetrics | undefined): LossCurve[] {
   });
 }
 
+/** Wait before watching again after the stream was refused or broke for good (401, 429 …). */
+const rewatchMs = 5000;
+
+/** A unit's history with one more point when the unit's change brings metrics its last point lacks. */
+function withReport(metrics: JobMetrics | undefined, change: UnitChange): JobMetrics | undefined {
+  if (metrics === undefined) return metrics;
+  return {
+    ...metrics,
+    units: metrics.units.map((u) => {
+      const last = u.points.at(-1);
+      if (u.unit_id !== change.id || Object.keys(change.metrics).length === 0 || JSON.stringify(last?.metrics) === JSON.stringify(change.metrics)) return u;
+      return { ...u, points: [...u.points, { progress: change.progress, metrics: change.metrics }] };
+    }),
+  };
+}
+
 function downloadUrl(jobId: string, artifactId: string): Promise<DownloadUrl> {
   return api<DownloadUrl>("POST", `/api/v1/customer/training-jobs/${encodeURIComponent(jobId)}/artifacts/${encodeURIComponent(artifactId)}/download-url`, { body: {} });
 }
@@ -53,14 +79,23 @@ export function JobPage({ id }: { id: string }) {
   const [artifacts, setArtifacts] = useState<Artifact[]>([]);
   const [error, setError] = useState<unknown>(undefined);
   const [metrics, setMetrics] = useState<JobMetrics | undefined>(undefined);
+  const [logEvents, setLogEvents] = useState<Record<string, LogEvent>>({});
+  const [watches, setWatches] = useState(0);
   const busy = useRef(false);
+  const again = useRef(false);
   const completedSeen = useRef(-1);
+  const statuses = useRef(new Map<string, string>());
   const base = `/api/v1/customer/training-jobs/${encodeURIComponent(id)}`;
 
   const refresh = useCallback(async () => {
-    if (busy.current) return;
+    // A change that comes while a read runs is read after it, so the last read is never older than the last change.
+    if (busy.current) {
+      again.current = true;
+      return;
+    }
     busy.current = true;
     try {
+      again.current = false;
       const [j, u] = await Promise.all([api<TrainingJob>("GET", base), api<List<ComputeUnit>>("GET", `${base}/compute-units?limit=100`)]);
       // Read after the job: once it has ended, this answer holds every report (a unit's last ones are written before it ends).
       const m = await api<JobMetrics>("GET", `${base}/metrics`);
@@ -80,13 +115,49 @@ export function JobPage({ id }: { id: string }) {
     } finally {
       busy.current = false;
     }
+    if (again.current) void refresh();
   }, [base]);
 
-  useEffect(() => {
-    void refresh();
-  }, [refresh]);
-  const active = job === undefined ? error === undefined : !terminal.has(job.status);
-  useInterval(() => void refresh(), 1000, active && job !== undefined);
+  /** True when the job or a unit (`key`) reached another status than the page last saw. */
+  const moved = (key: string, status: string): boolean => {
+    const before = statuses.current.get(key);
+    statuses.current.set(key, status);
+    return before !== status;
+  };
+
+  useEffect(
+    () =>
+      watchJobEvents(base, {
+        snapshot(s) {
+          setJob(s.training_job);
+          setUnits(s.compute_units);
+          moved(id, s.training_job.status);
+          for (const u of s.compute_units) moved(u.id, u.status);
+          void refresh();
+        },
+        job(change) {
+          setJob((j) => (j === undefined ? j : { ...j, ...change }));
+          if (moved(id, change.status)) void refresh();
+        },
+        unit(change) {
+          setUnits((us) => us.map((u) => (u.id === change.id ? { ...u, ...change } : u)));
+          setMetrics((m) => withReport(m, change));
+          // Credits, counts and artifacts follow a unit's end: read them then.
+          if (moved(change.id, change.status)) void refresh();
+        },
+        log(event) {
+          setLogEvents((all) => ({ ...all, [event.compute_unit_id]: event }));
+        },
+        onClosed() {
+          // Refused (signed out, not found, too many watches) or ended: the read shows which; a job known to be active is watched again.
+          void refresh();
+          const status = statuses.current.get(id);
+          if (status !== undefined && !terminal.has(status)) window.setTimeout(() => setWatches((n) => n + 1), rewatchMs);
+        },
+      }),
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+    [base, watches],
+  );
 
   const cancel = useAction(async () => {
     if (!window.confirm("Cancel this training job? Units that are running are stopped; completed units stay billed.")) return;
@@ -182,7 +253,7 @@ export function JobPage({ id }: { id: string }) {
         <h2 id="dag-title">Compute units</h2>
         <DagView units={units} />
         <div className="table-scroll">
-          <table data-testid="units-table">
+          <table data-testid="units-table" className="stack-on-phone">
             <thead>
               <tr>
                 <th scope="col">Unit</th>
@@ -200,18 +271,25 @@ export function JobPage({ id }: { id: string }) {
               {units.map((u) => (
                 <tr key={u.id}>
                   <th scope="row">{u.name}</th>
-                  <td>{u.kind.toUpperCase()}</td>
-                  <td>{u.depends_on.join(", ") || "—"}</td>
-                  <td>
+                  <td data-label="Kind">{u.kind.toUpperCase()}</td>
+                  <td data-label="After">{u.depends_on.join(", ") || "—"}</td>
+                  <td data-label="State">
                     <StatusBadge status={u.status} />
                   </td>
-                  <td>
+                  <td data-label="Progress">
                     <ProgressBar label={`Progress of ${u.name}`} value={u.status === "completed" ? 1 : u.progress} />
                   </td>
-                  <td className="num">{u.attempt}</td>
-                  <td>{u.node_id === "" ? "—" : <code className="id">{u.node_id.slice(0, 8)}</code>}</td>
-                  <td className="num">{formatNumber(u.credits_debited)}</td>
-                  <td>{u.error || u.unschedulable_reason || ""}</td>
+                  <td className="num" data-label="Attempt">
+                    {u.attempt}
+                  </td>
+                  <td data-label="Node">{u.node_id === "" ? "—" : <code className="id">{u.node_id.slice(0, 8)}</code>}</td>
+                  <td className="num" data-label="Credits">
+                    {formatNumber(u.credits_debited)}
+                  </td>
+                  <td data-label="Notes">
+                    {u.error || u.unschedulable_reason || null}
+                    {u.env_build_seconds > 0 ? <div data-testid="env-build">{envBuildNote(u)}</div> : null}
+                  </td>
                 </tr>
               ))}
             </tbody>
@@ -252,7 +330,7 @@ export function JobPage({ id }: { id: string }) {
           <p className="empty">{terminal.has(job.status) ? "This job produced no artifacts." : "Artifacts appear here as compute units finish."}</p>
         ) : (
           <div className="table-scroll">
-            <table data-testid="artifacts-table">
+            <table data-testid="artifacts-table" className="stack-on-phone">
               <thead>
                 <tr>
                   <th scope="col">Name</th>
@@ -268,12 +346,14 @@ export function JobPage({ id }: { id: string }) {
                 {artifacts.map((a) => (
                   <tr key={a.id}>
                     <th scope="row">{a.name}</th>
-                    <td>{a.kind}</td>
-                    <td className="num">{formatBytes(a.size_bytes)}</td>
-                    <td>
+                    <td data-label="Kind">{a.kind}</td>
+                    <td className="num" data-label="Size">
+                      {formatBytes(a.size_bytes)}
+                    </td>
+                    <td data-label="SHA-256">
                       <code title={a.sha256}>{a.sha256.slice(0, 12)}…</code>
                     </td>
-                    <td>
+                    <td className="actions">
                       <button type="button" onClick={() => void download.run(a)} aria-label={`Download ${a.name}`}>
                         Download
                       </button>
@@ -291,7 +371,7 @@ export function JobPage({ id }: { id: string }) {
         {logged.length === 0 ? (
           <p className="empty">Each compute unit’s output appears here, live, once it starts.</p>
         ) : (
-          logged.map((u) => <UnitLog key={u.id} jobId={id} unit={u} />)
+          logged.map((u) => <UnitLog key={u.id} jobId={id} unit={u} pushed={logEvents[u.id]} />)
         )}
       </section>
     </Page>

@@ -57,7 +57,7 @@ export function JobsPage() {
       >
         {(rows) => (
           <div className="table-scroll">
-            <table data-testid="jobs-table">
+            <table data-testid="jobs-table" className="stack-on-phone">
               <thead>
                 <tr>
                   <th scope="col">Name</th>
@@ -73,14 +73,14 @@ export function JobsPage() {
                     <th scope="row">
                       <Link to={`/jobs/${job.id}`}>{job.name || job.id}</Link>
                     </th>
-                    <td>
+                    <td data-label="Status">
                       <StatusBadge status={job.status} />
                     </td>
-                    <td>
+                    <td data-label="Progress">
                       <ProgressBar label={`Progress of ${job.name || job.id}`} value={job.progress} />
                     </td>
-                    <td>{humanize(job.sensitivity)}</td>
-                    <td>{formatDate(job.created_at)}</td>
+                    <td data-label="Sensitivity">{humanize(job.sensitivity)}</td>
+                    <td data-label="Created">{formatDate(job.created_at)}</td>
                   </tr>
                 ))}
               </tbody>

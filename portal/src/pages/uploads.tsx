@@ -154,7 +154,7 @@ export function UploadsPage({ kind }: { kind: UploadKind }) {
         <ListBody state={list} what={text.title.toLowerCase()} empty="Nothing uploaded yet.">
           {(rows) => (
             <div className="table-scroll">
-              <table data-testid={`${kind}-table`}>
+              <table data-testid={`${kind}-table`} className="stack-on-phone">
                 <thead>
                   <tr>
                     <th scope="col">Name</th>
@@ -173,16 +173,18 @@ export function UploadsPage({ kind }: { kind: UploadKind }) {
                   {rows.map((row) => (
                     <tr key={row.id}>
                       <th scope="row">{row.name}</th>
-                      <td>
+                      <td data-label="State">
                         <StatusBadge status={row.status} />
                       </td>
-                      <td className="num">{formatBytes(row.size_bytes)}</td>
-                      <td>{kind === "datasets" ? row.format || "—" : `${row.entrypoint ?? ""}${row.stages !== undefined && row.stages.length > 0 ? ` · ${row.stages.join(" → ")}` : ""}`}</td>
-                      <td>
+                      <td className="num" data-label="Size">
+                        {formatBytes(row.size_bytes)}
+                      </td>
+                      <td data-label={kind === "datasets" ? "Format" : "Entry point"}>{kind === "datasets" ? row.format || "—" : `${row.entrypoint ?? ""}${row.stages !== undefined && row.stages.length > 0 ? ` · ${row.stages.join(" → ")}` : ""}`}</td>
+                      <td data-label="SHA-256">
                         <code title={row.sha256}>{row.sha256.slice(0, 12)}…</code>
                       </td>
-                      <td>{formatDate(row.created_at)}</td>
-                      <td>
+                      <td data-label="Created">{formatDate(row.created_at)}</td>
+                      <td data-label="ID">
                         <code className="id">{row.id}</code>
                       </td>
                       <td className="actions">

@@ -126,7 +126,7 @@ export function UsagePage() {
         <ListBody state={ledger} what="the ledger" empty="No credit movements yet.">
           {(rows) => (
             <div className="table-scroll">
-              <table>
+              <table className="stack-on-phone">
                 <thead>
                   <tr>
                     <th scope="col">When</th>
@@ -140,10 +140,12 @@ export function UsagePage() {
                 <tbody>
                   {rows.map((e) => (
                     <tr key={e.id}>
-                      <td>{formatDate(e.created_at)}</td>
-                      <td>{e.description || e.kind}</td>
-                      <td>{e.job_id === "" ? "—" : <Link to={`/jobs/${e.job_id}`}>{e.job_id.slice(0, 8)}</Link>}</td>
-                      <td className="num">{Number(e.amount) > 0 ? `+${formatNumber(e.amount)}` : formatNumber(e.amount)}</td>
+                      <td data-label="When">{formatDate(e.created_at)}</td>
+                      <td data-label="What">{e.description || e.kind}</td>
+                      <td data-label="Job">{e.job_id === "" ? "—" : <Link to={`/jobs/${e.job_id}`}>{e.job_id.slice(0, 8)}</Link>}</td>
+                      <td className="num" data-label="Credits">
+                        {Number(e.amount) > 0 ? `+${formatNumber(e.amount)}` : formatNumber(e.amount)}
+                      </td>
                     </tr>
                   ))}
                 </tbody>

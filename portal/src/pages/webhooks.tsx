@@ -148,7 +148,7 @@ function Deliveries({ hook }: { hook: Webhook }) {
       <ListBody state={list} what="deliveries" empty="No deliveries yet.">
         {(rows) => (
           <div className="table-scroll">
-            <table>
+            <table className="stack-on-phone">
               <thead>
                 <tr>
                   <th scope="col">Event</th>
@@ -164,16 +164,18 @@ function Deliveries({ hook }: { hook: Webhook }) {
               <tbody>
                 {rows.map((d) => (
                   <tr key={d.id}>
-                    <td>
+                    <td data-label="Event">
                       <code>{d.event_type}</code>
                     </td>
-                    <td>
+                    <td data-label="State">
                       <StatusBadge status={d.status} />
                     </td>
-                    <td className="num">{d.attempts}</td>
-                    <td>{d.last_status_code === 0 ? d.last_error || "—" : `HTTP ${d.last_status_code}${d.last_error === "" ? "" : ` · ${d.last_error}`}`}</td>
-                    <td>{formatDate(d.created_at)}</td>
-                    <td>
+                    <td className="num" data-label="Attempts">
+                      {d.attempts}
+                    </td>
+                    <td data-label="Last answer">{d.last_status_code === 0 ? d.last_error || "—" : `HTTP ${d.last_status_code}${d.last_error === "" ? "" : ` · ${d.last_error}`}`}</td>
+                    <td data-label="Created">{formatDate(d.created_at)}</td>
+                    <td className="actions">
                       <button type="button" disabled={redeliver.busy} onClick={() => void redeliver.run(d)}>
                         Redeliver
                       </button>

@@ -19,6 +19,9 @@
  * (waiting for 'drain' when the socket is full), and the response ends with the
  * stream. A failure before the first message is the usual error envelope; after
  * it, the response is destroyed, so a truncated file never looks complete.
+ * Server-streaming rpcs with an event shape (WatchTrainingJob; rest-methods.ts,
+ * isEventStream) are served the same way as Server-Sent Events, one event per
+ * message, `Last-Event-ID` filling the request's resume field.
  *
  * Conventions (documented in the contract, decided here once):
  * - JSON uses proto field names and always emits fields with default values
@@ -34,7 +37,7 @@ import { promisify } from "node:util";
 import { brotliDecompress, gunzip, inflate } from "node:zlib";
 import type { ZlibOptions } from "node:zlib";
 import { ScalarType, create, createRegistry, fromJson, getOption, isMessage, toJson } from "@bufbuild/protobuf";
-import type { DescField, DescMessage, DescMethodServerStreaming, DescMethodUnary, DescService, JsonObject, JsonValue, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+import type { DescField, DescMessage, DescMethodServerStreaming, DescMethodUnary, DescService, JsonObject, JsonValue, MessageInitShape, MessageShape, Registry } from "@bufbuild/protobuf";
 import { createContextValues, createRouterTransport } from "@connectrpc/connect";
 import type { HandlerContext, Interceptor, ServiceImpl, Transport } from "@connectrpc/connect";
 import { http } from "../../gen/google/api/annotations_pb.ts";
@@ -46,7 +49,7 @@ import type { ErrorLogger } from "../connect-errors.ts";
 import { ApiError, validationError } from "../../platform/errors.ts";
 import { apiErrorFrom, httpStatusOf } from "../errors.ts";
 import { isImmutableMessage } from "../immutable-message.ts";
-import { hasRestShape, isHttpBodyField } from "./rest-methods.ts";
+import { hasRestShape, isEventStream, isHttpBodyField, resumeFieldName } from "./rest-methods.ts";
 
 /** A service and the (possibly partial) implementation the Connect router also serves. */
 export interface RestServiceBinding<S extends DescService = DescService> {
@@ -170,6 +173,7 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
     const clientGone = lazyClientSignal(res);
     const header = forwardedRequestHeaders(req, requestId);
     if (method.methodKind === "server_streaming") {
+      if (isEventStream(method)) resumeFromLastEventId(method, input, req);
       await serveStream(route, method, input, url, res, header, clientGone());
       return;
     }
@@ -219,11 +223,8 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
   }
 
   /**
-   * Serves a server-streaming HttpBody rpc: headers (the handler's, then the
-   * first message's content type) go out with the first chunk, each chunk is
-   * written as it arrives, and the stream's end ends the response. Errors
-   * before the first chunk propagate (the envelope); later ones destroy the
-   * response through writeApiError's headersSent branch.
+   * Serves a server-streaming rpc as one response (relayStream): an HttpBody
+   * stream as its chunks, an event stream as Server-Sent Events.
    */
   async function serveStream(
     route: Route,
@@ -234,72 +235,173 @@ export function createRestTranscoder(options: RestTranscoderOptions): RestTransc
     header: Headers,
     signal: AbortSignal,
   ): Promise<void> {
-    const field = route.responseField;
-    if (field === undefined) throw new Error(`${method.parent.typeName}.${method.name}: streamed without response_body`);
-    let messages: AsyncIterator<unknown>;
-    // Where the handler's response headers are, once it has produced the first message or failed.
-    let responseHeader: () => Headers | undefined;
+    const writer = isEventStream(method) ? eventWriter(method, res, registry) : httpBodyWriter(route, method, res);
+    await relayStream(openStream(route, method, input, url, header, signal), res, signal, writer);
+  }
+
+  /** Starts the handler of a server-streaming call, directly or through the transport. */
+  function openStream(route: Route, method: DescMethodServerStreaming, input: MessageShape<DescMessage>, url: RequestTarget, header: Headers, signal: AbortSignal): OpenStream {
     if (transport === undefined) {
       const context = restContext(method, route.httpMethod, url.href, () => signal, header);
       const implFn = route.impl as (req: unknown, ctx: HandlerContext) => AsyncIterable<unknown>;
-      messages = implFn(input, context)[Symbol.asyncIterator]();
-      responseHeader = () => context.responseHeader;
-    } else {
-      let streamHeader: Headers | undefined;
-      const response = transport.stream(method, signal, undefined, header, oneMessage(input)).then((r) => {
-        streamHeader = r.header;
-        return r.message[Symbol.asyncIterator]();
-      });
-      messages = {
+      return { messages: implFn(input, context)[Symbol.asyncIterator](), failureHeader: () => context.responseHeader, responseHeader: () => context.responseHeader };
+    }
+    let streamHeader: Headers | undefined;
+    const response = transport.stream(method, signal, undefined, header, oneMessage(input)).then((r) => {
+      streamHeader = r.header;
+      return r.message[Symbol.asyncIterator]();
+    });
+    return {
+      messages: {
         next: async () => (await response).next(),
         return: async () => (await response).return?.() ?? { done: true, value: undefined },
-      };
-      responseHeader = () => streamHeader;
-    }
-    let done = false;
-    try {
-      let first: IteratorResult<unknown>;
-      try {
-        first = await messages.next();
-      } catch (error) {
-        done = true;
-        // Headers the handler set before failing (x-ratelimit-*, Retry-After) still reach the client.
-        const metadata = transport === undefined ? responseHeader() : (error as { metadata?: unknown }).metadata;
-        if (metadata instanceof Headers) copyResponseHeaders(metadata, res);
-        throw error;
-      }
-      copyResponseHeaders(responseHeader() ?? new Headers(), res);
-      res.statusCode = 200;
-      const firstBody = first.done === true ? undefined : bodyOf(first.value, method, field);
-      setHeader(res, "content-type", firstBody?.contentType || "application/octet-stream");
-      // No content-length: HTTP/1.1 chunked encoding or HTTP/2 DATA frames carry the stream.
-      if (res instanceof http2.Http2ServerResponse) res.writeHead(200);
-      else res.flushHeaders();
-      if (first.done === true) {
-        done = true;
-      } else {
-        await writeChunk(res, firstBody?.data, signal);
-        for (;;) {
-          let next: IteratorResult<unknown>;
-          try {
-            next = await messages.next();
-          } catch (error) {
-            done = true;
-            throw error;
-          }
-          if (next.done === true) break;
-          await writeChunk(res, bodyOf(next.value, method, field)?.data, signal);
-        }
-        done = true;
-      }
-      res.end();
-    } finally {
-      // The client went away or a write failed: stop the handler (its transaction ends with it).
-      if (!done) await messages.return?.().catch(() => undefined);
-    }
+      },
+      failureHeader: (error) => (error as { metadata?: unknown }).metadata,
+      responseHeader: () => streamHeader,
+    };
   }
 
   return { handle, routes: routes.map((r) => `${r.httpMethod} ${r.pattern}`) };
+}
+
+/** A server-streaming handler's messages, and where its response headers are once it produced the first one or failed. */
+interface OpenStream {
+  readonly messages: AsyncIterator<unknown>;
+  readonly failureHeader: (error: unknown) => unknown;
+  readonly responseHeader: () => Headers | undefined;
+}
+
+/** How {@link relayStream} writes one kind of stream. */
+interface StreamWriter {
+  /** Sets the status and headers from the first message (undefined: the stream was empty); false ends the response there. */
+  start(first: unknown): boolean;
+  /** The bytes of one message. */
+  chunk(message: unknown): Uint8Array | undefined;
+}
+
+/**
+ * Writes a server stream as one response: headers (the handler's, then the
+ * writer's) go out with the first message, each message is written as it
+ * arrives (a slow client slows the handler), and the stream's end ends the
+ * response. Errors before the first message propagate (the envelope); later
+ * ones destroy the response through writeApiError's headersSent branch. When
+ * the client goes away or a write fails, the handler is stopped (its
+ * transaction, its watch end with it).
+ */
+async function relayStream(open: OpenStream, res: RestResponse, signal: AbortSignal, writer: StreamWriter): Promise<void> {
+  const { messages } = open;
+  let done = false;
+  try {
+    let first: IteratorResult<unknown>;
+    try {
+      first = await messages.next();
+    } catch (error) {
+      done = true;
+      // Headers the handler set before failing (x-ratelimit-*, Retry-After) still reach the client.
+      const metadata = open.failureHeader(error);
+      if (metadata instanceof Headers) copyResponseHeaders(metadata, res);
+      throw error;
+    }
+    copyResponseHeaders(open.responseHeader() ?? new Headers(), res);
+    res.statusCode = 200;
+    if (!writer.start(first.done === true ? undefined : first.value)) {
+      done = first.done === true;
+      res.end();
+      return;
+    }
+    // No content-length: HTTP/1.1 chunked encoding or HTTP/2 DATA frames carry the stream.
+    if (res instanceof http2.Http2ServerResponse) res.writeHead(res.statusCode);
+    else res.flushHeaders();
+    if (first.done !== true) {
+      await writeChunk(res, writer.chunk(first.value), signal);
+      for (;;) {
+        let next: IteratorResult<unknown>;
+        try {
+          next = await messages.next();
+        } catch (error) {
+          done = true;
+          throw error;
+        }
+        if (next.done === true) break;
+        await writeChunk(res, writer.chunk(next.value), signal);
+      }
+    }
+    done = true;
+    res.end();
+  } finally {
+    if (!done) await messages.return?.().catch(() => undefined);
+  }
+}
+
+/**
+ * An HttpBody stream (the CSV exports): the first message's content type, each
+ * message's `data` as it arrives.
+ */
+function httpBodyWriter(route: Route, method: DescMethodServerStreaming, res: RestResponse): StreamWriter {
+  const field = route.responseField;
+  if (field === undefined) throw new Error(`${method.parent.typeName}.${method.name}: streamed without response_body`);
+  return {
+    start(first) {
+      setHeader(res, "content-type", (first === undefined ? undefined : bodyOf(first, method, field)?.contentType) || "application/octet-stream");
+      return true;
+    },
+    chunk: (message) => bodyOf(message, method, field)?.data,
+  };
+}
+
+/**
+ * An event stream (rest-methods.ts, isEventStream) as Server-Sent Events: 204
+ * when it ends before its first message, else `text/event-stream` with one
+ * event per message.
+ */
+function eventWriter(method: DescMethodServerStreaming, res: RestResponse, registry: Registry): StreamWriter {
+  const encoder = new TextEncoder();
+  return {
+    start(first) {
+      if (first === undefined) {
+        res.statusCode = 204;
+        return false;
+      }
+      setHeader(res, "content-type", "text/event-stream");
+      // Nothing may keep or delay an event on its way: not a cache, not a buffering proxy (nginx).
+      setHeader(res, "cache-control", "no-cache");
+      setHeader(res, "x-accel-buffering", "no");
+      return true;
+    },
+    chunk: (message) => encoder.encode(eventFrame(method, message, registry)),
+  };
+}
+
+/** One message of an event stream as its SSE frame (see isEventStream in rest-methods.ts). */
+function eventFrame(method: DescMethodServerStreaming, message: unknown, registry: Registry): string {
+  const full = (isMessage(message, method.output) ? message : create(method.output, message as MessageInitShape<DescMessage>)) as MessageShape<DescMessage> & Record<string, unknown>;
+  const json = toJson(method.output, full, { useProtoFieldName: true, alwaysEmitImplicit: true, registry }) as JsonObject;
+  const type = typeof json["type"] === "string" ? json["type"] : "";
+  if (type === "heartbeat") return ": heartbeat\n\n";
+  // JSON.stringify writes no line breaks, so the event is one data line.
+  return `id: ${String(json["id"] ?? "")}\n${type === "" ? "" : `event: ${type}\n`}data: ${JSON.stringify(json)}\n\n`;
+}
+
+/**
+ * Fills an event stream's resume field from `Last-Event-ID` (EventSource sends
+ * the last id it saw when it reconnects) unless the query already set it.
+ */
+function resumeFromLastEventId(method: DescMethodServerStreaming, input: MessageShape<DescMessage>, req: RestRequest): void {
+  const raw = req.headers["last-event-id"];
+  const value = (Array.isArray(raw) ? raw[0] : raw)?.trim();
+  const field = method.input.fields.find((f) => f.name === resumeFieldName);
+  if (value === undefined || value === "" || field?.fieldKind !== "scalar") return;
+  const fields = input as unknown as Record<string, unknown>;
+  const current = fields[field.localName];
+  if (current !== 0n && current !== 0 && current !== "") return;
+  if (field.scalar === ScalarType.STRING) {
+    fields[field.localName] = value;
+    return;
+  }
+  if (!/^[0-9]{1,19}$/.test(value) || BigInt(value) > 0x7fffffffffffffffn) {
+    throw validationError(`Last-Event-ID must be the id of an event this stream sent, got "${clip(value)}"`, { field: "Last-Event-ID" });
+  }
+  fields[field.localName] = typeof current === "bigint" ? BigInt(value) : Number(value);
 }
 
 /** The request of a server-streaming call, as the one-message input stream a transport takes. */

@@ -22,21 +22,29 @@ export const file_gpuagent_admin_v1_admin: GenFile = /*@__PURE__*/
  */
 export type Customer = Message<"gpuagent.admin.v1.Customer"> & {
   /**
+   * Customer id (UUID).
+   *
    * @generated from field: string id = 1;
    */
   id: string;
 
   /**
+   * The e-mail address the customer signs in with.
+   *
    * @generated from field: string email = 2;
    */
   email: string;
 
   /**
+   * Credits available now: every grant minus every debit.
+   *
    * @generated from field: int64 credits_balance = 3;
    */
   creditsBalance: bigint;
 
   /**
+   * When the account was opened.
+   *
    * @generated from field: google.protobuf.Timestamp created_at = 4;
    */
   createdAt?: Timestamp | undefined;
@@ -54,11 +62,15 @@ export const CustomerSchema: GenMessage<Customer> = /*@__PURE__*/
  */
 export type CreateCustomerRequest = Message<"gpuagent.admin.v1.CreateCustomerRequest"> & {
   /**
+   * The e-mail address the customer signs in with; unique (STATE_CONFLICT when taken).
+   *
    * @generated from field: string email = 1;
    */
   email: string;
 
   /**
+   * The first portal password, 8 to 256 characters.
+   *
    * @generated from field: string password = 2;
    */
   password: string;
@@ -83,6 +95,8 @@ export const CreateCustomerRequestSchema: GenMessage<CreateCustomerRequest> = /*
  */
 export type CreateCustomerResponse = Message<"gpuagent.admin.v1.CreateCustomerResponse"> & {
   /**
+   * The new customer's id (also customer.id).
+   *
    * @generated from field: string customer_id = 1;
    */
   customerId: string;
@@ -95,6 +109,8 @@ export type CreateCustomerResponse = Message<"gpuagent.admin.v1.CreateCustomerRe
   apiKey: string;
 
   /**
+   * The new customer.
+   *
    * @generated from field: gpuagent.admin.v1.Customer customer = 3;
    */
   customer?: Customer | undefined;
@@ -112,11 +128,15 @@ export const CreateCustomerResponseSchema: GenMessage<CreateCustomerResponse> = 
  */
 export type ListCustomersRequest = Message<"gpuagent.admin.v1.ListCustomersRequest"> & {
   /**
+   * Page size, 1 to 100; 0 (unset) means 50.
+   *
    * @generated from field: int32 limit = 1;
    */
   limit: number;
 
   /**
+   * The previous answer's page.next_cursor; empty for the first page.
+   *
    * @generated from field: string cursor = 2;
    */
   cursor: string;
@@ -134,16 +154,22 @@ export const ListCustomersRequestSchema: GenMessage<ListCustomersRequest> = /*@_
  */
 export type Page = Message<"gpuagent.admin.v1.Page"> & {
   /**
+   * The page size used: the request's limit, or 50 when it sent none.
+   *
    * @generated from field: int32 limit = 1;
    */
   limit: number;
 
   /**
+   * Opaque; send as cursor for the next page. Empty when has_more is false.
+   *
    * @generated from field: string next_cursor = 2;
    */
   nextCursor: string;
 
   /**
+   * True when more rows follow.
+   *
    * @generated from field: bool has_more = 3;
    */
   hasMore: boolean;
@@ -161,11 +187,15 @@ export const PageSchema: GenMessage<Page> = /*@__PURE__*/
  */
 export type ListCustomersResponse = Message<"gpuagent.admin.v1.ListCustomersResponse"> & {
   /**
+   * Customers, newest first.
+   *
    * @generated from field: repeated gpuagent.admin.v1.Customer data = 1;
    */
   data: Customer[];
 
   /**
+   * Where the next page starts (next_cursor, has_more).
+   *
    * @generated from field: gpuagent.admin.v1.Page page = 2;
    */
   page?: Page | undefined;
@@ -183,16 +213,22 @@ export const ListCustomersResponseSchema: GenMessage<ListCustomersResponse> = /*
  */
 export type GrantCreditsRequest = Message<"gpuagent.admin.v1.GrantCreditsRequest"> & {
   /**
+   * The customer to credit.
+   *
    * @generated from field: string customer_id = 1;
    */
   customerId: string;
 
   /**
+   * Credits to add, a positive integer.
+   *
    * @generated from field: int64 amount = 2;
    */
   amount: bigint;
 
   /**
+   * Why; the customer's ledger shows it as the entry's description. At most 500 characters.
+   *
    * @generated from field: string reason = 3;
    */
   reason: string;
@@ -210,11 +246,15 @@ export const GrantCreditsRequestSchema: GenMessage<GrantCreditsRequest> = /*@__P
  */
 export type GrantCreditsResponse = Message<"gpuagent.admin.v1.GrantCreditsResponse"> & {
   /**
+   * The grant's ledger entry.
+   *
    * @generated from field: string ledger_entry_id = 1;
    */
   ledgerEntryId: string;
 
   /**
+   * The customer's balance after the grant.
+   *
    * @generated from field: int64 credits_balance = 2;
    */
   creditsBalance: bigint;
@@ -258,16 +298,22 @@ export const CreateEnrollmentTokenRequestSchema: GenMessage<CreateEnrollmentToke
  */
 export type CreateEnrollmentTokenResponse = Message<"gpuagent.admin.v1.CreateEnrollmentTokenResponse"> & {
   /**
+   * Single-use secret for `gpu-agent enroll --token`; shown only here.
+   *
    * @generated from field: string token = 1;
    */
   token: string;
 
   /**
+   * When the token stops being accepted.
+   *
    * @generated from field: google.protobuf.Timestamp expires_at = 2;
    */
   expiresAt?: Timestamp | undefined;
 
   /**
+   * The trust level a node enrolled with it gets.
+   *
    * @generated from field: string trust_level = 3;
    */
   trustLevel: string;
@@ -285,21 +331,29 @@ export const CreateEnrollmentTokenResponseSchema: GenMessage<CreateEnrollmentTok
  */
 export type NodeGpu = Message<"gpuagent.admin.v1.NodeGpu"> & {
   /**
+   * The GPU's index on its node.
+   *
    * @generated from field: int32 index = 1;
    */
   index: number;
 
   /**
+   * The model as the driver names it, e.g. "NVIDIA H100 80GB HBM3".
+   *
    * @generated from field: string name = 2;
    */
   name: string;
 
   /**
+   * Total VRAM in MB.
+   *
    * @generated from field: int32 vram_mb = 3;
    */
   vramMb: number;
 
   /**
+   * True when declared with --dev-gpu instead of detected (development only).
+   *
    * @generated from field: bool declared = 4;
    */
   declared: boolean;
@@ -317,16 +371,22 @@ export const NodeGpuSchema: GenMessage<NodeGpu> = /*@__PURE__*/
  */
 export type Node = Message<"gpuagent.admin.v1.Node"> & {
   /**
+   * Node id (UUID).
+   *
    * @generated from field: string id = 1;
    */
   id: string;
 
   /**
+   * As the agent reported it.
+   *
    * @generated from field: string hostname = 2;
    */
   hostname: string;
 
   /**
+   * "community" | "verified" | "controlled"
+   *
    * @generated from field: string trust_level = 3;
    */
   trustLevel: string;
@@ -339,49 +399,66 @@ export type Node = Message<"gpuagent.admin.v1.Node"> & {
   state: string;
 
   /**
+   * CPU cores the agent reported; 0 when unknown.
+   *
    * @generated from field: int32 cpu_cores = 5;
    */
   cpuCores: number;
 
   /**
+   * Memory in MB, as the agent reported it.
+   *
    * @generated from field: int32 memory_mb = 6;
    */
   memoryMb: number;
 
   /**
+   * Free disk in MB where the agent keeps its data, at its last report.
+   *
    * @generated from field: int32 disk_free_mb = 7;
    */
   diskFreeMb: number;
 
   /**
+   * The node's GPUs.
+   *
    * @generated from field: repeated gpuagent.admin.v1.NodeGpu gpus = 8;
    */
   gpus: NodeGpu[];
 
   /**
+   * The last heartbeat received; unset before the first.
+   *
    * @generated from field: google.protobuf.Timestamp last_heartbeat_at = 9;
    */
   lastHeartbeatAt?: Timestamp | undefined;
 
   /**
+   * When the node enrolled.
+   *
    * @generated from field: google.protobuf.Timestamp enrolled_at = 10;
    */
   enrolledAt?: Timestamp | undefined;
 
   /**
+   * Compute units assigned to or running on the node now.
+   *
    * @generated from field: int32 running_units = 11;
    */
   runningUnits: number;
 
   /**
-   * Attempts the node completed, and attempts lost to it (it went silent, restarted, failed as a node, was
-   * revoked), over the last 30 days; failures of customers' code count in neither.
+   * Attempts the node completed over the last 30 days; failures of customers' code count neither here nor in
+   * units_lost_30d.
    *
    * @generated from field: int32 units_completed_30d = 12;
    */
   unitsCompleted30d: number;
 
   /**
+   * Attempts lost to the node over the last 30 days: it went silent, restarted, failed as a node or was
+   * revoked.
+   *
    * @generated from field: int32 units_lost_30d = 13;
    */
   unitsLost30d: number;
@@ -464,11 +541,15 @@ export const NodeSchema: GenMessage<Node> = /*@__PURE__*/
  */
 export type ListNodesRequest = Message<"gpuagent.admin.v1.ListNodesRequest"> & {
   /**
+   * Page size, 1 to 100; 0 (unset) means 50.
+   *
    * @generated from field: int32 limit = 1;
    */
   limit: number;
 
   /**
+   * The previous answer's page.next_cursor; empty for the first page.
+   *
    * @generated from field: string cursor = 2;
    */
   cursor: string;
@@ -486,11 +567,15 @@ export const ListNodesRequestSchema: GenMessage<ListNodesRequest> = /*@__PURE__*
  */
 export type ListNodesResponse = Message<"gpuagent.admin.v1.ListNodesResponse"> & {
   /**
+   * Nodes, oldest enrolment first, revoked ones included.
+   *
    * @generated from field: repeated gpuagent.admin.v1.Node data = 1;
    */
   data: Node[];
 
   /**
+   * Where the next page starts (next_cursor, has_more).
+   *
    * @generated from field: gpuagent.admin.v1.Page page = 2;
    */
   page?: Page | undefined;
@@ -508,6 +593,8 @@ export const ListNodesResponseSchema: GenMessage<ListNodesResponse> = /*@__PURE_
  */
 export type CordonNodeRequest = Message<"gpuagent.admin.v1.CordonNodeRequest"> & {
   /**
+   * The node to cordon: it keeps its running units and gets no new ones.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
@@ -525,6 +612,8 @@ export const CordonNodeRequestSchema: GenMessage<CordonNodeRequest> = /*@__PURE_
  */
 export type CordonNodeResponse = Message<"gpuagent.admin.v1.CordonNodeResponse"> & {
   /**
+   * The node after the change.
+   *
    * @generated from field: gpuagent.admin.v1.Node node = 1;
    */
   node?: Node | undefined;
@@ -542,6 +631,8 @@ export const CordonNodeResponseSchema: GenMessage<CordonNodeResponse> = /*@__PUR
  */
 export type UncordonNodeRequest = Message<"gpuagent.admin.v1.UncordonNodeRequest"> & {
   /**
+   * The cordoned node to place units on again.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
@@ -559,6 +650,8 @@ export const UncordonNodeRequestSchema: GenMessage<UncordonNodeRequest> = /*@__P
  */
 export type UncordonNodeResponse = Message<"gpuagent.admin.v1.UncordonNodeResponse"> & {
   /**
+   * The node after the change.
+   *
    * @generated from field: gpuagent.admin.v1.Node node = 1;
    */
   node?: Node | undefined;
@@ -576,6 +669,8 @@ export const UncordonNodeResponseSchema: GenMessage<UncordonNodeResponse> = /*@_
  */
 export type DrainNodeRequest = Message<"gpuagent.admin.v1.DrainNodeRequest"> & {
   /**
+   * The node to drain: it is told to take no new units; those it runs may finish.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
@@ -593,6 +688,8 @@ export const DrainNodeRequestSchema: GenMessage<DrainNodeRequest> = /*@__PURE__*
  */
 export type DrainNodeResponse = Message<"gpuagent.admin.v1.DrainNodeResponse"> & {
   /**
+   * The node after the change.
+   *
    * @generated from field: gpuagent.admin.v1.Node node = 1;
    */
   node?: Node | undefined;
@@ -610,11 +707,15 @@ export const DrainNodeResponseSchema: GenMessage<DrainNodeResponse> = /*@__PURE_
  */
 export type SetNodeTrustLevelRequest = Message<"gpuagent.admin.v1.SetNodeTrustLevelRequest"> & {
   /**
+   * The node.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
 
   /**
+   * "community" | "verified" | "controlled"
+   *
    * @generated from field: string trust_level = 2;
    */
   trustLevel: string;
@@ -632,6 +733,8 @@ export const SetNodeTrustLevelRequestSchema: GenMessage<SetNodeTrustLevelRequest
  */
 export type SetNodeTrustLevelResponse = Message<"gpuagent.admin.v1.SetNodeTrustLevelResponse"> & {
   /**
+   * The node after the change.
+   *
    * @generated from field: gpuagent.admin.v1.Node node = 1;
    */
   node?: Node | undefined;
@@ -649,6 +752,8 @@ export const SetNodeTrustLevelResponseSchema: GenMessage<SetNodeTrustLevelRespon
  */
 export type RevokeNodeRequest = Message<"gpuagent.admin.v1.RevokeNodeRequest"> & {
   /**
+   * The node to revoke: it runs nothing more; its units go back to the queue and its stream is closed.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
@@ -666,6 +771,8 @@ export const RevokeNodeRequestSchema: GenMessage<RevokeNodeRequest> = /*@__PURE_
  */
 export type RevokeNodeResponse = Message<"gpuagent.admin.v1.RevokeNodeResponse"> & {
   /**
+   * The node after the change.
+   *
    * @generated from field: gpuagent.admin.v1.Node node = 1;
    */
   node?: Node | undefined;
@@ -703,16 +810,22 @@ export type QueueDepth = Message<"gpuagent.admin.v1.QueueDepth"> & {
   kind: string;
 
   /**
+   * Units waiting for the units they depend on.
+   *
    * @generated from field: int32 pending = 2;
    */
   pending: number;
 
   /**
+   * Units ready to be placed on a node.
+   *
    * @generated from field: int32 ready = 3;
    */
   ready: number;
 
   /**
+   * Units assigned to or running on a node.
+   *
    * @generated from field: int32 running = 4;
    */
   running: number;
@@ -730,31 +843,43 @@ export const QueueDepthSchema: GenMessage<QueueDepth> = /*@__PURE__*/
  */
 export type GetSchedulerStatusResponse = Message<"gpuagent.admin.v1.GetSchedulerStatusResponse"> & {
   /**
+   * The control-plane replica that answered.
+   *
    * @generated from field: string replica_id = 1;
    */
   replicaId: string;
 
   /**
+   * Whether that replica leads scheduling now.
+   *
    * @generated from field: bool is_leader = 2;
    */
   isLeader: boolean;
 
   /**
+   * The leading replica's id; empty when none leads.
+   *
    * @generated from field: string leader_id = 3;
    */
   leaderId: string;
 
   /**
+   * The leadership term, one more at each change of leader.
+   *
    * @generated from field: int64 term = 4;
    */
   term: bigint;
 
   /**
+   * Compute units by kind and state, over every customer.
+   *
    * @generated from field: repeated gpuagent.admin.v1.QueueDepth queues = 5;
    */
   queues: QueueDepth[];
 
   /**
+   * Agent streams this replica holds (other replicas hold the rest).
+   *
    * @generated from field: int32 nodes_online = 6;
    */
   nodesOnline: number;
