@@ -292,7 +292,11 @@ function postmanItem(doc: OpenApi, e: Endpoint, variables: ReadonlySet<string>):
   const auth = authOf(e.op);
   const header: Array<Record<string, unknown>> = [];
   for (const p of e.op.parameters ?? []) {
-    if (p.in === "header") header.push({ key: p.name, value: "{{$guid}}", description: p.description ?? "" });
+    if (p.in !== "header") continue;
+    // Last-Event-ID is what a client sends when it reconnects, so a first request leaves it out: the header is
+    // listed, switched off, with the id of an event to resume after. Other headers (Idempotency-Key) take a fresh id.
+    if (p.name === "Last-Event-ID") header.push({ key: p.name, value: "{{last_event_id}}", disabled: true, description: p.description ?? "" });
+    else header.push({ key: p.name, value: "{{$guid}}", description: p.description ?? "" });
   }
   const body = requestBodyExample(doc, e);
   if (body !== undefined) header.push({ key: "Content-Type", value: "application/json" });

@@ -4,14 +4,19 @@
  * (`GetComputeUnitLogs`: the last 500 lines of an attempt; the stage's `.log` artifact has the
  * whole log once the attempt ends).
  *
- * `-f` follows as the portal's live tail does: each poll passes the previous answer's
- * `next_after`, so it carries only new lines; a unit that moved to a new attempt is read again
- * from the start of that attempt. Only units that can be running are polled (those whose
- * dependencies have all ended), so a long DAG costs about one request per running unit per
- * interval. It stops when every unit has ended, which is when the job has.
+ * `-f` follows the job's live event stream (`WatchTrainingJob`, the SDK's `jobs.watch`): it opens
+ * the stream first, reads the tail of every unit that had started by its snapshot and prints those
+ * in DAG order, then prints the lines of each log event as it comes, until the job has ended. A
+ * line is printed once: an event's lines that the tail read already showed (stored between the
+ * snapshot and the read) are skipped by their seq. Nothing is polled, so a line shows as soon as
+ * the control plane stored it (it receives them every couple of seconds). A server without the
+ * stream (UNIMPLEMENTED) is polled as before: each poll passes the previous answer's
+ * `next_after`, a unit that moved to a new attempt is read again from that attempt's start, and
+ * only units whose dependencies have all ended are asked.
  */
-import type { ComputeUnit, GetComputeUnitLogsResponse, LogLine } from "../sdk/index.ts";
-import { TERMINAL_UNIT_STATUSES, isTransientFailure, listAll } from "../sdk/index.ts";
+import { Code } from "@connectrpc/connect";
+import type { ComputeUnit, GetComputeUnitLogsResponse, JobEvent, LogLine } from "../sdk/index.ts";
+import { GpuAgentError, TERMINAL_UNIT_STATUSES, isTransientFailure, listAll } from "../sdk/index.ts";
 import { GetComputeUnitLogsResponseSchema } from "../gen/gpuagent/customer/v1/customer_pb.ts";
 import type { CliContext, JsonOption } from "./context.ts";
 import { usageError } from "./errors.ts";
@@ -24,11 +29,11 @@ export interface JobLogsOptions extends JsonOption {
   follow?: boolean | undefined;
   /** Only this unit (its name, e.g. `train`, or its id). */
   unit?: string | undefined;
-  /** Poll interval of `--follow`. */
+  /** Poll interval of `--follow` against a server without live job events. */
   intervalMs?: number | undefined;
 }
 
-/** Default poll interval of `jobs logs -f` (the portal's live tail polls every second as well). */
+/** Default poll interval of `jobs logs -f` against a server without live job events. */
 export const DEFAULT_LOG_INTERVAL_MS = 1000;
 
 /** Consecutive transient failures (5xx, connection loss) a follow rides out before giving up. */
@@ -95,8 +100,8 @@ function notes(ctx: CliContext, unit: ComputeUnit, trimmed: bigint, dropped: big
  */
 export async function jobsLogs(opts: JobLogsOptions, ctx: CliContext): Promise<number> {
   const client = ctx.customer();
+  if (opts.follow === true) return followLogs(opts, ctx);
   const units = selectUnits(await listAll((p) => client.jobs.computeUnits(opts.id, p)), opts.id, opts.unit);
-  if (opts.follow === true) return followLogs(opts, ctx, units);
   const answers: { unit: ComputeUnit; answer: GetComputeUnitLogsResponse }[] = [];
   for (const unit of units) answers.push({ unit, answer: await client.jobs.logs(opts.id, unit.id) });
   if (opts.json) {
@@ -111,7 +116,111 @@ export async function jobsLogs(opts: JobLogsOptions, ctx: CliContext): Promise<n
   return 0;
 }
 
-/** Where the follow of one unit stands. */
+/** What a follow has printed of one unit: the attempt and its last line's seq (0: nothing yet). */
+interface Shown {
+  attempt: number;
+  after: bigint;
+}
+
+/** Whether a unit may have written lines by a snapshot: one of its attempts started, or one is on a node now. */
+const hasStarted = (unit: ComputeUnit) => unit.startedAt !== undefined || unit.status === "assigned" || unit.status === "running";
+
+/** Follows the job's live events; against a server without them, polls. */
+async function followLogs(opts: JobLogsOptions, ctx: CliContext): Promise<number> {
+  const client = ctx.customer();
+  const events = client.jobs.watch(opts.id);
+  try {
+    let first: IteratorResult<JobEvent, void>;
+    try {
+      first = await events.next();
+    } catch (error) {
+      // A server without WatchTrainingJob answers UNIMPLEMENTED: no retry will change that.
+      if (!(error instanceof GpuAgentError && error.connectCode === Code.Unimplemented)) throw error;
+      return await pollLogs(opts, ctx, selectUnits(await listAll((p) => client.jobs.computeUnits(opts.id, p)), opts.id, opts.unit));
+    }
+    if (first.done === true || first.value.payload.case !== "snapshot") {
+      throw new GpuAgentError({ code: "BAD_RESPONSE", message: `the event stream of job ${opts.id} did not start with a snapshot`, httpStatus: 0, connectCode: Code.Internal });
+    }
+    const units = selectUnits(first.value.payload.value.computeUnits, opts.id, opts.unit);
+    const byId = new Map(units.map((u) => [u.id, u]));
+    // The units picked, in DAG order, as a snapshot shows them.
+    const asIn = (listed: readonly ComputeUnit[]) => units.map((u) => listed.find((l) => l.id === u.id) ?? u);
+    const follow: Follow = { opts, ctx, write: lineWriter(ctx, units, opts.json), shown: new Map() };
+    await catchUp(follow, units);
+    for await (const event of events) {
+      const { payload } = event;
+      // A later snapshot stands in for events the stream could no longer send (a resume far behind).
+      if (payload.case === "snapshot") await catchUp(follow, asIn(payload.value.computeUnits));
+      if (payload.case !== "log") continue;
+      const unit = byId.get(payload.value.computeUnitId);
+      if (unit !== undefined) printLines(follow, unit, payload.value.attempt, payload.value.lines);
+    }
+    return 0;
+  } finally {
+    await events.return();
+  }
+}
+
+/** One follow's output and what it has printed. */
+interface Follow {
+  readonly opts: JobLogsOptions;
+  readonly ctx: CliContext;
+  readonly write: (unit: ComputeUnit, attempt: number, line: LogLine) => void;
+  readonly shown: Map<string, Shown>;
+}
+
+/**
+ * Prints, in DAG order, what the units that had started by a snapshot wrote and this follow has not
+ * printed: the stored tail, read after the snapshot, so every line written before it is there (or
+ * older than the tail, which is noted); the lines after it come as events.
+ */
+async function catchUp(follow: Follow, units: readonly ComputeUnit[]): Promise<void> {
+  const { opts, ctx, shown } = follow;
+  const client = ctx.customer();
+  for (const unit of units.filter(hasStarted)) {
+    const seen = shown.get(unit.id);
+    let answer = await client.jobs.logs(opts.id, unit.id, seen === undefined ? {} : { after: seen.after });
+    // Another attempt than the one printed: read it from its start.
+    if (seen !== undefined && answer.attempt !== seen.attempt && seen.after > 0n) answer = await client.jobs.logs(opts.id, unit.id);
+    if (seen !== undefined && answer.attempt < seen.attempt) continue;
+    if ((seen === undefined || answer.attempt > seen.attempt) && answer.nextAfter > 0n) {
+      if (!opts.json) notes(ctx, unit, answer.trimmedLines, answer.droppedLines);
+      // The lines older than the tail were just noted.
+      startAttempt(follow, unit, answer.attempt, (answer.lines[0]?.seq ?? 1n) - 1n);
+    }
+    printLines(follow, unit, answer.attempt, answer.lines);
+  }
+}
+
+/** Records that the unit's lines are now of `attempt`, `after` the ones printed or noted. */
+function startAttempt(follow: Follow, unit: ComputeUnit, attempt: number, after: bigint): Shown {
+  if (follow.shown.has(unit.id) && !follow.opts.json) follow.ctx.io.stderr(`${unit.name}: attempt ${attempt} (the unit was retried)\n`);
+  const seen = { attempt, after };
+  follow.shown.set(unit.id, seen);
+  return seen;
+}
+
+/**
+ * Prints the lines not printed yet (by seq: a tail read and an event may hold the same ones); a
+ * line of an attempt before the one printed (a late flush) is left out. Lines are numbered 1, 2, 3
+ * … per attempt, so lines skipped over were no longer kept when they were asked for: that is noted.
+ */
+function printLines(follow: Follow, unit: ComputeUnit, attempt: number, lines: readonly LogLine[]): void {
+  const { opts, ctx, write } = follow;
+  if (lines.length === 0) return;
+  let seen = follow.shown.get(unit.id);
+  if (seen !== undefined && attempt < seen.attempt) return;
+  if (seen === undefined || attempt > seen.attempt) seen = startAttempt(follow, unit, attempt, 0n);
+  for (const line of lines) {
+    if (line.seq <= seen.after) continue;
+    const skipped = line.seq - seen.after - 1n;
+    if (skipped > 0n && !opts.json) ctx.io.stderr(`${unit.name}: ${skipped} lines are no longer kept here; the stage's .log artifact has them once it ends\n`);
+    write(unit, attempt, line);
+    seen.after = line.seq;
+  }
+}
+
+/** Where the poll of one unit stands. */
 interface Cursor {
   /** The attempt read so far; undefined before the first answer. */
   attempt: number | undefined;
@@ -122,7 +231,8 @@ interface Cursor {
   ended: boolean;
 }
 
-async function followLogs(opts: JobLogsOptions, ctx: CliContext, units: ComputeUnit[]): Promise<number> {
+/** `-f` against a server without live job events: each unit's tail read with the cursor every interval. */
+async function pollLogs(opts: JobLogsOptions, ctx: CliContext, units: ComputeUnit[]): Promise<number> {
   const client = ctx.customer();
   const write = lineWriter(ctx, units, opts.json);
   const cursors = new Map<string, Cursor>(units.map((u) => [u.id, { attempt: undefined, after: 0n, dropped: 0n, ended: false }]));

@@ -315,9 +315,9 @@ export function buildProgram(deps: CliDeps, onExit: (code: number) => void): Com
   jobs
     .command("logs <id>")
     .description("print every unit's log in DAG order (each line prefixed with its unit when there are several)")
-    .option("-f, --follow", "keep printing new lines until the job ends")
+    .option("-f, --follow", "keep printing new lines, as the job's live events bring them, until the job ends")
     .option("--unit <name>", "only this unit (name, e.g. train, or id)")
-    .option("--interval-ms <ms>", "poll interval of --follow", positiveInt, DEFAULT_LOG_INTERVAL_MS)
+    .option("--interval-ms <ms>", "poll interval of --follow, for a server without live job events", positiveInt, DEFAULT_LOG_INTERVAL_MS)
     .action(
       run((ctx, json, id: string, o: { follow?: boolean; unit?: string; intervalMs: number }) => jobsLogs({ id, ...o, json }, ctx)),
     );

@@ -16,10 +16,15 @@
  *
  * Once a transaction that appended events has ended, the database's `jobEventListeners` hear the
  * job ids (src/ha/job-event-relay.ts tells the watches of every replica).
+ *
+ * Retention: besides each job's window of {@link jobEventsKept}, the storage sweep
+ * (src/blobs/storage-sweeper.ts) deletes every event of a job that ended before the artifact
+ * retention cutoff, with its counter row ({@link endedJobsWithEvents}, {@link deleteEventsOfEndedJobs}),
+ * so the table holds the jobs of the retention window, not every job ever run.
  */
 import type { Database, Sql, TransactionOptions } from "./database.ts";
 import type { JobStatus, UnitStatus } from "./state-machines.ts";
-import { sqlStatusList } from "./state-machines.ts";
+import { sqlStatusList, terminalJobStatuses } from "./state-machines.ts";
 import type { StoredLine } from "./telemetry.ts";
 
 /** Events each job keeps; older ones are deleted as new ones are appended. */
@@ -221,4 +226,69 @@ export async function jobEventBounds(sql: Sql, jobId: string): Promise<{ lastId:
     [jobId],
   );
   return { lastId: row?.last_id ?? 0, oldestKeptId: row?.oldest ?? undefined };
+}
+
+// ---- retention ---------------------------------------------------------------------------------
+
+/**
+ * Up to `limit` jobs that ended at or before `cutoff` and still hold events (their counter row),
+ * longest ended first. Driven by the counters, which hold only the jobs not swept yet, so a sweep
+ * never walks every job ever run.
+ */
+export async function endedJobsWithEvents(sql: Sql, cutoff: Date, limit: number): Promise<string[]> {
+  const rows = await sql.query<{ job_id: string }>(
+    `SELECT c.job_id FROM job_event_counters c JOIN training_jobs j ON j.id = c.job_id
+      WHERE j.finished_at <= $1 AND j.status IN ${sqlStatusList(terminalJobStatuses)}
+      ORDER BY j.finished_at, c.job_id LIMIT $2`,
+    [cutoff, limit],
+  );
+  return rows.map((r) => r.job_id);
+}
+
+/** What one {@link deleteEventsOfEndedJobs} did. */
+export interface JobEventDeletion {
+  /** The jobs it worked on: those of the list no other transaction was deleting. */
+  readonly locked: readonly string[];
+  /** Events deleted. */
+  readonly events: number;
+  /** Jobs left with no event, whose counter row went too: done. */
+  readonly cleared: readonly string[];
+}
+
+/**
+ * Deletes up to `maxEvents` events of these ended jobs (oldest first; call it with ids from
+ * {@link endedJobsWithEvents}), and the counter rows of those left with none. At most `maxEvents`
+ * rows per call, so the transaction that runs it stays short however many events a job had.
+ * Counter rows another transaction holds are skipped (replicas sweeping at once take disjoint
+ * jobs). A watch of a cleared job gets its snapshot and nothing after it: a watch resuming from an
+ * id gets a snapshot marked `gap` (its id is past the job's last, 0 once the counter is gone).
+ */
+export async function deleteEventsOfEndedJobs(sql: Sql, jobIds: readonly string[], maxEvents: number): Promise<JobEventDeletion> {
+  if (jobIds.length === 0) return { locked: [], events: 0, cleared: [] };
+  const locked = (
+    await sql.query<{ job_id: string }>(
+      `SELECT job_id FROM job_event_counters WHERE job_id = ANY($1::uuid[]) ORDER BY job_id FOR UPDATE SKIP LOCKED`,
+      [[...jobIds]],
+    )
+  ).map((r) => r.job_id);
+  if (locked.length === 0) return { locked, events: 0, cleared: [] };
+  const [deleted] = await sql.query<{ n: number }>(
+    `WITH doomed AS (
+       SELECT job_id, id FROM job_events WHERE job_id = ANY($1::uuid[]) ORDER BY job_id, id LIMIT $2
+     ),
+     gone AS (
+       DELETE FROM job_events e USING doomed d WHERE e.job_id = d.job_id AND e.id = d.id RETURNING 1
+     )
+     SELECT count(*)::int AS n FROM gone`,
+    [locked, maxEvents],
+  );
+  const cleared = (
+    await sql.query<{ job_id: string }>(
+      `DELETE FROM job_event_counters c
+        WHERE c.job_id = ANY($1::uuid[]) AND NOT EXISTS (SELECT 1 FROM job_events e WHERE e.job_id = c.job_id)
+        RETURNING c.job_id`,
+      [locked],
+    )
+  ).map((r) => r.job_id);
+  return { locked, events: deleted?.n ?? 0, cleared };
 }

@@ -61,7 +61,7 @@ describe("artifact retention", function () {
 
     clock.advance(2 * minute);
     const swept = await sweepStorage(cp.plane.deps);
-    assert.deepEqual(swept, { jobsExpired: 1, artifactsExpired: 2, blobsDeleted: 1, failures: 0 });
+    assert.deepEqual(swept, { jobsExpired: 1, artifactsExpired: 2, jobEventLogsDeleted: 0, jobEventsDeleted: 0, blobsDeleted: 1, failures: 0 });
     for (const key of [model.blobKey, metrics.blobKey, stray, earlierAttempt]) assert.ok(!existsSync(blobFile(key)), `${key} removed`);
     assert.ok(!existsSync(blobFile(`artifacts/${early.unitId}`)), "the unit's whole prefix is gone");
     for (const key of [lateModel.blobKey, runningModel.blobKey]) assert.ok(existsSync(blobFile(key)), `${key} kept`);
@@ -88,10 +88,10 @@ describe("artifact retention", function () {
     assert.equal(runningRows[0]?.["expires_at"], undefined, "no expiry while the job runs");
 
     assert.deepEqual(await artifactUsage(db, customerId), { count: 2, bytes: 1200 }, "only the kept artifacts count");
-    assert.deepEqual(await sweepStorage(cp.plane.deps), { jobsExpired: 0, artifactsExpired: 0, blobsDeleted: 0, failures: 0 }, "a second sweep finds nothing");
+    assert.deepEqual(await sweepStorage(cp.plane.deps), { jobsExpired: 0, artifactsExpired: 0, jobEventLogsDeleted: 0, jobEventsDeleted: 0, blobsDeleted: 0, failures: 0 }, "a second sweep finds nothing");
 
     clock.advance(day);
-    assert.deepEqual(await sweepStorage(cp.plane.deps), { jobsExpired: 1, artifactsExpired: 1, blobsDeleted: 1, failures: 0 }, "the later job a day later");
+    assert.deepEqual(await sweepStorage(cp.plane.deps), { jobsExpired: 1, artifactsExpired: 1, jobEventLogsDeleted: 0, jobEventsDeleted: 0, blobsDeleted: 1, failures: 0 }, "the later job a day later");
     assert.ok(!existsSync(blobFile(lateModel.blobKey)));
   });
 

@@ -1,12 +1,19 @@
 /**
- * `gpuctl jobs logs`: every unit's log in DAG order, one unit with --unit, and -f following the
- * API's cursor (`after` = the previous answer's `next_after`) until every unit has ended.
+ * `gpuctl jobs logs`: every unit's log in DAG order, one unit with --unit, and -f: as a real
+ * process against a real control plane it follows the job's live events (a line shows though the
+ * poll interval is ten minutes) until the job ends; against a server without them (the fake here)
+ * it follows the API's cursor (`after` = the previous answer's `next_after`) until every unit has
+ * ended.
  */
 import assert from "node:assert/strict";
 import { dagOrder } from "../../src/cli/logs.ts";
 import { runCli } from "../../src/cli/program.ts";
+import { applyAccepted, applyFinished } from "../../src/jobs/lifecycle.ts";
+import type { UnitAttempt } from "../../src/jobs/lifecycle.ts";
+import { assignUnit, eventsPlane, seedJob } from "../support/job-events.ts";
 import type { FakeUnit } from "./fake-api.ts";
 import { callsOf, captureIo, depsFor, instantClock, startFakeApi, type FakeApi } from "./fake-api.ts";
+import { runGpuctl } from "./gpuctl-process.ts";
 
 /** A unit whose log is scripted per read. */
 const unit = (id: string, name: string, dependsOn: string[], logs: FakeUnit["logs"]): FakeUnit => ({ id, name, dependsOn, logs, reads: 0 });
@@ -77,7 +84,7 @@ describe("gpuctl jobs logs", () => {
     assert.equal(doc.data[1]?.next_after, "1");
   });
 
-  it("follows with the cursor until every unit has ended, reading a retried unit's new attempt from its start", async () => {
+  it("follows with the cursor, on a server without live events, until every unit has ended, reading a retried unit's new attempt from its start", async () => {
     api.units.set("job_l", [
       unit("cu_p", "prepare", [], [
         { status: "running", lines: ["p1"] },
@@ -133,5 +140,73 @@ describe("gpuctl jobs logs", () => {
     assert.equal(cap.out(), "a\nb\n");
     assert.equal(callsOf(api, "GetComputeUnitLogs").length, 3);
     assert.equal(clock.sleeps.length, 2);
+  });
+});
+
+describe("gpuctl jobs logs -f follows the live events of a real control plane", function () {
+  this.timeout(60_000);
+  const plane = eventsPlane();
+  const rates = { cpuCreditsPerMinute: 1, gpuCreditsPerMinute: 10 };
+  /** Follows with a poll interval of ten minutes: whatever shows sooner came on the event stream. */
+  const follow = (jobId: string, more: string[], onLine: (line: string) => void) =>
+    runGpuctl(["jobs", "logs", jobId, "-f", "--interval-ms", "600000", ...more], { GPU_AGENT_URL: plane.cp.url, GPU_AGENT_API_KEY: plane.apiKey }, onLine);
+
+  /** Starts the unit on a new node, as its agent would. */
+  const start = async (unitId: string): Promise<{ node: string; attempt: UnitAttempt }> => {
+    const node = await assignUnit(plane.db, unitId);
+    const attempt = { unitId, attempt: 1 };
+    await applyAccepted(plane.db, node, attempt, new Date());
+    return { node, attempt };
+  };
+  /** Stores lines the unit's node sent, as a flush of the telemetry recorder does. */
+  const log = async (node: string, attempt: UnitAttempt, firstLine: number, lines: string[]) => {
+    plane.cp.plane.deps.telemetry.addLog(node, attempt, { stream: "stdout", lines, firstLine });
+    await plane.cp.plane.deps.telemetry.flushAttempt(attempt);
+  };
+  const succeed = (node: string, attempt: UnitAttempt) =>
+    applyFinished(plane.db, node, attempt, { outcome: "succeeded", exitCode: 0, error: "", runSeconds: 1 }, rates, new Date());
+
+  /** A job of two units, prepare then train: prepare wrote "split 80/20" and completed, train runs and wrote `trainLine`. */
+  const trainingUnderway = async (trainLine: string) => {
+    const job = await seedJob(plane.db, plane.customerId, ["prepare", "train"]);
+    const [prepareId, trainId] = job.units as [string, string];
+    const prepare = await start(prepareId);
+    await log(prepare.node, prepare.attempt, 0, ["split 80/20"]);
+    await succeed(prepare.node, prepare.attempt);
+    const train = await start(trainId);
+    await log(train.node, train.attempt, 0, [trainLine]);
+    return { jobId: job.jobId, prepare, train };
+  };
+
+  it("prints what the units wrote so far in DAG order, then each new line as it is stored, and exits 0 when the job ends", async () => {
+    const { jobId, train } = await trainingUnderway("epoch 1");
+    const lines: string[] = [];
+    const result = await follow(jobId, [], (line) => {
+      lines.push(line);
+      // Each step is taken once the previous line was printed: the process saw it live.
+      if (line === "train   | epoch 1") void log(train.node, train.attempt, 1, ["epoch 2"]);
+      if (line === "train   | epoch 2") void succeed(train.node, train.attempt);
+    });
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(lines, ["prepare | split 80/20", "train   | epoch 1", "train   | epoch 2"]);
+    assert.equal(result.stderr, "");
+  });
+
+  it("prints only the unit --unit picks, from its tail and then live", async () => {
+    const { jobId, prepare, train } = await trainingUnderway("step 1");
+    const lines: string[] = [];
+    const result = await follow(jobId, ["--unit", "train"], (line) => {
+      lines.push(line);
+      if (line === "step 1") {
+        void (async () => {
+          // A late line of the unit not picked is stored, then one of the picked unit.
+          await log(prepare.node, prepare.attempt, 1, ["late prepare line"]);
+          await log(train.node, train.attempt, 1, ["step 2"]);
+        })();
+      }
+      if (line === "step 2") void succeed(train.node, train.attempt);
+    });
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(lines, ["step 1", "step 2"]);
   });
 });

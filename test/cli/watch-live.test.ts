@@ -4,34 +4,14 @@
  * and exits 0 as soon as the job completes (1 when it is cancelled).
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { join } from "node:path";
 import { applyAccepted, applyFinished, applyProgress, cancelJob } from "../../src/jobs/lifecycle.ts";
 import type { Database } from "../../src/store/database.ts";
 import { assignUnit, eventsPlane, seedJob } from "../support/job-events.ts";
+import { runGpuctl } from "./gpuctl-process.ts";
 
-const repoRoot = join(import.meta.dirname, "..", "..");
-
-/** Runs `gpuctl jobs watch` and hands each line of its standard output to `onLine` as it comes. */
-function watchProcess(env: Record<string, string>, jobId: string, onLine: (line: string) => void): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [join(repoRoot, "cmd", "gpuctl.ts"), "jobs", "watch", jobId, "--interval-ms", "600000"], {
-    env: { ...process.env, ...env },
-    cwd: repoRoot,
-  });
-  let stdout = "";
-  let stderr = "";
-  let pending = "";
-  child.stdout.on("data", (c: Buffer) => {
-    stdout += c.toString();
-    pending += c.toString();
-    for (let nl = pending.indexOf("\n"); nl !== -1; nl = pending.indexOf("\n")) {
-      onLine(pending.slice(0, nl));
-      pending = pending.slice(nl + 1);
-    }
-  });
-  child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
-  return new Promise((resolve) => child.on("exit", (code) => resolve({ code, stdout, stderr })));
-}
+/** Runs `gpuctl jobs watch` (it would poll only every ten minutes) and hands each line of its standard output to `onLine` as it comes. */
+const watchProcess = (env: Record<string, string>, jobId: string, onLine: (line: string) => void) =>
+  runGpuctl(["jobs", "watch", jobId, "--interval-ms", "600000"], env, onLine);
 
 describe("gpuctl jobs watch follows the live events of a real control plane", function () {
   this.timeout(60_000);

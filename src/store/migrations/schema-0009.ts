@@ -16,7 +16,8 @@
  *   src/store/telemetry.ts) instead of copying it; a reader that comes after the
  *   chunk was trimmed from the tail learns how many lines it missed. Each job
  *   keeps its latest 10,000 events (older ones are deleted as new ones come), so
- *   a log-heavy job costs bounded rows.
+ *   a log-heavy job costs bounded rows; once the job is past artifact retention
+ *   the storage sweep deletes its events and its counter row (job-events.ts).
  */
 export const schema0009 = [
   `CREATE TABLE job_event_counters (
