@@ -83,6 +83,8 @@ export function JobPage({ id }: { id: string }) {
   const [watches, setWatches] = useState(0);
   const busy = useRef(false);
   const again = useRef(false);
+  /** Job and unit events applied so far: a read that overlapped one may be older than what the page shows. */
+  const eventsApplied = useRef(0);
   const completedSeen = useRef(-1);
   const statuses = useRef(new Map<string, string>());
   const base = `/api/v1/customer/training-jobs/${encodeURIComponent(id)}`;
@@ -96,9 +98,16 @@ export function JobPage({ id }: { id: string }) {
     busy.current = true;
     try {
       again.current = false;
+      const eventsBefore = eventsApplied.current;
       const [j, u] = await Promise.all([api<TrainingJob>("GET", base), api<List<ComputeUnit>>("GET", `${base}/compute-units?limit=100`)]);
       // Read after the job: once it has ended, this answer holds every report (a unit's last ones are written before it ends).
       const m = await api<JobMetrics>("GET", `${base}/metrics`);
+      if (eventsApplied.current !== eventsBefore) {
+        // An event came while this read ran: the answer may predate it (a unit's progress would fall back to an
+        // older figure, and no later event would correct it). Read again instead; that read follows the event's commit.
+        again.current = true;
+        return;
+      }
       setJob(j);
       setUnits(u.data);
       setMetrics(m);
@@ -114,8 +123,8 @@ export function JobPage({ id }: { id: string }) {
       setError(e);
     } finally {
       busy.current = false;
+      if (again.current) void refresh();
     }
-    if (again.current) void refresh();
   }, [base]);
 
   /** True when the job or a unit (`key`) reached another status than the page last saw. */
@@ -136,10 +145,12 @@ export function JobPage({ id }: { id: string }) {
           void refresh();
         },
         job(change) {
+          eventsApplied.current++;
           setJob((j) => (j === undefined ? j : { ...j, ...change }));
           if (moved(id, change.status)) void refresh();
         },
         unit(change) {
+          eventsApplied.current++;
           setUnits((us) => us.map((u) => (u.id === change.id ? { ...u, ...change } : u)));
           setMetrics((m) => withReport(m, change));
           // Credits, counts and artifacts follow a unit's end: read them then.
