@@ -238,7 +238,7 @@ class SimAgent {
             break;
         }
       }));
-      this.send({ case: "hello", value: { $typeName: "gpuagent.agent.v1.Hello", protocolVersion: 1, nodeId: this.nodeId, capabilities: { $typeName: "gpuagent.agent.v1.Capabilities", ...capabilities, gpus: capabilities.gpus.map((g) => ({ $typeName: "gpuagent.agent.v1.Gpu" as const, ...g })) }, running: [] } });
+      this.send({ case: "hello", value: { $typeName: "gpuagent.agent.v1.Hello", protocolVersion: 1, nodeId: this.nodeId, capabilities: { $typeName: "gpuagent.agent.v1.Capabilities", maxUnits: 0, ...capabilities, gpus: capabilities.gpus.map((g) => ({ $typeName: "gpuagent.agent.v1.Gpu" as const, computeCapability: "", driverVersion: "", cudaVersion: "", ...g })) }, running: [] } });
     });
   }
 

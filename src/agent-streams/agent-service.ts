@@ -339,6 +339,9 @@ export function createAgentService(deps: AgentServiceDeps, sessions: SessionRegi
         deps.wakePlacer();
         return false;
       }
+      case "checkpointReady":
+        // Checkpoints (issue 15 point 5) are being wired in; until then an announced checkpoint is not kept.
+        return false;
       case "ack":
       case undefined:
         return false;

@@ -32,12 +32,19 @@ export interface OwnerPolicy {
   reservedVramMb: number;
 }
 
-/** One GPU of a node as last reported: its device index, total and free VRAM. */
+/** One GPU of a node as last reported: its device index, model, total and free VRAM, and what it can run. */
 export interface GpuView {
   index: number;
+  /** The model as the driver names it, e.g. "NVIDIA GeForce RTX 4090"; `gpu_models` match against it. */
   name: string;
   vramMb: number;
   freeVramMb: number;
+  /** As the driver reports it; absent when unknown. */
+  uuid?: string;
+  /** "major.minor", e.g. "8.6"; absent when unknown (a unit with `minComputeCapability` then does not fit). */
+  computeCapability?: string;
+  /** The highest CUDA version the driver supports, "major.minor"; absent when unknown. */
+  cudaVersion?: string;
 }
 
 /** One node as the leader sees it at the start of a cycle (free = capacity − running − assumed). */
@@ -58,6 +65,11 @@ export interface NodeSnapshot {
   isolation: NodeIsolation;
   /** Absent: no owner controls (always available, nothing reserved). */
   owner?: OwnerPolicy;
+  /**
+   * How many more units the agent accepts now: its `--max-units` less the units assigned to or running on it.
+   * Absent: no limit told. A node at 0 is full (busy, not broken): it takes no unit until one ends.
+   */
+  freeUnitSlots?: number;
 }
 
 /** Every node the cycle may consider. */
@@ -71,7 +83,16 @@ export interface UnitRequest {
   jobId: string;
   customerId: string;
   kind: UnitKind;
+  /** Free VRAM each of its GPUs must have (gpu units). */
   vramMb: number;
+  /** GPUs of one node the unit needs, 1 to 8 (gpu units; absent: 1). Each has `vramMb` free. */
+  gpuCount?: number;
+  /** GPU model allow-list (case-insensitive substrings of `GpuView.name`); absent or empty: any. */
+  gpuModels?: readonly string[];
+  /** Lowest compute capability, "major.minor"; absent: any. */
+  minComputeCapability?: string;
+  /** Lowest CUDA version of the node's driver, "major.minor"; absent: any. */
+  minCudaVersion?: string;
   diskMb: number;
   cpuCores: number;
   memoryMb: number;
@@ -83,11 +104,14 @@ export interface UnitRequest {
   readySinceMs: number;
 }
 
-/** A decision: run the unit on this node (and this GPU device index, -1 for a cpu unit). */
+/** A decision: run the unit on this node (and these GPU device indexes; -1 and [] for a cpu unit). */
 export interface Placement {
   unitId: string;
   nodeId: string;
+  /** The first of `gpuIndexes`; -1 for a cpu unit. */
   gpuIndex: number;
+  /** Every GPU the unit gets, `gpuCount` of them, ascending; empty for a cpu unit. */
+  gpuIndexes?: number[];
   /** The weighted score 0..100 of the chosen node, rounded to 3 decimals. */
   score: number;
 }

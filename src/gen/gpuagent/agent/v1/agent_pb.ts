@@ -22,7 +22,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file gpuagent/agent/v1/agent.proto.
  */
 export const file_gpuagent_agent_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("Ch1ncHVhZ2VudC9hZ2VudC92MS9hZ2VudC5wcm90bxIRZ3B1YWdlbnQuYWdlbnQudjEiUwoDR3B1Eg0KBWluZGV4GAEgASgFEgwKBG5hbWUYAiABKAkSDwoHdnJhbV9tYhgDIAEoBRIMCgR1dWlkGAQgASgJEhAKCGRlY2xhcmVkGAUgASgIIqsCCgxDYXBhYmlsaXRpZXMSEQoJY3B1X2NvcmVzGAEgASgFEhEKCW1lbW9yeV9tYhgCIAEoBRIUCgxkaXNrX2ZyZWVfbWIYAyABKAUSJAoEZ3B1cxgEIAMoCzIWLmdwdWFnZW50LmFnZW50LnYxLkdwdRIKCgJvcxgFIAEoCRIMCgRhcmNoGAYgASgJEhYKDnB5dGhvbl92ZXJzaW9uGAcgASgJEhAKCGhvc3RuYW1lGAggASgJEhUKDWFnZW50X3ZlcnNpb24YCSABKAkSLwoJaXNvbGF0aW9uGAogASgLMhwuZ3B1YWdlbnQuYWdlbnQudjEuSXNvbGF0aW9uEi0KBW93bmVyGAsgASgLMh4uZ3B1YWdlbnQuYWdlbnQudjEuT3duZXJQb2xpY3kilwEKCUlzb2xhdGlvbhIRCgltZWNoYW5pc20YASABKAkSDgoGcmVhc29uGAIgASgJEjgKBmxpbWl0cxgDIAMoCzIoLmdwdWFnZW50LmFnZW50LnYxLklzb2xhdGlvbi5MaW1pdHNFbnRyeRotCgtMaW1pdHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImEKC093bmVyUG9saWN5Eg4KBnBhdXNlZBgBIAEoCBIRCglhdmFpbGFibGUYAiABKAkSFQoNd2l0aGluX3dpbmRvdxgDIAEoCBIYChByZXNlcnZlZF92cmFtX21iGAQgASgFIlUKDUVucm9sbFJlcXVlc3QSDQoFdG9rZW4YASABKAkSNQoMY2FwYWJpbGl0aWVzGAIgASgLMh8uZ3B1YWdlbnQuYWdlbnQudjEuQ2FwYWJpbGl0aWVzIk8KDkVucm9sbFJlc3BvbnNlEg8KB25vZGVfaWQYASABKAkSFwoPbm9kZV9jcmVkZW50aWFsGAIgASgJEhMKC3RydXN0X2xldmVsGAMgASgJItYDCg5TZXNzaW9uUmVxdWVzdBILCgNzZXEYASABKAQSKQoFaGVsbG8YAiABKAsyGC5ncHVhZ2VudC5hZ2VudC52MS5IZWxsb0gAEjEKCWhlYXJ0YmVhdBgDIAEoCzIcLmdwdWFnZW50LmFnZW50LnYxLkhlYXJ0YmVhdEgAEi8KCGFjY2VwdGVkGAQgASgLMhsuZ3B1YWdlbnQuYWdlbnQudjEuQWNjZXB0ZWRIABIvCghyZWplY3RlZBgFIAEoCzIbLmdwdWFnZW50LmFnZW50LnYxLlJlamVjdGVkSAASLwoIcHJvZ3Jlc3MYBiABKAsyGy5ncHVhZ2VudC5hZ2VudC52MS5Qcm9ncmVzc0gAEioKA2xvZxgHIAEoCzIbLmdwdWFnZW50LmFnZW50LnYxLkxvZ0xpbmVzSAASOgoOYXJ0aWZhY3RfcmVhZHkYCCABKAsyIC5ncHVhZ2VudC5hZ2VudC52MS5BcnRpZmFjdFJlYWR5SAASLwoIZmluaXNoZWQYCSABKAsyGy5ncHVhZ2VudC5hZ2VudC52MS5GaW5pc2hlZEgAEiUKA2FjaxgKIAEoCzIWLmdwdWFnZW50LmFnZW50LnYxLkFja0gAQgYKBGJvZHkiKwoHVW5pdFJlZhIPCgd1bml0X2lkGAEgASgJEg8KB2F0dGVtcHQYAiABKAUilgEKBUhlbGxvEhgKEHByb3RvY29sX3ZlcnNpb24YASABKAUSDwoHbm9kZV9pZBgCIAEoCRI1CgxjYXBhYmlsaXRpZXMYAyABKAsyHy5ncHVhZ2VudC5hZ2VudC52MS5DYXBhYmlsaXRpZXMSKwoHcnVubmluZxgEIAMoCzIaLmdwdWFnZW50LmFnZW50LnYxLlVuaXRSZWYiRAoIR3B1VXNhZ2USDQoFaW5kZXgYASABKAUSFAoMdnJhbV91c2VkX21iGAIgASgFEhMKC3V0aWxpemF0aW9uGAMgASgBIqgBCglIZWFydGJlYXQSFAoMZGlza19mcmVlX21iGAEgASgFEikKBGdwdXMYAiADKAsyGy5ncHVhZ2VudC5hZ2VudC52MS5HcHVVc2FnZRIrCgdydW5uaW5nGAMgAygLMhouZ3B1YWdlbnQuYWdlbnQudjEuVW5pdFJlZhItCgVvd25lchgEIAEoCzIeLmdwdWFnZW50LmFnZW50LnYxLk93bmVyUG9saWN5IksKCEFjY2VwdGVkEhUKDWFzc2lnbm1lbnRfaWQYASABKAkSKAoEdW5pdBgCIAEoCzIaLmdwdWFnZW50LmFnZW50LnYxLlVuaXRSZWYiWwoIUmVqZWN0ZWQSFQoNYXNzaWdubWVudF9pZBgBIAEoCRIoCgR1bml0GAIgASgLMhouZ3B1YWdlbnQuYWdlbnQudjEuVW5pdFJlZhIOCgZyZWFzb24YAyABKAki+QEKCFByb2dyZXNzEigKBHVuaXQYASABKAsyGi5ncHVhZ2VudC5hZ2VudC52MS5Vbml0UmVmEhAKCHByb2dyZXNzGAIgASgBEjkKB21ldHJpY3MYAyADKAsyKC5ncHVhZ2VudC5hZ2VudC52MS5Qcm9ncmVzcy5NZXRyaWNzRW50cnkSEwoGc2FtcGxlGAQgASgESACIAQESJgoCYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi4KDE1ldHJpY3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBQgkKB19zYW1wbGUiowEKCExvZ0xpbmVzEigKBHVuaXQYASABKAsyGi5ncHVhZ2VudC5hZ2VudC52MS5Vbml0UmVmEg4KBnN0cmVhbRgCIAEoCRINCgVsaW5lcxgDIAMoCRIXCgpmaXJzdF9saW5lGAQgASgESACIAQESJgoCYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQg0KC19maXJzdF9saW5lInkKDUFydGlmYWN0UmVhZHkSKAoEdW5pdBgBIAEoCzIaLmdwdWFnZW50LmFnZW50LnYxLlVuaXRSZWYSDAoEbmFtZRgCIAEoCRIMCgRraW5kGAMgASgJEhIKCnNpemVfYnl0ZXMYBCABKAMSDgoGc2hhMjU2GAUgASgJIsYBCghGaW5pc2hlZBIoCgR1bml0GAEgASgLMhouZ3B1YWdlbnQuYWdlbnQudjEuVW5pdFJlZhIrCgdvdXRjb21lGAIgASgOMhouZ3B1YWdlbnQuYWdlbnQudjEuT3V0Y29tZRIRCglleGl0X2NvZGUYAyABKAUSDQoFZXJyb3IYBCABKAkSEwoLcnVuX3NlY29uZHMYBSABKAESGQoRZW52X2J1aWxkX3NlY29uZHMYBiABKAESEQoJZW52X2J1aWx0GAcgASgIIhIKA0FjaxILCgNzZXEYASABKAQigQIKD1Nlc3Npb25SZXNwb25zZRILCgNzZXEYASABKAQSLQoHd2VsY29tZRgCIAEoCzIaLmdwdWFnZW50LmFnZW50LnYxLldlbGNvbWVIABIrCgZhc3NpZ24YAyABKAsyGS5ncHVhZ2VudC5hZ2VudC52MS5Bc3NpZ25IABIrCgZjYW5jZWwYBCABKAsyGS5ncHVhZ2VudC5hZ2VudC52MS5DYW5jZWxIABIpCgVkcmFpbhgFIAEoCzIYLmdwdWFnZW50LmFnZW50LnYxLkRyYWluSAASJQoDYWNrGAYgASgLMhYuZ3B1YWdlbnQuYWdlbnQudjEuQWNrSABCBgoEYm9keSJsCgdXZWxjb21lEg8KB25vZGVfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIiChpoZWFydGJlYXRfaW50ZXJ2YWxfc2Vjb25kcxgDIAEoBRIYChBwcm90b2NvbF92ZXJzaW9uGAQgASgFIlgKCUlucHV0RmlsZRIMCgRyb2xlGAEgASgJEgwKBG5hbWUYAiABKAkSCwoDdXJsGAMgASgJEg4KBnNoYTI1NhgEIAEoCRISCgpzaXplX2J5dGVzGAUgASgDIoMECgZBc3NpZ24SFQoNYXNzaWdubWVudF9pZBgBIAEoCRIoCgR1bml0GAIgASgLMhouZ3B1YWdlbnQuYWdlbnQudjEuVW5pdFJlZhIOCgZqb2JfaWQYAyABKAkSDQoFc3RhZ2UYBCABKAkSDAoEa2luZBgFIAEoCRISCgplbnRyeXBvaW50GAYgASgJEgwKBGFyZ3MYByADKAkSLAoGaW5wdXRzGAggAygLMhwuZ3B1YWdlbnQuYWdlbnQudjEuSW5wdXRGaWxlEhEKCWdwdV9pbmRleBgJIAEoBRIPCgd2cmFtX21iGAogASgFEg8KB2Rpc2tfbWIYCyABKAUSGwoTbWF4X3J1bnRpbWVfc2Vjb25kcxgMIAEoBRIsCghkZWFkbGluZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGwoTYXJ0aWZhY3RfdXBsb2FkX3VybBgOIAEoCRIvCgNlbnYYDyADKAsyIi5ncHVhZ2VudC5hZ2VudC52MS5Bc3NpZ24uRW52RW50cnkSGwoTYXJ0aWZhY3RzX21heF9ieXRlcxgQIAEoAxIRCgljcHVfY29yZXMYESABKAUSEQoJbWVtb3J5X21iGBIgASgFGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiQgoGQ2FuY2VsEigKBHVuaXQYASABKAsyGi5ncHVhZ2VudC5hZ2VudC52MS5Vbml0UmVmEg4KBnJlYXNvbhgCIAEoCSIXCgVEcmFpbhIOCgZyZWFzb24YASABKAkqkwEKB091dGNvbWUSFwoTT1VUQ09NRV9VTlNQRUNJRklFRBAAEhUKEU9VVENPTUVfU1VDQ0VFREVEEAESEgoOT1VUQ09NRV9GQUlMRUQQAhIVChFPVVRDT01FX1RJTUVEX09VVBADEhUKEU9VVENPTUVfQ0FOQ0VMTEVEEAQSFgoST1VUQ09NRV9OT0RFX0VSUk9SEAUyswEKDEFnZW50U2VydmljZRJNCgZFbnJvbGwSIC5ncHVhZ2VudC5hZ2VudC52MS5FbnJvbGxSZXF1ZXN0GiEuZ3B1YWdlbnQuYWdlbnQudjEuRW5yb2xsUmVzcG9uc2USVAoHU2Vzc2lvbhIhLmdwdWFnZW50LmFnZW50LnYxLlNlc3Npb25SZXF1ZXN0GiIuZ3B1YWdlbnQuYWdlbnQudjEuU2Vzc2lvblJlc3BvbnNlKAEwAWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Ch1ncHVhZ2VudC9hZ2VudC92MS9hZ2VudC5wcm90bxIRZ3B1YWdlbnQuYWdlbnQudjEinQEKA0dwdRINCgVpbmRleBgBIAEoBRIMCgRuYW1lGAIgASgJEg8KB3ZyYW1fbWIYAyABKAUSDAoEdXVpZBgEIAEoCRIQCghkZWNsYXJlZBgFIAEoCBIaChJjb21wdXRlX2NhcGFiaWxpdHkYBiABKAkSFgoOZHJpdmVyX3ZlcnNpb24YByABKAkSFAoMY3VkYV92ZXJzaW9uGAggASgJIr4CCgxDYXBhYmlsaXRpZXMSEQoJY3B1X2NvcmVzGAEgASgFEhEKCW1lbW9yeV9tYhgCIAEoBRIUCgxkaXNrX2ZyZWVfbWIYAyABKAUSJAoEZ3B1cxgEIAMoCzIWLmdwdWFnZW50LmFnZW50LnYxLkdwdRIKCgJvcxgFIAEoCRIMCgRhcmNoGAYgASgJEhYKDnB5dGhvbl92ZXJzaW9uGAcgASgJEhAKCGhvc3RuYW1lGAggASgJEhUKDWFnZW50X3ZlcnNpb24YCSABKAkSLwoJaXNvbGF0aW9uGAogASgLMhwuZ3B1YWdlbnQuYWdlbnQudjEuSXNvbGF0aW9uEi0KBW93bmVyGAsgASgLMh4uZ3B1YWdlbnQuYWdlbnQudjEuT3duZXJQb2xpY3kSEQoJbWF4X3VuaXRzGAwgASgFIpcBCglJc29sYXRpb24SEQoJbWVjaGFuaXNtGAEgASgJEg4KBnJlYXNvbhgCIAEoCRI4CgZsaW1pdHMYAyADKAsyKC5ncHVhZ2VudC5hZ2VudC52MS5Jc29sYXRpb24uTGltaXRzRW50cnkaLQoLTGltaXRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJhCgtPd25lclBvbGljeRIOCgZwYXVzZWQYASABKAgSEQoJYXZhaWxhYmxlGAIgASgJEhUKDXdpdGhpbl93aW5kb3cYAyABKAgSGAoQcmVzZXJ2ZWRfdnJhbV9tYhgEIAEoBSJVCg1FbnJvbGxSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEjUKDGNhcGFiaWxpdGllcxgCIAEoCzIfLmdwdWFnZW50LmFnZW50LnYxLkNhcGFiaWxpdGllcyJPCg5FbnJvbGxSZXNwb25zZRIPCgdub2RlX2lkGAEgASgJEhcKD25vZGVfY3JlZGVudGlhbBgCIAEoCRITCgt0cnVzdF9sZXZlbBgDIAEoCSKWBAoOU2Vzc2lvblJlcXVlc3QSCwoDc2VxGAEgASgEEikKBWhlbGxvGAIgASgLMhguZ3B1YWdlbnQuYWdlbnQudjEuSGVsbG9IABIxCgloZWFydGJlYXQYAyABKAsyHC5ncHVhZ2VudC5hZ2VudC52MS5IZWFydGJlYXRIABIvCghhY2NlcHRlZBgEIAEoCzIbLmdwdWFnZW50LmFnZW50LnYxLkFjY2VwdGVkSAASLwoIcmVqZWN0ZWQYBSABKAsyGy5ncHVhZ2VudC5hZ2VudC52MS5SZWplY3RlZEgAEi8KCHByb2dyZXNzGAYgASgLMhsuZ3B1YWdlbnQuYWdlbnQudjEuUHJvZ3Jlc3NIABIqCgNsb2cYByABKAsyGy5ncHVhZ2VudC5hZ2VudC52MS5Mb2dMaW5lc0gAEjoKDmFydGlmYWN0X3JlYWR5GAggASgLMiAuZ3B1YWdlbnQuYWdlbnQudjEuQXJ0aWZhY3RSZWFkeUgAEi8KCGZpbmlzaGVkGAkgASgLMhsuZ3B1YWdlbnQuYWdlbnQudjEuRmluaXNoZWRIABIlCgNhY2sYCiABKAsyFi5ncHVhZ2VudC5hZ2VudC52MS5BY2tIABI+ChBjaGVja3BvaW50X3JlYWR5GAsgASgLMiIuZ3B1YWdlbnQuYWdlbnQudjEuQ2hlY2twb2ludFJlYWR5SABCBgoEYm9keSIrCgdVbml0UmVmEg8KB3VuaXRfaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoBSKWAQoFSGVsbG8SGAoQcHJvdG9jb2xfdmVyc2lvbhgBIAEoBRIPCgdub2RlX2lkGAIgASgJEjUKDGNhcGFiaWxpdGllcxgDIAEoCzIfLmdwdWFnZW50LmFnZW50LnYxLkNhcGFiaWxpdGllcxIrCgdydW5uaW5nGAQgAygLMhouZ3B1YWdlbnQuYWdlbnQudjEuVW5pdFJlZiJECghHcHVVc2FnZRINCgVpbmRleBgBIAEoBRIUCgx2cmFtX3VzZWRfbWIYAiABKAUSEwoLdXRpbGl6YXRpb24YAyABKAEiqAEKCUhlYXJ0YmVhdBIUCgxkaXNrX2ZyZWVfbWIYASABKAUSKQoEZ3B1cxgCIAMoCzIbLmdwdWFnZW50LmFnZW50LnYxLkdwdVVzYWdlEisKB3J1bm5pbmcYAyADKAsyGi5ncHVhZ2VudC5hZ2VudC52MS5Vbml0UmVmEi0KBW93bmVyGAQgASgLMh4uZ3B1YWdlbnQuYWdlbnQudjEuT3duZXJQb2xpY3kiSwoIQWNjZXB0ZWQSFQoNYXNzaWdubWVudF9pZBgBIAEoCRIoCgR1bml0GAIgASgLMhouZ3B1YWdlbnQuYWdlbnQudjEuVW5pdFJlZiJpCghSZWplY3RlZBIVCg1hc3NpZ25tZW50X2lkGAEgASgJEigKBHVuaXQYAiABKAsyGi5ncHVhZ2VudC5hZ2VudC52MS5Vbml0UmVmEg4KBnJlYXNvbhgDIAEoCRIMCgRidXN5GAQgASgIIvkBCghQcm9ncmVzcxIoCgR1bml0GAEgASgLMhouZ3B1YWdlbnQuYWdlbnQudjEuVW5pdFJlZhIQCghwcm9ncmVzcxgCIAEoARI5CgdtZXRyaWNzGAMgAygLMiguZ3B1YWdlbnQuYWdlbnQudjEuUHJvZ3Jlc3MuTWV0cmljc0VudHJ5EhMKBnNhbXBsZRgEIAEoBEgAiAEBEiYKAmF0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBouCgxNZXRyaWNzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4AUIJCgdfc2FtcGxlIqMBCghMb2dMaW5lcxIoCgR1bml0GAEgASgLMhouZ3B1YWdlbnQuYWdlbnQudjEuVW5pdFJlZhIOCgZzdHJlYW0YAiABKAkSDQoFbGluZXMYAyADKAkSFwoKZmlyc3RfbGluZRgEIAEoBEgAiAEBEiYKAmF0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEINCgtfZmlyc3RfbGluZSJ5Cg1BcnRpZmFjdFJlYWR5EigKBHVuaXQYASABKAsyGi5ncHVhZ2VudC5hZ2VudC52MS5Vbml0UmVmEgwKBG5hbWUYAiABKAkSDAoEa2luZBgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgDEg4KBnNoYTI1NhgFIAEoCSLGAQoIRmluaXNoZWQSKAoEdW5pdBgBIAEoCzIaLmdwdWFnZW50LmFnZW50LnYxLlVuaXRSZWYSKwoHb3V0Y29tZRgCIAEoDjIaLmdwdWFnZW50LmFnZW50LnYxLk91dGNvbWUSEQoJZXhpdF9jb2RlGAMgASgFEg0KBWVycm9yGAQgASgJEhMKC3J1bl9zZWNvbmRzGAUgASgBEhkKEWVudl9idWlsZF9zZWNvbmRzGAYgASgBEhEKCWVudl9idWlsdBgHIAEoCCKHAgoPQ2hlY2twb2ludFJlYWR5EigKBHVuaXQYASABKAsyGi5ncHVhZ2VudC5hZ2VudC52MS5Vbml0UmVmEgwKBG5hbWUYAiABKAkSEgoKc2l6ZV9ieXRlcxgDIAEoAxIOCgZzaGEyNTYYBCABKAkSQAoHbWV0cmljcxgFIAMoCzIvLmdwdWFnZW50LmFnZW50LnYxLkNoZWNrcG9pbnRSZWFkeS5NZXRyaWNzRW50cnkSJgoCYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi4KDE1ldHJpY3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBIhIKA0FjaxILCgNzZXEYASABKAQigQIKD1Nlc3Npb25SZXNwb25zZRILCgNzZXEYASABKAQSLQoHd2VsY29tZRgCIAEoCzIaLmdwdWFnZW50LmFnZW50LnYxLldlbGNvbWVIABIrCgZhc3NpZ24YAyABKAsyGS5ncHVhZ2VudC5hZ2VudC52MS5Bc3NpZ25IABIrCgZjYW5jZWwYBCABKAsyGS5ncHVhZ2VudC5hZ2VudC52MS5DYW5jZWxIABIpCgVkcmFpbhgFIAEoCzIYLmdwdWFnZW50LmFnZW50LnYxLkRyYWluSAASJQoDYWNrGAYgASgLMhYuZ3B1YWdlbnQuYWdlbnQudjEuQWNrSABCBgoEYm9keSJsCgdXZWxjb21lEg8KB25vZGVfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIiChpoZWFydGJlYXRfaW50ZXJ2YWxfc2Vjb25kcxgDIAEoBRIYChBwcm90b2NvbF92ZXJzaW9uGAQgASgFIlgKCUlucHV0RmlsZRIMCgRyb2xlGAEgASgJEgwKBG5hbWUYAiABKAkSCwoDdXJsGAMgASgJEg4KBnNoYTI1NhgEIAEoCRISCgpzaXplX2J5dGVzGAUgASgDIv4ECgZBc3NpZ24SFQoNYXNzaWdubWVudF9pZBgBIAEoCRIoCgR1bml0GAIgASgLMhouZ3B1YWdlbnQuYWdlbnQudjEuVW5pdFJlZhIOCgZqb2JfaWQYAyABKAkSDQoFc3RhZ2UYBCABKAkSDAoEa2luZBgFIAEoCRISCgplbnRyeXBvaW50GAYgASgJEgwKBGFyZ3MYByADKAkSLAoGaW5wdXRzGAggAygLMhwuZ3B1YWdlbnQuYWdlbnQudjEuSW5wdXRGaWxlEhEKCWdwdV9pbmRleBgJIAEoBRIPCgd2cmFtX21iGAogASgFEg8KB2Rpc2tfbWIYCyABKAUSGwoTbWF4X3J1bnRpbWVfc2Vjb25kcxgMIAEoBRIsCghkZWFkbGluZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGwoTYXJ0aWZhY3RfdXBsb2FkX3VybBgOIAEoCRIvCgNlbnYYDyADKAsyIi5ncHVhZ2VudC5hZ2VudC52MS5Bc3NpZ24uRW52RW50cnkSGwoTYXJ0aWZhY3RzX21heF9ieXRlcxgQIAEoAxIRCgljcHVfY29yZXMYESABKAUSEQoJbWVtb3J5X21iGBIgASgFEhMKC2dwdV9pbmRleGVzGBMgAygFEhEKCWdwdV91dWlkcxgUIAMoCRIdChVjaGVja3BvaW50X3VwbG9hZF91cmwYFSABKAkSMgoLcmVzdW1lX2Zyb20YFiABKAsyHS5ncHVhZ2VudC5hZ2VudC52MS5SZXN1bWVGcm9tGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEimAEKClJlc3VtZUZyb20SDwoHYXR0ZW1wdBgBIAEoBRIMCgRuYW1lGAIgASgJEjsKB21ldHJpY3MYAyADKAsyKi5ncHVhZ2VudC5hZ2VudC52MS5SZXN1bWVGcm9tLk1ldHJpY3NFbnRyeRouCgxNZXRyaWNzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ASJCCgZDYW5jZWwSKAoEdW5pdBgBIAEoCzIaLmdwdWFnZW50LmFnZW50LnYxLlVuaXRSZWYSDgoGcmVhc29uGAIgASgJIhcKBURyYWluEg4KBnJlYXNvbhgBIAEoCSqTAQoHT3V0Y29tZRIXChNPVVRDT01FX1VOU1BFQ0lGSUVEEAASFQoRT1VUQ09NRV9TVUNDRUVERUQQARISCg5PVVRDT01FX0ZBSUxFRBACEhUKEU9VVENPTUVfVElNRURfT1VUEAMSFQoRT1VUQ09NRV9DQU5DRUxMRUQQBBIWChJPVVRDT01FX05PREVfRVJST1IQBTKzAQoMQWdlbnRTZXJ2aWNlEk0KBkVucm9sbBIgLmdwdWFnZW50LmFnZW50LnYxLkVucm9sbFJlcXVlc3QaIS5ncHVhZ2VudC5hZ2VudC52MS5FbnJvbGxSZXNwb25zZRJUCgdTZXNzaW9uEiEuZ3B1YWdlbnQuYWdlbnQudjEuU2Vzc2lvblJlcXVlc3QaIi5ncHVhZ2VudC5hZ2VudC52MS5TZXNzaW9uUmVzcG9uc2UoATABYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message gpuagent.agent.v1.Gpu
@@ -54,6 +54,27 @@ export type Gpu = Message<"gpuagent.agent.v1.Gpu"> & {
    * @generated from field: bool declared = 5;
    */
   declared: boolean;
+
+  /**
+   * CUDA compute capability "major.minor", e.g. "8.6"; empty when unknown.
+   *
+   * @generated from field: string compute_capability = 6;
+   */
+  computeCapability: string;
+
+  /**
+   * The NVIDIA driver version, e.g. "550.54.15"; empty when unknown.
+   *
+   * @generated from field: string driver_version = 7;
+   */
+  driverVersion: string;
+
+  /**
+   * The highest CUDA version the driver supports, "major.minor", e.g. "12.4"; empty when unknown.
+   *
+   * @generated from field: string cuda_version = 8;
+   */
+  cudaVersion: string;
 };
 
 /**
@@ -126,6 +147,14 @@ export type Capabilities = Message<"gpuagent.agent.v1.Capabilities"> & {
    * @generated from field: gpuagent.agent.v1.OwnerPolicy owner = 11;
    */
   owner?: OwnerPolicy | undefined;
+
+  /**
+   * Most units the agent runs at once (its --max-units); 0: not told (agents older than this field), taken as
+   * unlimited. Part of the node's capacity the placer sees.
+   *
+   * @generated from field: int32 max_units = 12;
+   */
+  maxUnits: number;
 };
 
 /**
@@ -338,6 +367,12 @@ export type SessionRequest = Message<"gpuagent.agent.v1.SessionRequest"> & {
      */
     value: Ack;
     case: "ack";
+  } | {
+    /**
+     * @generated from field: gpuagent.agent.v1.CheckpointReady checkpoint_ready = 11;
+     */
+    value: CheckpointReady;
+    case: "checkpointReady";
   } | { case: undefined; value?: undefined };
 };
 
@@ -509,6 +544,15 @@ export type Rejected = Message<"gpuagent.agent.v1.Rejected"> & {
    * @generated from field: string reason = 3;
    */
   reason: string;
+
+  /**
+   * True when the node turned the unit down only because it is full right now (at its max_units, or the
+   * assigned GPUs' VRAM is taken by its owner): not a failure. The unit becomes ready again and may come back
+   * to this node once it has room. False: the node cannot run it (the unit never comes back here).
+   *
+   * @generated from field: bool busy = 4;
+   */
+  busy: boolean;
 };
 
 /**
@@ -709,6 +753,59 @@ export const FinishedSchema: GenMessage<Finished> = /*@__PURE__*/
   messageDesc(file_gpuagent_agent_v1_agent, 16);
 
 /**
+ * CheckpointReady: the unit announced a checkpoint on its progress line ({"checkpoint": "<name>"}) and the agent
+ * uploaded that file from the unit's $GPU_AGENT_CHECKPOINT_DIR to Assign.checkpoint_upload_url/<name>, verified
+ * by sha256. The control plane keeps each unit's latest checkpoint (older ones are deleted) and hands it to the
+ * next attempt after a node-caused failure.
+ *
+ * @generated from message gpuagent.agent.v1.CheckpointReady
+ */
+export type CheckpointReady = Message<"gpuagent.agent.v1.CheckpointReady"> & {
+  /**
+   * @generated from field: gpuagent.agent.v1.UnitRef unit = 1;
+   */
+  unit?: UnitRef | undefined;
+
+  /**
+   * File name inside $GPU_AGENT_CHECKPOINT_DIR (no directories).
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: int64 size_bytes = 3;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * @generated from field: string sha256 = 4;
+   */
+  sha256: string;
+
+  /**
+   * The metrics of the progress line that announced it (e.g. epoch), as reported.
+   *
+   * @generated from field: map<string, double> metrics = 5;
+   */
+  metrics: { [key: string]: number };
+
+  /**
+   * When the agent finished uploading it; unset: when the control plane received this.
+   *
+   * @generated from field: google.protobuf.Timestamp at = 6;
+   */
+  at?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message gpuagent.agent.v1.CheckpointReady.
+ * Use `create(CheckpointReadySchema)` to create a new message.
+ */
+export const CheckpointReadySchema: GenMessage<CheckpointReady> = /*@__PURE__*/
+  messageDesc(file_gpuagent_agent_v1_agent, 17);
+
+/**
  * @generated from message gpuagent.agent.v1.Ack
  */
 export type Ack = Message<"gpuagent.agent.v1.Ack"> & {
@@ -725,7 +822,7 @@ export type Ack = Message<"gpuagent.agent.v1.Ack"> & {
  * Use `create(AckSchema)` to create a new message.
  */
 export const AckSchema: GenMessage<Ack> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 17);
+  messageDesc(file_gpuagent_agent_v1_agent, 18);
 
 /**
  * @generated from message gpuagent.agent.v1.SessionResponse
@@ -777,7 +874,7 @@ export type SessionResponse = Message<"gpuagent.agent.v1.SessionResponse"> & {
  * Use `create(SessionResponseSchema)` to create a new message.
  */
 export const SessionResponseSchema: GenMessage<SessionResponse> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 18);
+  messageDesc(file_gpuagent_agent_v1_agent, 19);
 
 /**
  * @generated from message gpuagent.agent.v1.Welcome
@@ -809,7 +906,7 @@ export type Welcome = Message<"gpuagent.agent.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 19);
+  messageDesc(file_gpuagent_agent_v1_agent, 20);
 
 /**
  * InputFile is something the unit needs, fetched by signed URL and verified.
@@ -818,7 +915,7 @@ export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
  */
 export type InputFile = Message<"gpuagent.agent.v1.InputFile"> & {
   /**
-   * "package" | "dataset" | "artifact"
+   * "package" | "dataset" | "artifact" | "checkpoint"
    *
    * @generated from field: string role = 1;
    */
@@ -850,7 +947,7 @@ export type InputFile = Message<"gpuagent.agent.v1.InputFile"> & {
  * Use `create(InputFileSchema)` to create a new message.
  */
 export const InputFileSchema: GenMessage<InputFile> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 20);
+  messageDesc(file_gpuagent_agent_v1_agent, 21);
 
 /**
  * @generated from message gpuagent.agent.v1.Assign
@@ -903,7 +1000,7 @@ export type Assign = Message<"gpuagent.agent.v1.Assign"> & {
   inputs: InputFile[];
 
   /**
-   * GPU index to expose as CUDA_VISIBLE_DEVICES; -1 for CPU units.
+   * The first of gpu_indexes (kept for agents older than gpu_indexes); -1 for CPU units.
    *
    * @generated from field: int32 gpu_index = 9;
    */
@@ -967,6 +1064,37 @@ export type Assign = Message<"gpuagent.agent.v1.Assign"> & {
    * @generated from field: int32 memory_mb = 18;
    */
   memoryMb: number;
+
+  /**
+   * Device indexes of every GPU assigned to the unit (1 to 8, all on this node); empty for CPU units. The agent
+   * exposes exactly these GPUs to the unit (devices and CUDA_VISIBLE_DEVICES).
+   *
+   * @generated from field: repeated int32 gpu_indexes = 19;
+   */
+  gpuIndexes: number[];
+
+  /**
+   * The UUIDs of those GPUs in the same order, where the driver reported one (else empty strings); the agent
+   * sets CUDA_VISIBLE_DEVICES to them so device numbering cannot point the unit at another GPU.
+   *
+   * @generated from field: repeated string gpu_uuids = 20;
+   */
+  gpuUuids: string[];
+
+  /**
+   * Base URL the agent PUTs checkpoints to: <checkpoint_upload_url>/<name>; empty: checkpoints not kept.
+   *
+   * @generated from field: string checkpoint_upload_url = 21;
+   */
+  checkpointUploadUrl: string;
+
+  /**
+   * The checkpoint this attempt resumes from, unpacked into $GPU_AGENT_RESUME_DIR before the entry point
+   * starts; unset: a fresh start. Also listed in inputs with role "checkpoint".
+   *
+   * @generated from field: gpuagent.agent.v1.ResumeFrom resume_from = 22;
+   */
+  resumeFrom?: ResumeFrom | undefined;
 };
 
 /**
@@ -974,7 +1102,42 @@ export type Assign = Message<"gpuagent.agent.v1.Assign"> & {
  * Use `create(AssignSchema)` to create a new message.
  */
 export const AssignSchema: GenMessage<Assign> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 21);
+  messageDesc(file_gpuagent_agent_v1_agent, 22);
+
+/**
+ * ResumeFrom names the checkpoint an attempt starts from.
+ *
+ * @generated from message gpuagent.agent.v1.ResumeFrom
+ */
+export type ResumeFrom = Message<"gpuagent.agent.v1.ResumeFrom"> & {
+  /**
+   * The attempt that wrote it.
+   *
+   * @generated from field: int32 attempt = 1;
+   */
+  attempt: number;
+
+  /**
+   * Its file name; the agent places it as $GPU_AGENT_RESUME_DIR/<name>.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * The metrics announced with it (e.g. epoch).
+   *
+   * @generated from field: map<string, double> metrics = 3;
+   */
+  metrics: { [key: string]: number };
+};
+
+/**
+ * Describes the message gpuagent.agent.v1.ResumeFrom.
+ * Use `create(ResumeFromSchema)` to create a new message.
+ */
+export const ResumeFromSchema: GenMessage<ResumeFrom> = /*@__PURE__*/
+  messageDesc(file_gpuagent_agent_v1_agent, 23);
 
 /**
  * @generated from message gpuagent.agent.v1.Cancel
@@ -996,7 +1159,7 @@ export type Cancel = Message<"gpuagent.agent.v1.Cancel"> & {
  * Use `create(CancelSchema)` to create a new message.
  */
 export const CancelSchema: GenMessage<Cancel> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 22);
+  messageDesc(file_gpuagent_agent_v1_agent, 24);
 
 /**
  * @generated from message gpuagent.agent.v1.Drain
@@ -1013,7 +1176,7 @@ export type Drain = Message<"gpuagent.agent.v1.Drain"> & {
  * Use `create(DrainSchema)` to create a new message.
  */
 export const DrainSchema: GenMessage<Drain> = /*@__PURE__*/
-  messageDesc(file_gpuagent_agent_v1_agent, 23);
+  messageDesc(file_gpuagent_agent_v1_agent, 25);
 
 /**
  * @generated from enum gpuagent.agent.v1.Outcome
