@@ -3,8 +3,8 @@
  * gpu-agent: the node agent command line. Parses flags and environment,
  * builds the dependencies and hands over to src/node-agent/.
  *
- *   gpu-agent enroll --url URL --token T --data-dir D [--dev-gpu MIB] [--ca FILE] [--cert FILE --key FILE]
- *   gpu-agent run --data-dir D [--dev-gpu MIB] [--max-units N] [--grace-seconds S] [--ca FILE] [--cert FILE --key FILE]
+ *   gpu-agent enroll --url URL --token T --data-dir D [--dev-gpu MIB|NAME:MIB[:CC[:CUDA]]]... [--ca FILE] [--cert FILE --key FILE]
+ *   gpu-agent run --data-dir D [--dev-gpu MIB|NAME:MIB[:CC[:CUDA]]]... [--max-units N] [--grace-seconds S] [--ca FILE] [--cert FILE --key FILE]
  *                 [--python /abs/path/python3] [--cache-mb MIB] [--available "Mon-Fri 18:00-08:00"] [--reserve-vram-mb MB]
  *                 [--isolation bubblewrap|none] [--unit-uid-base UID]
  *                 [--pip-index-url URL] [--find-links DIR]... [--env-cache-mb MIB]
@@ -18,7 +18,7 @@
  * and key for mutual TLS, presented on the stream, downloads and uploads. They
  * are read at each start and never stored in node.json, so they can be rotated.
  *
- * GPU_AGENT_DEV_GPU_MIB is the same as --dev-gpu; GPU_AGENT_KEEP_WORK=1 keeps
+ * GPU_AGENT_DEV_GPU_MIB is the same as --dev-gpu (several GPUs comma-separated); GPU_AGENT_KEEP_WORK=1 keeps
  * unit work directories for debugging.
  */
 import { existsSync, readFileSync, realpathSync, statSync } from "node:fs";
@@ -29,7 +29,8 @@ import { Command, InvalidArgumentError } from "commander";
 import pino from "pino";
 import type { AgentTlsOptions } from "../src/node-agent/agent.ts";
 import { createNodeAgent, enrollNode, trustCertificateAuthority } from "../src/node-agent/agent.ts";
-import { AGENT_VERSION } from "../src/node-agent/capabilities.ts";
+import { AGENT_VERSION, parseDevGpu } from "../src/node-agent/capabilities.ts";
+import type { DeclaredGpu } from "../src/node-agent/capabilities.ts";
 import { DEFAULT_ENV_CACHE_MB } from "../src/node-agent/python-envs.ts";
 import type { PackageSources } from "../src/node-agent/python-envs.ts";
 import { ControlClientError, formatAgentStatus, sendControlCommand } from "../src/node-agent/control-socket.ts";
@@ -112,14 +113,27 @@ function checkIndexUrl(url: string): void {
   if (!/^https?:\/\/[^\s]+$/.test(url)) throw new Error(`--pip-index-url (GPU_AGENT_PIP_INDEX_URL) must be an http(s) URL, got ${url}`);
 }
 
-/** --dev-gpu wins over GPU_AGENT_DEV_GPU_MIB; both are MiB. */
-function devGpuMib(flag: number | undefined): number | undefined {
-  if (flag !== undefined) return flag;
+/**
+ * The declared development GPUs: --dev-gpu (repeatable) wins over GPU_AGENT_DEV_GPU_MIB (comma-separated);
+ * each is `MIB` or `NAME:MIB[:CC[:CUDA]]` (capabilities.ts parseDevGpu).
+ */
+function devGpus(flags: DeclaredGpu[] | undefined): DeclaredGpu[] | undefined {
+  if (flags !== undefined) return flags;
   const env = process.env["GPU_AGENT_DEV_GPU_MIB"];
   if (env === undefined || env === "") return undefined;
-  const n = Number(env);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`GPU_AGENT_DEV_GPU_MIB must be a positive integer, got ${JSON.stringify(env)}`);
-  return n;
+  return env.split(",").map((spec) => parseDevGpu(spec));
+}
+
+const DEV_GPU_HELP =
+  'declare a development GPU when none is detected (repeatable, one per GPU): MIB, or NAME:MIB[:CC[:CUDA]], e.g. "RTX 4090:24564:8.9:12.4"; env GPU_AGENT_DEV_GPU_MIB, comma-separated';
+
+/** Commander's parser of a repeatable --dev-gpu. */
+function collectDevGpus(value: string, previous: DeclaredGpu[] | undefined): DeclaredGpu[] {
+  try {
+    return [...(previous ?? []), parseDevGpu(value)];
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
 }
 
 /** A flag wins over its environment variable; an empty variable counts as unset. */
@@ -171,13 +185,13 @@ program
   .requiredOption("--url <url>", "control plane URL, e.g. http://127.0.0.1:8080")
   .requiredOption("--token <token>", "one-time enrollment token")
   .requiredOption("--data-dir <dir>", "agent data directory")
-  .option("--dev-gpu <mib>", "declare a development GPU of this many MiB when none is detected", positiveInt)
+  .option("--dev-gpu <spec>", DEV_GPU_HELP, collectDevGpus)
   .option("--ca <file>", "PEM file of a private CA that signed the control plane's certificate (https:// URLs)")
   .option("--cert <file>", "PEM client certificate for mutual TLS (with --key); env GPU_AGENT_CLIENT_CERT")
   .option("--key <file>", "PEM private key of --cert; env GPU_AGENT_CLIENT_KEY")
   .option("--isolation <mode>", "bubblewrap (default) or none: reported to the control plane as run will use it; env GPU_AGENT_ISOLATION")
-  .action(async (opts: { url: string; token: string; dataDir: string; devGpu?: number; ca?: string; cert?: string; key?: string; isolation?: string }) => {
-    const dev = devGpuMib(opts.devGpu);
+  .action(async (opts: { url: string; token: string; dataDir: string; devGpu?: DeclaredGpu[]; ca?: string; cert?: string; key?: string; isolation?: string }) => {
+    const dev = devGpus(opts.devGpu);
     const identity = await enrollNode({
       url: opts.url,
       token: opts.token,
@@ -185,7 +199,7 @@ program
       isolation: isolationMode(opts.isolation),
       logger,
       tls: tlsOptions(opts),
-      ...(dev !== undefined ? { devGpuMib: dev } : {}),
+      ...(dev !== undefined ? { devGpus: dev } : {}),
     });
     process.stdout.write(`${JSON.stringify({ node_id: identity.node_id, trust_level: identity.trust_level })}\n`);
   });
@@ -194,8 +208,8 @@ program
   .command("run")
   .description("hold the session with the control plane and run assigned units until SIGINT/SIGTERM")
   .requiredOption("--data-dir <dir>", "agent data directory (holds node.json)")
-  .option("--dev-gpu <mib>", "declare a development GPU of this many MiB when none is detected", positiveInt)
-  .option("--max-units <n>", "most units run at once", positiveInt, 2)
+  .option("--dev-gpu <spec>", DEV_GPU_HELP, collectDevGpus)
+  .option("--max-units <n>", "most units run at once (reported to the control plane: the placer sends no more)", positiveInt, 2)
   .option("--grace-seconds <s>", "on shutdown, how long running units may finish before they are killed", positiveInt, 30)
   .option("--ca <file>", "PEM file of a private CA that signed the control plane's certificate (https:// URLs)")
   .option("--cert <file>", "PEM client certificate for mutual TLS (with --key); env GPU_AGENT_CLIENT_CERT")
@@ -212,8 +226,8 @@ program
     "bubblewrap (default: every unit in its sandbox; no units where it cannot start) or none (units as plain processes); env GPU_AGENT_ISOLATION",
   )
   .option("--unit-uid-base <uid>", "first of the 65536 user ids sandboxed units run as when the agent is root; env GPU_AGENT_UNIT_UID_BASE", positiveInt)
-  .action(async (opts: { dataDir: string; devGpu?: number; maxUnits: number; graceSeconds: number; ca?: string; cert?: string; key?: string; python?: string; cacheMb?: number; pipIndexUrl?: string; findLinks?: string[]; envCacheMb?: number; available?: string; reserveVramMb?: number; isolation?: string; unitUidBase?: number }) => {
-    const dev = devGpuMib(opts.devGpu);
+  .action(async (opts: { dataDir: string; devGpu?: DeclaredGpu[]; maxUnits: number; graceSeconds: number; ca?: string; cert?: string; key?: string; python?: string; cacheMb?: number; pipIndexUrl?: string; findLinks?: string[]; envCacheMb?: number; available?: string; reserveVramMb?: number; isolation?: string; unitUidBase?: number }) => {
+    const dev = devGpus(opts.devGpu);
     const isolation = isolationMode(opts.isolation);
     const unitUidBase = opts.unitUidBase ?? envNonNegativeInt("GPU_AGENT_UNIT_UID_BASE");
     const available = opts.available ?? (process.env["GPU_AGENT_AVAILABLE"] || undefined);
@@ -245,7 +259,7 @@ program
       clock: systemClock,
       logger,
       tls: tlsConfig,
-      ...(dev !== undefined ? { devGpuMib: dev } : {}),
+      ...(dev !== undefined ? { devGpus: dev } : {}),
       isolation,
       runner: { ...(python !== undefined ? { python } : {}), ...(unitUidBase !== undefined ? { unitUidBase } : {}), pythonEnvs },
       ...(cacheMb !== undefined ? { inputCacheBytes: cacheMb * 1024 * 1024 } : {}),

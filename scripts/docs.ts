@@ -148,6 +148,8 @@ const examples: Readonly<Record<string, unknown>> = {
   required_disk_mb: 1024,
   max_runtime_seconds: 600,
   sensitivity: "low_sensitive",
+  "CreateTrainingJob.required_gpu_count": 1,
+  "CreateTrainingJob.queue_timeout_seconds": 86400,
   url: "https://your-receiver.example.com/gpu-agent",
   events: ["job.completed", "job.failed"],
   "CreateWebhook.description": "job notifications",

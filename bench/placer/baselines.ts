@@ -1,12 +1,14 @@
 /**
  * A flat (struct-of-arrays) copy of a cluster, the two baseline placers the
  * benchmark compares against, and the stranded-VRAM metric. The baselines
- * check exactly the placer's hard rules (schedulable, trust tier, one GPU
- * with enough free VRAM, excluded nodes, disk, cores, memory) and differ only
- * in which feasible node they take.
+ * check exactly the placer's hard rules (schedulable, trust tier, `gpuCount`
+ * GPUs of one node that satisfy the unit's GPU constraints, each with enough
+ * free VRAM, excluded nodes, disk, cores, memory, a free unit slot) and
+ * differ only in which feasible node (and GPUs) they take.
  */
+import { failedConstraint, GpuConstraint, gpuCountOf, hasGpuConstraints } from "../../src/placer/gpu-rules.ts";
 import { allowedTrustLevels } from "../../src/placer/trust.ts";
-import type { NodeSnapshot, Placement, TrustLevel, UnitRequest } from "../../src/placer/types.ts";
+import type { GpuView, NodeSnapshot, Placement, TrustLevel, UnitRequest } from "../../src/placer/types.ts";
 import type { Rng } from "./generate.ts";
 
 const trustOrder: readonly TrustLevel[] = ["community", "verified", "controlled"];
@@ -21,11 +23,16 @@ export interface FlatCluster {
   readonly cpu: Float64Array;
   readonly mem: Float64Array;
   readonly disk: Float64Array;
+  /** Free unit slots (Infinity: no limit told). */
+  readonly slots: Float64Array;
   /** GPUs of node i are gpuStart[i] .. gpuStart[i+1]-1. */
   readonly gpuStart: Int32Array;
   readonly gpuFree: Float64Array;
   readonly gpuTotal: Float64Array;
   readonly gpuDevice: Int32Array;
+  /** Per GPU: its kind (model and versions), an index into `kinds`, so a unit's constraints are judged per kind. */
+  readonly gpuKind: Int32Array;
+  readonly kinds: readonly GpuView[];
 }
 
 /** A flat copy of `nodes` (the snapshot itself is left alone). */
@@ -42,11 +49,16 @@ export function flatten(nodes: readonly NodeSnapshot[]): FlatCluster {
     cpu: new Float64Array(n),
     mem: new Float64Array(n),
     disk: new Float64Array(n),
+    slots: new Float64Array(n),
     gpuStart: new Int32Array(n + 1),
     gpuFree: new Float64Array(gpuCount),
     gpuTotal: new Float64Array(gpuCount),
     gpuDevice: new Int32Array(gpuCount),
+    gpuKind: new Int32Array(gpuCount),
+    kinds: [],
   };
+  const kinds = c.kinds as GpuView[];
+  const kindIds = new Map<string, number>();
   let g = 0;
   sorted.forEach((node, i) => {
     c.trust[i] = trustOrder.indexOf(node.trustLevel);
@@ -54,11 +66,20 @@ export function flatten(nodes: readonly NodeSnapshot[]): FlatCluster {
     c.cpu[i] = node.freeCpuCores;
     c.mem[i] = node.freeMemoryMb;
     c.disk[i] = node.diskFreeMb;
+    c.slots[i] = node.freeUnitSlots ?? Infinity;
     c.gpuStart[i] = g;
     for (const gpu of node.gpus) {
       c.gpuFree[g] = gpu.freeVramMb;
       c.gpuTotal[g] = gpu.vramMb;
       c.gpuDevice[g] = gpu.index;
+      const key = `${gpu.name}\u0000${gpu.computeCapability ?? ""}\u0000${gpu.cudaVersion ?? ""}`;
+      let kind = kindIds.get(key);
+      if (kind === undefined) {
+        kind = kinds.length;
+        kindIds.set(key, kind);
+        kinds.push(gpu);
+      }
+      c.gpuKind[g] = kind;
       g++;
     }
   });
@@ -71,36 +92,52 @@ export function minTrustOf(unit: UnitRequest): number {
   return trustOrder.indexOf(allowedTrustLevels(unit.sensitivity)[0] as TrustLevel);
 }
 
-/**
- * Whether node i can take the unit, and on which GPU: -1 no, -2 yes (cpu
- * unit), else the CSR position of the GPU (`firstGpu`: lowest position that
- * fits; otherwise a uniformly random one that fits, drawn from `rng`).
- */
-function fit(c: FlatCluster, i: number, unit: UnitRequest, minTrust: number, rng?: Rng): number {
-  if (c.schedulable[i] === 0 || (c.trust[i] as number) < minTrust) return -1;
-  if ((c.disk[i] as number) < unit.diskMb || (c.cpu[i] as number) < unit.cpuCores || (c.mem[i] as number) < unit.memoryMb) return -1;
-  if (unit.excludedNodeIds.length > 0 && unit.excludedNodeIds.includes(c.ids[i] as string)) return -1;
-  if (unit.kind !== "gpu") return -2;
-  const end = c.gpuStart[i + 1] as number;
-  if (rng === undefined) {
-    for (let g = c.gpuStart[i] as number; g < end; g++) if ((c.gpuFree[g] as number) >= unit.vramMb) return g;
-    return -1;
-  }
-  let chosen = -1;
-  let seen = 0;
-  for (let g = c.gpuStart[i] as number; g < end; g++) {
-    // Reservoir sampling: each fitting GPU ends up chosen with equal chance.
-    if ((c.gpuFree[g] as number) >= unit.vramMb && rng.next() * ++seen < 1) chosen = g;
-  }
-  return chosen;
+/** Per GPU kind of `c`: whether the unit's constraints allow it (undefined: the unit has none). */
+export function allowedKinds(c: FlatCluster, unit: UnitRequest): Uint8Array | undefined {
+  if (!hasGpuConstraints(unit)) return undefined;
+  return Uint8Array.from(c.kinds, (g) => (failedConstraint(unit, g) === GpuConstraint.None ? 1 : 0));
 }
 
-/** Takes the unit's resources on node i (GPU position g, or -2 for a cpu unit). */
-export function take(c: FlatCluster, i: number, g: number, unit: UnitRequest): void {
+/** Whether GPU g of the flat cluster may run the unit and has its VRAM free. */
+export function gpuFits(c: FlatCluster, g: number, unit: UnitRequest, allowed: Uint8Array | undefined): boolean {
+  return (c.gpuFree[g] as number) >= unit.vramMb && (allowed === undefined || allowed[c.gpuKind[g] as number] === 1);
+}
+
+/**
+ * Whether node i can take the unit, and on which GPUs: undefined no, [] yes
+ * (cpu unit), else the CSR positions of the `gpuCount` GPUs it gets (without
+ * `rng`: the lowest positions that fit; with it: a uniformly random set of
+ * those that fit, drawn from `rng`).
+ */
+function fit(c: FlatCluster, i: number, unit: UnitRequest, minTrust: number, allowed: Uint8Array | undefined, rng?: Rng): number[] | undefined {
+  if (c.schedulable[i] === 0 || (c.trust[i] as number) < minTrust || (c.slots[i] as number) < 1) return undefined;
+  if ((c.disk[i] as number) < unit.diskMb || (c.cpu[i] as number) < unit.cpuCores || (c.mem[i] as number) < unit.memoryMb) return undefined;
+  if (unit.excludedNodeIds.length > 0 && unit.excludedNodeIds.includes(c.ids[i] as string)) return undefined;
+  const count = gpuCountOf(unit);
+  if (count === 0) return [];
+  const end = c.gpuStart[i + 1] as number;
+  if (end - (c.gpuStart[i] as number) < count) return undefined;
+  const fitting: number[] = [];
+  for (let g = c.gpuStart[i] as number; g < end; g++) if (gpuFits(c, g, unit, allowed)) fitting.push(g);
+  if (fitting.length < count) return undefined;
+  if (rng === undefined) return fitting.slice(0, count);
+  // A partial Fisher–Yates: every set of `count` fitting GPUs is equally likely.
+  for (let k = 0; k < count; k++) {
+    const j = k + Math.floor(rng.next() * (fitting.length - k));
+    const x = fitting[k] as number;
+    fitting[k] = fitting[j] as number;
+    fitting[j] = x;
+  }
+  return fitting.slice(0, count);
+}
+
+/** Takes the unit's resources on node i (`vramMb` on each of the GPUs at CSR positions `gpus`) and one unit slot. */
+export function take(c: FlatCluster, i: number, gpus: readonly number[], unit: UnitRequest): void {
   c.cpu[i] = (c.cpu[i] as number) - unit.cpuCores;
   c.mem[i] = (c.mem[i] as number) - unit.memoryMb;
   c.disk[i] = (c.disk[i] as number) - unit.diskMb;
-  if (g >= 0) c.gpuFree[g] = (c.gpuFree[g] as number) - unit.vramMb;
+  c.slots[i] = (c.slots[i] as number) - 1;
+  for (const g of gpus) c.gpuFree[g] = (c.gpuFree[g] as number) - unit.vramMb;
 }
 
 /** Applies the placer's placements to the flat copy (to measure what it left). */
@@ -108,11 +145,9 @@ export function applyPlacements(c: FlatCluster, units: ReadonlyMap<string, UnitR
   for (const p of placements) {
     const i = c.indexOf.get(p.nodeId) as number;
     const unit = units.get(p.unitId) as UnitRequest;
-    let g = -2;
-    if (p.gpuIndex !== -1) {
-      for (let k = c.gpuStart[i] as number; k < (c.gpuStart[i + 1] as number); k++) if (c.gpuDevice[k] === p.gpuIndex) g = k;
-    }
-    take(c, i, g, unit);
+    const gpus: number[] = [];
+    for (let k = c.gpuStart[i] as number; k < (c.gpuStart[i + 1] as number); k++) if (p.gpuIndexes.includes(c.gpuDevice[k] as number)) gpus.push(k);
+    take(c, i, gpus, unit);
   }
 }
 
@@ -121,11 +156,12 @@ export function firstFit(c: FlatCluster, ordered: readonly UnitRequest[]): UnitR
   const unplaced: UnitRequest[] = [];
   for (const unit of ordered) {
     const minTrust = minTrustOf(unit);
+    const allowed = allowedKinds(c, unit);
     let done = false;
     for (let i = 0; i < c.n && !done; i++) {
-      const g = fit(c, i, unit, minTrust);
-      if (g !== -1) {
-        take(c, i, g, unit);
+      const gpus = fit(c, i, unit, minTrust, allowed);
+      if (gpus !== undefined) {
+        take(c, i, gpus, unit);
         done = true;
       }
     }
@@ -145,21 +181,22 @@ export function randomFeasible(c: FlatCluster, ordered: readonly UnitRequest[], 
   const feasible = new Int32Array(c.n);
   for (const unit of ordered) {
     const minTrust = minTrustOf(unit);
+    const allowed = allowedKinds(c, unit);
     let done = false;
     for (let t = 0; t < 64 && !done && c.n > 0; t++) {
       const i = rng.int(0, c.n - 1);
-      const g = fit(c, i, unit, minTrust, rng);
-      if (g !== -1) {
-        take(c, i, g, unit);
+      const gpus = fit(c, i, unit, minTrust, allowed, rng);
+      if (gpus !== undefined) {
+        take(c, i, gpus, unit);
         done = true;
       }
     }
     if (!done) {
       let k = 0;
-      for (let i = 0; i < c.n; i++) if (fit(c, i, unit, minTrust) !== -1) feasible[k++] = i;
+      for (let i = 0; i < c.n; i++) if (fit(c, i, unit, minTrust, allowed) !== undefined) feasible[k++] = i;
       if (k > 0) {
         const i = feasible[rng.int(0, k - 1)] as number;
-        take(c, i, fit(c, i, unit, minTrust, rng), unit);
+        take(c, i, fit(c, i, unit, minTrust, allowed, rng) as number[], unit);
         done = true;
       }
     }

@@ -55,6 +55,33 @@ const gpuCountMix = [
   [4, 6],
 ] as const;
 
+/** Share of GPU nodes that are 8-GPU servers instead (drawn from the facts stream, see generateNodes). */
+const eightGpuShare = 0.01;
+
+/** Models per GPU size (MB), by share, with their compute capability: what an agent reports. */
+const modelMix: ReadonlyMap<number, readonly (readonly [{ name: string; computeCapability: string }, number])[]> = new Map([
+  [8 * 1024, [[{ name: "NVIDIA GeForce RTX 3070", computeCapability: "8.6" }, 60], [{ name: "NVIDIA GeForce RTX 2080", computeCapability: "7.5" }, 40]]],
+  [12 * 1024, [[{ name: "NVIDIA GeForce RTX 3060", computeCapability: "8.6" }, 70], [{ name: "NVIDIA GeForce RTX 2080 Ti", computeCapability: "7.5" }, 30]]],
+  [16 * 1024, [[{ name: "NVIDIA GeForce RTX 4060 Ti", computeCapability: "8.9" }, 60], [{ name: "Tesla T4", computeCapability: "7.5" }, 40]]],
+  [24 * 1024, [[{ name: "NVIDIA GeForce RTX 3090", computeCapability: "8.6" }, 50], [{ name: "NVIDIA GeForce RTX 4090", computeCapability: "8.9" }, 50]]],
+  [48 * 1024, [[{ name: "NVIDIA RTX A6000", computeCapability: "8.6" }, 100]]],
+  [80 * 1024, [[{ name: "NVIDIA A100-SXM4-80GB", computeCapability: "8.0" }, 70], [{ name: "NVIDIA H100 PCIe", computeCapability: "9.0" }, 30]]],
+]);
+
+/** The highest CUDA version a node's driver supports, by share (one in twenty older agents do not say). */
+const cudaMix = [
+  ["11.8", 15],
+  ["12.2", 35],
+  ["12.4", 45],
+  [undefined, 5],
+] as const;
+
+/**
+ * One agent in five tells a unit limit (`--max-units`), set by its owner to half its cores; it already
+ * runs 0 to 2 units, so it has that much less free. The others tell none.
+ */
+const limitedShare = 0.2;
+
 const trustMix = [
   ["community", 55],
   ["verified", 30],
@@ -76,25 +103,69 @@ export const vramMix = [
   [70000, 0.3],
 ] as const;
 
+/** A multi-GPU unit asks at most 12 GB per GPU (data parallel over smaller cards): a larger draw is drawn again from the lower half. */
+function perGpuAsk(drawn: number, gpuCount: number, facts: Rng): number {
+  return gpuCount === 1 || drawn <= 12_000 ? drawn : facts.pick(vramMix.slice(0, 7));
+}
+
+/**
+ * GPUs per gpu unit, by share: multi-GPU units carry about 7 % of the GPUs asked for, as multi-GPU
+ * tasks carry 7.3 % of the GPU demand of the openb trace's default workload.
+ */
+const gpuCountAskMix = [
+  [1, 97.5],
+  [2, 1.5],
+  [4, 0.75],
+  [8, 0.25],
+] as const;
+
+/** GPU constraints of gpu jobs, by share: most take any GPU. */
+const constraintMix = [
+  [{}, 80],
+  [{ gpuModels: ["4090", "3090"] }, 4],
+  [{ gpuModels: ["A100", "H100"] }, 2],
+  [{ minComputeCapability: "8.0" }, 6],
+  [{ minComputeCapability: "8.9" }, 2],
+  [{ minCudaVersion: "12.2" }, 4],
+  [{ gpuModels: ["RTX"], minCudaVersion: "12.4" }, 2],
+] as const satisfies readonly (readonly [Partial<UnitRequest>, number])[];
+
 const sensitivityMix = [
   ["public", 75],
   ["low_sensitive", 17],
   ["high_sensitive", 8],
 ] as const satisfies readonly (readonly [Sensitivity, number])[];
 
-/** A cluster of `count` home nodes; ids are random so id order says nothing about size or trust. */
-export function generateNodes(rng: Rng, count: number, datasets: number): NodeSnapshot[] {
+/**
+ * A cluster of `count` home nodes; ids are random so id order says nothing about size or trust. What
+ * issue 15 added (GPU models, compute capabilities, CUDA versions, 8-GPU servers, unit limits) is drawn
+ * from a second stream, `facts`, so the rest of the cluster is the one earlier figures were measured on.
+ */
+export function generateNodes(rng: Rng, count: number, datasets: number, facts: Rng = rngOf("gpu-facts")): NodeSnapshot[] {
   const nodes: NodeSnapshot[] = [];
   for (let i = 0; i < count; i++) {
-    const gpuCount = rng.pick(gpuCountMix);
+    const drawn = rng.pick(gpuCountMix);
     const size = rng.pick(gpuMix);
+    const model = facts.pick(modelMix.get(size) ?? []);
+    const cuda = facts.pick(cudaMix);
+    const gpuCount = drawn > 0 && facts.next() < eightGpuShare ? 8 : drawn;
     const gpus: GpuView[] = [];
     for (let g = 0; g < gpuCount; g++) {
       // One card in five is partly busy with work placed in an earlier cycle.
-      const used = rng.next() < 0.2 ? Math.floor((size * rng.int(10, 50)) / 100) : 0;
-      gpus.push({ index: g, name: `gpu-${size}`, vramMb: size, freeVramMb: size - used });
+      const from = g < drawn ? rng : facts;
+      const used = from.next() < 0.2 ? Math.floor((size * from.int(10, 50)) / 100) : 0;
+      gpus.push({
+        index: g,
+        name: model.name,
+        uuid: `GPU-${i}-${g}`,
+        vramMb: size,
+        freeVramMb: size - used,
+        computeCapability: model.computeCapability,
+        ...(cuda === undefined ? {} : { cudaVersion: cuda }),
+      });
     }
     const cpuCores = rng.pick([[8, 20], [12, 20], [16, 30], [24, 15], [32, 15]] as const);
+    const slots = facts.next() < limitedShare ? Math.max(0, cpuCores / 2 - facts.int(0, 2)) : undefined;
     const memoryMb = rng.pick([[16, 15], [32, 35], [64, 35], [128, 15]] as const) * gib;
     const cached = new Set<string>();
     for (let d = rng.int(0, 3); d > 0; d--) cached.add(`ds-${rng.int(0, datasets - 1)}`);
@@ -112,6 +183,7 @@ export function generateNodes(rng: Rng, count: number, datasets: number): NodeSn
       cachedDatasetIds: cached,
       reliability: 0.7 + 0.3 * rng.next(),
       isolation: "sandboxed",
+      ...(slots === undefined ? {} : { freeUnitSlots: slots }),
     });
   }
   return nodes;
@@ -120,10 +192,14 @@ export function generateNodes(rng: Rng, count: number, datasets: number): NodeSn
 /**
  * `count` ready units from Zipf-distributed customers (a few big ones, a long
  * tail). Units come in jobs of 1..8 replicas sharing one shape; two in five
- * are cpu units; one in fifty is a retry that excludes a node. `readySinceMs`
- * increases with the index, so cycles can take them in arrival order.
+ * are cpu units; one in fifty is a retry that excludes a node. A gpu job asks
+ * for 2, 4 or 8 GPUs of one node one time in forty, and one in five constrains
+ * its GPUs (model allow-list, lowest compute capability or CUDA version);
+ * those draws come from `facts`, so the units are otherwise the ones earlier
+ * figures were measured on. `readySinceMs` increases with the index, so
+ * cycles can take them in arrival order.
  */
-export function generateUnits(rng: Rng, count: number, nodes: readonly NodeSnapshot[], datasets: number): UnitRequest[] {
+export function generateUnits(rng: Rng, count: number, nodes: readonly NodeSnapshot[], datasets: number, facts: Rng = rngOf("gpu-needs")): UnitRequest[] {
   const customers = Math.max(3, Math.floor(count / 50));
   // Zipf(1) weights over customers.
   const customerMix = Array.from({ length: customers }, (_, c) => [`cust-${c}`, 1 / (c + 1)] as const);
@@ -135,10 +211,15 @@ export function generateUnits(rng: Rng, count: number, nodes: readonly NodeSnaps
     const datasetId = `ds-${rng.int(0, datasets - 1)}`;
     const replicas = Math.min(count - units.length, rng.pick([[1, 50], [2, 20], [4, 20], [8, 10]] as const));
     const gpu = rng.next() < 0.6;
+    const gpuCount = facts.pick(gpuCountAskMix);
+    const constraint = facts.pick(constraintMix);
     const shape = gpu
       ? {
           kind: "gpu" as const,
-          vramMb: rng.pick(vramMix),
+          ...(gpuCount === 1 ? {} : { gpuCount }),
+          ...constraint,
+          // A multi-GPU job asks for per-GPU VRAM from the lower half of the mix (data parallel over smaller cards).
+          vramMb: perGpuAsk(rng.pick(vramMix), gpuCount, facts),
           cpuCores: rng.pick([[1, 60], [2, 35], [4, 5]] as const),
           memoryMb: rng.pick([[2, 40], [4, 35], [8, 25]] as const) * gib,
           diskMb: rng.int(2, 40) * 1000,

@@ -50,13 +50,14 @@ const words: Readonly<Record<ErrorCode | PortalOnlyCode, string>> = {
   NOT_IMPLEMENTED: "This feature is not available on this server yet.",
   STORAGE_QUOTA_EXCEEDED: "Your account's storage is full (too many files, or too many bytes). Delete datasets or packages you no longer need, then try again.",
   ARTIFACT_EXPIRED: "This file was removed: job results are kept for a limited number of days after the job ends.",
+  NO_CAPABLE_NODE: "No machine in the fleet could ever run one of this job's stages. Ask for less (fewer GPUs, less VRAM, fewer constraints), or wait until a larger machine joins.",
   NETWORK_ERROR: "The server could not be reached. Check your connection and try again.",
   UNEXPECTED_RESPONSE: "The server gave an answer the portal did not expect. Please try again.",
   FILE_UNREADABLE: "The file could not be read from your device.",
 };
 
 /** Codes whose server message adds something the customer needs (which field, which limit). */
-const withServerDetail = new Set(["VALIDATION_FAILED", "PACKAGE_INVALID", "STATE_CONFLICT", "UPLOAD_INVALID", "PAYLOAD_TOO_LARGE", "EXPORT_RANGE_TOO_LARGE", "WEBHOOK_INVALID_URL", "RATE_LIMITED", "CREDIT_INSUFFICIENT"]);
+const withServerDetail = new Set(["VALIDATION_FAILED", "PACKAGE_INVALID", "STATE_CONFLICT", "UPLOAD_INVALID", "PAYLOAD_TOO_LARGE", "EXPORT_RANGE_TOO_LARGE", "WEBHOOK_INVALID_URL", "RATE_LIMITED", "CREDIT_INSUFFICIENT", "NO_CAPABLE_NODE"]);
 
 /** An error as the page shows it. */
 export interface DescribedError {

@@ -29,19 +29,21 @@ import { ApiError } from "../platform/errors.ts";
 import type { AgentService, Capabilities, SessionRequest, SessionResponse } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import { Outcome, WelcomeSchema } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import type { FinishOutcome } from "../jobs/lifecycle.ts";
-import { applyAccepted, applyArtifactReady, applyFinished, applyProgress, applyRejected, requeueUnitsOfNode } from "../jobs/lifecycle.ts";
+import { applyAccepted, applyArtifactReady, applyCheckpointReady, applyFinished, applyProgress, applyRejected, requeueUnitsOfNode } from "../jobs/lifecycle.ts";
 import { AsyncQueue } from "../platform/async-queue.ts";
 import { hashSecret, isUuid, newId, newSecret } from "../platform/ids.ts";
 import { artifactBlobKey, artifactNamePattern } from "../blobs/artifact-keys.ts";
 import type { BlobStore } from "../blobs/blob-store.ts";
 import type { NodeRow, StoredCapabilities } from "../store/nodes.ts";
-import { consumeEnrollmentToken, insertNode, markNodeConnected, setNodeOwnerPolicy, setNodeTrustLevel } from "../store/nodes.ts";
+import { consumeEnrollmentToken, insertNode, markNodeConnected, releaseNodeBusy, setNodeOwnerPolicy, setNodeTrustLevel } from "../store/nodes.ts";
+import { listHeldVramOfNode } from "../store/placement.ts";
 import { listAttemptsOnNode } from "../store/units-on-nodes.ts";
 import type { TelemetryRecorder } from "../telemetry/recorder.ts";
 import type { AckWaitsOn } from "./ack-window.ts";
 import { AckWindow } from "./ack-window.ts";
 import { dispatchAssignments, newResponse, sendCancel, sendDrain } from "./assignments.ts";
 import type { AssignmentDeps } from "./assignments.ts";
+import { busyHoldMs, hasRoomAgain } from "./busy-nodes.ts";
 import { createHeartbeatBatcher } from "./heartbeat-batch.ts";
 import {
   describeProblems,
@@ -102,7 +104,16 @@ export function storedCapabilities(c: Capabilities | undefined): StoredCapabilit
     cpuCores: c?.cpuCores ?? 0,
     memoryMb: c?.memoryMb ?? 0,
     diskFreeMb: c?.diskFreeMb ?? 0,
-    gpus: (c?.gpus ?? []).map((g) => ({ index: g.index, name: g.name, vramMb: g.vramMb, uuid: g.uuid, declared: g.declared })),
+    gpus: (c?.gpus ?? []).map((g) => ({
+      index: g.index,
+      name: g.name,
+      vramMb: g.vramMb,
+      uuid: g.uuid,
+      declared: g.declared,
+      computeCapability: g.computeCapability,
+      driverVersion: g.driverVersion,
+      cudaVersion: g.cudaVersion,
+    })),
     hostname: c?.hostname ?? "",
     os: c?.os ?? "",
     arch: c?.arch ?? "",
@@ -212,6 +223,14 @@ export function createAgentService(deps: AgentServiceDeps, sessions: SessionRegi
     }
   }
 
+  /** Ends the node's busy hold early; one that has run out already is only forgotten (nothing to write). */
+  async function endBusyHold(session: AgentSession, nodeId: string): Promise<void> {
+    const hold = session.busyHold;
+    if (hold === undefined) return;
+    session.busyHold = undefined;
+    if (clock.now() < hold.untilMs) await releaseNodeBusy(db, nodeId);
+  }
+
   /**
    * Applies one message. Returns true when it took over the message's ack
    * (`owed.ack` runs later, once the effect is committed); false: ack it now.
@@ -232,6 +251,16 @@ export function createAgentService(deps: AgentServiceDeps, sessions: SessionRegi
           if (session.ownerPolicy === undefined || !sameOwnerPolicy(owner, session.ownerPolicy)) {
             await setNodeOwnerPolicy(db, node.id, owner);
             session.ownerPolicy = owner;
+            // A busy answer may have been the owner's pause or window: the placer now sees those itself.
+            await endBusyHold(session, node.id);
+            deps.wakePlacer();
+          }
+        }
+        const hold = session.busyHold;
+        if (hold !== undefined && clock.now() < hold.untilMs) {
+          const reserved = session.ownerPolicy?.reservedVramMb ?? node.reserved_vram_mb;
+          if (hasRoomAgain(hold, body.value.gpus, node.capabilities.gpus ?? [], reserved, await listHeldVramOfNode(db, node.id))) {
+            await endBusyHold(session, node.id);
             deps.wakePlacer();
           }
         }
@@ -256,7 +285,16 @@ export function createAgentService(deps: AgentServiceDeps, sessions: SessionRegi
       case "rejected": {
         const ref = attemptRef(body.value.unit);
         if (ref === undefined) return false;
-        await applyRejected(db, node.id, ref, storableText(body.value.reason, maxReportedTextChars), now());
+        const reason = storableText(body.value.reason, maxReportedTextChars);
+        if (!body.value.busy) {
+          await applyRejected(db, node.id, ref, reason, now());
+        } else {
+          // The node counts as full for a while (busy-nodes.ts), so the unit, woken placer and all, goes
+          // elsewhere or waits its turn here instead of bouncing back every cycle.
+          const untilMs = clock.now() + busyHoldMs(config.agents.heartbeatIntervalSeconds);
+          const effects = await applyRejected(db, node.id, ref, reason, now(), { busy: true, holdUntil: new Date(untilMs) });
+          if (effects.busyFor !== undefined) session.busyHold = { ...effects.busyFor, untilMs };
+        }
         deps.wakePlacer();
         return false;
       }
@@ -336,12 +374,20 @@ export function createAgentService(deps: AgentServiceDeps, sessions: SessionRegi
           now(),
         );
         for (const c of effects.cancel) sendCancel(sessions, c.nodeId, c.unitId, c.attempt, "job ended");
+        // A unit that ends frees what a busy node lacked (a unit slot, or VRAM the owner shares with it).
+        await endBusyHold(session, node.id);
         deps.wakePlacer();
         return false;
       }
-      case "checkpointReady":
-        // Checkpoints (issue 15 point 5) are being wired in; until then an announced checkpoint is not kept.
+      case "checkpointReady": {
+        const c = body.value;
+        const ref = attemptRef(c.unit);
+        // The upload route takes only such names, and a sha256 names the stored file.
+        if (ref === undefined || !artifactNamePattern.test(c.name) || !/^[0-9a-f]{64}$/.test(c.sha256)) return false;
+        const recorded = await applyCheckpointReady(db, node.id, ref, { name: c.name, sha256: c.sha256, metrics: storableMetrics(c.metrics) }, now());
+        if (recorded === "not_stored") logger.warn({ nodeId: node.id, unitId: ref.unitId, name: c.name }, "checkpoint announced but no stored file has its bytes; ignored");
         return false;
+      }
       case "ack":
       case undefined:
         return false;
@@ -405,7 +451,12 @@ export function createAgentService(deps: AgentServiceDeps, sessions: SessionRegi
             const connected = await markNodeConnected(
               db,
               node.id,
-              { capabilities: storedCapabilities(hello.capabilities), isolation: storedIsolation(hello.capabilities?.isolation), owner },
+              {
+                capabilities: storedCapabilities(hello.capabilities),
+                isolation: storedIsolation(hello.capabilities?.isolation),
+                owner,
+                maxUnits: hello.capabilities?.maxUnits ?? 0,
+              },
               now(),
             );
             if (connected === undefined) throw new ApiError("NODE_AUTH_INVALID", "this node was revoked by an operator");

@@ -7,14 +7,18 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Assign, SessionResponse } from "../gen/gpuagent/agent/v1/agent_pb.ts";
-import { AssignSchema, CancelSchema, DrainSchema, InputFileSchema, SessionResponseSchema, UnitRefSchema } from "../gen/gpuagent/agent/v1/agent_pb.ts";
+import { AssignSchema, CancelSchema, DrainSchema, InputFileSchema, ResumeFromSchema, SessionResponseSchema, UnitRefSchema } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import type { Clock } from "../platform/clock.ts";
 import type { SchedulerConfig } from "../platform/config.ts";
 import type { UrlSigner } from "../blobs/signed-url.ts";
 import type { Database } from "../store/database.ts";
 import type { UnitRow } from "../store/jobs.ts";
+import type { AttemptRow } from "../store/checkpoints.ts";
 import { findJobById, listArtifactsOfUnits, listUnitsOfJob } from "../store/jobs.ts";
+import { findAttempt } from "../store/checkpoints.ts";
 import { listAssignmentsOfNode } from "../store/units-on-nodes.ts";
+import type { StoredGpu } from "../store/nodes.ts";
+import { findNode } from "../store/nodes.ts";
 import { findUpload } from "../store/uploads.ts";
 import type { SessionRegistry } from "./session-registry.ts";
 import { sendToSession } from "./session-registry.ts";
@@ -37,10 +41,13 @@ export async function dispatchAssignments(deps: AssignmentDeps, sessions: Sessio
   const units = await listAssignmentsOfNode(deps.db, nodeId);
   let sent = 0;
   session.dispatchPending = false;
+  // The node's GPUs as last reported, read once for the UUIDs its assignments name.
+  let nodeGpus: readonly StoredGpu[] | undefined;
   for (const unit of units) {
     const assignmentId = unit.assignment_id!;
     if (session.sentAssignments.has(assignmentId)) continue;
-    const assign = await buildAssign(deps, unit);
+    nodeGpus ??= (await findNode(deps.db, nodeId))?.capabilities.gpus ?? [];
+    const assign = await buildAssign(deps, unit, nodeGpus);
     if (assign === undefined) continue;
     if (!sendToSession(session, { case: "assign", value: assign }, newResponse)) {
       // Full queue (a slow agent): not marked as sent, so the next heartbeat's re-dispatch sends it.
@@ -76,15 +83,16 @@ export function sendCancel(sessions: SessionRegistry, nodeId: string, unitId: st
   );
 }
 
-async function buildAssign(deps: AssignmentDeps, unit: UnitRow): Promise<Assign | undefined> {
+async function buildAssign(deps: AssignmentDeps, unit: UnitRow, nodeGpus: readonly StoredGpu[]): Promise<Assign | undefined> {
   const { db, signer, clock, config } = deps;
   const job = await findJobById(db, unit.job_id);
   if (job === undefined) return undefined;
   // Independent reads, side by side: on PostgreSQL each takes its own pooled connection.
-  const [pkg, dataset, siblings] = await Promise.all([
+  const [pkg, dataset, siblings, record] = await Promise.all([
     findUpload(db, "training_packages", job.customer_id, job.training_package_id),
     findUpload(db, "datasets", job.customer_id, job.dataset_id),
     listUnitsOfJob(db, unit.job_id),
+    findAttempt(db, unit.id, unit.attempt),
   ]);
   if (pkg === undefined || dataset === undefined) return undefined;
   const now = clock.now();
@@ -97,6 +105,7 @@ async function buildAssign(deps: AssignmentDeps, unit: UnitRow): Promise<Assign 
   produced.sort((a, b) => ancestors.indexOf(a.compute_unit_id) - ancestors.indexOf(b.compute_unit_id));
   const upstreamArtifacts = dedupeByName(produced);
   const base = safeFileName(dataset.name);
+  const resume = resumeOf(record);
   const datasetName = dataset.format && !base.includes(".") ? `${base}.${safeFileName(dataset.format)}` : base;
   return create(AssignSchema, {
     assignmentId: unit.assignment_id!,
@@ -132,8 +141,15 @@ async function buildAssign(deps: AssignmentDeps, unit: UnitRow): Promise<Assign 
             sizeBytes: BigInt(a.size_bytes),
           }),
         ),
+      // After its node failed the previous attempt, this one resumes from the unit's latest checkpoint (lifecycle.ts).
+      ...(resume === undefined
+        ? []
+        : [create(InputFileSchema, { role: "checkpoint", name: resume.name, url: signer.sign("get", resume.blobKey, urlExpiry), sha256: resume.sha256, sizeBytes: BigInt(resume.sizeBytes) })]),
     ],
+    // Agents older than gpu_indexes read gpu_index, the first of them.
     gpuIndex: unit.gpu_index,
+    gpuIndexes: assignedGpus(unit),
+    gpuUuids: assignedGpus(unit).map((index) => nodeGpus.find((g) => g.index === index)?.uuid ?? ""),
     vramMb: unit.required_vram_mb,
     diskMb: unit.required_disk_mb,
     // The agent's sandbox enforces these (src/node-agent/unit-sandbox.ts).
@@ -143,8 +159,31 @@ async function buildAssign(deps: AssignmentDeps, unit: UnitRow): Promise<Assign 
     deadline: timestampFromMs(deadlineMs),
     artifactUploadUrl: new URL(`/agent/v1/units/${unit.id}/attempts/${unit.attempt}/artifacts`, config.publicUrl).toString(),
     artifactsMaxBytes: BigInt(config.limits.storage.unitArtifactsMaxBytes),
+    checkpointUploadUrl: new URL(`/agent/v1/units/${unit.id}/attempts/${unit.attempt}/checkpoints`, config.publicUrl).toString(),
+    ...(resume === undefined ? {} : { resumeFrom: create(ResumeFromSchema, { attempt: resume.attempt, name: resume.name, metrics: resume.metrics }) }),
     env: {},
   });
+}
+
+/** The checkpoint an attempt resumes from, as its record holds it (src/store/checkpoints.ts planResume). */
+function resumeOf(
+  record: AttemptRow | undefined,
+): { attempt: number; name: string; metrics: Record<string, number>; blobKey: string; sha256: string; sizeBytes: number } | undefined {
+  if (record === undefined || record.resumed_from_attempt === null || record.resumed_from_checkpoint === null || record.resume_blob_key === null || record.resume_sha256 === null) return undefined;
+  return {
+    attempt: record.resumed_from_attempt,
+    name: record.resumed_from_checkpoint,
+    metrics: record.resumed_from_metrics ?? {},
+    blobKey: record.resume_blob_key,
+    sha256: record.resume_sha256,
+    sizeBytes: record.resume_size_bytes ?? 0,
+  };
+}
+
+/** The GPUs a placed unit holds: `gpu_indexes`, or `[gpu_index]` for a row placed before that column (none for -1). */
+export function assignedGpus(unit: Pick<UnitRow, "gpu_index" | "gpu_indexes">): number[] {
+  if (unit.gpu_indexes.length > 0) return [...unit.gpu_indexes];
+  return unit.gpu_index >= 0 ? [unit.gpu_index] : [];
 }
 
 /** A file name without directories or odd characters. */

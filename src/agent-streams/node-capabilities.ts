@@ -39,7 +39,7 @@ export const nodeCapabilityBounds = {
   maxIsolationLimitChars: 32,
   /** owner.available: a window such as "Mon-Fri 18:00-08:00" (a few of them, comma-separated). */
   maxAvailableChars: 128,
-  /** Hello.running: units a node says it still runs. */
+  /** Hello.running: units a node says it still runs; also the most `max_units` a node may report. */
   maxRunningUnits: 1024,
   maxUnitIdChars: 64,
 } as const;
@@ -92,6 +92,12 @@ function integerProblem(value: number, min: number, max: number): string | undef
   return undefined;
 }
 
+/** A "major.minor" version (compute capability, CUDA) the placer compares numerically, or "" (unknown). */
+function versionProblem(value: string): string | undefined {
+  if (value === "" || /^\d{1,3}\.\d{1,3}$/.test(value)) return undefined;
+  return `must be "major.minor" or empty (got "${storableText(value, 16)}")`;
+}
+
 /**
  * Every rule `capabilities` breaks, in field order (empty: valid). Absent
  * numbers and strings read as 0 and "" (unknown), which are allowed.
@@ -122,8 +128,12 @@ export function validateNodeCapabilities(capabilities: Capabilities | undefined)
       check(`${at}.vram_mb`, integerProblem(g.vramMb, 0, b.maxVramMb));
       check(`${at}.name`, textProblem(g.name, b.maxGpuTextChars));
       check(`${at}.uuid`, textProblem(g.uuid, b.maxGpuTextChars));
+      check(`${at}.compute_capability`, versionProblem(g.computeCapability));
+      check(`${at}.driver_version`, textProblem(g.driverVersion, b.maxVersionChars));
+      check(`${at}.cuda_version`, versionProblem(g.cudaVersion));
     });
   }
+  check("capabilities.max_units", integerProblem(c.maxUnits, 0, b.maxRunningUnits));
   check("capabilities.os", textProblem(c.os, b.maxPlatformChars));
   check("capabilities.arch", textProblem(c.arch, b.maxPlatformChars));
   check("capabilities.python_version", textProblem(c.pythonVersion, b.maxVersionChars));

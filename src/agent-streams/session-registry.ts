@@ -6,6 +6,7 @@
 import type { SessionResponse } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import type { AsyncQueue } from "../platform/async-queue.ts";
 import type { StoredOwnerPolicy } from "../store/nodes.ts";
+import type { BusyNeed } from "./busy-nodes.ts";
 
 /** One open stream. */
 export interface AgentSession {
@@ -27,6 +28,11 @@ export interface AgentSession {
   refused?: number;
   /** The owner's controls as last stored for this node, so a heartbeat that repeats them writes nothing. */
   ownerPolicy?: StoredOwnerPolicy;
+  /**
+   * Set while the node is held full after a busy rejection (busy-nodes.ts): what the unit asked, to end
+   * the hold as soon as a heartbeat shows room or a unit ends, and when the hold ends anyway.
+   */
+  busyHold?: (BusyNeed & { untilMs: number }) | undefined;
 }
 
 /** Registry of open sessions on this replica. */

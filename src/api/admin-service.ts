@@ -46,7 +46,16 @@ export function createAdminService(deps: AdminServiceDeps, sessions: SessionRegi
       cpuCores: c.cpuCores ?? 0,
       memoryMb: c.memoryMb ?? 0,
       diskFreeMb: c.diskFreeMb ?? 0,
-      gpus: (c.gpus ?? []).map((g) => ({ index: g.index ?? 0, name: g.name ?? "", vramMb: g.vramMb ?? 0, declared: g.declared ?? false })),
+      gpus: (c.gpus ?? []).map((g) => ({
+        index: g.index ?? 0,
+        name: g.name ?? "",
+        vramMb: g.vramMb ?? 0,
+        declared: g.declared ?? false,
+        uuid: g.uuid ?? "",
+        computeCapability: g.computeCapability ?? "",
+        driverVersion: g.driverVersion ?? "",
+        cudaVersion: g.cudaVersion ?? "",
+      })),
       lastHeartbeatAt: row.last_heartbeat_at === null ? undefined : timestampFromDate(row.last_heartbeat_at),
       enrolledAt: timestampFromDate(row.enrolled_at),
       runningUnits,
@@ -60,6 +69,7 @@ export function createAdminService(deps: AdminServiceDeps, sessions: SessionRegi
       available: row.owner_available,
       withinWindow: row.owner_within_window,
       reservedVramMb: row.reserved_vram_mb,
+      maxUnits: row.max_units,
       notPlacingReason,
     };
   }

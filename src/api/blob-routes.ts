@@ -6,6 +6,7 @@
  *   PUT /blobs/<key>?op=put&exp&sig   dataset/package bytes (single use, ≤ declared size)
  *   GET /blobs/<key>?op=get&exp&sig   package, dataset or artifact bytes
  *   PUT /agent/v1/units/<unit>/attempts/<n>/artifacts/<name>   (node credential)
+ *   PUT /agent/v1/units/<unit>/attempts/<n>/checkpoints/<name> (node credential; src/blobs/unit-checkpoints.ts)
  */
 import type { Readable } from "node:stream";
 import { authenticateNode } from "../auth/authenticate.ts";
@@ -17,6 +18,7 @@ import type { HttpRoute, RestRequest, RestResponse } from "../platform/http-type
 import type { BlobStore } from "../blobs/blob-store.ts";
 import type { UrlSigner } from "../blobs/signed-url.ts";
 import { openDownload, receiveArtifact } from "../blobs/unit-artifacts.ts";
+import { receiveCheckpoint } from "../blobs/unit-checkpoints.ts";
 import { receiveUploadBytes } from "../blobs/uploads.ts";
 import type { Database } from "../store/database.ts";
 
@@ -111,9 +113,10 @@ export function createBlobRoutes(deps: BlobRouteDeps): HttpRoute[] {
     },
   };
 
-  const artifactUpload: HttpRoute = {
+  /** A node's upload of a unit attempt's file: artifacts and checkpoints alike, told apart by the path. */
+  const nodeUpload = (what: "artifacts" | "checkpoints", receive: typeof receiveArtifact): HttpRoute => ({
     method: "PUT",
-    pattern: /^\/agent\/v1\/units\/([0-9a-f-]{36})\/attempts\/(\d{1,6})\/artifacts\/([^/]+)$/,
+    pattern: new RegExp(`^/agent/v1/units/([0-9a-f-]{36})/attempts/(\\d{1,6})/${what}/([^/]+)$`),
     async handle(req, res, match, requestId) {
       try {
         const authorization = req.headers["authorization"];
@@ -125,16 +128,16 @@ export function createBlobRoutes(deps: BlobRouteDeps): HttpRoute[] {
         try {
           name = decodeURIComponent(match[3]!);
         } catch {
-          throw new ApiError("VALIDATION_FAILED", "the artifact name in the path is not valid percent-encoding; encode it with encodeURIComponent");
+          throw new ApiError("VALIDATION_FAILED", `the ${what === "artifacts" ? "artifact" : "checkpoint"} name in the path is not valid percent-encoding; encode it with encodeURIComponent`);
         }
         const upload = { unitId, attempt, name, contentLength: Number(req.headers["content-length"] ?? NaN) };
-        const stored = await receiveArtifact(deps, node.id, upload, req as Readable);
+        const stored = await receive(deps, node.id, upload, req as Readable);
         writeJson(res, 201, { size_bytes: String(stored.size), sha256: stored.sha256 }, requestId);
       } catch (error) {
         writeApiError(res, error, requestId);
       }
     },
-  };
+  });
 
-  return [upload, download, artifactUpload];
+  return [upload, download, nodeUpload("artifacts", receiveArtifact), nodeUpload("checkpoints", receiveCheckpoint)];
 }

@@ -85,7 +85,7 @@ export function createCustomerService(deps: CustomerServiceDeps, sessions: Sessi
   function packageMessage(row: UploadRow): MessageInitShape<typeof TrainingPackageSchema> {
     const stages = (() => {
       try {
-        return planJob({ requiredVramMb: 1 << 30, requiredDiskMb: 1 << 30, maxRuntimeSeconds: 60, entrypoint: row.entrypoint ?? "train.py", manifest: row.manifest ?? undefined }).map((u) => u.name);
+        return planJob({ requiredVramMb: 1 << 30, requiredDiskMb: 1 << 30, maxRuntimeSeconds: 60, requiredGpuCount: 8, entrypoint: row.entrypoint ?? "train.py", manifest: row.manifest ?? undefined }).map((u) => u.name);
       } catch {
         return [];
       }
@@ -119,10 +119,16 @@ export function createCustomerService(deps: CustomerServiceDeps, sessions: Sessi
       creditsDebited: BigInt(row.credits_debited),
       computeUnitCount: row.compute_unit_count,
       computeUnitsCompleted: row.compute_units_completed,
+      requiredGpuCount: row.required_gpu_count,
+      gpuModels: row.gpu_models,
+      minComputeCapability: row.min_compute_capability,
+      minCudaVersion: row.min_cuda_version,
+      queueTimeoutSeconds: row.queue_timeout_seconds,
+      pendingReason: row.status === "queued" ? row.pending_reason : "",
     };
   }
 
-  function unitMessage({ unit: row, creditsDebited: debited, envBuild }: UnitView): MessageInitShape<typeof ComputeUnitSchema> {
+  function unitMessage({ unit: row, creditsDebited: debited, envBuild, attempts, latestCheckpoint }: UnitView): MessageInitShape<typeof ComputeUnitSchema> {
     return {
       id: row.id,
       jobId: row.job_id,
@@ -145,6 +151,36 @@ export function createCustomerService(deps: CustomerServiceDeps, sessions: Sessi
       creditsDebited: BigInt(debited),
       envBuildSeconds: envBuild.seconds,
       envBuilt: envBuild.built,
+      requiredGpuCount: row.kind === "gpu" ? row.required_gpu_count : 0,
+      gpuModels: row.gpu_models,
+      minComputeCapability: row.min_compute_capability,
+      minCudaVersion: row.min_cuda_version,
+      gpuIndexes: row.gpu_indexes,
+      attempts: attempts.map((a) => ({
+        attempt: a.attempt,
+        nodeId: a.nodeId,
+        status: a.status,
+        assignedAt: ts(a.assignedAt),
+        startedAt: ts(a.startedAt),
+        finishedAt: ts(a.finishedAt),
+        error: a.error,
+        resumedFromAttempt: a.resumedFrom?.attempt ?? 0,
+        resumedFromCheckpoint: a.resumedFrom?.name ?? "",
+        resumedFromMetrics: a.resumedFrom?.metrics ?? {},
+        runSeconds: a.runSeconds,
+      })),
+      ...(latestCheckpoint === undefined
+        ? {}
+        : {
+            latestCheckpoint: {
+              attempt: latestCheckpoint.attempt,
+              name: latestCheckpoint.name,
+              sizeBytes: BigInt(latestCheckpoint.size_bytes),
+              sha256: latestCheckpoint.sha256,
+              metrics: latestCheckpoint.metrics,
+              createdAt: ts(latestCheckpoint.created_at),
+            },
+          }),
     };
   }
 
@@ -188,7 +224,8 @@ export function createCustomerService(deps: CustomerServiceDeps, sessions: Sessi
         },
         workloadRates: [
           { kind: "cpu", creditsPerMinute: BigInt(config.rates.cpuCreditsPerMinute) },
-          { kind: "gpu", creditsPerMinute: BigInt(config.rates.gpuCreditsPerMinute) },
+          // Per GPU: a unit of N GPUs pays N times this (src/billing/rates.ts).
+          { kind: "gpu", creditsPerMinute: BigInt(config.rates.gpuCreditsPerMinute), perGpu: true },
         ],
         sensitivityTiers: jobSensitivities.map((name) => ({ name, allowedTrustLevels: allowedTrustLevels(name) })),
         uploadLimits: {
@@ -282,6 +319,11 @@ export function createCustomerService(deps: CustomerServiceDeps, sessions: Sessi
           maxRuntimeSeconds: req.maxRuntimeSeconds !== 0 ? req.maxRuntimeSeconds : req.maxRuntimeMinutes * 60,
           sensitivity: req.sensitivity === "" ? "public" : req.sensitivity,
           idempotencyKey: ctx.requestHeader.get("idempotency-key"),
+          requiredGpuCount: req.requiredGpuCount === 0 ? 1 : req.requiredGpuCount,
+          gpuModels: req.gpuModels,
+          minComputeCapability: req.minComputeCapability,
+          minCudaVersion: req.minCudaVersion,
+          queueTimeoutSeconds: req.queueTimeoutSeconds === 0 ? 86_400 : req.queueTimeoutSeconds,
         },
         (state) => applyRateLimitHeaders(ctx.responseHeader, state),
       );

@@ -73,6 +73,10 @@ function mappingOf(code: ErrorCode): Mapping {
       return { http: 409, connect: Code.ResourceExhausted };
     case "ARTIFACT_EXPIRED":
       return { http: 410, connect: Code.NotFound };
+    // 422: the request is well formed and allowed, but the fleet cannot serve what it asks; Connect's
+    // FailedPrecondition says the same (the system is not in a state to do it), not InvalidArgument.
+    case "NO_CAPABLE_NODE":
+      return { http: 422, connect: Code.FailedPrecondition };
     case "WEBHOOK_DELIVERY_FAILED":
       return { http: 502, connect: Code.Unavailable };
     case "INTERNAL_ERROR":

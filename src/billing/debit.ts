@@ -12,7 +12,7 @@ import type { Sql } from "../store/database.ts";
 import type { JobRow, UnitRow } from "../store/jobs.ts";
 import { insertUsageOnce } from "../store/usage.ts";
 import type { WorkloadRates } from "./rates.ts";
-import { unitCost } from "./rates.ts";
+import { billedGpus, unitCost } from "./rates.ts";
 
 /** What one completed unit was billed. */
 export interface UnitDebit {
@@ -21,19 +21,25 @@ export interface UnitDebit {
   debited: boolean;
 }
 
+/** The unit as the debit reads it: its GPU count (0 for a cpu unit) sets a gpu unit's rate. */
+export type DebitedUnit = Pick<UnitRow, "id" | "customer_id" | "job_id" | "name" | "kind" | "required_gpu_count">;
+
 /**
  * Debits a unit that completed after `runSeconds` (already bounded by the
- * caller to what the attempt could have run), exactly once.
+ * caller to what the attempt could have run), exactly once. A gpu unit pays
+ * the gpu rate once per GPU it held.
  */
 export async function debitCompletedUnit(
   tx: Sql,
   job: Pick<JobRow, "name">,
-  unit: Pick<UnitRow, "id" | "customer_id" | "job_id" | "name" | "kind">,
+  unit: DebitedUnit,
   runSeconds: number,
   rates: WorkloadRates,
   now: Date,
 ): Promise<UnitDebit> {
-  const credits = unitCost(unit.kind, runSeconds, rates);
+  const priced = { kind: unit.kind, gpuCount: unit.required_gpu_count };
+  const credits = unitCost(priced, runSeconds, rates);
+  const gpus = billedGpus(priced);
   const debited = await insertDebitOnce(
     tx,
     {
@@ -42,13 +48,13 @@ export async function debitCompletedUnit(
       amount: credits,
       jobId: unit.job_id,
       computeUnitId: unit.id,
-      description: `${job.name}: ${unit.name} (${unit.kind}, ${Math.ceil(runSeconds)} s)`,
+      description: `${job.name}: ${unit.name} (${gpus > 1 ? `${gpus} × gpu` : unit.kind}, ${Math.ceil(runSeconds)} s)`,
     },
     now,
   );
   await insertUsageOnce(
     tx,
-    { id: newId(), customerId: unit.customer_id, jobId: unit.job_id, unitId: unit.id, kind: unit.kind, runSeconds, credits },
+    { id: newId(), customerId: unit.customer_id, jobId: unit.job_id, unitId: unit.id, kind: unit.kind, gpuCount: gpus, runSeconds, credits },
     now,
   );
   return { credits, debited };

@@ -11,8 +11,8 @@ import { csvRow } from "./csv.ts";
 
 const dayMs = 86_400_000;
 
-/** Usage export columns (the documented CSV contract; reorder nothing). */
-export const usageCsvHeader = ["date", "job_id", "compute_unit_id", "kind", "run_seconds", "credits"] as const;
+/** Usage export columns (the documented CSV contract; reorder nothing, add at the end). */
+export const usageCsvHeader = ["date", "job_id", "compute_unit_id", "kind", "run_seconds", "credits", "gpu_count", "gpu_seconds"] as const;
 /** Credit statement columns. */
 export const statementCsvHeader = ["date", "entry_id", "kind", "amount", "balance_after", "description", "job_id", "compute_unit_id"] as const;
 
@@ -64,7 +64,8 @@ export async function writeUsageCsvRows(tx: Sql, customerId: string, from: Date,
     if (records.length === 0) return;
     let text = "";
     for (const r of records) {
-      text += csvRow([dayString(r.created_at.getTime()), r.job_id, r.compute_unit_id, r.kind, seconds(r.run_seconds), r.credits]);
+      const gpuSeconds = r.kind === "gpu" ? seconds(r.run_seconds * r.gpu_count) : 0;
+      text += csvRow([dayString(r.created_at.getTime()), r.job_id, r.compute_unit_id, r.kind, seconds(r.run_seconds), r.credits, r.gpu_count, gpuSeconds]);
     }
     await emitRows(text);
     if (records.length < batchRows) return;

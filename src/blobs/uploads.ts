@@ -190,7 +190,7 @@ export async function finalizeUpload(deps: UploadDeps, table: UploadTable, custo
       maxUncompressedBytes: Math.min(limits.packageMaxBytes * 4, packageArchiveLimits.maxUncompressedBytes),
     });
     // An invalid manifest is refused now, with its reason, not at job creation.
-    planJob({ requiredVramMb: 1 << 30, requiredDiskMb: 1 << 30, maxRuntimeSeconds: 60, entrypoint: row.entrypoint ?? "train.py", manifest: inspected.manifest });
+    planJob({ requiredVramMb: 1 << 30, requiredDiskMb: 1 << 30, maxRuntimeSeconds: 60, requiredGpuCount: 8, entrypoint: row.entrypoint ?? "train.py", manifest: inspected.manifest });
     facts = { entryCount: inspected.entryCount, manifest: inspected.manifest ?? null };
   }
   // The quota again, on what is ready: a lower quota set since creation holds too. Refused: nothing changes.

@@ -9,7 +9,7 @@ import path from "node:path";
 import { fromJson } from "@bufbuild/protobuf";
 import type { JsonValue } from "@bufbuild/protobuf";
 import { parse as parseYaml } from "yaml";
-import type { CreateJobBody, JobProgressEvent, TrainingJob } from "../sdk/index.ts";
+import type { CreateJobBody, JobProgressEvent, TrainingJob, UnitAttempt, UnitCheckpoint } from "../sdk/index.ts";
 import { GpuAgentError, TERMINAL_JOB_STATUSES, listAll } from "../sdk/index.ts";
 import {
   ComputeUnitSchema,
@@ -17,13 +17,13 @@ import {
   ListTrainingJobsResponseSchema,
   TrainingJobSchema,
 } from "../gen/gpuagent/customer/v1/customer_pb.ts";
-import type { CreateTrainingJobRequest } from "../gen/gpuagent/customer/v1/customer_pb.ts";
+import type { ComputeUnit, CreateTrainingJobRequest } from "../gen/gpuagent/customer/v1/customer_pb.ts";
 import type { CliContext, JsonOption } from "./context.ts";
 import type { IdOptions, ListOptions } from "./datasets.ts";
 import { pageOf } from "./datasets.ts";
 import { CliError, usageError } from "./errors.ts";
 import type { OutputMode, QuietOption } from "./output.ts";
-import { createProgress, formatMetrics, formatTime, printAll, printFields, printListPage, printMessage } from "./output.ts";
+import { createProgress, formatMetrics, formatTime, printAll, printFields, printListPage, printMessage, printTable } from "./output.ts";
 
 /** Process exit code for a finished job: 0 only when it completed. */
 export function exitCodeForStatus(status: string): number {
@@ -49,6 +49,14 @@ export interface JobCreateOptions extends JsonOption, QuietOption {
   diskMb?: number | undefined;
   maxRuntimeSeconds?: number | undefined;
   sensitivity?: string | undefined;
+  /** GPUs of one node each GPU unit needs (1 to 8). */
+  gpus?: number | undefined;
+  /** GPU models allowed (`--gpu-model`, repeatable); replaces the spec's list. */
+  gpuModel?: string[] | undefined;
+  minComputeCapability?: string | undefined;
+  minCudaVersion?: string | undefined;
+  /** Seconds the job may stay queued before it ends `expired`. */
+  queueTimeout?: number | undefined;
   idempotencyKey?: string | undefined;
   watch?: boolean | undefined;
   intervalMs?: number | undefined;
@@ -111,6 +119,12 @@ export function jobBody(opts: JobCreateOptions, idempotencyKey: string, spec?: C
   const runtime = from(opts.maxRuntimeSeconds, spec?.maxRuntimeSeconds, 0);
   const minVramMb = spec?.minVramMb ?? 0;
   const maxRuntimeMinutes = spec?.maxRuntimeMinutes ?? 0;
+  // The GPU fields have no default of the CLI's own: left out, the server's apply (one GPU, any model, a day's queue).
+  const gpuCount = from(opts.gpus, spec?.requiredGpuCount, 0);
+  const gpuModels = opts.gpuModel ?? spec?.gpuModels ?? [];
+  const minComputeCapability = from(opts.minComputeCapability, spec?.minComputeCapability, "");
+  const minCudaVersion = from(opts.minCudaVersion, spec?.minCudaVersion, "");
+  const queueTimeoutSeconds = from(opts.queueTimeout, spec?.queueTimeoutSeconds, 0);
   return {
     name: from(opts.name, spec?.name, "") ?? defaultJobName(idempotencyKey),
     datasetId,
@@ -121,6 +135,11 @@ export function jobBody(opts: JobCreateOptions, idempotencyKey: string, spec?: C
     sensitivity: from(opts.sensitivity, spec?.sensitivity, "") ?? JOB_DEFAULTS.sensitivity,
     ...(vram === undefined && minVramMb !== 0 ? { minVramMb } : {}),
     ...(runtime === undefined && maxRuntimeMinutes !== 0 ? { maxRuntimeMinutes } : {}),
+    ...(gpuCount === undefined ? {} : { requiredGpuCount: gpuCount }),
+    ...(gpuModels.length === 0 ? {} : { gpuModels }),
+    ...(minComputeCapability === undefined ? {} : { minComputeCapability }),
+    ...(minCudaVersion === undefined ? {} : { minCudaVersion }),
+    ...(queueTimeoutSeconds === undefined ? {} : { queueTimeoutSeconds }),
   };
 }
 
@@ -163,8 +182,17 @@ export interface JobListOptions extends ListOptions {
 export async function jobsList(opts: JobListOptions, ctx: CliContext): Promise<number> {
   const res = await ctx.customer().jobs.list({ ...pageOf(opts), ...(opts.status === undefined ? {} : { status: opts.status }) });
   printListPage(ctx.io, opts, ListTrainingJobsResponseSchema, res, {
-    columns: ["id", "name", "status", "progress", "metrics", "created"],
-    row: (j) => [j.id, j.name, j.status, formatPercent(j.progress), formatMetrics(j.metrics, 2), formatTime(j.createdAt)],
+    columns: ["id", "name", "status", "progress", "gpus", "metrics", "created", "note"],
+    row: (j) => [
+      j.id,
+      j.name,
+      j.status,
+      formatPercent(j.progress),
+      formatGpuCount(j.requiredGpuCount),
+      formatMetrics(j.metrics, 2),
+      formatTime(j.createdAt),
+      j.status === "queued" ? j.pendingReason : j.error,
+    ],
     empty: "no training jobs",
   });
   return 0;
@@ -175,20 +203,71 @@ export async function jobsUnits(opts: IdOptions & OutputMode, ctx: CliContext): 
   const client = ctx.customer();
   const units = await listAll((p) => client.jobs.computeUnits(opts.id, p));
   printAll(ctx.io, opts, ComputeUnitSchema, units, {
-    columns: ["id", "name", "kind", "status", "progress", "node", "depends_on", "note"],
+    columns: ["id", "name", "kind", "gpus", "needs", "status", "progress", "attempt", "node", "depends_on", "checkpoint", "note"],
     row: (u) => [
       u.id,
       u.name,
       u.kind,
+      formatUnitGpus(u),
+      formatConstraints(u),
       u.status,
       formatPercent(u.progress),
+      u.attempt === 0 ? "" : String(u.attempt),
       u.nodeId,
       u.dependsOn.join(","),
-      u.error || u.unschedulableReason || formatMetrics(u.metrics, 2),
+      formatCheckpoint(u.latestCheckpoint),
+      u.error || u.unschedulableReason || formatResumedFrom(u.attempts.at(-1)) || formatMetrics(u.metrics, 2),
     ],
     empty: "no compute units",
   });
+  // Each attempt of a unit that was placed more than once, or resumed: where it ran, how it ended, what it started from.
+  const retried = units.filter((u) => u.attempts.length > 1 || u.attempts.some((a) => a.resumedFromAttempt > 0));
+  if (!opts.json && opts.quiet !== true && retried.length > 0) {
+    ctx.io.stdout("\n");
+    printTable(
+      ctx.io,
+      ["unit", "attempt", "node", "status", "resumed_from", "error"],
+      retried.flatMap((u) => u.attempts.map((a) => [u.name, String(a.attempt), a.nodeId, a.status, formatResumedFrom(a), a.error])),
+    );
+  }
   return 0;
+}
+
+/** A GPU count for a table: blank for a server that predates GPU counts (0). */
+function formatGpuCount(count: number): string {
+  return count === 0 ? "" : String(count);
+}
+
+/** A unit's GPUs: how many, and once placed, which of its node's (`2 (0,1)`); blank for a cpu unit. */
+function formatUnitGpus(u: ComputeUnit): string {
+  if (u.kind !== "gpu") return "";
+  const count = formatGpuCount(u.requiredGpuCount);
+  return u.gpuIndexes.length === 0 ? count : `${count} (${u.gpuIndexes.join(",")})`;
+}
+
+/** What a job or unit asks of its GPUs beyond count and VRAM: `models=A100|H100 cc>=8.0 cuda>=12.1`. */
+function formatConstraints(c: { gpuModels: readonly string[]; minComputeCapability: string; minCudaVersion: string }): string {
+  return [
+    c.gpuModels.length === 0 ? "" : `models=${c.gpuModels.join("|")}`,
+    c.minComputeCapability === "" ? "" : `cc>=${c.minComputeCapability}`,
+    c.minCudaVersion === "" ? "" : `cuda>=${c.minCudaVersion}`,
+  ]
+    .filter((part) => part !== "")
+    .join(" ");
+}
+
+/** What an attempt started from: `resumed from attempt 1 (epoch=3)`, or blank for a fresh start. */
+function formatResumedFrom(a: UnitAttempt | undefined): string {
+  if (a === undefined || a.resumedFromAttempt === 0) return "";
+  const metrics = formatMetrics(a.resumedFromMetrics);
+  return `resumed from attempt ${a.resumedFromAttempt}${metrics === "" ? "" : ` (${metrics})`}`;
+}
+
+/** A unit's latest checkpoint: `ckpt-3.pt (attempt 1, epoch=3)`. */
+function formatCheckpoint(c: UnitCheckpoint | undefined): string {
+  if (c === undefined) return "";
+  const metrics = formatMetrics(c.metrics);
+  return `${c.name} (attempt ${c.attempt}${metrics === "" ? "" : `, ${metrics}`})`;
 }
 
 /**
@@ -244,7 +323,8 @@ export async function jobsWatch(opts: JobWatchOptions, ctx: CliContext): Promise
     if (!started) bar.start(100, { status: e.status, metrics });
     started = true;
     bar.update(pct, { status: e.status, metrics });
-    const line = `${e.status} ${pct}%${metrics === "" ? "" : ` ${metrics}`}`;
+    const waiting = e.pendingReason === "" ? "" : ` (waiting: ${e.pendingReason})`;
+    const line = `${e.status} ${pct}%${metrics === "" ? "" : ` ${metrics}`}${waiting}`;
     if (plainLines && line !== lastLine) ctx.io.stdout(`${line}\n`);
     lastLine = line;
   };
@@ -288,13 +368,19 @@ function printJob(ctx: CliContext, j: TrainingJob): void {
     ["id", j.id],
     ["name", j.name],
     ["status", j.status],
+    ["pending_reason", j.status === "queued" ? j.pendingReason : ""],
     ["progress", formatPercent(j.progress)],
     ["metrics", formatMetrics(j.metrics, 8)],
     ["dataset", j.datasetId],
     ["package", j.trainingPackageId],
+    ["gpus", formatGpuCount(j.requiredGpuCount)],
     ["vram_mb", j.requiredVramMb],
+    ["gpu_models", j.gpuModels.join(", ")],
+    ["min_compute_capability", j.minComputeCapability],
+    ["min_cuda_version", j.minCudaVersion],
     ["disk_mb", j.requiredDiskMb],
     ["max_runtime_s", j.maxRuntimeSeconds],
+    ["queue_timeout_s", j.queueTimeoutSeconds === 0 ? "" : j.queueTimeoutSeconds],
     ["sensitivity", j.sensitivity],
     ["compute_units", `${j.computeUnitsCompleted}/${j.computeUnitCount} completed`],
     ["projected_cost", j.projectedCostCredits],

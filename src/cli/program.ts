@@ -72,6 +72,39 @@ function parseInteger(min: number) {
 const positiveInt = parseInteger(1);
 const nonNegativeInt = parseInteger(0);
 
+/** GPUs of one node a unit may ask for (the API's bound). */
+const maxGpusPerUnit = 8;
+
+function gpuCount(value: string): number {
+  const n = positiveInt(value);
+  if (n > maxGpusPerUnit) throw new InvalidArgumentError(`at most ${maxGpusPerUnit} GPUs of one node.`);
+  return n;
+}
+
+/** A "major.minor" version, as the API takes compute capabilities and CUDA versions. */
+function majorMinor(value: string): string {
+  if (!/^\d{1,4}\.\d{1,4}$/.test(value)) throw new InvalidArgumentError('expected major.minor, e.g. "8.0".');
+  return value;
+}
+
+const durationUnits: Readonly<Record<string, number>> = { s: 1, m: 60, h: 3600, d: 86_400 };
+
+/** Seconds, plain (`3600`) or as a duration of s, m, h and d parts (`90m`, `2h`, `1h30m`, `1d`). */
+export function durationSeconds(value: string): number {
+  const text = value.trim();
+  if (/^\d+$/.test(text)) return positiveInt(text);
+  const parts = [...text.matchAll(/(\d+)([smhd])/g)];
+  if (parts.length === 0 || parts.map((p) => p[0]).join("") !== text) throw new InvalidArgumentError("expected seconds or a duration such as 90m, 2h, 1h30m or 1d.");
+  const seconds = parts.reduce((sum, [, n, unit]) => sum + Number(n) * (durationUnits[unit ?? "s"] ?? 1), 0);
+  if (!Number.isSafeInteger(seconds) || seconds < 1) throw new InvalidArgumentError("must be at least one second.");
+  return seconds;
+}
+
+/** A repeatable flag's values, in the order given. */
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
 /** A day as the API's CSV exports take it. */
 function isoDate(value: string): string {
   if (!/^\d{4}-\d{2}-\d{2}$/.test(value) || Number.isNaN(Date.parse(`${value}T00:00:00Z`))) throw new InvalidArgumentError("expected a day as YYYY-MM-DD.");
@@ -266,6 +299,11 @@ export function buildProgram(deps: CliDeps, onExit: (code: number) => void): Com
         .option("--disk-mb <mb>", `disk the job needs (default ${JOB_DEFAULTS.diskMb})`, positiveInt)
         .option("--max-runtime-seconds <s>", `runtime limit (default ${JOB_DEFAULTS.maxRuntimeSeconds})`, positiveInt)
         .addOption(new Option("--sensitivity <tier>", `data sensitivity tier (default ${JOB_DEFAULTS.sensitivity})`).choices(SENSITIVITY_TIERS))
+        .option("--gpus <n>", `GPUs of one node each GPU stage needs, 1 to ${maxGpusPerUnit}, each with --vram-mb free (default 1); billed per GPU`, gpuCount)
+        .option("--gpu-model <name>", 'a GPU model the job may run on, e.g. "RTX 4090" or A100 (repeat for several; default any)', collect)
+        .option("--min-compute-capability <x.y>", 'lowest CUDA compute capability, e.g. "8.0" for bf16 (default any)', majorMinor)
+        .option("--min-cuda-version <x.y>", 'lowest CUDA version the node\'s driver must support, e.g. "12.1" (default any)', majorMinor)
+        .option("--queue-timeout <duration>", "how long the job may wait queued before it ends expired: seconds or 90m, 2h, 1d (default: the server's, one day)", durationSeconds)
         .option("--idempotency-key <key>", "reuse to retry a create safely (default: a random UUID)")
         .option("--watch", "watch the job until it finishes"),
     ),
@@ -284,6 +322,11 @@ export function buildProgram(deps: CliDeps, onExit: (code: number) => void): Com
           diskMb?: number;
           maxRuntimeSeconds?: number;
           sensitivity?: string;
+          gpus?: number;
+          gpuModel?: string[];
+          minComputeCapability?: string;
+          minCudaVersion?: string;
+          queueTimeout?: number;
           idempotencyKey?: string;
           watch?: boolean;
           intervalMs: number;

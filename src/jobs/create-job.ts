@@ -1,8 +1,9 @@
 /**
  * Creating a training job, whichever protocol asked: the request's rules, the
- * Idempotency-Key replay, the customer's limits, the plan, the credit check
- * and the inserts, decided in one transaction under the customer's lock, so
- * every limit is exact across replicas. A refusal stores nothing.
+ * Idempotency-Key replay, the customer's limits, the plan, admission (some
+ * enrolled node could run every stage: ./admission.ts), the credit check and
+ * the inserts, decided in one transaction under the customer's lock, so every
+ * limit is exact across replicas. A refusal stores nothing.
  */
 import { createHash } from "node:crypto";
 import { projectedCost } from "../billing/rates.ts";
@@ -10,7 +11,7 @@ import { requireCreditsFor } from "../billing/ledger.ts";
 import { jobCreationLimitState } from "../limits/job-creation.ts";
 import type { RateLimitState } from "../limits/token-bucket.ts";
 import type { PlannedUnit } from "../planner/plan.ts";
-import { planJob } from "../planner/plan.ts";
+import { checkGpuAsks as checkPlannerGpuAsks, planJob } from "../planner/plan.ts";
 import type { Clock } from "../platform/clock.ts";
 import type { SchedulerConfig } from "../platform/config.ts";
 import { ApiError, validationError } from "../platform/errors.ts";
@@ -23,6 +24,7 @@ import type { JobViewRow } from "../store/jobs.ts";
 import { customerJobCounts, findIdempotencyRecord, findJobView, insertIdempotencyRecord, insertJob, insertUnit } from "../store/jobs.ts";
 import type { UploadRow } from "../store/uploads.ts";
 import { findUpload } from "../store/uploads.ts";
+import { admitPlannedJob } from "./admission.ts";
 
 /** The sensitivity tiers a job may declare (the placer maps each to the trust levels allowed). */
 export const jobSensitivities = ["public", "low_sensitive", "high_sensitive"] as const;
@@ -32,6 +34,8 @@ const idempotencyKeyPattern = /^[A-Za-z0-9._:-]{8,128}$/;
 const maxVramMb = 1_048_576;
 const maxDiskMb = 10_485_760;
 const maxRuntimeSeconds = 7 * 24 * 3600;
+/** How long a job may stay queued: a minute at least (a placement cycle or two), 30 days at most. */
+export const queueTimeoutBounds = { min: 60, max: 30 * 86_400, default: 86_400 } as const;
 
 /** What job creation needs (a subset of ControlPlaneDeps). */
 export interface CreateJobDeps {
@@ -54,6 +58,15 @@ export interface JobRequest {
   sensitivity: string;
   /** The Idempotency-Key the request carried, or null. */
   idempotencyKey: string | null;
+  /** GPUs of one node each gpu unit needs, 1 to 8 (absent: 1). */
+  requiredGpuCount?: number;
+  /** GPU model allow-list (absent or empty: any). */
+  gpuModels?: readonly string[];
+  /** "major.minor" or "" (absent: any). */
+  minComputeCapability?: string;
+  minCudaVersion?: string;
+  /** Seconds the job may stay queued, {@link queueTimeoutBounds} (absent: the default, a day). */
+  queueTimeoutSeconds?: number;
 }
 
 /** The created job, or the one an earlier request with the same Idempotency-Key created. */
@@ -71,8 +84,29 @@ interface CheckedRequest {
   disk: number;
   runtime: number;
   sensitivity: JobSensitivity;
+  gpuCount: number;
+  gpuModels: string[];
+  minComputeCapability: string;
+  minCudaVersion: string;
+  queueTimeout: number;
   idempotencyKey: string | null;
   requestHash: string;
+}
+
+/** The request's GPU asks and queue timeout, checked. @throws ApiError VALIDATION_FAILED naming the field. */
+function checkGpuAsks(request: JobRequest): Pick<CheckedRequest, "gpuCount" | "gpuModels" | "minComputeCapability" | "minCudaVersion" | "queueTimeout"> {
+  checkPlannerGpuAsks(request);
+  const queueTimeout = request.queueTimeoutSeconds ?? queueTimeoutBounds.default;
+  if (!Number.isInteger(queueTimeout) || queueTimeout < queueTimeoutBounds.min || queueTimeout > queueTimeoutBounds.max) {
+    throw validationError(`queue_timeout_seconds must be between ${queueTimeoutBounds.min} and ${queueTimeoutBounds.max} (30 days)`, { field: "queue_timeout_seconds" });
+  }
+  return {
+    gpuCount: request.requiredGpuCount ?? 1,
+    gpuModels: [...(request.gpuModels ?? [])],
+    minComputeCapability: request.minComputeCapability ?? "",
+    minCudaVersion: request.minCudaVersion ?? "",
+    queueTimeout,
+  };
 }
 
 /** The request's own rules, in the order a customer fixes them. */
@@ -90,12 +124,15 @@ function checkRequest(request: JobRequest): CheckedRequest {
   if (runtime < 1 || runtime > maxRuntimeSeconds) throw validationError(`max_runtime_seconds must be between 1 and ${maxRuntimeSeconds}`, { field: "max_runtime_seconds" });
   const sensitivity = request.sensitivity as JobSensitivity;
   if (!jobSensitivities.includes(sensitivity)) throw validationError(`sensitivity must be one of ${jobSensitivities.join(", ")}`, { field: "sensitivity" });
+  const gpu = checkGpuAsks(request);
   const datasetId = requireId(request.datasetId, "DATASET_NOT_FOUND", "dataset");
   const packageId = requireId(request.trainingPackageId, "TRAINING_PACKAGE_NOT_FOUND", "training package");
-  const requestHash = createHash("sha256")
-    .update(JSON.stringify([name, datasetId, packageId, vram, disk, runtime, sensitivity]))
-    .digest("hex");
-  return { name, datasetId, packageId, vram, disk, runtime, sensitivity, idempotencyKey, requestHash };
+  // The GPU asks join the hash only when some differ from the defaults, so a key used before they existed still replays.
+  const defaults = gpu.gpuCount === 1 && gpu.gpuModels.length === 0 && gpu.minComputeCapability === "" && gpu.minCudaVersion === "" && gpu.queueTimeout === queueTimeoutBounds.default;
+  const hashed: unknown[] = [name, datasetId, packageId, vram, disk, runtime, sensitivity];
+  if (!defaults) hashed.push(gpu.gpuCount, gpu.gpuModels, gpu.minComputeCapability, gpu.minCudaVersion, gpu.queueTimeout);
+  const requestHash = createHash("sha256").update(JSON.stringify(hashed)).digest("hex");
+  return { name, datasetId, packageId, vram, disk, runtime, sensitivity, ...gpu, idempotencyKey, requestHash };
 }
 
 type Counts = Awaited<ReturnType<typeof customerJobCounts>>;
@@ -163,6 +200,10 @@ async function insertPlannedJob(
       projected_cost_credits: cost,
     },
     at,
+    {
+      gpu: { gpuCount: request.gpuCount, gpuModels: request.gpuModels, minComputeCapability: request.minComputeCapability, minCudaVersion: request.minCudaVersion },
+      queueTimeoutSeconds: request.queueTimeout,
+    },
   );
   for (const [planIndex, unit] of units.entries()) {
     await insertUnit(
@@ -182,6 +223,7 @@ async function insertPlannedJob(
         cpuCores: unit.cpuCores,
         memoryMb: unit.memoryMb,
         maxAttempts,
+        gpu: { gpuCount: unit.gpuCount, gpuModels: unit.gpuModels, minComputeCapability: unit.minComputeCapability, minCudaVersion: unit.minCudaVersion },
       },
       at,
     );
@@ -232,7 +274,12 @@ export async function createJob(
         maxRuntimeSeconds: request.runtime,
         entrypoint: pkg.entrypoint ?? "train.py",
         manifest: pkg.manifest ?? undefined,
+        requiredGpuCount: request.gpuCount,
+        gpuModels: request.gpuModels,
+        minComputeCapability: request.minComputeCapability,
+        minCudaVersion: request.minCudaVersion,
       });
+      await admitPlannedJob(tx, units, request.sensitivity);
       checkDailyUnits(limits, counts, units.length, at);
       const cost = projectedCost(units, config.rates, request.runtime);
       await requireCreditsFor(tx, customerId, cost);

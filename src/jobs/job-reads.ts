@@ -11,6 +11,10 @@ import type { ArtifactRow, AttemptEnvBuild, JobRow, UnitRow } from "../store/job
 import { creditsDebitedByUnit, findJob, latestEnvBuildsByUnit, listArtifactsOfJob, listUnitsOfJob } from "../store/jobs.ts";
 import type { PageInfo } from "../store/pagination.ts";
 import { pageRequest, toPage } from "../store/pagination.ts";
+import type { AttemptRow, CheckpointRow } from "../store/checkpoints.ts";
+import { listAttemptsOfJob, listLatestCheckpointsOfJob } from "../store/checkpoints.ts";
+import type { AttemptView } from "./unit-attempts.ts";
+import { unitAttempts } from "./unit-attempts.ts";
 
 /** A page as the request asks for it: the limit (0: the default) and the cursor ("" for the first page). */
 export interface PageQuery {
@@ -30,6 +34,10 @@ export interface UnitView {
   unit: UnitRow;
   creditsDebited: number;
   envBuild: AttemptEnvBuild;
+  /** Every attempt that reached a node, oldest first, with what each resumed from. */
+  attempts: AttemptView[];
+  /** The latest checkpoint the unit wrote; undefined when none is kept. */
+  latestCheckpoint: CheckpointRow | undefined;
 }
 
 const noEnvBuild: AttemptEnvBuild = { seconds: 0, built: false };
@@ -49,7 +57,16 @@ export async function jobUnitsPage(sql: Sql, customerId: string, jobId: string, 
   const debits = await creditsDebitedByUnit(sql, job.id);
   const builds = await latestEnvBuildsByUnit(sql, job.id);
   const cut = toPage(all.slice(start, start + page.limit + 1), page, (r) => ({ at: r.created_at, id: r.id }));
-  const rows = cut.rows.map((unit) => ({ unit, creditsDebited: debits.get(unit.id) ?? 0, envBuild: builds.get(unit.id) ?? noEnvBuild }));
+  const attempts = new Map<string, AttemptRow[]>();
+  for (const a of await listAttemptsOfJob(sql, job.id)) attempts.set(a.unit_id, [...(attempts.get(a.unit_id) ?? []), a]);
+  const checkpoints = new Map((await listLatestCheckpointsOfJob(sql, job.id)).map((c) => [c.unit_id, c]));
+  const rows = cut.rows.map((unit) => ({
+    unit,
+    creditsDebited: debits.get(unit.id) ?? 0,
+    envBuild: builds.get(unit.id) ?? noEnvBuild,
+    attempts: unitAttempts(unit, attempts.get(unit.id) ?? []),
+    latestCheckpoint: checkpoints.get(unit.id),
+  }));
   return { rows, page: cut.page };
 }
 

@@ -23,11 +23,13 @@
 import { debitCompletedUnit } from "../billing/debit.ts";
 import type { WorkloadRates } from "../billing/rates.ts";
 import { newId } from "../platform/ids.ts";
-import { markNodeUnreachableIfSilent, recordNodeAttempt, recordNodeDataset } from "../store/nodes.ts";
+import { holdNodeBusy, markNodeUnreachableIfSilent, recordNodeAttempt, recordNodeDataset } from "../store/nodes.ts";
 import type { Database, Sql } from "../store/database.ts";
 import type { JobRow, UnitRow } from "../store/jobs.ts";
 import { findUnit, insertArtifactOnce, listUnitsOfJob, lockJob as lockJobRow, recordAttemptEnvBuild } from "../store/jobs.ts";
 import { enqueueWebhookEvent } from "../webhooks/outbox.ts";
+import type { AttemptEnd } from "../store/checkpoints.ts";
+import { dropCheckpoints, findCheckpointUpload, planResume, recordAttemptEnded, recordAttemptStarted, recordLatestCheckpoint } from "../store/checkpoints.ts";
 import { ApiError } from "../platform/errors.ts";
 import type { StorageQuotas } from "../platform/config.ts";
 import { quotaRefusal } from "../blobs/quotas.ts";
@@ -35,6 +37,7 @@ import { artifactRecorded, artifactUsage, lockCustomerStorage, lockJobArtifactsK
 import { isJobActive, isUnitOnNode, isUnitTerminal } from "../store/state-machines.ts";
 import {
   cancelUnit,
+  lockJobsPastQueueTimeout,
   lockOverdueJobs,
   markJobCompleted,
   markJobEnded,
@@ -123,18 +126,51 @@ export async function applyAccepted(db: Database, nodeId: string, ref: UnitAttem
     const unit = await currentAttempt(tx, nodeId, ref);
     if (unit === undefined || unit.status !== "assigned") return;
     await markUnitRunning(tx, unit, now);
+    await recordAttemptStarted(tx, { unitId: unit.id, attempt: unit.attempt, nodeId, assignedAt: unit.assigned_at, startedAt: now });
     await markJobRunning(tx, unit.job_id, now);
   });
 }
 
-/** The agent refused an assignment: back to ready, avoiding that node. */
-export async function applyRejected(db: Database, nodeId: string, ref: UnitAttempt, reason: string, now: Date): Promise<Effects> {
+/** How a node turned an assignment down: unable (never again there), or busy, held full until `holdUntil`. */
+export type Rejection = { busy: false } | { busy: true; holdUntil: Date };
+
+/** A busy rejection's effects, with what the unit asked of the node's GPUs (to see when they have room again). */
+export interface RejectedEffects extends Effects {
+  /** Set for a busy rejection of a unit that was still on the node. */
+  busyFor?: { gpuIndexes: number[]; vramMb: number };
+}
+
+/**
+ * The agent refused an assignment: back to ready. A node that cannot run the unit is avoided from then on;
+ * one that was only `busy` (full, or its owner's now) is not: the unit keeps its place in the fair order
+ * (its `ready_at`) and may go back to that node once it has room, and the node counts as full until
+ * `holdUntil` (schema-0013.ts), in the same transaction, so no cycle sees the unit ready and the node free.
+ */
+export async function applyRejected(
+  db: Database,
+  nodeId: string,
+  ref: UnitAttempt,
+  reason: string,
+  now: Date,
+  how: Rejection = { busy: false },
+): Promise<RejectedEffects> {
   return jobTransaction(db, async (tx) => {
     const unit = await currentAttempt(tx, nodeId, ref);
     if (unit === undefined || !isUnitOnNode(unit.status)) return noEffects();
     // Never ran: it keeps its attempt and counts against nobody.
-    await requeueUnit(tx, unit, { excludeNode: nodeId, reason: `rejected by node: ${reason}`, newAttempt: false, failure: undefined, exitCode: undefined, now });
-    return { cancel: [], unitsReady: true };
+    await requeueUnit(tx, unit, {
+      excludeNode: how.busy ? undefined : nodeId,
+      reason: how.busy ? `node busy: ${reason}` : `rejected by node: ${reason}`,
+      newAttempt: false,
+      failure: undefined,
+      exitCode: undefined,
+      now,
+      keepReadySince: how.busy,
+    });
+    if (!how.busy) return { cancel: [], unitsReady: true };
+    await holdNodeBusy(tx, nodeId, how.holdUntil);
+    const gpuIndexes = unit.gpu_indexes.length > 0 ? unit.gpu_indexes : unit.gpu_index >= 0 ? [unit.gpu_index] : [];
+    return { cancel: [], unitsReady: true, busyFor: { gpuIndexes, vramMb: unit.kind === "gpu" ? unit.required_vram_mb : 0 } };
   });
 }
 
@@ -218,6 +254,37 @@ export async function applyArtifactReady(
   });
 }
 
+/** What became of a CheckpointReady: recorded (now or before), not about this node's running attempt, or naming no stored file. */
+export type CheckpointOutcome = "recorded" | "stale" | "not_stored";
+
+/**
+ * The node stored a checkpoint of the unit's running attempt and announced it: it becomes the unit's latest
+ * (the files it supersedes are deleted). Idempotent by (unit, attempt, name, sha256): the announcement names
+ * the stored file by its bytes, so a replayed or out-of-date announcement, whose file was superseded and
+ * deleted since, records nothing.
+ */
+export async function applyCheckpointReady(
+  db: Database,
+  nodeId: string,
+  ref: UnitAttempt,
+  checkpoint: { name: string; sha256: string; metrics: Record<string, number> },
+  now: Date,
+): Promise<CheckpointOutcome> {
+  return jobTransaction(db, async (tx) => {
+    const unit = await currentAttempt(tx, nodeId, ref);
+    if (unit === undefined || !isUnitOnNode(unit.status)) return "stale";
+    const upload = await findCheckpointUpload(tx, { unitId: unit.id, attempt: ref.attempt, name: checkpoint.name, sha256: checkpoint.sha256 });
+    if (upload === undefined) return "not_stored";
+    await recordLatestCheckpoint(tx, upload, checkpoint.metrics, now);
+    return "recorded";
+  });
+}
+
+/** Records how the unit's current attempt ended, for the customer's list of attempts. */
+async function attemptEnded(tx: Sql, unit: UnitRow, status: AttemptEnd, error: string, runSeconds: number, now: Date): Promise<void> {
+  await recordAttemptEnded(tx, { unitId: unit.id, attempt: unit.attempt, nodeId: unit.node_id, assignedAt: unit.assigned_at, status, error, runSeconds, finishedAt: now });
+}
+
 /**
  * A finished attempt. Success completes the unit, debits it exactly once,
  * readies its dependents and may complete the job. A failure retries while
@@ -256,6 +323,10 @@ export async function applyFinished(
         // The customer's code failed: this uses up one of its attempts.
         if (unit.code_failures + 1 < unit.max_attempts) {
           const reason = `attempt ${unit.attempt} failed: ${result.error}`.slice(0, 2000);
+          await attemptEnded(tx, unit, "failed", reason, runSeconds, now);
+          // The next attempt starts fresh: the checkpoint was written by the code that just failed, and a retry
+          // that could be poisoned by its own state would spend every remaining attempt the same way.
+          await dropCheckpoints(tx, unit.id, now);
           await requeueUnit(tx, unit, { excludeNode: undefined, reason, newAttempt: true, failure: "code", exitCode: result.exitCode, now });
           return { cancel: [], unitsReady: true };
         }
@@ -263,6 +334,7 @@ export async function applyFinished(
       case "timed_out":
         return failUnit(tx, job, unit, { ...result, error: result.error || "killed at its deadline (max_runtime_seconds)" }, now);
       case "cancelled":
+        await attemptEnded(tx, unit, "cancelled", result.error, runSeconds, now);
         await recordUnitCancelled(tx, unit, now, result.exitCode, runSeconds);
         return noEffects();
       default: {
@@ -279,6 +351,7 @@ async function completeUnit(tx: Sql, job: JobRow, unit: UnitRow, runSeconds: num
     await recordNodeAttempt(tx, { unitId: unit.id, attempt: unit.attempt, nodeId: unit.node_id, outcome: "completed", at: now });
     await recordNodeDataset(tx, unit.node_id, job.dataset_id, now);
   }
+  await attemptEnded(tx, unit, "completed", "", runSeconds, now);
   await markUnitCompleted(tx, unit, now, runSeconds);
   await debitCompletedUnit(tx, job, unit, runSeconds, rates, now);
   const units = await listUnitsOfJob(tx, unit.job_id);
@@ -308,6 +381,7 @@ async function failUnit(
   why = `attempt ${unit.attempt}`,
   counts?: "code" | "node",
 ): Promise<Effects> {
+  await attemptEnded(tx, unit, counts === "node" ? "lost" : "failed", result.error, result.runSeconds, now);
   await markUnitFailed(tx, unit, { exitCode: result.exitCode, error: result.error.slice(0, 2000), runSeconds: result.runSeconds, counts, now });
   const reason = `compute unit "${unit.name}" failed: ${why}: ${result.error}`.slice(0, 2000);
   return finishJob(tx, job, "failed", reason, now);
@@ -324,6 +398,9 @@ async function nodeFailure(tx: Sql, job: JobRow, unit: UnitRow, nodeId: string, 
   await recordNodeAttempt(tx, { unitId: unit.id, attempt: unit.attempt, nodeId, outcome: "lost", at: now });
   const failures = unit.node_failures + 1;
   if (failures < maxNodeFailures) {
+    await attemptEnded(tx, unit, "lost", reason, 0, now);
+    // Not the code's doing: the next attempt resumes from the unit's latest checkpoint, when it wrote one.
+    await planResume(tx, unit.id, unit.attempt + 1);
     await requeueUnit(tx, unit, { excludeNode: nodeId, reason: reason.slice(0, 2000), newAttempt: true, failure: "node", exitCode: undefined, now });
     return { cancel: [], unitsReady: true };
   }
@@ -350,7 +427,10 @@ export async function finishJob(
   const effects = noEffects();
   for (const u of units) {
     if (isUnitTerminal(u.status)) continue;
-    if (isUnitOnNode(u.status) && u.node_id !== null) effects.cancel.push({ nodeId: u.node_id, unitId: u.id, attempt: u.attempt });
+    if (isUnitOnNode(u.status) && u.node_id !== null) {
+      effects.cancel.push({ nodeId: u.node_id, unitId: u.id, attempt: u.attempt });
+      await attemptEnded(tx, u, "cancelled", reason, 0, now);
+    }
     await cancelUnit(tx, u, now, reason);
   }
   return effects;
@@ -372,6 +452,28 @@ export async function expireOverdueJobs(db: Database, now: Date): Promise<Effect
     const effects = noEffects();
     for (const job of overdue) {
       const e = await finishJob(tx, job, "expired", `exceeded max_runtime_seconds (${job.max_runtime_seconds} s)`, now);
+      effects.cancel.push(...e.cancel);
+    }
+    return effects;
+  });
+}
+
+/** How many queued jobs one sweep expires at most; the next sweep, 2 s later, takes the rest. */
+const queueTimeoutBatch = 500;
+
+/**
+ * The leader's sweep: jobs still queued (no unit started) past their queue_timeout_seconds expire, with
+ * the last reason they waited for. They free their active-job slot; nothing is debited, as no unit ran
+ * (an assigned unit its node never accepted is cancelled there).
+ */
+export async function expireQueuedJobs(db: Database, now: Date): Promise<Effects> {
+  return jobTransaction(db, async (tx) => {
+    const stale = await lockJobsPastQueueTimeout(tx, now, queueTimeoutBatch);
+    const effects = noEffects();
+    for (const job of stale) {
+      const why = job.pending_reason === "" ? "no unit could start" : job.pending_reason;
+      const reason = `waited ${job.queue_timeout_seconds} s (queue_timeout_seconds) for a capable node: ${why}`;
+      const e = await finishJob(tx, job, "expired", reason, now);
       effects.cancel.push(...e.cancel);
     }
     return effects;

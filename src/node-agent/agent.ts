@@ -19,10 +19,11 @@ import { createClient } from "@connectrpc/connect";
 import type { Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { AgentService, EnrollRequestSchema, HeartbeatSchema } from "../gen/gpuagent/agent/v1/agent_pb.ts";
-import type { Capabilities } from "../gen/gpuagent/agent/v1/agent_pb.ts";
+import type { Capabilities, GpuUsage } from "../gen/gpuagent/agent/v1/agent_pb.ts";
 import type { Clock } from "../platform/clock.ts";
 import type { UtcOffset } from "./availability-window.ts";
 import { detectCapabilities, diskFreeMb, gpuUsage, prepareIsolation } from "./capabilities.ts";
+import type { DeclaredGpu } from "./capabilities.ts";
 import { listenControlSocket } from "./control-socket.ts";
 import { InputCache } from "./input-cache.ts";
 import type { AgentLogger } from "./logger.ts";
@@ -130,6 +131,8 @@ export interface EnrollOptions {
   token: string;
   dataDir: string;
   devGpuMib?: number;
+  /** Development GPUs (`--dev-gpu`), declared when none is detected. */
+  devGpus?: readonly DeclaredGpu[];
   logger: AgentLogger;
   /** Injected in tests; default gRPC to `url`. */
   transport?: Transport;
@@ -147,6 +150,7 @@ export async function enrollNode(opts: EnrollOptions): Promise<NodeIdentity> {
     logger: opts.logger,
     isolation,
     ...(opts.devGpuMib !== undefined ? { devGpuMib: opts.devGpuMib } : {}),
+    ...(opts.devGpus !== undefined ? { devGpus: opts.devGpus } : {}),
   });
   const client = createClient(AgentService, opts.transport ?? controlPlaneTransport(opts.url, opts.tls));
   const res = await client.enroll(create(EnrollRequestSchema, { token: opts.token, capabilities }));
@@ -165,6 +169,9 @@ export interface NodeAgentOptions {
   dataDir: string;
   /** Declare a development GPU of this many MiB when none is detected. */
   devGpuMib?: number;
+  /** Development GPUs (`--dev-gpu`), declared when none is detected. */
+  devGpus?: readonly DeclaredGpu[];
+  /** Most units run at once (`--max-units`); reported as Capabilities.max_units. */
   maxConcurrentUnits: number;
   clock: Clock;
   logger: AgentLogger;
@@ -226,7 +233,9 @@ export function createNodeAgent(opts: NodeAgentOptions): NodeAgent {
         dataDir: opts.dataDir,
         logger,
         isolation: isolation.isolation,
+        maxUnits: opts.maxConcurrentUnits,
         ...(opts.devGpuMib !== undefined ? { devGpuMib: opts.devGpuMib } : {}),
+        ...(opts.devGpus !== undefined ? { devGpus: opts.devGpus } : {}),
         ...interpreter,
       });
       // A sandboxed GPU unit gets its GPU's device node only: the driver numbers them by UUID.
@@ -258,6 +267,8 @@ export function createNodeAgent(opts: NodeAgentOptions): NodeAgent {
       // The runner reports through the session; the session is created after
       // the runner, so the forward reference goes through this variable.
       let session: AgentSession | undefined;
+      // The GPUs' memory as the last heartbeat measured it: an Assign finding its VRAM taken by the owner is busy.
+      let lastUsage: readonly GpuUsage[] = [];
       const cacheBytes = opts.inputCacheBytes ?? defaultInputCacheBytes;
       const runner = createUnitRunner({
         ...opts.runner,
@@ -265,6 +276,12 @@ export function createNodeAgent(opts: NodeAgentOptions): NodeAgent {
         nodeCredential: identity.node_credential,
         send: (body) => session?.send(body),
         gpuIndexes: () => capabilities.gpus.map((g) => g.index),
+        gpuUuid: (index) => capabilities.gpus.find((g) => g.index === index)?.uuid,
+        gpuMemory: (index) => {
+          const gpu = capabilities.gpus.find((g) => g.index === index);
+          const used = lastUsage.find((u) => u.index === index);
+          return gpu === undefined || used === undefined ? undefined : { totalMb: gpu.vramMb, usedMb: used.vramUsedMb, reservedMb: owner.policy().reservedVramMb };
+        },
         gpuDevice: (index) => {
           const gpu = capabilities.gpus.find((g) => g.index === index && !g.declared);
           const minor = gpuNodes.find((n) => gpu !== undefined && n.uuid === gpu.uuid)?.minor;
@@ -280,9 +297,11 @@ export function createNodeAgent(opts: NodeAgentOptions): NodeAgent {
         ...(opts.keepWork !== undefined ? { keepWork: opts.keepWork } : {}),
         ...(cacheBytes > 0 ? { inputCache: new InputCache(path.join(opts.dataDir, "cache"), cacheBytes, logger) } : {}),
       });
+      const measureGpus = async () => (lastUsage = await gpuUsage(capabilities.gpus));
+      await measureGpus();
       const heartbeat = async () => ({
         diskFreeMb: await diskFreeMb(opts.dataDir),
-        gpus: await gpuUsage(capabilities.gpus),
+        gpus: await measureGpus(),
         running: runner.running(),
         owner: owner.policy(),
       });

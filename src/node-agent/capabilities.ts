@@ -1,7 +1,7 @@
 /**
  * What this machine offers, reported in Enroll, Hello and (in part) every
- * Heartbeat. GPUs come from nvidia-smi when it exists; `--dev-gpu MIB`
- * declares a pretend GPU for development machines that have none.
+ * Heartbeat. GPUs come from nvidia-smi when it exists; `--dev-gpu`
+ * declares pretend GPUs for development machines that have none.
  */
 import { execFile } from "node:child_process";
 import { statfs } from "node:fs/promises";
@@ -34,16 +34,17 @@ export const execCommand: CommandRunner = (file, args, env) =>
     });
   });
 
-/** Splits one nvidia-smi CSV row; names may in theory contain commas, so the ends are fixed. */
-function splitCsvRow(row: string, columns: number): string[] | undefined {
+/**
+ * Splits one nvidia-smi CSV row of `columns` cells. Names may in theory contain commas, so the cells
+ * around the free-text one (at `freeText`) are taken from the ends and the rest glued back into it.
+ */
+function splitCsvRow(row: string, columns: number, freeText: number): string[] | undefined {
   const cells = row.split(",").map((c) => c.trim());
   if (cells.length < columns) return undefined;
   if (cells.length === columns) return cells;
-  // Glue surplus cells back into the second column (the free-text one).
-  const head = cells[0] ?? "";
-  const tail = cells.slice(cells.length - (columns - 2));
-  const middle = cells.slice(1, cells.length - (columns - 2)).join(", ");
-  return [head, middle, ...tail];
+  const after = columns - freeText - 1;
+  const middle = cells.slice(freeText, cells.length - after).join(", ");
+  return [...cells.slice(0, freeText), middle, ...cells.slice(cells.length - after)];
 }
 
 /** A non-negative integer cell; nvidia-smi prints "[N/A]" for unknown values. */
@@ -52,31 +53,61 @@ function intCell(cell: string | undefined): number | undefined {
   return Math.floor(Number(cell));
 }
 
+/** A "major.minor" version cell ("8.6", "12.4"); "" for "[N/A]", "N/A" and anything else. */
+export function versionCell(cell: string | undefined): string {
+  const match = cell?.match(/^(\d+)\.(\d+)$/);
+  return match === null || match === undefined ? "" : `${Number(match[1])}.${Number(match[2])}`;
+}
+
+/** A text cell, "" where nvidia-smi says it does not know. */
+function textCell(cell: string | undefined): string {
+  return cell === undefined || /^\[?N\/A\]?$/i.test(cell) ? "" : cell;
+}
+
+/** The per-GPU fields the agent asks nvidia-smi for, in order. */
+export const GPU_QUERY_FIELDS = ["index", "uuid", "name", "memory.total", "compute_cap", "driver_version"] as const;
+/** The same without `compute_cap`, which drivers older than 510 do not know (they refuse the whole query). */
+export const GPU_QUERY_FIELDS_OLD_DRIVER = ["index", "uuid", "name", "memory.total", "driver_version"] as const;
+export type GpuQueryField = (typeof GPU_QUERY_FIELDS)[number];
+
 /**
- * Parses `nvidia-smi --query-gpu=index,name,memory.total,uuid
- * --format=csv,noheader,nounits`. Rows without a numeric index are skipped;
- * unknown memory reads as 0.
+ * Parses `nvidia-smi --query-gpu=<fields> --format=csv,noheader,nounits` for `fields` (a list that
+ * holds `index` and `name`; the other fields are read where listed). Rows without a numeric index are
+ * skipped; unknown memory reads as 0, an unknown version as "". `cudaVersion` (from nvidia-smi's
+ * header, not a query field) is given to every GPU.
  */
-export function parseNvidiaSmiGpus(output: string): Gpu[] {
+export function parseNvidiaSmiGpus(output: string, fields: readonly GpuQueryField[] = GPU_QUERY_FIELDS, cudaVersion = ""): Gpu[] {
   const gpus: Gpu[] = [];
+  const at = (field: GpuQueryField) => fields.indexOf(field);
   for (const row of output.split(/\r?\n/)) {
     if (row.trim() === "") continue;
-    const cells = splitCsvRow(row, 4);
+    const cells = splitCsvRow(row, fields.length, at("name"));
     if (!cells) continue;
-    const [indexCell, name, memoryCell, uuid] = cells;
-    const index = intCell(indexCell);
+    const cell = (field: GpuQueryField) => (at(field) < 0 ? undefined : cells[at(field)]);
+    const index = intCell(cell("index"));
     if (index === undefined) continue;
     gpus.push(
       create(GpuSchema, {
         index,
-        name: name ?? "",
-        vramMb: intCell(memoryCell) ?? 0,
-        uuid: uuid ?? "",
+        name: textCell(cell("name")),
+        vramMb: intCell(cell("memory.total")) ?? 0,
+        uuid: textCell(cell("uuid")),
+        computeCapability: versionCell(cell("compute_cap")),
+        driverVersion: textCell(cell("driver_version")),
+        cudaVersion: versionCell(cudaVersion),
         declared: false,
       }),
     );
   }
   return gpus;
+}
+
+/**
+ * The highest CUDA version the driver supports, from nvidia-smi's header ("CUDA Version: 12.4"; newer
+ * `nvidia-smi --version` prints "CUDA Version : 13.0"); "" when absent.
+ */
+export function parseCudaVersion(output: string): string {
+  return versionCell(output.match(/CUDA Version\s*:\s*(\d+\.\d+)/)?.[1]);
 }
 
 /**
@@ -102,23 +133,66 @@ export function parseNvidiaSmiUsage(output: string): GpuUsage[] {
   return usage;
 }
 
+/** A GPU declared with `--dev-gpu` on a development machine that has none. */
+export interface DeclaredGpu {
+  name: string;
+  vramMb: number;
+  /** "major.minor" or "" (unknown). */
+  computeCapability: string;
+  /** "major.minor" or "" (unknown). */
+  cudaVersion: string;
+}
+
+/** The name a declared GPU gets when its `--dev-gpu` gives none. */
+export const DEV_GPU_NAME = "dev-gpu";
+
+/**
+ * One `--dev-gpu` value: `MIB` (a GPU named "dev-gpu") or `NAME:MIB[:CC[:CUDA]]`, e.g.
+ * `NVIDIA GeForce RTX 4090:24564:8.9:12.4`; CC and CUDA are "major.minor".
+ * @throws Error naming the part that is wrong.
+ */
+export function parseDevGpu(text: string): DeclaredGpu {
+  const parts = text.split(":").map((p) => p.trim());
+  const [name, mib, cc, cuda] = parts.length === 1 ? [DEV_GPU_NAME, parts[0]] : parts;
+  const problem = (what: string) => new Error(`--dev-gpu ${JSON.stringify(text)}: ${what} (MIB or NAME:MIB[:CC[:CUDA]], e.g. "RTX 4090:24564:8.9:12.4")`);
+  if (parts.length > 4) throw problem("too many parts");
+  if (name === undefined || name === "") throw problem("the name is empty");
+  const vramMb = Number(mib);
+  if (!/^\d+$/.test(mib ?? "") || !Number.isSafeInteger(vramMb) || vramMb <= 0) throw problem("the VRAM must be a positive integer of MiB");
+  const version = (value: string | undefined, what: string) => {
+    if (value === undefined || value === "") return "";
+    const v = versionCell(value);
+    if (v === "") throw problem(`the ${what} must be "major.minor"`);
+    return v;
+  };
+  return { name, vramMb, computeCapability: version(cc, "compute capability"), cudaVersion: version(cuda, "CUDA version") };
+}
+
 /**
  * Chooses the GPUs to report: the detected ones, or, only when none was
- * detected, one declared development GPU of `devGpuMib` MiB. Declaring on a
- * real GPU machine is ignored (with a warning) so a stray flag cannot lie
+ * detected, the declared development GPUs (indexes 0, 1, … in order). Declaring
+ * on a real GPU machine is ignored (with a warning) so a stray flag cannot lie
  * about hardware that exists.
  */
-export function resolveGpus(detected: readonly Gpu[], devGpuMib: number | undefined, logger: AgentLogger): Gpu[] {
-  if (devGpuMib === undefined) return [...detected];
+export function resolveGpus(detected: readonly Gpu[], declared: readonly DeclaredGpu[], logger: AgentLogger): Gpu[] {
+  if (declared.length === 0) return [...detected];
   if (detected.length > 0) {
     logger.warn({ detected: detected.length }, "--dev-gpu ignored: real GPUs were detected");
     return [...detected];
   }
   logger.warn(
-    { vram_mb: devGpuMib },
+    { gpus: declared.map((g) => `${g.name}:${g.vramMb}`) },
     "DEVELOPMENT GPU DECLARED: this node advertises a GPU it does not have; not for production",
   );
-  return [create(GpuSchema, { index: 0, name: "dev-gpu", vramMb: devGpuMib, uuid: "", declared: true })];
+  return declared.map((g, index) =>
+    create(GpuSchema, { index, name: g.name, vramMb: g.vramMb, uuid: "", computeCapability: g.computeCapability, cudaVersion: g.cudaVersion, declared: true }),
+  );
+}
+
+/** The declared GPUs of DetectOptions: `devGpus`, or one "dev-gpu" of `devGpuMib` MiB. */
+export function declaredGpus(opts: { devGpuMib?: number; devGpus?: readonly DeclaredGpu[] }): readonly DeclaredGpu[] {
+  if (opts.devGpus !== undefined) return opts.devGpus;
+  return opts.devGpuMib === undefined ? [] : [{ name: DEV_GPU_NAME, vramMb: opts.devGpuMib, computeCapability: "", cudaVersion: "" }];
 }
 
 /** Free space on the file system holding `dir`, in MiB (0 when unknown). */
@@ -139,10 +213,21 @@ export async function pythonVersion(run: CommandRunner = execCommand, python = "
   return match?.[1] ?? "";
 }
 
-/** Detected GPUs, or [] when nvidia-smi is absent or fails. */
+/**
+ * Detected GPUs, or [] when nvidia-smi is absent or fails. A driver that refuses `compute_cap` (older
+ * than 510) is asked again without it; the CUDA version comes from nvidia-smi's header.
+ */
 export async function detectGpus(run: CommandRunner = execCommand): Promise<Gpu[]> {
-  const out = await run("nvidia-smi", ["--query-gpu=index,name,memory.total,uuid", "--format=csv,noheader,nounits"]);
-  return out === undefined ? [] : parseNvidiaSmiGpus(out);
+  const query = (fields: readonly GpuQueryField[]) => run("nvidia-smi", [`--query-gpu=${fields.join(",")}`, "--format=csv,noheader,nounits"]);
+  let fields: readonly GpuQueryField[] = GPU_QUERY_FIELDS;
+  let out = await query(fields);
+  if (out === undefined) {
+    fields = GPU_QUERY_FIELDS_OLD_DRIVER;
+    out = await query(fields);
+  }
+  if (out === undefined) return [];
+  const header = await run("nvidia-smi", []);
+  return parseNvidiaSmiGpus(out, fields, header === undefined ? "" : parseCudaVersion(header));
 }
 
 /** Current GPU usage for heartbeats; declared GPUs report zero use. */
@@ -162,8 +247,12 @@ export async function gpuUsage(gpus: readonly Gpu[], run: CommandRunner = execCo
 export interface DetectOptions {
   /** Whose free disk is reported (the agent's data directory). */
   dataDir: string;
-  /** Declare a development GPU of this many MiB when none is detected. */
+  /** Declare a development GPU of this many MiB when none is detected (shorthand of `devGpus`). */
   devGpuMib?: number;
+  /** Declare these development GPUs when none is detected (`--dev-gpu`, repeatable). */
+  devGpus?: readonly DeclaredGpu[];
+  /** Most units the agent runs at once (`--max-units`); absent: not told (enrollment). */
+  maxUnits?: number;
   logger: AgentLogger;
   /** The interpreter units run with (default `python3` on the unit's PATH). */
   python?: string;
@@ -184,13 +273,14 @@ export async function detectCapabilities(opts: DetectOptions): Promise<Capabilit
     cpuCores: os.availableParallelism(),
     memoryMb: Math.floor(os.totalmem() / MIB),
     diskFreeMb: disk,
-    gpus: resolveGpus(detected, opts.devGpuMib, opts.logger),
+    gpus: resolveGpus(detected, declaredGpus(opts), opts.logger),
     os: process.platform,
     arch: process.arch,
     pythonVersion: python,
     hostname: os.hostname(),
     agentVersion: AGENT_VERSION,
     isolation: opts.isolation ?? create(IsolationSchema, { mechanism: "none", limits: UNSANDBOXED_LIMITS }),
+    maxUnits: opts.maxUnits ?? 0,
   };
   return create(CapabilitiesSchema, init);
 }

@@ -14,7 +14,7 @@ export const MAX_LINE_BYTES = 4096;
 
 /** A parsed stdout/stderr line. */
 export type ParsedLine =
-  | { kind: "progress"; progress?: number; metrics: Record<string, number> }
+  | { kind: "progress"; progress?: number; metrics: Record<string, number>; checkpoint?: string }
   | { kind: "log"; line: string };
 
 /**
@@ -35,7 +35,10 @@ export function parseStdoutLine(line: string): ParsedLine {
   const record = value as Record<string, unknown>;
   const rawProgress = record["progress"];
   const rawMetrics = record["metrics"];
-  if (rawProgress === undefined && rawMetrics === undefined) return { kind: "log", line };
+  // A checkpoint the unit just wrote into $GPU_AGENT_CHECKPOINT_DIR, by file name (checkpoints.ts uploads it).
+  const rawCheckpoint = record["checkpoint"];
+  if (rawCheckpoint !== undefined && (typeof rawCheckpoint !== "string" || rawCheckpoint === "")) return { kind: "log", line };
+  if (rawProgress === undefined && rawMetrics === undefined && rawCheckpoint === undefined) return { kind: "log", line };
   if (rawProgress !== undefined && (typeof rawProgress !== "number" || !Number.isFinite(rawProgress))) {
     return { kind: "log", line };
   }
@@ -50,8 +53,9 @@ export function parseStdoutLine(line: string): ParsedLine {
     // Booleans are not numbers here: a metric is something you can plot.
     if (typeof metric === "number" && Number.isFinite(metric)) metrics[key] = metric;
   }
-  if (rawProgress === undefined) return { kind: "progress", metrics };
-  return { kind: "progress", progress: Math.min(1, Math.max(0, rawProgress)), metrics };
+  const checkpoint = rawCheckpoint === undefined ? {} : { checkpoint: rawCheckpoint };
+  if (rawProgress === undefined) return { kind: "progress", metrics, ...checkpoint };
+  return { kind: "progress", progress: Math.min(1, Math.max(0, rawProgress)), metrics, ...checkpoint };
 }
 
 /**

@@ -4,7 +4,8 @@
  * run, a Cancel for an unknown unit is ignored.
  *
  * Unit lifecycle:
- *   Assign ─┬─ draining / full / no such GPU / bad ids → Rejected (not remembered)
+ *   Assign ─┬─ draining / no such GPU / bad ids → Rejected (not remembered)
+ *           ├─ full (max units, or the owner holds the VRAM), paused → Rejected{busy} (comes back later)
  *           └─ Accepted → Preparing → Running → Uploading → Finished (remembered)
  *   Preparing: work dir, inputs downloaded + sha256-checked, package unzipped.
  *              Failure → NODE_ERROR (unsafe package → FAILED).
@@ -53,6 +54,8 @@ import type { UserIds } from "./sandbox.ts";
 import { CpuAllocator, processTree, signalEach, unitMemoryBytes } from "./unit-limits.ts";
 import { SANDBOX_PATHS, UnitUidAllocator, bubblewrapLaunch, chownTree, stdioWithInputs, writeInputs, writeSandboxEtc } from "./unit-sandbox.ts";
 import type { LaunchInput, UnitIsolation } from "./unit-sandbox.ts";
+import { assignedGpuIndexes, cudaVisibleDevices, gpuAssignmentRefusal, vramShortfall } from "./unit-gpus.ts";
+import type { GpuMemory, LocalGpu } from "./unit-gpus.ts";
 import type { AgentMessageBody } from "./session.ts";
 import { BUILD_PROXY_MOUNT, openBuildNetwork } from "./build-proxy.ts";
 import type { BuildNetwork } from "./build-proxy.ts";
@@ -62,6 +65,7 @@ import type { EnvBuildCommand, EnvBuildResult, EnvLease, PackageSources } from "
 import { TransferError, downloadToFile, hashFile, putFile, withRetries } from "./transfer.ts";
 import type { ClientCertificate } from "./transfer.ts";
 import { DEFAULT_ZIP_LIMITS, UnsafeZipError, extractZipSafely } from "./unzip.ts";
+import { createCheckpointUploader } from "./checkpoints.ts";
 import type { ZipLimits } from "./unzip.ts";
 
 /** Why a unit was killed; decides its outcome. */
@@ -88,6 +92,13 @@ export interface UnitRunnerOptions {
   send(body: AgentMessageBody): void;
   /** GPU indexes this node has (detected or declared). */
   gpuIndexes(): readonly number[];
+  /** The UUID of the GPU with this index ("" or undefined when unknown, e.g. a declared GPU). */
+  gpuUuid?: (index: number) => string | undefined;
+  /**
+   * The GPU's memory as last measured, with its owner's reserve; undefined when not measured. An Assign
+   * whose GPUs lack the VRAM because the owner uses it now is answered `Rejected{busy}`.
+   */
+  gpuMemory?: (index: number) => GpuMemory | undefined;
   maxConcurrentUnits: number;
   clock: Clock;
   logger: AgentLogger;
@@ -140,7 +151,7 @@ export interface UnitRunnerOptions {
   cpus?: readonly number[];
   /**
    * UUID and device minor (`/dev/nvidia<minor>`) of the GPU with this index; undefined for a declared
-   * GPU, which has no device. A sandboxed GPU unit gets that device only.
+   * GPU, which has no device. A sandboxed GPU unit gets the devices of its GPUs only.
    */
   gpuDevice?: (index: number) => { uuid: string; minor: number } | undefined;
   /** Why the owner refuses new units now (paused, outside the availability window; owner-controls.ts), or undefined. */
@@ -183,7 +194,12 @@ export interface UnitRunner {
 interface UnitState {
   unitId: string;
   attempt: number;
+  /** The GPU indexes it was given, and the VRAM it asked for on each. */
+  gpus: readonly number[];
+  vramMb: number;
   finished: boolean;
+  /** Finished was sent: it no longer takes a slot of `maxConcurrentUnits`, though its work dir is still being removed. */
+  reported?: boolean;
   done: Promise<void>;
   abort: AbortController;
   killReason?: KillReason;
@@ -319,13 +335,18 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
     }
   };
 
-  const reject = (a: Assign, reason: string) => {
-    logger.warn({ unit_id: a.unit?.unitId, attempt: a.unit?.attempt, reason }, "assign rejected");
+  /** `busy`: the node is full or its owner's now, not unable: the unit may come back here once there is room. */
+  const reject = (a: Assign, reason: string, busy = false) => {
+    logger.warn({ unit_id: a.unit?.unitId, attempt: a.unit?.attempt, reason, busy }, "assign rejected");
     opts.send({
       case: "rejected",
-      value: create(RejectedSchema, { assignmentId: a.assignmentId, unit: a.unit ?? create(UnitRefSchema), reason }),
+      value: create(RejectedSchema, { assignmentId: a.assignmentId, unit: a.unit ?? create(UnitRefSchema), reason, busy }),
     });
   };
+  const localGpus = (): LocalGpu[] => opts.gpuIndexes().map((index) => ({ index, uuid: opts.gpuUuid?.(index) ?? "" }));
+  /** Units holding a slot: accepted, and their Finished not yet sent. */
+  const holdingSlots = () => active().filter((u) => u.reported !== true);
+  const askedByRunning = (index: number) => holdingSlots().reduce((sum, u) => sum + (u.gpus.includes(index) ? u.vramMb : 0), 0);
 
   /**
    * In the sandbox the data dir stays private wherever it is: bubblewrap, running as the agent, mounts
@@ -375,6 +396,9 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
     const inputDir = path.join(workDir, "inputs");
     const outputDir = path.join(workDir, "output");
     const downloadDir = path.join(workDir, "downloads");
+    // The unit's checkpoints (checkpoints.ts), and the one this attempt resumes from (Assign.resume_from).
+    const checkpointDir = path.join(workDir, "checkpoints");
+    const resumeDir = path.join(workDir, "resume");
 
     // The deadline covers the whole unit, downloads included.
     const limits: number[] = [];
@@ -402,7 +426,7 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
       await prepareWorkRoot();
       await rm(workDir, { recursive: true, force: true });
       await rm(sandboxEtcDir(workDir), { recursive: true, force: true });
-      for (const dir of [workDir, packageDir, datasetDir, inputDir, outputDir, downloadDir]) {
+      for (const dir of [workDir, packageDir, datasetDir, inputDir, outputDir, downloadDir, checkpointDir, resumeDir]) {
         await mkdir(dir, { recursive: true, mode: 0o755 });
       }
 
@@ -415,6 +439,7 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
         let dest: string;
         if (input.role === "package") dest = packageZip = path.join(downloadDir, "package.zip");
         else if (input.role === "dataset") dest = datasetPath = path.join(datasetDir, input.name);
+        else if (input.role === "checkpoint") dest = path.join(resumeDir, input.name);
         else dest = path.join(inputDir, input.name);
         const part = `${dest}.part`;
         // Datasets and packages never change under their sha256: a copy from the cache saves the download.
@@ -472,7 +497,7 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
 
       // ---- run
       const stage = isSafeName(a.stage) ? a.stage : "unit";
-      const cpuOnly = a.kind === "cpu" || a.gpuIndex < 0;
+      const cpuOnly = state.gpus.length === 0;
       // Opened before the child starts and written through this descriptor, so
       // a child swapping the name for a symlink cannot redirect the agent's writes.
       const logFile = createWriteStream(path.join(outputDir, `${stage}.log`), { flags: "wx", mode: 0o644 });
@@ -480,6 +505,20 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
         sandbox !== undefined
           ? await sandboxLaunch(sandbox, a, state, { workDir, datasetPath, cpuOnly, pythonEnv: envLease })
           : plainLaunch(a, state, { workDir, datasetPath, cpuOnly, pythonEnv: envLease, entryFile, packageDir, inputDir, outputDir });
+      const checkpoints = createCheckpointUploader({
+        unit,
+        checkpointDir,
+        stagingDir: `${workDir}.checkpoint-upload`,
+        uploadUrl: a.checkpointUploadUrl,
+        maxBytes: Number(a.artifactsMaxBytes),
+        nodeCredential: opts.nodeCredential,
+        clientCertificate: opts.clientCertificate,
+        tries: transferTries,
+        untrustedOwner: unitUser !== undefined || sandbox !== undefined,
+        clock,
+        logger,
+        send: opts.send,
+      });
       const runStarted = clock.now();
       ranProcess = true;
       const watchers = new AbortController();
@@ -493,6 +532,7 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
           unit,
           logFile,
           stderrTail,
+          onCheckpoint: (name, metrics) => checkpoints.announce(name, metrics),
           killAtOnce: () => state.killReason === "memory_limit",
           onStarted: (pid) => {
             if (sandbox === undefined || sandbox.cgroups !== undefined || a.memoryMb <= 0) return;
@@ -513,6 +553,8 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
         watchers.abort();
         await launch.release();
         runSeconds = (clock.now() - runStarted) / 1000;
+        // Its checkpoints reach the control plane before its Finished does.
+        await checkpoints.settle();
         await new Promise<void>((resolve) => logFile.end(resolve));
       }
       if (state.killReason) throw new UnitError(KILL_OUTCOME[state.killReason], killText(state.killReason, a));
@@ -557,6 +599,8 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
       case: "finished",
       value: create(FinishedSchema, { unit, outcome, exitCode, error: errorText, runSeconds, envBuildSeconds, envBuilt }),
     });
+    // The control plane frees the slot when it reads Finished; so does the node, before its cleanup.
+    state.reported = true;
     logger.info(
       { ...log, outcome: outcomeName(outcome), exit_code: exitCode, run_seconds: runSeconds, env_build_seconds: envBuildSeconds, env_built: envBuilt },
       "unit finished",
@@ -574,6 +618,7 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
     cwd: string;
     env: Record<string, string>;
     unitUser: UserIds | undefined;
+    /** A bubblewrap sandbox: its processes are found by their tree, and killing bwrap ends them all. */
     sandboxed: boolean;
     /** What the command reads on its descriptors (bwrap's options and chain: unit-sandbox.ts bubblewrapLaunch). */
     inputs?: readonly LaunchInput[];
@@ -605,7 +650,7 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
     const env = buildUnitEnv({
       path: unitPath(opts.agentPath ?? hostPath(), unitUser !== undefined),
       workDir: p.workDir,
-      cudaVisibleDevices: p.cpuOnly ? "" : String(a.gpuIndex),
+      cudaVisibleDevices: p.cpuOnly ? "" : cudaVisibleDevices(state.gpus, localGpus()),
       stage: a.stage,
       unitId: state.unitId,
       attempt: state.attempt,
@@ -614,6 +659,8 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
       packageDir: p.packageDir,
       inputDir: p.inputDir,
       outputDir: p.outputDir,
+      checkpointDir: path.join(p.workDir, "checkpoints"),
+      resumeDir: path.join(p.workDir, "resume"),
       extra: a.env,
     });
     return {
@@ -645,12 +692,12 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
       const etcDir = sandboxEtcDir(p.workDir);
       if (host.asRoot) await chownTree(p.workDir, uid, uid);
       await writeSandboxEtc(etcDir, uid);
-      const gpu = p.cpuOnly ? undefined : opts.gpuDevice?.(a.gpuIndex);
+      // The sandbox holds only the assigned GPUs' devices; their UUIDs name them whichever indexes CUDA gives them.
+      const devices = p.cpuOnly ? [] : state.gpus.map((index) => opts.gpuDevice?.(index)).filter((d) => d !== undefined);
       const env = buildUnitEnv({
         path: host.path,
         workDir: SANDBOX_PATHS.home,
-        // The sandbox holds only the assigned GPU's device; its UUID names it whichever index CUDA gives it.
-        cudaVisibleDevices: p.cpuOnly ? "" : (gpu?.uuid ?? String(a.gpuIndex)),
+        cudaVisibleDevices: p.cpuOnly ? "" : cudaVisibleDevices(state.gpus, localGpus()),
         stage: a.stage,
         unitId: state.unitId,
         attempt: state.attempt,
@@ -659,6 +706,8 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
         packageDir: SANDBOX_PATHS.package,
         inputDir: SANDBOX_PATHS.inputs,
         outputDir: SANDBOX_PATHS.output,
+        checkpointDir: SANDBOX_PATHS.checkpoints,
+        resumeDir: SANDBOX_PATHS.resume,
         extra: a.env,
       });
       if (box.cgroups !== undefined) {
@@ -675,11 +724,12 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
         args: [path.posix.join(SANDBOX_PATHS.package, a.entrypoint), ...a.args],
         env: withPythonEnv(env, pythonEnv),
         readOnly: pythonEnv?.mounts ?? [],
-        gpuDevices: gpu !== undefined ? [`/dev/nvidia${gpu.minor}`] : [],
+        gpuDevices: devices.map((d) => `/dev/nvidia${d.minor}`),
         memoryMb: a.memoryMb,
         diskMb: a.diskMb,
         maxProcesses: maxUnitProcesses,
         statusFd: SANDBOX_STATUS_FD,
+        checkpointDirs: true,
         ...(cpus !== undefined ? { cpus } : {}),
       });
       // bwrap starts with no environment at all (the unit's is applied by `env -i` after the uid drop);
@@ -788,19 +838,14 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
     }
   }
 
-  interface RunSpec {
-    command: string;
-    args: string[];
-    cwd: string;
-    env: Record<string, string>;
-    unitUser: UserIds | undefined;
-    /** A bubblewrap sandbox: its processes are found by their tree, and killing bwrap ends them all. */
-    sandboxed: boolean;
-    inputs?: readonly LaunchInput[] | undefined;
+  /** What runProcess spawns: a launch's command (its own cgroup and release stay with the caller), and how the run is watched. */
+  interface RunSpec extends Pick<Launch, "command" | "args" | "cwd" | "env" | "unitUser" | "sandboxed" | "inputs"> {
     signal: AbortSignal;
     unit: UnitRef;
     logFile: WriteStream;
     stderrTail: string[];
+    /** The unit named a checkpoint on a progress line. */
+    onCheckpoint(name: string, metrics: Record<string, number>): void;
     /** True when an abort must not wait for the grace period (a unit over its memory). */
     killAtOnce(): boolean;
     onStarted(pid: number): void;
@@ -922,8 +967,11 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
     const stderrLog = makeBatcher("stderr");
     const stdoutLines = createLineSplitter((line) => {
       const parsed = parseStdoutLine(line);
-      if (parsed.kind === "progress") onProgress(parsed.progress, parsed.metrics);
-      else stdoutLog.add(parsed.line);
+      if (parsed.kind === "progress") {
+        if (parsed.checkpoint !== undefined) spec.onCheckpoint(parsed.checkpoint, parsed.metrics);
+        // A line that only names a checkpoint reports no progress (it would blank the metrics shown).
+        if (parsed.checkpoint === undefined || parsed.progress !== undefined || Object.keys(parsed.metrics).length > 0) onProgress(parsed.progress, parsed.metrics);
+      } else stdoutLog.add(parsed.line);
     });
     const stderrLines = createLineSplitter((line) => {
       stderrLog.add(line);
@@ -1121,21 +1169,25 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
       }
       if (draining) return Promise.resolve(reject(a, "node is draining"));
       if (isolation.mechanism === "unavailable") return Promise.resolve(reject(a, `units cannot be isolated on this node: ${isolation.reason}`));
-      const ownerRefusal = opts.ownerRefusal?.();
-      if (ownerRefusal !== undefined) return Promise.resolve(reject(a, ownerRefusal));
       if (!isSafeName(unitId)) return Promise.resolve(reject(a, "invalid unit id"));
-      if (active().length >= opts.maxConcurrentUnits) {
-        return Promise.resolve(reject(a, `node is at its limit of ${opts.maxConcurrentUnits} concurrent units`));
+      const gpuRefusal = gpuAssignmentRefusal(a, localGpus());
+      if (gpuRefusal !== undefined) return Promise.resolve(reject(a, gpuRefusal));
+      // The owner's pause and window, the unit limit and the owner's VRAM use pass: the unit may come back.
+      const ownerRefusal = opts.ownerRefusal?.();
+      if (ownerRefusal !== undefined) return Promise.resolve(reject(a, ownerRefusal, true));
+      if (holdingSlots().length >= opts.maxConcurrentUnits) {
+        return Promise.resolve(reject(a, `node is at its limit of ${opts.maxConcurrentUnits} concurrent units`, true));
       }
-      if (a.kind !== "cpu" && a.gpuIndex >= 0 && !opts.gpuIndexes().includes(a.gpuIndex)) {
-        return Promise.resolve(reject(a, `no GPU with index ${a.gpuIndex} on this node`));
-      }
-      if (a.kind === "gpu" && a.gpuIndex < 0) return Promise.resolve(reject(a, "gpu unit without a GPU index"));
+      const gpus = assignedGpuIndexes(a);
+      const shortfall = opts.gpuMemory !== undefined ? vramShortfall(gpus, a.vramMb, opts.gpuMemory, askedByRunning) : undefined;
+      if (shortfall !== undefined) return Promise.resolve(reject(a, shortfall, true));
 
       const key = keyOf(unitId, attempt);
       const state: UnitState = {
         unitId,
         attempt,
+        gpus,
+        vramMb: a.vramMb,
         finished: false,
         abort: new AbortController(),
         done: Promise.resolve(),

@@ -73,6 +73,8 @@ export const RESERVED_ENV = [
   "GPU_AGENT_PACKAGE_DIR",
   "GPU_AGENT_INPUT_DIR",
   "GPU_AGENT_OUTPUT_DIR",
+  "GPU_AGENT_CHECKPOINT_DIR",
+  "GPU_AGENT_RESUME_DIR",
 ] as const;
 
 /** What buildUnitEnv needs to know about the unit. */
@@ -89,6 +91,9 @@ export interface UnitEnvInput {
   packageDir: string;
   inputDir: string;
   outputDir: string;
+  /** Where the unit writes checkpoints (checkpoints.ts), and where the one it resumes from lies; unset for build steps. */
+  checkpointDir?: string;
+  resumeDir?: string;
   /** Assign.env: extra variables from the control plane. */
   extra: Readonly<Record<string, string>>;
 }
@@ -123,6 +128,8 @@ export function buildUnitEnv(input: UnitEnvInput): Record<string, string> {
     GPU_AGENT_INPUT_DIR: input.inputDir,
     GPU_AGENT_OUTPUT_DIR: input.outputDir,
   });
+  if (input.checkpointDir !== undefined) env["GPU_AGENT_CHECKPOINT_DIR"] = input.checkpointDir;
+  if (input.resumeDir !== undefined) env["GPU_AGENT_RESUME_DIR"] = input.resumeDir;
   return env;
 }
 

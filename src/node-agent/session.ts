@@ -70,6 +70,7 @@ const DURABLE: ReadonlySet<AgentMessageBody["case"]> = new Set([
   "progress",
   "log",
   "artifactReady",
+  "checkpointReady",
   "finished",
 ]);
 

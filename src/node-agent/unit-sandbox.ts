@@ -44,6 +44,9 @@ export const SANDBOX_PATHS = {
   dataset: "/unit/dataset",
   inputs: "/unit/inputs",
   output: "/unit/output",
+  /** Where the unit writes checkpoints (writable), and the checkpoint it resumes from (read-only): checkpoints.ts. */
+  checkpoints: "/unit/checkpoints",
+  resume: "/unit/resume",
   /**
    * The package's Python environment (python-envs.ts), read-only. Not the host's path, which would show
    * the data directory in the unit's interpreter path and environment; environments are relocatable.
@@ -92,8 +95,13 @@ export interface SandboxHost {
   python: string;
   /** PATH inside the sandbox: the interpreter's directory first, then the system's. */
   path: string;
-  /** NVIDIA control devices present on the host, given to GPU units with their GPU's own device. */
+  /**
+   * NVIDIA control devices present on the host, as the sandbox names them (`/dev/nvidiactl`,
+   * `/dev/nvidia-caps/nvidia-cap1` …): given to GPU units with their GPUs' own devices, to no CPU unit.
+   */
   nvidiaControlDevices: readonly string[];
+  /** Where the host's device files are (default `/dev`; tests give a directory of stand-ins). */
+  devRoot?: string;
   /**
    * Whether bwrap names the sandbox {@link SANDBOX_HOSTNAME} (`--hostname`). sethostname needs
    * CAP_SYS_ADMIN over the UTS namespace, which container runtimes' default seccomp profiles refuse
@@ -115,7 +123,7 @@ export interface UnitSandboxSpec {
   args: readonly string[];
   /** The unit's complete environment (buildUnitEnv with SANDBOX_PATHS). */
   env: Readonly<Record<string, string>>;
-  /** Device nodes of the GPU it was assigned (`/dev/nvidia<minor>`); none for a CPU unit. */
+  /** Device nodes of the GPUs it was assigned (`/dev/nvidia<minor>`, as the sandbox names them); none for a CPU unit. */
   gpuDevices: readonly string[];
   /** The stage's memory_mb: sizes /tmp and /dev/shm (0: DEFAULT_TMPFS_MB). */
   memoryMb: number;
@@ -131,6 +139,8 @@ export interface UnitSandboxSpec {
   cwd?: string;
   /** bwrap writes JSON status here; `exit-code` only once the sandbox was set up and its command started. */
   statusFd?: number;
+  /** Mount the work directory's `checkpoints` (writable) and `resume` (read-only) too: a unit's run, not a build step. */
+  checkpointDirs?: boolean;
 }
 
 const MIB = 1024 * 1024;
@@ -187,8 +197,12 @@ function bubblewrapOptions(host: SandboxHost, spec: UnitSandboxSpec): string[] {
     if (m.kind === "symlink") args.push("--symlink", m.target, m.dest);
     else args.push("--ro-bind", m.source, m.dest);
   }
+  // Its /dev is bwrap's own (null, zero, random, tty …); of the GPUs, only the unit's own devices are added.
   const gpu = spec.gpuDevices.length > 0;
-  for (const device of gpu ? [...spec.gpuDevices, ...host.nvidiaControlDevices] : []) args.push("--dev-bind", device, device);
+  const devices = gpu ? [...spec.gpuDevices, ...host.nvidiaControlDevices] : [];
+  // bwrap would make /dev/nvidia-caps 0700 (root's): the unit could not open the capability devices.
+  for (const dir of parentDirectories(devices).filter((d) => d !== "/dev")) args.push("--perms", "0755", "--dir", dir);
+  for (const device of devices) args.push("--dev-bind", hostDevicePath(host, device), device);
   // The CUDA driver and NVML read the PCI tree in /sys (as in a container, read-only); a CPU unit sees
   // only the CPU topology its numerical libraries size their thread pools by.
   if (gpu) args.push("--ro-bind", "/sys", "/sys");
@@ -198,6 +212,9 @@ function bubblewrapOptions(host: SandboxHost, spec: UnitSandboxSpec): string[] {
   args.push("--bind", spec.workDir, SANDBOX_PATHS.home);
   for (const dir of ["package", "dataset", "inputs", "output"] as const) {
     args.push(dir === "output" ? "--bind" : "--ro-bind", path.join(spec.workDir, dir), SANDBOX_PATHS[dir]);
+  }
+  if (spec.checkpointDirs === true) {
+    args.push("--bind", path.join(spec.workDir, "checkpoints"), SANDBOX_PATHS.checkpoints, "--ro-bind", path.join(spec.workDir, "resume"), SANDBOX_PATHS.resume);
   }
   for (const extra of spec.readOnly ?? []) args.push("--ro-bind", extra.source, extra.dest);
   args.push("--chdir", spec.cwd ?? SANDBOX_PATHS.package);
@@ -362,8 +379,28 @@ export async function nvidiaGpuNodes(dir = "/proc/driver/nvidia/gpus"): Promise<
   return nodes;
 }
 
-/** The NVIDIA control devices a GPU unit needs besides its GPU's own node. */
+/** The NVIDIA control devices a GPU unit needs besides its GPUs' own nodes (and `/dev/nvidia-caps/*`). */
 export const NVIDIA_CONTROL_DEVICES = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset"] as const;
+
+/** The host's file for a device the sandbox names `/dev/…`. */
+function hostDevicePath(host: Pick<SandboxHost, "devRoot">, device: string): string {
+  const devRoot = host.devRoot ?? "/dev";
+  return devRoot === "/dev" ? device : path.join(devRoot, path.posix.relative("/dev", device));
+}
+
+/**
+ * The NVIDIA control devices that exist under `devRoot`, named as the sandbox sees them: those of
+ * {@link NVIDIA_CONTROL_DEVICES}, and every capability device in `nvidia-caps/` (MIG and the like).
+ */
+export async function nvidiaControlDevices(devRoot = "/dev"): Promise<string[]> {
+  const found: string[] = [];
+  for (const device of NVIDIA_CONTROL_DEVICES) {
+    if ((await lstat(hostDevicePath({ devRoot }, device)).catch(() => undefined)) !== undefined) found.push(device);
+  }
+  const caps = await readdir(path.join(devRoot, "nvidia-caps")).catch(() => [] as string[]);
+  for (const name of caps.sort()) found.push(`/dev/nvidia-caps/${name}`);
+  return found;
+}
 
 /** Top-level system directories: bound read-only when they are directories, mirrored when symlinks (merged /usr). */
 const SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
@@ -434,6 +471,8 @@ export interface SandboxHostOptions {
   unitPathValue: string;
   /** Injected in tests. */
   run?: ProgramRunner;
+  /** Where the host's device files are (default `/dev`). */
+  devRoot?: string;
 }
 
 const PYTHON_LAYOUT = "import json, os, sys; print(json.dumps([sys.executable, sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.realpath(sys.executable)]))";
@@ -477,8 +516,7 @@ export async function prepareSandboxHost(opts: SandboxHostOptions): Promise<Sand
   for (const dir of [...boundDirs, ...pythonDirs]) {
     if (isWithin(dataDir, dir)) throw new SandboxUnavailableError(`${dir}, mounted into every sandbox, contains the agent's data directory ${dataDir}`);
   }
-  const controls: string[] = [];
-  for (const device of NVIDIA_CONTROL_DEVICES) if ((await lstat(device).catch(() => undefined)) !== undefined) controls.push(device);
+  const controls = await nvidiaControlDevices(opts.devRoot);
   const pathInside = [...new Set([path.dirname(python), ...SYSTEM_PATH.split(":")])].join(":");
   return {
     asRoot: opts.asRoot,
@@ -487,6 +525,7 @@ export async function prepareSandboxHost(opts: SandboxHostOptions): Promise<Sand
     python,
     path: pathInside,
     nvidiaControlDevices: controls,
+    ...(opts.devRoot !== undefined ? { devRoot: opts.devRoot } : {}),
     setsHostname: true,
   };
 }

@@ -32,11 +32,14 @@
  * a cycle does not re-sort anything; the seed only sets `rank`, the score
  * tie-break (`reseed`, O(n)), and the placer's walk over the index.
  */
+import type { GpuEligibility } from "./gpu-eligibility.ts";
+import { failedConstraint, GpuConstraint, gpuCountOf, hasGpuConstraints } from "./gpu-rules.ts";
+import { leastFragmentingGpus } from "./fragmentation.ts";
 import { nodeBar, usableVramMb } from "./node-rules.ts";
 import { seededShuffle } from "./prng.ts";
 import type { ReasonCode } from "./reasons.ts";
 import { trustLevels } from "./trust.ts";
-import type { ClusterSnapshot, GpuView, NodeSnapshot, TrustLevel } from "./types.ts";
+import type { ClusterSnapshot, DemandAsk, GpuView, NodeSnapshot, TrustLevel, UnitRequest } from "./types.ts";
 
 /** A node as plugins see it: the snapshot plus what is still free after the reservations made so far. */
 export interface NodeView {
@@ -46,6 +49,8 @@ export interface NodeView {
   readonly diskFreeMb: number;
   /** Free VRAM per GPU that units may use (the owner's reserve left out), parallel to `node.gpus`. */
   readonly gpuFreeVramMb: readonly number[];
+  /** How many more units the node accepts now (`NodeSnapshot.freeUnitSlots`; Infinity when it told no limit). */
+  readonly freeUnitSlots: number;
 }
 
 /** The placer's mutable copy of one node (a NodeView to plugins). */
@@ -55,6 +60,7 @@ export interface WorkingNode extends NodeView {
   freeMemoryMb: number;
   diskFreeMb: number;
   gpuFreeVramMb: number[];
+  freeUnitSlots: number;
   /** Position in `ClusterState.nodes` and the typed arrays. */
   readonly idx: number;
   /** Position of the node's trust level in `trustLevels`. */
@@ -112,6 +118,18 @@ export interface ClusterState {
   readonly cpu: Float64Array;
   readonly memory: Float64Array;
   readonly disk: Float64Array;
+  /** Free unit slots per node (Infinity: no limit told). */
+  readonly slots: Float64Array;
+  /** GPUs of node idx are `gpuBase[idx]` .. `gpuBase[idx + 1] - 1` in the per-GPU arrays below. */
+  readonly gpuBase: Int32Array;
+  /**
+   * Per GPU: which kind it is (model name, compute capability, CUDA version, total VRAM), an index
+   * into `gpuKinds`. A unit's constraints are judged once per kind, not once per GPU (gpu-eligibility.ts).
+   */
+  readonly gpuKind: Int32Array;
+  readonly gpuKinds: readonly GpuView[];
+  /** Per-constraint GPU eligibility computed so far (gpu-eligibility.ts), by the constraints' key. */
+  readonly eligibility: Map<string, GpuEligibility>;
   /** Position in node id order: the index's tie-break, fixed for the state's life. */
   readonly tie: Int32Array;
   /** Position in the cycle's seeded shuffle of node ids; lower wins a score tie (`reseed`). */
@@ -175,6 +193,45 @@ export function bestGpu(view: NodeView, vramMb: number): number {
   return best;
 }
 
+/**
+ * Which GPUs of the node a gpu unit gets: positions in `view.gpuFreeVramMb`,
+ * ascending, `gpuCount` of them, each satisfying the unit's constraints
+ * (gpu-rules.ts) with free VRAM ≥ its `vramMb`; empty when the node has fewer
+ * such GPUs (and for a cpu unit). The rule is best fit: the GPUs with the
+ * least free VRAM that is still enough (lower position on a tie), so the
+ * roomier GPUs stay whole for larger units. The one place the choice is
+ * made: the placer reserves exactly these and breaks score ties on what
+ * they leave free (`leftOver`).
+ *
+ * Given the arriving work's `asks` (when the fragmentation score is on), a
+ * one-GPU unit gets instead the GPU where fragmentation grows least
+ * (fragmentation.ts), best fit among equals: the GPU choice FGD makes.
+ */
+export function chooseGpus(view: NodeView, unit: UnitRequest, asks?: readonly DemandAsk[]): number[] {
+  const count = gpuCountOf(unit);
+  if (count === 0) return [];
+  const constrained = hasGpuConstraints(unit);
+  const byFragmentation = count === 1 && asks !== undefined && asks.length > 0;
+  if (count === 1 && !constrained && !byFragmentation) {
+    const pos = bestGpu(view, unit.vramMb);
+    return pos === -1 ? [] : [pos];
+  }
+  const free = view.gpuFreeVramMb;
+  const fits: number[] = [];
+  for (let pos = 0; pos < free.length; pos++) {
+    if ((free[pos] as number) < unit.vramMb) continue;
+    if (constrained && failedConstraint(unit, view.node.gpus[pos] as GpuView) !== GpuConstraint.None) continue;
+    fits.push(pos);
+  }
+  if (fits.length < count) return [];
+  if (byFragmentation) {
+    const node = { gpuFreeVramMb: free, gpus: view.node.gpus, freeCpuCores: view.freeCpuCores, freeMemoryMb: view.freeMemoryMb };
+    return leastFragmentingGpus(node, { gpuCount: 1, vramMb: unit.vramMb, cpuCores: unit.cpuCores, memoryMb: unit.memoryMb }, fits, asks)?.gpus ?? [];
+  }
+  fits.sort((a, b) => (free[a] as number) - (free[b] as number) || a - b);
+  return fits.slice(0, count).sort((a, b) => a - b);
+}
+
 /** A NodeView over a snapshot node with nothing reserved yet (also handy for testing plugins alone). */
 export function viewOf(node: NodeSnapshot): NodeView {
   return {
@@ -183,7 +240,23 @@ export function viewOf(node: NodeSnapshot): NodeView {
     freeMemoryMb: node.freeMemoryMb,
     diskFreeMb: node.diskFreeMb,
     gpuFreeVramMb: node.gpus.map((g) => usableVramMb(node, g)),
+    freeUnitSlots: slotsOf(node),
   };
+}
+
+/** The node's free unit slots, Infinity when it told no limit. */
+function slotsOf(node: NodeSnapshot): number {
+  return node.freeUnitSlots ?? Infinity;
+}
+
+/** What makes two GPUs the same kind for the unit constraints and capability checks. */
+function kindKey(g: GpuView): string {
+  return `${g.vramMb}\u0000${g.name}\u0000${g.computeCapability ?? ""}\u0000${g.cudaVersion ?? ""}`;
+}
+
+/** Whether two GPU views are the same device of the same kind. */
+function sameGpu(a: GpuView, b: GpuView): boolean {
+  return a.index === b.index && a.name === b.name && a.vramMb === b.vramMb && a.computeCapability === b.computeCapability && a.cudaVersion === b.cudaVersion;
 }
 
 const small = (x: number, bits: number) => Number.isInteger(x) && x >= 0 && x < 2 ** bits;
@@ -260,6 +333,7 @@ export function createState(snapshot: ClusterSnapshot): ClusterState {
       freeMemoryMb: node.freeMemoryMb,
       diskFreeMb: node.diskFreeMb,
       gpuFreeVramMb: node.gpus.map((g) => usableVramMb(node, g)),
+      freeUnitSlots: slotsOf(node),
       idx: nodes.length,
       trust: trustLevels.indexOf(node.trustLevel),
       group: groupOf(node),
@@ -302,12 +376,34 @@ export function createState(snapshot: ClusterSnapshot): ClusterState {
     for (const order of group.byDisk) sortByDisk({ disk, tie }, order);
     return group;
   });
+  const gpuBase = new Int32Array(n + 1);
+  for (let i = 0; i < n; i++) gpuBase[i + 1] = (gpuBase[i] as number) + (nodes[i] as WorkingNode).node.gpus.length;
+  const gpuKind = new Int32Array(gpuBase[n] as number);
+  const gpuKinds: GpuView[] = [];
+  const kindIds = new Map<string, number>();
+  for (const w of nodes) {
+    w.node.gpus.forEach((g, pos) => {
+      const key = kindKey(g);
+      let id = kindIds.get(key);
+      if (id === undefined) {
+        id = gpuKinds.length;
+        kindIds.set(key, id);
+        gpuKinds.push(g);
+      }
+      gpuKind[(gpuBase[w.idx] as number) + pos] = id;
+    });
+  }
   return {
     nodes,
     byId,
     cpu: Float64Array.from(nodes, (w) => w.freeCpuCores),
     memory: Float64Array.from(nodes, (w) => w.freeMemoryMb),
     disk,
+    slots: Float64Array.from(nodes, (w) => w.freeUnitSlots),
+    gpuBase,
+    gpuKind,
+    gpuKinds,
+    eligibility: new Map(),
     tie,
     rank: new Int32Array(n),
     stamp: new Int32Array(n),
@@ -380,30 +476,35 @@ function setVram(state: ClusterState, w: WorkingNode, pos: number, value: number
 }
 
 /**
- * Subtracts a unit's resources from `w` (and from its GPU at `gpuPos` for a
- * gpu unit; -1 for a cpu unit) and re-keys the node's index entries.
+ * Subtracts a unit's resources from `w` (`vramMb` from each of its GPUs at
+ * `gpuPositions`; none for a cpu unit) and one of its free unit slots, and
+ * re-keys the node's index entries.
  */
 export function reserve(
   state: ClusterState,
   w: WorkingNode,
   unit: { vramMb: number; diskMb: number; cpuCores: number; memoryMb: number },
-  gpuPos: number,
+  gpuPositions: readonly number[],
 ): void {
   if (w.group === -1) throw new Error(`placer: node ${w.node.id} takes no unit`);
   state.dirty[w.idx] = 1;
   w.freeCpuCores -= unit.cpuCores;
   w.freeMemoryMb -= unit.memoryMb;
+  w.freeUnitSlots -= 1;
   state.cpu[w.idx] = w.freeCpuCores;
   state.memory[w.idx] = w.freeMemoryMb;
+  state.slots[w.idx] = w.freeUnitSlots;
   setDisk(state, w, w.diskFreeMb - unit.diskMb);
-  if (gpuPos !== -1) setVram(state, w, gpuPos, (w.gpuFreeVramMb[gpuPos] ?? NaN) - unit.vramMb);
+  for (const pos of gpuPositions) setVram(state, w, pos, (w.gpuFreeVramMb[pos] ?? NaN) - unit.vramMb);
 }
 
 /**
  * Makes `state` what {@link createState} would build from `snapshot`, in
  * place, when the snapshot has the same nodes (ids), each with the same
  * trust level, group (whether it takes units, and with a sandbox or not),
- * node-level bar and GPU devices: free resources are copied
+ * node-level bar and GPU devices (index, model, size, compute capability and
+ * CUDA version: the GPU eligibility cached in the state depends on them):
+ * free resources (and free unit slots) are copied
  * and only the index entries that changed move (a node that is the same
  * snapshot object as last time, with nothing reserved on it since, is
  * skipped). Returns false, with the state untouched, when the cluster's
@@ -430,7 +531,7 @@ export function syncState(state: ClusterState, snapshot: ClusterSnapshot): boole
     const before = w.node.gpus;
     const after = node.gpus;
     if (before.length !== after.length) return false;
-    for (let pos = 0; pos < after.length; pos++) if ((before[pos] as GpuView).index !== (after[pos] as GpuView).index) return false;
+    for (let pos = 0; pos < after.length; pos++) if (!sameGpu(before[pos] as GpuView, after[pos] as GpuView)) return false;
   }
   for (let k = 0; k < n; k++) {
     const node = snapshot.nodes[k] as NodeSnapshot;
@@ -441,8 +542,10 @@ export function syncState(state: ClusterState, snapshot: ClusterSnapshot): boole
     w.node = node;
     w.freeCpuCores = node.freeCpuCores;
     w.freeMemoryMb = node.freeMemoryMb;
+    w.freeUnitSlots = slotsOf(node);
     state.cpu[w.idx] = node.freeCpuCores;
     state.memory[w.idx] = node.freeMemoryMb;
+    state.slots[w.idx] = w.freeUnitSlots;
     setDisk(state, w, node.diskFreeMb);
     const gpus = node.gpus;
     for (let pos = 0; pos < gpus.length; pos++) setVram(state, w, pos, usableVramMb(node, gpus[pos] as GpuView));

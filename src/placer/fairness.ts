@@ -36,3 +36,24 @@ export function fairOrder(units: readonly UnitRequest[]): UnitRequest[] {
   }
   return ordered;
 }
+
+/** Default `PlacerOptions.reserveAfterMs`: a unit that has waited 5 minutes goes first and reserves a node. */
+export const defaultReserveAfterMs = 5 * 60_000;
+
+/** Whether the unit has waited at least `reserveAfterMs` at `nowMs` (never without a `nowMs`). */
+export function isOverdue(unit: UnitRequest, nowMs: number | undefined, reserveAfterMs: number): boolean {
+  return nowMs !== undefined && nowMs - unit.readySinceMs >= reserveAfterMs;
+}
+
+/**
+ * The order a cycle places units in: the overdue ones first (waited at least
+ * `reserveAfterMs` at `nowMs`), oldest first (then unit id), so none of them
+ * loses capacity to younger units; then the rest in fair order. Without a
+ * `nowMs` (or with no unit overdue) it is exactly {@link fairOrder}.
+ */
+export function placementOrder(units: readonly UnitRequest[], nowMs: number | undefined, reserveAfterMs = defaultReserveAfterMs): UnitRequest[] {
+  const fair = fairOrder(units);
+  if (nowMs === undefined || !fair.some((u) => isOverdue(u, nowMs, reserveAfterMs))) return fair;
+  const overdue = fair.filter((u) => isOverdue(u, nowMs, reserveAfterMs)).sort(byAgeThenId);
+  return [...overdue, ...fair.filter((u) => !isOverdue(u, nowMs, reserveAfterMs))];
+}

@@ -1,14 +1,15 @@
 /** The placer's public surface: one pure function, a long-lived form of it for many cycles, and their types. */
-export { createPlacer, defaultMaxScored, defaultWeights, placeUnits, type Decision, type Placer } from "./place-units.ts";
+export { createPlacer, defaultMaxScored, defaultWeights, maxGpuCount, placeUnits, type Decision, type Placer } from "./place-units.ts";
 export { reasonCounts, type ReasonCounts } from "./reason-counts.ts";
 export { allowedTrustLevels, minimumTrust } from "./trust.ts";
 export { sandboxRequired } from "./node-rules.ts";
 export { Reason, type ReasonCode } from "./reasons.ts";
-export { fairOrder } from "./fairness.ts";
-export { defaultProfile, demandProfile } from "./profile.ts";
+export { defaultReserveAfterMs, fairOrder, placementOrder } from "./fairness.ts";
+export { createDemandWindow, defaultProfile, demandAsks, demandProfile, type DemandWindow } from "./profile.ts";
 export type {
   ClusterSnapshot,
   CycleContext,
+  DemandAsk,
   DemandProfile,
   GpuView,
   NodeIsolation,

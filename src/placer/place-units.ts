@@ -12,15 +12,17 @@
  * scheduling loop hands it each cycle's fresh snapshot through `sync`, which
  * moves only the index entries that changed.
  */
-import { bestGpu, type ClusterState, createState, groupCount, lowerBoundDisk, lowerBoundSlot, type NodeGroup, reserve, reseed, syncState, type WorkingNode } from "./cycle-state.ts";
-import { fairOrder } from "./fairness.ts";
+import { chooseGpus, type ClusterState, createState, groupCount, lowerBoundDisk, lowerBoundSlot, type NodeGroup, reserve, reseed, syncState, type WorkingNode } from "./cycle-state.ts";
+import { defaultReserveAfterMs, isOverdue, placementOrder } from "./fairness.ts";
+import { eligibilityFor, firstUnresolvableVerdict, type GpuEligibility, staticGpuReasons } from "./gpu-eligibility.ts";
+import { failedConstraint, GpuConstraint, gpuCountOf, hasGpuConstraints } from "./gpu-rules.ts";
 import { sandboxRequired } from "./node-rules.ts";
-import { cpuFit, diskFit, leftOver, memoryFit, nodeExcluded, scorePlugins, visitFilters } from "./plugins/index.ts";
+import { cpuFit, diskFit, gpuFragmentation, leftOver, memoryFit, nodeConcurrency, nodeExcluded, scorePlugins, visitFilters } from "./plugins/index.ts";
 import { hashString, mulberry32 } from "./prng.ts";
 import { defaultProfile, demandProfile } from "./profile.ts";
 import { Reason, type ReasonCode } from "./reasons.ts";
 import { minimumTrust, trustLevels } from "./trust.ts";
-import type { ClusterSnapshot, CycleContext, Placement, PlacementResult, PlacerOptions, UnitRequest, Unplaced } from "./types.ts";
+import type { ClusterSnapshot, CycleContext, GpuView, Placement, PlacementResult, PlacerOptions, UnitRequest, Unplaced } from "./types.ts";
 import type { ScoreWeights } from "../platform/config.ts";
 
 /**
@@ -46,16 +48,27 @@ const iSandboxRequired = at(Reason.SandboxRequired);
 const iTrust = at(Reason.TrustBelowTier);
 const iNoGpu = at(Reason.NoGpu);
 const iVram = at(Reason.InsufficientVram);
+const iGpus = at(Reason.InsufficientGpus);
 const iExcluded = at(Reason.NodeExcluded);
 const iDisk = at(Reason.InsufficientDisk);
 const iCpu = at(Reason.InsufficientCpu);
 const iMemory = at(Reason.InsufficientMemory);
+const iFull = at(Reason.NodeFull);
+const iReserved = at(Reason.NodeReserved);
+const iStatic = staticGpuReasons.map(at);
+/**
+ * A unit with GPU rules walks the nodes they allow instead of the GPUs with the VRAM when those GPUs are
+ * more than this many times as many: then most of the GPU walk would be skipping nodes the rules reject.
+ */
+const eligibleWalkRatio = 1;
+/** The most GPUs of one node a unit may ask for. */
+export const maxGpuCount = 8;
 
 // The hot loop fuses the visit filters into plain comparisons (a plugin call
 // and a Status per node cost more than the check itself, and a unit nothing
 // takes visits every candidate). It must stay the same rules in the same
 // order; fail loudly at load if the registry changes without it.
-const fused = [nodeExcluded, diskFit, cpuFit, memoryFit];
+const fused = [nodeExcluded, diskFit, cpuFit, memoryFit, nodeConcurrency];
 if (visitFilters.length !== fused.length || visitFilters.some((p, i) => p !== fused[i])) {
   throw new Error("placer: visitFilters changed; update the fused checks in place-units.ts (visit) to match");
 }
@@ -90,7 +103,8 @@ export interface Placer {
 }
 
 function checkWeights(weights: ScoreWeights): number[] {
-  const values = scorePlugins.map((p) => weights[p.weight]);
+  // An optional weight left out (gpuFragmentation) is 0: that score is off.
+  const values = scorePlugins.map((p) => weights[p.weight] ?? 0);
   if (values.some((w) => !Number.isFinite(w) || w < 0) || values.reduce((a, b) => a + b, 0) <= 0) {
     throw new RangeError("placer weights must be finite, non-negative and not all zero");
   }
@@ -105,13 +119,28 @@ function checkUnits(units: readonly UnitRequest[]): void {
     for (const value of [unit.vramMb, unit.diskMb, unit.cpuCores, unit.memoryMb]) {
       if (!Number.isFinite(value) || value < 0) throw new RangeError(`placer: unit ${unit.id} asks for ${value}`);
     }
+    const count = gpuCountOf(unit);
+    if (unit.kind === "gpu" && (!Number.isInteger(count) || count < 1 || count > maxGpuCount)) {
+      throw new RangeError(`placer: unit ${unit.id} asks for ${count} GPUs (1 to ${maxGpuCount})`);
+    }
   }
+}
+
+/** The GPUs a gpu unit asks for, as the customer reads it: "4 GPUs (model A100 or H100, compute capability ≥ 8.0) of ≥ 20000 MB free VRAM each". */
+function describeGpus(unit: UnitRequest): string {
+  const count = gpuCountOf(unit);
+  const rules: string[] = [];
+  if (unit.gpuModels !== undefined && unit.gpuModels.length > 0) rules.push(`model ${unit.gpuModels.join(" or ")}`);
+  if ((unit.minComputeCapability ?? "") !== "") rules.push(`compute capability ≥ ${unit.minComputeCapability}`);
+  if ((unit.minCudaVersion ?? "") !== "") rules.push(`CUDA ≥ ${unit.minCudaVersion}`);
+  const which = rules.length === 0 ? "" : ` (${rules.join(", ")})`;
+  return count === 1 ? `a GPU${which} of ≥ ${unit.vramMb} MB free VRAM` : `${count} GPUs${which} of ≥ ${unit.vramMb} MB free VRAM each`;
 }
 
 function describe(unit: UnitRequest, counts: ReadonlyMap<ReasonCode, number>, nodeCount: number): string {
   const wanted =
     unit.kind === "gpu"
-      ? `a GPU of ≥ ${unit.vramMb} MB free VRAM`
+      ? describeGpus(unit)
       : `${unit.cpuCores} free CPU cores, ${unit.memoryMb} MB free memory and ${unit.diskMb} MB free disk`;
   const parts = [...counts.entries()]
     .sort((a, b) => b[1] - a[1] || reasonOrder.indexOf(a[0]) - reasonOrder.indexOf(b[0]))
@@ -169,10 +198,23 @@ interface Ctx {
   weightSum: number;
   maxScored: number;
   cycle: CycleContext;
+  /** The profile's asks when the fragmentation score weighs anything: then a unit's GPUs are chosen by it too (`chooseGpus`). */
+  fragmentationAsks: CycleContext["profile"]["asks"];
   random: () => number;
   started: boolean;
+  /** The cycle's time and the wait after which a unit is overdue (`PlacerOptions.nowMs`, `reserveAfterMs`). */
+  nowMs: number | undefined;
+  reserveAfterMs: number;
+  /** Per node: 1 while an overdue unit reserves it this cycle (it takes no other unit); `blockedList` says which to clear. */
+  blocked: Uint8Array;
+  readonly blockedList: number[];
+  /** Node each overdue unit reserved last cycle (unit id → node id), kept again while it still can; and this cycle's. */
+  held: Map<string, string>;
+  heldNext: Map<string, string>;
   // The decision in progress.
   unit: UnitRequest;
+  /** The unit's static GPU rules over the cluster, for a unit with several GPUs or GPU constraints; else undefined. */
+  elig: GpuEligibility | undefined;
   seq: number;
   nCand: number;
   visited: number;
@@ -197,23 +239,54 @@ function startCycle(ctx: Ctx, options: PlacerOptions, units: readonly UnitReques
   ctx.maxScored = cap;
   const room = Math.max(1, Math.min(cap, ctx.state.size));
   if (ctx.candNode.length < room) ctx.candNode = new Int32Array(room);
-  ctx.cycle = { profile: demandProfile(units) };
+  // The asks are tallied only for the fragmentation score (and its GPU choice): with its weight 0, none.
+  const fragmentationOn = (ctx.weights[scorePlugins.indexOf(gpuFragmentation)] ?? 0) > 0;
+  ctx.cycle = { profile: demandProfile(units, fragmentationOn ? options.recentAsks : []) };
+  ctx.fragmentationAsks = fragmentationOn ? ctx.cycle.profile.asks : undefined;
   reseed(ctx.state, options.seed);
   ctx.random = mulberry32(hashString(`walk:${options.seed}`));
+  const reserveAfterMs = options.reserveAfterMs ?? defaultReserveAfterMs;
+  if (Number.isNaN(reserveAfterMs) || reserveAfterMs < 0) throw new RangeError("placer reserveAfterMs must be ≥ 0");
+  ctx.nowMs = options.nowMs;
+  ctx.reserveAfterMs = reserveAfterMs;
+  for (const i of ctx.blockedList) ctx.blocked[i] = 0;
+  ctx.blockedList.length = 0;
+  if (ctx.blocked.length !== ctx.state.size) ctx.blocked = new Uint8Array(ctx.state.size);
+  ctx.held = ctx.heldNext;
+  ctx.heldNext = new Map();
   ctx.started = true;
+}
+
+/** How many of node i's GPUs satisfy the unit's rules (`elig`) with free VRAM ≥ `vramMb`. */
+function fittingGpus(state: ClusterState, elig: GpuEligibility, i: number, vramMb: number): number {
+  const free = (state.nodes[i] as WorkingNode).gpuFreeVramMb;
+  const base = state.gpuBase[i] as number;
+  let n = 0;
+  for (let pos = 0; pos < free.length; pos++) if (elig.gpuOk[base + pos] === 1 && (free[pos] as number) >= vramMb) n++;
+  return n;
 }
 
 /** The visit filters, fused into comparisons: counts node `i`'s first failing reason, or keeps it as a candidate. */
 function visit(ctx: Ctx, i: number): void {
   ctx.visited++;
-  const { cpu, memory, disk } = ctx.state;
+  const { cpu, memory, disk, slots } = ctx.state;
   const unit = ctx.unit;
   const excluded = unit.excludedNodeIds;
+  const elig = ctx.elig;
   let reason = -1;
-  if (excluded.length !== 0 && excluded.includes((ctx.state.nodes[i] as WorkingNode).node.id)) reason = iExcluded;
+  if (elig !== undefined) {
+    // The index found one GPU with the VRAM; the unit needs `count` of them that also satisfy its rules.
+    const fits = fittingGpus(ctx.state, elig, i, unit.vramMb);
+    if (fits < elig.count) reason = fits === 0 ? iVram : iGpus;
+  }
+  if (reason !== -1) {
+    // Counted below.
+  } else if (excluded.length !== 0 && excluded.includes((ctx.state.nodes[i] as WorkingNode).node.id)) reason = iExcluded;
   else if ((disk[i] as number) < unit.diskMb) reason = iDisk;
   else if ((cpu[i] as number) < unit.cpuCores) reason = iCpu;
   else if ((memory[i] as number) < unit.memoryMb) reason = iMemory;
+  else if ((slots[i] as number) < 1) reason = iFull;
+  else if (ctx.blocked[i] === 1) reason = iReserved;
   if (reason === -1) ctx.candNode[ctx.nCand++] = i;
   else {
     ctx.counts[reason] = (ctx.counts[reason] as number) + 1;
@@ -232,7 +305,7 @@ function visit(ctx: Ctx, i: number): void {
  * takes visits every candidate, which also counts every visited node's
  * reason.
  */
-function walk(ctx: Ctx, kind: -1 | 0 | 1): void {
+function walk(ctx: Ctx, kind: -2 | -1 | 0 | 1): void {
   const { groups, stamp } = ctx.state;
   const { rangeStart, rangeLen, seq, maxScored } = ctx;
   let total = 0;
@@ -240,17 +313,23 @@ function walk(ctx: Ctx, kind: -1 | 0 | 1): void {
   if (total === 0) return;
   const step = strideFor(total);
   let p = Math.floor(ctx.random() * total);
+  // A node the unit's static GPU rules reject is counted per group (gpu-eligibility.ts), never visited.
+  const verdict = kind === -1 ? ctx.elig?.verdict : undefined;
   for (let j = 0; j < total && ctx.nCand < maxScored; j++) {
     let g = 0;
     let c = p;
     while (c >= (rangeLen[g] as number)) c -= rangeLen[g++] as number;
     const group = groups[g] as NodeGroup;
     const at = (rangeStart[g] as number) + c;
-    const i = (kind === -1 ? group.slotNode[at] : group.byDisk[kind][at]) as number;
-    // A node met again through another of its GPUs adds nothing.
-    if (stamp[i] !== seq) {
+    const i = (kind === -1 ? group.slotNode[at] : kind === -2 ? (ctx.elig as GpuEligibility).nodes[g]?.[at] : group.byDisk[kind][at]) as number;
+    // A node met again through another of its GPUs adds nothing. With the fragmentation score on, only the
+    // first of a node's GPUs with the same free VRAM (side by side in the index) lets the walk in, so a node
+    // with eight free GPUs is not met eight times as often as one with a single free GPU: the sample would
+    // favour the emptiest nodes, the worst candidates for fragmentation (README, "Fragmentation score").
+    const twin = kind === -1 && ctx.fragmentationAsks !== undefined && at > 0 && group.slotNode[at - 1] === i && group.slotFree[at - 1] === group.slotFree[at];
+    if (!twin && stamp[i] !== seq) {
       stamp[i] = seq;
-      visit(ctx, i);
+      if (verdict === undefined || verdict[i] === -1) visit(ctx, i);
     }
     p += step;
     if (p >= total) p -= total;
@@ -282,18 +361,32 @@ function decide(ctx: Ctx, unit: UnitRequest): Decision {
     rangeLen[g] = 0;
   }
   const gpu = unit.kind === "gpu";
+  ctx.elig = gpu && (gpuCountOf(unit) > 1 || hasGpuConstraints(unit)) ? eligibilityFor(state, unit) : undefined;
+  const elig = ctx.elig;
   let skippedDisk = 0;
   const { rank, nodes } = state;
 
   if (gpu) {
+    let slots = 0;
+    let eligible = 0;
     for (let g = 0; g < groups.length; g++) {
       if (allowed[g] === 0) continue;
       const group = groups[g] as NodeGroup;
       const start = lowerBoundSlot(state, group, unit.vramMb, -1, -1);
       rangeStart[g] = start;
       rangeLen[g] = group.slotFree.length - start;
+      slots += rangeLen[g] as number;
+      eligible += elig === undefined ? 0 : (elig.allowed[g] as number);
     }
-    walk(ctx, -1);
+    if (elig !== undefined && eligible * eligibleWalkRatio < slots) {
+      // Few nodes the unit's GPU rules allow among many GPUs with the VRAM (a rare model, eight GPUs): walk those
+      // nodes instead of skipping past the others' GPUs; a visit counts a node without GPUs that fit as insufficient_vram.
+      for (let g = 0; g < groups.length; g++) {
+        rangeStart[g] = 0;
+        rangeLen[g] = allowed[g] === 0 ? 0 : (elig.allowed[g] as number);
+      }
+      walk(ctx, -2);
+    } else walk(ctx, -1);
   } else {
     // Nodes without a GPU first; GPU nodes only when none of those can take
     // the unit, so cpu units do not use up the cores and memory that GPU
@@ -334,10 +427,12 @@ function decide(ctx: Ctx, unit: UnitRequest): Decision {
   }
 
   if (best !== undefined) {
-    const gpuPos = gpu ? bestGpu(best, unit.vramMb) : -1;
-    const gpuIndex = gpuPos === -1 ? -1 : (best.node.gpus[gpuPos]?.index ?? -1);
-    reserve(state, best, unit, gpuPos);
-    return { placed: true, placement: { unitId: unit.id, nodeId: best.node.id, gpuIndex, score: bestScore } };
+    const positions = chooseGpus(best, unit, ctx.fragmentationAsks);
+    const node = best.node;
+    const gpuIndexes = positions.map((pos) => (node.gpus[pos] as GpuView).index);
+    if (gpuIndexes.length > 1) gpuIndexes.sort((a, b) => a - b);
+    reserve(state, best, unit, positions);
+    return { placed: true, placement: { unitId: unit.id, nodeId: node.id, gpuIndex: gpuIndexes[0] ?? -1, gpuIndexes, score: bestScore } };
   }
 
   // Unplaced: count the nodes the index skipped under the reason a full scan would give them.
@@ -350,15 +445,24 @@ function decide(ctx: Ctx, unit: UnitRequest): Decision {
       const reason = sensitive && !group.sandboxed ? iSandboxRequired : iTrust;
       counts[reason] = (counts[reason] as number) + group.size;
       unresolvable += group.size;
-    } else if (gpu) {
+    } else if (gpu && elig === undefined) {
       counts[iNoGpu] = (counts[iNoGpu] as number) + group.size - group.gpuNodes;
       counts[iVram] = (counts[iVram] as number) + group.gpuNodes;
+    } else if (gpu && elig !== undefined) {
+      // The static GPU rules settle each node of the group once; the nodes they allow have no GPU that fits unless visited.
+      const verdicts = staticGpuReasons.length;
+      for (let v = 0; v < verdicts; v++) {
+        const n = elig.rejected[g * verdicts + v] as number;
+        counts[iStatic[v] as number] = (counts[iStatic[v] as number] as number) + n;
+        if (v >= firstUnresolvableVerdict) unresolvable += n;
+      }
+      counts[iVram] = (counts[iVram] as number) + (elig.allowed[g] as number);
     }
   }
   // Nodes before a disk index's start have less free disk than asked.
   counts[iDisk] = (counts[iDisk] as number) + skippedDisk;
   if (gpu) {
-    // Every visited node has a GPU that fits; the rest of the GPU nodes have none.
+    // Each visited node was counted by its visit; the other GPU nodes (the other nodes the GPU rules allow) have no GPU that fits.
     counts[iVram] = (counts[iVram] as number) - ctx.visited;
   } else {
     // The disk index skipped those nodes before NodeExcluded (which comes first) could see them.
@@ -375,15 +479,85 @@ function decide(ctx: Ctx, unit: UnitRequest): Decision {
     const n = counts[i] as number;
     if (n > 0) map.set(reason, n);
   });
-  return {
-    placed: false,
-    unplaced: {
-      unitId: unit.id,
-      reasons: Object.fromEntries(map) as Partial<Record<ReasonCode, number>>,
-      unresolvable: state.size > 0 && unresolvable === state.size,
-      message: describe(unit, map, state.size),
-    },
+  const unplaced: Unplaced = {
+    unitId: unit.id,
+    reasons: Object.fromEntries(map) as Partial<Record<ReasonCode, number>>,
+    unresolvable: state.size > 0 && unresolvable === state.size,
+    message: describe(unit, map, state.size),
   };
+  if (isOverdue(unit, ctx.nowMs, ctx.reserveAfterMs)) {
+    const kept = reservationFor(ctx, unit);
+    if (kept !== undefined) {
+      ctx.blocked[kept.idx] = 1;
+      ctx.blockedList.push(kept.idx);
+      ctx.heldNext.set(unit.id, kept.node.id);
+      unplaced.reservedNodeId = kept.node.id;
+      unplaced.message += `; node ${kept.node.id} is kept for it until it fits`;
+    }
+  }
+  return { placed: false, unplaced };
+}
+
+/**
+ * Whether `w` could run the unit once what runs there ends: it may take units of the unit's tier
+ * now, did not fail the unit, and its totals (cores, memory, `gpuCount` GPUs that satisfy the unit's
+ * rules with total VRAM less the owner's reserve ≥ the ask) and its free disk suffice. Free disk is
+ * what it has now: the snapshot carries no disk total.
+ */
+function capable(ctx: Ctx, unit: UnitRequest, w: WorkingNode): boolean {
+  if (w.group === -1 || ctx.allowed[w.group] === 0 || unit.excludedNodeIds.includes(w.node.id)) return false;
+  const node = w.node;
+  if (node.cpuCores < unit.cpuCores || node.memoryMb < unit.memoryMb || w.diskFreeMb < unit.diskMb) return false;
+  const count = gpuCountOf(unit);
+  if (count === 0) return true;
+  // What units may ever use of a GPU: all of it but its owner's reserve.
+  const reserved = node.owner?.reservedVramMb ?? 0;
+  let gpus = 0;
+  for (const g of node.gpus) if (g.vramMb - reserved >= unit.vramMb && failedConstraint(unit, g) === GpuConstraint.None) gpus++;
+  return gpus >= count;
+}
+
+/**
+ * How far `w` is from fitting the unit now: per resource the share of the ask that is missing
+ * (cores, memory; for GPUs the mean over the `gpuCount` allowed GPUs with the most free VRAM), plus
+ * 1 when it has no free unit slot. 0 would fit (except for a reservation by another unit).
+ */
+function gap(unit: UnitRequest, w: WorkingNode): number {
+  const short = (ask: number, free: number) => (ask <= 0 ? 0 : Math.max(0, ask - free) / ask);
+  let total = short(unit.cpuCores, w.freeCpuCores) + short(unit.memoryMb, w.freeMemoryMb) + (w.freeUnitSlots < 1 ? 1 : 0);
+  const count = gpuCountOf(unit);
+  if (count > 0) {
+    const frees = w.gpuFreeVramMb.filter((_, pos) => failedConstraint(unit, w.node.gpus[pos] as GpuView) === GpuConstraint.None).sort((a, b) => b - a);
+    let missing = 0;
+    for (let k = 0; k < count; k++) missing += short(unit.vramMb, frees[k] ?? 0);
+    total += missing / count;
+  }
+  return total;
+}
+
+/**
+ * The node an overdue unit that fits nowhere keeps this cycle: the one it kept last cycle while that
+ * one is still capable and not kept by an older overdue unit (so the wait is bounded by the runs on
+ * one node, see README "Reservations"), else the capable node closest to fitting it (`gap`; ties:
+ * the seeded rank). Undefined when no node could ever run it. O(n): only for overdue units left over.
+ */
+function reservationFor(ctx: Ctx, unit: UnitRequest): WorkingNode | undefined {
+  const state = ctx.state;
+  const usable = (w: WorkingNode | undefined): w is WorkingNode => w !== undefined && ctx.blocked[w.idx] === 0 && capable(ctx, unit, w);
+  const last = ctx.held.get(unit.id);
+  const kept = last === undefined ? undefined : state.byId.get(last);
+  if (usable(kept)) return kept;
+  let best: WorkingNode | undefined;
+  let bestGap = Infinity;
+  for (const w of state.nodes) {
+    if (!usable(w)) continue;
+    const g = gap(unit, w);
+    if (best === undefined || g < bestGap || (g === bestGap && (state.rank[w.idx] as number) < (state.rank[best.idx] as number))) {
+      best = w;
+      bestGap = g;
+    }
+  }
+  return best;
 }
 
 /** A placer over a private copy of `snapshot` (O(n log n)); see {@link Placer}. Node ids must be unique. */
@@ -399,9 +573,17 @@ export function createPlacer(snapshot: ClusterSnapshot): Placer {
     weightSum: 1,
     maxScored: defaultMaxScored,
     cycle: { profile: defaultProfile },
+    fragmentationAsks: undefined,
     random: mulberry32(0),
     started: false,
+    nowMs: undefined,
+    reserveAfterMs: defaultReserveAfterMs,
+    blocked: new Uint8Array(0),
+    blockedList: [],
+    held: new Map(),
+    heldNext: new Map(),
     unit: undefined as unknown as UnitRequest,
+    elig: undefined,
     seq: 0,
     nCand: 0,
     visited: 0,
@@ -419,7 +601,7 @@ export function createPlacer(snapshot: ClusterSnapshot): Placer {
     },
     place(units, options) {
       checkUnits(units);
-      const ordered = fairOrder(units);
+      const ordered = placementOrder(units, options.nowMs, options.reserveAfterMs);
       startCycle(ctx, options, ordered);
       const placements: Placement[] = [];
       const unplaced: Unplaced[] = [];
@@ -433,6 +615,8 @@ export function createPlacer(snapshot: ClusterSnapshot): Placer {
     sync(next) {
       if (syncState(ctx.state, next)) return true;
       ctx.state = createState(next);
+      ctx.blockedList.length = 0;
+      ctx.blocked = new Uint8Array(ctx.state.size);
       ctx.started = false;
       return false;
     },

@@ -4,7 +4,7 @@
  * so a resource is scarce on a node exactly when it would run out before the
  * others for the work that is waiting now.
  */
-import type { DemandProfile, UnitRequest } from "./types.ts";
+import type { DemandAsk, DemandProfile, UnitRequest } from "./types.ts";
 
 /**
  * The typical unit before any is seen, and all there is in a cycle with no
@@ -28,7 +28,7 @@ export const profilePrior = 8;
  * default). Sums are taken in the order given (`place` passes the fair
  * order), so equal inputs give equal profiles.
  */
-export function demandProfile(units: readonly UnitRequest[]): DemandProfile {
+export function demandProfile(units: readonly UnitRequest[], recentAsks?: readonly DemandAsk[]): DemandProfile {
   let n = profilePrior;
   let vramMb = profilePrior * defaultProfile.vramMb;
   let cpuCores = profilePrior * defaultProfile.cpuCores;
@@ -42,5 +42,117 @@ export function demandProfile(units: readonly UnitRequest[]): DemandProfile {
     memoryMb += u.memoryMb;
     diskMb += u.diskMb;
   }
-  return { vramMb: vramMb / n, cpuCores: cpuCores / n, memoryMb: memoryMb / n, diskMb: diskMb / n };
+  return { vramMb: vramMb / n, cpuCores: cpuCores / n, memoryMb: memoryMb / n, diskMb: diskMb / n, asks: recentAsks ?? demandAsks(units) };
+}
+
+/**
+ * At most this many kinds of ask describe the arriving work: the most
+ * frequent ones (the FGD paper's artifact keeps the most popular task shapes
+ * too). Fragmentation costs O(asks × GPUs) per scored node, so this bounds
+ * it; the openb trace has 20 to 84 kinds of gpu task.
+ */
+export const maxAsks = 64;
+
+/**
+ * Units of one kind: the same GPU shape (`gpuCount` GPUs of `vramMb`, the same
+ * model allow-list); cores and memory are their means. A kind is the GPU
+ * shape alone because the GPU shape is what fragments GPUs: keyed on cores
+ * and memory too, the rare multi-GPU shapes (a few of the openb default
+ * workload's tasks, 7% of its GPU demand, and the ones that need whole
+ * nodes) split into kinds too rare to be kept.
+ */
+interface Kind {
+  readonly gpuCount: number;
+  readonly vramMb: number;
+  readonly gpuModels: readonly string[];
+  count: number;
+  cpuCores: number;
+  memoryMb: number;
+}
+
+/** The kind of a gpu unit's ask; cpu units have none (fragmentation leaves their asks out). */
+function kindKey(unit: UnitRequest): string | undefined {
+  if (unit.kind !== "gpu") return undefined;
+  return `${unit.gpuCount ?? 1}\u0000${unit.vramMb}\u0000${(unit.gpuModels ?? []).join("|")}`;
+}
+
+/** Adds (`sign` 1) or removes (−1) one unit of `key` to the kinds. */
+function count(kinds: Map<string, Kind>, key: string, unit: UnitRequest, sign: 1 | -1): void {
+  let kind = kinds.get(key);
+  if (kind === undefined) {
+    kind = { gpuCount: unit.gpuCount ?? 1, vramMb: unit.vramMb, gpuModels: unit.gpuModels ?? [], count: 0, cpuCores: 0, memoryMb: 0 };
+    kinds.set(key, kind);
+  }
+  kind.count += sign;
+  kind.cpuCores += sign * unit.cpuCores;
+  kind.memoryMb += sign * unit.memoryMb;
+  if (kind.count === 0) kinds.delete(key);
+}
+
+/** The {@link maxAsks} most frequent kinds (ties: the kind met first) as asks, weights summing to 1. */
+function topAsks(kinds: Iterable<Kind>): DemandAsk[] {
+  const kept = [...kinds]
+    .map((k, i) => ({ k, i }))
+    .sort((x, y) => y.k.count - x.k.count || x.i - y.i)
+    .slice(0, maxAsks);
+  const total = kept.reduce((sum, { k }) => sum + k.count, 0);
+  return kept.map(({ k }) => ({ gpuCount: k.gpuCount, vramMb: k.vramMb, gpuModels: k.gpuModels, cpuCores: k.cpuCores / k.count, memoryMb: k.memoryMb / k.count, weight: k.count / total }));
+}
+
+/** The gpu units' asks as a distribution: each kind once, weighted by how many units ask it. */
+export function demandAsks(units: readonly UnitRequest[]): DemandAsk[] {
+  const kinds = new Map<string, Kind>();
+  for (const unit of units) {
+    const key = kindKey(unit);
+    if (key !== undefined) count(kinds, key, unit, 1);
+  }
+  return topAsks(kinds.values());
+}
+
+/**
+ * The asks of the last `size` gpu units that arrived, each unit counted once
+ * while it is in the window however many cycles it waits: the arriving work
+ * the fragmentation score keeps room for. The scheduling loop records each
+ * cycle's ready units and passes `asks()` as `PlacerOptions.recentAsks`.
+ */
+export interface DemandWindow {
+  /** Counts the gpu units not in the window yet; the oldest fall out once it holds `size`. */
+  record(units: readonly UnitRequest[]): void;
+  /** The window's distribution ({@link maxAsks} kinds at most, weights summing to 1); empty before any gpu unit. */
+  asks(): readonly DemandAsk[];
+}
+
+/** Default size of a {@link DemandWindow}: enough arrivals that the common kinds of ask all show. */
+export const defaultWindowSize = 2000;
+
+/** A {@link DemandWindow} over the last `size` gpu arrivals. */
+export function createDemandWindow(size = defaultWindowSize): DemandWindow {
+  if (!Number.isInteger(size) || size < 1) throw new RangeError("demand window size must be an integer ≥ 1");
+  const ids = new Set<string>();
+  const ring: { unit: UnitRequest; key: string }[] = [];
+  let next = 0;
+  const kinds = new Map<string, Kind>();
+  let cached: readonly DemandAsk[] | undefined;
+  return {
+    record(units) {
+      for (const unit of units) {
+        const key = kindKey(unit);
+        if (key === undefined || ids.has(unit.id)) continue;
+        if (ring.length === size) {
+          const old = ring[next] as { unit: UnitRequest; key: string };
+          ids.delete(old.unit.id);
+          count(kinds, old.key, old.unit, -1);
+          ring[next] = { unit, key };
+          next = (next + 1) % size;
+        } else ring.push({ unit, key });
+        ids.add(unit.id);
+        count(kinds, key, unit, 1);
+        cached = undefined;
+      }
+    },
+    asks() {
+      cached ??= topAsks(kinds.values());
+      return cached;
+    },
+  };
 }

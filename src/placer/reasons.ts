@@ -13,11 +13,18 @@ export const Reason = {
   SandboxRequired: "sandbox_required",
   TrustBelowTier: "trust_below_tier",
   NoGpu: "no_gpu",
+  GpuCountTooLow: "gpu_count_too_low",
+  GpuModelNotAllowed: "gpu_model_not_allowed",
+  ComputeCapabilityTooLow: "compute_capability_too_low",
+  CudaVersionTooLow: "cuda_version_too_low",
   InsufficientVram: "insufficient_vram",
+  InsufficientGpus: "insufficient_gpus",
   NodeExcluded: "node_excluded",
   InsufficientDisk: "insufficient_disk",
   InsufficientCpu: "insufficient_cpu",
   InsufficientMemory: "insufficient_memory",
+  NodeFull: "node_full",
+  NodeReserved: "node_reserved",
 } as const;
 
 /** One of the {@link Reason} values. */
@@ -27,7 +34,8 @@ export type ReasonCode = (typeof Reason)[keyof typeof Reason];
  * A filter's verdict, as in kube-scheduler: `unschedulable` may pass on a
  * later cycle (resources free up, the owner resumes); `unresolvable` never
  * will on this node (its trust level is below the unit's tier, it runs units
- * without a sandbox and the unit is sensitive, or it already failed the unit).
+ * without a sandbox and the unit is sensitive, it already failed the unit, or
+ * its GPUs are too few, of another model, or too old for the unit).
  */
 export type Status =
   | { readonly code: "success" }

@@ -111,7 +111,7 @@ export interface Placement {
   /** The first of `gpuIndexes`; -1 for a cpu unit. */
   gpuIndex: number;
   /** Every GPU the unit gets, `gpuCount` of them, ascending; empty for a cpu unit. */
-  gpuIndexes?: number[];
+  gpuIndexes: number[];
   /** The weighted score 0..100 of the chosen node, rounded to 3 decimals. */
   score: number;
 }
@@ -125,6 +125,11 @@ export interface Unplaced {
   unresolvable: boolean;
   /** For the customer, e.g. "no online node with a GPU of ≥ 24000 MB free VRAM at trust ≥ verified (3 nodes: …)". */
   message: string;
+  /**
+   * The node this cycle kept for the unit because it has waited past `PlacerOptions.reserveAfterMs`:
+   * the capable node closest to fitting it, which took no other unit this cycle. Absent otherwise.
+   */
+  reservedNodeId?: string;
 }
 
 /** The cycle's plan; the caller commits it (re-checking against fresh state). */
@@ -143,6 +148,23 @@ export interface DemandProfile {
   cpuCores: number;
   memoryMb: number;
   diskMb: number;
+  /**
+   * The arriving work as a distribution of asks (profile.ts): what GpuFragmentation
+   * measures a node's fragmentation against. Absent or empty: no fragmentation score.
+   */
+  asks?: readonly DemandAsk[];
+}
+
+/** One kind of ask in the arriving work, and how often it comes (`weight`, relative). */
+export interface DemandAsk {
+  /** GPUs of one node, each with `vramMb` free; 0 for a cpu unit. */
+  gpuCount: number;
+  vramMb: number;
+  /** GPU model allow-list as in UnitRequest.gpuModels; empty: any. */
+  gpuModels: readonly string[];
+  cpuCores: number;
+  memoryMb: number;
+  weight: number;
 }
 
 /** What the score plugins know of the cycle beyond one unit and one node. */
@@ -163,4 +185,18 @@ export interface PlacerOptions {
    * could take it.
    */
   maxScored?: number;
+  /**
+   * The time of the cycle (ms since the epoch, as `UnitRequest.readySinceMs`). With it, a unit that has
+   * waited at least `reserveAfterMs` goes first and, when it fits nowhere, reserves the capable node
+   * closest to fitting it (see README, "Reservations"). Absent: no unit is overdue (the rule is off).
+   */
+  nowMs?: number;
+  /** How long a unit waits before it goes first and reserves a node; default `defaultReserveAfterMs` (5 minutes). */
+  reserveAfterMs?: number;
+  /**
+   * The asks of recently arrived units (a DemandWindow's, profile.ts): the
+   * distribution GpuFragmentation measures fragmentation against. Absent: the
+   * asks of the cycle's own units.
+   */
+  recentAsks?: readonly DemandAsk[];
 }

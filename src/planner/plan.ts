@@ -9,8 +9,9 @@
  */
 import { ApiError, validationError } from "../platform/errors.ts";
 import { pythonVersionProblem } from "../platform/package-requirements.ts";
+import { compareMajorMinor, gpuModelNarrows, isMajorMinor } from "./gpu-constraints.ts";
 
-/** What a compute unit needs: a CPU-only slot, or one GPU on a node. */
+/** What a compute unit needs: a CPU-only slot, or GPUs (1 to 8) of one node. */
 export type UnitKind = "cpu" | "gpu";
 
 /** The job fields the planner needs (snake_case API fields, camelCase here). */
@@ -25,6 +26,14 @@ export interface JobSpec {
   entrypoint: string;
   /** The parsed `gpu-agent.json` from the package root, or undefined when the package has none. */
   manifest?: unknown;
+  /** GPUs of one node each gpu unit gets, 1 to 8 (absent: 1); the ceiling of any manifest `gpus`. */
+  requiredGpuCount?: number;
+  /** GPU model allow-list (absent or empty: any); a stage's `gpu_models` may only narrow it. */
+  gpuModels?: readonly string[];
+  /** Lowest compute capability, "major.minor" (absent or "": any); a stage may only raise it. */
+  minComputeCapability?: string;
+  /** Lowest CUDA version of the node's driver, "major.minor" (absent or "": any); a stage may only raise it. */
+  minCudaVersion?: string;
 }
 
 /** One node of the job's DAG, as the store persists it and the placer sees it. */
@@ -39,6 +48,14 @@ export interface PlannedUnit {
   diskMb: number;
   cpuCores: number;
   memoryMb: number;
+  /** GPUs of one node, each with `vramMb` free: 1 to 8 for a gpu unit, 0 for a cpu unit. */
+  gpuCount: number;
+  /** GPU model allow-list (empty: any; always empty for a cpu unit). */
+  gpuModels: string[];
+  /** Lowest compute capability, "major.minor", or "" for any. */
+  minComputeCapability: string;
+  /** Lowest CUDA version of the node's driver, "major.minor", or "" for any. */
+  minCudaVersion: string;
 }
 
 /** One validated manifest stage (before fan-out). Optional overrides stay absent when not given. */
@@ -55,6 +72,11 @@ export interface ManifestStage {
   diskMb?: number;
   cpuCores?: number;
   memoryMb?: number;
+  /** GPU stages only: 1..8, at most the job's `required_gpu_count`. */
+  gpus?: number;
+  gpuModels?: string[];
+  minComputeCapability?: string;
+  minCudaVersion?: string;
 }
 
 /** A structurally valid manifest: unique names, known dependencies, acyclic, ≤ 64 units after fan-out. */
@@ -76,6 +98,9 @@ export const manifestLimits = {
   maxEntryLength: 255,
   maxCpuCores: 256,
   maxMemoryMb: 2 * 1024 * 1024,
+  maxGpus: 8,
+  maxGpuModels: 16,
+  maxGpuModelLength: 100,
 } as const;
 
 /** Per-kind defaults when neither the job nor the manifest says otherwise. */
@@ -96,7 +121,13 @@ const stageKeys = new Set([
   "disk_mb",
   "cpu_cores",
   "memory_mb",
+  "gpus",
+  "gpu_models",
+  "min_compute_capability",
+  "min_cuda_version",
 ]);
+/** The stage keys that only a gpu stage may have. */
+const gpuOnlyKeys = ["vram_mb", "gpus", "gpu_models", "min_compute_capability", "min_cuda_version"] as const;
 
 function invalid(message: string): ApiError {
   return new ApiError("PACKAGE_INVALID", `gpu-agent.json: ${message}`);
@@ -183,11 +214,14 @@ function parseStage(raw: unknown, position: number): ManifestStage {
   const replicas = optionalInt(raw, "replicas", where, 1, manifestLimits.maxReplicas);
   if (replicas !== undefined) stage.replicas = replicas;
 
-  const vramMb = optionalInt(raw, "vram_mb", where, 0, Number.MAX_SAFE_INTEGER);
-  if (vramMb !== undefined) {
-    if (kind === "cpu" && vramMb > 0) throw invalid(`${where}: a cpu stage cannot request "vram_mb"`);
-    stage.vramMb = vramMb;
+  if (kind === "cpu") {
+    // A zero vram_mb on a cpu stage asks for nothing, and was always accepted.
+    const asked = gpuOnlyKeys.find((key) => raw[key] !== undefined && !(key === "vram_mb" && raw[key] === 0));
+    if (asked !== undefined) throw invalid(`${where}: a cpu stage cannot request "${asked}"`);
   }
+  const vramMb = optionalInt(raw, "vram_mb", where, 0, Number.MAX_SAFE_INTEGER);
+  if (vramMb !== undefined) stage.vramMb = vramMb;
+  parseGpuConstraints(raw, where, stage);
   const diskMb = optionalInt(raw, "disk_mb", where, 0, Number.MAX_SAFE_INTEGER);
   if (diskMb !== undefined) stage.diskMb = diskMb;
   const cpuCores = optionalInt(raw, "cpu_cores", where, 1, manifestLimits.maxCpuCores);
@@ -195,6 +229,41 @@ function parseStage(raw: unknown, position: number): ManifestStage {
   const memoryMb = optionalInt(raw, "memory_mb", where, 1, manifestLimits.maxMemoryMb);
   if (memoryMb !== undefined) stage.memoryMb = memoryMb;
   return stage;
+}
+
+/** A gpu stage's `gpus`, `gpu_models`, `min_compute_capability` and `min_cuda_version`, shape only (bounds against the job: {@link planJob}). */
+function parseGpuConstraints(raw: Record<string, unknown>, where: string, stage: ManifestStage): void {
+  const gpus = optionalInt(raw, "gpus", where, 1, manifestLimits.maxGpus);
+  if (gpus !== undefined) stage.gpus = gpus;
+  const models = raw["gpu_models"];
+  if (models !== undefined) {
+    const problem = gpuModelsProblem(models);
+    if (problem !== undefined) throw invalid(`${where}: "gpu_models" ${problem}`);
+    stage.gpuModels = [...(models as string[])];
+  }
+  for (const [key, field] of [
+    ["min_compute_capability", "minComputeCapability"],
+    ["min_cuda_version", "minCudaVersion"],
+  ] as const) {
+    const value = raw[key];
+    if (value === undefined) continue;
+    if (typeof value !== "string" || !isMajorMinor(value)) throw invalid(`${where}: "${key}" must be a "major.minor" version such as "8.0"`);
+    stage[field] = value;
+  }
+}
+
+/**
+ * What is wrong with a GPU model allow-list (the job's `gpu_models` or a stage's), or undefined: at
+ * most 16 names of 1 to 100 characters, not blank.
+ */
+export function gpuModelsProblem(models: unknown): string | undefined {
+  const { maxGpuModels, maxGpuModelLength } = manifestLimits;
+  const rule = `must be at most ${maxGpuModels} GPU model names of 1 to ${maxGpuModelLength} characters`;
+  if (!Array.isArray(models) || models.length > maxGpuModels) return rule;
+  for (const model of models) {
+    if (typeof model !== "string" || model.trim().length === 0 || model.length > maxGpuModelLength) return rule;
+  }
+  return undefined;
 }
 
 /**
@@ -301,6 +370,68 @@ function checkSpec(spec: JobSpec): void {
   if (!isSafeRelativePath(spec.entrypoint)) {
     throw validationError("entrypoint must be a relative path inside the package without \"..\"");
   }
+  checkGpuAsks(spec);
+}
+
+/**
+ * The job's GPU asks: 1 to 8 GPUs, a valid model allow-list, "major.minor" minimums or none.
+ * @throws ApiError VALIDATION_FAILED naming the field.
+ */
+export function checkGpuAsks(spec: Pick<JobSpec, "requiredGpuCount" | "gpuModels" | "minComputeCapability" | "minCudaVersion">): void {
+  const gpus = spec.requiredGpuCount ?? 1;
+  if (!Number.isInteger(gpus) || gpus < 1 || gpus > manifestLimits.maxGpus) {
+    throw validationError(`required_gpu_count must be between 1 and ${manifestLimits.maxGpus} (GPUs of one node)`, { field: "required_gpu_count" });
+  }
+  const modelsProblem = gpuModelsProblem(spec.gpuModels ?? []);
+  if (modelsProblem !== undefined) throw validationError(`gpu_models ${modelsProblem}`, { field: "gpu_models" });
+  for (const [field, value] of [
+    ["min_compute_capability", spec.minComputeCapability ?? ""],
+    ["min_cuda_version", spec.minCudaVersion ?? ""],
+  ] as const) {
+    if (value !== "" && !isMajorMinor(value)) throw validationError(`${field} must be a "major.minor" version such as "8.0", or empty for any`, { field });
+  }
+}
+
+/** What a unit of `kind` asks of GPUs when its stage narrows nothing: the job's own asks (none for a cpu unit). */
+function jobGpuNeeds(spec: JobSpec, kind: UnitKind): Pick<PlannedUnit, "gpuCount" | "gpuModels" | "minComputeCapability" | "minCudaVersion"> {
+  if (kind === "cpu") return { gpuCount: 0, gpuModels: [], minComputeCapability: "", minCudaVersion: "" };
+  return {
+    gpuCount: spec.requiredGpuCount ?? 1,
+    gpuModels: [...(spec.gpuModels ?? [])],
+    minComputeCapability: spec.minComputeCapability ?? "",
+    minCudaVersion: spec.minCudaVersion ?? "",
+  };
+}
+
+/**
+ * A gpu stage's asks within its job's: it may ask for fewer GPUs, fewer models and higher minimums,
+ * never more (the job's fields are what the customer agreed to pay for and admission checked).
+ * @throws ApiError PACKAGE_INVALID naming the stage and the job field it would widen.
+ */
+function stageGpuNeeds(spec: JobSpec, stage: ManifestStage, where: string): ReturnType<typeof jobGpuNeeds> {
+  const job = jobGpuNeeds(spec, stage.kind);
+  if (stage.kind === "cpu") return job;
+  if (stage.gpus !== undefined && stage.gpus > job.gpuCount) {
+    throw new ApiError("PACKAGE_INVALID", `${where}: "gpus" ${stage.gpus} exceeds the job's required_gpu_count ${job.gpuCount}`);
+  }
+  const wider = stage.gpuModels?.find((model) => !gpuModelNarrows(model, job.gpuModels));
+  if (wider !== undefined) {
+    throw new ApiError("PACKAGE_INVALID", `${where}: "gpu_models" entry "${wider}" is not within the job's gpu_models (${job.gpuModels.join(", ")})`);
+  }
+  for (const [key, stageValue, jobValue, jobField] of [
+    ["min_compute_capability", stage.minComputeCapability, job.minComputeCapability, "min_compute_capability"],
+    ["min_cuda_version", stage.minCudaVersion, job.minCudaVersion, "min_cuda_version"],
+  ] as const) {
+    if (stageValue !== undefined && jobValue !== "" && compareMajorMinor(stageValue, jobValue) < 0) {
+      throw new ApiError("PACKAGE_INVALID", `${where}: "${key}" ${stageValue} is below the job's ${jobField} ${jobValue}`);
+    }
+  }
+  return {
+    gpuCount: stage.gpus ?? job.gpuCount,
+    gpuModels: stage.gpuModels ?? job.gpuModels,
+    minComputeCapability: stage.minComputeCapability ?? job.minComputeCapability,
+    minCudaVersion: stage.minCudaVersion ?? job.minCudaVersion,
+  };
 }
 
 function defaultPlan(spec: JobSpec): PlannedUnit[] {
@@ -313,6 +444,7 @@ function defaultPlan(spec: JobSpec): PlannedUnit[] {
     vramMb: kind === "gpu" ? spec.requiredVramMb : 0,
     diskMb: spec.requiredDiskMb,
     ...unitDefaults[kind],
+    ...jobGpuNeeds(spec, kind),
   });
   return [unit("prepare", "cpu", []), unit("train", "gpu", ["prepare"]), unit("evaluate", "cpu", ["train"])];
 }
@@ -352,6 +484,7 @@ function manifestPlan(spec: JobSpec, manifest: Manifest): PlannedUnit[] {
         `${where}: "disk_mb" ${stage.diskMb} exceeds the job's required_disk_mb ${spec.requiredDiskMb}`,
       );
     }
+    const gpuNeeds = stageGpuNeeds(spec, stage, where);
     // A stage depending on a fanned-out stage waits for every replica of it.
     const dependsOn = stage.dependsOn.flatMap((dep) => {
       const depStage = byName.get(dep);
@@ -372,6 +505,8 @@ function manifestPlan(spec: JobSpec, manifest: Manifest): PlannedUnit[] {
         diskMb: stage.diskMb ?? spec.requiredDiskMb,
         cpuCores: stage.cpuCores ?? unitDefaults[stage.kind].cpuCores,
         memoryMb: stage.memoryMb ?? unitDefaults[stage.kind].memoryMb,
+        ...gpuNeeds,
+        gpuModels: [...gpuNeeds.gpuModels],
       });
     });
   }

@@ -12,6 +12,8 @@ export interface ScoreWeights {
   binPack: number;
   reliability: number;
   dataLocality: number;
+  /** GPU fragmentation against the arriving work (plugins/gpu-fragmentation.ts); absent: 0, that score off. */
+  gpuFragmentation?: number;
 }
 
 /** Limits from seed 001 plus upload bounds. */
@@ -227,27 +229,36 @@ function intFrom(env: NodeJS.ProcessEnv, name: string, fallback: number, range: 
 }
 
 /**
- * `GPU_AGENT_PLACER_WEIGHTS=bin_pack=0.7,reliability=0.2,data_locality=0.1`: every score named once,
- * finite and non-negative, not all zero (only their ratios matter).
+ * `GPU_AGENT_PLACER_WEIGHTS=bin_pack=0.7,reliability=0.2,data_locality=0.1,gpu_fragmentation=1`: every
+ * score named once (`gpu_fragmentation` may be left out: 0, as before that score existed), finite and
+ * non-negative, not all zero (only their ratios matter).
  */
 export function placerWeightsFrom(raw: string | undefined): ScoreWeights | undefined {
   if (raw === undefined || raw.trim() === "") return undefined;
-  const names: Record<string, keyof ScoreWeights> = { bin_pack: "binPack", reliability: "reliability", data_locality: "dataLocality" };
+  const names: Record<string, keyof ScoreWeights> = {
+    bin_pack: "binPack",
+    reliability: "reliability",
+    data_locality: "dataLocality",
+    gpu_fragmentation: "gpuFragmentation",
+  };
+  const optional = new Set(["gpu_fragmentation"]);
   const weights: Partial<ScoreWeights> = {};
   for (const part of raw.split(",")) {
     const [name, value, extra] = part.split("=").map((x) => x.trim());
     const key = names[name ?? ""];
     const n = Number(value);
     if (key === undefined || extra !== undefined || value === undefined || value === "" || !Number.isFinite(n) || n < 0) {
-      throw new Error(`GPU_AGENT_PLACER_WEIGHTS: "${part}" is not one of bin_pack=N, reliability=N, data_locality=N with N ≥ 0`);
+      throw new Error(`GPU_AGENT_PLACER_WEIGHTS: "${part}" is not one of bin_pack=N, reliability=N, data_locality=N, gpu_fragmentation=N with N ≥ 0`);
     }
     if (weights[key] !== undefined) throw new Error(`GPU_AGENT_PLACER_WEIGHTS: ${name} is given twice`);
     weights[key] = n;
   }
-  const missing = Object.keys(names).filter((name) => weights[names[name]!] === undefined);
+  const missing = Object.keys(names).filter((name) => !optional.has(name) && weights[names[name]!] === undefined);
   if (missing.length > 0) throw new Error(`GPU_AGENT_PLACER_WEIGHTS: missing ${missing.join(", ")}`);
   const complete = weights as ScoreWeights;
-  if (complete.binPack + complete.reliability + complete.dataLocality === 0) throw new Error("GPU_AGENT_PLACER_WEIGHTS: the weights may not all be zero");
+  if (complete.binPack + complete.reliability + complete.dataLocality + (complete.gpuFragmentation ?? 0) === 0) {
+    throw new Error("GPU_AGENT_PLACER_WEIGHTS: the weights may not all be zero");
+  }
   return complete;
 }
 

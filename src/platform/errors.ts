@@ -47,6 +47,7 @@ export const ErrorCode = {
   NOT_IMPLEMENTED: "NOT_IMPLEMENTED",
   STORAGE_QUOTA_EXCEEDED: "STORAGE_QUOTA_EXCEEDED",
   ARTIFACT_EXPIRED: "ARTIFACT_EXPIRED",
+  NO_CAPABLE_NODE: "NO_CAPABLE_NODE",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -1,14 +1,14 @@
 /**
  * The leader's background work: placement cycles (on a timer and whenever
- * something wakes them), and the sweeper (expired jobs, silent nodes,
- * assignments never accepted). It runs only while this replica leads, under
+ * something wakes them), and the sweeper (jobs past their runtime or queue
+ * timeout, silent nodes, assignments never accepted). It runs only while this replica leads, under
  * the term it was given, and stops when its signal aborts.
  */
 import type { Logger } from "pino";
 import { sendCancel } from "../agent-streams/assignments.ts";
 import type { ClusterStreams } from "../ha/cluster-sessions.ts";
 import { NodeLiveness } from "../ha/liveness.ts";
-import { expireOverdueJobs, requeueUnitsOfNode, takeBackSilentNode } from "../jobs/lifecycle.ts";
+import { expireOverdueJobs, expireQueuedJobs, requeueUnitsOfNode, takeBackSilentNode } from "../jobs/lifecycle.ts";
 import type { ControlPlaneMetrics } from "../observability/metrics.ts";
 import { monotonicMs } from "../platform/clock.ts";
 import { findSilentNodes } from "../store/nodes.ts";
@@ -17,6 +17,7 @@ import { FleetCache } from "./fleet-cache.ts";
 import { NodeHistory } from "./node-history.ts";
 import { NodeSnapshotMemo } from "./node-snapshots.ts";
 import { createCyclePlacer, runPlacementCycle } from "./placement-cycle.ts";
+import { OnlineCapacities } from "./stage-gating.ts";
 import type { PlacementCycleDeps } from "./placement-cycle.ts";
 
 /** Observable state of the loop. */
@@ -61,7 +62,7 @@ export function createLeaderLoop(deps: LeaderLoopDeps, streams: LeaderStreams, m
   const liveness = new NodeLiveness(clock, { silenceMs: config.agents.unreachableAfterSeconds * 1000, local: (nodeId) => sessions.getLocal(nodeId) });
   sessions.watch((nodeId) => liveness.localChanged(nodeId));
   // One placer for this control plane's cycles, across its terms (placement-cycle.ts says why it lives on).
-  const cycleState = { liveness, history: nodeHistory, fleet, snapshots, placer: createCyclePlacer() };
+  const cycleState = { liveness, history: nodeHistory, fleet, snapshots, capacities: new OnlineCapacities(), placer: createCyclePlacer() };
 
   async function sweep(): Promise<void> {
     await liveness.refresh(db);
@@ -69,6 +70,8 @@ export function createLeaderLoop(deps: LeaderLoopDeps, streams: LeaderStreams, m
     const expired = await expireOverdueJobs(db, now);
     // Relayed to whichever replica holds each stream.
     for (const c of expired.cancel) sendCancel(sessions, c.nodeId, c.unitId, c.attempt, "max_runtime_seconds exceeded");
+    const timedOut = await expireQueuedJobs(db, now);
+    for (const c of timedOut.cancel) sendCancel(sessions, c.nodeId, c.unitId, c.attempt, "the job waited past its queue_timeout_seconds");
     // Silent streams are closed by each replica's own re-scan (ha/cluster-sessions.ts), not here: the
     // leader sees only its own.
     const silentSince = liveness.silentBefore();

@@ -26,6 +26,13 @@ export interface NodeInputs {
   datasets: ReadonlyMap<string, ReadonlySet<string>>;
   isLive(nodeId: string): boolean;
   reliability(nodeId: string): number;
+  /** The cycle's time: a node whose busy hold (`busy_until`) is later counts as full. Absent: no node is held. */
+  nowMs?: number | undefined;
+}
+
+/** Whether the node answered an assignment busy and is still held full at `nowMs` (schema-0013.ts). */
+export function heldBusy(n: NodeRow, nowMs: number | undefined): boolean {
+  return nowMs !== undefined && n.busy_until !== null && n.busy_until !== undefined && n.busy_until.getTime() > nowMs;
 }
 
 /** The online rows, and one row by id. */
@@ -42,11 +49,21 @@ const placerIsolation: Record<IsolationMechanism, NodeIsolation> = { bubblewrap:
 
 /**
  * A node's snapshot from its row and inputs: capacity less what assigned and running units hold,
- * with its isolation and its owner's controls (pause, window, reserved VRAM).
+ * with its isolation and its owner's controls (pause, window, reserved VRAM), what each GPU is, and
+ * the unit slots its agent has left (`max_units` less the units on it; absent when it told no limit;
+ * none while `busy`: its agent just turned a unit down as full, src/agent-streams/busy-nodes.ts).
  */
-export function buildNodeSnapshot(n: NodeRow, held: readonly HeldRow[], live: boolean, reliability: number, datasets: ReadonlySet<string>): NodeSnapshot {
+export function buildNodeSnapshot(
+  n: NodeRow,
+  held: readonly HeldRow[],
+  live: boolean,
+  reliability: number,
+  datasets: ReadonlySet<string>,
+  busy = false,
+): NodeSnapshot {
   const sum = (f: (h: HeldRow) => number) => held.reduce((acc, h) => acc + f(h), 0);
   const c = n.capabilities;
+  const maxUnits = n.max_units ?? 0;
   return {
     id: n.id,
     trustLevel: n.trust_level,
@@ -61,19 +78,30 @@ export function buildNodeSnapshot(n: NodeRow, held: readonly HeldRow[], live: bo
       name: g.name ?? "",
       vramMb: g.vramMb ?? 0,
       freeVramMb: (g.vramMb ?? 0) - held.filter((h) => h.gpu_index === (g.index ?? 0)).reduce((a, h) => a + h.vram, 0),
+      ...(g.uuid ? { uuid: g.uuid } : {}),
+      ...(g.computeCapability ? { computeCapability: g.computeCapability } : {}),
+      ...(g.cudaVersion ? { cudaVersion: g.cudaVersion } : {}),
     })),
     cachedDatasetIds: datasets,
     reliability,
     // A mechanism this control plane does not know contains nothing it can vouch for.
     isolation: placerIsolation[n.isolation] ?? "none",
     owner: { paused: n.owner_paused, withinWindow: n.owner_within_window, reservedVramMb: n.reserved_vram_mb },
+    ...(busy ? { freeUnitSlots: 0 } : maxUnits > 0 ? { freeUnitSlots: Math.max(0, maxUnits - sum((h) => h.units)) } : {}),
   };
 }
 
 /** Every node's snapshot from scratch: for callers without a memo (tests, one-off reads). */
 export function buildNodeSnapshots(rows: readonly NodeRow[], inputs: NodeInputs): NodeSnapshot[] {
   return rows.map((n) =>
-    buildNodeSnapshot(n, inputs.held.get(n.id) ?? noneHeld, inputs.isLive(n.id), inputs.reliability(n.id), inputs.datasets.get(n.id) ?? noDatasets),
+    buildNodeSnapshot(
+      n,
+      inputs.held.get(n.id) ?? noneHeld,
+      inputs.isLive(n.id),
+      inputs.reliability(n.id),
+      inputs.datasets.get(n.id) ?? noDatasets,
+      heldBusy(n, inputs.nowMs),
+    ),
   );
 }
 
@@ -83,6 +111,7 @@ interface MemoEntry {
   reliability: number;
   heldKey: string;
   datasetKey: string;
+  busy: boolean;
   snapshot: NodeSnapshot;
   /** Where the snapshot sits in the memo's array. */
   index: number;
@@ -94,6 +123,8 @@ export class NodeSnapshotMemo {
   private nodes: readonly NodeSnapshot[] = [];
   private heldBefore: readonly string[] = [];
   private datasetsBefore: readonly string[] = [];
+  /** Nodes whose snapshot was built held busy: looked at every call, as their hold runs out with time alone. */
+  private readonly busy = new Set<string>();
   private built = false;
   /** Nodes looked at again by the last call (for tests and diagnostics). */
   lastVisited = 0;
@@ -108,7 +139,9 @@ export class NodeSnapshotMemo {
   snapshots(fleet: FleetRows, changed: ReadonlySet<string> | "all", inputs: NodeInputs): readonly NodeSnapshot[] {
     const heldNow = [...inputs.held.keys()];
     const datasetsNow = [...inputs.datasets.keys()];
-    const result = this.built && changed !== "all" ? this.patch(fleet, [changed, this.heldBefore, heldNow, this.datasetsBefore, datasetsNow], inputs) : undefined;
+    const busyBefore = [...this.busy];
+    const result =
+      this.built && changed !== "all" ? this.patch(fleet, [changed, this.heldBefore, heldNow, this.datasetsBefore, datasetsNow, busyBefore], inputs) : undefined;
     this.heldBefore = heldNow;
     this.datasetsBefore = datasetsNow;
     if (result !== undefined) return result;
@@ -149,12 +182,22 @@ export class NodeSnapshotMemo {
     const nodes: NodeSnapshot[] = [];
     for (const row of fleet.rows) {
       const previous = this.entries.get(row.id);
-      const entry: MemoEntry = previous ?? { row, live: false, reliability: Number.NaN, heldKey: "", datasetKey: "", snapshot: undefined as never, index: 0 };
+      const entry: MemoEntry = previous ?? {
+        row,
+        live: false,
+        reliability: Number.NaN,
+        heldKey: "",
+        datasetKey: "",
+        busy: false,
+        snapshot: undefined as never,
+        index: 0,
+      };
       entry.index = nodes.length;
       nodes.push(this.refresh(entry, row, inputs, previous === undefined));
       entries.set(row.id, entry);
     }
     this.entries = entries;
+    for (const id of this.busy) if (!entries.has(id)) this.busy.delete(id);
     this.nodes = nodes;
     this.built = true;
     this.lastVisited = nodes.length;
@@ -167,15 +210,19 @@ export class NodeSnapshotMemo {
     const live = inputs.isLive(row.id);
     const reliability = inputs.reliability(row.id);
     // Most nodes hold nothing and no dataset: their keys are "" and cost no allocation.
-    const heldKey = held.length === 0 ? "" : held.map((h) => `${h.gpu_index}:${h.vram}:${h.disk}:${h.cpu}:${h.memory}`).join(",");
+    const heldKey = held.length === 0 ? "" : held.map((h) => `${h.gpu_index}:${h.vram}:${h.disk}:${h.cpu}:${h.memory}:${h.units}`).join(",");
     const datasetKey = datasets.size === 0 ? "" : [...datasets].sort().join(",");
+    const busy = heldBusy(row, inputs.nowMs);
+    if (busy) this.busy.add(row.id);
+    else this.busy.delete(row.id);
     if (
       !fresh &&
       entry.row === row &&
       entry.live === live &&
       entry.reliability === reliability &&
       entry.heldKey === heldKey &&
-      entry.datasetKey === datasetKey
+      entry.datasetKey === datasetKey &&
+      entry.busy === busy
     ) {
       return entry.snapshot;
     }
@@ -184,7 +231,8 @@ export class NodeSnapshotMemo {
     entry.reliability = reliability;
     entry.heldKey = heldKey;
     entry.datasetKey = datasetKey;
-    entry.snapshot = buildNodeSnapshot(row, held, live, reliability, datasets);
+    entry.busy = busy;
+    entry.snapshot = buildNodeSnapshot(row, held, live, reliability, datasets, busy);
     return entry.snapshot;
   }
 }

@@ -15,7 +15,7 @@
  * nothing it reserved in an earlier cycle (committed or not) can leak into the
  * next.
  */
-import { allowedTrustLevels, createPlacer, sandboxRequired } from "../placer/index.ts";
+import { allowedTrustLevels, createDemandWindow, createPlacer, sandboxRequired } from "../placer/index.ts";
 import type { ClusterSnapshot, NodeSnapshot, Placer, PlacementResult, UnitRequest } from "../placer/index.ts";
 import type { Clock } from "../platform/clock.ts";
 import { monotonicMs } from "../platform/clock.ts";
@@ -23,13 +23,17 @@ import type { SchedulerConfig, ScoreWeights } from "../platform/config.ts";
 import { newId } from "../platform/ids.ts";
 import type { Database, Sql } from "../store/database.ts";
 import { listOnlineNodes } from "../store/nodes.ts";
-import type { HeldRow, PlannedAssignment } from "../store/placement.ts";
+import type { HeldRow, PlannedAssignment, ReadyUnitRow } from "../store/placement.ts";
 import { assignReadyUnitsUnderTerm, listHeldResources, listReadyUnits, setUnschedulableReason } from "../store/placement.ts";
 import { transactionWithJobEvents } from "../store/job-events.ts";
+import { listWaitingUnitNeeds, setPendingReasons } from "../store/jobs.ts";
+import { jobsChanged } from "../jobs/job-changes.ts";
 import type { FleetCache } from "./fleet-cache.ts";
 import { NodeHistory } from "./node-history.ts";
 import type { NodeSnapshotMemo } from "./node-snapshots.ts";
 import { buildNodeSnapshots } from "./node-snapshots.ts";
+import type { GatingDecision } from "./stage-gating.ts";
+import { gateReadyUnits, OnlineCapacities } from "./stage-gating.ts";
 
 /** What a cycle did. */
 export interface CycleResult {
@@ -62,21 +66,36 @@ export interface SnapshotSources {
   fleet?: FleetCache;
   snapshots?: NodeSnapshotMemo;
   maxUnits?: number;
+  /** Online nodes' static capacity for stage gating, kept across cycles (default: converted afresh). */
+  capacities?: OnlineCapacities;
+  /** The cycle's time, for nodes held full after a busy answer (`busy_until`); absent: none is held. */
+  nowMs?: number;
+}
+
+/** A cycle's snapshot: the fleet, the units offered to the placer, and what stage gating held back. */
+export interface CycleSnapshot {
+  snapshot: ClusterSnapshot;
+  units: UnitRequest[];
+  /** Ready units held back and jobs waiting for a stage's capable node (./stage-gating.ts). */
+  gating: GatingDecision;
+  /** Each ready unit's job and name, offered or held. */
+  readyUnits: ReadonlyMap<string, { jobId: string; name: string }>;
 }
 
 /** Reads the snapshot the placer works on. Liveness limits placement to nodes with a live stream (on any replica). */
-export async function readSnapshot(sql: Sql, sources: SnapshotSources): Promise<{ snapshot: ClusterSnapshot; units: UnitRequest[] }> {
+export async function readSnapshot(sql: Sql, sources: SnapshotSources): Promise<CycleSnapshot> {
   const { liveness, history, fleet, snapshots, maxUnits = 1000 } = sources;
   const ready = await listReadyUnits(sql, maxUnits);
   // Nothing waits: skip reading the fleet (an idle cycle must stay cheap with thousands of nodes).
-  if (ready.length === 0) return { snapshot: { nodes: [] }, units: [] };
+  if (ready.length === 0) return { snapshot: { nodes: [] }, units: [], gating: { heldUnits: new Map(), jobReasons: new Map() }, readyUnits: new Map() };
   // Independent reads, side by side: on PostgreSQL each takes its own pooled connection.
-  const [, onlineRows, held, reliability, datasetsByNode] = await Promise.all([
+  const [, onlineRows, held, reliability, datasetsByNode, waiting] = await Promise.all([
     liveness.refresh?.(sql),
     fleet === undefined ? listOnlineNodes(sql) : fleet.onlineNodes(sql),
     listHeldResources(sql),
     history.reliability(sql),
     history.datasetsByNode(sql, ready.map((u) => u.dataset_id)),
+    listWaitingUnitNeeds(sql, [...new Set(ready.map((u) => u.job_id))]),
   ]);
   const heldByNode = new Map<string, HeldRow[]>();
   for (const h of held) {
@@ -84,7 +103,7 @@ export async function readSnapshot(sql: Sql, sources: SnapshotSources): Promise<
     if (rows === undefined) heldByNode.set(h.node_id, [h]);
     else rows.push(h);
   }
-  const inputs = { held: heldByNode, datasets: datasetsByNode, isLive: (id: string) => liveness.isLive(id), reliability };
+  const inputs = { held: heldByNode, datasets: datasetsByNode, isLive: (id: string) => liveness.isLive(id), reliability, nowMs: sources.nowMs };
   let nodes: readonly NodeSnapshot[];
   if (fleet !== undefined && snapshots !== undefined) {
     // Each source says which nodes moved since the last cycle that read it; any "all" looks at every node.
@@ -95,7 +114,10 @@ export async function readSnapshot(sql: Sql, sources: SnapshotSources): Promise<
     nodes = buildNodeSnapshots(onlineRows, inputs);
   }
   const snapshot: ClusterSnapshot = { nodes };
-  const units = ready.map(
+  const online = (sources.capacities ?? new OnlineCapacities()).of(onlineRows, (id) => liveness.isLive(id));
+  const gating = gateReadyUnits(ready, waiting, online);
+  const readyUnits = new Map(ready.map((u) => [u.id, { jobId: u.job_id, name: u.name }]));
+  const units = ready.filter((u) => !gating.heldUnits.has(u.id)).map(
     (u): UnitRequest => ({
       id: u.id,
       jobId: u.job_id,
@@ -109,9 +131,46 @@ export async function readSnapshot(sql: Sql, sources: SnapshotSources): Promise<
       datasetId: u.dataset_id,
       excludedNodeIds: u.excluded_node_ids,
       readySinceMs: (u.ready_at ?? u.created_at).getTime(),
+      ...(u.kind === "gpu" ? gpuAsks(u) : {}),
     }),
   );
-  return { snapshot, units };
+  return { snapshot, units, gating, readyUnits };
+}
+
+/** A gpu unit's GPU count and constraints as the placer takes them (absent: any). */
+function gpuAsks(u: ReadyUnitRow): Pick<UnitRequest, "gpuCount" | "gpuModels" | "minComputeCapability" | "minCudaVersion"> {
+  return {
+    gpuCount: u.required_gpu_count,
+    ...(u.gpu_models.length > 0 ? { gpuModels: u.gpu_models } : {}),
+    ...(u.min_compute_capability !== "" ? { minComputeCapability: u.min_compute_capability } : {}),
+    ...(u.min_cuda_version !== "" ? { minCudaVersion: u.min_cuda_version } : {}),
+  };
+}
+
+/**
+ * Why each queued job of this cycle's ready units waits: the stage gating's reason, else the placer's
+ * for the first of its units it could not place, else "" (everything offered was placed).
+ */
+function pendingReasons(cycle: CycleSnapshot, unplaced: readonly { unitId: string; message: string }[]): Map<string, string> {
+  const reasons = new Map<string, string>();
+  for (const { jobId } of cycle.readyUnits.values()) reasons.set(jobId, cycle.gating.jobReasons.get(jobId) ?? "");
+  for (const u of unplaced) {
+    const unit = cycle.readyUnits.get(u.unitId);
+    if (unit === undefined || reasons.get(unit.jobId) !== "") continue;
+    reasons.set(unit.jobId, `stage "${unit.name}": ${u.message}`);
+  }
+  return reasons;
+}
+
+/**
+ * Writes what this cycle learnt about waiting: the held units' reasons, and the queued jobs' pending
+ * reasons. Returns the jobs whose reason changed, whose cached views must be forgotten. A changed
+ * reason is a job event (staged by setPendingReasons), so a watch shows why its job waits as the
+ * reason changes; an unchanged one writes nothing, so cycles that learn nothing new add no events.
+ */
+async function recordWaiting(tx: Sql, cycle: CycleSnapshot, unplaced: readonly { unitId: string; message: string }[]): Promise<string[]> {
+  for (const [unitId, reason] of cycle.gating.heldUnits) await setUnschedulableReason(tx, unitId, reason);
+  return setPendingReasons(tx, pendingReasons(cycle, unplaced));
 }
 
 /** What a placement cycle needs (a subset of ControlPlaneDeps). */
@@ -125,19 +184,33 @@ export interface PlacementCycleDeps {
 export interface CyclePlacer {
   /**
    * Plans one cycle, synced to `snapshot` first: the same plan as
-   * `placeUnits(snapshot, units, { seed, weights })`.
+   * `placeUnits(snapshot, units, { seed, weights, recentAsks })`, where
+   * `recentAsks` are the asks of the last units that became ready (a
+   * DemandWindow, src/placer/profile.ts, this cycle's included): the arriving
+   * work the fragmentation score keeps room for (it reads nothing else).
+   * `nowMs` (the injected clock) lets a unit waiting past the placer's
+   * `reserveAfterMs` go first and keep a node (src/placer/README.md,
+   * "Reservations"); without it no unit is ever overdue.
    */
-  plan(snapshot: ClusterSnapshot, units: readonly UnitRequest[], seed: string, weights?: ScoreWeights): PlacementResult;
+  plan(snapshot: ClusterSnapshot, units: readonly UnitRequest[], seed: string, weights?: ScoreWeights, nowMs?: number): PlacementResult;
 }
 
 /** A placer for one control plane's cycles; built on the first cycle's snapshot, synced on each later one. */
 export function createCyclePlacer(): CyclePlacer {
   let placer: Placer | undefined;
+  const window = createDemandWindow();
   return {
-    plan(snapshot, units, seed, weights) {
+    plan(snapshot, units, seed, weights, nowMs) {
       if (placer === undefined) placer = createPlacer(snapshot);
       else placer.sync(snapshot);
-      return placer.place(units, weights === undefined ? { seed } : { seed, weights });
+      window.record(units);
+      const recentAsks = window.asks();
+      return placer.place(units, {
+        seed,
+        recentAsks,
+        ...(weights === undefined ? {} : { weights }),
+        ...(nowMs === undefined ? {} : { nowMs }),
+      });
     },
   };
 }
@@ -153,16 +226,22 @@ export async function runPlacementCycle(deps: PlacementCycleDeps, term: number, 
   const { liveness, placer } = state;
   // Real elapsed time for the phases, not the injected clock: they are diagnostics, and a fake clock stands still.
   const started = monotonicMs();
-  const { snapshot, units } = await readSnapshot(db, state);
+  const cycle = await readSnapshot(db, { ...state, nowMs: clock.now() });
+  const { snapshot, units } = cycle;
   const read = monotonicMs();
-  if (units.length === 0) return { placed: [], unplaced: 0, committed: true, phasesMs: { snapshot: read - started, plan: 0, commit: 0 } };
+  if (units.length === 0) {
+    // Everything waiting is held: say why, and nothing more.
+    if (cycle.readyUnits.size > 0) jobsChanged(db, await transactionWithJobEvents(db, (tx) => recordWaiting(tx, cycle, [])));
+    return { placed: [], unplaced: cycle.gating.heldUnits.size, committed: true, phasesMs: { snapshot: read - started, plan: 0, commit: 0 } };
+  }
   const cycleId = newId();
-  const plan = placer.plan(snapshot, units, cycleId, deps.config.placerWeights);
+  const plan = placer.plan(snapshot, units, cycleId, deps.config.placerWeights, clock.now());
   const planned = monotonicMs();
   const now = new Date(clock.now());
   const phasesMs = { snapshot: read - started, plan: planned - read, commit: 0 };
   const sensitivityOf = new Map(units.map((u) => [u.id, u.sensitivity]));
   const readySince = new Map(units.map((u) => [u.id, u.readySinceMs]));
+  let waitingChanged: string[] = [];
   // With event staging: each unit placed is an event of its job, appended as the commit's last statement.
   const result = await transactionWithJobEvents(db, async (tx): Promise<CycleResult> => {
     // Liveness as of the commit. A node whose stream another replica holds was live by a heartbeat set
@@ -173,6 +252,7 @@ export async function runPlacementCycle(deps: PlacementCycleDeps, term: number, 
         unitId: p.unitId,
         nodeId: p.nodeId,
         gpuIndex: p.gpuIndex,
+        ...(p.gpuIndexes !== undefined ? { gpuIndexes: p.gpuIndexes } : {}),
         assignmentId: newId(),
         trustLevels: allowedTrustLevels(sensitivityOf.get(p.unitId) ?? "high_sensitive"),
         sandboxRequired: sandboxRequired(sensitivityOf.get(p.unitId) ?? "high_sensitive"),
@@ -184,8 +264,10 @@ export async function runPlacementCycle(deps: PlacementCycleDeps, term: number, 
     if (assigned === undefined) return { placed: [], unplaced: plan.unplaced.length, committed: false, phasesMs };
     const placed = assigned.map((p) => ({ unitId: p.unitId, nodeId: p.nodeId, waitedMs: Math.max(0, now.getTime() - (readySince.get(p.unitId) ?? now.getTime())) }));
     for (const u of plan.unplaced) await setUnschedulableReason(tx, u.unitId, u.message.slice(0, 500));
-    return { placed, unplaced: plan.unplaced.length, committed: true, phasesMs };
+    waitingChanged = await recordWaiting(tx, cycle, plan.unplaced);
+    return { placed, unplaced: plan.unplaced.length + cycle.gating.heldUnits.size, committed: true, phasesMs };
   });
+  jobsChanged(db, waitingChanged);
   phasesMs.commit = monotonicMs() - planned;
   return result;
 }

@@ -138,6 +138,8 @@ export interface JobProgressEvent {
   computeUnitCount: number;
   /** Latest metrics reported by the training stage. */
   metrics: Record<string, number>;
+  /** Why the job waits while `queued` (e.g. "stage train: the 2 capable nodes are offline"); "" otherwise. */
+  pendingReason: string;
   /** True for the last event: the job reached a terminal status. */
   terminal: boolean;
   /** The full job as read. */
@@ -559,8 +561,8 @@ export function createGpuAgentClient(options: GpuAgentClientOptions): GpuAgentCl
       for await (const event of watchJob(id, { signal: stop.signal, maxReconnects: Math.max(0, o.maxTransientFailures ?? 0) })) {
         if (event.payload.case === "snapshot" && event.payload.value.trainingJob !== undefined) job = event.payload.value.trainingJob;
         else if (event.payload.case === "job" && job !== undefined) {
-          const { status, progress, error, metrics, startedAt, finishedAt, computeUnitsCompleted, creditsDebited } = event.payload.value;
-          job = { ...job, status, progress, error, metrics, startedAt, finishedAt, computeUnitsCompleted, creditsDebited };
+          const { status, progress, error, metrics, startedAt, finishedAt, computeUnitsCompleted, creditsDebited, pendingReason } = event.payload.value;
+          job = { ...job, status, progress, error, metrics, startedAt, finishedAt, computeUnitsCompleted, creditsDebited, pendingReason };
         } else continue;
         const progressEvent = progressEventOf(job);
         const key = progressKey(progressEvent);
@@ -769,6 +771,7 @@ function progressEventOf(job: TrainingJob): JobProgressEvent {
     computeUnitsCompleted: job.computeUnitsCompleted,
     computeUnitCount: job.computeUnitCount,
     metrics: { ...job.metrics },
+    pendingReason: job.status === "queued" ? job.pendingReason : "",
     terminal: TERMINAL_JOB_STATUSES.includes(job.status),
     job,
   };
@@ -776,7 +779,7 @@ function progressEventOf(job: TrainingJob): JobProgressEvent {
 
 /** What must differ for waitForJob to report again: a caller drawing a progress bar wants steps. */
 function progressKey(e: JobProgressEvent): string {
-  return JSON.stringify([e.status, e.progress, e.computeUnitsCompleted, e.computeUnitCount, e.metrics]);
+  return JSON.stringify([e.status, e.progress, e.computeUnitsCompleted, e.computeUnitCount, e.metrics, e.pendingReason]);
 }
 
 /** A source ready to upload: its size and sha256 known, its bytes re-readable for each attempt. */

@@ -35,9 +35,12 @@ export type {
   TrainingJobChange,
   TrainingJobSnapshot,
   TrainingPackage,
+  UnitAttempt,
+  UnitCheckpoint,
   WatchTrainingJobResponse,
   Webhook,
   WebhookDelivery,
+  WorkloadRate,
 } from "../gen/gpuagent/customer/v1/customer_pb.ts";
 export type {
   CreateCustomerResponse,

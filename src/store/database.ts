@@ -22,6 +22,10 @@ import { Migration0006StorageQuotas } from "./migrations/Migration0006StorageQuo
 import { Migration0007NodeIsolation } from "./migrations/Migration0007NodeIsolation.ts";
 import { Migration0008UnitEnvBuilds } from "./migrations/Migration0008UnitEnvBuilds.ts";
 import { Migration0009JobEvents } from "./migrations/Migration0009JobEvents.ts";
+import { Migration0010JobGpuNeeds } from "./migrations/Migration0010JobGpuNeeds.ts";
+import { Migration0011NodeUnitSlots } from "./migrations/Migration0011NodeUnitSlots.ts";
+import { Migration0012UnitCheckpoints } from "./migrations/Migration0012UnitCheckpoints.ts";
+import { Migration0013UsageGpuCount } from "./migrations/Migration0013UsageGpuCount.ts";
 import { makePrivateDir, tightenTree } from "../platform/private-files.ts";
 import { createPGliteDialect } from "./pglite-dialect.ts";
 
@@ -136,6 +140,10 @@ const migrationsList = [
   { name: "Migration0007NodeIsolation", class: Migration0007NodeIsolation },
   { name: "Migration0008UnitEnvBuilds", class: Migration0008UnitEnvBuilds },
   { name: "Migration0009JobEvents", class: Migration0009JobEvents },
+  { name: "Migration0010JobGpuNeeds", class: Migration0010JobGpuNeeds },
+  { name: "Migration0011NodeUnitSlots", class: Migration0011NodeUnitSlots },
+  { name: "Migration0012UnitCheckpoints", class: Migration0012UnitCheckpoints },
+  { name: "Migration0013UsageGpuCount", class: Migration0013UsageGpuCount },
 ];
 
 const commonOptions = {

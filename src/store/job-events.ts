@@ -46,6 +46,8 @@ export interface JobEventBody {
   finished_at_ms: number | null;
   compute_units_completed: number;
   credits_debited: number;
+  /** Absent from events stored before jobs had a pending reason. */
+  pending_reason?: string;
 }
 
 /** A compute unit's state after a change (the body of a "unit" event). */
@@ -162,7 +164,8 @@ export async function appendJobEvents(sql: Sql, events: readonly StagedJobEvent[
                            'status', j.status, 'progress', j.progress, 'error', j.error, 'metrics', j.metrics,
                            'started_at_ms', ${msSql("j.started_at")}, 'finished_at_ms', ${msSql("j.finished_at")},
                            'compute_units_completed', (SELECT count(*) FROM compute_units c WHERE c.job_id = j.id AND c.status IN ${completedSql}),
-                           'credits_debited', (SELECT COALESCE(-sum(l.amount), 0) FROM ledger_entries l WHERE l.job_id = j.id AND l.kind = 'debit'))
+                           'credits_debited', (SELECT COALESCE(-sum(l.amount), 0) FROM ledger_entries l WHERE l.job_id = j.id AND l.kind = 'debit'),
+                           'pending_reason', CASE WHEN j.status = 'queued' THEN j.pending_reason ELSE '' END)
                     FROM training_jobs j WHERE j.id = s.job_id)
                 WHEN 'unit' THEN jsonb_build_object(
                            'id', u.id, 'name', u.name, 'status', u.status, 'attempt', u.attempt, 'progress', u.progress,

@@ -4,8 +4,9 @@
  * them between statuses are in ./transitions.ts.
  */
 import type { Sql } from "./database.ts";
+import { stageJobEvent } from "./job-events.ts";
 import type { JobStatus, UnitStatus } from "./state-machines.ts";
-import { activeJobStatusSql } from "./state-machines.ts";
+import { activeJobStatusSql, sqlStatusList, waitingUnitStatuses } from "./state-machines.ts";
 
 /** A training_jobs row. */
 export interface JobRow {
@@ -26,6 +27,23 @@ export interface JobRow {
   created_at: Date;
   started_at: Date | null;
   finished_at: Date | null;
+  /** GPUs of one node each gpu unit gets (1 to 8), and the constraints on them (schema-0010.ts). */
+  required_gpu_count: number;
+  gpu_models: string[];
+  min_compute_capability: string;
+  min_cuda_version: string;
+  /** How long the job may stay queued before it expires. */
+  queue_timeout_seconds: number;
+  /** Why the queued job waits, as the last placement cycle saw it; "" when not waiting. */
+  pending_reason: string;
+}
+
+/** The GPU asks of a job or unit as stored (schema-0010.ts); a cpu unit asks for 0 GPUs and nothing else. */
+export interface StoredGpuNeeds {
+  gpuCount: number;
+  gpuModels: readonly string[];
+  minComputeCapability: string;
+  minCudaVersion: string;
 }
 
 /** A compute_units row. */
@@ -52,8 +70,16 @@ export interface UnitRow {
   required_disk_mb: number;
   required_cpu_cores: number;
   required_memory_mb: number;
+  /** 0 for a cpu unit; 1 to 8 for a gpu unit (schema-0010.ts). */
+  required_gpu_count: number;
+  gpu_models: string[];
+  min_compute_capability: string;
+  min_cuda_version: string;
   node_id: string | null;
+  /** The first of `gpu_indexes`; -1 for none. */
   gpu_index: number;
+  /** Every GPU of its node the unit holds while placed (schema-0011.ts); empty for a cpu unit or one not on a node. */
+  gpu_indexes: number[];
   assignment_id: string | null;
   leader_term: number | null;
   excluded_node_ids: string[];
@@ -88,13 +114,17 @@ export interface ArtifactRow {
 /** Inserts a job. */
 export async function insertJob(
   sql: Sql,
-  job: Omit<JobRow, "status" | "progress" | "error" | "metrics" | "created_at" | "started_at" | "finished_at">,
+  job: Omit<JobRow, "status" | "progress" | "error" | "metrics" | "created_at" | "started_at" | "finished_at" | JobGpuColumns | "queue_timeout_seconds" | "pending_reason">,
   now: Date,
+  /** Absent: one GPU, any model, the default queue timeout (a day). */
+  asks: { gpu?: StoredGpuNeeds; queueTimeoutSeconds?: number } = {},
 ): Promise<JobRow> {
+  const gpu = asks.gpu ?? { gpuCount: 1, gpuModels: [], minComputeCapability: "", minCudaVersion: "" };
   const [row] = await sql.query<JobRow>(
     `INSERT INTO training_jobs (id, customer_id, name, dataset_id, training_package_id, status, required_vram_mb,
-       required_disk_mb, max_runtime_seconds, sensitivity, projected_cost_credits, created_at)
-     VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11) RETURNING *`,
+       required_disk_mb, max_runtime_seconds, sensitivity, projected_cost_credits, created_at,
+       required_gpu_count, gpu_models, min_compute_capability, min_cuda_version, queue_timeout_seconds)
+     VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11, $12, $13::text[], $14, $15, $16) RETURNING *`,
     [
       job.id,
       job.customer_id,
@@ -107,10 +137,18 @@ export async function insertJob(
       job.sensitivity,
       job.projected_cost_credits,
       now,
+      gpu.gpuCount,
+      [...gpu.gpuModels],
+      gpu.minComputeCapability,
+      gpu.minCudaVersion,
+      asks.queueTimeoutSeconds ?? 86_400,
     ],
   );
   return row!;
 }
+
+/** The job columns of {@link StoredGpuNeeds}. */
+type JobGpuColumns = "required_gpu_count" | "gpu_models" | "min_compute_capability" | "min_cuda_version";
 
 /** Inserts one planned unit. Units without dependencies start ready. */
 export async function insertUnit(
@@ -130,14 +168,18 @@ export async function insertUnit(
     cpuCores: number;
     memoryMb: number;
     maxAttempts: number;
+    /** Absent: one GPU for a gpu unit, none for a cpu unit, no constraints. */
+    gpu?: StoredGpuNeeds;
   },
   now: Date,
 ): Promise<void> {
   const ready = unit.dependsOn.length === 0;
+  const gpu = unit.gpu ?? { gpuCount: unit.kind === "gpu" ? 1 : 0, gpuModels: [], minComputeCapability: "", minCudaVersion: "" };
   await sql.query(
     `INSERT INTO compute_units (id, job_id, customer_id, name, kind, depends_on, status, attempt, max_attempts, entrypoint, args,
-       required_vram_mb, required_disk_mb, required_cpu_cores, required_memory_mb, created_at, ready_at, plan_index)
-     VALUES ($1, $2, $3, $4, $5, $6::text[], $7, 1, $8, $9, $10::text[], $11, $12, $13, $14, $15, $16, $17)`,
+       required_vram_mb, required_disk_mb, required_cpu_cores, required_memory_mb, created_at, ready_at, plan_index,
+       required_gpu_count, gpu_models, min_compute_capability, min_cuda_version)
+     VALUES ($1, $2, $3, $4, $5, $6::text[], $7, 1, $8, $9, $10::text[], $11, $12, $13, $14, $15, $16, $17, $18, $19::text[], $20, $21)`,
     [
       unit.id,
       unit.jobId,
@@ -156,6 +198,10 @@ export async function insertUnit(
       now,
       ready ? now : null,
       unit.planIndex,
+      gpu.gpuCount,
+      [...gpu.gpuModels],
+      gpu.minComputeCapability,
+      gpu.minCudaVersion,
     ],
   );
 }
@@ -371,4 +417,52 @@ export async function latestEnvBuildsByUnit(sql: Sql, jobId: string): Promise<Ma
     [jobId],
   );
   return new Map(rows.map((r) => [r.unit_id, { seconds: r.env_build_seconds, built: r.env_built }]));
+}
+
+/** A unit not yet handed to a node, with what it asks: the placement cycle's stage gating reads these. */
+export type WaitingUnitNeedsRow = Pick<
+  UnitRow,
+  | "job_id"
+  | "name"
+  | "kind"
+  | "required_vram_mb"
+  | "required_disk_mb"
+  | "required_cpu_cores"
+  | "required_memory_mb"
+  | "required_gpu_count"
+  | "gpu_models"
+  | "min_compute_capability"
+  | "min_cuda_version"
+> &
+  Pick<JobRow, "sensitivity">;
+
+/** The waiting (pending or ready) units of these jobs, in plan order. */
+export async function listWaitingUnitNeeds(sql: Sql, jobIds: readonly string[]): Promise<WaitingUnitNeedsRow[]> {
+  if (jobIds.length === 0) return [];
+  return sql.query<WaitingUnitNeedsRow>(
+    `SELECT u.job_id, u.name, u.kind, u.required_vram_mb, u.required_disk_mb, u.required_cpu_cores, u.required_memory_mb,
+            u.required_gpu_count, u.gpu_models, u.min_compute_capability, u.min_cuda_version, j.sensitivity
+     FROM compute_units u JOIN training_jobs j ON j.id = u.job_id
+     WHERE u.job_id = ANY($1::uuid[]) AND u.status IN ${sqlStatusList(waitingUnitStatuses)}
+     ORDER BY u.job_id, u.plan_index`,
+    [jobIds],
+  );
+}
+
+/**
+ * Sets why each queued job waits (a job that started, or ended, keeps "" / what it had), and stages a
+ * job event for each job whose reason changed, so a watch shows the new reason without a re-read;
+ * returns the ids of those jobs, whose cached views must be forgotten.
+ */
+export async function setPendingReasons(sql: Sql, reasons: ReadonlyMap<string, string>): Promise<string[]> {
+  if (reasons.size === 0) return [];
+  const ids = [...reasons.keys()];
+  const rows = await sql.query<{ id: string }>(
+    `UPDATE training_jobs j SET pending_reason = r.reason
+     FROM unnest($1::uuid[], $2::text[]) AS r(id, reason)
+     WHERE j.id = r.id AND j.status = 'queued' AND j.pending_reason IS DISTINCT FROM r.reason RETURNING j.id`,
+    [ids, ids.map((id) => reasons.get(id)!.slice(0, 500))],
+  );
+  for (const r of rows) await stageJobEvent(sql, { type: "job", jobId: r.id });
+  return rows.map((r) => r.id);
 }

@@ -31,12 +31,26 @@ const stateOnHeartbeatSql = `CASE WHEN state = ${sqlNodeState("unreachable")} TH
 /** Revoked is final: no write brings such a node back. */
 const notRevokedSql = `state <> ${sqlNodeState("revoked")}`;
 
+/** One GPU as stored in `capabilities.gpus`; the version fields are absent for agents older than them. */
+export interface StoredGpu {
+  index?: number;
+  name?: string;
+  vramMb?: number;
+  uuid?: string;
+  declared?: boolean;
+  /** "major.minor", or "" when unknown. */
+  computeCapability?: string;
+  driverVersion?: string;
+  /** The highest CUDA version the driver supports, "major.minor", or "" when unknown. */
+  cudaVersion?: string;
+}
+
 /** Capabilities as stored (the agent's Capabilities message in proto JSON). */
 export interface StoredCapabilities {
   cpuCores?: number;
   memoryMb?: number;
   diskFreeMb?: number;
-  gpus?: { index?: number; name?: string; vramMb?: number; uuid?: string; declared?: boolean }[];
+  gpus?: StoredGpu[];
   hostname?: string;
   os?: string;
   arch?: string;
@@ -89,6 +103,10 @@ export interface NodeRow {
   owner_available: string;
   owner_within_window: boolean;
   reserved_vram_mb: number;
+  /** Most units the agent runs at once (`--max-units`); 0: not told, no limit (schema-0011.ts). */
+  max_units: number;
+  /** Until then the node counts as full: it answered an assignment busy (schema-0013.ts); null when not held. */
+  busy_until: Date | null;
 }
 
 /**
@@ -174,7 +192,7 @@ export async function listNodes(sql: Sql, limit: number, after?: { at: Date; id:
 export async function markNodeConnected(
   sql: Sql,
   id: string,
-  report: { capabilities: StoredCapabilities; isolation: StoredIsolation; owner: StoredOwnerPolicy },
+  report: { capabilities: StoredCapabilities; isolation: StoredIsolation; owner: StoredOwnerPolicy; maxUnits?: number },
   now: Date,
 ): Promise<NodeRow | undefined> {
   const { capabilities, isolation, owner } = report;
@@ -182,7 +200,7 @@ export async function markNodeConnected(
     `UPDATE nodes SET capabilities = $2::jsonb, hostname = COALESCE(NULLIF($4, ''), hostname), last_heartbeat_at = $3,
        state = ${stateOnHeartbeatSql},
        isolation = $5, isolation_reason = $6, isolation_limits = $7::jsonb,
-       owner_paused = $8, owner_available = $9, owner_within_window = $10, reserved_vram_mb = $11
+       owner_paused = $8, owner_available = $9, owner_within_window = $10, reserved_vram_mb = $11, max_units = $12
      WHERE id = $1 AND ${notRevokedSql} RETURNING *`,
     [
       id,
@@ -196,6 +214,7 @@ export async function markNodeConnected(
       owner.available,
       owner.withinWindow,
       owner.reservedVramMb,
+      report.maxUnits ?? 0,
     ],
   );
   return row;
@@ -212,6 +231,16 @@ export async function setNodeOwnerPolicy(sql: Sql, id: string, owner: StoredOwne
     [id, owner.paused, owner.available, owner.withinWindow, owner.reservedVramMb],
   );
   return row;
+}
+
+/** The node answered an assignment busy: it counts as full until `until` (schema-0013.ts). */
+export async function holdNodeBusy(sql: Sql, id: string, until: Date): Promise<void> {
+  await sql.query(`UPDATE nodes SET busy_until = $2 WHERE id = $1 AND ${notRevokedSql}`, [id, until]);
+}
+
+/** Ends the node's busy hold early (it has room again); a node not held is not written, so its stamp stays. */
+export async function releaseNodeBusy(sql: Sql, id: string): Promise<void> {
+  await sql.query(`UPDATE nodes SET busy_until = NULL WHERE id = $1 AND busy_until IS NOT NULL`, [id]);
 }
 
 /**
@@ -261,6 +290,14 @@ export async function findSilentNodes(sql: Sql, before: Date): Promise<NodeRow[]
     `SELECT * FROM nodes WHERE state IN ${sqlNodeStateList(attendedNodeStates)} AND (last_heartbeat_at IS NULL OR last_heartbeat_at < $1)`,
     [before],
   );
+}
+
+/** What admission reads of a node: whatever it is, not what it has free. */
+export type NodeCapacityRow = Pick<NodeRow, "id" | "trust_level" | "isolation" | "capabilities">;
+
+/** Every enrolled node that is not revoked, whatever its state: the fleet a new job is admitted against. */
+export async function listEnrolledNodeCapacities(sql: Sql): Promise<NodeCapacityRow[]> {
+  return sql.query<NodeCapacityRow>(`SELECT id, trust_level, isolation, capabilities FROM nodes WHERE ${notRevokedSql} ORDER BY id`);
 }
 
 /** Every online node's row (placement's fleet). */

@@ -18,10 +18,16 @@ export async function lockCustomerStorage(sql: Sql, customerId: string): Promise
   await sql.query(`SELECT id FROM customers WHERE id = $1 FOR NO KEY UPDATE`, [customerId]);
 }
 
-/** The customer's artifacts that count against the quota: every one not expired. */
+/**
+ * The customer's artifacts that count against the quota: every one not expired, and the checkpoint files
+ * of jobs whose artifacts are kept (schema-0012.ts: a unit's latest, and any on its way).
+ */
 export async function artifactUsage(sql: Sql, customerId: string): Promise<StorageUsage> {
   const [row] = await sql.query<StorageUsage>(
-    `SELECT count(*)::int AS count, COALESCE(sum(size_bytes), 0)::bigint AS bytes FROM artifacts WHERE customer_id = $1 AND expired_at IS NULL`,
+    `SELECT (a.count + c.count)::int AS count, (a.bytes + c.bytes)::bigint AS bytes FROM
+       (SELECT count(*) AS count, COALESCE(sum(size_bytes), 0) AS bytes FROM artifacts WHERE customer_id = $1 AND expired_at IS NULL) a,
+       (SELECT count(*) AS count, COALESCE(sum(u.size_bytes), 0) AS bytes FROM unit_checkpoint_uploads u JOIN training_jobs j ON j.id = u.job_id
+        WHERE u.customer_id = $1 AND j.artifacts_expired_at IS NULL) c`,
     [customerId],
   );
   return row ?? { count: 0, bytes: 0 };

@@ -99,14 +99,20 @@ export interface Requeue {
   /** The exit code the attempt ended with, if it ran; otherwise the column keeps its value. */
   exitCode: number | undefined;
   now: Date;
+  /**
+   * Keep the unit's `ready_at` (its place in the fair order) instead of restarting it at `now`: for an
+   * assignment its node turned down only because it was busy, which is no reason to send the unit to the
+   * back of its customer's queue.
+   */
+  keepReadySince?: boolean;
 }
 
 /** A unit taken off its node goes back to `ready`, to be placed again. */
 export async function requeueUnit(sql: Sql, unit: UnitAt, how: Requeue): Promise<boolean> {
   assertUnitMove(requeue, unit.status);
   const moved = await sql.query(
-    `UPDATE compute_units SET status = 'ready', node_id = NULL, gpu_index = -1, assignment_id = NULL, progress = 0,
-       attempt = attempt + $2, error = $3, ready_at = $7,
+    `UPDATE compute_units SET status = 'ready', node_id = NULL, gpu_index = -1, gpu_indexes = '{}', assignment_id = NULL, progress = 0,
+       attempt = attempt + $2, error = $3, ready_at = CASE WHEN $9::boolean THEN COALESCE(ready_at, $7) ELSE $7 END,
        code_failures = code_failures + $5, node_failures = node_failures + $6,
        exit_code = COALESCE($8::integer, exit_code),
        excluded_node_ids = CASE WHEN $4::uuid IS NULL OR $4::uuid = ANY(excluded_node_ids) THEN excluded_node_ids
@@ -121,6 +127,7 @@ export async function requeueUnit(sql: Sql, unit: UnitAt, how: Requeue): Promise
       how.failure === "node" ? 1 : 0,
       how.now,
       how.exitCode ?? null,
+      how.keepReadySince === true,
     ],
   );
   return unitMoved(sql, unit.id, moved);
@@ -195,7 +202,7 @@ export async function readyPendingUnit(sql: Sql, unit: UnitAt, now: Date): Promi
  */
 export async function markJobRunning(sql: Sql, jobId: string, now: Date): Promise<void> {
   const moved = await sql.query(
-    `UPDATE training_jobs SET status = 'running', started_at = COALESCE(started_at, $2) WHERE id = $1 AND status IN ${sqlStatusList(jobStatusesInto("running"))} RETURNING id`,
+    `UPDATE training_jobs SET status = 'running', started_at = COALESCE(started_at, $2), pending_reason = '' WHERE id = $1 AND status IN ${sqlStatusList(jobStatusesInto("running"))} RETURNING id`,
     [jobId, now],
   );
   await jobChanged(sql, jobId, moved);
@@ -241,6 +248,18 @@ export async function refreshJobProgress(sql: Sql, jobId: string, metrics: Recor
     [jobId, metrics === undefined || Object.keys(metrics).length === 0 ? null : JSON.stringify(metrics)],
   );
   await jobChanged(sql, jobId, changed);
+}
+
+/**
+ * Locks, in id order, the jobs still queued (no unit started) past created_at + queue_timeout_seconds
+ * at `now`, at most `limit` of them (the sweep comes back for the rest).
+ */
+export async function lockJobsPastQueueTimeout(sql: Sql, now: Date, limit: number): Promise<JobRow[]> {
+  return sql.query<JobRow>(
+    `SELECT * FROM training_jobs WHERE status = 'queued' AND created_at + make_interval(secs => queue_timeout_seconds) < $1
+     ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED`,
+    [now, limit],
+  );
 }
 
 /** Locks, in id order, the running jobs past their max_runtime_seconds at `now`. */

@@ -19,14 +19,15 @@ export interface DailyUsageRow {
 
 /**
  * Usage per UTC day in [from, to). Seconds are summed per day, then rounded up,
- * so a day's figure is never less than what ran. Credits come from the usage
- * records, which hold exactly what each unit's one debit took.
+ * so a day's figure is never less than what ran; GPU-seconds count each GPU a
+ * unit held, as its debit does. Credits come from the usage records, which hold
+ * exactly what each unit's one debit took.
  */
 export async function dailyUsage(sql: Sql, customerId: string, from: Date, to: Date): Promise<DailyUsageRow[]> {
   return sql.query<DailyUsageRow>(
     `SELECT to_char((created_at AT TIME ZONE 'UTC')::date, 'YYYY-MM-DD') AS date,
             count(*)::int AS units,
-            COALESCE(ceil(sum(run_seconds) FILTER (WHERE kind = 'gpu')), 0)::bigint AS gpu_seconds,
+            COALESCE(ceil(sum(run_seconds * gpu_count) FILTER (WHERE kind = 'gpu')), 0)::bigint AS gpu_seconds,
             COALESCE(ceil(sum(run_seconds) FILTER (WHERE kind = 'cpu')), 0)::bigint AS cpu_seconds,
             COALESCE(sum(credits), 0)::bigint AS credits
        FROM usage_records
@@ -43,13 +44,13 @@ export async function dailyUsage(sql: Sql, customerId: string, from: Date, to: D
  */
 export async function insertUsageOnce(
   sql: Sql,
-  row: { id: string; customerId: string; jobId: string; unitId: string; kind: string; runSeconds: number; credits: number },
+  row: { id: string; customerId: string; jobId: string; unitId: string; kind: string; gpuCount: number; runSeconds: number; credits: number },
   now: Date,
 ): Promise<void> {
   await sql.query(
-    `INSERT INTO usage_records (id, customer_id, job_id, compute_unit_id, kind, run_seconds, credits, created_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (compute_unit_id) DO NOTHING`,
-    [row.id, row.customerId, row.jobId, row.unitId, row.kind, row.runSeconds, row.credits, now],
+    `INSERT INTO usage_records (id, customer_id, job_id, compute_unit_id, kind, gpu_count, run_seconds, credits, created_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (compute_unit_id) DO NOTHING`,
+    [row.id, row.customerId, row.jobId, row.unitId, row.kind, row.gpuCount, row.runSeconds, row.credits, now],
   );
 }
 
@@ -60,6 +61,8 @@ export interface UsageRecordRow {
   job_id: string;
   compute_unit_id: string;
   kind: string;
+  /** GPUs the unit held: 1 to 8 for a gpu unit, 0 for a cpu unit. */
+  gpu_count: number;
   run_seconds: number;
   credits: number;
   created_at: Date;
@@ -139,7 +142,7 @@ export interface UsageTotalsRow {
 
 /**
  * A customer's totals in one round trip. Seconds are summed, then rounded up,
- * so the figure is never less than what ran.
+ * so the figure is never less than what ran; GPU-seconds count each GPU a unit held.
  */
 export async function usageTotals(sql: Sql, customerId: string): Promise<UsageTotalsRow> {
   const [row] = await sql.query<UsageTotalsRow>(
@@ -147,7 +150,7 @@ export async function usageTotals(sql: Sql, customerId: string): Promise<UsageTo
        (SELECT COALESCE(-sum(amount), 0)::bigint FROM ledger_entries WHERE customer_id = $1 AND kind = 'debit') AS debited,
        (SELECT COALESCE(sum(amount), 0)::bigint FROM ledger_entries WHERE customer_id = $1 AND kind = 'grant') AS granted,
        (SELECT count(*)::int FROM usage_records WHERE customer_id = $1) AS units,
-       (SELECT COALESCE(ceil(sum(run_seconds) FILTER (WHERE kind = 'gpu')), 0)::bigint FROM usage_records WHERE customer_id = $1) AS gpu_seconds,
+       (SELECT COALESCE(ceil(sum(run_seconds * gpu_count) FILTER (WHERE kind = 'gpu')), 0)::bigint FROM usage_records WHERE customer_id = $1) AS gpu_seconds,
        (SELECT COALESCE(ceil(sum(run_seconds) FILTER (WHERE kind = 'cpu')), 0)::bigint FROM usage_records WHERE customer_id = $1) AS cpu_seconds,
        (SELECT count(*)::int FROM training_jobs WHERE customer_id = $1) AS jobs_total,
        (SELECT count(*)::int FROM training_jobs WHERE customer_id = $1 AND status IN ${activeJobStatusSql}) AS jobs_active`,

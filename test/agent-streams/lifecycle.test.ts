@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import type { FinishOutcome } from "../../src/jobs/lifecycle.ts";
-import { applyAccepted, applyFinished, maxNodeFailures, requeueUnitsOfNode, takeBackSilentNode } from "../../src/jobs/lifecycle.ts";
+import { applyAccepted, applyFinished, applyRejected, maxNodeFailures, requeueUnitsOfNode, takeBackSilentNode } from "../../src/jobs/lifecycle.ts";
 import { defaultRates } from "../../src/platform/config.ts";
 import type { Database } from "../../src/store/database.ts";
 import { openDatabase } from "../../src/store/database.ts";
@@ -29,7 +29,7 @@ async function seed(db: Database): Promise<Fixture> {
   const { customerId, jobId } = await insertJob(db);
   const unitId = randomUUID();
   await db.query(
-    `INSERT INTO compute_units (id, job_id, customer_id, name, kind, status, entrypoint, attempt, max_attempts) VALUES ($1, $2, $3, 'train', 'cpu', 'ready', 'train.py', 1, 3)`,
+    `INSERT INTO compute_units (id, job_id, customer_id, name, kind, status, entrypoint, attempt, max_attempts, required_gpu_count) VALUES ($1, $2, $3, 'train', 'cpu', 'ready', 'train.py', 1, 3, 0)`,
     [unitId, jobId, customerId],
   );
   return { customerId, jobId, unitId, nodes: await insertNodes(db, 8, now) };
@@ -102,6 +102,49 @@ describe("unit lifecycle: attempts, failures and late events", () => {
     assert.equal((await unit()).status, "completed");
     assert.equal((await job()).status, "completed");
     assert.equal(await debits(), 1);
+  });
+
+  it("makes a unit a busy node turned down ready again for that same node, and runs it there once the node has room", async () => {
+    const a = f.nodes[0]!;
+    await db.query(`UPDATE nodes SET max_units = 1 WHERE id = $1`, [a]);
+    // The node's one slot is taken by another unit of the job; the fixture's unit was sent there too.
+    const other = randomUUID();
+    await db.query(
+      `INSERT INTO compute_units (id, job_id, customer_id, name, kind, status, entrypoint, attempt, max_attempts, node_id, assignment_id, assigned_at, required_gpu_count)
+       VALUES ($1, $2, $3, 'other', 'cpu', 'running', 'train.py', 1, 3, $4, $5, $6, 0)`,
+      [other, f.jobId, f.customerId, a, randomUUID(), now],
+    );
+    const [placed] = await db.query<{ attempt: number }>(
+      `UPDATE compute_units SET status = 'assigned', node_id = $2, assignment_id = $3, assigned_at = $4 WHERE id = $1 RETURNING attempt`,
+      [f.unitId, a, randomUUID(), now],
+    );
+    await applyRejected(db, a, { unitId: f.unitId, attempt: placed!.attempt }, "node is at its limit of 1 concurrent units", now, { busy: true, holdUntil: now });
+    let u = await unit();
+    assert.deepEqual([u.status, u.attempt, u.node_failures, u.excluded_node_ids], ["ready", 1, 0, []]);
+    assert.equal(u.error, "node busy: node is at its limit of 1 concurrent units");
+    const sources = { liveness: { isLive: () => true }, history: new NodeHistory({ now: () => now.getTime(), sleep: async () => {} }) };
+    const slotsOfA = async () => (await readSnapshot(db, sources)).snapshot.nodes.find((n) => n.id === a)?.freeUnitSlots;
+    assert.equal(await slotsOfA(), 0, "full: the placer sends it nothing until a unit ends");
+    await applyFinished(db, a, { unitId: other, attempt: 1 }, { outcome: "succeeded", exitCode: 0, error: "", runSeconds: 5 }, defaultRates, now);
+    assert.equal(await slotsOfA(), 1);
+    const { units } = await readSnapshot(db, sources);
+    assert.deepEqual(units.find((r) => r.id === f.unitId)?.excludedNodeIds, []);
+    const attempt = await placeAndAccept(a);
+    await finish(a, attempt, "succeeded");
+    u = await unit();
+    assert.deepEqual([u.status, u.attempt], ["completed", 1]);
+    assert.equal(await debits(), 1);
+  });
+
+  it("keeps a unit away from a node that cannot run it (a rejection that is not busy)", async () => {
+    const a = f.nodes[0]!;
+    const [placed] = await db.query<{ attempt: number }>(
+      `UPDATE compute_units SET status = 'assigned', node_id = $2, assignment_id = $3, assigned_at = $4 WHERE id = $1 RETURNING attempt`,
+      [f.unitId, a, randomUUID(), now],
+    );
+    await applyRejected(db, a, { unitId: f.unitId, attempt: placed!.attempt }, "no GPU with index 3 on this node", now);
+    const u = await unit();
+    assert.deepEqual([u.status, u.attempt, u.excluded_node_ids, u.error], ["ready", 1, [a], "rejected by node: no GPU with index 3 on this node"]);
   });
 
   it("fails the unit and the job after max_attempts failures of the customer's code, with the exit code and stderr", async () => {
@@ -220,7 +263,7 @@ describe("node history: what the placer learns from finished attempts", () => {
       { dataset_id: string },
     ];
     await db.query(
-      `INSERT INTO compute_units (id, job_id, customer_id, name, kind, status, entrypoint, attempt, max_attempts, ready_at) VALUES ($1, $2, $3, 'evaluate', 'cpu', 'ready', 'train.py', 1, 3, $4)`,
+      `INSERT INTO compute_units (id, job_id, customer_id, name, kind, status, entrypoint, attempt, max_attempts, ready_at, required_gpu_count) VALUES ($1, $2, $3, 'evaluate', 'cpu', 'ready', 'train.py', 1, 3, $4, 0)`,
       [randomUUID(), f.jobId, f.customerId, now],
     );
     await db.query(`UPDATE training_jobs SET status = 'running' WHERE id = $1`, [f.jobId]);

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { applyAccepted, applyFinished, applyProgress } from "../../src/jobs/lifecycle.ts";
 import type { TestControlPlane } from "../support/control-plane.ts";
 import { createCustomer, startTestControlPlane } from "../support/control-plane.ts";
-import { assignUnit, seedJob } from "../support/job-events.ts";
+import { assignUnit, seedJob, startQuietControlPlane } from "../support/job-events.ts";
 import { createTestDatabaseUrl } from "../support/postgres.ts";
 import type { SseStream } from "../support/sse.ts";
 import { openEventStream } from "../support/sse.ts";
@@ -32,8 +32,9 @@ describe("WatchTrainingJob across two replicas (PostgreSQL, LISTEN/NOTIFY)", fun
 
   before(async () => {
     const databaseUrl = await createTestDatabaseUrl();
-    a = await startTestControlPlane({ databaseUrl, replicaId: "replica-a", events: { heartbeatMs } });
-    b = await startTestControlPlane({ databaseUrl, replicaId: "replica-b", events: { heartbeatMs } });
+    // A leads and, like B, runs no placement cycle after its first: the tests drive every transition.
+    a = await startQuietControlPlane({ databaseUrl, replicaId: "replica-a", events: { heartbeatMs } });
+    b = await startTestControlPlane({ databaseUrl, replicaId: "replica-b", events: { heartbeatMs }, placementIntervalMs: 3_600_000 });
     const customer = await createCustomer(a);
     customerId = customer.customerId;
     auth = { "x-api-key": customer.apiKey };

@@ -12,7 +12,8 @@ import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { CustomerService } from "../../src/gen/gpuagent/customer/v1/customer_pb.ts";
 import { applyAccepted, applyFinished, applyProgress, cancelJob } from "../../src/jobs/lifecycle.ts";
-import { appendJobEvents, jobEventsKept } from "../../src/store/job-events.ts";
+import { appendJobEvents, jobEventsKept, transactionWithJobEvents } from "../../src/store/job-events.ts";
+import { setPendingReasons } from "../../src/store/jobs.ts";
 import type { Database } from "../../src/store/database.ts";
 import type { TestControlPlane } from "../support/control-plane.ts";
 import { createCustomer, waitFor } from "../support/control-plane.ts";
@@ -110,6 +111,33 @@ describe("WatchTrainingJob over REST (Server-Sent Events)", function () {
     const jobEvent = (await stream.nextEvent())?.data["job"] as Record<string, unknown>;
     assert.equal(jobEvent["progress"], 0.25);
     assert.deepEqual(jobEvent["metrics"], { epoch: 7, loss: 0.5 });
+  });
+
+  it("sends a job event when a queued job's pending reason changes, none when it stays the same, and an empty reason once the job runs", async () => {
+    const job = await seedJob(db, customerId, ["train"]);
+    const unit = job.units[0]!;
+    const stream = await watch(job.jobId);
+    const snapshot = (await stream.nextEvent())?.data["snapshot"] as { training_job: { pending_reason: string } };
+    assert.equal(snapshot.training_job.pending_reason, "");
+    // What the placement cycle writes each cycle: the reason it found, unchanged or not.
+    const offline = 'stage "train": the 1 capable node is offline';
+    const busy = 'stage "train": the 1 capable node is busy';
+    for (const reason of [offline, offline, busy]) await transactionWithJobEvents(db, (tx) => setPendingReasons(tx, new Map([[job.jobId, reason]])));
+    const node = await assignUnit(db, unit);
+    await applyAccepted(db, node, { unitId: unit, attempt: 1 }, new Date());
+
+    const seen: [string | undefined, string | undefined, string, string][] = [];
+    while (seen.length < 4) {
+      const e = await stream.nextEvent();
+      const body = (e?.data["job"] ?? e?.data["unit"]) as { status: string; pending_reason?: string };
+      seen.push([e?.id, e?.event, body.status, body.pending_reason ?? "(unit)"]);
+    }
+    assert.deepEqual(seen, [
+      ["1", "job", "queued", offline],
+      ["2", "job", "queued", busy],
+      ["3", "unit", "running", "(unit)"],
+      ["4", "job", "running", ""],
+    ]);
   });
 
   it("resumes after Last-Event-ID with exactly the events after it: none missed, none twice", async () => {

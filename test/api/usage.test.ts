@@ -50,18 +50,19 @@ async function seedJob(sql: Sql, customerId: string, name: string): Promise<stri
 /** A completed unit with its usage record and its debit, as completion writes them, at `at`. */
 async function seedCompletedUnit(
   sql: Sql,
-  unit: { customerId: string; jobId: string; jobName: string; name: string; kind: "cpu" | "gpu"; runSeconds: number; credits: number; at: Date },
+  unit: { customerId: string; jobId: string; jobName: string; name: string; kind: "cpu" | "gpu"; gpuCount?: number; runSeconds: number; credits: number; at: Date },
 ): Promise<string> {
+  const gpuCount = unit.gpuCount ?? (unit.kind === "gpu" ? 1 : 0);
   const unitId = randomUUID();
   await sql.query(
-    `INSERT INTO compute_units (id, job_id, customer_id, name, kind, status, entrypoint)
-     VALUES ($1, $2, $3, $4, $5, 'completed', 'train.py')`,
-    [unitId, unit.jobId, unit.customerId, unit.name, unit.kind],
+    `INSERT INTO compute_units (id, job_id, customer_id, name, kind, status, entrypoint, required_gpu_count)
+     VALUES ($1, $2, $3, $4, $5, 'completed', 'train.py', $6)`,
+    [unitId, unit.jobId, unit.customerId, unit.name, unit.kind, gpuCount],
   );
   await sql.query(
-    `INSERT INTO usage_records (id, customer_id, job_id, compute_unit_id, kind, run_seconds, credits, created_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-    [randomUUID(), unit.customerId, unit.jobId, unitId, unit.kind, unit.runSeconds, unit.credits, unit.at],
+    `INSERT INTO usage_records (id, customer_id, job_id, compute_unit_id, kind, gpu_count, run_seconds, credits, created_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+    [randomUUID(), unit.customerId, unit.jobId, unitId, unit.kind, gpuCount, unit.runSeconds, unit.credits, unit.at],
   );
   await sql.query(
     `INSERT INTO ledger_entries (id, customer_id, amount, kind, description, job_id, compute_unit_id, created_at)
@@ -223,10 +224,10 @@ describe("usage and credit reports (REST, real control plane)", () => {
       assert.equal(res.headers.get("content-disposition"), `attachment; filename="usage-${from}-${day(today)}.csv"`);
       const [a, b, c] = alice.units.slice(1);
       assert.deepEqual(lines(res.text), [
-        "date,job_id,compute_unit_id,kind,run_seconds,credits",
-        `${day(today - 2 * dayMs)},${alice.jobId},${a},gpu,12.2,5`,
-        `${day(today - 2 * dayMs)},${alice.jobId},${b},cpu,3.5,1`,
-        `${day(today)},${alice.jobId},${c},gpu,0.25,3`,
+        "date,job_id,compute_unit_id,kind,run_seconds,credits,gpu_count,gpu_seconds",
+        `${day(today - 2 * dayMs)},${alice.jobId},${a},gpu,12.2,5,1,12.2`,
+        `${day(today - 2 * dayMs)},${alice.jobId},${b},cpu,3.5,1,0,0`,
+        `${day(today)},${alice.jobId},${c},gpu,0.25,3,1,0.25`,
       ]);
     });
 
@@ -243,8 +244,28 @@ describe("usage and credit reports (REST, real control plane)", () => {
       assert.equal(res.text.includes(bob.jobId), false);
       assert.equal(res.text.includes(bob.unitId), false);
       const bobs = await rawGet(cp, "/api/v1/customer/usage/export.csv", bob.apiKey);
-      assert.deepEqual(lines(bobs.text).slice(1), [`${day(today - 2 * dayMs)},${bob.jobId},${bob.unitId},gpu,30,9`]);
+      assert.deepEqual(lines(bobs.text).slice(1), [`${day(today - 2 * dayMs)},${bob.jobId},${bob.unitId},gpu,30,9,1,30`]);
     });
+  });
+
+  describe("GPU-seconds of multi-GPU units", () => {
+    // One unit per customer, 10.5 s on N GPUs: every report counts N GPU-seconds per second it ran.
+    for (const gpus of [1, 2, 8]) {
+      it(`counts a ${gpus}-GPU unit's 10.5 s as ${Math.ceil(10.5 * gpus)} GPU-seconds in the summary and the day, and ${10.5 * gpus} in its CSV row`, async () => {
+        const db = cp.plane.deps.db;
+        const customer = await createCustomer(cp, 0);
+        const jobId = await seedJob(db, customer.customerId, `gpus-${gpus}`);
+        const unitId = await seedCompletedUnit(db, { customerId: customer.customerId, jobId, jobName: `gpus-${gpus}`, name: "train", kind: "gpu", gpuCount: gpus, runSeconds: 10.5, credits: 10 * gpus, at: new Date(today + 60_000) });
+        const headers = { "x-api-key": customer.apiKey };
+        const summary = await request(cp, "GET", "/api/v1/customer/usage/summary", { headers });
+        assert.equal(summary.status, 200, JSON.stringify(summary.body));
+        assert.equal(summary.body["gpu_seconds"], String(Math.ceil(10.5 * gpus)));
+        const daily = await request(cp, "GET", "/api/v1/customer/usage/daily?days=1", { headers });
+        assert.deepEqual((daily.body["data"] as Record<string, unknown>[]).map((d) => d["gpu_seconds"]), [String(Math.ceil(10.5 * gpus))]);
+        const csv = await rawGet(cp, `/api/v1/customer/usage/export.csv?date_from=${day(today)}&date_to=${day(today)}`, customer.apiKey);
+        assert.deepEqual(lines(csv.text).slice(1), [`${day(today)},${jobId},${unitId},gpu,10.5,${10 * gpus},${gpus},${10.5 * gpus}`]);
+      });
+    }
   });
 
   describe("date ranges of both CSV exports", () => {
@@ -373,7 +394,7 @@ describe("usage and credit reports (REST, real control plane)", () => {
       assert.ok(res.headers["x-ratelimit-limit"] !== undefined, "handler headers lead the stream");
       assert.ok(res.dataEvents > 1, `several data events, got ${res.dataEvents}`);
       const rows = parseCsv(res.text);
-      assert.deepEqual(rows[0], ["date", "job_id", "compute_unit_id", "kind", "run_seconds", "credits"]);
+      assert.deepEqual(rows[0], ["date", "job_id", "compute_unit_id", "kind", "run_seconds", "credits", "gpu_count", "gpu_seconds"]);
       assert.equal(rows.length, bulkRows + 1);
       const units = new Set(rows.slice(1).map((r) => r[2]));
       assert.equal(units.size, bulkRows, "every record exactly once");

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { debitCompletedUnit } from "../../src/billing/debit.ts";
 import type { WorkloadRates } from "../../src/billing/rates.ts";
 import type { Sql } from "../../src/store/database.ts";
+import { findUnit } from "../../src/store/jobs.ts";
 import { describeOnEachBackend, insertCustomerWithInputs, insertJobWithUnits } from "../support/billing-rows.ts";
 
 const rates: WorkloadRates = { cpuCreditsPerMinute: 1, gpuCreditsPerMinute: 10 };
@@ -15,14 +16,14 @@ const now = new Date(Date.UTC(2026, 0, 2, 12));
 
 interface Written {
   ledger: { amount: number; kind: string; description: string; job_id: string }[];
-  usage: { kind: string; run_seconds: number; credits: number; job_id: string; created_at: Date }[];
+  usage: { kind: string; gpu_count: number; run_seconds: number; credits: number; job_id: string; created_at: Date }[];
 }
 
 /** The ledger entries and usage records of one unit. */
 async function writtenFor(sql: Sql, unitId: string): Promise<Written> {
   return {
     ledger: await sql.query(`SELECT amount, kind, description, job_id FROM ledger_entries WHERE compute_unit_id = $1`, [unitId]),
-    usage: await sql.query(`SELECT kind, run_seconds, credits, job_id, created_at FROM usage_records WHERE compute_unit_id = $1`, [unitId]),
+    usage: await sql.query(`SELECT kind, gpu_count, run_seconds, credits, job_id, created_at FROM usage_records WHERE compute_unit_id = $1`, [unitId]),
   };
 }
 
@@ -47,8 +48,28 @@ describeOnEachBackend("debitCompletedUnit", (on) => {
       assert.deepEqual(result, { credits: tc.credits, debited: true });
       assert.deepEqual(await writtenFor(on.db, unit.id), {
         ledger: [{ amount: -tc.credits, kind: "debit", description: `billed job: u0 (${tc.kind}, ${tc.shownSeconds} s)`, job_id: job.id }],
-        usage: [{ kind: tc.kind, run_seconds: tc.runSeconds, credits: tc.credits, job_id: job.id, created_at: now }],
+        usage: [{ kind: tc.kind, gpu_count: tc.kind === "gpu" ? 1 : 0, run_seconds: tc.runSeconds, credits: tc.credits, job_id: job.id, created_at: now }],
       });
+    });
+  }
+
+  const gpuCounts: { gpus: number; runSeconds: number; credits: number; shown: string }[] = [
+    { gpus: 1, runSeconds: 61, credits: 2 * 10, shown: "gpu, 61 s" },
+    { gpus: 2, runSeconds: 61, credits: 2 * 2 * 10, shown: "2 × gpu, 61 s" },
+    { gpus: 8, runSeconds: 3600, credits: 60 * 8 * 10, shown: "8 × gpu, 3600 s" },
+  ];
+  for (const tc of gpuCounts) {
+    it(`debits a unit of ${tc.gpus} GPUs ${tc.gpus} × the gpu rate per started minute (${tc.credits} credits for ${tc.runSeconds} s), its usage record holding the ${tc.gpus} GPUs`, async () => {
+      const { job, unit } = await oneUnit("gpu");
+      // The unit as the life cycle reads it: its row, with the GPU count the plan gave it.
+      await on.db.query(`UPDATE compute_units SET required_gpu_count = $2 WHERE id = $1`, [unit.id, tc.gpus]);
+      const row = await findUnit(on.db, unit.id);
+      assert.ok(row !== undefined);
+      const result = await on.db.transaction((tx) => debitCompletedUnit(tx, job, row, tc.runSeconds, rates, now));
+      assert.deepEqual(result, { credits: tc.credits, debited: true });
+      const written = await writtenFor(on.db, unit.id);
+      assert.deepEqual(written.ledger.map((e) => [e.amount, e.description]), [[-tc.credits, `billed job: u0 (${tc.shown})`]]);
+      assert.deepEqual(written.usage.map((u) => [u.credits, u.gpu_count]), [[tc.credits, tc.gpus]]);
     });
   }
 

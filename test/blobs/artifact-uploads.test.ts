@@ -12,24 +12,17 @@ import type { StorageQuotas } from "../../src/platform/config.ts";
 import { defaultLimits } from "../../src/platform/config.ts";
 import { artifactUsage } from "../../src/store/storage.ts";
 import type { TestControlPlane } from "../support/control-plane.ts";
-import { createCustomer, startTestControlPlane, waitFor } from "../support/control-plane.ts";
-import { createTestDatabaseUrl } from "../support/postgres.ts";
-import { seedArtifact, seedJob, seedNode } from "./support.ts";
+import { createCustomer, waitFor } from "../support/control-plane.ts";
+import { seedFinishedJobArtifacts, seedJob, seedNode, unitRunningOnNode, uploadRouteBackends } from "./support.ts";
 
-const backends: { name: string; databaseUrl: () => Promise<string | undefined> }[] = [
-  { name: "the embedded database (PGlite)", databaseUrl: async () => undefined },
-  { name: "PostgreSQL", databaseUrl: () => createTestDatabaseUrl() },
-];
-
-for (const backend of backends) {
+for (const backend of uploadRouteBackends) {
   describe(`artifact uploads within their bounds on ${backend.name}`, function () {
     this.timeout(60_000);
     const quotas: StorageQuotas = { ...defaultLimits.storage, unitArtifactsMaxBytes: 100_000, artifactsMaxCount: 3 };
     let cp: TestControlPlane;
 
     before(async () => {
-      const databaseUrl = await backend.databaseUrl();
-      cp = await startTestControlPlane({ ...(databaseUrl === undefined ? {} : { databaseUrl }), limits: { storage: quotas } });
+      cp = await backend.start(quotas);
     });
     after(async () => {
       await cp?.stop();
@@ -37,16 +30,9 @@ for (const backend of backends) {
 
     /** A customer with a unit running on a node whose credential the test holds. */
     async function runningUnit() {
-      const { customerId } = await createCustomer(cp);
-      const node = await seedNode(cp.plane.deps.db, new Date());
-      const unit = await seedJob(cp.plane.deps.db, customerId, { nodeId: node.nodeId });
-      const put = (name: string, body: Buffer) =>
-        fetch(`${cp.url}/agent/v1/units/${unit.unitId}/attempts/1/artifacts/${name}`, {
-          method: "PUT",
-          body,
-          headers: { authorization: `Bearer ${node.credential}`, "content-type": "application/octet-stream" },
-        });
-      return { customerId, ...node, ...unit, put, file: (name: string) => join(cp.dataDir, "blobs", "artifacts", unit.unitId, "1", name) };
+      const u = await unitRunningOnNode(cp);
+      const put = (name: string, body: Buffer) => u.put("artifacts", name, body);
+      return { ...u, put, file: (name: string) => join(cp.dataDir, "blobs", "artifacts", u.unitId, "1", name) };
     }
 
     it("refuses a body over the per-unit bound with 413, storing none of it", async () => {
@@ -90,8 +76,7 @@ for (const backend of backends) {
     it("answers STORAGE_QUOTA_EXCEEDED (409) before storing when the customer's artifacts are at their quota", async () => {
       const u = await runningUnit();
       const { db, blobs } = cp.plane.deps;
-      const done = await seedJob(db, u.customerId, { finishedAt: new Date() });
-      for (const name of ["a.pt", "b.pt", "c.pt"]) await seedArtifact(db, blobs, { customerId: u.customerId, ...done }, name, Buffer.from(name));
+      await seedFinishedJobArtifacts(db, blobs, u.customerId, ["a.pt", "b.pt", "c.pt"]);
       const res = await u.put("one-more.pt", Buffer.from("x"));
       assert.equal(res.status, 409);
       const body = (await res.json()) as { error: { code: string; message: string; details: Record<string, unknown> } };
@@ -104,8 +89,7 @@ for (const backend of backends) {
       const { customerId } = await createCustomer(cp);
       const { db, blobs } = cp.plane.deps;
       const node = await seedNode(db, new Date());
-      const done = await seedJob(db, customerId, { finishedAt: new Date() });
-      for (const name of ["a.pt", "b.pt"]) await seedArtifact(db, blobs, { customerId, ...done }, name, Buffer.from(name));
+      await seedFinishedJobArtifacts(db, blobs, customerId, ["a.pt", "b.pt"]);
       const units = await Promise.all([1, 2, 3].map(() => seedJob(db, customerId, { nodeId: node.nodeId })));
       const outcomes = await Promise.all(
         units.map((u) =>

@@ -3,8 +3,18 @@ import { randomUUID } from "node:crypto";
 import { Readable } from "node:stream";
 import { hashSecret, newSecret } from "../../src/platform/ids.ts";
 import type { BlobStore } from "../../src/blobs/blob-store.ts";
+import type { StorageQuotas } from "../../src/platform/config.ts";
 import type { Sql } from "../../src/store/database.ts";
 import { insertNode } from "../../src/store/nodes.ts";
+import type { TestControlPlane } from "../support/control-plane.ts";
+import { createCustomer, startTestControlPlane } from "../support/control-plane.ts";
+import { createTestDatabaseUrl } from "../support/postgres.ts";
+
+/** The databases the upload-route tests run a control plane on, with these storage quotas: the embedded one (PGlite), and PostgreSQL. */
+export const uploadRouteBackends: readonly { name: string; start: (storage: StorageQuotas) => Promise<TestControlPlane> }[] = [
+  { name: "the embedded database (PGlite)", start: (storage) => startTestControlPlane({ limits: { storage } }) },
+  { name: "PostgreSQL", start: async (storage) => startTestControlPlane({ databaseUrl: await createTestDatabaseUrl(), limits: { storage } }) },
+];
 
 /** A ready dataset and package of `customerId` (rows only; their bytes are not needed here). */
 export async function seedReadyUploads(sql: Sql, customerId: string): Promise<{ datasetId: string; packageId: string }> {
@@ -83,4 +93,33 @@ export async function seedArtifact(
     [artifactId, unit.jobId, unit.unitId, unit.customerId, name, stored.size, stored.sha256, blobKey],
   );
   return { artifactId, blobKey };
+}
+
+/** Who sends a node's upload: the running node's credential and attempt 1 unless told otherwise. */
+export interface UploadSender {
+  credential: string;
+  attempt: number;
+}
+
+/**
+ * A customer of `cp` with a unit running (attempt 1) on a node whose credential the test holds, and the
+ * node's upload of one of the attempt's files (`artifacts` or `checkpoints`) through the real route.
+ */
+export async function unitRunningOnNode(cp: TestControlPlane) {
+  const { customerId } = await createCustomer(cp);
+  const node = await seedNode(cp.plane.deps.db, new Date());
+  const unit = await seedJob(cp.plane.deps.db, customerId, { nodeId: node.nodeId });
+  const put = (what: "artifacts" | "checkpoints", name: string, body: Buffer, as: UploadSender = { credential: node.credential, attempt: 1 }) =>
+    fetch(`${cp.url}/agent/v1/units/${unit.unitId}/attempts/${as.attempt}/${what}/${name}`, {
+      method: "PUT",
+      body,
+      headers: { authorization: `Bearer ${as.credential}`, "content-type": "application/octet-stream" },
+    });
+  return { customerId, ...node, ...unit, put };
+}
+
+/** Artifacts of a finished job of the customer, one per name with the name as its bytes: what fills the artifact quota. */
+export async function seedFinishedJobArtifacts(sql: Sql, blobs: BlobStore, customerId: string, names: readonly string[]): Promise<void> {
+  const done = await seedJob(sql, customerId, { finishedAt: new Date() });
+  for (const name of names) await seedArtifact(sql, blobs, { customerId, ...done }, name, Buffer.from(name));
 }

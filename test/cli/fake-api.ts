@@ -15,7 +15,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { PassThrough } from "node:stream";
-import type { JsonObject } from "@bufbuild/protobuf";
+import type { JsonObject, MessageInitShape } from "@bufbuild/protobuf";
 import { create, toJson } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ConnectRouter, Interceptor, ServiceImpl } from "@connectrpc/connect";
@@ -70,6 +70,11 @@ export interface FakeJobBody {
   requiredDiskMb?: number;
   maxRuntimeSeconds?: number;
   sensitivity?: string;
+  requiredGpuCount?: number;
+  gpuModels?: string[];
+  minComputeCapability?: string;
+  minCudaVersion?: string;
+  queueTimeoutSeconds?: number;
 }
 
 /** What changes between GETs of a job. */
@@ -78,6 +83,7 @@ export interface FakeJobState {
   progress?: number;
   metrics?: Record<string, number>;
   error?: string;
+  pendingReason?: string;
 }
 
 /** A job the fake serves: GET n returns `script[min(n, last)]` over `body`. */
@@ -104,6 +110,8 @@ export interface FakeUnit {
   dependsOn: string[];
   logs: FakeLogStep[];
   reads: number;
+  /** More of the unit's view (GPUs, attempts, checkpoint …), as ListComputeUnits answers it. */
+  view?: MessageInitShape<typeof ComputeUnitSchema>;
 }
 
 /** An artifact the fake serves; `served` lets a test corrupt the bytes. */
@@ -272,12 +280,15 @@ export async function startFakeApi(): Promise<FakeApi> {
     deleteTrainingPackage: (req) => ({ id: req.id, deleted: api.uploads.delete(findUpload("package", req.id).id) }),
     createTrainingJob: (req) => {
       const { name, datasetId, trainingPackageId, requiredVramMb, requiredDiskMb, maxRuntimeSeconds, sensitivity } = req;
-      const body = { name, datasetId, trainingPackageId, requiredVramMb, requiredDiskMb, maxRuntimeSeconds, sensitivity };
+      const { requiredGpuCount, gpuModels, minComputeCapability, minCudaVersion, queueTimeoutSeconds } = req;
+      const gpuNeeds = { requiredGpuCount, gpuModels, minComputeCapability, minCudaVersion, queueTimeoutSeconds };
+      const body = { name, datasetId, trainingPackageId, requiredVramMb, requiredDiskMb, maxRuntimeSeconds, sensitivity, ...gpuNeeds };
       const job: FakeJob = { id: newId("job"), body, script: api.nextJobScript, gets: 0 };
       api.jobs.set(job.id, job);
       return { trainingJob: jobMessage(job, { status: "queued" }) };
     },
-    listTrainingJobs: () => ({ data: [...api.jobs.values()].map((j) => jobMessage(j, { status: "queued" })), page: onePage(50) }),
+    // A list shows each job as its first GET would.
+    listTrainingJobs: () => ({ data: [...api.jobs.values()].map((j) => jobMessage(j, j.script[0] ?? { status: "queued" })), page: onePage(50) }),
     getTrainingJob: (req) => {
       const job = findJob(req.id);
       const step = job.script[Math.min(job.gets, job.script.length - 1)];
@@ -295,7 +306,7 @@ export async function startFakeApi(): Promise<FakeApi> {
     },
     listComputeUnits: (req) => ({
       data: unitsOf(findJob(req.id).id).map((u) =>
-        create(ComputeUnitSchema, { id: u.id, jobId: req.id, name: u.name, kind: "gpu", dependsOn: u.dependsOn, status: unitStep(u, false).status, progress: 0.5 }),
+        create(ComputeUnitSchema, { id: u.id, jobId: req.id, name: u.name, kind: "gpu", dependsOn: u.dependsOn, status: unitStep(u, false).status, progress: 0.5, ...u.view }),
       ),
       page: onePage(100),
     }),

@@ -55,6 +55,25 @@ describe("gpuctl jobs create -f", () => {
       text: JSON.stringify({ dataset_id: "ds_4", training_package_id: "pkg_4" }),
       sent: { name: "job-spec-key", dataset_id: "ds_4", training_package_id: "pkg_4", required_vram_mb: 8000, ...defaults },
     },
+    {
+      name: "a file's GPU count, models, minimums and queue timeout",
+      file: "job.yaml",
+      text: "name: big\ndataset_id: ds_5\ntraining_package_id: pkg_5\nrequired_gpu_count: 4\ngpu_models: [A100, H100]\nmin_compute_capability: '8.0'\nmin_cuda_version: '12.1'\nqueue_timeout_seconds: 7200\n",
+      sent: {
+        name: "big", dataset_id: "ds_5", training_package_id: "pkg_5", required_vram_mb: 8000, ...defaults,
+        required_gpu_count: 4, gpu_models: ["A100", "H100"], min_compute_capability: "8.0", min_cuda_version: "12.1", queue_timeout_seconds: 7200,
+      },
+    },
+    {
+      name: "GPU flags over the file's: --gpu-model replaces the file's list",
+      file: "job.json",
+      text: JSON.stringify({ dataset_id: "ds_6", training_package_id: "pkg_6", required_gpu_count: 4, gpu_models: ["A100"], min_cuda_version: "12.1", queue_timeout_seconds: 7200 }),
+      flags: ["--gpus", "2", "--gpu-model", "RTX 4090", "--gpu-model", "L40", "--queue-timeout", "30m"],
+      sent: {
+        name: "job-spec-key", dataset_id: "ds_6", training_package_id: "pkg_6", required_vram_mb: 8000, ...defaults,
+        required_gpu_count: 2, gpu_models: ["RTX 4090", "L40"], min_cuda_version: "12.1", queue_timeout_seconds: 1800,
+      },
+    },
   ];
   for (const tc of cases) {
     it(`sends ${tc.name}`, async () => {

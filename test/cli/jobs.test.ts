@@ -137,6 +137,153 @@ describe("gpuctl jobs", () => {
     assert.equal((JSON.parse(cap.out()) as { status: string }).status, "completed");
   });
 
+  it("creates a job of 2 GPUs with models, minimums and a queue timeout", async () => {
+    const cap = captureIo();
+    const code = await runCli(
+      [
+        "jobs", "create", "--dataset", "d", "--package", "p", "--gpus", "2", "--gpu-model", "RTX 4090", "--gpu-model", "A100",
+        "--min-compute-capability", "8.0", "--min-cuda-version", "12.1", "--queue-timeout", "2h",
+      ],
+      depsFor(api, cap),
+    );
+    assert.equal(code, 0, cap.err());
+    const body = callsOf(api, "CreateTrainingJob")[0]?.body;
+    assert.deepEqual(
+      [body?.["required_gpu_count"], body?.["gpu_models"], body?.["min_compute_capability"], body?.["min_cuda_version"], body?.["queue_timeout_seconds"]],
+      [2, ["RTX 4090", "A100"], "8.0", "12.1", 7200],
+    );
+    assert.match(cap.out(), /^gpus\s+2$/m);
+    assert.match(cap.out(), /^gpu_models\s+RTX 4090, A100$/m);
+    assert.match(cap.out(), /^min_compute_capability\s+8\.0$/m);
+    assert.match(cap.out(), /^queue_timeout_s\s+7200$/m);
+  });
+
+  it("sends no GPU fields when no flag sets them, so the server's defaults apply", async () => {
+    assert.equal(await runCli(["jobs", "create", "--dataset", "d", "--package", "p"], depsFor(api, captureIo())), 0);
+    const body = callsOf(api, "CreateTrainingJob")[0]?.body ?? {};
+    assert.deepEqual(Object.keys(body).filter((k) => /gpu|compute_capability|cuda|queue/.test(k)), []);
+  });
+
+  const timeouts: { given: string; seconds: number }[] = [
+    { given: "3600", seconds: 3600 },
+    { given: "90m", seconds: 5400 },
+    { given: "2h", seconds: 7200 },
+    { given: "1h30m", seconds: 5400 },
+    { given: "1d", seconds: 86_400 },
+    { given: "45s", seconds: 45 },
+  ];
+  for (const tc of timeouts) {
+    it(`reads --queue-timeout ${tc.given} as ${tc.seconds} seconds`, async () => {
+      assert.equal(await runCli(["jobs", "create", "--dataset", "d", "--package", "p", "--queue-timeout", tc.given], depsFor(api, captureIo())), 0);
+      assert.equal(callsOf(api, "CreateTrainingJob")[0]?.body["queue_timeout_seconds"], tc.seconds);
+    });
+  }
+
+  const badFlags: { flags: string[]; err: RegExp }[] = [
+    { flags: ["--gpus", "0"], err: /--gpus.*must be an integer >= 1/ },
+    { flags: ["--gpus", "9"], err: /--gpus.*at most 8 GPUs/ },
+    { flags: ["--gpus", "two"], err: /--gpus.*not an integer/ },
+    { flags: ["--min-compute-capability", "8"], err: /--min-compute-capability.*expected major\.minor/ },
+    { flags: ["--min-cuda-version", "v12.1"], err: /--min-cuda-version.*expected major\.minor/ },
+    { flags: ["--queue-timeout", "2x"], err: /--queue-timeout.*expected seconds or a duration/ },
+    { flags: ["--queue-timeout", "0"], err: /--queue-timeout.*must be an integer >= 1/ },
+    { flags: ["--queue-timeout", "1h 30m"], err: /--queue-timeout.*expected seconds or a duration/ },
+  ];
+  for (const tc of badFlags) {
+    it(`refuses ${tc.flags.join(" ")} as a usage error before sending anything`, async () => {
+      const cap = captureIo();
+      assert.equal(await runCli(["jobs", "create", "--dataset", "d", "--package", "p", ...tc.flags], depsFor(api, cap)), 2);
+      assert.match(cap.err(), tc.err);
+      assert.equal(api.calls.length, 0);
+    });
+  }
+
+  it("shows a queued job's pending reason, GPU count and constraints", async () => {
+    const reason = "stage train: the 2 capable nodes are offline";
+    api.jobs.set("job_q", {
+      id: "job_q",
+      body: { name: "q", requiredGpuCount: 4, gpuModels: ["A100"], minComputeCapability: "8.0", minCudaVersion: "12.1", queueTimeoutSeconds: 86_400 },
+      script: [{ status: "queued", progress: 0, pendingReason: reason }],
+      gets: 0,
+    });
+    const cap = captureIo();
+    assert.equal(await runCli(["jobs", "get", "job_q"], depsFor(api, cap)), 0);
+    for (const line of [`pending_reason  ${reason}`, "gpus  4", "gpu_models  A100", "min_compute_capability  8.0", "min_cuda_version  12.1", "queue_timeout_s  86400"]) {
+      const [label, value] = line.split("  ");
+      assert.match(cap.out(), new RegExp(`^${label}\\s+${(value ?? "").replace(/\./g, "\\.")}$`, "m"), line);
+    }
+  });
+
+  it("shows no pending reason once a job runs", async () => {
+    api.jobs.set("job_r", { id: "job_r", body: { name: "r" }, script: [{ status: "running", progress: 0.5, pendingReason: "stale" }], gets: 0 });
+    const cap = captureIo();
+    assert.equal(await runCli(["jobs", "get", "job_r"], depsFor(api, cap)), 0);
+    assert.doesNotMatch(cap.out(), /pending_reason/);
+  });
+
+  it("lists each job's GPU count, and why a queued one waits", async () => {
+    const reason = "stage train: every capable node is busy";
+    api.jobs.set("job_l", { id: "job_l", body: { name: "l", requiredGpuCount: 8 }, script: [{ status: "queued", progress: 0, pendingReason: reason }], gets: 0 });
+    const cap = captureIo();
+    assert.equal(await runCli(["jobs", "list"], depsFor(api, cap)), 0);
+    const [header, row] = cap.out().split("\n");
+    assert.match(header ?? "", /^ID\s+NAME\s+STATUS\s+PROGRESS\s+GPUS\s+METRICS\s+CREATED\s+NOTE$/);
+    assert.match(row ?? "", new RegExp(`^job_l\\s+l\\s+queued\\s+0%\\s+8\\s+${reason}$`));
+  });
+
+  it("prints the pending reason beside the status while a watched job waits", async () => {
+    const reason = "stage train: no capable node is online";
+    api.jobs.set("job_p", {
+      id: "job_p",
+      body: { name: "p" },
+      script: [{ status: "queued", progress: 0, pendingReason: reason }, { status: "running", progress: 0.5 }, { status: "completed", progress: 1 }],
+      gets: 0,
+    });
+    const cap = captureIo();
+    assert.equal(await runCli(["jobs", "watch", "job_p", "--interval-ms", "100"], depsFor(api, cap)), 0, cap.err());
+    assert.deepEqual(cap.out().split("\n").slice(0, 3), [`queued 0% (waiting: ${reason})`, "running 50%", "completed 100%"]);
+  });
+
+  it("shows each unit's GPUs, constraints, attempts, what each resumed from and the latest checkpoint", async () => {
+    api.jobs.set("job_u", { id: "job_u", body: { name: "u" }, script: api.nextJobScript, gets: 0 });
+    const at = { seconds: 1_767_225_600n, nanos: 0 };
+    api.units.set("job_u", [
+      { id: "cu_p", name: "prepare", dependsOn: [], logs: [{ status: "completed", lines: [] }], reads: 0, view: { kind: "cpu", attempt: 1, attempts: [{ attempt: 1, nodeId: "node_a", status: "completed" }] } },
+      {
+        id: "cu_t",
+        name: "train",
+        dependsOn: ["prepare"],
+        logs: [{ status: "running", lines: [] }],
+        reads: 0,
+        view: {
+          requiredGpuCount: 2,
+          gpuIndexes: [0, 1],
+          gpuModels: ["A100"],
+          minComputeCapability: "8.0",
+          attempt: 2,
+          nodeId: "node_b",
+          attempts: [
+            { attempt: 1, nodeId: "node_a", status: "lost", error: "node went offline" },
+            { attempt: 2, nodeId: "node_b", status: "running", resumedFromAttempt: 1, resumedFromCheckpoint: "ckpt-3.pt", resumedFromMetrics: { epoch: 3 } },
+          ],
+          latestCheckpoint: { attempt: 1, name: "ckpt-3.pt", sizeBytes: 1024n, metrics: { epoch: 3 }, createdAt: at },
+        },
+      },
+    ]);
+    const cap = captureIo();
+    assert.equal(await runCli(["jobs", "units", "job_u"], depsFor(api, cap)), 0, cap.err());
+    const [units, attempts] = cap.out().split("\n\n");
+    const lines = (units ?? "").split("\n");
+    assert.match(lines[0] ?? "", /^ID\s+NAME\s+KIND\s+GPUS\s+NEEDS\s+STATUS\s+PROGRESS\s+ATTEMPT\s+NODE\s+DEPENDS_ON\s+CHECKPOINT\s+NOTE$/);
+    assert.match(lines[1] ?? "", /^cu_p\s+prepare\s+cpu\s+completed\s+50%\s+1$/);
+    assert.match(lines[2] ?? "", /^cu_t\s+train\s+gpu\s+2 \(0,1\)\s+models=A100 cc>=8\.0\s+running\s+50%\s+2\s+node_b\s+prepare\s+ckpt-3\.pt \(attempt 1, epoch=3\)\s+resumed from attempt 1 \(epoch=3\)$/);
+    assert.deepEqual((attempts ?? "").trimEnd().split("\n").map((l) => l.split(/\s{2,}/)), [
+      ["UNIT", "ATTEMPT", "NODE", "STATUS", "RESUMED_FROM", "ERROR"],
+      ["train", "1", "node_a", "lost", "node went offline"],
+      ["train", "2", "node_b", "running", "resumed from attempt 1 (epoch=3)"],
+    ]);
+  });
+
   it("lists, cancels and shows the compute units of a job", async () => {
     api.jobs.set("job_c", { id: "job_c", body: { name: "c" }, script: api.nextJobScript, gets: 0 });
     const cap = captureIo();

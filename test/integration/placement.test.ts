@@ -56,39 +56,38 @@ describe("placement with real agents", function () {
     return res.body["data"] as Record<string, unknown>[];
   }
 
-  it("never places a 24 GB low_sensitive train unit on a 12 GB GPU or on a community node, and says why it waits", async () => {
+  it("starts nothing of a 24 GB low_sensitive job while only a 12 GB GPU and a community node are online, and says why it waits", async () => {
+    // Admitted: the test fleet's reference node (enrolled, never online) could run it.
     const created = await request(cp, "POST", "/api/v1/customer/training-jobs", {
       headers: { "x-api-key": apiKey },
       body: { name: "big", dataset_id: datasetId, training_package_id: packageId, required_vram_mb: 24000, max_runtime_seconds: 600, sensitivity: "low_sensitive" },
     });
     assert.equal(created.status, 201, JSON.stringify(created.body));
     const jobId = created.body["id"] as string;
-    // prepare (cpu) may run on the controlled node; train must then wait with a reason.
-    const train = await waitFor(
-      "the train unit to report why it waits",
+    // No online node can run train (too small, or not trusted enough): prepare is held, not run and charged.
+    const job = await waitFor(
+      "the job to say why it waits",
       async () => {
-        const units = await unitsOf(jobId);
-        const prepare = units.find((u) => u["name"] === "prepare");
-        const t = units.find((u) => u["name"] === "train");
-        return prepare?.["status"] === "completed" && t?.["status"] === "ready" && t["unschedulable_reason"] !== "" ? t : undefined;
+        const res = await request(cp, "GET", `/api/v1/customer/training-jobs/${jobId}`, { headers: { "x-api-key": apiKey } });
+        return res.body["pending_reason"] !== "" ? res.body : undefined;
       },
       60_000,
     );
-    assert.equal(train["node_id"], "");
-    assert.match(train["unschedulable_reason"] as string, /insufficient_vram/);
-    assert.match(train["unschedulable_reason"] as string, /trust_below_tier/);
+    assert.equal(job["status"], "queued");
+    assert.match(job["pending_reason"] as string, /^stage "train" waits for a capable node to come online \(no online node can run it: it needs 1 GPU with 24000 MB VRAM; /);
     const prepare = (await unitsOf(jobId)).find((u) => u["name"] === "prepare")!;
-    assert.equal(prepare["node_id"], smallControlled.nodeId, "the cpu stage of a low_sensitive job ran on the controlled node, not the community one");
-    // Cancel frees the customer's active-job slot and debits nothing for the waiting units.
+    assert.equal(prepare["status"], "ready");
+    assert.equal(prepare["node_id"], "");
+    assert.match(prepare["unschedulable_reason"] as string, /held until a node that can run stage "train" of this job is online/);
+    // Cancel frees the customer's active-job slot and debits nothing.
     const cancelled = await request(cp, "POST", `/api/v1/customer/training-jobs/${jobId}/cancel`, { headers: { "x-api-key": apiKey }, body: {} });
     assert.equal(cancelled.body["status"], "cancelled");
     const units = await unitsOf(jobId);
-    assert.deepEqual(units.map((u) => [u["name"], u["status"]]), [
-      ["prepare", "completed"],
-      ["train", "cancelled"],
-      ["evaluate", "cancelled"],
+    assert.deepEqual(units.map((u) => [u["name"], u["status"], u["credits_debited"]]), [
+      ["prepare", "cancelled", "0"],
+      ["train", "cancelled", "0"],
+      ["evaluate", "cancelled", "0"],
     ]);
-    assert.deepEqual(units.map((u) => u["credits_debited"]), [units[0]!["credits_debited"], "0", "0"]);
   });
 
   it("places a public job's GPU unit on the only GPU large enough, even at community trust", async () => {

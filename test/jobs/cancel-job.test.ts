@@ -15,6 +15,7 @@ import { defaultAgents, defaultLimits, defaultRates } from "../../src/platform/c
 import { ApiError } from "../../src/platform/errors.ts";
 import { findJob, listUnitsOfJob } from "../../src/store/jobs.ts";
 import { describeOnEachBackend, insertCustomerWithInputs } from "../support/billing-rows.ts";
+import { enrollReferenceNode } from "../support/fleet.ts";
 import { insertNodes } from "../support/rows.ts";
 
 /** One message a node was sent: (node, unit, attempt, reason). */
@@ -23,6 +24,8 @@ type Told = [string, string, number, string];
 describeOnEachBackend("cancelCustomerJob", (on) => {
   let told: Told[];
   const clock = new FakeClock();
+  // A node that could run every job here, so creation admits them.
+  before(() => enrollReferenceNode(on.db));
   beforeEach(() => {
     told = [];
   });

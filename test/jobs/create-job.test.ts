@@ -15,6 +15,7 @@ import { defaultAgents, defaultLimits, defaultRates } from "../../src/platform/c
 import { ApiError } from "../../src/platform/errors.ts";
 import { listUnitsOfJob } from "../../src/store/jobs.ts";
 import { creationRowCounts, describeOnEachBackend, insertCustomerUpload, insertCustomerWithInputs } from "../support/billing-rows.ts";
+import { enrollReferenceNode } from "../support/fleet.ts";
 
 /** The default plan (prepare cpu → train gpu → evaluate cpu) for 600 s: 10 + 100 + 10 credits. */
 const defaultPlanCost = 120;
@@ -32,6 +33,8 @@ async function refusedWith(promise: Promise<unknown>, code: ApiError["code"]): P
 
 describeOnEachBackend("createJob", (on) => {
   let wakes: number;
+  // A node that could run every job here: admission is test/jobs/admission.test.ts's subject.
+  before(() => enrollReferenceNode(on.db));
   beforeEach(() => {
     wakes = 0;
   });

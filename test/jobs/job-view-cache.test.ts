@@ -53,6 +53,12 @@ function viewWith(overrides: Partial<JobViewRow> = {}): JobViewRow {
     compute_unit_count: 1,
     compute_units_completed: 0,
     credits_debited: 0,
+    required_gpu_count: 1,
+    gpu_models: [],
+    min_compute_capability: "",
+    min_cuda_version: "",
+    queue_timeout_seconds: 86_400,
+    pending_reason: "",
     ...overrides,
   };
 }

@@ -30,6 +30,26 @@ describe("stdout line protocol", () => {
       want: { kind: "progress", progress: 0.5, metrics: { loss: 0.3 } },
     },
     {
+      name: "a checkpoint named with progress and metrics is kept with them",
+      line: '@@gpu-agent {"progress": 0.3, "metrics": {"epoch": 3}, "checkpoint": "epoch-3.ckpt"}',
+      want: { kind: "progress", progress: 0.3, metrics: { epoch: 3 }, checkpoint: "epoch-3.ckpt" },
+    },
+    {
+      name: "a checkpoint alone is a report naming it",
+      line: '@@gpu-agent {"checkpoint": "latest.pt"}',
+      want: { kind: "progress", metrics: {}, checkpoint: "latest.pt" },
+    },
+    {
+      name: "a checkpoint that is not a non-empty string makes the line a log line",
+      line: '@@gpu-agent {"progress": 0.3, "checkpoint": 3}',
+      want: { kind: "log", line: '@@gpu-agent {"progress": 0.3, "checkpoint": 3}' },
+    },
+    {
+      name: "an empty checkpoint name makes the line a log line",
+      line: '@@gpu-agent {"checkpoint": ""}',
+      want: { kind: "log", line: '@@gpu-agent {"checkpoint": ""}' },
+    },
+    {
       name: "a plain line is a log line",
       line: "epoch 3 loss 0.21",
       want: { kind: "log", line: "epoch 3 loss 0.21" },

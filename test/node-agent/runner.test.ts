@@ -441,11 +441,33 @@ describe("unit runner", function () {
     await runner.assign(assignFor({ unitId: randomUUID(), stage: "train", kind: "gpu", gpuIndex: 3, inputs: [pkg] }));
     runner.drain();
     await runner.assign(assignFor({ unitId: randomUUID(), stage: "train", inputs: [pkg] }));
-    const rejected = rec.messages.flatMap((m) => (m.case === "rejected" ? [m.value.reason] : []));
+    const rejected = rec.messages.flatMap((m) => (m.case === "rejected" ? [m.value] : []));
     assert.equal(rejected.length, 2);
-    assert.match(rejected[0] ?? "", /no GPU with index 3/);
-    assert.match(rejected[1] ?? "", /draining/);
+    assert.match(rejected[0]?.reason ?? "", /no GPU with index 3/);
+    assert.match(rejected[1]?.reason ?? "", /draining/);
+    // Neither is a node that is only full: the control plane keeps these units away from it.
+    assert.deepEqual(rejected.map((r) => r.busy), [false, false]);
     assert.equal(rec.messages.filter((m) => m.case === "finished").length, 0);
+  });
+
+  it("answers busy at its unit limit, and takes the same unit once the running one has finished", async () => {
+    runner = newRunner({ maxConcurrentUnits: 1 });
+    const first = randomUUID();
+    const second = randomUUID();
+    const sleeper = input("package", "package.zip", await zipOf({ "train.py": "import time\nprint('started', flush=True)\ntime.sleep(60)\n" }));
+    const running = runner.assign(assignFor({ unitId: first, stage: "train", inputs: [sleeper] }));
+    await waitFor("the first unit to start", () => rec.logLines(first).find((l) => l === "started"));
+    const pkg = input("package", "package.zip", await zipOf({ "train.py": "print('second')\n" }));
+    await runner.assign(assignFor({ unitId: second, stage: "train", inputs: [pkg] }));
+    const rejected = rec.messages.flatMap((m) => (m.case === "rejected" ? [m.value] : []));
+    assert.deepEqual(
+      rejected.map((r) => [r.unit?.unitId, r.reason, r.busy]),
+      [[second, "node is at its limit of 1 concurrent units", true]],
+    );
+    runner.cancel(create(CancelSchema, { unit: create(UnitRefSchema, { unitId: first, attempt: 1 }), reason: "user" }));
+    await running;
+    await runner.assign(assignFor({ unitId: second, stage: "train", inputs: [pkg] }));
+    assert.equal(rec.finished(second)[0]?.outcome, Outcome.SUCCEEDED, rec.finished(second)[0]?.error);
   });
 
   it("reports a failing script as FAILED with its stderr", async () => {

@@ -28,6 +28,7 @@ import {
   bubblewrapArgs,
   bubblewrapLaunch,
   cpuListText,
+  nvidiaControlDevices,
   nvidiaGpuNodes,
   parseNvidiaGpuInformation,
   prepareSandboxHost,
@@ -162,15 +163,38 @@ describe("unit sandbox: the bubblewrap command line", () => {
     });
   }
 
+  const checkpointMounts: { name: string; checkpointDirs: boolean | undefined; expected: string[][] }[] = [
+    {
+      name: "a unit's run gets its checkpoint directory writable and the checkpoint it resumes from read-only",
+      checkpointDirs: true,
+      expected: [
+        ["--bind", "/var/lib/gpu-agent/work/u-1/checkpoints", "/unit/checkpoints"],
+        ["--ro-bind", "/var/lib/gpu-agent/work/u-1/resume", "/unit/resume"],
+      ],
+    },
+    { name: "a build step gets neither checkpoint directory", checkpointDirs: undefined, expected: [] },
+  ];
+  for (const c of checkpointMounts) {
+    it(c.name, () => {
+      const args = bubblewrapArgs(rootHost, spec(c.checkpointDirs === undefined ? {} : { checkpointDirs: c.checkpointDirs }));
+      const mounted = (["--bind", "--ro-bind"] as const).flatMap((flag) => occurrences(args, flag, 2).map(([source, dest]) => [flag, source!, dest!]));
+      assert.deepEqual(
+        mounted.filter(([, , dest]) => dest === "/unit/checkpoints" || dest === "/unit/resume"),
+        c.expected,
+      );
+    });
+  }
+
   it("mounts nothing else of the data directory than the unit's own work and etc directories", () => {
     const args = bubblewrapArgs(rootHost, spec());
     const fromDataDir = args.filter((a) => a.startsWith("/var/lib/gpu-agent"));
     assert.ok(fromDataDir.every((a) => a.startsWith("/var/lib/gpu-agent/work/u-1/") || a === "/var/lib/gpu-agent/work/u-1" || a.startsWith("/var/lib/gpu-agent/work/u-1.etc/")));
   });
 
-  const devices: { name: string; gpuDevices: string[]; bound: string[][]; sys: string[][] }[] = [
+  const devices: { name: string; host: SandboxHost; gpuDevices: string[]; bound: string[][]; sys: string[][] }[] = [
     {
-      name: "a CPU unit gets no GPU device and only the CPU topology of /sys",
+      name: "a CPU unit gets no GPU device, no NVIDIA control device and only the CPU topology of /sys",
+      host: rootHost,
       gpuDevices: [],
       bound: [],
       sys: [
@@ -180,6 +204,7 @@ describe("unit sandbox: the bubblewrap command line", () => {
     },
     {
       name: "a GPU unit gets its GPU's device and the NVIDIA control devices, nothing of the other GPUs",
+      host: rootHost,
       gpuDevices: ["/dev/nvidia1"],
       bound: [
         ["/dev/nvidia1", "/dev/nvidia1"],
@@ -188,15 +213,41 @@ describe("unit sandbox: the bubblewrap command line", () => {
       ],
       sys: [["/sys", "/sys"]],
     },
+    {
+      name: "a unit on two GPUs gets both devices, the control devices and the capability devices, from the host's device directory",
+      host: { ...rootHost, devRoot: "/srv/fake-dev", nvidiaControlDevices: ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-caps/nvidia-cap1"] },
+      gpuDevices: ["/dev/nvidia0", "/dev/nvidia3"],
+      bound: [
+        ["/srv/fake-dev/nvidia0", "/dev/nvidia0"],
+        ["/srv/fake-dev/nvidia3", "/dev/nvidia3"],
+        ["/srv/fake-dev/nvidiactl", "/dev/nvidiactl"],
+        ["/srv/fake-dev/nvidia-uvm", "/dev/nvidia-uvm"],
+        ["/srv/fake-dev/nvidia-caps/nvidia-cap1", "/dev/nvidia-caps/nvidia-cap1"],
+      ],
+      sys: [["/sys", "/sys"]],
+    },
   ];
   for (const d of devices) {
     it(d.name, () => {
-      const args = bubblewrapArgs(rootHost, spec({ gpuDevices: d.gpuDevices }));
+      const args = bubblewrapArgs(d.host, spec({ gpuDevices: d.gpuDevices }));
       assert.deepEqual(occurrences(args, "--dev-bind", 2), d.bound);
       const sys = [...occurrences(args, "--ro-bind", 2), ...occurrences(args, "--ro-bind-try", 2)].filter(([, dest]) => dest?.startsWith("/sys"));
       assert.deepEqual(sys, d.sys);
     });
   }
+
+  it("finds the NVIDIA control and capability devices that exist in the host's device directory", async () => {
+    const devRoot = await mkdtemp(path.join(os.tmpdir(), "fake-dev-"));
+    try {
+      for (const name of ["nvidiactl", "nvidia-uvm", "nvidia0", "nvidia1", "null"]) await writeFile(path.join(devRoot, name), "");
+      await mkdir(path.join(devRoot, "nvidia-caps"));
+      for (const name of ["nvidia-cap2", "nvidia-cap1"]) await writeFile(path.join(devRoot, "nvidia-caps", name), "");
+      assert.deepEqual(await nvidiaControlDevices(devRoot), ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-caps/nvidia-cap1", "/dev/nvidia-caps/nvidia-cap2"]);
+      assert.deepEqual(await nvidiaControlDevices(path.join(devRoot, "none")), []);
+    } finally {
+      await rm(devRoot, { recursive: true, force: true });
+    }
+  });
 
   const limits: { name: string; extra: Partial<UnitSandboxSpec>; tmpfsBytes: number; prlimit: string[]; taskset: string[] | undefined }[] = [
     { name: "no declared memory, disk or cores", extra: {}, tmpfsBytes: 1024 * MIB, prlimit: ["--nproc=4096"], taskset: undefined },
@@ -747,20 +798,21 @@ describe("isolation probe: what the node reports and what it then takes", functi
     dataDir: string,
     isolation: UnitIsolation,
     script: string,
-    gpu: Pick<UnitRunnerOptions, "gpuDevice"> & Pick<MessageInitShape<typeof AssignSchema>, "kind" | "gpuIndex"> = { kind: "cpu", gpuIndex: -1 },
+    gpu: Pick<UnitRunnerOptions, "gpuDevice" | "gpuUuid"> & Pick<MessageInitShape<typeof AssignSchema>, "kind" | "gpuIndex" | "gpuIndexes"> = { kind: "cpu", gpuIndex: -1 },
   ) {
     const messages: AgentMessageBody[] = [];
-    const { gpuDevice, ...kind } = gpu;
+    const { gpuDevice, gpuUuid, ...kind } = gpu;
     const units = createUnitRunner({
       dataDir,
       nodeCredential: "nc",
       send: (body) => void messages.push(body),
-      gpuIndexes: () => [0],
+      gpuIndexes: () => [0, 1, 2],
       maxConcurrentUnits: 1,
       clock: systemClock,
       logger: silentLogger,
       isolation,
       ...(gpuDevice !== undefined ? { gpuDevice } : {}),
+      ...(gpuUuid !== undefined ? { gpuUuid } : {}),
     });
     const pkg = await zipOf({ "main.py": script });
     const key = randomUUID();
@@ -853,6 +905,55 @@ describe("isolation probe: what the node reports and what it then takes", functi
     assert.match(messages[0]?.case === "rejected" ? messages[0].value.reason : "", /^units cannot be isolated on this node: .*contains the agent's data directory/);
     assert.equal(existsSync(path.join(dataDir, "work", "u1-1")), false);
   });
+
+  const gpuUnits: { name: string; kind: "cpu" | "gpu"; gpuIndex: number; gpuIndexes: number[]; devices: string[]; visible: string }[] = [
+    { name: "a CPU unit sees no NVIDIA device and no GPU", kind: "cpu", gpuIndex: -1, gpuIndexes: [], devices: [], visible: "" },
+    {
+      name: "a unit on one GPU sees that GPU's device and the control devices, and the GPU by its UUID",
+      kind: "gpu",
+      gpuIndex: 2,
+      gpuIndexes: [2],
+      devices: ["nvidia-caps/nvidia-cap1", "nvidia-uvm", "nvidia12", "nvidiactl"],
+      visible: "GPU-2",
+    },
+    {
+      name: "a unit on two GPUs sees both devices and no other, and both GPUs by their UUIDs",
+      kind: "gpu",
+      gpuIndex: 0,
+      gpuIndexes: [0, 2],
+      devices: ["nvidia-caps/nvidia-cap1", "nvidia-uvm", "nvidia10", "nvidia12", "nvidiactl"],
+      visible: "GPU-0,GPU-2",
+    },
+  ];
+  for (const g of gpuUnits) {
+    it(`exposes exactly the assigned GPUs in a real sandbox (stand-in device files): ${g.name}`, async () => {
+      const dataDir = path.join(dir, `data-${randomUUID()}`);
+      const devRoot = path.join(dir, `dev-${randomUUID()}`);
+      await mkdir(dataDir, { mode: 0o700 });
+      await mkdir(path.join(devRoot, "nvidia-caps"), { recursive: true });
+      // Three GPUs with device minors 10, 11, 12, and the driver's control and capability devices.
+      for (const name of ["nvidia10", "nvidia11", "nvidia12", "nvidiactl", "nvidia-uvm", "nvidia-caps/nvidia-cap1"]) await writeFile(path.join(devRoot, name), "");
+      const { runner } = await prepareIsolation({ requested: "bubblewrap", dataDir, manageCgroups: false, logger: silentLogger });
+      assert.equal(runner.mechanism, "bubblewrap");
+      if (runner.mechanism !== "bubblewrap") return;
+      const isolation: UnitIsolation = { ...runner, host: { ...runner.host, devRoot, nvidiaControlDevices: await nvidiaControlDevices(devRoot) } };
+      const script = [
+        "import os",
+        "found = sorted(os.path.relpath(os.path.join(d, f), '/dev') for d, _, fs in os.walk('/dev') for f in fs if 'nvidia' in f)",
+        "print('devices=' + ','.join(found))",
+        "print('visible=' + os.environ['CUDA_VISIBLE_DEVICES'])",
+      ].join("\n");
+      const { finished, lines } = await runOne(dataDir, isolation, script, {
+        kind: g.kind,
+        gpuIndex: g.gpuIndex,
+        gpuIndexes: g.gpuIndexes,
+        gpuUuid: (index) => `GPU-${index}`,
+        gpuDevice: (index) => ({ uuid: `GPU-${index}`, minor: 10 + index }),
+      });
+      assert.equal(finished?.outcome, Outcome.SUCCEEDED, finished?.error);
+      assert.deepEqual(lines, [`devices=${g.devices.join(",")}`, `visible=${g.visible}`]);
+    });
+  }
 
   it("reports a sandbox that cannot start (a GPU device the host lacks) as the node's error, not the unit's", async () => {
     const dataDir = path.join(dir, "data");

@@ -179,13 +179,6 @@ describe("filter plugins, each alone", () => {
       expected: { code: "unschedulable", reason: "insufficient_vram" },
     },
     {
-      name: "GpuVram rejects a gpu unit on a node without GPUs",
-      plugin: gpuVram,
-      node: { vram: [] },
-      unit: { kind: "gpu" },
-      expected: { code: "unschedulable", reason: "no_gpu" },
-    },
-    {
       name: "GpuVram passes a cpu unit on a node without GPUs",
       plugin: gpuVram,
       node: { vram: [] },
@@ -779,12 +772,12 @@ describe("placeUnits: golden plan", () => {
  */
 const GOLDEN: PlacementResult = {
   placements: [
-    { unitId: "acme-train-big", nodeId: "lab-a100", gpuIndex: 1, score: 47.022 },
-    { unitId: "bob-cats", nodeId: "home-3090", gpuIndex: 0, score: 65.824 },
-    { unitId: "acme-train-2", nodeId: "home-4090x2", gpuIndex: 0, score: 46.222 },
-    { unitId: "bob-small", nodeId: "lab-a100", gpuIndex: 0, score: 75.05 },
-    { unitId: "acme-prep", nodeId: "lab-cpu", gpuIndex: -1, score: 77.273 },
-    { unitId: "bob-retry", nodeId: "lab-a100", gpuIndex: 0, score: 44.8 },
+    { unitId: "acme-train-big", nodeId: "lab-a100", gpuIndex: 1, gpuIndexes: [1], score: 47.022 },
+    { unitId: "bob-cats", nodeId: "home-3090", gpuIndex: 0, gpuIndexes: [0], score: 65.824 },
+    { unitId: "acme-train-2", nodeId: "home-4090x2", gpuIndex: 0, gpuIndexes: [0], score: 46.222 },
+    { unitId: "bob-small", nodeId: "lab-a100", gpuIndex: 0, gpuIndexes: [0], score: 75.05 },
+    { unitId: "acme-prep", nodeId: "lab-cpu", gpuIndex: -1, gpuIndexes: [], score: 77.273 },
+    { unitId: "bob-retry", nodeId: "lab-a100", gpuIndex: 0, gpuIndexes: [0], score: 44.8 },
   ],
   unplaced: [
     {

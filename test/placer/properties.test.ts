@@ -1,20 +1,30 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { bestGpu, viewOf } from "../../src/placer/cycle-state.ts";
+import { chooseGpus, viewOf } from "../../src/placer/cycle-state.ts";
 import { allowedTrustLevels, createPlacer, defaultWeights, demandProfile, fairOrder, placeUnits } from "../../src/placer/index.ts";
 import { filterPlugins, leftOver, scorePlugins } from "../../src/placer/plugins/index.ts";
 import { seededShuffle } from "../../src/placer/prng.ts";
 import type { ReasonCode } from "../../src/placer/reasons.ts";
-import type { ClusterSnapshot, NodeIsolation, NodeSnapshot, Placement, PlacementResult, UnitRequest } from "../../src/placer/types.ts";
+import type { ClusterSnapshot, GpuView, NodeIsolation, NodeSnapshot, Placement, PlacementResult, UnitRequest } from "../../src/placer/types.ts";
 import { gpu, unitWith } from "./builders.ts";
 
 const trust = fc.constantFrom("community", "verified", "controlled" as const);
 const gpuSizes = [8192, 12288, 16384, 24576, 49152, 81920];
 const datasets = ["ds-1", "ds-2", "ds-3"];
 
+const gpuModels = ["NVIDIA GeForce RTX 3090", "NVIDIA GeForce RTX 4090", "NVIDIA A100-SXM4-80GB", "NVIDIA H100 PCIe"];
+const versions = ["7.5", "8.0", "8.6", "8.9", "8.10", "9.0", "11.8", "12.2", "12.10"];
+
 const gpuArb = fc
-  .record({ vram: fc.constantFrom(...gpuSizes), usedPct: fc.integer({ min: 0, max: 100 }) })
-  .map(({ vram, usedPct }) => ({ vram, free: Math.floor((vram * (100 - usedPct)) / 100) }));
+  .record({
+    vram: fc.constantFrom(...gpuSizes),
+    usedPct: fc.integer({ min: 0, max: 100 }),
+    name: fc.constantFrom(...gpuModels),
+    // One in five GPUs reports no compute capability or CUDA version (an older agent).
+    computeCapability: fc.option(fc.constantFrom(...versions.slice(0, 6)), { nil: undefined, freq: 5 }),
+    cudaVersion: fc.option(fc.constantFrom(...versions.slice(6)), { nil: undefined, freq: 5 }),
+  })
+  .map(({ vram, usedPct, ...rest }) => ({ vram, free: Math.floor((vram * (100 - usedPct)) / 100), ...rest }));
 
 const nodeArb = fc.record({
   trustLevel: trust,
@@ -25,7 +35,9 @@ const nodeArb = fc.record({
   memoryMb: fc.integer({ min: 1024, max: 65536 }),
   memUsed: fc.integer({ min: 0, max: 65536 }),
   diskFreeMb: fc.integer({ min: 0, max: 200_000 }),
-  gpus: fc.array(gpuArb, { maxLength: 4 }),
+  gpus: fc.array(gpuArb, { maxLength: 5 }),
+  // Most agents tell no unit limit; some have 0 to 3 slots free.
+  freeUnitSlots: fc.option(fc.integer({ min: 0, max: 3 }), { nil: undefined, freq: 2 }),
   cached: fc.subarray(datasets),
   reliability: fc.double({ min: 0, max: 1, noNaN: true }),
   // Mostly sandboxed; one in six without a sandbox, one in six unable to start it.
@@ -56,15 +68,26 @@ const clusterArb = fc
         memoryMb: n.memoryMb,
         freeMemoryMb: Math.max(0, n.memoryMb - n.memUsed),
         diskFreeMb: n.diskFreeMb,
-        gpus: n.gpus.map((g, index) => gpu(index * 2, g.vram, g.free)),
+        gpus: n.gpus.map((g, index) => ({
+          ...gpu(index * 2, g.vram, g.free),
+          name: g.name,
+          ...(g.computeCapability === undefined ? {} : { computeCapability: g.computeCapability }),
+          ...(g.cudaVersion === undefined ? {} : { cudaVersion: g.cudaVersion }),
+        })),
         cachedDatasetIds: new Set(n.cached),
         reliability: n.reliability,
         isolation: n.isolation,
+        ...(n.freeUnitSlots === undefined ? {} : { freeUnitSlots: n.freeUnitSlots }),
         // Spread: fast-check's records have no prototype, and a structured clone's do.
         ...(n.owner === undefined ? {} : { owner: { ...n.owner } }),
       }),
     ),
   }));
+
+/** A value from `arb` one time in `n`, else undefined. */
+function oneIn<T>(n: number, arb: fc.Arbitrary<T>): fc.Arbitrary<T | undefined> {
+  return fc.oneof({ arbitrary: fc.constant(undefined), weight: n - 1 }, { arbitrary: arb, weight: 1 });
+}
 
 function unitsArb(nodeIds: string[]): fc.Arbitrary<UnitRequest[]> {
   const unit = fc.record({
@@ -78,10 +101,25 @@ function unitsArb(nodeIds: string[]): fc.Arbitrary<UnitRequest[]> {
     datasetId: fc.constantFrom(...datasets),
     excludedNodeIds: nodeIds.length === 0 ? fc.constant([]) : fc.subarray(nodeIds, { maxLength: Math.min(3, nodeIds.length) }),
     readySinceMs: fc.integer({ min: 0, max: 5 }),
+    // Mostly one GPU and no constraints, as today; some units ask for several GPUs or constrain them.
+    gpuCount: oneIn(3, fc.constantFrom(1, 2, 3, 4, 8)),
+    gpuModels: oneIn(4, fc.subarray(["4090", "a100", "H100", "RTX"], { minLength: 1 })),
+    minComputeCapability: oneIn(4, fc.constantFrom("8.0", "8.9", "8.10")),
+    minCudaVersion: oneIn(4, fc.constantFrom("12.2", "12.10")),
   });
-  return fc
-    .array(unit, { maxLength: 30 })
-    .map((us) => us.map((u, i) => unitWith({ ...u, id: `unit-${String(i).padStart(2, "0")}`, vramMb: u.kind === "gpu" ? u.vramMb : 0 })));
+  return fc.array(unit, { maxLength: 30 }).map((us) =>
+    us.map(({ gpuCount, gpuModels, minComputeCapability, minCudaVersion, ...u }, i) =>
+      unitWith({
+        ...u,
+        id: `unit-${String(i).padStart(2, "0")}`,
+        vramMb: u.kind === "gpu" ? u.vramMb : 0,
+        ...(gpuCount === undefined ? {} : { gpuCount }),
+        ...(gpuModels === undefined ? {} : { gpuModels }),
+        ...(minComputeCapability === undefined ? {} : { minComputeCapability }),
+        ...(minCudaVersion === undefined ? {} : { minCudaVersion }),
+      }),
+    ),
+  );
 }
 
 const scenarioArb = clusterArb.chain((snapshot) =>
@@ -96,6 +134,7 @@ interface Residual {
   cpu: number;
   memory: number;
   disk: number;
+  slots: number;
   gpus: Map<number, number>;
 }
 
@@ -104,7 +143,13 @@ function residuals(snapshot: ClusterSnapshot, units: readonly UnitRequest[], res
   const left = new Map<string, Residual>(
     snapshot.nodes.map((n) => [
       n.id,
-      { cpu: n.freeCpuCores, memory: n.freeMemoryMb, disk: n.diskFreeMb, gpus: new Map(n.gpus.map((g) => [g.index, g.freeVramMb])) },
+      {
+        cpu: n.freeCpuCores,
+        memory: n.freeMemoryMb,
+        disk: n.diskFreeMb,
+        slots: n.freeUnitSlots ?? Infinity,
+        gpus: new Map(n.gpus.map((g) => [g.index, g.freeVramMb])),
+      },
     ]),
   );
   const byId = new Map(units.map((u) => [u.id, u]));
@@ -115,12 +160,19 @@ function residuals(snapshot: ClusterSnapshot, units: readonly UnitRequest[], res
     r.cpu -= unit.cpuCores;
     r.memory -= unit.memoryMb;
     r.disk -= unit.diskMb;
+    r.slots -= 1;
     if (unit.kind === "gpu") {
-      const free = r.gpus.get(p.gpuIndex);
-      assert.ok(free !== undefined, `unit ${unit.id} got GPU ${p.gpuIndex}, which node ${p.nodeId} does not have`);
-      r.gpus.set(p.gpuIndex, free - unit.vramMb);
+      assert.equal(p.gpuIndexes.length, unit.gpuCount ?? 1, `unit ${unit.id} got ${p.gpuIndexes.length} GPUs`);
+      assert.deepEqual(p.gpuIndexes, [...new Set(p.gpuIndexes)].sort((a, b) => a - b), "GPU indexes are distinct and ascending");
+      assert.equal(p.gpuIndex, p.gpuIndexes[0]);
+      for (const index of p.gpuIndexes) {
+        const free = r.gpus.get(index);
+        assert.ok(free !== undefined, `unit ${unit.id} got GPU ${index}, which node ${p.nodeId} does not have`);
+        r.gpus.set(index, free - unit.vramMb);
+      }
     } else {
       assert.equal(p.gpuIndex, -1);
+      assert.deepEqual(p.gpuIndexes, []);
     }
   }
   return left;
@@ -141,7 +193,25 @@ function takesNow(unit: UnitRequest, node: NodeSnapshot): boolean {
   );
 }
 
+/** Whether a GPU is one the unit allows, read independently of the placer: model substring, then "major.minor" minimums. */
+function gpuAllowed(unit: UnitRequest, g: GpuView): boolean {
+  const atLeast = (have: string | undefined, min: string | undefined): boolean => {
+    if (min === undefined) return true;
+    if (have === undefined) return false;
+    const [a = 0, b = 0] = have.split(".").map(Number);
+    const [c = 0, d = 0] = min.split(".").map(Number);
+    return a > c || (a === c && b >= d);
+  };
+  const models = unit.gpuModels ?? [];
+  return (
+    (models.length === 0 || models.some((m) => g.name.toLowerCase().includes(m.toLowerCase()))) &&
+    atLeast(g.computeCapability, unit.minComputeCapability) &&
+    atLeast(g.cudaVersion, unit.minCudaVersion)
+  );
+}
+
 function fitsNow(unit: UnitRequest, node: NodeSnapshot, r: Residual): boolean {
+  const gpusThatFit = node.gpus.filter((g) => gpuAllowed(unit, g) && (r.gpus.get(g.index) as number) - reserveOf(node) >= unit.vramMb).length;
   return (
     takesNow(unit, node) &&
     allowedTrustLevels(unit.sensitivity).includes(node.trustLevel) &&
@@ -149,7 +219,8 @@ function fitsNow(unit: UnitRequest, node: NodeSnapshot, r: Residual): boolean {
     r.disk >= unit.diskMb &&
     r.cpu >= unit.cpuCores &&
     r.memory >= unit.memoryMb &&
-    (unit.kind === "cpu" || [...r.gpus.values()].some((free) => free - reserveOf(node) >= unit.vramMb))
+    r.slots >= 1 &&
+    (unit.kind === "cpu" || gpusThatFit >= (unit.gpuCount ?? 1))
   );
 }
 
@@ -256,6 +327,7 @@ function referencePlace(snapshot: ClusterSnapshot, units: readonly UnitRequest[]
   unplaced: { unitId: string; reasons: Partial<Record<ReasonCode, number>>; unresolvable: boolean }[];
 } {
   const nodes = snapshot.nodes.map((n) => ({ ...n, gpus: n.gpus.map((g) => ({ ...g })) }));
+  const slots = new Map(nodes.map((n) => [n.id, n.freeUnitSlots ?? Infinity]));
   const rank = new Map(seededShuffle(nodes.map((n) => n.id).sort(), seed).map((id, i) => [id, i]));
   const w = defaultWeights;
   const cycle = { profile: demandProfile(fairOrder(units)) };
@@ -267,7 +339,8 @@ function referencePlace(snapshot: ClusterSnapshot, units: readonly UnitRequest[]
     let best: { node: NodeSnapshot; score: number; left: number } | undefined;
     const feasible: NodeSnapshot[] = [];
     for (const node of nodes) {
-      const failed = filterPlugins.map((f) => f.filter(unit, viewOf(node))).find((st) => st.code !== "success");
+      const view = { ...viewOf(node), freeUnitSlots: slots.get(node.id) as number };
+      const failed = filterPlugins.map((f) => f.filter(unit, view)).find((st) => st.code !== "success");
       if (failed !== undefined && "reason" in failed) {
         reasons[failed.reason] = (reasons[failed.reason] ?? 0) + 1;
         if (failed.code === "unresolvable") unresolvable++;
@@ -277,9 +350,10 @@ function referencePlace(snapshot: ClusterSnapshot, units: readonly UnitRequest[]
     }
     const gpuless = feasible.filter((n) => n.gpus.length === 0);
     for (const node of unit.kind === "cpu" && gpuless.length > 0 ? gpuless : feasible) {
-      const view = viewOf(node);
-      const total = scorePlugins.reduce((a, p) => a + w[p.weight] * p.score(unit, view, cycle), 0);
-      const score = Math.round((total / (w.binPack + w.reliability + w.dataLocality)) * 1000) / 1000;
+      const view = { ...viewOf(node), freeUnitSlots: slots.get(node.id) as number };
+      // A weight left out is 0: that score is off.
+      const total = scorePlugins.reduce((a, p) => a + (w[p.weight] ?? 0) * p.score(unit, view, cycle), 0);
+      const score = Math.round((total / scorePlugins.reduce((a, p) => a + (w[p.weight] ?? 0), 0)) * 1000) / 1000;
       const left = leftOver(unit, view);
       if (
         best === undefined ||
@@ -294,13 +368,18 @@ function referencePlace(snapshot: ClusterSnapshot, units: readonly UnitRequest[]
       continue;
     }
     const node = best.node;
-    const pos = unit.kind === "gpu" ? bestGpu(viewOf(node), unit.vramMb) : -1;
+    const positions = chooseGpus(viewOf(node), unit);
     node.freeCpuCores -= unit.cpuCores;
     node.freeMemoryMb -= unit.memoryMb;
     node.diskFreeMb -= unit.diskMb;
-    const gpu = node.gpus[pos];
-    if (gpu !== undefined) gpu.freeVramMb -= unit.vramMb;
-    placements.push({ unitId: unit.id, nodeId: node.id, gpuIndex: gpu?.index ?? -1, score: best.score });
+    slots.set(node.id, (slots.get(node.id) as number) - 1);
+    const gpuIndexes = positions.map((pos) => {
+      const g = node.gpus[pos] as GpuView;
+      g.freeVramMb -= unit.vramMb;
+      return g.index;
+    });
+    gpuIndexes.sort((a, b) => a - b);
+    placements.push({ unitId: unit.id, nodeId: node.id, gpuIndex: gpuIndexes[0] ?? -1, gpuIndexes, score: best.score });
   }
   return { placements, unplaced };
 }
@@ -311,7 +390,14 @@ function afterPlan(snapshot: ClusterSnapshot, units: readonly UnitRequest[], res
   return {
     nodes: snapshot.nodes.map((n) => {
       const r = left.get(n.id) as Residual;
-      return { ...n, freeCpuCores: r.cpu, freeMemoryMb: r.memory, diskFreeMb: r.disk, gpus: n.gpus.map((g) => ({ ...g, freeVramMb: r.gpus.get(g.index) as number })) };
+      return {
+        ...n,
+        freeCpuCores: r.cpu,
+        freeMemoryMb: r.memory,
+        diskFreeMb: r.disk,
+        ...(n.freeUnitSlots === undefined ? {} : { freeUnitSlots: r.slots }),
+        gpus: n.gpus.map((g) => ({ ...g, freeVramMb: r.gpus.get(g.index) as number })),
+      };
     }),
   };
 }
@@ -390,6 +476,7 @@ describe("placeUnits against a full scan, and the long-lived placer", () => {
                   freeCpuCores: Math.floor(n.cpuCores * pct()),
                   freeMemoryMb: Math.floor(n.memoryMb * pct()),
                   diskFreeMb: Math.floor(200_000 * pct()),
+                  ...(n.freeUnitSlots === undefined ? {} : { freeUnitSlots: Math.floor(4 * pct()) }),
                   gpus: n.gpus.map((g) => ({ ...g, freeVramMb: Math.floor(g.vramMb * pct()) })),
                   ...(n.owner === undefined ? {} : { owner: { ...n.owner, reservedVramMb: Math.floor(8192 * pct()) } }),
                 })),

@@ -7,6 +7,11 @@ function specWith(overrides: Partial<JobSpec> = {}): JobSpec {
   return { requiredVramMb: 24000, requiredDiskMb: 10000, maxRuntimeSeconds: 3600, entrypoint: "train.py", ...overrides };
 }
 
+/** What a cpu unit asks of GPUs: nothing. */
+const noGpus = { gpuCount: 0, gpuModels: [], minComputeCapability: "", minCudaVersion: "" };
+/** What a gpu unit of a job that constrains nothing asks of GPUs. */
+const oneGpuAnyModel = { gpuCount: 1, gpuModels: [], minComputeCapability: "", minCudaVersion: "" };
+
 function stage(name: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return { name, kind: "cpu", ...extra };
 }
@@ -38,6 +43,7 @@ describe("planJob", () => {
         diskMb: 10000,
         cpuCores: 1,
         memoryMb: 512,
+        ...noGpus,
       },
       {
         name: "train",
@@ -49,6 +55,7 @@ describe("planJob", () => {
         diskMb: 10000,
         cpuCores: 2,
         memoryMb: 2048,
+        ...oneGpuAnyModel,
       },
       {
         name: "evaluate",
@@ -60,6 +67,7 @@ describe("planJob", () => {
         diskMb: 10000,
         cpuCores: 1,
         memoryMb: 512,
+        ...noGpus,
       },
     ]);
   });
@@ -89,6 +97,7 @@ describe("planJob", () => {
       diskMb: 10000,
       cpuCores: 1,
       memoryMb: 512,
+      ...noGpus,
     });
     assert.deepEqual(byName.get("shard-1"), {
       name: "shard-1",
@@ -100,6 +109,7 @@ describe("planJob", () => {
       diskMb: 4000,
       cpuCores: 2,
       memoryMb: 2048,
+      ...oneGpuAnyModel,
     });
     assert.deepEqual(byName.get("merge")?.dependsOn, ["shard-0", "shard-1", "shard-2"]);
     assert.equal(byName.get("merge")?.memoryMb, 8192);

@@ -12,6 +12,17 @@ describe("GPU_AGENT_PLACER_WEIGHTS", () => {
     });
   });
 
+  it("reads the fragmentation weight when named, and leaves it out (off) when not", () => {
+    assert.deepEqual(placerWeightsFrom("bin_pack=0.3,reliability=0.2,data_locality=0.1,gpu_fragmentation=1"), {
+      binPack: 0.3,
+      reliability: 0.2,
+      dataLocality: 0.1,
+      gpuFragmentation: 1,
+    });
+    assert.equal(placerWeightsFrom("bin_pack=1,reliability=0,data_locality=0")?.gpuFragmentation, undefined);
+    assert.deepEqual(placerWeightsFrom("bin_pack=0,reliability=0,data_locality=0,gpu_fragmentation=2")?.gpuFragmentation, 2);
+  });
+
   it("leaves the placer's defaults when unset or empty", () => {
     assert.equal(placerWeightsFrom(undefined), undefined);
     assert.equal(placerWeightsFrom("  "), undefined);
@@ -27,6 +38,7 @@ describe("GPU_AGENT_PLACER_WEIGHTS", () => {
     { raw: "bin_pack=,reliability=0,data_locality=0", message: /"bin_pack="/ },
     { raw: "bin_pack=1=2,reliability=0,data_locality=0", message: /"bin_pack=1=2"/ },
     { raw: "bin_pack=0,reliability=0,data_locality=0", message: /may not all be zero/ },
+    { raw: "bin_pack=0,reliability=0,data_locality=0,gpu_fragmentation=0", message: /may not all be zero/ },
   ];
   for (const c of refused) {
     it(`refuses ${JSON.stringify(c.raw)} with a message naming the problem`, () => {

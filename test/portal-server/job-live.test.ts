@@ -6,9 +6,10 @@
 import assert from "node:assert/strict";
 import type { Browser, Page } from "playwright-core";
 import { applyAccepted, applyProgress } from "../../src/jobs/lifecycle.ts";
+import { transactionWithJobEvents } from "../../src/store/job-events.ts";
+import { setPendingReasons } from "../../src/store/jobs.ts";
 import type { TestControlPlane } from "../support/control-plane.ts";
-import { startTestControlPlane } from "../support/control-plane.ts";
-import { assignUnit, seedJob } from "../support/job-events.ts";
+import { assignUnit, seedJob, startQuietControlPlane } from "../support/job-events.ts";
 import type { PortalCustomer } from "./helpers.ts";
 import { createPortalCustomer, ensurePortalBuilt, launchChromium, signInWithKeyboard, watchForBrowserErrors } from "./helpers.ts";
 
@@ -23,7 +24,8 @@ describe("the portal's job page follows the job's live events", function () {
 
   before(async () => {
     ensurePortalBuilt();
-    [cp, browser] = await Promise.all([startTestControlPlane(), launchChromium()]);
+    // The tests drive each change themselves; no placement cycle writes reasons of its own.
+    [cp, browser] = await Promise.all([startQuietControlPlane(), launchChromium()]);
     customer = await createPortalCustomer(cp);
   });
   after(async () => {
@@ -68,6 +70,36 @@ describe("the portal's job page follows the job's live events", function () {
     const readsBefore = jobReads();
     await page.waitForTimeout(quietMs);
     assert.equal(jobReads(), readsBefore, "no read of the job while nothing changed");
+    assert.deepEqual(problems, []);
+    await context.close();
+  });
+
+  it("shows why a queued job waits as each new reason's job event brings it", async () => {
+    const db = cp.plane.deps.db;
+    const job = await seedJob(db, customer.customerId, ["train"]);
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    context.setDefaultTimeout(15_000);
+    const page: Page = await context.newPage();
+    const problems = watchForBrowserErrors(page);
+    // Reads of the job answer with no reason: a reason on the page can only have come with an event.
+    const jobPath = `/api/v1/customer/training-jobs/${job.jobId}`;
+    await page.route(
+      (url) => url.pathname === jobPath,
+      async (route) => {
+        const response = await route.fetch();
+        await route.fulfill({ response, json: { ...((await response.json()) as Record<string, unknown>), pending_reason: "" } });
+      },
+    );
+    await page.goto(`${cp.url}/portal/`);
+    await signInWithKeyboard(page, customer);
+    await page.getByRole("navigation").waitFor();
+    await page.goto(`${cp.url}/portal/jobs/${job.jobId}`);
+    await page.getByTestId("job-status").getByText("queued").waitFor();
+    for (const reason of ["stage train: the 1 capable node is offline", "stage train: the 1 capable node is busy"]) {
+      // What the placement cycle writes when it finds another reason.
+      await transactionWithJobEvents(db, (tx) => setPendingReasons(tx, new Map([[job.jobId, reason]])));
+      await page.getByTestId("pending-reason").getByText(`Waiting: ${reason}`).waitFor();
+    }
     assert.deepEqual(problems, []);
     await context.close();
   });

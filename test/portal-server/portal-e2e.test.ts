@@ -5,7 +5,9 @@
  * with the progress bar moving, the train stage's log tail and loss curve
  * growing while it runs, download an artifact, see usage, sign out;
  * and a second customer (on a phone-sized screen, keyboard only) cannot open
- * the first one's job by its URL. A failing test leaves screenshots in
+ * the first one's job by its URL. Jobs that ask for more GPU memory than the
+ * running node has wait on a node with a big enough GPU that was enrolled and
+ * went away, so they are accepted and show why they wait. A failing test leaves screenshots in
  * test-output/portal/.
  */
 import assert from "node:assert/strict";
@@ -16,7 +18,7 @@ import { join } from "node:path";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { zipDirectory } from "../../src/cli/files.ts";
 import type { TestAgent, TestControlPlane } from "../support/control-plane.ts";
-import { request, startTestAgent, startTestControlPlane, uploadResource } from "../support/control-plane.ts";
+import { adminRequest, request, startTestAgent, startTestControlPlane, uploadResource, waitFor } from "../support/control-plane.ts";
 import type { PortalCustomer } from "./helpers.ts";
 import {
   accessibilityViolations,
@@ -46,13 +48,31 @@ describe("the web portal in a browser", function () {
     ensurePortalBuilt();
     work = await mkdtemp(join(tmpdir(), "portal-e2e-"));
     packageZip = join(work, "tiny-mlp.zip");
-    // Telemetry written every 0.5 s (2 s in production), so the 4-second train stage is seen live more than once.
-    [cp, browser] = await Promise.all([startTestControlPlane({ telemetry: { flushIntervalMs: 500 } }), launchChromium(), zipDirectory(join(example, "package"), packageZip)]).then(
+    // Telemetry written every 0.5 s (2 s in production), so the 4-second train stage is seen live more than once;
+    // a node silent for 5 s is unreachable (30 s in production), so the stopped node below is soon known gone.
+    [cp, browser] = await Promise.all([startTestControlPlane({ telemetry: { flushIntervalMs: 500 }, agents: { unreachableAfterSeconds: 5 } }), launchChromium(), zipDirectory(join(example, "package"), packageZip)]).then(
       ([c, b]) => [c, b] as const,
     );
+    // An 80 GiB GPU that was enrolled and is gone: a job asking 80,000 MB is one some node could run (admitted),
+    // and it waits, queued, with its pending reason, instead of being refused with NO_CAPABLE_NODE.
+    const big = await startTestAgent(cp, { trustLevel: "controlled", devGpuMib: 81_920 });
+    await waitForNodeState(big.nodeId, (state) => state === "online");
+    await big.stop();
+    await waitForNodeState(big.nodeId, (state) => state === "unreachable");
     agent = await startTestAgent(cp, { trustLevel: "controlled", devGpuMib: 24576 });
     first = await createPortalCustomer(cp);
   });
+
+  async function waitForNodeState(nodeId: string, wanted: (state: string) => boolean): Promise<void> {
+    await waitFor(
+      `node ${nodeId} in the wanted state`,
+      async () => {
+        const nodes = (await adminRequest(cp, "GET", "/api/v1/admin/nodes?limit=100"))["data"] as Array<{ id: string; state: string }>;
+        return nodes.some((n) => n.id === nodeId && wanted(n.state)) ? true : undefined;
+      },
+      30_000,
+    );
+  }
 
   afterEach(async function () {
     if (this.currentTest?.state === "failed") {
@@ -148,9 +168,26 @@ describe("the web portal in a browser", function () {
     await page.getByLabel("Disk (MB)").fill("1024");
     await page.getByLabel("Maximum run time (s)").fill("600");
     await page.getByLabel(/Low sensitivity/).check();
+    // The GPU fields are checked before anything is sent, each message beside its field.
+    await page.getByLabel("GPUs per unit").fill("9");
+    await page.getByLabel("Minimum compute capability").fill("8");
+    await page.getByLabel("Queue timeout (s)").fill("30");
+    await page.getByRole("button", { name: "Create training job" }).click();
+    await page.getByText("Ask for 1 to 8 GPUs (all on one machine).").waitFor();
+    await page.getByText("Write it as major.minor, e.g. 8.0, or leave it empty for any.").waitFor();
+    await page.getByText(/^Between 60 seconds and 2,592,000 \(30 days\), or empty for one day\.$/).waitFor();
+    assert.equal(await page.getByLabel("GPUs per unit").getAttribute("aria-invalid"), "true");
+    await checkA11y("new job, with messages");
+    await page.getByLabel("GPUs per unit").fill("1");
+    await page.getByLabel("Minimum compute capability").fill("");
+    await page.getByLabel("Queue timeout (s)").fill("3600");
+    assert.equal(await page.locator(".field-error").count(), 0, "the messages go once the fields are right");
     await checkA11y("new job");
     await page.getByRole("button", { name: "Create training job" }).click();
     await page.getByRole("heading", { name: "tiny-mlp-fine-tune" }).waitFor();
+    await page.getByTestId("job-gpus").getByText(/^1 of one machine, each with 8,000 MB of GPU memory free$/).waitFor();
+    await page.getByTestId("job-gpu-constraints").getByText("none").waitFor();
+    await page.getByText("1 h 0 min").waitFor();
     firstJobId = /\/portal\/jobs\/([0-9a-f-]{36})$/.exec(page.url())?.[1] ?? "";
     assert.notEqual(firstJobId, "", page.url());
 
@@ -301,7 +338,14 @@ describe("the web portal in a browser", function () {
     await page.getByRole("heading", { name: "Training jobs" }).waitFor();
 
     const pages: ReadonlyArray<{ path: string; loaded: (p: Page) => Promise<void> }> = [
-      { path: "/jobs", loaded: (p) => p.getByRole("link", { name: "cancelled-run" }).waitFor() },
+      {
+        path: "/jobs",
+        loaded: async (p) => {
+          await p.getByRole("link", { name: "cancelled-run" }).waitFor();
+          // The waiting job's reason, long as it is, is part of the phone layout checked below.
+          await p.getByTestId("job-pending-reason").getByText(/^Waiting: .+/).waitFor();
+        },
+      },
       { path: `/jobs/${firstJobId}`, loaded: (p) => p.getByLabel("Log of evaluate").getByText(/evaluated/).waitFor() },
       { path: "/jobs/new", loaded: (p) => p.getByRole("button", { name: "Create training job" }).waitFor() },
       { path: "/datasets", loaded: (p) => p.getByTestId("datasets-table").waitFor() },
@@ -332,6 +376,9 @@ describe("the web portal in a browser", function () {
     await page.getByRole("link", { name: "cancelled-run" }).waitFor();
     assert.equal(await page.getByTestId("jobs-table").locator(".progress-text").count(), 3);
     await page.getByTestId("jobs-table").getByText("100 %").waitFor();
+    // Each job's GPU count, and a reason only on the job still queued.
+    assert.deepEqual(await page.getByTestId("job-gpu-count").allTextContents(), ["1", "1", "1"]);
+    assert.equal(await page.getByTestId("job-pending-reason").count(), 1);
     assert.deepEqual(faults, []);
 
     // The desktop keeps its tables: column headers on top, one row per job.
@@ -359,8 +406,11 @@ describe("the web portal in a browser", function () {
     await page.getByLabel("Password").fill(customer.password);
     await page.getByRole("button", { name: "Sign in" }).click();
     await page.getByRole("heading", { name: "too-big" }).waitFor();
+    // Why it waits, from the placement cycle, while it is queued.
+    await page.getByTestId("pending-reason").getByText(/^Waiting: .+/).waitFor({ timeout: 30_000 });
     await page.getByRole("button", { name: "Cancel job" }).click();
     await page.getByTestId("job-status").getByText("cancelled").waitFor();
+    assert.equal(await page.getByTestId("pending-reason").count(), 0, "an ended job waits for nothing");
     assert.equal(await page.getByRole("button", { name: "Cancel job" }).count(), 0);
 
     await page.getByRole("link", { name: "Webhooks" }).click();

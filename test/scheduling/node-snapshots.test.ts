@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import type { FleetRows, HeldRow, NodeInputs } from "../../src/scheduling/node-snapshots.ts";
-import { buildNodeSnapshots, NodeSnapshotMemo } from "../../src/scheduling/node-snapshots.ts";
+import { buildNodeSnapshot, buildNodeSnapshots, NodeSnapshotMemo } from "../../src/scheduling/node-snapshots.ts";
 import type { NodeSnapshot } from "../../src/placer/index.ts";
 import type { NodeRow } from "../../src/store/nodes.ts";
 
@@ -26,8 +26,57 @@ function inputsOf(i: Inputs): NodeInputs {
 
 const ids = ["a", "b", "c", "d"];
 const fresh = (): Inputs => ({ held: new Map(), datasets: new Map(), live: new Set(ids), reliability: new Map() });
-const unitOn = (nodeId: string): HeldRow => ({ node_id: nodeId, gpu_index: 0, vram: 8000, disk: 10, cpu: 1, memory: 100 });
+const unitOn = (nodeId: string): HeldRow => ({ node_id: nodeId, gpu_index: 0, vram: 8000, disk: 10, cpu: 1, memory: 100, units: 1 });
 const none = new Set<string>();
+
+describe("a node's snapshot: its GPUs and its unit slots", () => {
+  const twoGpus = {
+    id: "n",
+    trust_level: "verified",
+    state: "online",
+    owner_paused: false,
+    owner_within_window: true,
+    reserved_vram_mb: 0,
+    isolation: "bubblewrap",
+    capabilities: {
+      cpuCores: 16,
+      memoryMb: 65536,
+      diskFreeMb: 100_000,
+      gpus: [
+        { index: 0, name: "NVIDIA GeForce RTX 4090", vramMb: 24564, uuid: "GPU-a", computeCapability: "8.9", driverVersion: "550.54.15", cudaVersion: "12.4" },
+        // An agent older than the GPU details reports none of them.
+        { index: 1, name: "NVIDIA GeForce RTX 3060", vramMb: 12288 },
+      ],
+    },
+  };
+  // A unit on both GPUs (8000 MB each) is one unit: counted on its first GPU's row.
+  const twoGpuUnit: HeldRow[] = [
+    { node_id: "n", gpu_index: 0, vram: 8000, disk: 100, cpu: 2, memory: 1000, units: 1 },
+    { node_id: "n", gpu_index: 1, vram: 8000, disk: 0, cpu: 0, memory: 0, units: 0 },
+  ];
+
+  it("shows each GPU's UUID, compute capability and CUDA version where the agent reported them, and its VRAM less what units hold on it", () => {
+    const snapshot = buildNodeSnapshot({ ...twoGpus, max_units: 0 } as unknown as NodeRow, twoGpuUnit, true, 0.9, new Set());
+    assert.deepEqual(snapshot.gpus, [
+      { index: 0, name: "NVIDIA GeForce RTX 4090", vramMb: 24564, freeVramMb: 16564, uuid: "GPU-a", computeCapability: "8.9", cudaVersion: "12.4" },
+      { index: 1, name: "NVIDIA GeForce RTX 3060", vramMb: 12288, freeVramMb: 4288 },
+    ]);
+    assert.equal(snapshot.freeCpuCores, 14);
+  });
+
+  const slots: { name: string; maxUnits: number; held: HeldRow[]; want: number | undefined }[] = [
+    { name: "an agent that told no limit has no slot count", maxUnits: 0, held: twoGpuUnit, want: undefined },
+    { name: "an idle node has all of its slots", maxUnits: 2, held: [], want: 2 },
+    { name: "a unit on two GPUs takes one slot", maxUnits: 2, held: twoGpuUnit, want: 1 },
+    { name: "a node at its limit has none (busy, not broken)", maxUnits: 1, held: twoGpuUnit, want: 0 },
+  ];
+  for (const c of slots) {
+    it(`counts free unit slots: ${c.name}`, () => {
+      const snapshot = buildNodeSnapshot({ ...twoGpus, max_units: c.maxUnits } as unknown as NodeRow, c.held, true, 0.9, new Set());
+      assert.equal(snapshot.freeUnitSlots, c.want);
+    });
+  }
+});
 
 describe("NodeSnapshotMemo: node snapshots kept across cycles, rebuilt where their inputs moved", () => {
   it("builds every node the first time, as buildNodeSnapshots would", () => {

@@ -79,8 +79,12 @@ describe("SDK: the full customer flow against a real control plane and agent", f
       requiredVramMb: 8000,
       maxRuntimeSeconds: 600,
       sensitivity: "low_sensitive",
+      requiredGpuCount: 1,
+      queueTimeoutSeconds: 3600,
     };
     const job = await client.jobs.create(body);
+    // The GPU fields go through the generated types both ways.
+    assert.deepEqual([job.requiredGpuCount, job.gpuModels, job.minComputeCapability, job.queueTimeoutSeconds], [1, [], "", 3600]);
     assert.equal(sentKeys.length, 1);
     const generated = sentKeys[0] ?? "";
     assert.match(generated, /^[A-Za-z0-9._:-]{8,128}$/, "a key is generated when none is given");

@@ -10,6 +10,8 @@ import type { AddressInfo } from "node:net";
 import { applyAccepted, applyFinished, applyProgress } from "../../src/jobs/lifecycle.ts";
 import type { JobEvent } from "../../src/sdk/index.ts";
 import { createGpuAgentClient } from "../../src/sdk/index.ts";
+import { transactionWithJobEvents } from "../../src/store/job-events.ts";
+import { setPendingReasons } from "../../src/store/jobs.ts";
 import { assignUnit, eventsPlane, seedJob } from "../support/job-events.ts";
 
 const rates = { cpuCreditsPerMinute: 1, gpuCreditsPerMinute: 10 };
@@ -109,5 +111,54 @@ describe("SDK: watchTrainingJob, the live job stream", function () {
     assert.equal(final.status, "completed");
     assert.equal(final.creditsDebited > 0n, true, "the final job is read whole, debits included");
     assert.deepEqual(statuses, ["queued 0", "running 0", "running 0.5", "completed 1"]);
+  });
+
+  it("jobs.wait tells why a queued job waits, and drops the reason once the job runs", async () => {
+    const client = createGpuAgentClient({ baseUrl: plane.cp.url, apiKey: plane.apiKey });
+    const job = await seedJob(plane.db, plane.customerId, ["train"]);
+    const unit = job.units[0]!;
+    const reason = "stage train: the 1 capable node is offline";
+    // As the placement cycle records it (the column of migration 0010).
+    await plane.db.query(`UPDATE training_jobs SET pending_reason = $2 WHERE id = $1`, [job.jobId, reason]);
+    const seen: string[] = [];
+    await client.jobs.wait(job.jobId, {
+      onProgress: (e) => {
+        seen.push(`${e.status} ${e.pendingReason}`);
+        if (seen.length === 1) {
+          void (async () => {
+            const node = await assignUnit(plane.db, unit);
+            await applyAccepted(plane.db, node, { unitId: unit, attempt: 1 }, new Date());
+            await applyFinished(plane.db, node, { unitId: unit, attempt: 1 }, succeeded, rates, new Date());
+          })();
+        }
+      },
+    });
+    assert.deepEqual(seen, [`queued ${reason}`, "running ", "completed "]);
+  });
+
+  it("jobs.wait shows each new reason of a queued job as its job event brings it", async () => {
+    const client = createGpuAgentClient({ baseUrl: plane.cp.url, apiKey: plane.apiKey });
+    const job = await seedJob(plane.db, plane.customerId, ["train"]);
+    const unit = job.units[0]!;
+    const offline = "stage train: the 1 capable node is offline";
+    const busy = "stage train: the 1 capable node is busy";
+    // What the placement cycle writes as it learns why the job waits; then the job starts and ends.
+    const steps = [
+      () => transactionWithJobEvents(plane.db, (tx) => setPendingReasons(tx, new Map([[job.jobId, offline]]))),
+      () => transactionWithJobEvents(plane.db, (tx) => setPendingReasons(tx, new Map([[job.jobId, busy]]))),
+      async () => {
+        const node = await assignUnit(plane.db, unit);
+        await applyAccepted(plane.db, node, { unitId: unit, attempt: 1 }, new Date());
+        await applyFinished(plane.db, node, { unitId: unit, attempt: 1 }, succeeded, rates, new Date());
+      },
+    ];
+    const seen: string[] = [];
+    await client.jobs.wait(job.jobId, {
+      onProgress: (e) => {
+        seen.push(`${e.status} ${e.pendingReason}`);
+        void steps.shift()?.();
+      },
+    });
+    assert.deepEqual(seen, ["queued ", `queued ${offline}`, `queued ${busy}`, "running ", "completed "]);
   });
 });

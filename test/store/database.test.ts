@@ -24,7 +24,7 @@ const backends: readonly Backend[] = [
 ];
 
 /** Every migration, in order. */
-const migrations = ["Migration0001Initial", "Migration0002NodeHistory", "Migration0003UnitTelemetry", "Migration0004NodeChanges", "Migration0005LoginAttempts", "Migration0006StorageQuotas", "Migration0007NodeIsolation", "Migration0008UnitEnvBuilds", "Migration0009JobEvents"];
+const migrations = ["Migration0001Initial", "Migration0002NodeHistory", "Migration0003UnitTelemetry", "Migration0004NodeChanges", "Migration0005LoginAttempts", "Migration0006StorageQuotas", "Migration0007NodeIsolation", "Migration0008UnitEnvBuilds", "Migration0009JobEvents", "Migration0010JobGpuNeeds", "Migration0011NodeUnitSlots", "Migration0012UnitCheckpoints", "Migration0013UsageGpuCount"];
 
 const tables = [
   "api_keys",

@@ -5,7 +5,7 @@ import type { Database, Sql } from "../../src/store/database.ts";
 import { openDatabase } from "../../src/store/database.ts";
 import { claimFencingTerm } from "../../src/store/leases.ts";
 import type { PlannedAssignment } from "../../src/store/placement.ts";
-import { assignReadyUnitsUnderTerm, listReadyUnits, setUnschedulableReason } from "../../src/store/placement.ts";
+import { assignReadyUnitsUnderTerm, listHeldResources, listReadyUnits, setUnschedulableReason } from "../../src/store/placement.ts";
 import { createTestDatabaseUrl } from "../support/postgres.ts";
 import { insertJob, insertNodes } from "../support/rows.ts";
 
@@ -47,8 +47,8 @@ for (const backend of backends) {
       const { customerId, jobId } = await insertJob(db);
       const unitId = randomUUID();
       await db.query(
-        `INSERT INTO compute_units (id, job_id, customer_id, name, kind, status, entrypoint, attempt, max_attempts, ready_at, unschedulable_reason)
-         VALUES ($1, $2, $3, 'train', 'cpu', 'ready', 'train.py', 1, 3, $4, 'no node had room')`,
+        `INSERT INTO compute_units (id, job_id, customer_id, name, kind, status, entrypoint, attempt, max_attempts, ready_at, unschedulable_reason, required_gpu_count)
+         VALUES ($1, $2, $3, 'train', 'cpu', 'ready', 'train.py', 1, 3, $4, 'no node had room', 0)`,
         [unitId, jobId, customerId, now],
       );
       const [nodeId] = (await insertNodes(db, 1, new Date(now.getTime() - 1000))) as [string];
@@ -160,6 +160,121 @@ for (const backend of backends) {
       await db.query(`UPDATE training_jobs SET status = 'cancelled' WHERE id = $1`, [ended.jobId]);
       assert.deepEqual((await listReadyUnits(db, 10)).map((u) => u.id), [second.unitId, first.unitId]);
       assert.deepEqual((await listReadyUnits(db, 1)).map((u) => u.id), [second.unitId]);
+    });
+
+    describe("units on several GPUs and nodes with a unit limit", () => {
+      /** A node with two 24 GB GPUs (and `maxUnits`), and a ready GPU unit asking `vramMb` on each of its GPUs. */
+      async function gpuNodeAndUnit(vramMb: number, maxUnits = 0): Promise<{ unitId: string; nodeId: string }> {
+        const { customerId, jobId } = await insertJob(db);
+        const [nodeId] = (await insertNodes(db, 1, new Date(now.getTime() - 1000))) as [string];
+        const gpus = [
+          { index: 0, name: "RTX 4090", vramMb: 24000, uuid: "GPU-a" },
+          { index: 1, name: "RTX 4090", vramMb: 24000, uuid: "GPU-b" },
+        ];
+        await db.query(`UPDATE nodes SET capabilities = $2::jsonb, max_units = $3 WHERE id = $1`, [nodeId, JSON.stringify({ cpuCores: 16, gpus }), maxUnits]);
+        return { unitId: await readyGpuUnit(jobId, customerId, vramMb), nodeId };
+      }
+      async function readyGpuUnit(jobId: string, customerId: string, vramMb: number): Promise<string> {
+        const unitId = randomUUID();
+        await db.query(
+          `INSERT INTO compute_units (id, job_id, customer_id, name, kind, status, entrypoint, attempt, max_attempts, ready_at, required_vram_mb, required_cpu_cores)
+           VALUES ($1, $2, $3, $6, 'gpu', 'ready', 'train.py', 1, 3, $4, $5, 2)`,
+          [unitId, jobId, customerId, now, vramMb, `train-${unitId}`],
+        );
+        return unitId;
+      }
+      const placedGpus = async (unitId: string) =>
+        (await db.query<{ gpu_index: number; gpu_indexes: number[] }>(`SELECT gpu_index, gpu_indexes FROM compute_units WHERE id = $1`, [unitId]))[0];
+
+      it("stores every GPU of a multi-GPU placement, the first also as gpu_index", async () => {
+        const { unitId, nodeId } = await gpuNodeAndUnit(20000);
+        await claimFencingTerm(db, 1, "leader");
+        assert.equal((await commit(1, [planned(unitId, nodeId, { gpuIndex: 0, gpuIndexes: [0, 1] })]))?.length, 1);
+        assert.deepEqual(await placedGpus(unitId), { gpu_index: 0, gpu_indexes: [0, 1] });
+      });
+
+      it("takes a placement that names gpuIndex only (a placer that fills no gpuIndexes) as that one GPU", async () => {
+        const { unitId, nodeId } = await gpuNodeAndUnit(20000);
+        await claimFencingTerm(db, 1, "leader");
+        assert.equal((await commit(1, [planned(unitId, nodeId, { gpuIndex: 1 })]))?.length, 1);
+        assert.deepEqual(await placedGpus(unitId), { gpu_index: 1, gpu_indexes: [1] });
+      });
+
+      it("counts a multi-GPU unit's VRAM on each of its GPUs and its cores, disk, memory and slot once", async () => {
+        const { unitId, nodeId } = await gpuNodeAndUnit(20000);
+        await claimFencingTerm(db, 1, "leader");
+        await commit(1, [planned(unitId, nodeId, { gpuIndex: 0, gpuIndexes: [0, 1] })]);
+        const held = (await listHeldResources(db)).filter((h) => h.node_id === nodeId).sort((a, b) => a.gpu_index - b.gpu_index);
+        assert.deepEqual(held, [
+          { node_id: nodeId, gpu_index: 0, vram: 20000, disk: 0, cpu: 2, memory: 256, units: 1 },
+          { node_id: nodeId, gpu_index: 1, vram: 20000, disk: 0, cpu: 0, memory: 0, units: 0 },
+        ]);
+      });
+
+      /** Another unit on the node's GPU 1, as placed before `gpu_indexes` existed (gpu_index only). */
+      const assignAnotherUnitPlacedBeforeGpuIndexes = async (nodeId: string, { customerId, jobId }: { customerId: string; jobId: string }) => {
+        const other = await readyGpuUnit(jobId, customerId, 1000);
+        await db.query(`UPDATE compute_units SET status = 'assigned', node_id = $2, gpu_index = 1 WHERE id = $1`, [other, nodeId]);
+      };
+      const fits: { name: string; before?: (nodeId: string, jobId: { customerId: string; jobId: string }) => Promise<unknown>; gpuIndexes: number[]; maxUnits: number; takes: boolean }[] = [
+        { name: "both GPUs have the VRAM", gpuIndexes: [0, 1], maxUnits: 0, takes: true },
+        { name: "one of its GPUs is not on the node (any more)", gpuIndexes: [0, 2], maxUnits: 0, takes: false },
+        {
+          name: "another unit came to hold one of its GPUs' VRAM",
+          before: async (nodeId, { customerId, jobId }) => {
+            const other = await readyGpuUnit(jobId, customerId, 8000);
+            await db.query(`UPDATE compute_units SET status = 'running', node_id = $2, gpu_index = 1, gpu_indexes = '{1}' WHERE id = $1`, [other, nodeId]);
+          },
+          gpuIndexes: [0, 1],
+          maxUnits: 0,
+          takes: false,
+        },
+        {
+          name: "the owner's reserve leaves too little",
+          before: (nodeId) => db.query(`UPDATE nodes SET reserved_vram_mb = 5000 WHERE id = $1`, [nodeId]),
+          gpuIndexes: [0],
+          maxUnits: 0,
+          takes: false,
+        },
+        {
+          name: "the node is at its max_units (a unit placed before this migration holds gpu_index only)",
+          before: assignAnotherUnitPlacedBeforeGpuIndexes,
+          gpuIndexes: [0],
+          maxUnits: 1,
+          takes: false,
+        },
+        {
+          name: "the node has a slot left",
+          before: assignAnotherUnitPlacedBeforeGpuIndexes,
+          gpuIndexes: [0],
+          maxUnits: 2,
+          takes: true,
+        },
+      ];
+      for (const f of fits) {
+        it(`${f.takes ? "assigns" : "leaves ready"} a unit asking 20 GB on each GPU when ${f.name}`, async () => {
+          const { unitId, nodeId } = await gpuNodeAndUnit(20000, f.maxUnits);
+          const [{ job_id: jobId, customer_id: customerId }] = (await db.query<{ job_id: string; customer_id: string }>(`SELECT job_id, customer_id FROM compute_units WHERE id = $1`, [unitId])) as [
+            { job_id: string; customer_id: string },
+          ];
+          await f.before?.(nodeId, { customerId, jobId });
+          await claimFencingTerm(db, 1, "leader");
+          const taken = await commit(1, [planned(unitId, nodeId, { gpuIndex: f.gpuIndexes[0] ?? -1, gpuIndexes: f.gpuIndexes })]);
+          assert.equal(taken?.length, f.takes ? 1 : 0);
+          assert.equal((await unitState(unitId)).status, f.takes ? "assigned" : "ready");
+        });
+      }
+
+      it("counts the placements committed before it in the same commit against the node's slots", async () => {
+        const { unitId, nodeId } = await gpuNodeAndUnit(1000, 1);
+        const [{ job_id: jobId, customer_id: customerId }] = (await db.query<{ job_id: string; customer_id: string }>(`SELECT job_id, customer_id FROM compute_units WHERE id = $1`, [unitId])) as [
+          { job_id: string; customer_id: string },
+        ];
+        const second = await readyGpuUnit(jobId, customerId, 1000);
+        await claimFencingTerm(db, 1, "leader");
+        const taken = await commit(1, [planned(unitId, nodeId, { gpuIndex: 0 }), planned(second, nodeId, { gpuIndex: 1 })]);
+        assert.equal(taken?.length, 1);
+      });
     });
 
     it("records why a unit could not be placed only while it is still ready", async () => {

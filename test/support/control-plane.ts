@@ -18,6 +18,7 @@ import type { TelemetryOptions } from "../../src/telemetry/recorder.ts";
 import type { Clock } from "../../src/platform/clock.ts";
 import type { AgentsConfig, JobEventsConfig, LimitsConfig } from "../../src/platform/config.ts";
 import { defaultAgents, defaultJobEvents, defaultLimits, defaultRates } from "../../src/platform/config.ts";
+import { enrollReferenceNode } from "./fleet.ts";
 
 const repoRoot = join(import.meta.dirname, "..", "..");
 
@@ -47,6 +48,13 @@ export interface TestControlPlaneOptions {
   events?: Partial<JobEventsConfig>;
   /** The replica's id; replicas sharing one PostgreSQL need different ones to hear each other on the bus. */
   replicaId?: string;
+  /**
+   * Enroll the never-connected reference node (./fleet.ts), so jobs are admitted before any agent is
+   * started; default true. False for tests of admission itself (NO_CAPABLE_NODE).
+   */
+  referenceNode?: boolean;
+  /** Time between the leader's placement cycles when nothing wakes it; default 200 ms. */
+  placementIntervalMs?: number;
 }
 
 /**
@@ -67,7 +75,7 @@ export async function startTestControlPlane(options: TestControlPlaneOptions = {
       replicaId: options.replicaId ?? "test-replica",
       adminToken,
       blobDir: join(dataDir, "blobs"),
-      placementIntervalMs: 200,
+      placementIntervalMs: options.placementIntervalMs ?? 200,
       limits: { ...defaultLimits, ...options.limits },
       rates: defaultRates,
       agents: { ...defaultAgents, heartbeatIntervalSeconds: 1, ...options.agents },
@@ -82,6 +90,7 @@ export async function startTestControlPlane(options: TestControlPlaneOptions = {
       ...(options.telemetry === undefined ? {} : { telemetry: options.telemetry }),
     },
   );
+  if (options.referenceNode ?? true) await enrollReferenceNode(plane.deps.db);
   return {
     plane,
     url: plane.url,

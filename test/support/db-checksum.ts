@@ -11,6 +11,8 @@
  *    attempt is counted by design, before its password is checked; those counts are the lock.
  *  - scheduler_leases.updated_at: the leader renews its lease in the background.
  *  - nodes.last_heartbeat_at: agents' heartbeats (no agent runs here; listed for safety).
+ *  - training_jobs.pending_reason: the leader's placement cycles say why a queued job waits, at their
+ *    own pace, whatever request came in between.
  * A test should first take two snapshots a second apart with no request in between, so a table
  * that changes on its own (added later) is reported by name instead of making cases flaky.
  */
@@ -23,6 +25,7 @@ export const volatileColumns: Readonly<Record<string, readonly string[]>> = {
   login_address_budgets: ["address", "level", "updated_at"],
   scheduler_leases: ["updated_at"],
   nodes: ["last_heartbeat_at"],
+  training_jobs: ["pending_reason"],
 };
 
 /** Per table, "N rows, md5 …". */

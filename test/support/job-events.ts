@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import type { Database, Sql } from "../../src/store/database.ts";
 import { insertUnit } from "../../src/store/jobs.ts";
 import type { TestControlPlane, TestControlPlaneOptions } from "./control-plane.ts";
-import { createCustomer, startTestControlPlane } from "./control-plane.ts";
+import { createCustomer, startTestControlPlane, waitFor } from "./control-plane.ts";
 import { insertJob, insertNodes } from "./rows.ts";
 
 /** A queued job of `customerId` whose units run one after another in the order named. */
@@ -61,11 +61,22 @@ export interface EventsPlane {
   readonly apiKey: string;
 }
 
-/** Starts a control plane and creates a customer before the block's tests (mocha hooks); stops it after them. */
+/**
+ * A control plane whose leader runs one placement cycle at start and no more (returned once it has): for
+ * tests that drive every transition themselves, where a cycle's own write (a queued job's new pending
+ * reason is an event) would land among theirs at a moment of its own.
+ */
+export async function startQuietControlPlane(options: TestControlPlaneOptions = {}): Promise<TestControlPlane> {
+  const cp = await startTestControlPlane({ placementIntervalMs: 3_600_000, ...options });
+  await waitFor("the leader's first placement cycle", async () => ((await placementCycles(cp)) > 0 ? true : undefined), 30_000);
+  return cp;
+}
+
+/** Starts a quiet control plane ({@link startQuietControlPlane}) and creates a customer before the block's tests (mocha hooks); stops it after them. */
 export function eventsPlane(options: TestControlPlaneOptions = {}): EventsPlane {
   let started: EventsPlane | undefined;
   before(async () => {
-    const cp = await startTestControlPlane(options);
+    const cp = await startQuietControlPlane(options);
     started = { cp, db: cp.plane.deps.db, ...(await createCustomer(cp)) };
   });
   after(async () => {
@@ -89,4 +100,10 @@ export function eventsPlane(options: TestControlPlaneOptions = {}): EventsPlane 
       return get().apiKey;
     },
   };
+}
+
+/** Placement cycles the control plane's leader has finished (its /metrics). */
+async function placementCycles(cp: TestControlPlane): Promise<number> {
+  const metrics = await (await fetch(`${cp.url}/metrics`)).text();
+  return Number(/^gpuagent_scheduler_cycle_duration_seconds_count (\d+)$/m.exec(metrics)?.[1] ?? 0);
 }

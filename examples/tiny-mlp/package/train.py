@@ -11,6 +11,13 @@
 Outputs go to $GPU_AGENT_OUTPUT_DIR. Progress is reported to the agent with
 lines of the form `@@gpu-agent {"progress": 0.5, "metrics": {...}}` on stdout.
 Bad input exits with status 2 and a message on stderr.
+
+`train` writes a checkpoint after every epoch into $GPU_AGENT_CHECKPOINT_DIR
+(epoch-N.ckpt: the weights and the shuffle's random state) and names it on that
+epoch's progress line ("checkpoint": "epoch-N.ckpt"); the agent uploads it. An
+attempt placed again after its node failed finds the latest one in
+$GPU_AGENT_RESUME_DIR and continues after its epoch, with the same result as a
+run that was never interrupted.
 """
 import argparse
 import csv
@@ -32,11 +39,50 @@ class InputError(Exception):
     """The customer's data or the previous stage's output is unusable."""
 
 
-def report(progress: float, **metrics: float) -> None:
+def report(progress: float, checkpoint: str = "", **metrics: float) -> None:
     line = {"progress": progress}
     if metrics:
         line["metrics"] = metrics
+    if checkpoint:
+        line["checkpoint"] = checkpoint
     print("@@gpu-agent " + json.dumps(line), flush=True)
+
+
+CHECKPOINT_FORMAT = "tiny-mlp-checkpoint/v1"
+CHECKPOINTS_KEPT = 2  # older ones are removed; the agent has uploaded them or replaced them with a newer one
+
+
+def save_checkpoint(ckpt_dir: str, epoch: int, model: MLP, rng: random.Random, order: list) -> str:
+    """Writes epoch-N.ckpt atomically (a reader never sees half a file) and returns its name."""
+    name = f"epoch-{epoch}.ckpt"
+    version, state, gauss = rng.getstate()
+    temp = os.path.join(ckpt_dir, f".{name}.partial")
+    with open(temp, "w", encoding="utf-8") as f:
+        json.dump({"format": CHECKPOINT_FORMAT, "epoch": epoch, "weights": model.to_dict(), "rng": [version, list(state), gauss], "order": order}, f)
+    os.replace(temp, os.path.join(ckpt_dir, name))
+    stale = os.path.join(ckpt_dir, f"epoch-{epoch - CHECKPOINTS_KEPT}.ckpt")
+    if os.path.exists(stale):
+        os.remove(stale)
+    return name
+
+
+def load_resume(resume_dir: str):
+    """(epoch, model, rng, order) from the checkpoint in $GPU_AGENT_RESUME_DIR, or None for a fresh start."""
+    names = sorted(n for n in os.listdir(resume_dir) if n.endswith(".ckpt")) if resume_dir and os.path.isdir(resume_dir) else []
+    if not names:
+        return None
+    path = os.path.join(resume_dir, names[-1])
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        if saved.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"not a {CHECKPOINT_FORMAT} file")
+        rng = random.Random()
+        version, state, gauss = saved["rng"]
+        rng.setstate((version, tuple(state), gauss))
+        return int(saved["epoch"]), MLP.from_dict(saved["weights"]), rng, [int(i) for i in saved["order"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"checkpoint {names[-1]} cannot be resumed from: {e}")
 
 
 def env_path(name: str) -> str:
@@ -157,8 +203,17 @@ def stage_train(in_dir: str, out_dir: str, epochs: int, min_epoch_seconds: float
     # A fixed shuffle order per epoch keeps runs reproducible.
     rng = random.Random(1)
     order = list(range(len(train)))
+    first_epoch = 1
+    resumed = load_resume(os.environ.get("GPU_AGENT_RESUME_DIR", ""))
+    if resumed is not None:
+        saved_epoch, model, rng, order = resumed
+        if sorted(order) != list(range(len(train))):
+            raise InputError("the checkpoint's sample order does not match prepared.csv")
+        first_epoch = saved_epoch + 1
+        print(f"resuming from epoch {saved_epoch}", flush=True)
+    ckpt_dir = os.environ.get("GPU_AGENT_CHECKPOINT_DIR", "")
     loss, accuracy = 0.0, 0.0
-    for epoch in range(1, epochs + 1):
+    for epoch in range(first_epoch, epochs + 1):
         started = time.monotonic()
         rng.shuffle(order)
         total = 0.0
@@ -168,7 +223,8 @@ def stage_train(in_dir: str, out_dir: str, epochs: int, min_epoch_seconds: float
         loss = total / len(train)
         _, accuracy = model.evaluate(train)
         print(f"epoch {epoch}/{epochs} loss={loss:.4f} accuracy={accuracy:.3f}")
-        report(epoch / epochs, epoch=epoch, loss=round(loss, 6), accuracy=round(accuracy, 6))
+        checkpoint = save_checkpoint(ckpt_dir, epoch, model, rng, order) if ckpt_dir else ""
+        report(epoch / epochs, checkpoint, epoch=epoch, loss=round(loss, 6), accuracy=round(accuracy, 6))
         # The real work takes milliseconds; pausing keeps progress visible in a demo.
         pause = min_epoch_seconds - (time.monotonic() - started)
         if pause > 0:

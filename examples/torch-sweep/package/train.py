@@ -14,6 +14,11 @@ The `train` replicas run on whatever GPU the agent gave them through CUDA_VISIBL
 saw (device name, visible devices, torch and CUDA versions, wall time) into its result so the customer can check
 where the work ran. Without CUDA the stage refuses to run unless `--allow-cpu` is given: a GPU unit that
 silently trains on the CPU would be billed as GPU time for CPU work.
+
+Each reported epoch of `train` (every 20 of its full-batch epochs, and the last) writes a checkpoint into
+$GPU_AGENT_CHECKPOINT_DIR (replica-I-epoch-N.pt: model, optimizer, epoch) and names it on its progress line
+("checkpoint": ...); the agent uploads it. An attempt placed again after its node failed finds the latest in
+$GPU_AGENT_RESUME_DIR, prints "resuming from epoch N" and continues from there.
 """
 import argparse
 import csv
@@ -30,11 +35,42 @@ LEARNING_RATES = [0.3, 0.03, 0.003, 0.0003]
 EPOCHS = 200
 
 
-def report(progress, **metrics):
+def report(progress, checkpoint="", **metrics):
     line = {"progress": progress}
     if metrics:
         line["metrics"] = metrics
+    if checkpoint:
+        line["checkpoint"] = checkpoint
     print("@@gpu-agent " + json.dumps(line), flush=True)
+
+
+def save_checkpoint(replica, epoch, model, optimizer):
+    """Writes replica-I-epoch-N.pt atomically into $GPU_AGENT_CHECKPOINT_DIR; returns its name ("" outside the agent)."""
+    ckpt_dir = os.environ.get("GPU_AGENT_CHECKPOINT_DIR", "")
+    if not ckpt_dir:
+        return ""
+    name = f"replica-{replica}-epoch-{epoch}.pt"
+    temp = os.path.join(ckpt_dir, f".{name}.partial")
+    torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict()}, temp)
+    os.replace(temp, os.path.join(ckpt_dir, name))
+    # Keep the two latest: the agent copies a checkpoint out before it uploads it.
+    for old in glob.glob(os.path.join(ckpt_dir, f"replica-{replica}-epoch-*.pt")):
+        if int(old.rsplit("-", 1)[1][:-3]) < epoch - 20:
+            os.remove(old)
+    return name
+
+
+def resume_epoch(model, optimizer, device):
+    """Loads the checkpoint in $GPU_AGENT_RESUME_DIR into model and optimizer; returns its epoch (0: a fresh start)."""
+    resume_dir = os.environ.get("GPU_AGENT_RESUME_DIR", "")
+    found = sorted(glob.glob(os.path.join(resume_dir, "*.pt"))) if resume_dir else []
+    if not found:
+        return 0
+    saved = torch.load(found[-1], map_location=device)
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    print(f"resuming from epoch {saved['epoch']}", flush=True)
+    return int(saved["epoch"])
 
 
 def out_path(name):
@@ -81,7 +117,9 @@ def train(replica, replicas, allow_cpu, epochs):
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     loss_fn = nn.BCEWithLogitsLoss()
     started = time.monotonic()
-    for epoch in range(1, epochs + 1):
+    first_epoch = resume_epoch(model, optimizer, device) + 1
+    loss, accuracy = torch.tensor(float("nan")), float("nan")
+    for epoch in range(first_epoch, epochs + 1):
         optimizer.zero_grad()
         loss = loss_fn(model(x), y)
         loss.backward()
@@ -89,7 +127,8 @@ def train(replica, replicas, allow_cpu, epochs):
         if epoch % 20 == 0 or epoch == epochs:
             with torch.no_grad():
                 accuracy = ((model(x) > 0).float() == y).float().mean().item()
-            report(epoch / epochs, epoch=epoch, loss=round(loss.item(), 5), accuracy=round(accuracy, 4))
+            checkpoint = save_checkpoint(replica, epoch, model, optimizer)
+            report(epoch / epochs, checkpoint, epoch=epoch, loss=round(loss.item(), 5), accuracy=round(accuracy, 4))
     if device.type == "cuda":
         torch.cuda.synchronize()
     result = {

@@ -17,7 +17,7 @@ export interface JobSnapshot {
 }
 
 /** A job's state after a change: fields of TrainingJob. */
-export type JobChange = Pick<TrainingJob, "status" | "progress" | "error" | "metrics" | "compute_units_completed" | "credits_debited"> &
+export type JobChange = Pick<TrainingJob, "status" | "progress" | "error" | "metrics" | "compute_units_completed" | "credits_debited" | "pending_reason"> &
   Partial<Pick<TrainingJob, "started_at" | "finished_at">>;
 
 /** A unit's state after a change: fields of ComputeUnit. */

@@ -91,6 +91,17 @@ export interface TrainingJob {
   credits_debited: string;
   compute_unit_count: number;
   compute_units_completed: number;
+  /** GPUs of one node each GPU unit asks for (0 from a server that predates GPU counts). */
+  required_gpu_count: number;
+  /** Allowed GPU models (substrings of the reported name); empty: any. */
+  gpu_models: string[];
+  /** "major.minor", or "" for any. */
+  min_compute_capability: string;
+  /** "major.minor", or "" for any. */
+  min_cuda_version: string;
+  queue_timeout_seconds: number;
+  /** Why the job waits, in words; "" when it does not. */
+  pending_reason: string;
 }
 
 export type UnitStatus = "pending" | "ready" | "assigned" | "running" | "completed" | "failed" | "cancelled";
@@ -118,6 +129,43 @@ export interface ComputeUnit {
   /** The latest finished attempt's Python environment build (or wait for one), apart from the run; never billed. */
   env_build_seconds: number;
   env_built: boolean;
+  /** GPUs of one node it needs; 0 for a cpu unit. */
+  required_gpu_count: number;
+  gpu_models: string[];
+  min_compute_capability: string;
+  min_cuda_version: string;
+  /** Its node's GPUs of the current or last attempt; empty before it is placed. */
+  gpu_indexes: number[];
+  /** Every attempt, oldest first. */
+  attempts: UnitAttempt[];
+  /** The latest checkpoint it wrote; absent when none. */
+  latest_checkpoint?: UnitCheckpoint;
+}
+
+/** One attempt of a compute unit. */
+export interface UnitAttempt {
+  attempt: number;
+  node_id: string;
+  status: "assigned" | "running" | "completed" | "failed" | "cancelled" | "lost";
+  assigned_at?: string;
+  started_at?: string;
+  finished_at?: string;
+  error: string;
+  /** The attempt whose checkpoint it started from; 0 for a fresh start. */
+  resumed_from_attempt: number;
+  resumed_from_checkpoint: string;
+  resumed_from_metrics: Record<string, number>;
+  run_seconds: number;
+}
+
+/** A checkpoint a unit announced and its node uploaded. */
+export interface UnitCheckpoint {
+  attempt: number;
+  name: string;
+  size_bytes: string;
+  sha256: string;
+  metrics: Record<string, number>;
+  created_at?: string;
 }
 
 /** One line of a unit's log (GET …/compute-units/{unit_id}/logs). */

@@ -15,7 +15,7 @@ import { useCallback, useEffect, useRef, useState } from "react";
 import { api, sameOrigin, triggerDownload } from "../api/client.ts";
 import type { LogEvent, UnitChange } from "../api/job-events.ts";
 import { watchJobEvents } from "../api/job-events.ts";
-import type { Artifact, ComputeUnit, DownloadUrl, JobMetrics, List, TrainingJob } from "../api/types.ts";
+import type { Artifact, ComputeUnit, DownloadUrl, JobMetrics, List, TrainingJob, UnitAttempt, UnitCheckpoint } from "../api/types.ts";
 import { LineChart } from "../components/charts.tsx";
 import { DagView } from "../components/dag.tsx";
 import { ErrorBox, Loading, Page, ProgressBar, StatusBadge } from "../components/ui.tsx";
@@ -30,6 +30,53 @@ const terminal = new Set(["completed", "failed", "cancelled", "expired"]);
 function envBuildNote(u: ComputeUnit): string {
   const took = formatDuration(u.env_build_seconds);
   return u.env_built ? `Python environment built in ${took} (not billed)` : `${took} preparing the Python environment (not billed)`;
+}
+
+/** Metrics in words, epoch first: "epoch 3, loss 0.25". */
+function metricWords(metrics: Record<string, number> | undefined): string {
+  const order = (k: string) => (k === "epoch" ? 0 : k === "loss" ? 1 : 2);
+  return Object.entries(metrics ?? {})
+    .sort(([a], [b]) => order(a) - order(b) || a.localeCompare(b))
+    .map(([k, v]) => `${k} ${formatMetric(v)}`)
+    .join(", ");
+}
+
+/** What an attempt started from: "resumed from attempt 1 (epoch 3)"; "" for a fresh start. */
+function resumedFrom(a: UnitAttempt | undefined): string {
+  if (a === undefined || a.resumed_from_attempt === 0) return "";
+  const at = metricWords(a.resumed_from_metrics);
+  return `resumed from attempt ${a.resumed_from_attempt}${at === "" ? "" : ` (${at})`}`;
+}
+
+/** A unit's latest checkpoint: "ckpt-3.pt from attempt 1 (epoch 3), 1.2 MiB". */
+function checkpointWords(c: UnitCheckpoint): string {
+  const at = metricWords(c.metrics);
+  return `${c.name} from attempt ${c.attempt}${at === "" ? "" : ` (${at})`}, ${formatBytes(c.size_bytes)}`;
+}
+
+/** One attempt in a line: "1 on node 1a2b3c4d: lost — node went offline". */
+function attemptWords(a: UnitAttempt): string {
+  const resumed = resumedFrom(a);
+  return `${a.attempt} on node ${a.node_id.slice(0, 8)}: ${humanize(a.status)}${resumed === "" ? "" : `, ${resumed}`}${a.error === "" ? "" : ` — ${a.error}`}`;
+}
+
+/** A unit's GPUs: "2 (GPUs 0, 1)" once placed, "2" before; "—" for a cpu unit. */
+function unitGpus(u: ComputeUnit): string {
+  if (u.kind !== "gpu") return "—";
+  const count = String(Math.max(1, u.required_gpu_count ?? 1));
+  const indexes = u.gpu_indexes ?? [];
+  return indexes.length === 0 ? count : `${count} (GPU ${indexes.join(", ")})`;
+}
+
+/** What a job or unit asks of its GPUs beyond count and memory, in words; "" for nothing. */
+function constraintWords(c: Pick<TrainingJob, "gpu_models" | "min_compute_capability" | "min_cuda_version">): string {
+  return [
+    (c.gpu_models ?? []).length === 0 ? "" : `model ${c.gpu_models.join(" or ")}`,
+    (c.min_compute_capability ?? "") === "" ? "" : `compute capability ≥ ${c.min_compute_capability}`,
+    (c.min_cuda_version ?? "") === "" ? "" : `CUDA ≥ ${c.min_cuda_version}`,
+  ]
+    .filter((part) => part !== "")
+    .join(" · ");
 }
 
 /** A unit's loss curve: by epoch when every report with a loss names its epoch, else by report. */
@@ -70,6 +117,41 @@ function withReport(metrics: JobMetrics | undefined, change: UnitChange): JobMet
 
 function downloadUrl(jobId: string, artifactId: string): Promise<DownloadUrl> {
   return api<DownloadUrl>("POST", `/api/v1/customer/training-jobs/${encodeURIComponent(jobId)}/artifacts/${encodeURIComponent(artifactId)}/download-url`, { body: {} });
+}
+
+/**
+ * What a unit asks of its GPUs, what its current attempt resumed from, its latest checkpoint and, when it
+ * was placed more than once, each attempt: in its row's notes, so a phone shows it in the unit's card.
+ */
+function UnitHistory({ unit: u }: { unit: ComputeUnit }) {
+  const attempts = u.attempts ?? [];
+  const resumed = resumedFrom(attempts.at(-1));
+  const constraints = u.kind === "gpu" ? constraintWords(u) : "";
+  return (
+    <>
+      {constraints === "" ? null : <div className="unit-note">Needs {constraints}</div>}
+      {resumed === "" ? null : (
+        <div className="unit-note" data-testid={`resumed-${u.name}`}>
+          Attempt {attempts.at(-1)?.attempt} {resumed}
+        </div>
+      )}
+      {u.latest_checkpoint === undefined ? null : (
+        <div className="unit-note" data-testid={`checkpoint-${u.name}`}>
+          Latest checkpoint: {checkpointWords(u.latest_checkpoint)}
+        </div>
+      )}
+      {attempts.length < 2 ? null : (
+        <details className="unit-note" data-testid={`attempts-${u.name}`}>
+          <summary>{attempts.length} attempts</summary>
+          <ol>
+            {attempts.map((a) => (
+              <li key={a.attempt}>{attemptWords(a)}</li>
+            ))}
+          </ol>
+        </details>
+      )}
+    </>
+  );
 }
 
 /** The job page. */
@@ -226,6 +308,11 @@ export function JobPage({ id }: { id: string }) {
             {job.error}
           </p>
         )}
+        {job.status === "queued" && (job.pending_reason ?? "") !== "" ? (
+          <p className="pending-reason" data-testid="pending-reason">
+            Waiting: {job.pending_reason}
+          </p>
+        ) : null}
         <dl className="facts">
           <dt>Job ID</dt>
           <dd>
@@ -239,12 +326,22 @@ export function JobPage({ id }: { id: string }) {
           <dd>
             <code className="id">{job.training_package_id}</code>
           </dd>
-          <dt>GPU memory</dt>
-          <dd>{formatNumber(job.required_vram_mb)} MB</dd>
+          <dt>GPUs</dt>
+          <dd data-testid="job-gpus">
+            {Math.max(1, job.required_gpu_count ?? 1)} of one machine, each with {formatNumber(job.required_vram_mb)} MB of GPU memory free
+          </dd>
+          <dt>GPU constraints</dt>
+          <dd data-testid="job-gpu-constraints">{constraintWords(job) || "none"}</dd>
           <dt>Disk</dt>
           <dd>{formatNumber(job.required_disk_mb)} MB</dd>
           <dt>Maximum run time</dt>
           <dd>{formatDuration(job.max_runtime_seconds)}</dd>
+          {(job.queue_timeout_seconds ?? 0) > 0 ? (
+            <>
+              <dt>Queue timeout</dt>
+              <dd>{formatDuration(job.queue_timeout_seconds)}</dd>
+            </>
+          ) : null}
           <dt>Sensitivity</dt>
           <dd>{humanize(job.sensitivity)}</dd>
           <dt>Credits</dt>
@@ -269,6 +366,7 @@ export function JobPage({ id }: { id: string }) {
               <tr>
                 <th scope="col">Unit</th>
                 <th scope="col">Kind</th>
+                <th scope="col">GPUs</th>
                 <th scope="col">After</th>
                 <th scope="col">State</th>
                 <th scope="col">Progress</th>
@@ -283,6 +381,9 @@ export function JobPage({ id }: { id: string }) {
                 <tr key={u.id}>
                   <th scope="row">{u.name}</th>
                   <td data-label="Kind">{u.kind.toUpperCase()}</td>
+                  <td data-label="GPUs" data-testid={`gpus-${u.name}`}>
+                    {unitGpus(u)}
+                  </td>
                   <td data-label="After">{u.depends_on.join(", ") || "—"}</td>
                   <td data-label="State">
                     <StatusBadge status={u.status} />
@@ -300,6 +401,7 @@ export function JobPage({ id }: { id: string }) {
                   <td data-label="Notes">
                     {u.error || u.unschedulable_reason || null}
                     {u.env_build_seconds > 0 ? <div data-testid="env-build">{envBuildNote(u)}</div> : null}
+                    <UnitHistory unit={u} />
                   </td>
                 </tr>
               ))}

@@ -1,4 +1,4 @@
-/** Training jobs: list with a status filter and paging. */
+/** Training jobs: list with a status filter and paging; each job's GPU count, and while queued why it waits. */
 import { query } from "../api/client.ts";
 import type { TrainingJob } from "../api/types.ts";
 import { jobStatuses } from "../api/types.ts";
@@ -62,6 +62,7 @@ export function JobsPage() {
                 <tr>
                   <th scope="col">Name</th>
                   <th scope="col">Status</th>
+                  <th scope="col">GPUs</th>
                   <th scope="col">Progress</th>
                   <th scope="col">Sensitivity</th>
                   <th scope="col">Created</th>
@@ -75,6 +76,14 @@ export function JobsPage() {
                     </th>
                     <td data-label="Status">
                       <StatusBadge status={job.status} />
+                      {job.status === "queued" && (job.pending_reason ?? "") !== "" ? (
+                        <span className="pending-reason" data-testid="job-pending-reason">
+                          Waiting: {job.pending_reason}
+                        </span>
+                      ) : null}
+                    </td>
+                    <td data-label="GPUs" data-testid="job-gpu-count">
+                      {Math.max(1, job.required_gpu_count ?? 1)}
                     </td>
                     <td data-label="Progress">
                       <ProgressBar label={`Progress of ${job.name || job.id}`} value={job.progress} />

@@ -57,6 +57,7 @@ function eventMessage(e: JobEventRow): EventMessage {
             finishedAt: optionalMs(b.finished_at_ms),
             computeUnitsCompleted: b.compute_units_completed,
             creditsDebited: BigInt(b.credits_debited),
+            pendingReason: b.pending_reason ?? "",
           },
         },
       };

@@ -14,10 +14,11 @@
  * of that capacity: nothing when it only uses surplus (a cpu unit on the
  * spare cores of a node whose VRAM is nearly gone), all of its dominant
  * share when it hits the node's bottleneck. VRAM counts as the node's total
- * free VRAM here; which GPU the unit gets is a best fit (bestGpu), and the
- * placer breaks score ties towards the GPU with the least VRAM left.
+ * free VRAM here, and a unit of `gpuCount` GPUs asks `gpuCount` × its VRAM of
+ * it; which GPUs the unit gets is a best fit (`chooseGpus`), and the placer
+ * breaks score ties towards the GPUs with the least VRAM left.
  */
-import { bestGpu, type NodeView } from "../cycle-state.ts";
+import { chooseGpus, type NodeView } from "../cycle-state.ts";
 import type { CycleContext, DemandProfile, UnitRequest } from "../types.ts";
 import type { ScorePlugin } from "./plugin.ts";
 
@@ -33,6 +34,8 @@ export interface FreeResources {
   cpuCores: number;
   memoryMb: number;
   diskMb: number;
+  /** Free unit slots (`NodeSnapshot.freeUnitSlots`); absent or Infinity: the node told no limit. */
+  unitSlots?: number;
 }
 
 /**
@@ -52,24 +55,39 @@ export interface FreeResources {
  *   of node by node (which would strand the VRAM next to them).
  *
  * A resource the profile does not ask for (0) is left out; free amounts
- * below 0 count as 0. Pure; the VRAM ask counts only for a gpu unit.
+ * below 0 count as 0. Pure; the VRAM ask counts only for a gpu unit, once
+ * per GPU it asks for.
+ *
+ * A node with a unit limit has one more resource: its free unit slots,
+ * U_s = slots (every unit, typical or not, takes one: a_s = 1). It counts in
+ * the capacity and the loss but not in `size`, so a unit that takes the slot
+ * a node's capacity hangs on loses all its fit: small units go where slots are
+ * not the bottleneck, and a node with few slots left gets the units that use
+ * its VRAM, cores and memory best, instead of running out of slots with its
+ * GPU nearly idle. The room R is also at most U_s − 1, so between similar
+ * fits units go where slots are left. A node without a limit scores as before.
  */
-export function binPackScore(unit: { kind: "cpu" | "gpu"; vramMb: number; diskMb: number; cpuCores: number; memoryMb: number }, free: FreeResources, profile: DemandProfile): number {
+export function binPackScore(
+  unit: { kind: "cpu" | "gpu"; vramMb: number; gpuCount?: number; diskMb: number; cpuCores: number; memoryMb: number },
+  free: FreeResources,
+  profile: DemandProfile,
+): number {
   // Capacity (U_r) and ask (a_r) per resource in typical units; NaN marks a resource the profile leaves out.
   const uV = units(free.vramMb, profile.vramMb);
   const uC = units(free.cpuCores, profile.cpuCores);
   const uM = units(free.memoryMb, profile.memoryMb);
   const uD = units(free.diskMb, profile.diskMb);
-  const aV = units(unit.kind === "gpu" ? unit.vramMb : 0, profile.vramMb);
+  const aV = units(unit.kind === "gpu" ? unit.vramMb * (unit.gpuCount ?? 1) : 0, profile.vramMb);
   const aC = units(unit.cpuCores, profile.cpuCores);
   const aM = units(unit.memoryMb, profile.memoryMb);
   const aD = units(unit.diskMb, profile.diskMb);
   // Math.min/max ignore nothing, so NaN (left out) is filtered by hand.
-  const cap = minOf(uV, uC, uM, uD);
-  const loss = Math.max(0, maxOf(aV - (uV - cap), aC - (uC - cap), aM - (uM - cap), aD - (uD - cap)));
+  const uS = free.unitSlots === undefined || free.unitSlots === Infinity ? NaN : Math.max(0, free.unitSlots);
+  const cap = Math.min(minOf(uV, uC, uM, uD), Number.isNaN(uS) ? Infinity : uS);
+  const loss = Math.max(0, maxOf(aV - (uV - cap), aC - (uC - cap), aM - (uM - cap), aD - (uD - cap)), Number.isNaN(uS) ? 0 : 1 - (uS - cap));
   const size = Math.max(0, maxOf(aV, aC, aM, aD));
-  const room = minOf(uC - aC, uM - aM, uD - aD, NaN);
-  // loss ≤ size always; the ratio is NaN only for absurd inputs (a vanishing profile: ∞/∞), counted as no fit.
+  const room = Math.min(minOf(uC - aC, uM - aM, uD - aD, NaN), Number.isNaN(uS) ? Infinity : uS - 1);
+  // loss ≤ size but through the slots (clamped: no fit); the ratio is NaN only for absurd inputs (a vanishing profile: ∞/∞), counted as no fit.
   const ratio = loss / size;
   const fit = size === 0 ? 1 : Number.isNaN(ratio) ? 0 : 1 - Math.min(1, ratio);
   const left = room === Infinity ? 0 : Math.max(0, room);
@@ -105,7 +123,7 @@ function maxOf(a: number, b: number, c: number, d: number): number {
 export function freeOf(node: NodeView): FreeResources {
   let vramMb = 0;
   for (const f of node.gpuFreeVramMb) vramMb += Math.max(0, f);
-  return { vramMb, cpuCores: node.freeCpuCores, memoryMb: node.freeMemoryMb, diskMb: node.diskFreeMb };
+  return { vramMb, cpuCores: node.freeCpuCores, memoryMb: node.freeMemoryMb, diskMb: node.diskFreeMb, unitSlots: node.freeUnitSlots };
 }
 
 /** Scores a node by {@link binPackScore} against the cycle's demand profile. */
@@ -119,11 +137,14 @@ export const binPack = {
 
 /**
  * What the placer compares when two nodes score the same: the free VRAM
- * left on the unit's best-fit GPU (a gpu unit) or the free disk left (a cpu
- * unit); less wins, so equal scores go to the tighter fit.
+ * left on the GPUs the unit would get (a gpu unit, `chooseGpus`) or the free
+ * disk left (a cpu unit); less wins, so equal scores go to the tighter fit.
  */
 export function leftOver(unit: UnitRequest, node: NodeView): number {
   if (unit.kind !== "gpu") return node.diskFreeMb - unit.diskMb;
-  const pos = bestGpu(node, unit.vramMb);
-  return pos === -1 ? Infinity : (node.gpuFreeVramMb[pos] as number) - unit.vramMb;
+  const positions = chooseGpus(node, unit);
+  if (positions.length === 0) return Infinity;
+  let left = 0;
+  for (const pos of positions) left += (node.gpuFreeVramMb[pos] as number) - unit.vramMb;
+  return left;
 }

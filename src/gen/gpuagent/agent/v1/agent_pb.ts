@@ -774,11 +774,15 @@ export type CheckpointReady = Message<"gpuagent.agent.v1.CheckpointReady"> & {
   name: string;
 
   /**
+   * Bytes uploaded.
+   *
    * @generated from field: int64 size_bytes = 3;
    */
   sizeBytes: bigint;
 
   /**
+   * SHA-256 of those bytes, hex; the control plane checks it against what it stored.
+   *
    * @generated from field: string sha256 = 4;
    */
   sha256: string;
