@@ -7,9 +7,10 @@
  *   gpu-agent run --data-dir D [--dev-gpu MIB|NAME:MIB[:CC[:CUDA]]]... [--max-units N] [--grace-seconds S] [--ca FILE] [--cert FILE --key FILE]
  *                 [--python /abs/path/python3] [--cache-mb MIB] [--available "Mon-Fri 18:00-08:00"] [--reserve-vram-mb MB]
  *                 [--isolation bubblewrap|none] [--unit-uid-base UID]
- *                 [--pip-index-url URL] [--find-links DIR]... [--env-cache-mb MIB]
+ *                 [--pip-index-url URL] [--pip-allow-host HOST[:PORT]]... [--find-links DIR]... [--env-cache-mb MIB]
  *   gpu-agent install [--user NAME] [--data-dir /var/lib/gpu-agent] [--url URL] [--unit-path FILE] [--dry-run]
- *                     [--available W] [--reserve-vram-mb MB] [--python P] [--pip-index-url URL] [--find-links DIR]... [--env-cache-mb MIB]
+ *                     [--available W] [--reserve-vram-mb MB] [--python P] [--pip-index-url URL] [--pip-allow-host H]... [--find-links DIR]...
+ *                     [--env-cache-mb MIB]
  *   gpu-agent pause [--now] | resume | status [--json]   [--data-dir D]   (over the running agent's control socket)
  *
  * An https:// URL uses TLS; --ca (or GPU_AGENT_CA_FILE) names a PEM file of a
@@ -31,6 +32,7 @@ import type { AgentTlsOptions } from "../src/node-agent/agent.ts";
 import { createNodeAgent, enrollNode, trustCertificateAuthority } from "../src/node-agent/agent.ts";
 import { AGENT_VERSION, parseDevGpu } from "../src/node-agent/capabilities.ts";
 import type { DeclaredGpu } from "../src/node-agent/capabilities.ts";
+import { allowedHostOrigin } from "../src/node-agent/build-proxy.ts";
 import { DEFAULT_ENV_CACHE_MB } from "../src/node-agent/python-envs.ts";
 import type { PackageSources } from "../src/node-agent/python-envs.ts";
 import { ControlClientError, formatAgentStatus, sendControlCommand } from "../src/node-agent/control-socket.ts";
@@ -95,17 +97,38 @@ function wheelhouseDir(value: string): string {
   return dir;
 }
 
+/** Commander's collector for a repeatable --pip-allow-host: each must be `host` or `host:port`. */
+function collectHosts(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), allowedHost(value)];
+}
+
+function allowedHost(value: string): string {
+  const origin = allowedHostOrigin(value);
+  if (origin === undefined) throw new InvalidArgumentError(`${value} is not a host or host:port (e.g. files.example.org or 10.0.0.5:8080)`);
+  return origin;
+}
+
 /**
  * Where packages' requirements come from and how much of their environments is kept: the flags win over
- * GPU_AGENT_PIP_INDEX_URL, GPU_AGENT_FIND_LINKS (colon-separated) and GPU_AGENT_ENV_CACHE_MB. An index must
- * be an http(s) URL.
+ * GPU_AGENT_PIP_INDEX_URL, GPU_AGENT_PIP_ALLOW_HOSTS (comma-separated), GPU_AGENT_FIND_LINKS (colon-separated)
+ * and GPU_AGENT_ENV_CACHE_MB. An index must be an http(s) URL; allowed hosts go with an index.
  */
-function pythonEnvOptions(opts: { pipIndexUrl?: string; findLinks?: string[]; envCacheMb?: number }): { maxBytes: number; sources: PackageSources } {
+function pythonEnvOptions(opts: { pipIndexUrl?: string; pipAllowHost?: string[]; findLinks?: string[]; envCacheMb?: number }): { maxBytes: number; sources: PackageSources } {
   const indexUrl = opts.pipIndexUrl ?? (process.env["GPU_AGENT_PIP_INDEX_URL"] || undefined);
   if (indexUrl !== undefined) checkIndexUrl(indexUrl);
+  const allowedHosts = opts.pipAllowHost ?? (process.env["GPU_AGENT_PIP_ALLOW_HOSTS"] ?? "").split(",").filter((h) => h !== "").map(allowedHost);
+  checkAllowedHosts(indexUrl, allowedHosts);
   const findLinks = opts.findLinks ?? (process.env["GPU_AGENT_FIND_LINKS"] ?? "").split(":").filter((d) => d !== "").map(wheelhouseDir);
   const envCacheMb = opts.envCacheMb ?? envNonNegativeInt("GPU_AGENT_ENV_CACHE_MB") ?? DEFAULT_ENV_CACHE_MB;
-  return { maxBytes: envCacheMb * 1024 * 1024, sources: { ...(indexUrl !== undefined ? { indexUrl } : {}), findLinks } };
+  return {
+    maxBytes: envCacheMb * 1024 * 1024,
+    sources: { ...(indexUrl !== undefined ? { indexUrl } : {}), findLinks, ...(allowedHosts.length > 0 ? { allowedHosts } : {}) },
+  };
+}
+
+/** A host is allowed for an index's files: without an index it would open the build's network for nothing. */
+function checkAllowedHosts(indexUrl: string | undefined, allowedHosts: readonly string[]): void {
+  if (indexUrl === undefined && allowedHosts.length > 0) throw new Error("--pip-allow-host (GPU_AGENT_PIP_ALLOW_HOSTS) goes with --pip-index-url: it allows the hosts an index serves its files from");
 }
 
 /** A package index must be an http(s) URL. */
@@ -217,6 +240,7 @@ program
   .option("--cache-mb <mib>", "bound of the dataset/package cache in <data-dir>/cache (0 turns it off); env GPU_AGENT_CACHE_MB", nonNegativeInt)
   .option("--python <path>", "absolute path of the interpreter units run with (e.g. a venv that has PyTorch); env GPU_AGENT_PYTHON; default python3 on the unit's PATH")
   .option("--pip-index-url <url>", "package index packages' requirements.txt are installed from (the build's sandbox then reaches that index's host:port, and no other); env GPU_AGENT_PIP_INDEX_URL; default none")
+  .option("--pip-allow-host <host>", "host[:port] (default port 443) the build may also reach, for an index that serves its files from another host (repeatable); env GPU_AGENT_PIP_ALLOW_HOSTS, comma-separated", collectHosts)
   .option("--find-links <dir>", "directory of wheels requirements are installed from, offline (repeatable); env GPU_AGENT_FIND_LINKS, colon-separated", collectDirs)
   .option("--env-cache-mb <mib>", `bound of the packages' Python environments in <data-dir>/envs, least recently used first (default ${DEFAULT_ENV_CACHE_MB}); env GPU_AGENT_ENV_CACHE_MB`, nonNegativeInt)
   .option("--available <window>", 'when new units may start, local time, e.g. "Mon-Fri 18:00-08:00; Sat,Sun 00:00-24:00"; env GPU_AGENT_AVAILABLE; default always')
@@ -226,7 +250,7 @@ program
     "bubblewrap (default: every unit in its sandbox; no units where it cannot start) or none (units as plain processes); env GPU_AGENT_ISOLATION",
   )
   .option("--unit-uid-base <uid>", "first of the 65536 user ids sandboxed units run as when the agent is root; env GPU_AGENT_UNIT_UID_BASE", positiveInt)
-  .action(async (opts: { dataDir: string; devGpu?: DeclaredGpu[]; maxUnits: number; graceSeconds: number; ca?: string; cert?: string; key?: string; python?: string; cacheMb?: number; pipIndexUrl?: string; findLinks?: string[]; envCacheMb?: number; available?: string; reserveVramMb?: number; isolation?: string; unitUidBase?: number }) => {
+  .action(async (opts: { dataDir: string; devGpu?: DeclaredGpu[]; maxUnits: number; graceSeconds: number; ca?: string; cert?: string; key?: string; python?: string; cacheMb?: number; pipIndexUrl?: string; pipAllowHost?: string[]; findLinks?: string[]; envCacheMb?: number; available?: string; reserveVramMb?: number; isolation?: string; unitUidBase?: number }) => {
     const dev = devGpus(opts.devGpu);
     const isolation = isolationMode(opts.isolation);
     const unitUidBase = opts.unitUidBase ?? envNonNegativeInt("GPU_AGENT_UNIT_UID_BASE");
@@ -279,14 +303,16 @@ program
   .option("--reserve-vram-mb <mb>", "passed on to gpu-agent run", nonNegativeInt)
   .option("--python <path>", "passed on to gpu-agent run")
   .option("--pip-index-url <url>", "passed on to gpu-agent run")
+  .option("--pip-allow-host <host>", "passed on to gpu-agent run (repeatable)", collectHosts)
   .option("--find-links <dir>", "passed on to gpu-agent run (repeatable)", collectDirs)
   .option("--env-cache-mb <mib>", "passed on to gpu-agent run", nonNegativeInt)
   .option("--dry-run", "print the unit and the steps; write nothing")
-  .action(async (opts: { user?: string; dataDir: string; url?: string; unitPath: string; available?: string; reserveVramMb?: number; python?: string; pipIndexUrl?: string; findLinks?: string[]; envCacheMb?: number; dryRun?: boolean }) => {
+  .action(async (opts: { user?: string; dataDir: string; url?: string; unitPath: string; available?: string; reserveVramMb?: number; python?: string; pipIndexUrl?: string; pipAllowHost?: string[]; findLinks?: string[]; envCacheMb?: number; dryRun?: boolean }) => {
     // Checked here, so a typo fails the install rather than the service's first start.
     if (opts.available !== undefined) parseAvailabilityWindow(opts.available);
     const python = unitPython(opts.python);
     if (opts.pipIndexUrl !== undefined) checkIndexUrl(opts.pipIndexUrl);
+    checkAllowedHosts(opts.pipIndexUrl, opts.pipAllowHost ?? []);
     const result = await installAgentService({
       spec: {
         ...(opts.user !== undefined ? { user: opts.user } : {}),
@@ -298,6 +324,7 @@ program
           ...(opts.reserveVramMb !== undefined ? ["--reserve-vram-mb", String(opts.reserveVramMb)] : []),
           ...(python !== undefined ? ["--python", python] : []),
           ...(opts.pipIndexUrl !== undefined ? ["--pip-index-url", opts.pipIndexUrl] : []),
+          ...(opts.pipAllowHost ?? []).flatMap((host) => ["--pip-allow-host", host]),
           ...(opts.findLinks ?? []).flatMap((dir) => ["--find-links", dir]),
           ...(opts.envCacheMb !== undefined ? ["--env-cache-mb", String(opts.envCacheMb)] : []),
         ],

@@ -408,7 +408,8 @@ export function createAgentService(deps: AgentServiceDeps, sessions: SessionRegi
       const trustLevel = await db.transaction(async (tx) => {
         const capabilities = storedCapabilities(request.capabilities);
         // The node row must exist before the token can point at it.
-        await insertNode(tx, { id: nodeId, hostname: capabilities.hostname ?? "", trustLevel: "community", credentialHash: hashSecret(credential), capabilities }, now());
+        const isolation = storedIsolation(request.capabilities?.isolation);
+        await insertNode(tx, { id: nodeId, hostname: capabilities.hostname ?? "", trustLevel: "community", credentialHash: hashSecret(credential), capabilities, isolation }, now());
         const level = await consumeEnrollmentToken(tx, tokenHash, nodeId, now());
         if (level === undefined) throw new ApiError("ENROLLMENT_TOKEN_INVALID", "the enrollment token is unknown, already used or expired; ask an operator for a new one");
         await setNodeTrustLevel(tx, nodeId, level);

@@ -59,6 +59,16 @@ export function originOf(url: string): string | undefined {
   return `${parsed.hostname.toLowerCase()}:${parsed.port === "" ? defaultPort : parsed.port}`;
 }
 
+/**
+ * The origin an owner allows by name (`--pip-allow-host`): `host` means `host:443` (pip fetches over https),
+ * `host:port` that port; undefined for anything else (a URL, a path, a user, spaces).
+ */
+export function allowedHostOrigin(value: string): string | undefined {
+  if (!/^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/.test(value)) return undefined;
+  const origin = originOf(`https://${value}`);
+  return origin !== undefined && Number(origin.slice(origin.lastIndexOf(":") + 1)) > 0 ? origin : undefined;
+}
+
 /** `host:port` of a CONNECT request's target (`[::1]:443` keeps its brackets), or undefined when it has no port. */
 function connectTarget(authority: string): { origin: string; host: string; port: number } | undefined {
   const match = /^(\[[0-9a-fA-F:.]+\]|[^:[\]\s/]+):(\d{1,5})$/.exec(authority);
@@ -136,7 +146,7 @@ export async function startBuildProxy(opts: BuildProxyOptions): Promise<BuildPro
   };
   const refuse = (origin: string, how: string) => {
     if (!refused.includes(origin)) refused.push(origin);
-    opts.logger.warn({ build: opts.label, origin, request: how }, "build proxy refused a connection outside the package sources");
+    opts.logger.warn({ build: opts.label, origin, request: how }, "build proxy refused a connection outside the package sources (an index serving its files from this host needs --pip-allow-host)");
   };
   /** Counts bytes relayed; past the bound every connection is cut. */
   const count = (bytes: number) => {

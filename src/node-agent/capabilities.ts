@@ -286,7 +286,7 @@ export async function detectCapabilities(opts: DetectOptions): Promise<Capabilit
 }
 
 /** What `--isolation none` enforces: only the disk check. */
-const UNSANDBOXED_LIMITS: LimitMechanisms = { memory: "none", pids: "none", cpu: "none", disk: "watch" };
+const UNSANDBOXED_LIMITS: LimitMechanisms = { memory: "none", pids: "none", cpu: "none", disk: "watch", syscalls: "none" };
 
 /** Options of prepareIsolation. */
 export interface IsolationOptions {
@@ -361,11 +361,13 @@ export async function prepareIsolation(opts: IsolationOptions): Promise<Prepared
     }
   }
   const byCgroup = cgroup.kind === "delegated" && fallback === "";
+  const syscalls = probe.host.seccompArch !== undefined ? "seccomp" : "none";
   const limits: LimitMechanisms = byCgroup
-    ? { memory: "cgroup", pids: "cgroup", cpu: "cgroup", disk: "watch" }
-    : { memory: "watch", pids: "rlimit", cpu: "affinity", disk: "watch" };
+    ? { memory: "cgroup", pids: "cgroup", cpu: "cgroup", disk: "watch", syscalls }
+    : { memory: "watch", pids: "rlimit", cpu: "affinity", disk: "watch", syscalls };
   const reasons = [
     ...(byCgroup ? [] : [`no delegated cgroup v2 (${fallback}): memory is summed every 250 ms, processes bounded by RLIMIT_NPROC, CPUs by affinity`]),
+    ...(syscalls === "none" ? [`no seccomp filter for ${process.arch}: a unit may create user namespaces of its own${byCgroup ? "" : " and widen its CPU affinity"}`] : []),
     ...(probe.note !== undefined ? [probe.note] : []),
   ];
   return {

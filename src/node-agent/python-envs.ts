@@ -63,6 +63,11 @@ export interface PackageSources {
   indexUrl?: string | undefined;
   /** `--find-links`: directories of wheels (an offline wheelhouse, bound read-only into the build). */
   findLinks: readonly string[];
+  /**
+   * `--pip-allow-host`: more `host:port` origins the build may reach (build-proxy.ts allowedHostOrigin), for
+   * an index whose pages link to files on another host. Only the owner can vouch for such a host.
+   */
+  allowedHosts?: readonly string[];
 }
 
 /**
@@ -257,7 +262,10 @@ const INDEX_FILE_ORIGINS: Readonly<Record<string, readonly string[]>> = {
   "test.pypi.org:443": ["test-files.pythonhosted.org:443"],
 };
 
-/** The `host:port` origins a build may reach: the index's (and its file host's), and any find-links that are URLs. */
+/**
+ * The `host:port` origins a build may reach: the index's (and its file host's), any find-links that are
+ * URLs, and the hosts the owner allowed.
+ */
 export function sourceOrigins(sources: PackageSources): string[] {
   const origins = new Set<string>();
   for (const source of [...(sources.indexUrl !== undefined ? [sources.indexUrl] : []), ...sources.findLinks]) {
@@ -266,6 +274,7 @@ export function sourceOrigins(sources: PackageSources): string[] {
     origins.add(origin);
     for (const files of INDEX_FILE_ORIGINS[origin] ?? []) origins.add(files);
   }
+  for (const origin of sources.allowedHosts ?? []) origins.add(origin);
   return [...origins];
 }
 

@@ -716,7 +716,7 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
         cpus = cpuAllocator.take(a.cpuCores);
       }
       const pythonEnv = p.pythonEnv !== undefined ? pythonEnvInSandbox(p.pythonEnv) : undefined;
-      const { args, inputs } = bubblewrapLaunch(host, {
+      const sandbox = bubblewrapLaunch(host, {
         workDir: p.workDir,
         etcDir,
         uid,
@@ -734,9 +734,9 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
       });
       // bwrap starts with no environment at all (the unit's is applied by `env -i` after the uid drop);
       // with a cgroup, a shell moves itself into it first so that everything the unit starts is inside.
-      const launch: Launch = { command: host.tools.bwrap, args, inputs, cwd: p.workDir, env: {}, unitUser: undefined, sandboxed: true, release };
+      const launch: Launch = { ...sandbox, cwd: p.workDir, env: {}, unitUser: undefined, sandboxed: true, release };
       if (cgroupDir === undefined) return launch;
-      return { ...launch, command: "/bin/sh", args: ["-c", 'echo 0 > "$0/cgroup.procs" && exec "$@"', cgroupDir, host.tools.bwrap, ...args], cgroupDir };
+      return { ...launch, command: "/bin/sh", args: ["-c", 'echo 0 > "$0/cgroup.procs" && exec "$@"', cgroupDir, sandbox.command, ...sandbox.args], cgroupDir };
     } catch (err) {
       await release();
       throw err;
@@ -771,7 +771,7 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
         }
       }
       const command = network?.wrap(host.python, cmd.command, cmd.args) ?? { command: cmd.command, args: [...cmd.args] };
-      const { args, inputs } = bubblewrapLaunch(host, {
+      const sandbox = bubblewrapLaunch(host, {
         workDir: cmd.cwd,
         etcDir,
         uid,
@@ -784,7 +784,7 @@ export function createUnitRunner(opts: UnitRunnerOptions): UnitRunner {
         readOnly: [...cmd.readOnlyDirs.map((dir) => ({ source: dir, dest: dir })), ...(network !== undefined ? [{ source: network.dir, dest: BUILD_PROXY_MOUNT }] : [])],
         cwd: SANDBOX_PATHS.home,
       });
-      const result = await runBuildCommand({ ...cmd, command: host.tools.bwrap, args, inputs, env: {} });
+      const result = await runBuildCommand({ ...cmd, ...sandbox, env: {} });
       if (network === undefined) return result;
       const cut = network.proxy.limitReached();
       return { ...result, refusedOrigins: network.proxy.refused(), ...(cut !== undefined ? { networkCut: cut } : {}) };

@@ -10,8 +10,11 @@ import { constants as fsConstants } from "node:fs";
 import { access, appendFile, mkdir, readdir, readFile, rmdir, statfs, writeFile } from "node:fs/promises";
 import path from "node:path";
 
-/** Which mechanism enforces each limit, as reported in Capabilities.isolation.limits. */
-export type LimitMechanisms = Record<"memory" | "pids" | "cpu" | "disk", string>;
+/**
+ * Which mechanism enforces each limit, as reported in Capabilities.isolation.limits; `syscalls` is the
+ * filter on what a unit may ask of the kernel (`seccomp`: seccomp-filter.ts, or `none`).
+ */
+export type LimitMechanisms = Record<"memory" | "pids" | "cpu" | "disk" | "syscalls", string>;
 
 /** Host pids of `root` and every process below it; `inner` are root's own children (the sandbox's init). */
 export interface ProcessTree {

@@ -13,10 +13,12 @@
  *   shares the agent's uid. The PID and mount namespaces still keep units apart (a unit cannot see or
  *   signal another's processes, nor open its files, which are not mounted in its sandbox).
  *
- * Inside, the chain runs `prlimit` (processes, file size) → `taskset` (CPUs) → `setpriv` (user, no
- * privileges) as the sandbox's first, trusted steps with an empty environment, and only then `env -i`
- * gives the unit's environment to its interpreter: a customer's `LD_PRELOAD` never reaches a program
- * running with root's capabilities.
+ * Inside, the chain runs `prlimit` (processes, file size) → `setpriv` (user, no privileges) as the
+ * sandbox's first, trusted steps with an empty environment, and only then `env -i` gives the unit's
+ * environment to its interpreter: a customer's `LD_PRELOAD` never reaches a program running with root's
+ * capabilities. Everything inside runs under a seccomp filter (seccomp-filter.ts: no user namespaces of
+ * its own, and a pinned unit cannot widen its CPU affinity), so the pin is set outside: `taskset` execs
+ * bwrap, whose processes inherit it.
  *
  * None of it is on bwrap's command line (`bubblewrapLaunch`): the sandbox's init is a fork of bwrap, so
  * its command line is /proc/1/cmdline to every process inside, and it would show the host's paths (the
@@ -29,6 +31,8 @@ import { constants as fsConstants } from "node:fs";
 import { access, lchown, lstat, mkdir, readdir, readFile, readlink, realpath, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { SYSTEM_PATH } from "./sandbox.ts";
+import { seccompArchOf, seccompFilter } from "./seccomp-filter.ts";
+import type { SeccompArch } from "./seccomp-filter.ts";
 import type { UnitCgroups } from "./unit-limits.ts";
 
 /** How the runner contains units: the probed sandbox, plain processes (`--isolation none`), or not at all. */
@@ -109,6 +113,11 @@ export interface SandboxHost {
    * still their own (`probeSandbox`).
    */
   setsHostname: boolean;
+  /**
+   * The architecture whose system call numbers the seccomp filter is written with (seccomp-filter.ts);
+   * undefined where it has no table (then there is no filter, and Capabilities.isolation.limits says so).
+   */
+  seccompArch?: SeccompArch;
 }
 
 /** One unit's sandbox. */
@@ -131,7 +140,10 @@ export interface UnitSandboxSpec {
   diskMb: number;
   /** RLIMIT_NPROC: the most processes and threads the unit's user may have. */
   maxProcesses: number;
-  /** CPUs the unit may run on; undefined: all of the agent's. */
+  /**
+   * CPUs the unit may run on, its CPU limit (no cgroup): set on bwrap from outside, and the seccomp filter
+   * refuses sched_setaffinity inside. Undefined: all of the agent's.
+   */
   cpus?: readonly number[];
   /** More read-only directories (source → dest), e.g. a Python environment. */
   readOnly?: readonly { source: string; dest: string }[];
@@ -161,7 +173,7 @@ export function cpuListText(cpus: readonly number[]): string {
 /**
  * The bwrap arguments (everything after `bwrap`) that run `spec.command` in the unit's sandbox: its options,
  * `--`, and the chain it runs. Pure: the same host and spec give the same command line. Units are started
- * with {@link bubblewrapLaunch}, which hands the same arguments over without showing them.
+ * with {@link bubblewrapLaunch}, which hands the same arguments over without showing them (and pins CPUs).
  */
 export function bubblewrapArgs(host: SandboxHost, spec: UnitSandboxSpec): string[] {
   return [...bubblewrapOptions(host, spec), "--", ...sandboxChain(host, spec)];
@@ -171,6 +183,7 @@ export function bubblewrapArgs(host: SandboxHost, spec: UnitSandboxSpec): string
 function bubblewrapOptions(host: SandboxHost, spec: UnitSandboxSpec): string[] {
   const uid = String(spec.uid);
   const args: string[] = spec.statusFd !== undefined ? ["--json-status-fd", String(spec.statusFd)] : [];
+  if (host.seccompArch !== undefined) args.push("--seccomp", String(SANDBOX_SECCOMP_FD));
   if (!host.asRoot) args.push("--unshare-user", "--uid", uid, "--gid", uid, "--disable-userns");
   args.push(
     "--unshare-pid",
@@ -227,7 +240,6 @@ function sandboxChain(host: SandboxHost, spec: UnitSandboxSpec): string[] {
   const args = [host.tools.prlimit, `--nproc=${spec.maxProcesses}`];
   if (spec.diskMb > 0) args.push(`--fsize=${spec.diskMb * MIB}`);
   args.push("--");
-  if (spec.cpus !== undefined && spec.cpus.length > 0) args.push(host.tools.taskset, "--cpu-list", cpuListText(spec.cpus));
   if (host.asRoot) {
     args.push(host.tools.setpriv, "--reuid", uid, "--regid", uid, "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--");
   } else {
@@ -239,6 +251,8 @@ function sandboxChain(host: SandboxHost, spec: UnitSandboxSpec): string[] {
 
 /** The descriptor bwrap reads its options from (`--args`); 3 is left to `statusFd`. */
 export const SANDBOX_OPTIONS_FD = 4;
+/** The descriptor bwrap reads the seccomp filter from (`--seccomp`). */
+export const SANDBOX_SECCOMP_FD = 5;
 
 /** Bytes a child reads on one of its descriptors, which is closed after them. */
 export interface LaunchInput {
@@ -248,9 +262,17 @@ export interface LaunchInput {
 
 /** How bwrap is started for one sandbox: a command line that shows nothing, and what it reads. */
 export interface BubblewrapLaunch {
-  /** bwrap's command line after its name: the same for every sandbox, all a process inside reads of it. */
+  /** The program to start: bwrap, or, for a unit pinned to CPUs, `taskset`, which sets the pin and execs bwrap. */
+  command: string;
+  /**
+   * The command's arguments. bwrap's own (after its name) are the same for every sandbox, and all a
+   * process inside reads of them; taskset's are gone once it has exec'd bwrap.
+   */
   args: string[];
-  /** Its options, NUL-separated, on {@link SANDBOX_OPTIONS_FD}; the chain, as a shell script, on stdin. */
+  /**
+   * Its options, NUL-separated, on {@link SANDBOX_OPTIONS_FD}; the chain, as a shell script, on stdin; the
+   * seccomp filter on {@link SANDBOX_SECCOMP_FD}.
+   */
   inputs: LaunchInput[];
 }
 
@@ -272,13 +294,15 @@ export function bubblewrapLaunch(host: SandboxHost, spec: UnitSandboxSpec): Bubb
   const chain = sandboxChain(host, spec);
   if ([...options, ...chain].some((arg) => arg.includes("\0"))) throw new Error("a sandbox argument holds a NUL character");
   const closeStatus = spec.statusFd !== undefined ? ` ${spec.statusFd}>&-` : "";
-  return {
-    args: ["--args", String(SANDBOX_OPTIONS_FD), "--", host.tools.sh, "-s"],
-    inputs: [
-      { fd: 0, data: Buffer.from(`exec ${chain.map(shellQuote).join(" ")} </dev/null${closeStatus}\n`) },
-      { fd: SANDBOX_OPTIONS_FD, data: Buffer.from(options.map((o) => `${o}\0`).join("")) },
-    ],
-  };
+  const bwrapArgs = ["--args", String(SANDBOX_OPTIONS_FD), "--", host.tools.sh, "-s"];
+  const pinned = spec.cpus !== undefined && spec.cpus.length > 0;
+  const inputs: LaunchInput[] = [
+    { fd: 0, data: Buffer.from(`exec ${chain.map(shellQuote).join(" ")} </dev/null${closeStatus}\n`) },
+    { fd: SANDBOX_OPTIONS_FD, data: Buffer.from(options.map((o) => `${o}\0`).join("")) },
+  ];
+  if (host.seccompArch !== undefined) inputs.push({ fd: SANDBOX_SECCOMP_FD, data: seccompFilter({ arch: host.seccompArch, denyAffinityChange: pinned }) });
+  if (!pinned) return { command: host.tools.bwrap, args: bwrapArgs, inputs };
+  return { command: host.tools.taskset, args: ["--cpu-list", cpuListText(spec.cpus ?? []), host.tools.bwrap, ...bwrapArgs], inputs };
 }
 
 /**
@@ -473,6 +497,8 @@ export interface SandboxHostOptions {
   run?: ProgramRunner;
   /** Where the host's device files are (default `/dev`). */
   devRoot?: string;
+  /** Node's name of the machine's architecture (default `process.arch`): picks the seccomp filter's table. */
+  arch?: string;
 }
 
 const PYTHON_LAYOUT = "import json, os, sys; print(json.dumps([sys.executable, sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.realpath(sys.executable)]))";
@@ -517,6 +543,7 @@ export async function prepareSandboxHost(opts: SandboxHostOptions): Promise<Sand
     if (isWithin(dataDir, dir)) throw new SandboxUnavailableError(`${dir}, mounted into every sandbox, contains the agent's data directory ${dataDir}`);
   }
   const controls = await nvidiaControlDevices(opts.devRoot);
+  const arch = seccompArchOf(opts.arch ?? process.arch);
   const pathInside = [...new Set([path.dirname(python), ...SYSTEM_PATH.split(":")])].join(":");
   return {
     asRoot: opts.asRoot,
@@ -527,6 +554,7 @@ export async function prepareSandboxHost(opts: SandboxHostOptions): Promise<Sand
     nvidiaControlDevices: controls,
     ...(opts.devRoot !== undefined ? { devRoot: opts.devRoot } : {}),
     setsHostname: true,
+    ...(arch !== undefined ? { seccompArch: arch } : {}),
   };
 }
 
@@ -581,7 +609,7 @@ async function trySandbox(host: SandboxHost, dataDir: string, uid: number): Prom
     });
     if (host.asRoot) await chownTree(workDir, uid, uid);
     const result = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-      const child = spawn(host.tools.bwrap, launch.args, { env: {}, stdio: stdioWithInputs(launch.inputs, ["ignore", "ignore", "pipe"]), timeout: 20_000 });
+      const child = spawn(launch.command, launch.args, { env: {}, stdio: stdioWithInputs(launch.inputs, ["ignore", "ignore", "pipe"]), timeout: 20_000 });
       let stderr = "";
       child.stderr?.on("data", (c: Buffer) => (stderr = (stderr + c.toString()).slice(-2000)));
       child.on("error", (err) => resolve({ code: -1, stderr: err.message }));

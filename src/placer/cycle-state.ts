@@ -128,6 +128,12 @@ export interface ClusterState {
    */
   readonly gpuKind: Int32Array;
   readonly gpuKinds: readonly GpuView[];
+  /** Per GPU (`gpuBase` layout): its free VRAM that units may use, kept equal to `WorkingNode.gpuFreeVramMb`. */
+  readonly gpuFree: Float64Array;
+  /** Per node: `NodeSnapshot.reliability`. */
+  readonly reliability: Float64Array;
+  /** The datasets nodes cache (`NodeSnapshot.cachedDatasetIds`), as numbers (see {@link cachesDataset}). */
+  datasets: DatasetIndex;
   /** Per-constraint GPU eligibility computed so far (gpu-eligibility.ts), by the constraints' key. */
   readonly eligibility: Map<string, GpuEligibility>;
   /** Position in node id order: the index's tie-break, fixed for the state's life. */
@@ -147,6 +153,51 @@ export interface ClusterState {
   readonly sortedById: readonly number[];
   /** Decision counter for `stamp`. */
   seq: number;
+}
+
+/**
+ * Which datasets each node caches, with the ids numbered: node i's are `ids[base[i]] .. ids[base[i + 1] - 1]`.
+ * The scorer reads a few numbers of one array per scored node instead of following the node to its Set.
+ */
+export interface DatasetIndex {
+  readonly numberOf: ReadonlyMap<string, number>;
+  readonly base: Int32Array;
+  readonly ids: Int32Array;
+}
+
+function datasetIndex(nodes: readonly { node: NodeSnapshot }[]): DatasetIndex {
+  const numberOf = new Map<string, number>();
+  const base = new Int32Array(nodes.length + 1);
+  const ids: number[] = [];
+  nodes.forEach((w, i) => {
+    for (const id of w.node.cachedDatasetIds) {
+      let k = numberOf.get(id);
+      if (k === undefined) {
+        k = numberOf.size;
+        numberOf.set(id, k);
+      }
+      ids.push(k);
+    }
+    base[i + 1] = ids.length;
+  });
+  return { numberOf, base, ids: Int32Array.from(ids) };
+}
+
+/** Whether node `i` caches the dataset numbered `dataset` (`DatasetIndex.numberOf`; -1, a dataset no node caches: false). */
+export function cachesDataset(state: ClusterState, i: number, dataset: number): boolean {
+  if (dataset < 0) return false;
+  const { base, ids } = state.datasets;
+  const to = base[i + 1] as number;
+  for (let k = base[i] as number; k < to; k++) if (ids[k] === dataset) return true;
+  return false;
+}
+
+/** Whether two nodes cache the same datasets. */
+function sameDatasets(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
+  if (a === b) return true;
+  if (a.size !== b.size) return false;
+  for (const id of a) if (!b.has(id)) return false;
+  return true;
 }
 
 /** First slot position whose key (free, tie, pos) is ≥ the given key; (v, -1, -1) finds the first GPU with free ≥ v. */
@@ -393,9 +444,14 @@ export function createState(snapshot: ClusterSnapshot): ClusterState {
       gpuKind[(gpuBase[w.idx] as number) + pos] = id;
     });
   }
+  const gpuFree = new Float64Array(gpuBase[n] as number);
+  for (const w of nodes) gpuFree.set(w.gpuFreeVramMb, gpuBase[w.idx] as number);
   return {
     nodes,
     byId,
+    gpuFree,
+    reliability: Float64Array.from(nodes, (w) => w.node.reliability),
+    datasets: datasetIndex(nodes),
     cpu: Float64Array.from(nodes, (w) => w.freeCpuCores),
     memory: Float64Array.from(nodes, (w) => w.freeMemoryMb),
     disk,
@@ -473,6 +529,7 @@ function setVram(state: ClusterState, w: WorkingNode, pos: number, value: number
     move([group.slotFree, group.slotNode, group.slotPos], at, found > at ? found - 1 : found);
   }
   w.gpuFreeVramMb[pos] = value;
+  state.gpuFree[(state.gpuBase[w.idx] as number) + pos] = value;
 }
 
 /**
@@ -533,12 +590,15 @@ export function syncState(state: ClusterState, snapshot: ClusterSnapshot): boole
     if (before.length !== after.length) return false;
     for (let pos = 0; pos < after.length; pos++) if (!sameGpu(before[pos] as GpuView, after[pos] as GpuView)) return false;
   }
+  let datasetsChanged = false;
   for (let k = 0; k < n; k++) {
     const node = snapshot.nodes[k] as NodeSnapshot;
     const w = state.nodes[at[k] as number] as WorkingNode;
     // The same (immutable) snapshot node and nothing reserved on it since: the copy already matches it.
     if (w.node === node && state.dirty[w.idx] === 0) continue;
     state.dirty[w.idx] = 0;
+    if (!datasetsChanged && !sameDatasets(w.node.cachedDatasetIds, node.cachedDatasetIds)) datasetsChanged = true;
+    state.reliability[w.idx] = node.reliability;
     w.node = node;
     w.freeCpuCores = node.freeCpuCores;
     w.freeMemoryMb = node.freeMemoryMb;
@@ -550,5 +610,6 @@ export function syncState(state: ClusterState, snapshot: ClusterSnapshot): boole
     const gpus = node.gpus;
     for (let pos = 0; pos < gpus.length; pos++) setVram(state, w, pos, usableVramMb(node, gpus[pos] as GpuView));
   }
+  if (datasetsChanged) state.datasets = datasetIndex(state.nodes);
   return true;
 }

@@ -28,11 +28,11 @@ export function fairOrder(units: readonly UnitRequest[]): UnitRequest[] {
     return a.customerId < b.customerId ? -1 : a.customerId > b.customerId ? 1 : 0;
   });
   const ordered: UnitRequest[] = [];
-  for (let round = 0; ordered.length < units.length; round++) {
-    for (const { queue } of queues) {
-      const unit = queue[round];
-      if (unit !== undefined) ordered.push(unit);
-    }
+  // Each round drops the customers it emptied, so one customer's long queue costs no pass over all the others.
+  let live = queues.map((q) => q.queue);
+  for (let round = 0; live.length > 0; round++) {
+    for (const queue of live) ordered.push(queue[round] as UnitRequest);
+    live = live.filter((queue) => queue.length > round + 1);
   }
   return ordered;
 }

@@ -12,12 +12,29 @@
  * scheduling loop hands it each cycle's fresh snapshot through `sync`, which
  * moves only the index entries that changed.
  */
-import { chooseGpus, type ClusterState, createState, groupCount, lowerBoundDisk, lowerBoundSlot, type NodeGroup, reserve, reseed, syncState, type WorkingNode } from "./cycle-state.ts";
+import { cachesDataset, chooseGpus, type ClusterState, createState, groupCount, lowerBoundDisk, lowerBoundSlot, type NodeGroup, reserve, reseed, syncState, type WorkingNode } from "./cycle-state.ts";
 import { defaultReserveAfterMs, isOverdue, placementOrder } from "./fairness.ts";
 import { eligibilityFor, firstUnresolvableVerdict, type GpuEligibility, staticGpuReasons } from "./gpu-eligibility.ts";
 import { failedConstraint, GpuConstraint, gpuCountOf, hasGpuConstraints } from "./gpu-rules.ts";
 import { sandboxRequired } from "./node-rules.ts";
-import { cpuFit, diskFit, gpuFragmentation, leftOver, memoryFit, nodeConcurrency, nodeExcluded, scorePlugins, visitFilters } from "./plugins/index.ts";
+import {
+  binPack,
+  binPackScore,
+  cachedDatasetScore,
+  cpuFit,
+  dataLocality,
+  diskFit,
+  type FreeResources,
+  gpuFragmentation,
+  leftOver,
+  memoryFit,
+  nodeConcurrency,
+  nodeExcluded,
+  reliability,
+  reliabilityScore,
+  scorePlugins,
+  visitFilters,
+} from "./plugins/index.ts";
 import { hashString, mulberry32 } from "./prng.ts";
 import { defaultProfile, demandProfile } from "./profile.ts";
 import { Reason, type ReasonCode } from "./reasons.ts";
@@ -71,6 +88,13 @@ export const maxGpuCount = 8;
 const fused = [nodeExcluded, diskFit, cpuFit, memoryFit, nodeConcurrency];
 if (visitFilters.length !== fused.length || visitFilters.some((p, i) => p !== fused[i])) {
   throw new Error("placer: visitFilters changed; update the fused checks in place-units.ts (visit) to match");
+}
+// The scorers are fused the same way (scoreNode): BinPack, Reliability and DataLocality read the state's
+// typed arrays, not the node objects (following each scored node to its snapshot, GPU array and dataset
+// Set cost more than the scores). The fragmentation score runs as its plugin.
+const fusedScores = [binPack, reliability, dataLocality, gpuFragmentation];
+if (scorePlugins.length !== fusedScores.length || scorePlugins.some((p, i) => p !== fusedScores[i])) {
+  throw new Error("placer: scorePlugins changed; update the fused scores in place-units.ts (scoreNode) to match");
 }
 
 
@@ -192,6 +216,9 @@ interface Ctx {
   /** Per group: where its part of the walk starts in the index, and its length (0 for a group the unit may not use). */
   readonly rangeStart: Int32Array;
   readonly rangeLen: Int32Array;
+  /** A cpu unit's GPU-less ranges when `walkOpen` walked them, visited in full only if it stays unplaced. */
+  readonly gpuLessStart: Int32Array;
+  readonly gpuLessLen: Int32Array;
   /** Per group: 1 when the current unit may use its nodes (trust ≥ the unit's tier; sandboxed, for a sensitive unit). */
   readonly allowed: Uint8Array;
   weights: number[];
@@ -211,8 +238,26 @@ interface Ctx {
   /** Node each overdue unit reserved last cycle (unit id → node id), kept again while it still can; and this cycle's. */
   held: Map<string, string>;
   heldNext: Map<string, string>;
+  /**
+   * The GPU-less nodes that may still take a cpu unit of this cycle: a free unit slot and at least the
+   * least cores and memory any of the cycle's cpu units asks (`hostMinCpu`, `hostMinMemory`); per group,
+   * rebuilt when `openStale[g]` (a reservation on one of them, a sync, a new cycle). See `walkOpen`.
+   */
+  hostMinCpu: number;
+  hostMinMemory: number;
+  readonly open: Int32Array[];
+  readonly openStale: Uint8Array;
+  /** Scratch for `walkOpen`: the open nodes in range and their walk positions. */
+  openNode: Int32Array;
+  openStep: Float64Array;
+  /** Per node: the decision (`seq`) whose unit excludes it (`UnitRequest.excludedNodeIds`), so a visit compares numbers, not ids. */
+  excluded: Int32Array;
+  /** Scratch for the BinPack score's free resources (no allocation per scored node). */
+  readonly free: FreeResources;
   // The decision in progress.
   unit: UnitRequest;
+  /** The unit's dataset as `state.datasets` numbers it (-1: no node caches it). */
+  dataset: number;
   /** The unit's static GPU rules over the cluster, for a unit with several GPUs or GPU constraints; else undefined. */
   elig: GpuEligibility | undefined;
   seq: number;
@@ -221,13 +266,35 @@ interface Ctx {
   unresolvable: number;
 }
 
-/** The weighted mean of the score plugins (0..100), rounded to 3 decimals so float noise cannot decide a tie. */
-function scoreNode(ctx: Ctx, unit: UnitRequest, node: WorkingNode): number {
+/**
+ * The weighted mean of the score plugins (0..100), rounded to 3 decimals so float noise cannot decide a tie.
+ * The plugins' own arithmetic on the state's arrays (`fusedScores`); a property test checks it against them.
+ */
+function scoreNode(ctx: Ctx, unit: UnitRequest, i: number): number {
+  const state = ctx.state;
+  const weights = ctx.weights;
   let total = 0;
-  for (let i = 0; i < scorePlugins.length; i++) {
-    const w = ctx.weights[i] as number;
-    if (w !== 0) total += w * (scorePlugins[i] as (typeof scorePlugins)[number]).score(unit, node, ctx.cycle);
+  const wBinPack = weights[0] as number;
+  if (wBinPack !== 0) {
+    // freeOf's sum of the GPUs' free VRAM, in the same order.
+    const { gpuBase, gpuFree } = state;
+    const to = gpuBase[i + 1] as number;
+    let vramMb = 0;
+    for (let k = gpuBase[i] as number; k < to; k++) vramMb += Math.max(0, gpuFree[k] as number);
+    const free = ctx.free;
+    free.vramMb = vramMb;
+    free.cpuCores = state.cpu[i] as number;
+    free.memoryMb = state.memory[i] as number;
+    free.diskMb = state.disk[i] as number;
+    free.unitSlots = state.slots[i] as number;
+    total += wBinPack * binPackScore(unit, free, ctx.cycle.profile);
   }
+  const wReliability = weights[1] as number;
+  if (wReliability !== 0) total += wReliability * reliabilityScore(state.reliability[i] as number);
+  const wLocality = weights[2] as number;
+  if (wLocality !== 0) total += wLocality * (cachesDataset(state, i, ctx.dataset) ? cachedDatasetScore : 0);
+  const wFragmentation = weights[3] as number;
+  if (wFragmentation !== 0) total += wFragmentation * gpuFragmentation.score(unit, state.nodes[i] as WorkingNode, ctx.cycle);
   return Math.round((total / ctx.weightSum) * 1000) / 1000;
 }
 
@@ -253,16 +320,25 @@ function startCycle(ctx: Ctx, options: PlacerOptions, units: readonly UnitReques
   ctx.blockedList.length = 0;
   if (ctx.blocked.length !== ctx.state.size) ctx.blocked = new Uint8Array(ctx.state.size);
   ctx.held = ctx.heldNext;
+  ctx.hostMinCpu = Infinity;
+  ctx.hostMinMemory = Infinity;
+  for (const unit of units) {
+    if (unit.kind === "gpu") continue;
+    ctx.hostMinCpu = Math.min(ctx.hostMinCpu, unit.cpuCores);
+    ctx.hostMinMemory = Math.min(ctx.hostMinMemory, unit.memoryMb);
+  }
+  ctx.openStale.fill(1);
   ctx.heldNext = new Map();
   ctx.started = true;
 }
 
 /** How many of node i's GPUs satisfy the unit's rules (`elig`) with free VRAM ≥ `vramMb`. */
 function fittingGpus(state: ClusterState, elig: GpuEligibility, i: number, vramMb: number): number {
-  const free = (state.nodes[i] as WorkingNode).gpuFreeVramMb;
-  const base = state.gpuBase[i] as number;
+  const { gpuBase, gpuFree } = state;
+  const { gpuOk } = elig;
+  const to = gpuBase[i + 1] as number;
   let n = 0;
-  for (let pos = 0; pos < free.length; pos++) if (elig.gpuOk[base + pos] === 1 && (free[pos] as number) >= vramMb) n++;
+  for (let k = gpuBase[i] as number; k < to; k++) if (gpuOk[k] === 1 && (gpuFree[k] as number) >= vramMb) n++;
   return n;
 }
 
@@ -271,7 +347,6 @@ function visit(ctx: Ctx, i: number): void {
   ctx.visited++;
   const { cpu, memory, disk, slots } = ctx.state;
   const unit = ctx.unit;
-  const excluded = unit.excludedNodeIds;
   const elig = ctx.elig;
   let reason = -1;
   if (elig !== undefined) {
@@ -281,7 +356,7 @@ function visit(ctx: Ctx, i: number): void {
   }
   if (reason !== -1) {
     // Counted below.
-  } else if (excluded.length !== 0 && excluded.includes((ctx.state.nodes[i] as WorkingNode).node.id)) reason = iExcluded;
+  } else if (ctx.excluded[i] === ctx.seq) reason = iExcluded;
   else if ((disk[i] as number) < unit.diskMb) reason = iDisk;
   else if ((cpu[i] as number) < unit.cpuCores) reason = iCpu;
   else if ((memory[i] as number) < unit.memoryMb) reason = iMemory;
@@ -305,6 +380,120 @@ function visit(ctx: Ctx, i: number): void {
  * takes visits every candidate, which also counts every visited node's
  * reason.
  */
+/**
+ * `walkOpen` packs (step, entry) into one number: at most this many open nodes per walk, and a range below
+ * `openRange`, so that a step (< the range) times the entry count, and a position times the stride's inverse,
+ * stay exact integers in a double.
+ */
+const openEntries = 2 ** 20;
+const openRange = 2 ** 26;
+
+/**
+ * Whether a cpu unit's walk of the GPU-less nodes should visit the open ones only (`walkOpen`): the unit asks
+ * at least the cycle's least cores and memory, and the open nodes are few next to the range (else the walk
+ * meets a candidate every few steps anyway, and sorting the open nodes would cost more than it saves).
+ */
+function walkOpenPays(ctx: Ctx, unit: UnitRequest): boolean {
+  if (unit.cpuCores < ctx.hostMinCpu || unit.memoryMb < ctx.hostMinMemory) return false;
+  let total = 0;
+  let open = 0;
+  for (let g = 0; g < ctx.state.groups.length; g++) {
+    const len = ctx.rangeLen[g] as number;
+    if (len === 0) continue;
+    total += len;
+    open += openNodes(ctx, g).length;
+  }
+  return open * 4 <= total && open < openEntries && total < openRange;
+}
+
+/** x⁻¹ mod m, for x coprime with m (extended Euclid). */
+function inverseMod(x: number, m: number): number {
+  let a = x % m;
+  let b = m;
+  let u = 1;
+  let v = 0;
+  while (b !== 0) {
+    const q = Math.floor(a / b);
+    const r = a - q * b;
+    a = b;
+    b = r;
+    const w = u - q * v;
+    u = v;
+    v = w;
+  }
+  return ((u % m) + m) % m;
+}
+
+/** Rebuilds group g's list of open GPU-less nodes (see `Ctx.open`) when stale. */
+function openNodes(ctx: Ctx, g: number): Int32Array {
+  if (ctx.openStale[g] === 0) return ctx.open[g] as Int32Array;
+  const { cpu, memory, slots } = ctx.state;
+  const order = (ctx.state.groups[g] as NodeGroup).byDisk[0];
+  let n = 0;
+  for (const i of order) if ((slots[i] as number) >= 1 && (cpu[i] as number) >= ctx.hostMinCpu && (memory[i] as number) >= ctx.hostMinMemory) n++;
+  const open = new Int32Array(n);
+  n = 0;
+  for (const i of order) if ((slots[i] as number) >= 1 && (cpu[i] as number) >= ctx.hostMinCpu && (memory[i] as number) >= ctx.hostMinMemory) open[n++] = i;
+  ctx.open[g] = open;
+  ctx.openStale[g] = 0;
+  return open;
+}
+
+/**
+ * `walk(ctx, 0)` for a cpu unit asking at least the cycle's least cores and memory, visiting only the
+ * open GPU-less nodes: the others have no slot or fewer cores or less memory than any of the cycle's cpu
+ * units asks, so the walk would only count them. Each open node in range gets its step in the walk
+ * (position = start + step · stride mod total, solved for the step), and they are visited in that order:
+ * the same candidates, in the same order, as the walk, from the same draw of its start. Returns whether
+ * it skipped nodes the walk would have visited (then an unplaced unit's reasons need them).
+ */
+function walkOpen(ctx: Ctx): boolean {
+  const state = ctx.state;
+  const { groups, disk, tie } = state;
+  const { rangeStart, rangeLen } = ctx;
+  let total = 0;
+  for (let g = 0; g < groups.length; g++) total += rangeLen[g] as number;
+  if (total === 0) return false;
+  const stride = strideFor(total);
+  const start = Math.floor(ctx.random() * total);
+  const inverse = inverseMod(stride, total);
+  let n = 0;
+  let offset = 0;
+  for (let g = 0; g < groups.length; g++) {
+    const len = rangeLen[g] as number;
+    if (len === 0) continue;
+    const open = openNodes(ctx, g);
+    if (ctx.openNode.length < n + open.length) {
+      const grown = Math.max(2 * ctx.openNode.length, n + open.length);
+      const nodes = new Int32Array(grown);
+      nodes.set(ctx.openNode.subarray(0, n));
+      const steps = new Float64Array(grown);
+      steps.set(ctx.openStep.subarray(0, n));
+      ctx.openNode = nodes;
+      ctx.openStep = steps;
+    }
+    const order = (groups[g] as NodeGroup).byDisk[0];
+    for (const i of open) {
+      if ((disk[i] as number) < ctx.unit.diskMb) continue;
+      const position = offset + lowerBoundDisk(state, order, disk[i] as number, tie[i] as number) - (rangeStart[g] as number);
+      ctx.openNode[n] = i;
+      ctx.openStep[n] = ((((position - start) % total) + total) % total) * inverse % total;
+      n++;
+    }
+    offset += len;
+  }
+  // Sorted natively as one number each: the step, then the entry (steps are distinct, so the entry only rides along).
+  const { openNode, openStep } = ctx;
+  for (let k = 0; k < n; k++) openStep[k] = (openStep[k] as number) * openEntries + k;
+  const order = openStep.subarray(0, n).sort();
+  for (let k = 0; k < n && ctx.nCand < ctx.maxScored; k++) {
+    const i = openNode[(order[k] as number) % openEntries] as number;
+    state.stamp[i] = ctx.seq;
+    visit(ctx, i);
+  }
+  return true;
+}
+
 function walk(ctx: Ctx, kind: -2 | -1 | 0 | 1): void {
   const { groups, stamp } = ctx.state;
   const { rangeStart, rangeLen, seq, maxScored } = ctx;
@@ -342,11 +531,18 @@ function decide(ctx: Ctx, unit: UnitRequest): Decision {
   if (state.seq === 0x7fffffff) {
     // The stamp array is Int32: start over before it wraps.
     state.stamp.fill(0);
+    ctx.excluded.fill(0);
     state.seq = 0;
   }
   const counts = ctx.counts;
   ctx.unit = unit;
+  ctx.dataset = state.datasets.numberOf.get(unit.datasetId) ?? -1;
   ctx.seq = ++state.seq;
+  if (ctx.excluded.length !== state.size) ctx.excluded = new Int32Array(state.size);
+  for (const id of unit.excludedNodeIds) {
+    const w = state.byId.get(id);
+    if (w !== undefined) ctx.excluded[w.idx] = ctx.seq;
+  }
   counts.fill(0);
   const minTrust = trustLevels.indexOf(minimumTrust(unit.sensitivity));
   const sensitive = sandboxRequired(unit.sensitivity);
@@ -391,6 +587,7 @@ function decide(ctx: Ctx, unit: UnitRequest): Decision {
     // Nodes without a GPU first; GPU nodes only when none of those can take
     // the unit, so cpu units do not use up the cores and memory that GPU
     // units need next to a free GPU.
+    let skippedClosed = false;
     for (let kind = 0; kind < 2 && ctx.nCand === 0; kind++) {
       for (let g = 0; g < groups.length; g++) {
         if (allowed[g] === 0) continue;
@@ -400,7 +597,25 @@ function decide(ctx: Ctx, unit: UnitRequest): Decision {
         rangeStart[g] = start;
         rangeLen[g] = order.length - start;
       }
-      walk(ctx, kind as 0 | 1);
+      if (kind === 0 && walkOpenPays(ctx, unit)) {
+        skippedClosed = walkOpen(ctx);
+        ctx.gpuLessStart.set(rangeStart);
+        ctx.gpuLessLen.set(rangeLen);
+      } else walk(ctx, kind as 0 | 1);
+    }
+    if (skippedClosed && ctx.nCand === 0) {
+      // Unplaced: count the GPU-less nodes walkOpen passed over, as the walk would have.
+      for (let g = 0; g < groups.length; g++) {
+        const order = (groups[g] as NodeGroup).byDisk[0];
+        const from = ctx.gpuLessStart[g] as number;
+        const to = from + (ctx.gpuLessLen[g] as number);
+        for (let k = from; k < to; k++) {
+          const i = order[k] as number;
+          if (state.stamp[i] === ctx.seq) continue;
+          state.stamp[i] = ctx.seq;
+          visit(ctx, i);
+        }
+      }
     }
   }
 
@@ -410,15 +625,17 @@ function decide(ctx: Ctx, unit: UnitRequest): Decision {
   // The best's leftover, computed only once a tie needs it (NaN until then).
   let bestLeft = NaN;
   for (let k = 0; k < ctx.nCand; k++) {
-    const w = nodes[ctx.candNode[k] as number] as WorkingNode;
-    const score = scoreNode(ctx, unit, w);
+    const i = ctx.candNode[k] as number;
+    const score = scoreNode(ctx, unit, i);
+    const w = nodes[i] as WorkingNode;
     if (best === undefined || score > bestScore) {
       best = w;
       bestScore = score;
       bestLeft = NaN;
     } else if (score === bestScore) {
-      if (Number.isNaN(bestLeft)) bestLeft = leftOver(unit, best);
-      const left = leftOver(unit, w);
+      // The GPUs compared are those the unit would get: chosen with the fragmentation asks when that score is on.
+      if (Number.isNaN(bestLeft)) bestLeft = leftOver(unit, best, ctx.fragmentationAsks);
+      const left = leftOver(unit, w, ctx.fragmentationAsks);
       if (left < bestLeft || (left === bestLeft && (rank[w.idx] as number) < (rank[best.idx] as number))) {
         best = w;
         bestLeft = left;
@@ -432,6 +649,7 @@ function decide(ctx: Ctx, unit: UnitRequest): Decision {
     const gpuIndexes = positions.map((pos) => (node.gpus[pos] as GpuView).index);
     if (gpuIndexes.length > 1) gpuIndexes.sort((a, b) => a - b);
     reserve(state, best, unit, positions);
+    if (best.gpuFreeVramMb.length === 0) ctx.openStale[best.group] = 1;
     return { placed: true, placement: { unitId: unit.id, nodeId: node.id, gpuIndex: gpuIndexes[0] ?? -1, gpuIndexes, score: bestScore } };
   }
 
@@ -568,6 +786,8 @@ export function createPlacer(snapshot: ClusterSnapshot): Placer {
     candNode: new Int32Array(0),
     rangeStart: new Int32Array(groupCount),
     rangeLen: new Int32Array(groupCount),
+    gpuLessStart: new Int32Array(groupCount),
+    gpuLessLen: new Int32Array(groupCount),
     allowed: new Uint8Array(groupCount),
     weights: checkWeights(defaultWeights),
     weightSum: 1,
@@ -582,7 +802,16 @@ export function createPlacer(snapshot: ClusterSnapshot): Placer {
     blockedList: [],
     held: new Map(),
     heldNext: new Map(),
+    hostMinCpu: Infinity,
+    hostMinMemory: Infinity,
+    open: Array.from({ length: groupCount }, () => new Int32Array(0)),
+    openStale: new Uint8Array(groupCount).fill(1),
+    openNode: new Int32Array(0),
+    openStep: new Float64Array(0),
+    excluded: new Int32Array(0),
+    free: { vramMb: 0, cpuCores: 0, memoryMb: 0, diskMb: 0, unitSlots: Infinity },
     unit: undefined as unknown as UnitRequest,
+    dataset: -1,
     elig: undefined,
     seq: 0,
     nCand: 0,
@@ -613,8 +842,11 @@ export function createPlacer(snapshot: ClusterSnapshot): Placer {
       return { placements, unplaced };
     },
     sync(next) {
+      ctx.openStale.fill(1);
       if (syncState(ctx.state, next)) return true;
       ctx.state = createState(next);
+      // Its decision counter starts over: marks left by the old one must not match.
+      ctx.excluded = new Int32Array(0);
       ctx.blockedList.length = 0;
       ctx.blocked = new Uint8Array(ctx.state.size);
       ctx.started = false;

@@ -23,7 +23,8 @@ export const defaultProfile: DemandProfile = { vramMb: 4096, cpuCores: 2, memory
 export const profilePrior = 8;
 
 /**
- * The mean ask of the gpu units among `units`, counting {@link profilePrior}
+ * The mean ask of the gpu units among `units` (VRAM: of a node, K × the
+ * per-GPU ask for a unit of K GPUs), counting {@link profilePrior}
  * units of {@link defaultProfile} among them (so with no gpu unit it is the
  * default). Sums are taken in the order given (`place` passes the fair
  * order), so equal inputs give equal profiles.
@@ -37,7 +38,8 @@ export function demandProfile(units: readonly UnitRequest[], recentAsks?: readon
   for (const u of units) {
     if (u.kind !== "gpu") continue;
     n++;
-    vramMb += u.vramMb;
+    // A unit of K GPUs takes K × its VRAM of a node's free VRAM, as BinPack asks it (plugins/bin-pack.ts).
+    vramMb += u.vramMb * (u.gpuCount ?? 1);
     cpuCores += u.cpuCores;
     memoryMb += u.memoryMb;
     diskMb += u.diskMb;

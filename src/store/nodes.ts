@@ -151,13 +151,16 @@ export async function consumeEnrollmentToken(sql: Sql, tokenHash: string, nodeId
  */
 export async function insertNode(
   sql: Sql,
-  row: { id: string; hostname: string; trustLevel: TrustLevel; credentialHash: string; capabilities: StoredCapabilities },
+  row: { id: string; hostname: string; trustLevel: TrustLevel; credentialHash: string; capabilities: StoredCapabilities; isolation?: StoredIsolation },
   now: Date,
 ): Promise<NodeRow> {
+  // The isolation the enrolling agent reported counts from enrollment on (admission reads it: a
+  // sensitive job is refused while no node sandboxes); each Hello records it again.
+  const isolation = row.isolation ?? { mechanism: "none", reason: "", limits: {} };
   const [created] = await sql.query<NodeRow>(
-    `INSERT INTO nodes (id, hostname, trust_level, state, credential_hash, capabilities, enrolled_at)
-     VALUES ($1, $2, $3, ${sqlNodeState("unreachable")}, $4, $5::jsonb, $6) RETURNING *`,
-    [row.id, row.hostname, row.trustLevel, row.credentialHash, JSON.stringify(row.capabilities), now],
+    `INSERT INTO nodes (id, hostname, trust_level, state, credential_hash, capabilities, enrolled_at, isolation, isolation_reason, isolation_limits)
+     VALUES ($1, $2, $3, ${sqlNodeState("unreachable")}, $4, $5::jsonb, $6, $7, $8, $9::jsonb) RETURNING *`,
+    [row.id, row.hostname, row.trustLevel, row.credentialHash, JSON.stringify(row.capabilities), now, isolation.mechanism, isolation.reason, JSON.stringify(isolation.limits)],
   );
   return created!;
 }

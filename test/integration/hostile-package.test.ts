@@ -65,7 +65,7 @@ while True:
  * by itself (every process and file it can see), and writes what each attempt gave into its output.
  */
 const PROBER_PY = `
-import errno, json, os, socket
+import ctypes, errno, json, os, socket, subprocess
 
 targets = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "targets.json")))
 
@@ -105,6 +105,15 @@ def process(pid):
         "signal": outcome(lambda: os.kill(pid, 0)),
     }
 
+def own_user_namespace():
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x10000000) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUSER)")
+
+def unshare_command():
+    done = subprocess.run(["unshare", "--user", "--map-root-user", "id", "-u"], capture_output=True, text=True)
+    return [done.returncode, (done.stdout + done.stderr).strip()]
+
 def readable_files():
     found = {}
     for top, dirs, files in os.walk("/"):
@@ -131,6 +140,13 @@ report = {
     "connect": {name: outcome(lambda port=port: connect(port)) for name, port in targets["ports"].items()},
     "connect_outside": outcome(lambda: connect(80, "192.0.2.1")),
     "devices": sorted(os.listdir("/dev")),
+    "cpus": {"count": os.cpu_count(), "pinned_to": sorted(os.sched_getaffinity(0))},
+    "kernel": {
+        "own_user_namespace": outcome(own_user_namespace),
+        "unshare_command": unshare_command(),
+        "widen_affinity": outcome(lambda: os.sched_setaffinity(0, range(os.cpu_count()))),
+        "pinned_after": sorted(os.sched_getaffinity(0)),
+    },
     "open_devices": {p: outcome(lambda p=p: open_device(p)) for p in targets["devices"]},
     "files": readable_files(),
 }
@@ -649,6 +665,19 @@ describe("hostile packages on a real agent: every unit stays in its sandbox", fu
       for (const [device, opened] of Object.entries(report["open_devices"] as Record<string, string>)) {
         assert.equal(opened, "FileNotFoundError:ENOENT", device);
       }
+    });
+
+    it("can make no user namespace of its own (where it would be root) nor widen the CPU affinity it is pinned to", async () => {
+      const { report } = await probed;
+      const cpus = report["cpus"] as { count: number; pinned_to: number[] };
+      assert.ok(cpus.pinned_to.length < cpus.count, `the agent pinned its 1-core unit (no delegated cgroup here): ${JSON.stringify(cpus)}`);
+      const kernel = report["kernel"] as { own_user_namespace: string; unshare_command: [number, string]; widen_affinity: string; pinned_after: number[] };
+      assert.deepEqual(
+        { own_user_namespace: kernel.own_user_namespace, widen_affinity: kernel.widen_affinity, pinned_after: kernel.pinned_after },
+        { own_user_namespace: "PermissionError:EPERM", widen_affinity: "PermissionError:EPERM", pinned_after: cpus.pinned_to },
+      );
+      assert.equal(kernel.unshare_command[0], 1, kernel.unshare_command[1]);
+      assert.match(kernel.unshare_command[1], /^unshare: unshare failed: Operation not permitted$/);
     });
 
     it("leaves the victim running undisturbed until its customer cancels it, then it is cancelled and not debited", async () => {

@@ -219,9 +219,11 @@ for (const backend of backends) {
       assert.match(usageCsv.headers.get("content-type") ?? "", /^text\/csv/);
       assert.ok(usageCsv.headers.get("x-ratelimit-limit") !== null, "CSV answers carry the rate-limit headers too");
       const usageRows = parseCsv(await usageCsv.text());
-      assert.deepEqual(usageRows[0], ["date", "job_id", "compute_unit_id", "kind", "run_seconds", "credits"]);
+      assert.deepEqual(usageRows[0], ["date", "job_id", "compute_unit_id", "kind", "run_seconds", "credits", "gpu_count", "gpu_seconds"]);
       assert.equal(usageRows.length, 2, "one usage row, for the one completed unit");
-      assert.deepEqual(usageRows[1], [today, jobId, unit.id, unit.kind, usageRows[1]![4], String(expected)]);
+      const gpus = unit.kind === "gpu" ? 1 : 0;
+      assert.deepEqual(usageRows[1], [today, jobId, unit.id, unit.kind, usageRows[1]![4], String(expected), String(gpus), usageRows[1]![7]]);
+      assert.equal(Number(usageRows[1]![7]), gpus * Number(usageRows[1]![4]), "GPU-seconds: run seconds × the unit's GPUs");
       assert.ok(Math.abs(Number(usageRows[1]![4]) - 90) <= 1.5, `run_seconds ${usageRows[1]![4]}`);
 
       const statementCsv = await fetch(`${cp.url}/api/v1/customer/credits/statement.csv?date_from=${today}&date_to=${today}`, { headers: auth });

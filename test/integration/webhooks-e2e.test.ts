@@ -273,6 +273,9 @@ describe("webhooks end to end (scheduler process, HTTPS receiver, real agent)", 
     let apiKey: string;
     try {
       const cp = first.cp;
+      // Admission wants a node that could run the job: one enrolls and goes away, so the job waits, queued.
+      const enrolled = await startTestAgent(cp, { trustLevel: "controlled", devGpuMib: 24576 });
+      await enrolled.stop();
       ({ apiKey } = await createCustomer(cp, 10_000));
       const auth = { "x-api-key": apiKey };
       hook = await registerWebhook(cp, apiKey, "/durable", ["job.cancelled"]);

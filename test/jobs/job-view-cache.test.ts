@@ -28,6 +28,7 @@ import { examplePackageZip, startPlane } from "../limits/plane.ts";
 import { insertJob, insertNodes } from "../support/rows.ts";
 import type { TestControlPlane } from "../support/control-plane.ts";
 import { createCustomer, request, uploadResource } from "../support/control-plane.ts";
+import { enrollReferenceNode } from "../support/fleet.ts";
 import type { TestPostgres } from "../support/postgres.ts";
 import { startPostgres } from "../support/postgres.ts";
 
@@ -501,6 +502,7 @@ describe("job view cache across replicas (PostgreSQL, LISTEN/NOTIFY)", function 
     const b = await replica("replica-b");
     const cpA: TestControlPlane = { plane: a, url: a.url, adminToken, dataDir: "", stop: async () => undefined };
     const cpB: TestControlPlane = { ...cpA, plane: b, url: b.url };
+    await enrollReferenceNode(a.deps.db);
     const { apiKey } = await createCustomer(cpA);
     const auth = { "x-api-key": apiKey };
     const example = join(import.meta.dirname, "..", "..", "examples", "tiny-mlp");

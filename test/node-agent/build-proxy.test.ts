@@ -11,7 +11,7 @@ import net from "node:net";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { originOf, startBuildProxy } from "../../src/node-agent/build-proxy.ts";
+import { allowedHostOrigin, originOf, startBuildProxy } from "../../src/node-agent/build-proxy.ts";
 import type { BuildProxy, BuildProxyLimits } from "../../src/node-agent/build-proxy.ts";
 import type { AgentLogger } from "../../src/node-agent/logger.ts";
 import { sourceOrigins } from "../../src/node-agent/python-envs.ts";
@@ -154,7 +154,7 @@ describe("build proxy: an environment build reaches its package sources and noth
     assert.equal(body, `${other.origin} is not among this node's package sources\n`);
     assert.deepEqual(proxy?.refused(), [other.origin]);
     assert.deepEqual(warnings.lines, [
-      { obj: { build: "test-build", origin: other.origin, request: `CONNECT ${other.origin}` }, msg: "build proxy refused a connection outside the package sources" },
+      { obj: { build: "test-build", origin: other.origin, request: `CONNECT ${other.origin}` }, msg: "build proxy refused a connection outside the package sources (an index serving its files from this host needs --pip-allow-host)" },
     ]);
   });
 
@@ -253,13 +253,40 @@ describe("build proxy: which origins a build may reach", () => {
     it(`${u.url} is ${u.origin ?? "no origin"}`, () => assert.equal(originOf(u.url), u.origin));
   }
 
-  const sources: { name: string; indexUrl?: string; findLinks: string[]; origins: string[] }[] = [
+  const hosts: { value: string; origin: string | undefined }[] = [
+    { value: "files.example.org", origin: "files.example.org:443" },
+    { value: "Files.Example.org:8443", origin: "files.example.org:8443" },
+    { value: "10.0.0.5:8080", origin: "10.0.0.5:8080" },
+    { value: "[::1]:3141", origin: "[::1]:3141" },
+    { value: "https://files.example.org", origin: undefined },
+    { value: "files.example.org/path", origin: undefined },
+    { value: "user@files.example.org", origin: undefined },
+    { value: "files.example.org:0", origin: undefined },
+    { value: "files.example.org:99999", origin: undefined },
+    { value: "", origin: undefined },
+  ];
+  for (const h of hosts) {
+    it(`--pip-allow-host ${JSON.stringify(h.value)} allows ${h.origin ?? "nothing (refused)"}`, () => assert.equal(allowedHostOrigin(h.value), h.origin));
+  }
+
+  const sources: { name: string; indexUrl?: string; findLinks: string[]; allowedHosts?: string[]; origins: string[] }[] = [
     { name: "no index and wheelhouse directories: none", findLinks: ["/srv/wheels"], origins: [] },
     { name: "the owner's index: its origin only", indexUrl: "http://127.0.0.1:8080/simple/", findLinks: ["/srv/wheels"], origins: ["127.0.0.1:8080"] },
     { name: "PyPI: its origin and its file host", indexUrl: "https://pypi.org/simple", findLinks: [], origins: ["pypi.org:443", "files.pythonhosted.org:443"] },
     { name: "find-links given as a URL: its origin too", indexUrl: "https://index.example/simple", findLinks: ["https://wheels.example/cu121/"], origins: ["index.example:443", "wheels.example:443"] },
+    {
+      name: "an index serving its files from another host: that host once the owner allows it (--pip-allow-host)",
+      indexUrl: "https://index.example/simple",
+      findLinks: [],
+      allowedHosts: ["cdn.example:443", "index.example:443"],
+      origins: ["index.example:443", "cdn.example:443"],
+    },
   ];
   for (const s of sources) {
-    it(s.name, () => assert.deepEqual(sourceOrigins({ ...(s.indexUrl !== undefined ? { indexUrl: s.indexUrl } : {}), findLinks: s.findLinks }), s.origins));
+    it(s.name, () =>
+      assert.deepEqual(
+        sourceOrigins({ ...(s.indexUrl !== undefined ? { indexUrl: s.indexUrl } : {}), findLinks: s.findLinks, ...(s.allowedHosts !== undefined ? { allowedHosts: s.allowedHosts } : {}) }),
+        s.origins,
+      ));
   }
 });

@@ -181,6 +181,22 @@ describe("units with a Python environment", function () {
     }
   });
 
+  it("builds from an index that serves its files from another host once the owner allows that host (--pip-allow-host)", async () => {
+    const files = await startWheelIndex(WHEELS);
+    const redirecting = await startWheelIndex(WHEELS, { filesAt: files.origin });
+    try {
+      const runner = newRunner(sandbox, { indexUrl: redirecting.url, findLinks: [], allowedHosts: [files.origin.replace("http://", "")] });
+      const { finished, seen } = await runUnit(runner, { "train.py": TRAIN_PY, "requirements.txt": "beta_tools\n" });
+      assert.equal(finished.outcome, Outcome.SUCCEEDED, finished.error);
+      assert.deepEqual({ beta: seen?.["beta"], alpha: seen?.["alpha"] }, { beta: "2.1.0", alpha: "1.0.0" });
+      assert.ok(redirecting.requests.includes("/simple/beta-tools/"), redirecting.requests.join(" "));
+      assert.ok(files.requests.some((r) => r.startsWith("/files/beta_tools-")), files.requests.join(" "));
+    } finally {
+      await redirecting.close();
+      await files.close();
+    }
+  });
+
   it("keeps the environment inside the agent's private data directory, where a sandboxed unit still runs with it, seeing it at /unit-env", async () => {
     const runner = newRunner(sandbox, { findLinks: [wheelhouse] });
     const { finished, seen } = await runUnit(runner, { "train.py": TRAIN_PY, "requirements.txt": "alpha_util\nbeta_tools\n" });

@@ -409,11 +409,14 @@ describe("unit runner", function () {
       assert.equal(report.env["GPU_AGENT_STAGE"], "train");
       assert.equal(report.env["GPU_AGENT_JOB_ID"], jobId);
       assert.equal(report.env["HOME"], "/unit");
+      assert.equal(report.env["GPU_AGENT_CHECKPOINT_DIR"], "/unit/checkpoints");
+      assert.equal(report.env["GPU_AGENT_RESUME_DIR"], "/unit/resume");
       assert.equal(report.cwd, "/unit/package");
       const allowed = new Set([
         "PATH", "LANG", "HOME", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "CUDA_VISIBLE_DEVICES",
         "GPU_AGENT_STAGE", "GPU_AGENT_UNIT_ID", "GPU_AGENT_ATTEMPT", "GPU_AGENT_JOB_ID", "GPU_AGENT_DATASET",
-        "GPU_AGENT_PACKAGE_DIR", "GPU_AGENT_INPUT_DIR", "GPU_AGENT_OUTPUT_DIR", "LEARNING_RATE",
+        "GPU_AGENT_PACKAGE_DIR", "GPU_AGENT_INPUT_DIR", "GPU_AGENT_OUTPUT_DIR", "GPU_AGENT_CHECKPOINT_DIR",
+        "GPU_AGENT_RESUME_DIR", "LEARNING_RATE",
         // python itself may add this one on some builds
         "LC_CTYPE",
       ]);

@@ -187,17 +187,20 @@ describe("systemd unit", function () {
     for (const d of [wheels, more]) await mkdir(d);
     const cli = await run(process.execPath, [
       agentScript, "install", "--dry-run",
-      "--pip-index-url", "http://pypi.lan/simple", "--find-links", wheels, "--find-links", more, "--env-cache-mb", "2048",
+      "--pip-index-url", "http://pypi.lan/simple", "--pip-allow-host", "Files.Lan", "--pip-allow-host", "10.0.0.5:8080",
+      "--find-links", wheels, "--find-links", more, "--env-cache-mb", "2048",
     ]);
     assert.equal(cli.code, 0, cli.stderr);
     const execStart = cli.stdout.split("\n").find((l) => l.startsWith("ExecStart="));
-    assert.match(execStart ?? "", / run --data-dir \/var\/lib\/gpu-agent --pip-index-url http:\/\/pypi\.lan\/simple /);
+    assert.match(execStart ?? "", / run --data-dir \/var\/lib\/gpu-agent --pip-index-url http:\/\/pypi\.lan\/simple --pip-allow-host files\.lan:443 --pip-allow-host 10\.0\.0\.5:8080 /);
     assert.ok(execStart?.endsWith(` --find-links ${wheels} --find-links "${more}" --env-cache-mb 2048`), execStart);
   });
 
   const refusedSources: { name: string; args: string[]; error: RegExp }[] = [
     { name: "an index that is not an http(s) URL", args: ["--pip-index-url", "file:///srv/wheels"], error: /--pip-index-url .*must be an http\(s\) URL/ },
     { name: "a wheelhouse that is not a directory", args: ["--find-links", "/nonexistent/wheels"], error: /\/nonexistent\/wheels is not a directory/ },
+    { name: "an allowed host given as a URL", args: ["--pip-index-url", "http://pypi.lan/simple", "--pip-allow-host", "https://files.lan"], error: /https:\/\/files\.lan is not a host or host:port/ },
+    { name: "an allowed host without an index", args: ["--pip-allow-host", "files.lan"], error: /--pip-allow-host .*goes with --pip-index-url/ },
   ];
   for (const tc of refusedSources) {
     it(`refuses ${tc.name} before writing anything`, async () => {

@@ -21,9 +21,11 @@ import { silentLogger } from "../../src/node-agent/logger.ts";
 import { createUnitRunner } from "../../src/node-agent/runner.ts";
 import type { UnitRunner, UnitRunnerOptions } from "../../src/node-agent/runner.ts";
 import type { AgentMessageBody } from "../../src/node-agent/session.ts";
-import { CpuAllocator, detectDelegatedCgroup, parseCpuList } from "../../src/node-agent/unit-limits.ts";
+import { CpuAllocator, allowedCpus, detectDelegatedCgroup, parseCpuList } from "../../src/node-agent/unit-limits.ts";
+import { seccompFilter } from "../../src/node-agent/seccomp-filter.ts";
 import {
   SANDBOX_OPTIONS_FD,
+  SANDBOX_SECCOMP_FD,
   UnitUidAllocator,
   bubblewrapArgs,
   bubblewrapLaunch,
@@ -249,12 +251,11 @@ describe("unit sandbox: the bubblewrap command line", () => {
     }
   });
 
-  const limits: { name: string; extra: Partial<UnitSandboxSpec>; tmpfsBytes: number; prlimit: string[]; taskset: string[] | undefined }[] = [
-    { name: "no declared memory, disk or cores", extra: {}, tmpfsBytes: 1024 * MIB, prlimit: ["--nproc=4096"], taskset: undefined },
-    { name: "memory_mb sizes /tmp and /dev/shm", extra: { memoryMb: 2048 }, tmpfsBytes: 2048 * MIB, prlimit: ["--nproc=4096"], taskset: undefined },
-    { name: "disk_mb bounds every file", extra: { diskMb: 100 }, tmpfsBytes: 1024 * MIB, prlimit: ["--nproc=4096", `--fsize=${100 * MIB}`], taskset: undefined },
-    { name: "the process bound", extra: { maxProcesses: 64 }, tmpfsBytes: 1024 * MIB, prlimit: ["--nproc=64"], taskset: undefined },
-    { name: "CPUs by affinity", extra: { cpus: [0, 1, 3] }, tmpfsBytes: 1024 * MIB, prlimit: ["--nproc=4096"], taskset: ["--cpu-list", "0-1,3"] },
+  const limits: { name: string; extra: Partial<UnitSandboxSpec>; tmpfsBytes: number; prlimit: string[] }[] = [
+    { name: "no declared memory, disk or cores", extra: {}, tmpfsBytes: 1024 * MIB, prlimit: ["--nproc=4096"] },
+    { name: "memory_mb sizes /tmp and /dev/shm", extra: { memoryMb: 2048 }, tmpfsBytes: 2048 * MIB, prlimit: ["--nproc=4096"] },
+    { name: "disk_mb bounds every file", extra: { diskMb: 100 }, tmpfsBytes: 1024 * MIB, prlimit: ["--nproc=4096", `--fsize=${100 * MIB}`] },
+    { name: "the process bound", extra: { maxProcesses: 64 }, tmpfsBytes: 1024 * MIB, prlimit: ["--nproc=64"] },
   ];
   for (const l of limits) {
     it(`sets the limits: ${l.name}`, () => {
@@ -267,8 +268,7 @@ describe("unit sandbox: the bubblewrap command line", () => {
       const steps = chain(args);
       assert.deepEqual(steps.slice(1, steps.indexOf("--")), l.prlimit);
       assert.equal(steps[0], "/usr/bin/prlimit");
-      const taskset = steps.indexOf("/usr/bin/taskset");
-      assert.deepEqual(taskset < 0 ? undefined : steps.slice(taskset + 1, taskset + 3), l.taskset);
+      assert.ok(!steps.includes("/usr/bin/taskset"), "the filter inside would refuse taskset; the pin is set outside");
     });
   }
 
@@ -325,6 +325,35 @@ describe("unit sandbox: how bwrap is started, showing its init's command line to
     assert.ok(script.endsWith(` '/usr/bin/env' '-i' 'NOTE=a '\\''quoted'\\''\nline' '/opt/venv/bin/python3' 'it'\\''s' '$(id)' </dev/null 3>&-\n`), script);
     assert.ok(!(inputOf(bubblewrapLaunch(rootHost, spec()), 0) ?? "").includes(">&-"), "no status descriptor, none to close");
   });
+
+  const pins: { name: string; cpus: number[] | undefined; command: string; prefix: string[] }[] = [
+    { name: "starts bwrap itself for a unit on all CPUs", cpus: undefined, command: "/usr/bin/bwrap", prefix: [] },
+    { name: "starts bwrap itself when no CPU is named", cpus: [], command: "/usr/bin/bwrap", prefix: [] },
+    { name: "pins a unit to its CPUs from outside: taskset sets the affinity and execs bwrap", cpus: [0, 1, 3], command: "/usr/bin/taskset", prefix: ["--cpu-list", "0-1,3", "/usr/bin/bwrap"] },
+  ];
+  for (const p of pins) {
+    it(p.name, () => {
+      const launch = bubblewrapLaunch(rootHost, spec(p.cpus === undefined ? {} : { cpus: p.cpus }));
+      assert.equal(launch.command, p.command);
+      assert.deepEqual(launch.args, [...p.prefix, "--args", String(SANDBOX_OPTIONS_FD), "--", "/usr/bin/dash", "-s"]);
+    });
+  }
+
+  const filters: { name: string; host: SandboxHost; cpus?: number[]; filter: Buffer | undefined }[] = [
+    { name: "no filter where the host has no seccomp table", host: rootHost, filter: undefined },
+    { name: "the filter of the host's architecture, affinity changes allowed for a unit on all CPUs", host: { ...rootHost, seccompArch: "x64" }, filter: seccompFilter({ arch: "x64", denyAffinityChange: false }) },
+    { name: "the filter refusing affinity changes for a pinned unit", host: { ...rootHost, seccompArch: "arm64" }, cpus: [1], filter: seccompFilter({ arch: "arm64", denyAffinityChange: true }) },
+    { name: "the filter for an unprivileged agent's units too", host: { ...userHost, seccompArch: "x64" }, cpus: [0], filter: seccompFilter({ arch: "x64", denyAffinityChange: true }) },
+  ];
+  for (const f of filters) {
+    it(`hands bwrap ${f.name}, on descriptor ${SANDBOX_SECCOMP_FD}`, () => {
+      const launch = bubblewrapLaunch(f.host, spec(f.cpus === undefined ? {} : { cpus: f.cpus }));
+      assert.deepEqual(launch.inputs.find((i) => i.fd === SANDBOX_SECCOMP_FD)?.data, f.filter);
+      const options = inputOf(launch, SANDBOX_OPTIONS_FD)?.split("\0") ?? [];
+      const at = options.indexOf("--seccomp");
+      assert.deepEqual(at < 0 ? undefined : options[at + 1], f.filter === undefined ? undefined : String(SANDBOX_SECCOMP_FD));
+    });
+  }
 
   it("refuses an argument with a NUL, which would split into two", () => {
     assert.throws(() => bubblewrapLaunch(rootHost, spec({ args: ["a\0--bind"] })), /NUL/);
@@ -518,6 +547,39 @@ with open(os.path.join(os.environ["GPU_AGENT_OUTPUT_DIR"], "seen.json"), "w") as
     json.dump({"pid": os.getpid(), "argv": sys.argv[1:], "note": os.environ.get("NOTE"), "processes": processes}, f)
 `;
 
+/**
+ * Tries what the seccomp filter refuses (a user namespace of its own, by the call and by \`unshare -U\`;
+ * widening its CPU affinity; a keyring) and what a unit needs (threads, a child process, narrowing
+ * nothing), and prints the outcomes as \`syscalls {json}\`.
+ */
+const SYSCALLS_PY = `
+import ctypes, errno, json, os, subprocess, sys, threading
+libc = ctypes.CDLL(None, use_errno=True)
+def call(rc):
+    return "ok" if rc == 0 else errno.errorcode[ctypes.get_errno()]
+def widen():
+    try:
+        os.sched_setaffinity(0, range(os.cpu_count()))
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+threads = []
+t = threading.Thread(target=lambda: threads.append("ran"))
+t.start()
+t.join()
+unshare = subprocess.run(["unshare", "--user", "true"], capture_output=True, text=True)
+report = {
+    "pinned_to": sorted(os.sched_getaffinity(0)),
+    "unshare_user": call(libc.unshare(0x10000000)),
+    "unshare_command": [unshare.returncode, unshare.stderr.strip()],
+    "widen_affinity": widen(),
+    "keyctl": call(libc.syscall(250 if os.uname().machine == "x86_64" else 219, 0, 0, 0, 0, 0)),
+    "thread": threads,
+    "child": subprocess.run([sys.executable, "-c", "print('child ran')"], capture_output=True, text=True).stdout.strip(),
+}
+print("syscalls " + json.dumps(report), flush=True)
+`;
+
 const MEMORY_HOG_PY = `
 import time
 hoard = []
@@ -558,7 +620,7 @@ describe("unit sandbox: the walls, from inside real sandboxes", function () {
     server.blobs.set(key, content);
     return create(InputFileSchema, { role, name, url: `${server.url}/blobs/${encodeURIComponent(key)}`, sha256: sha256(content), sizeBytes: BigInt(content.length) });
   };
-  const assignFor = async (unitId: string, script: string, init: Pick<MessageInitShape<typeof AssignSchema>, "args" | "env" | "memoryMb"> = {}) =>
+  const assignFor = async (unitId: string, script: string, init: Pick<MessageInitShape<typeof AssignSchema>, "args" | "env" | "memoryMb" | "cpuCores"> = {}) =>
     create(AssignSchema, {
       assignmentId: randomUUID(),
       unit: create(UnitRefSchema, { unitId, attempt: 1 }),
@@ -710,6 +772,29 @@ describe("unit sandbox: the walls, from inside real sandboxes", function () {
     });
   }
 
+  const filtered: { name: string; cpuCores: number; pinned: boolean; widen: string }[] = [
+    { name: "a unit pinned to 1 CPU (affinity is its CPU limit: no delegated cgroup here)", cpuCores: 1, pinned: true, widen: "EPERM" },
+    { name: "a unit on all CPUs", cpuCores: 0, pinned: false, widen: "ok" },
+  ];
+  for (const f of filtered) {
+    it(`refuses ${f.name} a user namespace of its own and a keyring${f.pinned ? ", and a wider CPU affinity" : ""}; threads and children still run`, async () => {
+      const cpus = await allowedCpus();
+      assert.ok(cpus.length >= 2, `pinning needs a machine of 2 CPUs or more, this one has ${cpus.length}`);
+      runner = newRunner({ cpus });
+      const unitId = randomUUID();
+      await runner.assign(await assignFor(unitId, SYSCALLS_PY, { cpuCores: f.cpuCores }));
+      assert.equal(finished(unitId)[0]?.outcome, Outcome.SUCCEEDED, finished(unitId)[0]?.error);
+      const seen = reported<{ pinned_to: number[]; unshare_command: [number, string] } & Record<string, unknown>>(unitId, "syscalls");
+      assert.equal(seen.pinned_to.length, f.pinned ? 1 : cpus.length);
+      assert.deepEqual(
+        { unshare_user: seen["unshare_user"], widen_affinity: seen["widen_affinity"], keyctl: seen["keyctl"], thread: seen["thread"], child: seen["child"] },
+        { unshare_user: "EPERM", widen_affinity: f.widen, keyctl: "EPERM", thread: ["ran"], child: "child ran" },
+      );
+      assert.equal(seen.unshare_command[0], 1);
+      assert.match(seen.unshare_command[1], /Operation not permitted/);
+    });
+  }
+
   it("stops a unit that holds more than its memory_mb as FAILED \"out of memory at 64 MB\"", async () => {
     const unitId = randomUUID();
     await runner.assign(await assignFor(unitId, MEMORY_HOG_PY, { memoryMb: 64 }));
@@ -840,10 +925,10 @@ describe("isolation probe: what the node reports and what it then takes", functi
     assert.equal(isolation.mechanism, "bubblewrap", isolation.reason);
     assert.equal(runner.mechanism, "bubblewrap");
     if (isolation.limits["memory"] === "watch") {
-      assert.deepEqual(isolation.limits, { memory: "watch", pids: "rlimit", cpu: "affinity", disk: "watch" });
+      assert.deepEqual(isolation.limits, { memory: "watch", pids: "rlimit", cpu: "affinity", disk: "watch", syscalls: "seccomp" });
       assert.match(isolation.reason, /^no delegated cgroup v2 \(.+\)/);
     } else {
-      assert.deepEqual(isolation.limits, { memory: "cgroup", pids: "cgroup", cpu: "cgroup", disk: "watch" });
+      assert.deepEqual(isolation.limits, { memory: "cgroup", pids: "cgroup", cpu: "cgroup", disk: "watch", syscalls: "seccomp" });
     }
   });
 
@@ -874,7 +959,7 @@ describe("isolation probe: what the node reports and what it then takes", functi
     const { isolation, runner } = await prepareIsolation({ requested: "none", dataDir: dir, manageCgroups: false, logger: silentLogger });
     assert.deepEqual(
       { mechanism: isolation.mechanism, reason: isolation.reason, limits: isolation.limits, runner: runner.mechanism },
-      { mechanism: "none", reason: "the operator started the agent with --isolation none", limits: { memory: "none", pids: "none", cpu: "none", disk: "watch" }, runner: "none" },
+      { mechanism: "none", reason: "the operator started the agent with --isolation none", limits: { memory: "none", pids: "none", cpu: "none", disk: "watch", syscalls: "none" }, runner: "none" },
     );
   });
 

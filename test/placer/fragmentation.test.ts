@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
+import { chooseGpus, viewOf } from "../../src/placer/cycle-state.ts";
+import { leftOver } from "../../src/placer/plugins/bin-pack.ts";
 import { askFragmentation, fragmentationGrowth, type FragmentationNode, leastFragmentingGpus, nodeFragmentation } from "../../src/placer/fragmentation.ts";
 import { fragmentationScore, neutralFragmentationScore, typicalVramMb } from "../../src/placer/plugins/gpu-fragmentation.ts";
-import { createDemandWindow, demandAsks, demandProfile, maxAsks } from "../../src/placer/profile.ts";
+import { createDemandWindow, defaultProfile, demandAsks, demandProfile, maxAsks, profilePrior } from "../../src/placer/profile.ts";
 import type { DemandAsk } from "../../src/placer/types.ts";
-import { unitWith } from "./builders.ts";
+import { gpu, nodeWith, unitWith } from "./builders.ts";
 
 /** A node of three T4s with 1000, 500 and 200 free, 10 cores and 1000 MB of memory free unless told otherwise. */
 function node(overrides: Partial<{ free: number[]; model: string; cores: number; memory: number }> = {}): FragmentationNode {
@@ -127,6 +129,22 @@ describe("demand asks and the demand window", () => {
     const recent = [ask({ vramMb: 123 })];
     assert.equal(demandProfile([unitWith()], recent).asks, recent);
     assert.equal(demandProfile([unitWith()]).asks?.[0]?.vramMb, 8000);
+  });
+
+  it("breaks score ties on the GPUs the unit would get with the asks, not on the best fit it would not get", () => {
+    // Best fit takes the 3000 MB GPU (1000 left, useless to a 3000 MB ask); the asks take the 5000 MB one (3000 left).
+    const view = viewOf(nodeWith({ gpus: [gpu(0, 8000, 3000), gpu(1, 8000, 5000)] }));
+    const unit = unitWith({ vramMb: 2000 });
+    const asks = [ask({ vramMb: 3000 })];
+    assert.deepEqual(chooseGpus(view, unit, asks), [1]);
+    assert.equal(leftOver(unit, view, asks), 3000);
+    assert.equal(leftOver(unit, view), 1000);
+  });
+
+  it("asks K × the per-GPU VRAM of a node for a unit of K GPUs in the profile, as BinPack asks it", () => {
+    const prior = profilePrior * defaultProfile.vramMb;
+    const profile = demandProfile([unitWith({ id: "a", vramMb: 8000, gpuCount: 4 }), unitWith({ id: "b", vramMb: 8000 })]);
+    assert.equal(profile.vramMb, (prior + 4 * 8000 + 8000) / (profilePrior + 2));
   });
 
   it("counts a unit once however many cycles it waits, and forgets the oldest past its size", () => {

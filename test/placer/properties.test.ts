@@ -439,6 +439,43 @@ describe("placeUnits against a full scan, and the long-lived placer", () => {
     );
   });
 
+  it("walks only the open GPU-less nodes for a cpu unit and still plans exactly what the full walk plans, cap biting or not", () => {
+    // startCycle with the gpu units alone sets the same profile but no cpu ask, so every cpu unit takes the full walk.
+    // Besides the scenario's nodes, four GPU-less copies of each that may take any unit but for their free
+    // cores, memory and slots, three of them without a free core: many GPU-less nodes compete for the cpu
+    // units, few of them open, and the walk's order decides which are scored.
+    const gpuLessArb = scenarioArb.map(({ snapshot, units, seed }) => ({
+      snapshot: {
+        nodes: [
+          ...snapshot.nodes,
+          ...[0, 1, 2, 3].flatMap((copy) =>
+            snapshot.nodes.map((n): NodeSnapshot => {
+              const { owner: _owner, ...rest } = n;
+              const host = { ...rest, id: `${n.id}-host-${copy}`, gpus: [], schedulable: true, isolation: "sandboxed" as const, trustLevel: "controlled" as const };
+              return { ...host, diskFreeMb: 80_000 + n.diskFreeMb, freeCpuCores: copy === 0 ? n.freeCpuCores : 0 };
+            }),
+          ),
+        ],
+      },
+      units,
+      seed,
+    }));
+    fc.assert(
+      fc.property(gpuLessArb, fc.constantFrom(1, 2, 3, 32), ({ snapshot, units, seed }, maxScored) => {
+        const fullWalk = createPlacer(snapshot);
+        const ordered = fairOrder(units);
+        fullWalk.startCycle({ seed, maxScored }, ordered.filter((u) => u.kind === "gpu"));
+        const decisions = ordered.map((u) => fullWalk.decide(u));
+        const expected: PlacementResult = {
+          placements: decisions.flatMap((d) => (d.placed ? [d.placement] : [])),
+          unplaced: decisions.flatMap((d) => (d.placed ? [] : [d.unplaced])),
+        };
+        assert.deepEqual(createPlacer(snapshot).place(units, { seed, maxScored }), expected);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   it("plans a second cycle on a long-lived placer exactly as placeUnits on the snapshot after the first", () => {
     fc.assert(
       fc.property(scenarioArb, fc.integer({ min: 0, max: 30 }), ({ snapshot, units, seed }, split) => {
@@ -467,12 +504,15 @@ describe("placeUnits against a full scan, and the long-lived placer", () => {
           let k = 0;
           const pct = () => (pcts[k++ % pcts.length] as number) / 100;
           // Same nodes, trust, schedulability, isolation, owner's pause and window, and GPUs; free amounts
-          // (and the owner's reserve) anywhere from empty to more than before.
+          // (and the owner's reserve) anywhere from empty to more than before; reliability and cached datasets
+          // changed on some nodes.
           const next: ClusterSnapshot = reshape
             ? other
             : {
                 nodes: snapshot.nodes.map((n) => ({
                   ...n,
+                  reliability: pct(),
+                  cachedDatasetIds: pct() < 0.5 ? n.cachedDatasetIds : new Set(datasets.filter(() => pct() < 0.5)),
                   freeCpuCores: Math.floor(n.cpuCores * pct()),
                   freeMemoryMb: Math.floor(n.memoryMb * pct()),
                   diskFreeMb: Math.floor(200_000 * pct()),

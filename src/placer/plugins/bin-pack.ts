@@ -19,7 +19,7 @@
  * breaks score ties towards the GPUs with the least VRAM left.
  */
 import { chooseGpus, type NodeView } from "../cycle-state.ts";
-import type { CycleContext, DemandProfile, UnitRequest } from "../types.ts";
+import type { CycleContext, DemandAsk, DemandProfile, UnitRequest } from "../types.ts";
 import type { ScorePlugin } from "./plugin.ts";
 
 /** Share of the bin-pack score that the fit (capacity lost) carries; the room left on the node carries the rest. */
@@ -137,12 +137,14 @@ export const binPack = {
 
 /**
  * What the placer compares when two nodes score the same: the free VRAM
- * left on the GPUs the unit would get (a gpu unit, `chooseGpus`) or the free
- * disk left (a cpu unit); less wins, so equal scores go to the tighter fit.
+ * left on the GPUs the unit would get (a gpu unit, `chooseGpus`, given the
+ * same `asks` the placer chooses them with when the fragmentation score is
+ * on) or the free disk left (a cpu unit); less wins, so equal scores go to
+ * the tighter fit.
  */
-export function leftOver(unit: UnitRequest, node: NodeView): number {
+export function leftOver(unit: UnitRequest, node: NodeView, asks?: readonly DemandAsk[]): number {
   if (unit.kind !== "gpu") return node.diskFreeMb - unit.diskMb;
-  const positions = chooseGpus(node, unit);
+  const positions = chooseGpus(node, unit, asks);
   if (positions.length === 0) return Infinity;
   let left = 0;
   for (const pos of positions) left += (node.gpuFreeVramMb[pos] as number) - unit.vramMb;
