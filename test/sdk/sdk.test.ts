@@ -289,23 +289,25 @@ describe("SDK: 429 RATE_LIMITED is retried after Retry-After, a bounded number o
   this.timeout(120_000);
   let cp: TestControlPlane;
   let apiKey: string;
+  // The burst, and one token per 5 s after it: long enough to tell a wait from none, short enough for CI.
+  const perMinute = 12;
 
   before(async () => {
-    cp = await startTestControlPlane({ requestLimit: { requestsPerMinute: 3 } });
+    cp = await startTestControlPlane({ requestLimit: { requestsPerMinute: perMinute } });
     ({ apiKey } = await createCustomer(cp));
   });
   after(() => cp?.stop());
 
   it("gives up with RATE_LIMITED after maxRetries, then waits out Retry-After and succeeds", async () => {
     const plain = createGpuAgentClient({ baseUrl: cp.url, apiKey, maxRetries: 0 });
-    for (let i = 0; i < 3; i++) await plain.usage.summary();
+    for (let i = 0; i < perMinute; i++) await plain.usage.summary();
     const refused = await rejection(plain.usage.summary());
     assert.equal(refused.code, "RATE_LIMITED");
     assert.equal(refused.httpStatus, 429);
     assert.equal(refused.connectCode, Code.ResourceExhausted);
     assert.ok((refused.retryAfterS ?? 0) >= 1, `Retry-After ${refused.retryAfterS}`);
 
-    // Waits capped at 50 ms cannot outlast a 20 s Retry-After: two retries, then the error.
+    // Waits capped at 50 ms cannot outlast a 5 s Retry-After: two retries, then the error.
     const impatientRetries: RetryInfo[] = [];
     const impatient = createGpuAgentClient({ baseUrl: cp.url, apiKey, maxRetries: 2, maxRetryDelayMs: 50, onRetry: (r) => impatientRetries.push(r) });
     const gaveUp = await rejection(impatient.usage.summary());
@@ -316,7 +318,7 @@ describe("SDK: 429 RATE_LIMITED is retried after Retry-After, a bounded number o
     ]);
     assert.ok((impatientRetries[0]?.retryAfterS ?? 0) >= 1);
 
-    // The default policy honours Retry-After (one token per 20 s here) and gets through.
+    // The default policy honours Retry-After (one token per 5 s here) and gets through.
     const retries: RetryInfo[] = [];
     const patient = createGpuAgentClient({ baseUrl: cp.url, apiKey, onRetry: (r) => retries.push(r) });
     const started = Date.now();
@@ -332,7 +334,7 @@ describe("SDK: 429 RATE_LIMITED is retried after Retry-After, a bounded number o
     const { apiKey: freshKey } = await createCustomer(cp);
     const clock = instantClock();
     const client = createGpuAgentClient({ baseUrl: cp.url, apiKey: freshKey, maxRetries: 2, clock });
-    for (let i = 0; i < 3; i++) await client.usage.summary();
+    for (let i = 0; i < perMinute; i++) await client.usage.summary();
     const started = Date.now();
     const refused = await rejection(client.usage.summary());
     assert.equal(refused.code, "RATE_LIMITED");
