@@ -18,9 +18,9 @@ export function sha256(data: Buffer): string {
 }
 
 /** A zip of `files` (name → content) made with yazl. */
-export function zipOf(files: Record<string, string | Buffer>): Promise<Buffer> {
+export function zipOf(files: Record<string, string | Buffer>, options: { mtime?: Date } = {}): Promise<Buffer> {
   const zip = new yazl.ZipFile();
-  for (const [name, content] of Object.entries(files)) zip.addBuffer(Buffer.from(content), name);
+  for (const [name, content] of Object.entries(files)) zip.addBuffer(Buffer.from(content), name, options.mtime === undefined ? {} : { mtime: options.mtime });
   zip.end();
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];

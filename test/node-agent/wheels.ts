@@ -25,6 +25,8 @@ export interface WheelSpec {
   scripts?: Readonly<Record<string, string>>;
 }
 
+const wheelTime = new Date(Date.UTC(2026, 0, 1));
+
 function recordHash(content: Buffer): string {
   return `sha256=${createHash("sha256").update(content).digest("base64url")}`;
 }
@@ -46,7 +48,9 @@ export async function wheelOf(spec: WheelSpec): Promise<{ fileName: string; byte
   }
   const record = Object.entries(files).map(([name, content]) => `${name},${recordHash(content)},${content.length}`);
   files[`${distInfo}/RECORD`] = Buffer.from([...record, `${distInfo}/RECORD,,`, ""].join("\n"));
-  return { fileName: `${spec.name}-${spec.version}-py3-none-any.whl`, bytes: await zipOf(files) };
+  // A fixed time in the zip: the same spec gives the same bytes, so a hash taken of one build matches the
+  // wheelhouse's copy written seconds earlier (a zip's times have 2 s steps).
+  return { fileName: `${spec.name}-${spec.version}-py3-none-any.whl`, bytes: await zipOf(files, { mtime: wheelTime }) };
 }
 
 /** Writes each wheel into `dir` (the wheelhouse that `--find-links` names). */
