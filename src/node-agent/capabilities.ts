@@ -366,7 +366,7 @@ export async function prepareIsolation(opts: IsolationOptions): Promise<Prepared
     ? { memory: "cgroup", pids: "cgroup", cpu: "cgroup", disk: "watch", syscalls }
     : { memory: "watch", pids: "rlimit", cpu: "affinity", disk: "watch", syscalls };
   const reasons = [
-    ...(byCgroup ? [] : [`no delegated cgroup v2 (${fallback}): memory is summed every 250 ms, processes bounded by RLIMIT_NPROC, CPUs by affinity`]),
+    ...(byCgroup ? [] : [`no delegated cgroup v2 (${fallback}): memory is summed proportionally (Pss) every 250 ms, processes bounded by RLIMIT_NPROC, CPUs by affinity`]),
     ...(syscalls === "none" ? [`no seccomp filter for ${process.arch}: a unit may create user namespaces of its own${byCgroup ? "" : " and widen its CPU affinity"}`] : []),
     ...(probe.note !== undefined ? [probe.note] : []),
   ];

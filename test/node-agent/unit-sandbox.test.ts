@@ -589,6 +589,30 @@ for _ in range(256):
 print("kept 2 GB", flush=True)
 `;
 
+/**
+ * A parent that touches a 96 MiB heap and forks 4 workers sharing it, as DataLoader workers do; while
+ * they run it prints the sum of their RssAnon (each shared page once per process), then waits for them.
+ */
+const FORKED_WORKERS_PY = `
+import json, os, time
+size = 96 << 20
+heap = bytearray(size)
+heap[::4096] = b"\\x01" * (size // 4096)
+workers = []
+for _ in range(4):
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(1.5)
+        os._exit(0)
+    workers.append(pid)
+def rss_anon_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return int(next(l for l in f if l.startswith("RssAnon:")).split()[1])
+print("rss_anon_sum_mb", json.dumps(sum(rss_anon_kb(p) for p in [os.getpid()] + workers) // 1024), flush=True)
+for pid in workers:
+    os.waitpid(pid, 0)
+`;
+
 describe("unit sandbox: the walls, from inside real sandboxes", function () {
   this.timeout(60_000);
 
@@ -802,6 +826,15 @@ describe("unit sandbox: the walls, from inside real sandboxes", function () {
     assert.equal(done?.outcome, Outcome.FAILED, done?.error);
     assert.match(done?.error ?? "", /^out of memory at 64 MB/);
     assert.ok(!logLines(unitId).includes("kept 2 GB"), "stopped before it got there");
+  });
+
+  it("counts a heap shared by forked workers once: a unit whose RssAnon sum is far past its memory_mb completes", async () => {
+    runner = newRunner({ memoryCheckMs: 50 });
+    const unitId = randomUUID();
+    await runner.assign(await assignFor(unitId, FORKED_WORKERS_PY, { memoryMb: 256 }));
+    const done = finished(unitId)[0];
+    assert.equal(done?.outcome, Outcome.SUCCEEDED, done?.error);
+    assert.ok(reported<number>(unitId, "rss_anon_sum_mb") > 256, "the per-process RssAnon sum would have stopped it");
   });
 
   it("shows no host path on any command line or environment inside: the init reads `bwrap --args 4 -- sh -s`, the unit its own script and arguments, passed unchanged", async () => {
