@@ -7,7 +7,7 @@
 //   BENCH_WORKLOADS=default,…   which of default, gpushare100, gpuspec33, multigpu50
 //   BENCH_TRACE_DIR=…           where the CSVs are (default ../shared/traces/openb)
 //   BENCH_MAX_SCORED=32         the placer's cap on scored nodes per unit (default: the placer's)
-//   BENCH_WEIGHTS=0.3,0.2,0.1,1 binPack,reliability,dataLocality,gpuFragmentation (the default here)
+//   BENCH_WEIGHTS=0.7,0.2,0.1,0.3 binPack,reliability,dataLocality,gpuFragmentation (default: the placer's)
 //
 // Prints one JSON line: per workload the GPU allocation % at 100% arrival,
 // mean over the seeds, of the project's placer, first-fit and best-fit, and
@@ -16,6 +16,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { ScoreWeights } from "../src/platform/config.ts";
+import { defaultWeights } from "../src/placer/index.ts";
 import { createBestFit, createFirstFit } from "./trace/baselines.ts";
 import { milliPerGpu, parseNodes, parseTasks, type TraceNode, type TraceTask } from "./trace/openb.ts";
 import { createProjectScheduler } from "./trace/project.ts";
@@ -41,15 +42,10 @@ const stdev = (xs: readonly number[]) => {
   return Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / Math.max(1, xs.length - 1));
 };
 
-/**
- * The placer's weights for this fleet: the fragmentation score on (it is off
- * by default: see src/placer/README.md, "Trace replay"), as an operator sets
- * it with GPU_AGENT_PLACER_WEIGHTS=bin_pack=0.3,reliability=0.2,data_locality=0.1,gpu_fragmentation=1.
- */
-const traceWeights: ScoreWeights = { binPack: 0.3, reliability: 0.2, dataLocality: 0.1, gpuFragmentation: 1 };
-const weights: ScoreWeights = (() => {
+/** The placer's default weights unless BENCH_WEIGHTS says otherwise (binPack,reliability,dataLocality[,gpuFragmentation]). */
+const weights: ScoreWeights | undefined = (() => {
   const raw = process.env["BENCH_WEIGHTS"];
-  if (raw === undefined || raw === "") return traceWeights;
+  if (raw === undefined || raw === "") return undefined;
   const [binPack = NaN, reliability = NaN, dataLocality = NaN, gpuFragmentation = 0] = raw.split(",").map(Number);
   return { binPack, reliability, dataLocality, gpuFragmentation };
 })();
@@ -98,4 +94,4 @@ for (const workload of workloads) {
   };
 }
 const totalSeconds = round(Number(process.hrtime.bigint() - started) / 1e9, 1);
-console.log(JSON.stringify({ workloads: out, seeds, weights, nodes: nodes.length, gpus: capacityMilli / milliPerGpu, seconds: totalSeconds, detail }));
+console.log(JSON.stringify({ workloads: out, seeds, weights: weights ?? defaultWeights, nodes: nodes.length, gpus: capacityMilli / milliPerGpu, seconds: totalSeconds, detail }));

@@ -144,6 +144,8 @@ export interface ClusterState {
   readonly stamp: Int32Array;
   /** 1 for a node something was reserved on since the state was built or last synced (`syncState` skips the others). */
   readonly dirty: Uint8Array;
+  /** Per node: bumped whenever its free resources change (a reservation, a sync), so per-node caches know they are stale. */
+  readonly version: Int32Array;
   readonly groups: readonly NodeGroup[];
   /** Nodes that take no unit now (never indexed), by the first node-level rule that bars them. */
   readonly barred: ReadonlyMap<ReasonCode, number>;
@@ -464,6 +466,7 @@ export function createState(snapshot: ClusterSnapshot): ClusterState {
     rank: new Int32Array(n),
     stamp: new Int32Array(n),
     dirty: new Uint8Array(n),
+    version: new Int32Array(n),
     groups,
     barred: barredCounts(nodes),
     size: n,
@@ -545,6 +548,7 @@ export function reserve(
 ): void {
   if (w.group === -1) throw new Error(`placer: node ${w.node.id} takes no unit`);
   state.dirty[w.idx] = 1;
+  state.version[w.idx] = (state.version[w.idx] as number) + 1;
   w.freeCpuCores -= unit.cpuCores;
   w.freeMemoryMb -= unit.memoryMb;
   w.freeUnitSlots -= 1;
@@ -597,6 +601,7 @@ export function syncState(state: ClusterState, snapshot: ClusterSnapshot): boole
     // The same (immutable) snapshot node and nothing reserved on it since: the copy already matches it.
     if (w.node === node && state.dirty[w.idx] === 0) continue;
     state.dirty[w.idx] = 0;
+    state.version[w.idx] = (state.version[w.idx] as number) + 1;
     if (!datasetsChanged && !sameDatasets(w.node.cachedDatasetIds, node.cachedDatasetIds)) datasetsChanged = true;
     state.reliability[w.idx] = node.reliability;
     w.node = node;

@@ -75,10 +75,10 @@ function askAllows(ask: DemandAsk, name: string): boolean {
 }
 
 /** Free VRAM below 0 (an over-committed GPU) counts as 0. */
-const freeOf = (x: number) => (x > 0 ? x : 0);
+export const freeOf = (x: number): number => (x > 0 ? x : 0);
 
 /** How many units of one ask, `vramMb` each, a GPU with `free` it may take holds (one when the ask takes no VRAM). */
-function slotsOn(free: number, vramMb: number): number {
+export function slotsOn(free: number, vramMb: number): number {
   return vramMb > 0 ? Math.floor(free / vramMb) : 1;
 }
 
@@ -95,15 +95,37 @@ interface AskTally {
 
 /** F_n(m) from a tally, the node's total free VRAM and its free cores and memory. */
 function fromTally(ask: DemandAsk, t: AskTally, total: number, cores: number, memory: number): number {
-  let hosts = ask.gpuCount === 1 ? t.slots : Math.floor(t.usable / ask.gpuCount);
+  return askFragmentationOf(ask.gpuCount, ask.vramMb, ask.cpuCores, ask.memoryMb, t.usable, t.usableVram, t.slots, total, cores, memory);
+}
+
+/**
+ * F_n(m) from its parts, as numbers: the ask (K GPUs of v MB, c cores, M
+ * memory), its tally on the node (`usable` GPUs with `usableVram` free,
+ * holding `slots` units of v) and the node's total free VRAM, cores and
+ * memory. The one formula, shared by the plugin and the placer's fused
+ * scorer (fragmentation-scorer.ts), so both compute the same numbers.
+ */
+export function askFragmentationOf(
+  gpuCount: number,
+  vramMb: number,
+  cpuCores: number,
+  memoryMb: number,
+  usable: number,
+  usableVram: number,
+  slots: number,
+  total: number,
+  cores: number,
+  memory: number,
+): number {
+  let hosts = gpuCount === 1 ? slots : Math.floor(usable / gpuCount);
   // The slack keeps float noise in fractional cores (3 × 3.152 taken off 9.456) from losing a whole unit.
-  if (ask.cpuCores > 0) hosts = Math.min(hosts, Math.floor(cores / ask.cpuCores + 1e-9));
+  if (cpuCores > 0) hosts = Math.min(hosts, Math.floor(cores / cpuCores + 1e-9));
   else if (cores < 0) hosts = 0;
-  if (ask.memoryMb > 0) hosts = Math.min(hosts, Math.floor(memory / ask.memoryMb + 1e-9));
+  if (memoryMb > 0) hosts = Math.min(hosts, Math.floor(memory / memoryMb + 1e-9));
   else if (memory < 0) hosts = 0;
   if (hosts <= 0) return total;
-  const fgd = total - t.usableVram;
-  const fill = total - hosts * ask.gpuCount * ask.vramMb;
+  const fgd = total - usableVram;
+  const fill = total - hosts * gpuCount * vramMb;
   return (fgd + fill) / 2;
 }
 
@@ -132,7 +154,7 @@ export function askFragmentation(node: FragmentationNode, ask: DemandAsk): numbe
 }
 
 /** The gpu asks that count (cpu asks and weightless ones are left out) and their total weight. */
-function counted(asks: readonly DemandAsk[]): { kept: DemandAsk[]; weights: number } {
+export function counted(asks: readonly DemandAsk[]): { kept: DemandAsk[]; weights: number } {
   const kept: DemandAsk[] = [];
   let weights = 0;
   for (const ask of asks) {

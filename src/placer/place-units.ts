@@ -14,6 +14,7 @@
  */
 import { cachesDataset, chooseGpus, type ClusterState, createState, groupCount, lowerBoundDisk, lowerBoundSlot, type NodeGroup, reserve, reseed, syncState, type WorkingNode } from "./cycle-state.ts";
 import { defaultReserveAfterMs, isOverdue, placementOrder } from "./fairness.ts";
+import { fragmentationCeiling, fragmentationScoreOn, fragmentationTable, type FragmentationTable } from "./fragmentation-scorer.ts";
 import { eligibilityFor, firstUnresolvableVerdict, type GpuEligibility, staticGpuReasons } from "./gpu-eligibility.ts";
 import { failedConstraint, GpuConstraint, gpuCountOf, hasGpuConstraints } from "./gpu-rules.ts";
 import { sandboxRequired } from "./node-rules.ts";
@@ -28,6 +29,8 @@ import {
   gpuFragmentation,
   leftOver,
   memoryFit,
+  fragmentationScore,
+  neutralFragmentationScore,
   nodeConcurrency,
   nodeExcluded,
   reliability,
@@ -47,9 +50,13 @@ import type { ScoreWeights } from "../platform/config.ts";
  * cluster holds), then a node's track record, then a warm dataset cache. A
  * cached dataset saves one download but, weighted high, pulls units onto a
  * few nodes whatever their fit (with 0.5 / 0.3 / 0.2 bench:placer places
- * 94,069 units instead of 96,847 on its 10k scenario).
+ * 94,069 units instead of 96,847 on its 10k scenario). The fragmentation
+ * score (FGD) at 0.3 keeps GPUs usable for the work that is arriving: it
+ * packs more on both benchmarks than without it, and bench:trace (where the
+ * other scores tie on every node) packs the same from 0.3 to 1 (README,
+ * "Fragmentation score").
  */
-export const defaultWeights: ScoreWeights = { binPack: 0.7, reliability: 0.2, dataLocality: 0.1 };
+export const defaultWeights: ScoreWeights = { binPack: 0.7, reliability: 0.2, dataLocality: 0.1, gpuFragmentation: 0.3 };
 
 /**
  * Default cap on feasible nodes scored per unit. Without it a small unit on
@@ -227,6 +234,20 @@ interface Ctx {
   cycle: CycleContext;
   /** The profile's asks when the fragmentation score weighs anything: then a unit's GPUs are chosen by it too (`chooseGpus`). */
   fragmentationAsks: CycleContext["profile"]["asks"];
+  /** Those asks compiled for the fused scorer, with its per-node cache (fragmentation-scorer.ts); undefined when the score is off or neutral. */
+  frag: FragmentationTable | undefined;
+  /** Per candidate (parallel to `candNode`): the GPU position a one-GPU unit would get there, chosen by the fragmentation score; -1 otherwise. */
+  candGpu: Int32Array;
+  /** Scratch per candidate for the fragmentation score's pruning: the other scores' sum, and the candidates by it. */
+  candPartial: Float64Array;
+  candOrder: Int32Array;
+  /** The decision's best candidate so far (position in `candNode`, -1: none), its score, and its leftover once a tie needs it (NaN until then). */
+  bestK: number;
+  bestScore: number;
+  bestLeft: number;
+  /** Scratch for the fragmentation score: a node's GPU positions that fit the unit, and the one it chose. */
+  fragGpus: Int32Array;
+  readonly fragChoice: Int32Array;
   random: () => number;
   started: boolean;
   /** The cycle's time and the wait after which a unit is overdue (`PlacerOptions.nowMs`, `reserveAfterMs`). */
@@ -270,7 +291,16 @@ interface Ctx {
  * The weighted mean of the score plugins (0..100), rounded to 3 decimals so float noise cannot decide a tie.
  * The plugins' own arithmetic on the state's arrays (`fusedScores`); a property test checks it against them.
  */
-function scoreNode(ctx: Ctx, unit: UnitRequest, i: number): number {
+function scoreNode(ctx: Ctx, unit: UnitRequest, i: number, k: number): number {
+  let total = partialScore(ctx, unit, i);
+  ctx.candGpu[k] = -1;
+  const wFragmentation = ctx.weights[3] as number;
+  if (wFragmentation !== 0) total += wFragmentation * fragmentationOn(ctx, unit, i, k);
+  return Math.round((total / ctx.weightSum) * 1000) / 1000;
+}
+
+/** The weighted sum of every score but GpuFragmentation (not divided, not rounded), summed in `scorePlugins` order. */
+function partialScore(ctx: Ctx, unit: UnitRequest, i: number): number {
   const state = ctx.state;
   const weights = ctx.weights;
   let total = 0;
@@ -293,9 +323,111 @@ function scoreNode(ctx: Ctx, unit: UnitRequest, i: number): number {
   if (wReliability !== 0) total += wReliability * reliabilityScore(state.reliability[i] as number);
   const wLocality = weights[2] as number;
   if (wLocality !== 0) total += wLocality * (cachesDataset(state, i, ctx.dataset) ? cachedDatasetScore : 0);
-  const wFragmentation = weights[3] as number;
-  if (wFragmentation !== 0) total += wFragmentation * gpuFragmentation.score(unit, state.nodes[i] as WorkingNode, ctx.cycle);
+  return total;
+}
+
+/**
+ * The GpuFragmentation score of node i (candidate k) through the fused scorer (fragmentation-scorer.ts):
+ * the plugin's number, with a one-GPU unit's GPU remembered in `candGpu[k]`.
+ */
+function fragmentationOn(ctx: Ctx, unit: UnitRequest, i: number, k: number): number {
+  const t = ctx.frag;
+  if (t === undefined) return neutralFragmentationScore;
+  const state = ctx.state;
+  const count = unit.kind === "gpu" ? gpuCountOf(unit) : 0;
+  const from = state.gpuBase[i] as number;
+  const gpus = (state.gpuBase[i + 1] as number) - from;
+  if (ctx.fragGpus.length < gpus) ctx.fragGpus = new Int32Array(gpus);
+  const list = ctx.fragGpus;
+  let m = 0;
+  if (count === 1) {
+    // A unit with GPU constraints has its per-GPU verdicts in ctx.elig (gpu-eligibility.ts).
+    const ok = ctx.elig?.gpuOk;
+    for (let pos = 0; pos < gpus; pos++) {
+      if ((state.gpuFree[from + pos] as number) < unit.vramMb) continue;
+      if (ok !== undefined && ok[from + pos] === 0) continue;
+      list[m++] = pos;
+    }
+  } else if (count > 1) {
+    for (const pos of chooseGpus(state.nodes[i] as WorkingNode, unit)) list[m++] = pos;
+  }
+  const score = fragmentationScoreOn(t, i, unit, count === 1, list, m, ctx.fragChoice);
+  ctx.candGpu[k] = ctx.fragChoice[0] as number;
+  return score;
+}
+
+/**
+ * Candidate k with its score against the decision's best so far: the best score wins, then the tighter fit,
+ * then the earlier seeded rank. That order is total, so candidates may come in any order (see `scorePruned`).
+ */
+function consider(ctx: Ctx, unit: UnitRequest, k: number, score: number): void {
+  const nodes = ctx.state.nodes;
+  const rank = ctx.state.rank;
+  const w = nodes[ctx.candNode[k] as number] as WorkingNode;
+  if (ctx.bestK === -1 || score > ctx.bestScore) {
+    ctx.bestK = k;
+    ctx.bestScore = score;
+    ctx.bestLeft = NaN;
+  } else if (score === ctx.bestScore) {
+    const best = nodes[ctx.candNode[ctx.bestK] as number] as WorkingNode;
+    // The GPUs compared are those the unit would get: chosen with the fragmentation asks when that score is on.
+    if (Number.isNaN(ctx.bestLeft)) ctx.bestLeft = leftOn(ctx, unit, best, ctx.bestK);
+    const left = leftOn(ctx, unit, w, k);
+    if (left < ctx.bestLeft || (left === ctx.bestLeft && (rank[w.idx] as number) < (rank[best.idx] as number))) {
+      ctx.bestK = k;
+      ctx.bestLeft = left;
+    }
+  }
+}
+
+/** A total score as `scoreNode` rounds it. */
+function rounded(ctx: Ctx, total: number): number {
   return Math.round((total / ctx.weightSum) * 1000) / 1000;
+}
+
+/**
+ * Scores the candidates with the fragmentation score on, which costs more than the others together: the
+ * other scores first, then the candidates in their order, each scored in full only while its other scores
+ * plus its fragmentation ceiling (fragmentation-scorer.ts) can still reach the best score. Candidates that
+ * cannot are skipped, and once even a perfect fragmentation score could not lift the next one, the rest.
+ * The winner is the one a full scoring of every candidate finds.
+ */
+function scorePruned(ctx: Ctx, unit: UnitRequest, frag: FragmentationTable, wFragmentation: number): void {
+  const { candPartial, candOrder, candNode, weightSum } = ctx;
+  const n = ctx.nCand;
+  // The VRAM the unit takes from a node in all: no node's fragmentation falls by more (fragmentationCeiling).
+  const takesMb = unit.kind === "gpu" ? gpuCountOf(unit) * unit.vramMb : 0;
+  const ceiling = fragmentationScore(-takesMb - 1, frag.scaleMb);
+  for (let k = 0; k < n; k++) {
+    candPartial[k] = partialScore(ctx, unit, candNode[k] as number);
+    ctx.candGpu[k] = -1;
+    let at = k;
+    while (at > 0 && (candPartial[candOrder[at - 1] as number] as number) < (candPartial[k] as number)) {
+      candOrder[at] = candOrder[at - 1] as number;
+      at--;
+    }
+    candOrder[at] = k;
+  }
+  for (let o = 0; o < n; o++) {
+    const k = candOrder[o] as number;
+    const i = candNode[k] as number;
+    const partial = candPartial[k] as number;
+    if (ctx.bestK !== -1) {
+      // Candidates come by their other scores, highest first, and none scores above `ceiling` for fragmentation.
+      if (rounded(ctx, partial + wFragmentation * ceiling) < ctx.bestScore) break;
+      // The fragmentation score this candidate would need to tie the best (less a margin for the rounding).
+      const bar = ((ctx.bestScore - 0.001) * weightSum - partial) / wFragmentation;
+      if (rounded(ctx, partial + wFragmentation * fragmentationCeiling(frag, i, takesMb, bar)) < ctx.bestScore) continue;
+    }
+    consider(ctx, unit, k, rounded(ctx, partial + wFragmentation * fragmentationOn(ctx, unit, i, k)));
+  }
+}
+
+/** `leftOver` on candidate k: on the GPU the fragmentation score chose for it, when it chose one. */
+function leftOn(ctx: Ctx, unit: UnitRequest, w: WorkingNode, k: number): number {
+  const chosen = ctx.candGpu[k] as number;
+  if (chosen < 0) return leftOver(unit, w);
+  return (w.gpuFreeVramMb[chosen] as number) - unit.vramMb;
 }
 
 function startCycle(ctx: Ctx, options: PlacerOptions, units: readonly UnitRequest[]): void {
@@ -305,11 +437,18 @@ function startCycle(ctx: Ctx, options: PlacerOptions, units: readonly UnitReques
   if (!Number.isInteger(cap) || cap < 1) throw new RangeError("placer maxScored must be an integer ≥ 1");
   ctx.maxScored = cap;
   const room = Math.max(1, Math.min(cap, ctx.state.size));
-  if (ctx.candNode.length < room) ctx.candNode = new Int32Array(room);
+  if (ctx.candNode.length < room) {
+    ctx.candNode = new Int32Array(room);
+    ctx.candGpu = new Int32Array(room);
+    ctx.candPartial = new Float64Array(room);
+    ctx.candOrder = new Int32Array(room);
+  }
   // The asks are tallied only for the fragmentation score (and its GPU choice): with its weight 0, none.
   const fragmentationOn = (ctx.weights[scorePlugins.indexOf(gpuFragmentation)] ?? 0) > 0;
   ctx.cycle = { profile: demandProfile(units, fragmentationOn ? options.recentAsks : []) };
   ctx.fragmentationAsks = fragmentationOn ? ctx.cycle.profile.asks : undefined;
+  const asks = ctx.fragmentationAsks;
+  ctx.frag = asks === undefined ? undefined : ctx.frag?.asks === asks && ctx.frag.state === ctx.state ? ctx.frag : fragmentationTable(ctx.state, asks, ctx.frag);
   reseed(ctx.state, options.seed);
   ctx.random = mulberry32(hashString(`walk:${options.seed}`));
   const reserveAfterMs = options.reserveAfterMs ?? defaultReserveAfterMs;
@@ -620,31 +759,20 @@ function decide(ctx: Ctx, unit: UnitRequest): Decision {
   }
 
   // Score the candidates: the best score wins, then the tighter fit, then the earlier seeded rank.
-  let best: WorkingNode | undefined;
-  let bestScore = -1;
-  // The best's leftover, computed only once a tie needs it (NaN until then).
-  let bestLeft = NaN;
-  for (let k = 0; k < ctx.nCand; k++) {
-    const i = ctx.candNode[k] as number;
-    const score = scoreNode(ctx, unit, i);
-    const w = nodes[i] as WorkingNode;
-    if (best === undefined || score > bestScore) {
-      best = w;
-      bestScore = score;
-      bestLeft = NaN;
-    } else if (score === bestScore) {
-      // The GPUs compared are those the unit would get: chosen with the fragmentation asks when that score is on.
-      if (Number.isNaN(bestLeft)) bestLeft = leftOver(unit, best, ctx.fragmentationAsks);
-      const left = leftOver(unit, w, ctx.fragmentationAsks);
-      if (left < bestLeft || (left === bestLeft && (rank[w.idx] as number) < (rank[best.idx] as number))) {
-        best = w;
-        bestLeft = left;
-      }
-    }
-  }
+  ctx.bestK = -1;
+  ctx.bestScore = -1;
+  ctx.bestLeft = NaN;
+  const wFragmentation = ctx.weights[3] as number;
+  if (wFragmentation === 0 || ctx.frag === undefined) {
+    for (let k = 0; k < ctx.nCand; k++) consider(ctx, unit, k, scoreNode(ctx, unit, ctx.candNode[k] as number, k));
+  } else scorePruned(ctx, unit, ctx.frag, wFragmentation);
+  const bestK = ctx.bestK;
+  const best = bestK === -1 ? undefined : (nodes[ctx.candNode[bestK] as number] as WorkingNode);
+  const bestScore = ctx.bestScore;
 
   if (best !== undefined) {
-    const positions = chooseGpus(best, unit, ctx.fragmentationAsks);
+    const chosen = ctx.candGpu[bestK] as number;
+    const positions = chosen >= 0 ? [chosen] : chooseGpus(best, unit);
     const node = best.node;
     const gpuIndexes = positions.map((pos) => (node.gpus[pos] as GpuView).index);
     if (gpuIndexes.length > 1) gpuIndexes.sort((a, b) => a - b);
@@ -794,6 +922,15 @@ export function createPlacer(snapshot: ClusterSnapshot): Placer {
     maxScored: defaultMaxScored,
     cycle: { profile: defaultProfile },
     fragmentationAsks: undefined,
+    frag: undefined,
+    candGpu: new Int32Array(0),
+    candPartial: new Float64Array(0),
+    candOrder: new Int32Array(0),
+    bestK: -1,
+    bestScore: -1,
+    bestLeft: NaN,
+    fragGpus: new Int32Array(8),
+    fragChoice: new Int32Array(1),
     random: mulberry32(0),
     started: false,
     nowMs: undefined,

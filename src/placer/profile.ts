@@ -48,12 +48,14 @@ export function demandProfile(units: readonly UnitRequest[], recentAsks?: readon
 }
 
 /**
- * At most this many kinds of ask describe the arriving work: the most
- * frequent ones (the FGD paper's artifact keeps the most popular task shapes
- * too). Fragmentation costs O(asks × GPUs) per scored node, so this bounds
- * it; the openb trace has 20 to 84 kinds of gpu task.
+ * At most this many asks describe the arriving work. Fragmentation costs
+ * O(asks) per GPU tried on a scored node, so this bounds the score's cost;
+ * the openb trace has 20 to 84 kinds of gpu task, of which a handful carry
+ * most of the demand, and a cycle of bench:placer a few hundred (every job
+ * its own VRAM). Past the bound, kinds are merged (see `topAsks`), not
+ * dropped, so the distribution keeps its shape.
  */
-export const maxAsks = 64;
+export const maxAsks = 24;
 
 /**
  * Units of one kind: the same GPU shape (`gpuCount` GPUs of `vramMb`, the same
@@ -91,14 +93,59 @@ function count(kinds: Map<string, Kind>, key: string, unit: UnitRequest, sign: 1
   if (kind.count === 0) kinds.delete(key);
 }
 
-/** The {@link maxAsks} most frequent kinds (ties: the kind met first) as asks, weights summing to 1. */
+/**
+ * The kinds as at most {@link maxAsks} asks, weights summing to 1, the most
+ * frequent first (ties: the kind met first). While there are more, the
+ * cheapest of these changes is made, cost counted in units × the share of
+ * their VRAM that the change misstates: two kinds of the same shape (GPU
+ * count and model allow-list) next to each other in VRAM join into one
+ * (VRAM, cores and memory become the means of the two, weighted by their
+ * units; it costs the rarer one's units × the relative VRAM gap), or a kind
+ * is left out (all of its units). So a cycle of a thousand distinct VRAM asks
+ * becomes a few buckets of similar asks, a rare shape (a GPU model few ask
+ * for) is left out before a common one loses its distinct sizes (a whole GPU
+ * and a half one are not averaged while rarer kinds remain), and the
+ * distribution keeps its shape. O(kinds²).
+ */
 function topAsks(kinds: Iterable<Kind>): DemandAsk[] {
-  const kept = [...kinds]
-    .map((k, i) => ({ k, i }))
-    .sort((x, y) => y.k.count - x.k.count || x.i - y.i)
-    .slice(0, maxAsks);
-  const total = kept.reduce((sum, { k }) => sum + k.count, 0);
-  return kept.map(({ k }) => ({ gpuCount: k.gpuCount, vramMb: k.vramMb, gpuModels: k.gpuModels, cpuCores: k.cpuCores / k.count, memoryMb: k.memoryMb / k.count, weight: k.count / total }));
+  const list = [...kinds]
+    .map((k, met) => ({ ...k, met, shape: `${k.gpuCount}\u0000${k.gpuModels.join("|")}` }))
+    .sort((a, b) => (a.shape < b.shape ? -1 : a.shape > b.shape ? 1 : a.vramMb - b.vramMb || a.met - b.met));
+  while (list.length > maxAsks) {
+    // The cheapest change: join j and j + 1 (same shape), or leave out j. Ties: the first found.
+    let at = 0;
+    let join = false;
+    let cost = Infinity;
+    for (let j = 0; j < list.length; j++) {
+      const a = list[j] as (typeof list)[number];
+      if (a.count < cost) {
+        cost = a.count;
+        at = j;
+        join = false;
+      }
+      const b = list[j + 1];
+      if (b === undefined || b.shape !== a.shape) continue;
+      const gap = Math.min(a.count, b.count) * (Math.abs(b.vramMb - a.vramMb) / Math.max(1, a.vramMb, b.vramMb));
+      if (gap < cost) {
+        cost = gap;
+        at = j;
+        join = true;
+      }
+    }
+    if (join) {
+      const into = list[at] as (typeof list)[number];
+      const next = list[at + 1] as (typeof list)[number];
+      into.vramMb = (into.vramMb * into.count + next.vramMb * next.count) / (into.count + next.count);
+      into.count += next.count;
+      into.cpuCores += next.cpuCores;
+      into.memoryMb += next.memoryMb;
+      into.met = Math.min(into.met, next.met);
+      list.splice(at + 1, 1);
+    } else list.splice(at, 1);
+  }
+  list.sort((x, y) => y.count - x.count || x.met - y.met);
+  const total = list.reduce((sum, k) => sum + k.count, 0);
+  return list.map((k) => ({ gpuCount: k.gpuCount, vramMb: k.vramMb, gpuModels: k.gpuModels, cpuCores: k.cpuCores / k.count, memoryMb: k.memoryMb / k.count, weight: k.count / total }));
 }
 
 /** The gpu units' asks as a distribution: each kind once, weighted by how many units ask it. */

@@ -229,9 +229,10 @@ function intFrom(env: NodeJS.ProcessEnv, name: string, fallback: number, range: 
 }
 
 /**
- * `GPU_AGENT_PLACER_WEIGHTS=bin_pack=0.7,reliability=0.2,data_locality=0.1,gpu_fragmentation=1`: every
- * score named once (`gpu_fragmentation` may be left out: 0, as before that score existed), finite and
- * non-negative, not all zero (only their ratios matter).
+ * `GPU_AGENT_PLACER_WEIGHTS=bin_pack=0.7,reliability=0.2,data_locality=0.1,gpu_fragmentation=0.3`: every
+ * score named once (`gpu_fragmentation` may be left out: 0, as before that score existed, so a value set
+ * before it existed keeps planning as it did), finite and non-negative, not all zero (only their ratios
+ * matter). Unset: undefined, and the placer's defaults apply (`defaultWeights`, which include it).
  */
 export function placerWeightsFrom(raw: string | undefined): ScoreWeights | undefined {
   if (raw === undefined || raw.trim() === "") return undefined;

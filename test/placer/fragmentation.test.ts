@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
-import { chooseGpus, viewOf } from "../../src/placer/cycle-state.ts";
+import fc from "fast-check";
+import { chooseGpus, createState, viewOf } from "../../src/placer/cycle-state.ts";
+import { fragmentationCeiling, fragmentationTable } from "../../src/placer/fragmentation-scorer.ts";
 import { leftOver } from "../../src/placer/plugins/bin-pack.ts";
 import { askFragmentation, fragmentationGrowth, type FragmentationNode, leastFragmentingGpus, nodeFragmentation } from "../../src/placer/fragmentation.ts";
-import { fragmentationScore, neutralFragmentationScore, typicalVramMb } from "../../src/placer/plugins/gpu-fragmentation.ts";
+import { fragmentationScore, gpuFragmentation, neutralFragmentationScore, typicalVramMb } from "../../src/placer/plugins/gpu-fragmentation.ts";
 import { createDemandWindow, defaultProfile, demandAsks, demandProfile, maxAsks, profilePrior } from "../../src/placer/profile.ts";
-import type { DemandAsk } from "../../src/placer/types.ts";
+import type { DemandAsk, UnitRequest } from "../../src/placer/types.ts";
 import { gpu, nodeWith, unitWith } from "./builders.ts";
 
 /** A node of three T4s with 1000, 500 and 200 free, 10 cores and 1000 MB of memory free unless told otherwise. */
@@ -116,13 +118,33 @@ describe("demand asks and the demand window", () => {
     );
   });
 
-  it("keeps the most frequent kinds only, weights summing to 1", () => {
+  it("merges past maxAsks kinds: neighbours in VRAM of the same shape join, weighted, and every unit still counts", () => {
+    // maxAsks + 10 kinds of one unit each, 1000..1000+maxAsks+9 MB, and one kind asked twice.
     const units = Array.from({ length: maxAsks + 10 }, (_, i) => unitWith({ id: `u${i}`, vramMb: 1000 + i }));
     units.push(unitWith({ id: "again", vramMb: 1000 + maxAsks + 5 }));
     const asks = demandAsks(units);
     assert.equal(asks.length, maxAsks);
-    assert.equal(asks[0]?.vramMb, 1000 + maxAsks + 5);
     assert.ok(Math.abs(asks.reduce((s, a) => s + a.weight, 0) - 1) < 1e-12);
+    // Nothing is left out: the asks' mean VRAM is the units' mean.
+    const mean = units.reduce((s, u) => s + u.vramMb, 0) / units.length;
+    assert.ok(Math.abs(asks.reduce((s, a) => s + a.weight * a.vramMb, 0) - mean) < 1e-9);
+  });
+
+  it("leaves a rare shape out before it averages a common shape's distinct sizes (a whole GPU and half of one stay apart)", () => {
+    const units: UnitRequest[] = [];
+    for (let i = 0; i < 50; i++) units.push(unitWith({ id: `whole${i}`, vramMb: 1000 }), unitWith({ id: `half${i}`, vramMb: 500 }));
+    // maxAsks − 1 rare shapes (each its own model allow-list), one unit each.
+    for (let i = 0; i < maxAsks - 1; i++) units.push(unitWith({ id: `rare${i}`, vramMb: 700, gpuModels: [`Model${i}`] }));
+    const asks = demandAsks(units);
+    assert.equal(asks.length, maxAsks);
+    assert.deepEqual(
+      asks.slice(0, 2).map((a) => [a.vramMb, a.gpuModels.length]),
+      [
+        [1000, 0],
+        [500, 0],
+      ],
+    );
+    assert.equal(asks.filter((a) => a.gpuModels.length > 0).length, maxAsks - 2);
   });
 
   it("takes the profile's asks from the window when given, else from the cycle's units", () => {
@@ -163,6 +185,38 @@ describe("demand asks and the demand window", () => {
     assert.deepEqual(
       window.asks().map((a) => [a.vramMb, a.weight]),
       [[2000, 1]],
+    );
+  });
+});
+
+describe("the fused fragmentation scorer's ceiling", () => {
+  it("is never below the score any unit gets on the node (so pruning by it never drops the winner)", () => {
+    const vram = fc.constantFrom(0, 300, 500, 700, 1000, 1500, 4000);
+    fc.assert(
+      fc.property(
+        fc.array(vram, { minLength: 1, maxLength: 4 }),
+        fc.array(fc.record({ gpuCount: fc.constantFrom(1, 1, 2), vramMb: fc.constantFrom(250, 500, 1000, 2000), weight: fc.constantFrom(1, 2, 5) }), { minLength: 1, maxLength: 5 }),
+        fc.record({ vramMb: fc.constantFrom(0, 100, 250, 500, 1000), gpuCount: fc.constantFrom(1, 2), cpuCores: fc.constantFrom(0, 1, 4), kind: fc.constantFrom("gpu", "gpu", "cpu") }),
+        (free, shapes, u) => {
+          const node = nodeWith({ id: "n", gpus: free.map((f, i) => gpu(i, 4000, f)), freeCpuCores: 8, cpuCores: 8 });
+          const asks = shapes.map((s) => ask({ ...s, cpuCores: 1, memoryMb: 512 }));
+          const unit =
+            u.kind === "cpu"
+              ? unitWith({ kind: "cpu", vramMb: 0, cpuCores: u.cpuCores, memoryMb: 512 })
+              : unitWith({ vramMb: u.vramMb, gpuCount: u.gpuCount, cpuCores: u.cpuCores, memoryMb: 512 });
+          const view = viewOf(node);
+          if (unit.kind === "gpu" && chooseGpus(view, unit).length === 0) return;
+          const table = fragmentationTable(createState({ nodes: [node] }), asks);
+          if (table === undefined) return;
+          const score = gpuFragmentation.score(unit, view, { profile: { ...defaultProfile, asks } });
+          const takes = unit.kind === "gpu" ? unit.vramMb * (unit.gpuCount ?? 1) : 0;
+          const tight = fragmentationCeiling(table, 0, takes, -Infinity);
+          const loose = fragmentationCeiling(table, 0, takes, Infinity);
+          assert.ok(score <= tight + 1e-9, `score ${score} above the ceiling ${tight}`);
+          assert.ok(tight <= loose + 1e-9);
+        },
+      ),
+      { numRuns: 500 },
     );
   });
 });

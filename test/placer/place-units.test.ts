@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { viewOf } from "../../src/placer/cycle-state.ts";
 import { fairOrder } from "../../src/placer/fairness.ts";
-import { allowedTrustLevels, createPlacer, demandProfile, placeUnits } from "../../src/placer/index.ts";
+import { allowedTrustLevels, createPlacer, defaultWeights, demandProfile, placeUnits } from "../../src/placer/index.ts";
 import {
   binPack,
   binPackScore,
@@ -24,6 +24,8 @@ import type { ClusterSnapshot, NodeSnapshot, PlacementResult, Sensitivity, Trust
 import { gpu, type NodeOverrides, nodeWith, unitWith } from "./builders.ts";
 
 const seed = "cycle-1";
+/** The default weights with the fragmentation score off: the rules of the other scores alone. */
+const withoutFragmentation = { ...defaultWeights, gpuFragmentation: 0 };
 
 /** Owner controls: available, nothing reserved, unless told otherwise. */
 const owner = (o: Partial<NonNullable<NodeSnapshot["owner"]>> = {}): NonNullable<NodeSnapshot["owner"]> => ({
@@ -285,10 +287,17 @@ describe("placeUnits: VRAM", () => {
     assert.deepEqual(result.unplaced[0]?.reasons, { insufficient_vram: 1 });
   });
 
-  it("best fit picks the smaller adequate GPU across nodes when VRAM is what every node runs out of first", () => {
+  it("best fit picks the smaller adequate GPU across nodes when VRAM is what every node runs out of first (fragmentation score off)", () => {
     const roomy = { freeCpuCores: 64, cpuCores: 64, freeMemoryMb: 262_144, memoryMb: 262_144 };
     const nodes = [nodeWith({ id: "a-80g", vram: [81920], ...roomy }), nodeWith({ id: "b-24g", vram: [24576], ...roomy }), nodeWith({ id: "c-12g", vram: [12288], ...roomy })];
-    assert.deepEqual(placedOn(place(nodes, [unitWith({ vramMb: 20000 })])), { "unit-1": "b-24g" });
+    assert.deepEqual(placedOn(placeUnits({ nodes }, [unitWith({ vramMb: 20000 })], { seed, weights: withoutFragmentation })), { "unit-1": "b-24g" });
+  });
+
+  it("with the fragmentation score (on by default) keeps GPUs usable for the arriving asks: a 20 GB unit among 20 GB asks takes the 80 GB card, not the 24 GB one", () => {
+    // On the 24 GB card its 4.5 GB remainder could host no 20 GB ask; the 80 GB card's remainder still hosts three.
+    const roomy = { freeCpuCores: 64, cpuCores: 64, freeMemoryMb: 262_144, memoryMb: 262_144 };
+    const nodes = [nodeWith({ id: "a-80g", vram: [81920], ...roomy }), nodeWith({ id: "b-24g", vram: [24576], ...roomy }), nodeWith({ id: "c-12g", vram: [12288], ...roomy })];
+    assert.deepEqual(placedOn(place(nodes, [unitWith({ vramMb: 20000 })])), { "unit-1": "a-80g" });
   });
 
   it("puts a VRAM-heavy unit on the big GPU whose node has too few cores to use its VRAM, not on a GPU it would fill", () => {
@@ -297,10 +306,25 @@ describe("placeUnits: VRAM", () => {
     assert.deepEqual(placedOn(place(nodes, [unitWith({ vramMb: 20000 })])), { "unit-1": "a-80g" });
   });
 
-  it("best fit picks the smaller adequate GPU within a node and reports its device index", () => {
+  it("best fit picks the smaller adequate GPU within a node and reports its device index (fragmentation score off)", () => {
     const node = nodeWith({ gpus: [gpu(3, 81920), gpu(5, 24576), gpu(7, 12288)] });
-    const result = place([node], [unitWith({ vramMb: 20000 })]);
+    const result = placeUnits({ nodes: [node] }, [unitWith({ vramMb: 20000 })], { seed, weights: withoutFragmentation });
     assert.equal(result.placements[0]?.gpuIndex, 5);
+  });
+
+  it("with the fragmentation score, picks the GPU of the node where the arriving asks lose least and reports its device index", () => {
+    // Asks of 20 GB only: the 80 GB card's remainder hosts three more, the 24 GB card's 4.5 GB none.
+    // Asks of 20 GB and, twice as often, 4.5 GB: the 24 GB card's remainder hosts one 4.5 GB ask with 76 MB
+    // to spare, while 20 GB taken off the 80 GB card costs it 4.5 GB asks; the 24 GB card is the one to fill.
+    const node = nodeWith({ gpus: [gpu(3, 81920), gpu(5, 24576), gpu(7, 12288)], freeCpuCores: 64, cpuCores: 64, freeMemoryMb: 262_144, memoryMb: 262_144 });
+    const only20 = place([node], [unitWith({ vramMb: 20000 })]);
+    assert.equal(only20.placements[0]?.gpuIndex, 3);
+    const recentAsks = [
+      { gpuCount: 1, vramMb: 20000, gpuModels: [], cpuCores: 1, memoryMb: 1024, weight: 1 },
+      { gpuCount: 1, vramMb: 4500, gpuModels: [], cpuCores: 1, memoryMb: 1024, weight: 2 },
+    ];
+    const mixed = placeUnits({ nodes: [node] }, [unitWith({ vramMb: 20000 })], { seed, recentAsks });
+    assert.equal(mixed.placements[0]?.gpuIndex, 5);
   });
 
   it("best fit counts VRAM left free, not GPU size", () => {
@@ -772,12 +796,12 @@ describe("placeUnits: golden plan", () => {
  */
 const GOLDEN: PlacementResult = {
   placements: [
-    { unitId: "acme-train-big", nodeId: "lab-a100", gpuIndex: 1, gpuIndexes: [1], score: 47.022 },
-    { unitId: "bob-cats", nodeId: "home-3090", gpuIndex: 0, gpuIndexes: [0], score: 65.824 },
-    { unitId: "acme-train-2", nodeId: "home-4090x2", gpuIndex: 0, gpuIndexes: [0], score: 46.222 },
-    { unitId: "bob-small", nodeId: "lab-a100", gpuIndex: 0, gpuIndexes: [0], score: 75.05 },
-    { unitId: "acme-prep", nodeId: "lab-cpu", gpuIndex: -1, gpuIndexes: [], score: 77.273 },
-    { unitId: "bob-retry", nodeId: "lab-a100", gpuIndex: 0, gpuIndexes: [0], score: 44.8 },
+    { unitId: "acme-train-big", nodeId: "lab-a100", gpuIndex: 1, gpuIndexes: [1], score: 49.915 },
+    { unitId: "bob-cats", nodeId: "home-3090", gpuIndex: 0, gpuIndexes: [0], score: 61.999 },
+    { unitId: "acme-train-2", nodeId: "home-4090x2", gpuIndex: 0, gpuIndexes: [0], score: 47.987 },
+    { unitId: "bob-small", nodeId: "lab-a100", gpuIndex: 0, gpuIndexes: [0], score: 68.434 },
+    { unitId: "acme-prep", nodeId: "lab-cpu", gpuIndex: -1, gpuIndexes: [], score: 70.979 },
+    { unitId: "bob-retry", nodeId: "lab-a100", gpuIndex: 0, gpuIndexes: [0], score: 47.297 },
   ],
   unplaced: [
     {

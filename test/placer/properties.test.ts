@@ -4,6 +4,7 @@ import { chooseGpus, viewOf } from "../../src/placer/cycle-state.ts";
 import { allowedTrustLevels, createPlacer, defaultWeights, demandProfile, fairOrder, placeUnits } from "../../src/placer/index.ts";
 import { filterPlugins, leftOver, scorePlugins } from "../../src/placer/plugins/index.ts";
 import { seededShuffle } from "../../src/placer/prng.ts";
+import type { ScoreWeights } from "../../src/platform/config.ts";
 import type { ReasonCode } from "../../src/placer/reasons.ts";
 import type { ClusterSnapshot, GpuView, NodeIsolation, NodeSnapshot, Placement, PlacementResult, UnitRequest } from "../../src/placer/types.ts";
 import { gpu, unitWith } from "./builders.ts";
@@ -322,14 +323,14 @@ describe("placeUnits properties", () => {
  * tighter fit and then by the seeded shuffle. The indexed placer must give
  * the same plan whenever the cap does not bite.
  */
-function referencePlace(snapshot: ClusterSnapshot, units: readonly UnitRequest[], seed: string): {
+function referencePlace(snapshot: ClusterSnapshot, units: readonly UnitRequest[], seed: string, w: ScoreWeights = defaultWeights): {
   placements: Placement[];
   unplaced: { unitId: string; reasons: Partial<Record<ReasonCode, number>>; unresolvable: boolean }[];
 } {
   const nodes = snapshot.nodes.map((n) => ({ ...n, gpus: n.gpus.map((g) => ({ ...g })) }));
   const slots = new Map(nodes.map((n) => [n.id, n.freeUnitSlots ?? Infinity]));
   const rank = new Map(seededShuffle(nodes.map((n) => n.id).sort(), seed).map((id, i) => [id, i]));
-  const w = defaultWeights;
+  const fragmentationOn = (w.gpuFragmentation ?? 0) > 0;
   const cycle = { profile: demandProfile(fairOrder(units)) };
   const placements: Placement[] = [];
   const unplaced: { unitId: string; reasons: Partial<Record<ReasonCode, number>>; unresolvable: boolean }[] = [];
@@ -354,7 +355,8 @@ function referencePlace(snapshot: ClusterSnapshot, units: readonly UnitRequest[]
       // A weight left out is 0: that score is off.
       const total = scorePlugins.reduce((a, p) => a + (w[p.weight] ?? 0) * p.score(unit, view, cycle), 0);
       const score = Math.round((total / scorePlugins.reduce((a, p) => a + (w[p.weight] ?? 0), 0)) * 1000) / 1000;
-      const left = leftOver(unit, view);
+      // The GPUs compared are those the unit would get: with the fragmentation score on, chosen with the asks.
+      const left = leftOver(unit, view, fragmentationOn ? cycle.profile.asks : undefined);
       if (
         best === undefined ||
         score > best.score ||
@@ -368,7 +370,7 @@ function referencePlace(snapshot: ClusterSnapshot, units: readonly UnitRequest[]
       continue;
     }
     const node = best.node;
-    const positions = chooseGpus(viewOf(node), unit);
+    const positions = chooseGpus({ ...viewOf(node), freeUnitSlots: slots.get(node.id) as number }, unit, fragmentationOn ? cycle.profile.asks : undefined);
     node.freeCpuCores -= unit.cpuCores;
     node.freeMemoryMb -= unit.memoryMb;
     node.diskFreeMb -= unit.diskMb;
@@ -413,6 +415,22 @@ describe("placeUnits against a full scan, and the long-lived placer", () => {
           result.unplaced.map(({ unitId, reasons, unresolvable }) => ({ unitId, reasons, unresolvable })),
           reference.unplaced,
         );
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("plans as the full scan with the plugins' fragmentation score, weighted to decide: the fused scorer and its pruning change nothing", () => {
+    const cases: ScoreWeights[] = [
+      { ...defaultWeights, gpuFragmentation: 1 },
+      { binPack: 0.1, reliability: 0, dataLocality: 0, gpuFragmentation: 5 },
+      { ...defaultWeights, gpuFragmentation: 0 },
+    ];
+    fc.assert(
+      fc.property(scenarioArb, fc.constantFrom(...cases), ({ snapshot, units, seed }, weights) => {
+        const result = placeUnits(snapshot, units, { seed, weights });
+        const reference = referencePlace(snapshot, units, seed, weights);
+        assert.deepEqual(result.placements, reference.placements);
       }),
       { numRuns: 300 },
     );
