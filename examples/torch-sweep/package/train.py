@@ -16,17 +16,26 @@ where the work ran. Without CUDA the stage refuses to run unless `--allow-cpu` i
 silently trains on the CPU would be billed as GPU time for CPU work.
 
 Each reported epoch of `train` (every 20 of its full-batch epochs, and the last) writes a checkpoint into
-$GPU_AGENT_CHECKPOINT_DIR (replica-I-epoch-N.pt: model, optimizer, epoch) and names it on its progress line
-("checkpoint": ...); the agent uploads it. An attempt placed again after its node failed finds the latest in
-$GPU_AGENT_RESUME_DIR, prints "resuming from epoch N" and continues from there.
+$GPU_AGENT_CHECKPOINT_DIR (replica-I-epoch-N.pt: model, optimizer, random number generators, epoch and that
+epoch's loss and accuracy) and names it on its progress line ("checkpoint": ...); the agent uploads it. An
+attempt placed again after its node failed finds the latest in $GPU_AGENT_RESUME_DIR, prints "resuming from
+epoch N" and continues from there, ending with the same weights, loss and accuracy as a run never interrupted
+(deterministic algorithms; `../check_resume.py` checks it with a real PyTorch).
 """
 import argparse
 import csv
 import glob
 import json
 import os
+import pickle
 import sys
 import time
+import warnings
+
+# Wheels of torch warn on import when numpy is missing, into every unit's log; nothing here uses numpy.
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+# cuBLAS is deterministic only with a fixed workspace; read when CUDA starts, so set before torch is imported.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import torch
 from torch import nn
@@ -44,33 +53,69 @@ def report(progress, checkpoint="", **metrics):
     print("@@gpu-agent " + json.dumps(line), flush=True)
 
 
-def save_checkpoint(replica, epoch, model, optimizer):
-    """Writes replica-I-epoch-N.pt atomically into $GPU_AGENT_CHECKPOINT_DIR; returns its name ("" outside the agent)."""
+def checkpoint_epoch(path):
+    """N of replica-I-epoch-N.pt (-1 for any other name)."""
+    stem = os.path.basename(path)[:-3]
+    number = stem.rsplit("-", 1)[-1]
+    return int(number) if stem.startswith("replica-") and number.isdigit() else -1
+
+
+def save_checkpoint(replica, lr, epoch, model, optimizer, loss, accuracy):
+    """Writes replica-I-epoch-N.pt atomically into $GPU_AGENT_CHECKPOINT_DIR; returns its name ("" outside the agent).
+
+    The loss and accuracy go with it so that an attempt resuming from the last epoch, which trains no further,
+    still reports the run's; the random number generators so that anything random after a resume (nothing in
+    this full-batch loop today) draws what the uninterrupted run would have drawn."""
     ckpt_dir = os.environ.get("GPU_AGENT_CHECKPOINT_DIR", "")
     if not ckpt_dir:
         return ""
     name = f"replica-{replica}-epoch-{epoch}.pt"
     temp = os.path.join(ckpt_dir, f".{name}.partial")
-    torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict()}, temp)
+    state = {
+        "replica": replica,
+        "learning_rate": lr,
+        "epoch": epoch,
+        "loss": loss,
+        "accuracy": accuracy,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "cpu_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    torch.save(state, temp)
     os.replace(temp, os.path.join(ckpt_dir, name))
     # Keep the two latest: the agent copies a checkpoint out before it uploads it.
     for old in glob.glob(os.path.join(ckpt_dir, f"replica-{replica}-epoch-*.pt")):
-        if int(old.rsplit("-", 1)[1][:-3]) < epoch - 20:
+        if checkpoint_epoch(old) < epoch - 20:
             os.remove(old)
     return name
 
 
-def resume_epoch(model, optimizer, device):
-    """Loads the checkpoint in $GPU_AGENT_RESUME_DIR into model and optimizer; returns its epoch (0: a fresh start)."""
+def resume(replica, lr, epochs, model, optimizer, device):
+    """Loads the latest checkpoint in $GPU_AGENT_RESUME_DIR into model, optimizer and random number generators;
+    returns (its epoch, loss, accuracy), or (0, nan, nan) for a fresh start."""
     resume_dir = os.environ.get("GPU_AGENT_RESUME_DIR", "")
-    found = sorted(glob.glob(os.path.join(resume_dir, "*.pt"))) if resume_dir else []
+    found = glob.glob(os.path.join(resume_dir, "replica-*-epoch-*.pt")) if resume_dir else []
     if not found:
-        return 0
-    saved = torch.load(found[-1], map_location=device)
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
+        return 0, float("nan"), float("nan")
+    # By epoch, not by name: "epoch-100" sorts before "epoch-20".
+    path = max(found, key=checkpoint_epoch)
+    try:
+        saved = torch.load(path, map_location=device)
+        mismatch = [k for k, v in (("replica", replica), ("learning_rate", lr)) if saved[k] != v]
+        if mismatch or not 0 < saved["epoch"] <= epochs:
+            raise ValueError(f"it is of replica {saved['replica']}, learning rate {saved['learning_rate']}, epoch "
+                             f"{saved['epoch']}; this run is replica {replica}, learning rate {lr}, {epochs} epochs")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["cpu_rng"])
+        if saved["cuda_rng"] and device.type == "cuda":
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    except (KeyError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        print(f"cannot resume from {os.path.basename(path)}: {e}", file=sys.stderr)
+        sys.exit(2)
     print(f"resuming from epoch {saved['epoch']}", flush=True)
-    return int(saved["epoch"])
+    return int(saved["epoch"]), float(saved["loss"]), float(saved["accuracy"])
 
 
 def out_path(name):
@@ -109,6 +154,9 @@ def train(replica, replicas, allow_cpu, epochs):
         print("no CUDA device visible (CUDA_VISIBLE_DEVICES=%r)" % os.environ.get("CUDA_VISIBLE_DEVICES"), file=sys.stderr)
         sys.exit(3)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # An attempt that resumes must compute exactly what the uninterrupted run did; warn_only: an operation with
+    # no deterministic kernel on some device warns instead of failing the unit.
+    torch.use_deterministic_algorithms(True, warn_only=True)
     lr = LEARNING_RATES[replica % len(LEARNING_RATES)]
     data = torch.load(in_path("prepared.pt"))
     x, y = data["x"].to(device), data["y"].to(device)
@@ -117,25 +165,25 @@ def train(replica, replicas, allow_cpu, epochs):
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     loss_fn = nn.BCEWithLogitsLoss()
     started = time.monotonic()
-    first_epoch = resume_epoch(model, optimizer, device) + 1
-    loss, accuracy = torch.tensor(float("nan")), float("nan")
-    for epoch in range(first_epoch, epochs + 1):
+    resumed_from, loss, accuracy = resume(replica, lr, epochs, model, optimizer, device)
+    for epoch in range(resumed_from + 1, epochs + 1):
         optimizer.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
+        batch_loss = loss_fn(model(x), y)
+        batch_loss.backward()
         optimizer.step()
         if epoch % 20 == 0 or epoch == epochs:
+            loss = batch_loss.item()
             with torch.no_grad():
                 accuracy = ((model(x) > 0).float() == y).float().mean().item()
-            checkpoint = save_checkpoint(replica, epoch, model, optimizer)
-            report(epoch / epochs, checkpoint, epoch=epoch, loss=round(loss.item(), 5), accuracy=round(accuracy, 4))
+            checkpoint = save_checkpoint(replica, lr, epoch, model, optimizer, loss, accuracy)
+            report(epoch / epochs, checkpoint, epoch=epoch, loss=round(loss, 5), accuracy=round(accuracy, 4))
     if device.type == "cuda":
         torch.cuda.synchronize()
     result = {
         "replica": replica,
         "replicas": replicas,
         "learning_rate": lr,
-        "final_loss": loss.item(),
+        "final_loss": loss,
         "accuracy": accuracy,
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
@@ -143,6 +191,7 @@ def train(replica, replicas, allow_cpu, epochs):
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "train_seconds": round(time.monotonic() - started, 3),
+        "resumed_from_epoch": resumed_from,
     }
     torch.save(model.state_dict(), out_path(f"model-{replica}.pt"))
     with open(out_path(f"result-{replica}.json"), "w", encoding="utf-8") as f:
