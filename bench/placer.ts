@@ -4,7 +4,7 @@
 //
 //   BENCH_SCENARIOS=small,1k,10k   which scenarios (default all three)
 //   BENCH_MAX_SCORED=32            the placer's cap on scored nodes per unit
-//   BENCH_WEIGHTS=0.7,0.2,0.1      binPack,reliability,dataLocality[,gpuFragmentation] (default: the placer's defaults)
+//   BENCH_WEIGHTS=0.7,0.2,0.1      binPack,reliability,dataLocality[,gpuFragmentation[,gpuScarcity]] (default: the placer's defaults)
 //
 // upper_bound (bench/placer/bounds.ts) is the most units ANY placement of all
 // the scenario's units could fit, offline (it may see every unit at once and
@@ -49,8 +49,8 @@ const maxScored = Number(process.env["BENCH_MAX_SCORED"] ?? 32);
 const weights: ScoreWeights = (() => {
   const raw = process.env["BENCH_WEIGHTS"];
   if (raw === undefined || raw === "") return defaultWeights;
-  const [binPack = NaN, reliability = NaN, dataLocality = NaN, gpuFragmentation] = raw.split(",").map(Number);
-  return { binPack, reliability, dataLocality, ...(gpuFragmentation === undefined ? {} : { gpuFragmentation }) };
+  const [binPack = NaN, reliability = NaN, dataLocality = NaN, gpuFragmentation, gpuScarcity] = raw.split(",").map(Number);
+  return { binPack, reliability, dataLocality, ...(gpuFragmentation === undefined ? {} : { gpuFragmentation }), ...(gpuScarcity === undefined ? {} : { gpuScarcity }) };
 })();
 const datasets = 50;
 /** Units asking at least this much VRAM count as large (`placed_large`): the ones that only fit the few big GPUs. */

@@ -7,7 +7,8 @@
 //   BENCH_WORKLOADS=default,…   which of default, gpushare100, gpuspec33, multigpu50
 //   BENCH_TRACE_DIR=…           where the CSVs are (default ../shared/traces/openb)
 //   BENCH_MAX_SCORED=32         the placer's cap on scored nodes per unit (default: the placer's)
-//   BENCH_WEIGHTS=0.7,0.2,0.1,0.3 binPack,reliability,dataLocality,gpuFragmentation (default: the placer's)
+//   BENCH_WEIGHTS=0.7,0.2,0.1,0.3,0.2  binPack,reliability,dataLocality,gpuFragmentation,gpuScarcity
+//                               (default: the placer's; the last two left out: 0)
 //
 // Prints one JSON line: per workload the GPU allocation % at 100% arrival,
 // mean over the seeds, of the project's placer, first-fit and best-fit, and
@@ -42,12 +43,12 @@ const stdev = (xs: readonly number[]) => {
   return Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / Math.max(1, xs.length - 1));
 };
 
-/** The placer's default weights unless BENCH_WEIGHTS says otherwise (binPack,reliability,dataLocality[,gpuFragmentation]). */
+/** The placer's default weights unless BENCH_WEIGHTS says otherwise (binPack,reliability,dataLocality[,gpuFragmentation[,gpuScarcity]]). */
 const weights: ScoreWeights | undefined = (() => {
   const raw = process.env["BENCH_WEIGHTS"];
   if (raw === undefined || raw === "") return undefined;
-  const [binPack = NaN, reliability = NaN, dataLocality = NaN, gpuFragmentation = 0] = raw.split(",").map(Number);
-  return { binPack, reliability, dataLocality, gpuFragmentation };
+  const [binPack = NaN, reliability = NaN, dataLocality = NaN, gpuFragmentation = 0, gpuScarcity = 0] = raw.split(",").map(Number);
+  return { binPack, reliability, dataLocality, gpuFragmentation, gpuScarcity };
 })();
 
 const maxScored = process.env["BENCH_MAX_SCORED"] === undefined ? undefined : Number(process.env["BENCH_MAX_SCORED"]);

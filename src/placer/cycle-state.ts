@@ -130,6 +130,11 @@ export interface ClusterState {
   readonly gpuKinds: readonly GpuView[];
   /** Per GPU (`gpuBase` layout): its free VRAM that units may use, kept equal to `WorkingNode.gpuFreeVramMb`. */
   readonly gpuFree: Float64Array;
+  /**
+   * Per GPU kind: the free VRAM (below 0 counts as 0) of its GPUs on the nodes that may take units, kept up
+   * to date with `gpuFree`: what each model has to offer, for GpuScarcity (scarcity.ts), in O(kinds).
+   */
+  readonly kindFree: Float64Array;
   /** Per node: `NodeSnapshot.reliability`. */
   readonly reliability: Float64Array;
   /** The datasets nodes cache (`NodeSnapshot.cachedDatasetIds`), as numbers (see {@link cachesDataset}). */
@@ -448,10 +453,20 @@ export function createState(snapshot: ClusterSnapshot): ClusterState {
   }
   const gpuFree = new Float64Array(gpuBase[n] as number);
   for (const w of nodes) gpuFree.set(w.gpuFreeVramMb, gpuBase[w.idx] as number);
+  const kindFree = new Float64Array(gpuKinds.length);
+  for (const w of nodes) {
+    if (w.group === -1) continue;
+    const base = gpuBase[w.idx] as number;
+    w.gpuFreeVramMb.forEach((free, pos) => {
+      const kind = gpuKind[base + pos] as number;
+      kindFree[kind] = (kindFree[kind] as number) + Math.max(0, free);
+    });
+  }
   return {
     nodes,
     byId,
     gpuFree,
+    kindFree,
     reliability: Float64Array.from(nodes, (w) => w.node.reliability),
     datasets: datasetIndex(nodes),
     cpu: Float64Array.from(nodes, (w) => w.freeCpuCores),
@@ -473,6 +488,15 @@ export function createState(snapshot: ClusterSnapshot): ClusterState {
     sortedById,
     seq: 0,
   };
+}
+
+/** The free VRAM (MB) of each GPU model, by name, on the nodes that may take units: O(GPU kinds). */
+export function freeVramByModel(state: ClusterState): Map<string, number> {
+  const byName = new Map<string, number>();
+  state.gpuKinds.forEach((kind, k) => {
+    byName.set(kind.name, (byName.get(kind.name) ?? 0) + (state.kindFree[k] as number));
+  });
+  return byName;
 }
 
 /**
@@ -530,6 +554,8 @@ function setVram(state: ClusterState, w: WorkingNode, pos: number, value: number
     const found = lowerBoundSlot(state, group, value, tie, pos);
     group.slotFree[at] = value;
     move([group.slotFree, group.slotNode, group.slotPos], at, found > at ? found - 1 : found);
+    const kind = state.gpuKind[(state.gpuBase[w.idx] as number) + pos] as number;
+    state.kindFree[kind] = (state.kindFree[kind] as number) + Math.max(0, value) - Math.max(0, free);
   }
   w.gpuFreeVramMb[pos] = value;
   state.gpuFree[(state.gpuBase[w.idx] as number) + pos] = value;

@@ -12,7 +12,7 @@
  * scheduling loop hands it each cycle's fresh snapshot through `sync`, which
  * moves only the index entries that changed.
  */
-import { cachesDataset, chooseGpus, type ClusterState, createState, groupCount, lowerBoundDisk, lowerBoundSlot, type NodeGroup, reserve, reseed, syncState, type WorkingNode } from "./cycle-state.ts";
+import { cachesDataset, chooseGpus, type ClusterState, createState, freeVramByModel, groupCount, lowerBoundDisk, lowerBoundSlot, type NodeGroup, reserve, reseed, syncState, type WorkingNode } from "./cycle-state.ts";
 import { defaultReserveAfterMs, isOverdue, placementOrder } from "./fairness.ts";
 import { fragmentationCeiling, fragmentationScoreOn, fragmentationTable, type FragmentationTable } from "./fragmentation-scorer.ts";
 import { eligibilityFor, firstUnresolvableVerdict, type GpuEligibility, staticGpuReasons } from "./gpu-eligibility.ts";
@@ -27,12 +27,14 @@ import {
   diskFit,
   type FreeResources,
   gpuFragmentation,
+  gpuScarcity,
   leftOver,
   memoryFit,
   fragmentationScore,
   neutralFragmentationScore,
   nodeConcurrency,
   nodeExcluded,
+  plentifulScore,
   reliability,
   reliabilityScore,
   scorePlugins,
@@ -40,6 +42,7 @@ import {
 } from "./plugins/index.ts";
 import { hashString, mulberry32 } from "./prng.ts";
 import { defaultProfile, demandProfile } from "./profile.ts";
+import { constrainsModels, modelPressure, scarcityScore } from "./scarcity.ts";
 import { Reason, type ReasonCode } from "./reasons.ts";
 import { minimumTrust, trustLevels } from "./trust.ts";
 import type { ClusterSnapshot, CycleContext, GpuView, Placement, PlacementResult, PlacerOptions, UnitRequest, Unplaced } from "./types.ts";
@@ -56,7 +59,7 @@ import type { ScoreWeights } from "../platform/config.ts";
  * other scores tie on every node) packs the same from 0.3 to 1 (README,
  * "Fragmentation score").
  */
-export const defaultWeights: ScoreWeights = { binPack: 0.7, reliability: 0.2, dataLocality: 0.1, gpuFragmentation: 0.3 };
+export const defaultWeights: ScoreWeights = { binPack: 0.7, reliability: 0.2, dataLocality: 0.1, gpuFragmentation: 0.3, gpuScarcity: 0.2 };
 
 /**
  * Default cap on feasible nodes scored per unit. Without it a small unit on
@@ -98,8 +101,12 @@ if (visitFilters.length !== fused.length || visitFilters.some((p, i) => p !== fu
 }
 // The scorers are fused the same way (scoreNode): BinPack, Reliability and DataLocality read the state's
 // typed arrays, not the node objects (following each scored node to its snapshot, GPU array and dataset
-// Set cost more than the scores). The fragmentation score runs as its plugin.
-const fusedScores = [binPack, reliability, dataLocality, gpuFragmentation];
+// Set cost more than the scores). The fragmentation score runs as its plugin; GpuScarcity reads each GPU's
+// kind (its model's score is worked out once per kind per cycle, `kindScarcity`).
+const fusedScores = [binPack, reliability, dataLocality, gpuScarcity, gpuFragmentation];
+/** Positions of the two scores the fused scorer treats apart (the others are summed in `partialScore`, in this order). */
+const iScarcity = scorePlugins.indexOf(gpuScarcity);
+const iFragmentation = scorePlugins.indexOf(gpuFragmentation);
 if (scorePlugins.length !== fusedScores.length || scorePlugins.some((p, i) => p !== fusedScores[i])) {
   throw new Error("placer: scorePlugins changed; update the fused scores in place-units.ts (scoreNode) to match");
 }
@@ -134,12 +141,25 @@ export interface Placer {
 }
 
 function checkWeights(weights: ScoreWeights): number[] {
-  // An optional weight left out (gpuFragmentation) is 0: that score is off.
+  // An optional weight left out (gpuFragmentation, gpuScarcity) is 0: that score is off.
   const values = scorePlugins.map((p) => weights[p.weight] ?? 0);
   if (values.some((w) => !Number.isFinite(w) || w < 0) || values.reduce((a, b) => a + b, 0) <= 0) {
     throw new RangeError("placer weights must be finite, non-negative and not all zero");
   }
   return values;
+}
+
+/**
+ * The sum of the weights of the scores a cycle weighs, in plugin order: GpuScarcity's only when the cycle has
+ * pressure on some model (else every node would score the same, and leaving it out keeps plans exactly those
+ * without it), unless it is the only weight.
+ */
+function weightSumOf(weights: readonly number[], cycle: CycleContext): number {
+  const scarcity = scorePlugins.indexOf(gpuScarcity);
+  const all = weights.reduce((a, b) => a + b, 0);
+  if (cycle.modelPressure !== undefined) return all;
+  const rest = weights.reduce((a, b, i) => (i === scarcity ? a : a + b), 0);
+  return rest > 0 ? rest : all;
 }
 
 function checkUnits(units: readonly UnitRequest[]): void {
@@ -229,7 +249,10 @@ interface Ctx {
   /** Per group: 1 when the current unit may use its nodes (trust ≥ the unit's tier; sandboxed, for a sensitive unit). */
   readonly allowed: Uint8Array;
   weights: number[];
+  /** The sum of the weights of the scores this cycle weighs (GpuScarcity's only when there is pressure: `kindScarcity`). */
   weightSum: number;
+  /** Per GPU kind (`state.gpuKinds`): GpuScarcity's score of its model this cycle; undefined when the cycle has no pressure. */
+  kindScarcity: Float64Array | undefined;
   maxScored: number;
   cycle: CycleContext;
   /** The profile's asks when the fragmentation score weighs anything: then a unit's GPUs are chosen by it too (`chooseGpus`). */
@@ -294,7 +317,7 @@ interface Ctx {
 function scoreNode(ctx: Ctx, unit: UnitRequest, i: number, k: number): number {
   let total = partialScore(ctx, unit, i);
   ctx.candGpu[k] = -1;
-  const wFragmentation = ctx.weights[3] as number;
+  const wFragmentation = ctx.weights[iFragmentation] as number;
   if (wFragmentation !== 0) total += wFragmentation * fragmentationOn(ctx, unit, i, k);
   return Math.round((total / ctx.weightSum) * 1000) / 1000;
 }
@@ -323,7 +346,25 @@ function partialScore(ctx: Ctx, unit: UnitRequest, i: number): number {
   if (wReliability !== 0) total += wReliability * reliabilityScore(state.reliability[i] as number);
   const wLocality = weights[2] as number;
   if (wLocality !== 0) total += wLocality * (cachesDataset(state, i, ctx.dataset) ? cachedDatasetScore : 0);
+  const kindScarcity = ctx.kindScarcity;
+  if (kindScarcity !== undefined) total += (weights[iScarcity] as number) * scarcityOnNode(ctx, kindScarcity, unit, i);
   return total;
+}
+
+/** GpuScarcity's score of node `i` (plugins/gpu-scarcity.ts) from the cycle's score per GPU kind, in the plugin's order of sums. */
+function scarcityOnNode(ctx: Ctx, kindScarcity: Float64Array, unit: UnitRequest, i: number): number {
+  if (unit.kind !== "gpu") return plentifulScore;
+  const { gpuBase, gpuFree, gpuKind } = ctx.state;
+  const ok = ctx.elig?.gpuOk;
+  const to = gpuBase[i + 1] as number;
+  let sum = 0;
+  let n = 0;
+  for (let k = gpuBase[i] as number; k < to; k++) {
+    if ((gpuFree[k] as number) < unit.vramMb || (ok !== undefined && ok[k] !== 1)) continue;
+    sum += kindScarcity[gpuKind[k] as number] as number;
+    n++;
+  }
+  return n === 0 ? plentifulScore : sum / n;
 }
 
 /**
@@ -432,7 +473,6 @@ function leftOn(ctx: Ctx, unit: UnitRequest, w: WorkingNode, k: number): number 
 
 function startCycle(ctx: Ctx, options: PlacerOptions, units: readonly UnitRequest[]): void {
   ctx.weights = checkWeights(options.weights ?? defaultWeights);
-  ctx.weightSum = ctx.weights.reduce((a, b) => a + b, 0);
   const cap = options.maxScored ?? defaultMaxScored;
   if (!Number.isInteger(cap) || cap < 1) throw new RangeError("placer maxScored must be an integer ≥ 1");
   ctx.maxScored = cap;
@@ -443,12 +483,21 @@ function startCycle(ctx: Ctx, options: PlacerOptions, units: readonly UnitReques
     ctx.candPartial = new Float64Array(room);
     ctx.candOrder = new Int32Array(room);
   }
-  // The asks are tallied only for the fragmentation score (and its GPU choice): with its weight 0, none.
-  const fragmentationOn = (ctx.weights[scorePlugins.indexOf(gpuFragmentation)] ?? 0) > 0;
-  ctx.cycle = { profile: demandProfile(units, fragmentationOn ? options.recentAsks : []) };
-  ctx.fragmentationAsks = fragmentationOn ? ctx.cycle.profile.asks : undefined;
+  // The asks are tallied only for the fragmentation and scarcity scores (and the former's GPU choice): with their weights 0, none.
+  const fragmentationOn = (ctx.weights[iFragmentation] ?? 0) > 0;
+  const scarcityWeight = ctx.weights[iScarcity] ?? 0;
+  const profile = demandProfile(units, fragmentationOn || scarcityWeight > 0 ? options.recentAsks : []);
+  ctx.fragmentationAsks = fragmentationOn ? profile.asks : undefined;
   const asks = ctx.fragmentationAsks;
   ctx.frag = asks === undefined ? undefined : ctx.frag?.asks === asks && ctx.frag.state === ctx.state ? ctx.frag : fragmentationTable(ctx.state, asks, ctx.frag);
+  ctx.kindScarcity = undefined;
+  ctx.cycle = { profile };
+  if (scarcityWeight > 0 && constrainsModels(profile.asks ?? [])) {
+    const pressure = modelPressure(profile.asks ?? [], freeVramByModel(ctx.state));
+    ctx.cycle = { profile, modelPressure: pressure };
+    ctx.kindScarcity = Float64Array.from(ctx.state.gpuKinds, (kind) => scarcityScore(pressure.get(kind.name) ?? 0));
+  }
+  ctx.weightSum = weightSumOf(ctx.weights, ctx.cycle);
   reseed(ctx.state, options.seed);
   ctx.random = mulberry32(hashString(`walk:${options.seed}`));
   const reserveAfterMs = options.reserveAfterMs ?? defaultReserveAfterMs;
@@ -762,7 +811,7 @@ function decide(ctx: Ctx, unit: UnitRequest): Decision {
   ctx.bestK = -1;
   ctx.bestScore = -1;
   ctx.bestLeft = NaN;
-  const wFragmentation = ctx.weights[3] as number;
+  const wFragmentation = ctx.weights[iFragmentation] as number;
   if (wFragmentation === 0 || ctx.frag === undefined) {
     for (let k = 0; k < ctx.nCand; k++) consider(ctx, unit, k, scoreNode(ctx, unit, ctx.candNode[k] as number, k));
   } else scorePruned(ctx, unit, ctx.frag, wFragmentation);
@@ -919,6 +968,7 @@ export function createPlacer(snapshot: ClusterSnapshot): Placer {
     allowed: new Uint8Array(groupCount),
     weights: checkWeights(defaultWeights),
     weightSum: 1,
+    kindScarcity: undefined,
     maxScored: defaultMaxScored,
     cycle: { profile: defaultProfile },
     fragmentationAsks: undefined,

@@ -55,7 +55,7 @@ export function demandProfile(units: readonly UnitRequest[], recentAsks?: readon
  * its own VRAM). Past the bound, kinds are merged (see `topAsks`), not
  * dropped, so the distribution keeps its shape.
  */
-export const maxAsks = 24;
+export const maxAsks = 12;
 
 /**
  * Units of one kind: the same GPU shape (`gpuCount` GPUs of `vramMb`, the same

@@ -170,6 +170,12 @@ export interface DemandAsk {
 /** What the score plugins know of the cycle beyond one unit and one node. */
 export interface CycleContext {
   readonly profile: DemandProfile;
+  /**
+   * Per GPU model name: the share of its free VRAM the constrained asks of
+   * `profile.asks` will claim (scarcity.ts), for GpuScarcity. Absent when no
+   * ask constrains the model (or that score weighs nothing).
+   */
+  readonly modelPressure?: ReadonlyMap<string, number>;
 }
 
 /** Per-call options: the seed (tie-breaks and the order candidates are visited in) and score weights. */

@@ -14,6 +14,8 @@ export interface ScoreWeights {
   dataLocality: number;
   /** GPU fragmentation against the arriving work (plugins/gpu-fragmentation.ts); absent: 0, that score off. */
   gpuFragmentation?: number;
+  /** Keeping each GPU model for the constrained work that needs it (plugins/gpu-scarcity.ts); absent: 0, that score off. */
+  gpuScarcity?: number;
 }
 
 /** Limits from seed 001 plus upload bounds. */
@@ -229,10 +231,10 @@ function intFrom(env: NodeJS.ProcessEnv, name: string, fallback: number, range: 
 }
 
 /**
- * `GPU_AGENT_PLACER_WEIGHTS=bin_pack=0.7,reliability=0.2,data_locality=0.1,gpu_fragmentation=0.3`: every
- * score named once (`gpu_fragmentation` may be left out: 0, as before that score existed, so a value set
- * before it existed keeps planning as it did), finite and non-negative, not all zero (only their ratios
- * matter). Unset: undefined, and the placer's defaults apply (`defaultWeights`, which include it).
+ * `GPU_AGENT_PLACER_WEIGHTS=bin_pack=0.7,reliability=0.2,data_locality=0.1,gpu_fragmentation=0.3,gpu_scarcity=0.2`:
+ * every score named once (`gpu_fragmentation` and `gpu_scarcity` may be left out: 0, as before those scores
+ * existed, so a value set before them keeps planning as it did), finite and non-negative, not all zero (only
+ * their ratios matter). Unset: undefined, and the placer's defaults apply (`defaultWeights`, which include both).
  */
 export function placerWeightsFrom(raw: string | undefined): ScoreWeights | undefined {
   if (raw === undefined || raw.trim() === "") return undefined;
@@ -241,15 +243,16 @@ export function placerWeightsFrom(raw: string | undefined): ScoreWeights | undef
     reliability: "reliability",
     data_locality: "dataLocality",
     gpu_fragmentation: "gpuFragmentation",
+    gpu_scarcity: "gpuScarcity",
   };
-  const optional = new Set(["gpu_fragmentation"]);
+  const optional = new Set(["gpu_fragmentation", "gpu_scarcity"]);
   const weights: Partial<ScoreWeights> = {};
   for (const part of raw.split(",")) {
     const [name, value, extra] = part.split("=").map((x) => x.trim());
     const key = names[name ?? ""];
     const n = Number(value);
     if (key === undefined || extra !== undefined || value === undefined || value === "" || !Number.isFinite(n) || n < 0) {
-      throw new Error(`GPU_AGENT_PLACER_WEIGHTS: "${part}" is not one of bin_pack=N, reliability=N, data_locality=N, gpu_fragmentation=N with N ≥ 0`);
+      throw new Error(`GPU_AGENT_PLACER_WEIGHTS: "${part}" is not one of bin_pack=N, reliability=N, data_locality=N, gpu_fragmentation=N, gpu_scarcity=N with N ≥ 0`);
     }
     if (weights[key] !== undefined) throw new Error(`GPU_AGENT_PLACER_WEIGHTS: ${name} is given twice`);
     weights[key] = n;
@@ -257,7 +260,7 @@ export function placerWeightsFrom(raw: string | undefined): ScoreWeights | undef
   const missing = Object.keys(names).filter((name) => !optional.has(name) && weights[names[name]!] === undefined);
   if (missing.length > 0) throw new Error(`GPU_AGENT_PLACER_WEIGHTS: missing ${missing.join(", ")}`);
   const complete = weights as ScoreWeights;
-  if (complete.binPack + complete.reliability + complete.dataLocality + (complete.gpuFragmentation ?? 0) === 0) {
+  if (complete.binPack + complete.reliability + complete.dataLocality + (complete.gpuFragmentation ?? 0) + (complete.gpuScarcity ?? 0) === 0) {
     throw new Error("GPU_AGENT_PLACER_WEIGHTS: the weights may not all be zero");
   }
   return complete;

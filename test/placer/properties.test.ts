@@ -2,11 +2,13 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { chooseGpus, viewOf } from "../../src/placer/cycle-state.ts";
 import { allowedTrustLevels, createPlacer, defaultWeights, demandProfile, fairOrder, placeUnits } from "../../src/placer/index.ts";
-import { filterPlugins, leftOver, scorePlugins } from "../../src/placer/plugins/index.ts";
+import { nodeBar } from "../../src/placer/node-rules.ts";
+import { filterPlugins, gpuScarcity, leftOver, scorePlugins } from "../../src/placer/plugins/index.ts";
 import { seededShuffle } from "../../src/placer/prng.ts";
 import type { ScoreWeights } from "../../src/platform/config.ts";
 import type { ReasonCode } from "../../src/placer/reasons.ts";
-import type { ClusterSnapshot, GpuView, NodeIsolation, NodeSnapshot, Placement, PlacementResult, UnitRequest } from "../../src/placer/types.ts";
+import { constrainsModels, modelPressure } from "../../src/placer/scarcity.ts";
+import type { ClusterSnapshot, CycleContext, GpuView, NodeIsolation, NodeSnapshot, Placement, PlacementResult, UnitRequest } from "../../src/placer/types.ts";
 import { gpu, unitWith } from "./builders.ts";
 
 const trust = fc.constantFrom("community", "verified", "controlled" as const);
@@ -331,7 +333,18 @@ function referencePlace(snapshot: ClusterSnapshot, units: readonly UnitRequest[]
   const slots = new Map(nodes.map((n) => [n.id, n.freeUnitSlots ?? Infinity]));
   const rank = new Map(seededShuffle(nodes.map((n) => n.id).sort(), seed).map((id, i) => [id, i]));
   const fragmentationOn = (w.gpuFragmentation ?? 0) > 0;
-  const cycle = { profile: demandProfile(fairOrder(units)) };
+  const profile = demandProfile(fairOrder(units));
+  // GpuScarcity weighs in only when some ask constrains the model: the free VRAM per model of the nodes that take units.
+  const scarcityOn = (w.gpuScarcity ?? 0) > 0 && constrainsModels(profile.asks ?? []);
+  const free = new Map<string, number>();
+  for (const node of snapshot.nodes.filter((n) => nodeBar(n) === undefined)) {
+    viewOf(node).gpuFreeVramMb.forEach((f, pos) => {
+      const name = (node.gpus[pos] as GpuView).name;
+      free.set(name, (free.get(name) ?? 0) + Math.max(0, f));
+    });
+  }
+  const cycle: CycleContext = scarcityOn ? { profile, modelPressure: modelPressure(profile.asks ?? [], free) } : { profile };
+  const scored = scorePlugins.filter((p) => p !== gpuScarcity || scarcityOn);
   const placements: Placement[] = [];
   const unplaced: { unitId: string; reasons: Partial<Record<ReasonCode, number>>; unresolvable: boolean }[] = [];
   for (const unit of fairOrder(units)) {
@@ -353,8 +366,8 @@ function referencePlace(snapshot: ClusterSnapshot, units: readonly UnitRequest[]
     for (const node of unit.kind === "cpu" && gpuless.length > 0 ? gpuless : feasible) {
       const view = { ...viewOf(node), freeUnitSlots: slots.get(node.id) as number };
       // A weight left out is 0: that score is off.
-      const total = scorePlugins.reduce((a, p) => a + (w[p.weight] ?? 0) * p.score(unit, view, cycle), 0);
-      const score = Math.round((total / scorePlugins.reduce((a, p) => a + (w[p.weight] ?? 0), 0)) * 1000) / 1000;
+      const total = scored.reduce((a, p) => a + (w[p.weight] ?? 0) * p.score(unit, view, cycle), 0);
+      const score = Math.round((total / scored.reduce((a, p) => a + (w[p.weight] ?? 0), 0)) * 1000) / 1000;
       // The GPUs compared are those the unit would get: with the fragmentation score on, chosen with the asks.
       const left = leftOver(unit, view, fragmentationOn ? cycle.profile.asks : undefined);
       if (
@@ -404,6 +417,9 @@ function afterPlan(snapshot: ClusterSnapshot, units: readonly UnitRequest[], res
   };
 }
 
+/** The default weights with GpuScarcity on: its pressure comes from the free VRAM the long-lived placer keeps per model. */
+const scarcityWeights: ScoreWeights = { ...defaultWeights, gpuScarcity: 0.5 };
+
 describe("placeUnits against a full scan, and the long-lived placer", () => {
   it("gives exactly the plan of an index-free full scan when the cap does not bite", () => {
     fc.assert(
@@ -431,6 +447,16 @@ describe("placeUnits against a full scan, and the long-lived placer", () => {
         const result = placeUnits(snapshot, units, { seed, weights });
         const reference = referencePlace(snapshot, units, seed, weights);
         assert.deepEqual(result.placements, reference.placements);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("gives exactly the plan of an index-free full scan with the GPU scarcity score on", () => {
+    const weights = scarcityWeights;
+    fc.assert(
+      fc.property(scenarioArb, ({ snapshot, units, seed }) => {
+        assert.deepEqual(placeUnits(snapshot, units, { seed, weights }).placements, referencePlace(snapshot, units, seed, weights).placements);
       }),
       { numRuns: 300 },
     );
@@ -496,14 +522,14 @@ describe("placeUnits against a full scan, and the long-lived placer", () => {
 
   it("plans a second cycle on a long-lived placer exactly as placeUnits on the snapshot after the first", () => {
     fc.assert(
-      fc.property(scenarioArb, fc.integer({ min: 0, max: 30 }), ({ snapshot, units, seed }, split) => {
+      fc.property(scenarioArb, fc.integer({ min: 0, max: 30 }), fc.constantFrom(defaultWeights, scarcityWeights), ({ snapshot, units, seed }, split, weights) => {
         const first = units.slice(0, split);
         const second = units.slice(split);
         const placer = createPlacer(snapshot);
-        const one = placer.place(first, { seed });
-        const two = placer.place(second, { seed: `${seed}-2` });
-        assert.deepEqual(one, placeUnits(snapshot, first, { seed }));
-        assert.deepEqual(two, placeUnits(afterPlan(snapshot, first, one), second, { seed: `${seed}-2` }));
+        const one = placer.place(first, { seed, weights });
+        const two = placer.place(second, { seed: `${seed}-2`, weights });
+        assert.deepEqual(one, placeUnits(snapshot, first, { seed, weights }));
+        assert.deepEqual(two, placeUnits(afterPlan(snapshot, first, one), second, { seed: `${seed}-2`, weights }));
       }),
       { numRuns: 200 },
     );
@@ -516,9 +542,10 @@ describe("placeUnits against a full scan, and the long-lived placer", () => {
         fc.array(fc.nat({ max: 100 }), { minLength: 40, maxLength: 40 }),
         clusterArb,
         fc.boolean(),
-        ({ snapshot, units, seed }, pcts, other, reshape) => {
+        fc.constantFrom(defaultWeights, scarcityWeights),
+        ({ snapshot, units, seed }, pcts, other, reshape, weights) => {
           const placer = createPlacer(snapshot);
-          placer.place(units.slice(0, 10), { seed });
+          placer.place(units.slice(0, 10), { seed, weights });
           let k = 0;
           const pct = () => (pcts[k++ % pcts.length] as number) / 100;
           // Same nodes, trust, schedulability, isolation, owner's pause and window, and GPUs; free amounts
@@ -542,10 +569,10 @@ describe("placeUnits against a full scan, and the long-lived placer", () => {
           const incremental = placer.sync(next);
           if (!reshape) assert.equal(incremental, true);
           const rest = units.slice(10);
-          assert.deepEqual(placer.place(rest, { seed: `${seed}-2` }), placeUnits(next, rest, { seed: `${seed}-2` }));
+          assert.deepEqual(placer.place(rest, { seed: `${seed}-2`, weights }), placeUnits(next, rest, { seed: `${seed}-2`, weights }));
           // And again from what that cycle reserved.
           assert.equal(placer.sync(next), true);
-          assert.deepEqual(placer.place(units, { seed }), placeUnits(next, units, { seed }));
+          assert.deepEqual(placer.place(units, { seed, weights }), placeUnits(next, units, { seed, weights }));
         },
       ),
       { numRuns: 200 },

@@ -23,6 +23,12 @@ describe("GPU_AGENT_PLACER_WEIGHTS", () => {
     assert.deepEqual(placerWeightsFrom("bin_pack=0,reliability=0,data_locality=0,gpu_fragmentation=2")?.gpuFragmentation, 2);
   });
 
+  it("reads the GPU scarcity weight when named, and leaves it out (off) when not", () => {
+    assert.equal(placerWeightsFrom("bin_pack=0.7,reliability=0.2,data_locality=0.1,gpu_fragmentation=1,gpu_scarcity=0.5")?.gpuScarcity, 0.5);
+    assert.equal(placerWeightsFrom("bin_pack=0.7,reliability=0.2,data_locality=0.1,gpu_fragmentation=1")?.gpuScarcity, undefined);
+    assert.equal(placerWeightsFrom("bin_pack=0,reliability=0,data_locality=0,gpu_scarcity=1")?.gpuScarcity, 1);
+  });
+
   it("leaves the placer's defaults when unset or empty", () => {
     assert.equal(placerWeightsFrom(undefined), undefined);
     assert.equal(placerWeightsFrom("  "), undefined);
@@ -39,6 +45,7 @@ describe("GPU_AGENT_PLACER_WEIGHTS", () => {
     { raw: "bin_pack=1=2,reliability=0,data_locality=0", message: /"bin_pack=1=2"/ },
     { raw: "bin_pack=0,reliability=0,data_locality=0", message: /may not all be zero/ },
     { raw: "bin_pack=0,reliability=0,data_locality=0,gpu_fragmentation=0", message: /may not all be zero/ },
+    { raw: "bin_pack=0,reliability=0,data_locality=0,gpu_scarcity=0", message: /may not all be zero/ },
   ];
   for (const c of refused) {
     it(`refuses ${JSON.stringify(c.raw)} with a message naming the problem`, () => {

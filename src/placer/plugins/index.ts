@@ -19,6 +19,7 @@ import { diskFit } from "./disk-fit.ts";
 import { gpuCount } from "./gpu-count.ts";
 import { gpuFragmentation } from "./gpu-fragmentation.ts";
 import { gpuModel } from "./gpu-model.ts";
+import { gpuScarcity } from "./gpu-scarcity.ts";
 import { gpuVram } from "./gpu-vram.ts";
 import { memoryFit } from "./memory-fit.ts";
 import { nodeConcurrency } from "./node-concurrency.ts";
@@ -35,6 +36,7 @@ export { binPack, binPackScore, fitShare, type FreeResources, freeOf, leftOver, 
 export { cachedDatasetScore } from "./data-locality.ts";
 export { reliabilityScore } from "./reliability.ts";
 export { fragmentationScore, gpuFragmentation, growthOnNode, neutralFragmentationScore, typicalVramMb } from "./gpu-fragmentation.ts";
+export { gpuScarcity, plentifulScore } from "./gpu-scarcity.ts";
 export {
   computeCapability,
   cpuFit,
@@ -84,4 +86,4 @@ export const indexedFilterCount = 9;
 export const visitFilters: readonly FilterPlugin[] = filterPlugins.slice(indexedFilterCount);
 
 /** Scorers; each names its weight in PlacerOptions.weights. */
-export const scorePlugins: readonly ScorePlugin[] = [binPack, reliability, dataLocality, gpuFragmentation];
+export const scorePlugins: readonly ScorePlugin[] = [binPack, reliability, dataLocality, gpuScarcity, gpuFragmentation];
