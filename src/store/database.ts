@@ -89,6 +89,12 @@ export interface OpenDatabaseOptions {
   readonly dataDir?: string;
   /** PostgreSQL only: the most connections in the pool (default 10). */
   readonly poolSize?: number;
+  /**
+   * PGlite only: start an empty data directory (or memory) from this tarball of another one (PGlite's
+   * `dumpDataDir`) instead of an empty cluster. Tests start from a copy of an already migrated cluster,
+   * which saves initdb and the migrations; the migrations still run here, so whatever the copy lacks is applied.
+   */
+  readonly pgliteTemplate?: Blob;
 }
 
 /**
@@ -108,7 +114,10 @@ export async function openDatabase(options: OpenDatabaseOptions): Promise<Databa
   }
   // Created private before PGlite sees it: PGlite would make it with the umask's mode.
   if (options.dataDir !== undefined) await makePrivateDir(options.dataDir);
-  const pglite = new PGlite(options.dataDir ?? "memory://", { parsers: pgliteParsers });
+  const pglite = new PGlite(options.dataDir ?? "memory://", {
+    parsers: pgliteParsers,
+    ...(options.pgliteTemplate === undefined ? {} : { loadDataDir: options.pgliteTemplate }),
+  });
   try {
     if (options.dataDir !== undefined) {
       // PGlite's initdb chmods the new cluster's files to 0666, whatever the umask; the files PostgreSQL

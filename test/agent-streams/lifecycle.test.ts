@@ -10,7 +10,7 @@ import type { FinishOutcome } from "../../src/jobs/lifecycle.ts";
 import { applyAccepted, applyFinished, applyRejected, maxNodeFailures, requeueUnitsOfNode, takeBackSilentNode } from "../../src/jobs/lifecycle.ts";
 import { defaultRates } from "../../src/platform/config.ts";
 import type { Database } from "../../src/store/database.ts";
-import { openDatabase } from "../../src/store/database.ts";
+import { openMigratedPGlite } from "../support/database-template.ts";
 import { insertJob, insertNodes } from "../support/rows.ts";
 import { readNodeAttemptCounts, readNodesHoldingDatasets } from "../../src/store/nodes.ts";
 import { NodeHistory, nodeReliability } from "../../src/scheduling/node-history.ts";
@@ -65,7 +65,7 @@ describe("unit lifecycle: attempts, failures and late events", () => {
   let f: Fixture;
 
   beforeEach(async () => {
-    db = await openDatabase({});
+    db = await openMigratedPGlite();
     f = await seed(db);
   });
   afterEach(async () => {
@@ -202,7 +202,7 @@ describe("node history: what the placer learns from finished attempts", () => {
   let f: Fixture;
 
   beforeEach(async () => {
-    db = await openDatabase({});
+    db = await openMigratedPGlite();
     f = await seed(db);
   });
   afterEach(async () => {

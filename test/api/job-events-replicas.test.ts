@@ -9,7 +9,7 @@ import { applyAccepted, applyFinished, applyProgress } from "../../src/jobs/life
 import type { TestControlPlane } from "../support/control-plane.ts";
 import { createCustomer, startTestControlPlane } from "../support/control-plane.ts";
 import { assignUnit, seedJob, startQuietControlPlane } from "../support/job-events.ts";
-import { createTestDatabaseUrl } from "../support/postgres.ts";
+import { createMigratedTestDatabaseUrl } from "../support/postgres.ts";
 import type { SseStream } from "../support/sse.ts";
 import { openEventStream } from "../support/sse.ts";
 
@@ -31,7 +31,7 @@ describe("WatchTrainingJob across two replicas (PostgreSQL, LISTEN/NOTIFY)", fun
   };
 
   before(async () => {
-    const databaseUrl = await createTestDatabaseUrl();
+    const databaseUrl = await createMigratedTestDatabaseUrl();
     // A leads and, like B, runs no placement cycle after its first: the tests drive every transition.
     a = await startQuietControlPlane({ databaseUrl, replicaId: "replica-a", events: { heartbeatMs } });
     b = await startTestControlPlane({ databaseUrl, replicaId: "replica-b", events: { heartbeatMs }, placementIntervalMs: 3_600_000 });

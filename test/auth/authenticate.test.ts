@@ -8,7 +8,7 @@ import { randomUUID } from "node:crypto";
 import { ApiKeyCache, authenticateCustomer } from "../../src/auth/authenticate.ts";
 import { hashSecret } from "../../src/platform/ids.ts";
 import type { Database } from "../../src/store/database.ts";
-import { openDatabase } from "../../src/store/database.ts";
+import { openMigratedPGlite } from "../support/database-template.ts";
 import type { ApiKeyRow } from "../../src/store/customers.ts";
 
 function keyRow(overrides: Partial<ApiKeyRow> = {}): ApiKeyRow {
@@ -87,7 +87,7 @@ describe("authenticateCustomer with the API key cache (PGlite)", () => {
   let db: Database;
 
   beforeEach(async () => {
-    db = await openDatabase({});
+    db = await openMigratedPGlite();
   });
   afterEach(async () => {
     await db.close();

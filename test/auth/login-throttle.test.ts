@@ -21,7 +21,7 @@ import { FakeClock } from "../../src/platform/clock.ts";
 import { admitPairAttempt, purgeLoginAttempts, recordLoginSuccess } from "../../src/store/login-attempts.ts";
 import type { TestControlPlane } from "../support/control-plane.ts";
 import { adminRequest, startTestControlPlane } from "../support/control-plane.ts";
-import { createTestDatabaseUrl } from "../support/postgres.ts";
+import { createMigratedTestDatabaseUrl } from "../support/postgres.ts";
 
 const password = "correct horse battery";
 
@@ -291,7 +291,7 @@ describe("sign-in throttling under concurrent attempts: exact counts on both bac
       let port: number;
 
       before(async () => {
-        const databaseUrl = backend === "postgresql" ? await createTestDatabaseUrl() : undefined;
+        const databaseUrl = backend === "postgresql" ? await createMigratedTestDatabaseUrl() : undefined;
         cp = await startTestControlPlane({ clock: new FakeClock(Date.UTC(2026, 5, 1, 12)), ...(databaseUrl === undefined ? {} : { databaseUrl }) });
         port = Number(new URL(cp.url).port);
       });

@@ -19,8 +19,9 @@ import { FakeClock } from "../../src/platform/clock.ts";
 import { defaultJobEvents, defaultLimits } from "../../src/platform/config.ts";
 import type { Database, Sql } from "../../src/store/database.ts";
 import { openDatabase } from "../../src/store/database.ts";
+import { openMigratedPGlite } from "../support/database-template.ts";
 import { appendJobEvents, deleteEventsOfEndedJobs, jobEventBounds } from "../../src/store/job-events.ts";
-import { createTestDatabaseUrl } from "../support/postgres.ts";
+import { createMigratedTestDatabaseUrl } from "../support/postgres.ts";
 import { seedJob } from "./support.ts";
 
 const minute = 60_000;
@@ -28,11 +29,11 @@ const day = 86_400_000;
 
 /** Each backend, and for PostgreSQL a second connection to the same database (another replica). */
 const backends: { name: string; open: () => Promise<{ db: Database; openReplica?: () => Promise<Database> }> }[] = [
-  { name: "PGlite", open: async () => ({ db: await openDatabase({}) }) },
+  { name: "PGlite", open: async () => ({ db: await openMigratedPGlite() }) },
   {
     name: "PostgreSQL",
     open: async () => {
-      const url = await createTestDatabaseUrl();
+      const url = await createMigratedTestDatabaseUrl();
       return { db: await openDatabase({ url }), openReplica: () => openDatabase({ url }) };
     },
   },

@@ -67,7 +67,8 @@ describe("files of the control plane are private to its user", function () {
     });
 
     it("every directory of the data directory is 0700 and every file 0600", async () => {
-      cp = await startTestControlPlane();
+      // An empty database: the files initdb makes under this umask are part of what is checked.
+      cp = await startTestControlPlane({ emptyDatabase: true });
       agent = await startTestAgent(cp, { trustLevel: "controlled", devGpuMib: 8192 });
       const { apiKey } = await createCustomer(cp, 100_000);
       const auth = { "x-api-key": apiKey };

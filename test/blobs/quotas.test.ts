@@ -14,14 +14,14 @@ import type { TestControlPlane } from "../support/control-plane.ts";
 import { createCustomer, request, startTestControlPlane, uploadResource } from "../support/control-plane.ts";
 import { createDbChecksum } from "../support/db-checksum.ts";
 import type { DbChecksum } from "../support/db-checksum.ts";
-import { createTestDatabaseUrl } from "../support/postgres.ts";
+import { createMigratedTestDatabaseUrl } from "../support/postgres.ts";
 
 const GiB = 1024 ** 3;
 const sha = (bytes: Buffer) => createHash("sha256").update(bytes).digest("hex");
 
 const backends: { name: string; databaseUrl: () => Promise<string | undefined> }[] = [
   { name: "the embedded database (PGlite)", databaseUrl: async () => undefined },
-  { name: "PostgreSQL", databaseUrl: () => createTestDatabaseUrl() },
+  { name: "PostgreSQL", databaseUrl: () => createMigratedTestDatabaseUrl() },
 ];
 
 for (const backend of backends) {

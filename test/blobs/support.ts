@@ -8,12 +8,12 @@ import type { Sql } from "../../src/store/database.ts";
 import { insertNode } from "../../src/store/nodes.ts";
 import type { TestControlPlane } from "../support/control-plane.ts";
 import { createCustomer, startTestControlPlane } from "../support/control-plane.ts";
-import { createTestDatabaseUrl } from "../support/postgres.ts";
+import { createMigratedTestDatabaseUrl } from "../support/postgres.ts";
 
 /** The databases the upload-route tests run a control plane on, with these storage quotas: the embedded one (PGlite), and PostgreSQL. */
 export const uploadRouteBackends: readonly { name: string; start: (storage: StorageQuotas) => Promise<TestControlPlane> }[] = [
   { name: "the embedded database (PGlite)", start: (storage) => startTestControlPlane({ limits: { storage } }) },
-  { name: "PostgreSQL", start: async (storage) => startTestControlPlane({ databaseUrl: await createTestDatabaseUrl(), limits: { storage } }) },
+  { name: "PostgreSQL", start: async (storage) => startTestControlPlane({ databaseUrl: await createMigratedTestDatabaseUrl(), limits: { storage } }) },
 ];
 
 /** A ready dataset and package of `customerId` (rows only; their bytes are not needed here). */

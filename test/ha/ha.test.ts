@@ -16,7 +16,7 @@ import { claimFencingTerm, currentFencingTerm } from "../../src/store/leases.ts"
 import { LeaderTimingError, defaultTiming, validateTiming } from "../../src/ha/leader-elector.ts";
 import { routeLabel } from "../../src/observability/metrics.ts";
 import { AsyncQueue } from "../../src/platform/async-queue.ts";
-import { openDatabase } from "../../src/store/database.ts";
+import { openMigratedPGlite } from "../support/database-template.ts";
 
 
 describe("LeaderElector timing (client-go's rules)", () => {
@@ -93,7 +93,7 @@ describe("ClusterSessionRegistry", () => {
 describe("database fence for etcd terms", function () {
   this.timeout(30_000);
   it("only ever moves the term up; a stale leader's claim fails and the fence keeps the newer term", async () => {
-    const db = await openDatabase({});
+    const db = await openMigratedPGlite();
     try {
       assert.equal(await claimFencingTerm(db, 10, "a"), true);
       assert.equal(await claimFencingTerm(db, 10, "a"), true, "re-claiming one's own term is idempotent");

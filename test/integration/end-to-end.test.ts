@@ -10,7 +10,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { zipDirectory } from "../../src/cli/files.ts";
-import { createTestDatabaseUrl } from "../support/postgres.ts";
+import { createMigratedTestDatabaseUrl } from "../support/postgres.ts";
 import type { TestAgent, TestControlPlane } from "../support/control-plane.ts";
 import { createCustomer, request, startTestAgent, startTestControlPlane, uploadResource, waitFor } from "../support/control-plane.ts";
 
@@ -29,7 +29,7 @@ async function examplePackageZip(): Promise<Buffer> {
 
 const backends: { name: string; databaseUrl: () => Promise<string | undefined> }[] = [
   { name: "the embedded database (PGlite)", databaseUrl: async () => undefined },
-  { name: "PostgreSQL", databaseUrl: () => createTestDatabaseUrl() },
+  { name: "PostgreSQL", databaseUrl: () => createMigratedTestDatabaseUrl() },
 ];
 
 for (const backend of backends) {

@@ -25,7 +25,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { processesOfUid, zipOf } from "../node-agent/helpers.ts";
-import { createTestDatabaseUrl } from "../support/postgres.ts";
+import { createMigratedTestDatabaseUrl } from "../support/postgres.ts";
 import type { TestAgent, TestControlPlane } from "../support/control-plane.ts";
 import { adminRequest, createCustomer, request, startTestAgent, startTestControlPlane, uploadResource, waitFor } from "../support/control-plane.ts";
 
@@ -533,7 +533,7 @@ describe("hostile packages on a real agent: every unit stays in its sandbox", fu
   const survivors = {} as Record<"completes" | "is cancelled", Promise<SurvivorOutcome>>;
 
   before(async () => {
-    const databaseUrl = await createTestDatabaseUrl();
+    const databaseUrl = await createMigratedTestDatabaseUrl();
     databasePort = Number(new URL(databaseUrl).port);
     cp = await startTestControlPlane({ databaseUrl });
     // GPU_AGENT_KEEP_WORK: a unit's work directory stays after it, where a late survivor's marker would show.

@@ -21,7 +21,7 @@ import { examplePackageZip, startPlane } from "../limits/plane.ts";
 import type { JsonResponse, TestControlPlane } from "../support/control-plane.ts";
 import { createCustomer, request, uploadResource } from "../support/control-plane.ts";
 import { parseCsv } from "../support/csv.ts";
-import { createTestDatabaseUrl } from "../support/postgres.ts";
+import { createMigratedTestDatabaseUrl } from "../support/postgres.ts";
 
 const example = join(import.meta.dirname, "..", "..", "examples", "tiny-mlp");
 
@@ -38,7 +38,7 @@ describe("the RFC 4180 test parser", () => {
 
 const backends: { name: string; databaseUrl: () => Promise<string | undefined> }[] = [
   { name: "the embedded database (PGlite)", databaseUrl: async () => undefined },
-  { name: "PostgreSQL", databaseUrl: () => createTestDatabaseUrl() },
+  { name: "PostgreSQL", databaseUrl: () => createMigratedTestDatabaseUrl() },
 ];
 
 for (const backend of backends) {

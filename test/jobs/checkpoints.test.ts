@@ -20,12 +20,13 @@ import { defaultRates, schedulerConfigFromEnv } from "../../src/platform/config.
 import { findAttempt, findLatestCheckpoint, insertCheckpointUpload } from "../../src/store/checkpoints.ts";
 import type { Database } from "../../src/store/database.ts";
 import { openDatabase } from "../../src/store/database.ts";
-import { createTestDatabaseUrl } from "../support/postgres.ts";
+import { openMigratedPGlite } from "../support/database-template.ts";
+import { createMigratedTestDatabaseUrl } from "../support/postgres.ts";
 import { insertJob, insertNodes } from "../support/rows.ts";
 
 const backends: readonly { name: string; open(): Promise<Database> }[] = [
-  { name: "PGlite", open: () => openDatabase({}) },
-  { name: "PostgreSQL", open: async () => openDatabase({ url: await createTestDatabaseUrl() }) },
+  { name: "PGlite", open: () => openMigratedPGlite() },
+  { name: "PostgreSQL", open: async () => openDatabase({ url: await createMigratedTestDatabaseUrl() }) },
 ];
 
 const t0 = new Date("2030-01-01T00:00:00Z");

@@ -21,7 +21,7 @@ import { applyAccepted, applyFinished, cancelJob } from "../../src/jobs/lifecycl
 import { FakeClock } from "../../src/platform/clock.ts";
 import { defaultAgents, defaultLimits, defaultRates } from "../../src/platform/config.ts";
 import type { Database } from "../../src/store/database.ts";
-import { openDatabase } from "../../src/store/database.ts";
+import { openMigratedPGlite } from "../support/database-template.ts";
 import type { JobViewRow } from "../../src/store/jobs.ts";
 import { findJobView } from "../../src/store/jobs.ts";
 import { examplePackageZip, startPlane } from "../limits/plane.ts";
@@ -287,7 +287,7 @@ describe("job changes: which jobs a transaction changed", () => {
   let db: Database;
 
   beforeEach(async () => {
-    db = await openDatabase({});
+    db = await openMigratedPGlite();
   });
   afterEach(async () => {
     await db.close();
@@ -351,7 +351,7 @@ describe("job view cache over the life cycle (PGlite)", () => {
   let cache: JobViewCache;
 
   beforeEach(async () => {
-    db = await openDatabase({});
+    db = await openMigratedPGlite();
     cache = createJobViewCache({ clock: new FakeClock(), ttlMs: 60_000 });
     onJobsChanged(db, (ids) => cache.invalidate(ids));
   });

@@ -12,7 +12,7 @@ import { expireQueuedJobs } from "../../src/jobs/lifecycle.ts";
 import { FakeClock } from "../../src/platform/clock.ts";
 import { defaultAgents, defaultLimits, defaultRates } from "../../src/platform/config.ts";
 import type { Database } from "../../src/store/database.ts";
-import { openDatabase } from "../../src/store/database.ts";
+import { openMigratedPGlite } from "../support/database-template.ts";
 import { customerJobCounts, findJob, listUnitsOfJob } from "../../src/store/jobs.ts";
 import { insertWebhookEndpoint } from "../../src/store/webhooks.ts";
 import { insertCustomerWithInputs } from "../support/billing-rows.ts";
@@ -25,7 +25,7 @@ describe("queue timeout", function () {
   let clock: FakeClock;
 
   before(async () => {
-    db = await openDatabase({});
+    db = await openMigratedPGlite();
     // Capable but never online: every job here is admitted and then waits.
     await enrollReferenceNode(db);
   });

@@ -12,7 +12,7 @@ import { NodeHistory } from "../../src/scheduling/node-history.ts";
 import { NodeSnapshotMemo } from "../../src/scheduling/node-snapshots.ts";
 import { createCyclePlacer, runPlacementCycle } from "../../src/scheduling/placement-cycle.ts";
 import type { Database } from "../../src/store/database.ts";
-import { openDatabase } from "../../src/store/database.ts";
+import { openMigratedPGlite } from "../support/database-template.ts";
 import { listOnlineNodes, releaseNodeBusy } from "../../src/store/nodes.ts";
 import { assignReadyUnitsUnderTerm } from "../../src/store/placement.ts";
 import { insertJob, insertNodes } from "../support/rows.ts";
@@ -31,7 +31,7 @@ describe("a node that answered busy", function () {
 
   beforeEach(async () => {
     nowMs = t0;
-    db = await openDatabase({});
+    db = await openMigratedPGlite();
     await db.query(`INSERT INTO scheduler_leases (name, term, holder, updated_at) VALUES ('placement', 1, 'this replica', now())`);
     ({ customerId, jobId } = await insertJob(db));
     [nodeId] = (await insertNodes(db, 1, new Date(t0))) as [string];

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { FleetCache } from "../../src/scheduling/fleet-cache.ts";
 import type { Database } from "../../src/store/database.ts";
-import { openDatabase } from "../../src/store/database.ts";
+import { openMigratedPGlite } from "../support/database-template.ts";
 
 describe("FleetCache", function () {
   this.timeout(60_000);
@@ -13,7 +13,7 @@ describe("FleetCache", function () {
   const ids: string[] = [];
 
   before(async () => {
-    db = await openDatabase({});
+    db = await openMigratedPGlite();
     for (let i = 0; i < 5; i++) {
       const id = randomUUID();
       ids.push(id);

@@ -6,7 +6,7 @@ import type { ClusterSnapshot, NodeSnapshot } from "../../src/placer/types.ts";
 import { NodeHistory } from "../../src/scheduling/node-history.ts";
 import { createCyclePlacer, runPlacementCycle } from "../../src/scheduling/placement-cycle.ts";
 import type { Database } from "../../src/store/database.ts";
-import { openDatabase } from "../../src/store/database.ts";
+import { openMigratedPGlite } from "../support/database-template.ts";
 import { insertJob, insertNodes } from "../support/rows.ts";
 import { gpu, nodeWith, unitWith } from "../placer/builders.ts";
 
@@ -84,7 +84,7 @@ describe("runPlacementCycle's commit: nodes another replica holds", function () 
   const clock = { now: () => now.getTime(), sleep: async () => {} };
 
   beforeEach(async () => {
-    db = await openDatabase({});
+    db = await openMigratedPGlite();
     await db.query(`INSERT INTO scheduler_leases (name, term, holder, updated_at) VALUES ('placement', 1, 'this replica', now())`);
   });
   afterEach(async () => {

@@ -13,7 +13,7 @@ import { createCyclePlacer, runPlacementCycle } from "../../src/scheduling/place
 import type { CycleState } from "../../src/scheduling/placement-cycle.ts";
 import { gateReadyUnits } from "../../src/scheduling/stage-gating.ts";
 import type { Database } from "../../src/store/database.ts";
-import { openDatabase } from "../../src/store/database.ts";
+import { openMigratedPGlite } from "../support/database-template.ts";
 import { findJobView, listUnitsOfJob } from "../../src/store/jobs.ts";
 import type { WaitingUnitNeedsRow } from "../../src/store/jobs.ts";
 import { insertCustomerWithInputs } from "../support/billing-rows.ts";
@@ -28,7 +28,7 @@ describe("stage gating in the placement cycle", function () {
   let state: CycleState;
 
   beforeEach(async () => {
-    db = await openDatabase({});
+    db = await openMigratedPGlite();
     await db.query(`INSERT INTO scheduler_leases (name, term, holder, updated_at) VALUES ('placement', 1, 'this replica', now())`);
     live = new Set();
     state = { liveness: { isLive: (id) => live.has(id) }, history: new NodeHistory(clock), placer: createCyclePlacer() };

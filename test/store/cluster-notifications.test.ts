@@ -4,7 +4,7 @@ import { listenOn, notifyChannel } from "../../src/store/cluster-notifications.t
 import type { ListeningConnection } from "../../src/store/cluster-notifications.ts";
 import type { Database } from "../../src/store/database.ts";
 import { openDatabase } from "../../src/store/database.ts";
-import { createTestDatabaseUrl } from "../support/postgres.ts";
+import { createMigratedTestDatabaseUrl } from "../support/postgres.ts";
 
 describe("store/cluster-notifications (PostgreSQL)", function () {
   this.timeout(60_000);
@@ -13,7 +13,7 @@ describe("store/cluster-notifications (PostgreSQL)", function () {
   const open: ListeningConnection[] = [];
 
   before(async () => {
-    url = await createTestDatabaseUrl();
+    url = await createMigratedTestDatabaseUrl();
     db = await openDatabase({ url });
   });
   afterEach(async () => {

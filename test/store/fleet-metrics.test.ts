@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import type { Database } from "../../src/store/database.ts";
-import { openDatabase } from "../../src/store/database.ts";
+import { openMigratedPGlite } from "../support/database-template.ts";
 import { countNodesByStateAndTrust, countWaitingUnits, pingDatabase, queueDepths, totalCreditsDebited } from "../../src/store/fleet-metrics.ts";
 import { insertJob, insertNodes } from "../support/rows.ts";
 
@@ -11,7 +11,7 @@ describe("store/fleet-metrics", function () {
   let db: Database;
 
   before(async () => {
-    db = await openDatabase({});
+    db = await openMigratedPGlite();
     const [node] = (await insertNodes(db, 2)) as [string, string];
     await db.query(`UPDATE nodes SET state = 'draining', trust_level = 'community' WHERE id = $1`, [node]);
     const { customerId, jobId } = await insertJob(db, { status: "running" });
@@ -72,7 +72,7 @@ describe("store/fleet-metrics", function () {
 
   it("answers a ping while open, and rejects one once closed", async () => {
     await pingDatabase(db);
-    const closed = await openDatabase({});
+    const closed = await openMigratedPGlite();
     await closed.close();
     await assert.rejects(pingDatabase(closed));
   });

@@ -7,16 +7,17 @@
 import assert from "node:assert/strict";
 import type { Database, Sql } from "../../src/store/database.ts";
 import { openDatabase } from "../../src/store/database.ts";
+import { openMigratedPGlite } from "../support/database-template.ts";
 import { appendJobEvents, jobEventBounds, jobEventsKept, readJobEventsAfter, stageJobEvent, transactionWithJobEvents } from "../../src/store/job-events.ts";
 import { insertLogChunks, insertTelemetryRows } from "../../src/store/telemetry.ts";
 import { markUnitRunning, recordUnitProgress } from "../../src/store/transitions.ts";
 import { assignUnit, seedJob } from "../support/job-events.ts";
-import { createTestDatabaseUrl } from "../support/postgres.ts";
+import { createMigratedTestDatabaseUrl } from "../support/postgres.ts";
 import { insertJob } from "../support/rows.ts";
 
 const backends = [
-  { name: "PGlite", open: () => openDatabase({}) },
-  { name: "PostgreSQL", open: async () => openDatabase({ url: await createTestDatabaseUrl() }) },
+  { name: "PGlite", open: () => openMigratedPGlite() },
+  { name: "PostgreSQL", open: async () => openDatabase({ url: await createMigratedTestDatabaseUrl() }) },
 ];
 
 const idsOf = async (sql: Sql, jobId: string) => (await readJobEventsAfter(sql, jobId, 0, 1000)).map((e) => e.id);
@@ -117,7 +118,7 @@ describe("job event log under concurrent writers (PostgreSQL)", function () {
   this.timeout(60_000);
   let db: Database;
   before(async () => {
-    db = await openDatabase({ url: await createTestDatabaseUrl() });
+    db = await openDatabase({ url: await createMigratedTestDatabaseUrl() });
   });
   after(async () => {
     await db?.close();

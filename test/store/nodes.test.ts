@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import type { Database } from "../../src/store/database.ts";
 import { openDatabase } from "../../src/store/database.ts";
+import { openMigratedPGlite } from "../support/database-template.ts";
 import type { NodeState, StoredIsolation, StoredOwnerPolicy } from "../../src/store/nodes.ts";
 import {
   findNode,
@@ -20,7 +21,7 @@ import {
   setNodeTrustLevel,
   touchNodeHeartbeats,
 } from "../../src/store/nodes.ts";
-import { createTestDatabaseUrl } from "../support/postgres.ts";
+import { createMigratedTestDatabaseUrl } from "../support/postgres.ts";
 import { insertNodes } from "../support/rows.ts";
 
 describe("store/nodes", function () {
@@ -32,7 +33,7 @@ describe("store/nodes", function () {
   const byState = new Map<NodeState, string>();
 
   before(async () => {
-    db = await openDatabase({});
+    db = await openMigratedPGlite();
   });
   after(async () => {
     await db.close();
@@ -110,8 +111,8 @@ describe("store/nodes", function () {
 });
 
 const backends: readonly { name: string; open(): Promise<Database> }[] = [
-  { name: "PGlite", open: () => openDatabase({}) },
-  { name: "PostgreSQL", open: async () => openDatabase({ url: await createTestDatabaseUrl() }) },
+  { name: "PGlite", open: () => openMigratedPGlite() },
+  { name: "PostgreSQL", open: async () => openDatabase({ url: await createMigratedTestDatabaseUrl() }) },
 ];
 
 const available: StoredOwnerPolicy = { paused: false, available: "", withinWindow: true, reservedVramMb: 0 };

@@ -3,15 +3,16 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import type { Database, Sql } from "../../src/store/database.ts";
 import { openDatabase } from "../../src/store/database.ts";
+import { openMigratedPGlite } from "../support/database-template.ts";
 import { claimFencingTerm } from "../../src/store/leases.ts";
 import type { PlannedAssignment } from "../../src/store/placement.ts";
 import { assignReadyUnitsUnderTerm, listHeldResources, listReadyUnits, setUnschedulableReason } from "../../src/store/placement.ts";
-import { createTestDatabaseUrl } from "../support/postgres.ts";
+import { createMigratedTestDatabaseUrl } from "../support/postgres.ts";
 import { insertJob, insertNodes } from "../support/rows.ts";
 
 const backends: readonly { name: string; open(): Promise<Database> }[] = [
-  { name: "PGlite", open: () => openDatabase({}) },
-  { name: "PostgreSQL", open: async () => openDatabase({ url: await createTestDatabaseUrl() }) },
+  { name: "PGlite", open: () => openMigratedPGlite() },
+  { name: "PostgreSQL", open: async () => openDatabase({ url: await createMigratedTestDatabaseUrl() }) },
 ];
 
 const now = new Date("2030-01-01T00:00:00Z");

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { Database } from "../../src/store/database.ts";
-import { openDatabase } from "../../src/store/database.ts";
+import { openMigratedPGlite } from "../support/database-template.ts";
 import { streamFromTransaction } from "../../src/store/transaction-stream.ts";
 
 describe("streamFromTransaction (PGlite)", function () {
@@ -8,7 +8,7 @@ describe("streamFromTransaction (PGlite)", function () {
   let db: Database;
 
   before(async () => {
-    db = await openDatabase({});
+    db = await openMigratedPGlite();
   });
 
   after(async () => {

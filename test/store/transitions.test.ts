@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import type { Database, Sql } from "../../src/store/database.ts";
 import { openDatabase } from "../../src/store/database.ts";
+import { openMigratedPGlite } from "../support/database-template.ts";
 import type { JobStatus, UnitStatus } from "../../src/store/state-machines.ts";
 import { IllegalTransitionError } from "../../src/store/state-machines.ts";
 import {
@@ -23,7 +24,7 @@ import {
   recordUnitProgress,
   requeueUnit,
 } from "../../src/store/transitions.ts";
-import { createTestDatabaseUrl } from "../support/postgres.ts";
+import { createMigratedTestDatabaseUrl } from "../support/postgres.ts";
 import { insertJob, insertNodes } from "../support/rows.ts";
 
 const now = new Date("2030-01-01T00:00:00Z");
@@ -72,7 +73,7 @@ const jobEnds: Operation<JobStatus>[] = [
 
 const backends: { name: string; databaseUrl: () => Promise<string | undefined> }[] = [
   { name: "the embedded database (PGlite)", databaseUrl: async () => undefined },
-  { name: "PostgreSQL", databaseUrl: () => createTestDatabaseUrl() },
+  { name: "PostgreSQL", databaseUrl: () => createMigratedTestDatabaseUrl() },
 ];
 
 for (const backend of backends) {
@@ -85,7 +86,7 @@ for (const backend of backends) {
 
     before(async () => {
       const url = await backend.databaseUrl();
-      db = await openDatabase(url === undefined ? {} : { url });
+      db = url === undefined ? await openMigratedPGlite() : await openDatabase({ url });
       ({ customerId, jobId } = await insertJob(db, { status: "running" }));
       [nodeId] = (await insertNodes(db, 1, now)) as [string];
     });

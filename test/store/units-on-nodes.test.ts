@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import type { Database } from "../../src/store/database.ts";
-import { openDatabase } from "../../src/store/database.ts";
+import { openMigratedPGlite } from "../support/database-template.ts";
 import {
   findNodesWithAssignmentsBefore,
   findNodesWithAssignmentsWaiting,
@@ -23,7 +23,7 @@ describe("store/units-on-nodes", function () {
   const unit: Record<string, string> = {};
 
   before(async () => {
-    db = await openDatabase({});
+    db = await openMigratedPGlite();
     [nodeA, nodeB] = (await insertNodes(db, 2)) as [string, string];
     const { customerId, jobId } = await insertJob(db, { status: "running" });
     const rows: { name: string; status: string; node: string | null; assignment: boolean; assignedAt: Date | null; attempt: number }[] = [

@@ -7,16 +7,17 @@ import { randomUUID } from "node:crypto";
 import { insertCustomer, insertGrant } from "../../src/store/customers.ts";
 import type { Database, Sql } from "../../src/store/database.ts";
 import { openDatabase } from "../../src/store/database.ts";
+import { openMigratedPGlite } from "./database-template.ts";
 import type { JobRow, UnitRow } from "../../src/store/jobs.ts";
 import { insertJob, insertUnit, listUnitsOfJob } from "../../src/store/jobs.ts";
 import { insertUpload, markUploadReady } from "../../src/store/uploads.ts";
 import type { UploadTable } from "../../src/store/uploads.ts";
-import { createTestDatabaseUrl } from "./postgres.ts";
+import { createMigratedTestDatabaseUrl } from "./postgres.ts";
 
-/** Both backends, each opened empty and migrated. */
+/** Both backends, migrated (PGlite as a copy of a migrated cluster, ./database-template.ts). */
 const databaseBackends: readonly { name: string; open: () => Promise<Database> }[] = [
-  { name: "PGlite", open: () => openDatabase({}) },
-  { name: "PostgreSQL", open: async () => openDatabase({ url: await createTestDatabaseUrl() }) },
+  { name: "PGlite", open: () => openMigratedPGlite() },
+  { name: "PostgreSQL", open: async () => openDatabase({ url: await createMigratedTestDatabaseUrl() }) },
 ];
 
 /** The database of the running describe block (open between its `before` and `after`). */

@@ -18,6 +18,7 @@ import type { TelemetryOptions } from "../../src/telemetry/recorder.ts";
 import type { Clock } from "../../src/platform/clock.ts";
 import type { AgentsConfig, JobEventsConfig, LimitsConfig } from "../../src/platform/config.ts";
 import { defaultAgents, defaultJobEvents, defaultLimits, defaultRates } from "../../src/platform/config.ts";
+import { copyMigratedPGlite } from "./database-template.ts";
 import { enrollReferenceNode } from "./fleet.ts";
 
 const repoRoot = join(import.meta.dirname, "..", "..");
@@ -55,6 +56,11 @@ export interface TestControlPlaneOptions {
   referenceNode?: boolean;
   /** Time between the leader's placement cycles when nothing wakes it; default 200 ms. */
   placementIntervalMs?: number;
+  /**
+   * Embedded database on a fresh data directory only: start it empty (initdb and every migration, as a
+   * first start in production does) instead of from a copy of a migrated one (./database-template.ts); default false.
+   */
+  emptyDatabase?: boolean;
 }
 
 /**
@@ -63,6 +69,10 @@ export interface TestControlPlaneOptions {
  */
 export async function startTestControlPlane(options: TestControlPlaneOptions = {}): Promise<TestControlPlane> {
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), "gpu-agent-cp-")));
+  // Where src/control-plane.ts keeps the embedded database; a copy there is what it would have migrated to.
+  if (options.dataDir === undefined && options.databaseUrl === undefined && options.emptyDatabase !== true) {
+    await copyMigratedPGlite(join(dataDir, "pgdata"));
+  }
   const adminToken = "test-admin-token-" + createHash("sha256").update(dataDir).digest("hex").slice(0, 16);
   const plane = await startControlPlane(
     {

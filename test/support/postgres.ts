@@ -15,6 +15,7 @@ import { delimiter, join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { promisify } from "node:util";
 import pg from "pg";
+import { openDatabase } from "../../src/store/database.ts";
 
 const execFileAsync = promisify(execFile);
 
@@ -105,6 +106,10 @@ let shared: Promise<LaunchedPostgres> | undefined;
  * mocha's root `after` hook, or at process exit if that hook never ran.
  */
 export function sharedPostgres(): Promise<TestPostgres> {
+  return sharedServer();
+}
+
+function sharedServer(): Promise<LaunchedPostgres> {
   shared ??= launch().then((server) => {
     process.once("exit", () => server.stopSync());
     return server;
@@ -122,20 +127,43 @@ if (typeof after === "function") {
   });
 }
 
-/** Creates an empty database on the shared server and returns its URL (one per test, no cleanup). */
-export async function createTestDatabaseUrl(): Promise<string> {
+/** Creates an empty database on the shared server and returns its URL (one per test, no cleanup); `template` names the database to copy instead. */
+export async function createTestDatabaseUrl(template?: string): Promise<string> {
   const server = await sharedPostgres();
   const name = `test_${randomBytes(6).toString("hex")}`;
   const client = new pg.Client({ connectionString: server.url });
   await client.connect();
   try {
-    await client.query(`CREATE DATABASE ${name}`);
+    await client.query(`CREATE DATABASE ${name}${template === undefined ? "" : ` TEMPLATE ${template}`}`);
   } finally {
     await client.end();
   }
   const url = new URL(server.url);
   url.pathname = `/${name}`;
   return url.toString();
+}
+
+let migratedTemplate: { server: Promise<LaunchedPostgres>; name: Promise<string> } | undefined;
+
+/**
+ * Creates a database on the shared server that already holds every migration, as a copy of one
+ * migrated once per server by the real `openDatabase` (CREATE DATABASE … TEMPLATE): the migrations
+ * cost more than the copy. It stays right when a migration is added for the reasons given in
+ * ./database-template.ts (made in this process, and `openDatabase` migrates every copy again).
+ * Tests of the migrations themselves take {@link createTestDatabaseUrl}.
+ */
+export async function createMigratedTestDatabaseUrl(): Promise<string> {
+  const server = sharedServer();
+  // One template per server: the shared one is stopped after the run and a later run starts another.
+  if (migratedTemplate?.server !== server) {
+    const name = (async () => {
+      const url = await createTestDatabaseUrl();
+      await (await openDatabase({ url })).close();
+      return new URL(url).pathname.slice(1);
+    })();
+    migratedTemplate = { server, name };
+  }
+  return createTestDatabaseUrl(await migratedTemplate.name);
 }
 
 function findPostgresBin(): string {

@@ -9,6 +9,7 @@ import { pino } from "pino";
 import { FakeClock } from "../../src/platform/clock.ts";
 import type { Database } from "../../src/store/database.ts";
 import { openDatabase } from "../../src/store/database.ts";
+import { openMigratedPGlite } from "../support/database-template.ts";
 import type { TestPostgres } from "../support/postgres.ts";
 import { startPostgres } from "../support/postgres.ts";
 import { readTelemetryOfUnits } from "../../src/store/telemetry.ts";
@@ -32,7 +33,7 @@ for (const backend of ["pglite", "postgresql"] as const) describe(`unit telemetr
 
   before(async () => {
     if (backend === "postgresql") server = await startPostgres();
-    db = await openDatabase(server === undefined ? {} : { url: server.url });
+    db = server === undefined ? await openMigratedPGlite() : await openDatabase({ url: server.url });
   });
   after(async () => {
     await db?.close();

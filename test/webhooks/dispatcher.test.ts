@@ -20,7 +20,7 @@ import { verifyWebhookSignature } from "../../src/webhooks/signature.ts";
 import type { Resolver } from "../../src/webhooks/url-safety.ts";
 import type { TestControlPlane } from "../support/control-plane.ts";
 import { createCustomer, request, startTestControlPlane } from "../support/control-plane.ts";
-import { createTestDatabaseUrl } from "../support/postgres.ts";
+import { createMigratedTestDatabaseUrl } from "../support/postgres.ts";
 
 const receiverHost = "hooks.example.com";
 
@@ -55,7 +55,7 @@ describe("webhook retry backoff with a configured base", () => {
 // Claims rely on FOR UPDATE SKIP LOCKED; PostgreSQL is where several connections really race.
 const backends: { name: string; databaseUrl: () => Promise<string | undefined> }[] = [
   { name: "the embedded database (PGlite)", databaseUrl: async () => undefined },
-  { name: "PostgreSQL", databaseUrl: () => createTestDatabaseUrl() },
+  { name: "PostgreSQL", databaseUrl: () => createMigratedTestDatabaseUrl() },
 ];
 
 for (const backend of backends) describe(`webhook dispatcher on ${backend.name}`, () => {
