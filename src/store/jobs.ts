@@ -453,6 +453,11 @@ export async function listWaitingUnitNeeds(sql: Sql, jobIds: readonly string[]):
  * Sets why each queued job waits (a job that started, or ended, keeps "" / what it had), and stages a
  * job event for each job whose reason changed, so a watch shows the new reason without a re-read;
  * returns the ids of those jobs, whose cached views must be forgotten.
+ *
+ * The placement cycle calls it last in its transaction, holding the units it assigned, while a cancel
+ * locks its job and then the job's units: a job row another transaction holds is skipped, not waited
+ * for (it would deadlock, and PostgreSQL would fail one of the two; the cancel answered 500). Its
+ * reason is written by a later cycle, if it is still queued.
  */
 export async function setPendingReasons(sql: Sql, reasons: ReadonlyMap<string, string>): Promise<string[]> {
   if (reasons.size === 0) return [];
@@ -460,7 +465,9 @@ export async function setPendingReasons(sql: Sql, reasons: ReadonlyMap<string, s
   const rows = await sql.query<{ id: string }>(
     `UPDATE training_jobs j SET pending_reason = r.reason
      FROM unnest($1::uuid[], $2::text[]) AS r(id, reason)
-     WHERE j.id = r.id AND j.status = 'queued' AND j.pending_reason IS DISTINCT FROM r.reason RETURNING j.id`,
+     WHERE j.id = r.id AND j.status = 'queued' AND j.pending_reason IS DISTINCT FROM r.reason
+       AND j.id IN (SELECT id FROM training_jobs WHERE id = ANY($1::uuid[]) AND status = 'queued' FOR UPDATE SKIP LOCKED)
+     RETURNING j.id`,
     [ids, ids.map((id) => reasons.get(id)!.slice(0, 500))],
   );
   for (const r of rows) await stageJobEvent(sql, { type: "job", jobId: r.id });

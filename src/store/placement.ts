@@ -177,5 +177,12 @@ export function placementGpus(p: Pick<PlannedAssignment, "gpuIndex" | "gpuIndexe
 
 /** Says why no node could take a unit this cycle (shown to its customer), while the unit is still ready. */
 export async function setUnschedulableReason(sql: Sql, unitId: string, reason: string): Promise<void> {
-  await sql.query(`UPDATE compute_units SET unschedulable_reason = $2 WHERE id = $1 AND status IN ${placeableStatusSql}`, [unitId, reason]);
+  // Advisory, written by the placement cycle after it assigned units: a unit another transaction holds (a cancel,
+  // which locks the job and then its units) is skipped rather than waited for, so the two never deadlock; the
+  // next cycle writes it again.
+  await sql.query(
+    `UPDATE compute_units SET unschedulable_reason = $2
+     WHERE id = (SELECT id FROM compute_units WHERE id = $1 AND status IN ${placeableStatusSql} FOR UPDATE SKIP LOCKED)`,
+    [unitId, reason],
+  );
 }

@@ -6,6 +6,7 @@ import { openDatabase } from "../../src/store/database.ts";
 import { openMigratedPGlite } from "../support/database-template.ts";
 import { claimFencingTerm } from "../../src/store/leases.ts";
 import type { PlannedAssignment } from "../../src/store/placement.ts";
+import { setPendingReasons } from "../../src/store/jobs.ts";
 import { assignReadyUnitsUnderTerm, listHeldResources, listReadyUnits, setUnschedulableReason } from "../../src/store/placement.ts";
 import { createMigratedTestDatabaseUrl } from "../support/postgres.ts";
 import { insertJob, insertNodes } from "../support/rows.ts";
@@ -290,3 +291,57 @@ for (const backend of backends) {
     });
   });
 }
+
+describe("store/placement: the cycle's advisory writes never wait on rows another transaction holds (PostgreSQL)", function () {
+  this.timeout(60_000);
+  let db: Database;
+
+  before(async () => {
+    db = await openDatabase({ url: await createMigratedTestDatabaseUrl() });
+  });
+  after(async () => {
+    await db.close();
+  });
+
+  it("skips a queued job and its unit that a cancel holds (it would deadlock with it), and writes them once it let go", async () => {
+    const { customerId, jobId } = await insertJob(db);
+    const unitId = randomUUID();
+    await db.query(
+      `INSERT INTO compute_units (id, job_id, customer_id, name, kind, status, entrypoint, attempt, max_attempts, ready_at, unschedulable_reason, required_gpu_count)
+       VALUES ($1, $2, $3, 'train', 'cpu', 'ready', 'train.py', 1, 3, $4, '', 0)`,
+      [unitId, jobId, customerId, now],
+    );
+    // A cancel's order: the job row, then its units; it holds both until it commits.
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let holding!: () => void;
+    const held = new Promise<void>((resolve) => (holding = resolve));
+    const cancel = db.transaction(async (tx) => {
+      await tx.query(`SELECT id FROM training_jobs WHERE id = $1 FOR UPDATE`, [jobId]);
+      await tx.query(`SELECT id FROM compute_units WHERE id = $1 FOR UPDATE`, [unitId]);
+      holding();
+      await released;
+    });
+    await held;
+    const cycle = db.transaction(async (tx) => {
+      await setUnschedulableReason(tx, unitId, "no node had room");
+      return setPendingReasons(tx, new Map([[jobId, "waiting for a node"]]));
+    });
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<"waited">((resolve) => (timer = setTimeout(() => resolve("waited"), 10_000)));
+    const outcome = await Promise.race([cycle, waited]);
+    clearTimeout(timer);
+    release();
+    await cancel;
+    assert.deepEqual(outcome, [], "the cycle changed no job while the cancel held it, and did not wait for it");
+    const changed = await db.transaction(async (tx) => {
+      await setUnschedulableReason(tx, unitId, "no node had room");
+      return setPendingReasons(tx, new Map([[jobId, "waiting for a node"]]));
+    });
+    assert.deepEqual(changed, [jobId]);
+    const [unit] = await db.query<{ unschedulable_reason: string }>(`SELECT unschedulable_reason FROM compute_units WHERE id = $1`, [unitId]);
+    assert.equal(unit?.unschedulable_reason, "no node had room");
+    const [job] = await db.query<{ pending_reason: string }>(`SELECT pending_reason FROM training_jobs WHERE id = $1`, [jobId]);
+    assert.equal(job?.pending_reason, "waiting for a node");
+  });
+});
