@@ -9,7 +9,8 @@
  * - without a delegated cgroup, CPU affinity is the unit's CPU limit, and any process may widen its own
  *   affinity again: sched_setaffinity is refused to a pinned unit (the pin is set outside the sandbox).
  * - a short list of calls no training job needs and that are the kernel's favourite attack surface
- *   (keyrings, eBPF, perf, userfaultfd) or that only an administrator uses (modules, kexec, mounts).
+ *   (keyrings, eBPF, perf, userfaultfd) or that only an administrator uses (modules, kexec, mounts),
+ *   and SysV shared memory and memfds, which the memory watch cannot see (unit-limits.ts).
  *   Most need a capability the unit lacks anyway; refusing them costs nothing and holds if one slips.
  * ptrace stays allowed: a unit sees only its own processes (PID namespace, its own uid), and debuggers
  * and profilers (py-spy, gdb) need it.
@@ -43,12 +44,14 @@ const SYSCALLS = {
     keyctl: 250, add_key: 248, request_key: 249, bpf: 321, perf_event_open: 298, userfaultfd: 323,
     kexec_load: 246, kexec_file_load: 320, init_module: 175, finit_module: 313, delete_module: 176,
     mount: 165, umount2: 166, pivot_root: 155, open_tree: 428, move_mount: 429, fsopen: 430, fsconfig: 431, fsmount: 432, fspick: 433, mount_setattr: 442,
+    shmget: 29, memfd_create: 319,
   },
   arm64: {
     clone: 220, clone3: 435, unshare: 97, setns: 268, sched_setaffinity: 122,
     keyctl: 219, add_key: 217, request_key: 218, bpf: 280, perf_event_open: 241, userfaultfd: 282,
     kexec_load: 104, kexec_file_load: 294, init_module: 105, finit_module: 273, delete_module: 106,
     mount: 40, umount2: 39, pivot_root: 41, open_tree: 428, move_mount: 429, fsopen: 430, fsconfig: 431, fsmount: 432, fspick: 433, mount_setattr: 442,
+    shmget: 194, memfd_create: 279,
   },
 } as const satisfies Record<SeccompArch, Record<string, number>>;
 
@@ -78,7 +81,22 @@ export const DENIED_SYSCALLS: readonly SyscallName[] = [
   "fsmount",
   "fspick",
   "mount_setattr",
+  // A SysV segment outlives the processes that attached it: detached, its pages are in no process's
+  // map, and without a delegated cgroup the memory watch could not see them. POSIX shared memory
+  // (files in /dev/shm, shared mappings) is what training code uses, and the watch counts it.
+  "shmget",
 ];
+
+/**
+ * Answered ENOSYS, as by a kernel that predates them, so that libraries take the path they keep for
+ * such kernels:
+ * - clone3: its flags are in memory, which a filter cannot read; libc falls back to clone, whose
+ *   flags are in a register;
+ * - memfd_create: a memfd held only by its descriptor is memory the memory watch could find only by
+ *   a readlink of every descriptor of every process at every measurement (unit-limits.ts); callers
+ *   (asmjit in PyTorch, glib, Mesa) fall back to a file in /dev/shm, which the watch counts.
+ */
+export const UNIMPLEMENTED_SYSCALLS: readonly SyscallName[] = ["clone3", "memfd_create"];
 
 /** <linux/sched.h>: the flag of clone and unshare that makes a user namespace. */
 export const CLONE_NEWUSER = 0x10000000;
@@ -144,8 +162,7 @@ export function seccompArchOf(arch: string): SeccompArch | undefined {
  * 1. a call of another architecture (i386 `int 0x80` on x86_64, arm32 on arm64) kills the process: its
  *    numbers mean other calls, so nothing below would hold for it;
  * 2. x32 calls are refused (EPERM), for the same reason;
- * 3. clone3 answers ENOSYS: its flags are in memory, which a filter cannot read, and libc then falls back
- *    to clone, whose flags are in a register;
+ * 3. clone3 and memfd_create answer ENOSYS (UNIMPLEMENTED_SYSCALLS);
  * 4. clone and unshare with CLONE_NEWUSER, the fixed list, and (pinned units) sched_setaffinity: EPERM.
  */
 export function seccompFilter(opts: SeccompOptions): Buffer {
@@ -156,7 +173,7 @@ export function seccompFilter(opts: SeccompOptions): Buffer {
     { code: BPF.ldAbsWord, k: DATA.nr, label: "native" },
   ];
   if (opts.arch === "x64") steps.push({ code: BPF.jge, k: X32_SYSCALL_BIT, jt: "deny" });
-  steps.push({ code: BPF.jeq, k: nr.clone3, jt: "nosys" });
+  for (const name of UNIMPLEMENTED_SYSCALLS) steps.push({ code: BPF.jeq, k: nr[name], jt: "nosys" });
   for (const name of ["clone", "unshare"] as const) steps.push({ code: BPF.jeq, k: nr[name], jt: "flags" });
   const denied = [...DENIED_SYSCALLS, ...(opts.denyAffinityChange ? (["sched_setaffinity"] as const) : [])];
   for (const name of denied) steps.push({ code: BPF.jeq, k: nr[name], jt: "deny" });

@@ -7,7 +7,7 @@
  * init (PID 1 of its namespace), never to the host's, so the process tree under bwrap is the unit.
  */
 import { constants as fsConstants } from "node:fs";
-import { access, appendFile, mkdir, readdir, readFile, rmdir, statfs, writeFile } from "node:fs/promises";
+import { access, appendFile, mkdir, readdir, readFile, rmdir, stat, statfs, writeFile } from "node:fs/promises";
 import path from "node:path";
 
 /**
@@ -120,21 +120,95 @@ async function proportionalAnonKb(pid: number, procDir: string): Promise<number>
 }
 
 /**
+ * Where a unit can keep memory that is neither its processes' anonymous pages nor a file in its own
+ * /tmp or /dev/shm: a shared anonymous mapping (MAP_SHARED|MAP_ANONYMOUS, or /dev/zero mapped shared:
+ * `/dev/zero (deleted)` in /proc/<pid>/maps), a memfd (`/memfd:NAME (deleted)`), a SysV segment
+ * (`/SYSV…`) and, on kernels that name them, `[anon_shmem:…]`. They are files of the kernel's internal
+ * tmpfs, which no statfs of the unit's mounts sees. The sandbox's seccomp filter refuses memfd_create
+ * and shmget (seccomp-filter.ts), so what a unit holds of them it holds by a mapping, which is where
+ * this looks: a memfd held only by a descriptor would need a walk over every descriptor of every
+ * process (a readlink each) at every measurement.
+ */
+const SHMEM_OBJECT = /^(\/dev\/zero|\/memfd:|\/SYSV[0-9a-f]{8}|\[anon_shmem)/;
+const SHMEM_OBJECT_ANYWHERE = / (\/dev\/zero|\/memfd:|\/SYSV[0-9a-f]{8}|\[anon_shmem)/;
+
+/** A shmem object mapped by a process whose size could not be read (map_files needs CAP_SYS_ADMIN). */
+interface UnsizedMapping {
+  pid: number;
+  range: string;
+}
+
+/** The unit's shmem objects, each counted once at its whole size, and the mappings of unknown size. */
+interface ShmemObjects {
+  bytes: number;
+  unsized: UnsizedMapping[];
+}
+
+/**
+ * Bytes of every shmem object (SHMEM_OBJECT) the processes map, each object once (by inode) and whole:
+ * its allocated blocks, not the pages one process touched, because the pages of a shared region stay
+ * when the child that touched them exits, and a mapping of 4 kB keeps a whole object alive. Sized by
+ * stat through /proc/<pid>/map_files, which only a reader with CAP_SYS_ADMIN may open: where it
+ * cannot, the mapping is `unsized`, and the caller counts what the process maps of it instead.
+ * Reads /proc/<pid>/maps, which, unlike smaps, walks no page table (about 1 ms for a process that
+ * imported PyTorch, 300 mappings, on the test machine).
+ */
+async function shmemObjects(pids: readonly number[], procDir: string): Promise<ShmemObjects> {
+  const seen = new Set<number>();
+  let bytes = 0;
+  const unsized: UnsizedMapping[] = [];
+  for (const pid of pids) {
+    const maps = await readFile(path.join(procDir, String(pid), "maps"), "utf8").catch(() => "");
+    // Most processes map no shmem object: one search of the text instead of a match per mapping.
+    if (!SHMEM_OBJECT_ANYWHERE.test(maps)) continue;
+    for (const line of maps.split("\n")) {
+      // start-end perms offset dev inode path (the path may hold spaces)
+      const m = line.match(/^([0-9a-f]+-[0-9a-f]+) \S+ \S+ \S+ \d+\s+(.*)$/);
+      if (!m || !SHMEM_OBJECT.test(m[2] as string)) continue;
+      const range = m[1] as string;
+      const object = await stat(path.join(procDir, String(pid), "map_files", range)).catch(() => undefined);
+      if (object === undefined) unsized.push({ pid, range });
+      else if (!seen.has(object.ino)) {
+        seen.add(object.ino);
+        bytes += object.blocks * 512;
+      }
+    }
+  }
+  return { bytes, unsized };
+}
+
+/** kB a process maps of the given mappings (their Pss, from /proc/<pid>/smaps; it walks their page tables). */
+async function mappedPssKb(pid: number, ranges: ReadonlySet<string>, procDir: string): Promise<number> {
+  const smaps = await readFile(path.join(procDir, String(pid), "smaps"), "utf8").catch(() => "");
+  let kb = 0;
+  let counting = false;
+  for (const line of smaps.split("\n")) {
+    const header = line.match(/^([0-9a-f]+-[0-9a-f]+) /);
+    if (header) counting = ranges.has(header[1] as string);
+    else if (counting && line.startsWith("Pss:")) kb += fieldKb(line, "Pss") ?? 0;
+  }
+  return kb;
+}
+
+/**
  * Memory a sandboxed unit holds, in bytes: the proportional anonymous memory of its processes (Pss_Anon
  * of /proc/<pid>/smaps_rollup; what a cgroup would charge them, each page shared after a fork once,
- * shared libraries being file pages that count nothing) plus what it keeps in its private /tmp and
- * /dev/shm (tmpfs is memory, measured with statfs). Pss_Anon leaves out shared memory, whose pages
- * smaps_rollup reports apart as Pss_Shmem (checked on Linux 6.18: mapping and touching 100 MB of a
- * /dev/shm file, or of a MAP_SHARED|MAP_ANONYMOUS region, raised Pss_Shmem by 100 MB and Pss_Anon
- * by nothing), so a unit's /dev/shm files are not counted twice; a shared anonymous mapping or a
- * memfd is counted by neither.
+ * shared libraries being file pages that count nothing), plus what it keeps in its private /tmp and
+ * /dev/shm (tmpfs is memory, measured with statfs), plus its other shared memory: shared anonymous
+ * mappings, memfds (`shmemObjects`). Pss_Anon leaves out shared memory, whose pages smaps_rollup
+ * reports apart as Pss_Shmem (checked on Linux 6.18: mapping and touching 100 MB of a /dev/shm file,
+ * or of a MAP_SHARED|MAP_ANONYMOUS region, raised Pss_Shmem by 100 MB and Pss_Anon by nothing), so
+ * nothing is counted twice: a /dev/shm file by statfs, a shared region or memfd by its inode.
  *
  * Cost: smaps_rollup walks the process's page tables. On this project's 2-core test machine
  * (Linux 6.18, firecracker VM) one read of a process holding 1 GB of touched 4 kB pages took
  * about 25 ms (2–3 ms with transparent huge pages), against 0.03 ms for /proc/<pid>/status; a unit
  * of a 1 GB parent and 8 forked workers thus costs about 9 × 25 ms per measurement. Hence
  * `quickUpToBytes`: while the RssAnon sum, which is not lower (but for the kernel's per-CPU counter
- * slack, a few pages per CPU), stays within the limit, no page table is walked.
+ * slack, a few pages per CPU), stays within the limit, no page table is walked. The shmem objects
+ * are counted the same way in both (maps and stat walk no page table); where a mapping's object
+ * cannot be sized, the quick sum takes the process's RssShmem, which is not lower than the Pss of
+ * that mapping, and the proportional sum that Pss.
  */
 export async function unitMemoryBytes(tree: ProcessTree, options: UnitMemoryOptions = {}): Promise<number> {
   const procDir = options.procDir ?? "/proc";
@@ -146,14 +220,19 @@ export async function unitMemoryBytes(tree: ProcessTree, options: UnitMemoryOpti
       if (s !== undefined) tmpfsBytes += (s.blocks - s.bfree) * s.bsize;
     }
   }
+  const shmem = await shmemObjects(tree.pids, procDir);
+  const unsizedPids = [...new Set(shmem.unsized.map((u) => u.pid))];
   const quickUpTo = options.quickUpToBytes ?? 0;
   if (quickUpTo > 0) {
-    const quick = (await statusSumKb(tree.pids, procDir, "RssAnon")) * 1024 + tmpfsBytes;
+    const anonKb = await statusSumKb(tree.pids, procDir, "RssAnon");
+    const unsizedKb = await statusSumKb(unsizedPids, procDir, "RssShmem");
+    const quick = (anonKb + unsizedKb) * 1024 + tmpfsBytes + shmem.bytes;
     if (quick <= quickUpTo) return quick;
   }
   let kb = 0;
   for (const pid of tree.pids) kb += await proportionalAnonKb(pid, procDir);
-  return kb * 1024 + tmpfsBytes;
+  for (const pid of unsizedPids) kb += await mappedPssKb(pid, new Set(shmem.unsized.filter((u) => u.pid === pid).map((u) => u.range)), procDir);
+  return kb * 1024 + tmpfsBytes + shmem.bytes;
 }
 
 /** Sends `signal` to each pid; those already gone are skipped. */

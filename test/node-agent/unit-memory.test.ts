@@ -150,3 +150,68 @@ describe("unit memory: where smaps_rollup cannot say, each process's RssAnon", (
     });
   }
 });
+
+/**
+ * Shared memory that is no process's anonymous memory and no file of the unit's /tmp or /dev/shm:
+ * shared anonymous mappings and memfds (which the sandbox refuses, but a mapped one is found the same
+ * way), held by real Python processes, each counted once and whole.
+ */
+describe("unit memory: memfds and shared anonymous mappings", function () {
+  const HOARD_MIB = 100;
+  const holders: { name: string; python: string; processes: number }[] = [
+    {
+      name: "a memfd whose descriptor was closed after 4 kB of it were mapped",
+      processes: 1,
+      python: `fd = os.memfd_create("hoard"); os.write(fd, b"\\1" * size); keep = mmap.mmap(fd, 4096); os.close(fd)`,
+    },
+    {
+      name: "a shared anonymous mapping, touched, shared by 3 forked workers",
+      processes: 4,
+      python: `keep = mmap.mmap(-1, size); keep[::4096] = b"\\1" * (size // 4096)\nfor _ in range(3):\n    if os.fork() == 0:\n        signal.pause()`,
+    },
+    {
+      name: "a shared anonymous mapping its process never touched, filled by a child that exited",
+      processes: 1,
+      python: `keep = mmap.mmap(-1, size)\nif os.fork() == 0:\n    keep[::4096] = b"\\1" * (size // 4096)\n    os._exit(0)\nos.wait()`,
+    },
+  ];
+  for (const holder of holders) {
+    it(`counts ${HOARD_MIB} MiB in ${holder.name} as ${HOARD_MIB} MiB, proportional and quick`, async () => {
+      const script = `import mmap, os, signal\nsize = ${HOARD_MIB} << 20\n${holder.python}\nprint("ready", flush=True)\nsignal.pause()\n`;
+      const python = spawn("python3", ["-c", script], { stdio: ["ignore", "pipe", "inherit"], detached: true });
+      try {
+        const lines = createInterface({ input: python.stdout })[Symbol.asyncIterator]();
+        assert.equal((await lines.next()).value, "ready");
+        // The parent prints once its fork() calls returned: the workers exist.
+        const tree = { pids: (await processTree(python.pid as number)).pids, inner: [] };
+        assert.equal(tree.pids.length, holder.processes);
+        for (const [how, options] of [["proportional", {}], ["quick", { quickUpToBytes: 2 ** 40 }]] as const) {
+          const measured = await unitMemoryBytes(tree, options);
+          assert.ok(measured >= HOARD_MIB * MIB && measured <= (HOARD_MIB + INTERPRETER_MIB) * MIB, `${how}: ${measured / MIB} MiB`);
+        }
+      } finally {
+        process.kill(-(python.pid as number), "SIGKILL");
+      }
+    });
+  }
+
+  it("counts what a process maps of a memfd whose size it may not read (no map_files: a reader without CAP_SYS_ADMIN)", async () => {
+    const procDir = await mkdtemp(path.join(os.tmpdir(), "gpu-agent-proc-"));
+    try {
+      await mkdir(path.join(procDir, "7"));
+      const header = "7f0000000000-7f0006400000 rw-s 00000000 00:01 4242                       /memfd:hoard (deleted)";
+      const files = {
+        status: "Name:\tpython3\nRssAnon:\t    1000 kB\nRssShmem:\t  102400 kB\n",
+        smaps_rollup: "00400000-7fff0000 ---p 00000000 00:00 0 [rollup]\nPss_Anon:     400 kB\nPss_Shmem:  51200 kB\n",
+        maps: `00400000-00401000 r-xp 00000000 08:01 17 /usr/bin/python3.11\n${header}\n`,
+        smaps: `00400000-00401000 r-xp 00000000 08:01 17 /usr/bin/python3.11\nRss:     4 kB\nPss:     4 kB\n${header}\nRss:  102400 kB\nPss:   51200 kB\n`,
+      };
+      for (const [name, text] of Object.entries(files)) await writeFile(path.join(procDir, "7", name), text);
+      const tree = { pids: [7], inner: [] };
+      assert.equal(await unitMemoryBytes(tree, { procDir }), (400 + 51200) * 1024, "proportional: Pss_Anon and the mapping's Pss");
+      assert.equal(await unitMemoryBytes(tree, { procDir, quickUpToBytes: 2 ** 40 }), (1000 + 102400) * 1024, "quick: RssAnon and RssShmem");
+    } finally {
+      await rm(procDir, { recursive: true, force: true });
+    }
+  });
+});

@@ -557,6 +557,12 @@ import ctypes, errno, json, os, subprocess, sys, threading
 libc = ctypes.CDLL(None, use_errno=True)
 def call(rc):
     return "ok" if rc == 0 else errno.errorcode[ctypes.get_errno()]
+def memfd():
+    try:
+        os.close(os.memfd_create("probe"))
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
 def widen():
     try:
         os.sched_setaffinity(0, range(os.cpu_count()))
@@ -574,19 +580,78 @@ report = {
     "unshare_command": [unshare.returncode, unshare.stderr.strip()],
     "widen_affinity": widen(),
     "keyctl": call(libc.syscall(250 if os.uname().machine == "x86_64" else 219, 0, 0, 0, 0, 0)),
+    "shmget": "ok" if libc.shmget(0, 1 << 20, 0o1600) >= 0 else errno.errorcode[ctypes.get_errno()],
+    "memfd_create": memfd(),
     "thread": threads,
     "child": subprocess.run([sys.executable, "-c", "print('child ran')"], capture_output=True, text=True).stdout.strip(),
 }
 print("syscalls " + json.dumps(report), flush=True)
 `;
 
-const MEMORY_HOG_PY = `
+/**
+ * Memory hogs, 8 MiB at a time up to 2 GB: in their heap, and where neither the processes' anonymous
+ * pages nor the unit's /tmp and /dev/shm show it.
+ */
+const MEMORY_HOGS: { name: string; python: string }[] = [
+  {
+    name: "in its heap",
+    python: `
 import time
 hoard = []
 for _ in range(256):
     hoard.append(bytearray(8 * 1024 * 1024))
     time.sleep(0.01)
 print("kept 2 GB", flush=True)
+`,
+  },
+  {
+    name: "in shared anonymous mappings (MAP_SHARED|MAP_ANONYMOUS)",
+    python: `
+import mmap, time
+hoard = []
+for _ in range(256):
+    region = mmap.mmap(-1, 8 << 20)
+    region[::4096] = b"\\1" * 2048
+    hoard.append(region)
+    time.sleep(0.01)
+print("kept 2 GB", flush=True)
+`,
+  },
+  {
+    name: "in a shared region it never touched itself, filled by children that exited",
+    python: `
+import mmap, os, time
+region = mmap.mmap(-1, 2048 << 20)
+for i in range(256):
+    pid = os.fork()
+    if pid == 0:
+        region[(i << 23):((i + 1) << 23):4096] = b"\\1" * 2048
+        os._exit(0)
+    os.waitpid(pid, 0)
+    time.sleep(0.01)
+print("kept 2 GB", flush=True)
+`,
+  },
+];
+
+/** A 40 MiB file in /dev/shm, mapped and read by a parent and 3 forked workers (as DataLoader workers share tensors). */
+const SHARED_SHM_FILE_PY = `
+import mmap, os, time
+size = 40 << 20
+with open("/dev/shm/tensors", "w+b") as f:
+    f.truncate(size)
+    view = mmap.mmap(f.fileno(), size)
+view[::4096] = b"\\1" * (size // 4096)
+workers = []
+for _ in range(3):
+    pid = os.fork()
+    if pid == 0:
+        sum(view[::4096])
+        time.sleep(1.5)
+        os._exit(0)
+    workers.append(pid)
+for pid in workers:
+    os.waitpid(pid, 0)
 `;
 
 /**
@@ -801,7 +866,7 @@ describe("unit sandbox: the walls, from inside real sandboxes", function () {
     { name: "a unit on all CPUs", cpuCores: 0, pinned: false, widen: "ok" },
   ];
   for (const f of filtered) {
-    it(`refuses ${f.name} a user namespace of its own and a keyring${f.pinned ? ", and a wider CPU affinity" : ""}; threads and children still run`, async () => {
+    it(`refuses ${f.name} a user namespace of its own, a keyring, a SysV shared memory segment and a memfd${f.pinned ? ", and a wider CPU affinity" : ""}; threads and children still run`, async () => {
       const cpus = await allowedCpus();
       assert.ok(cpus.length >= 2, `pinning needs a machine of 2 CPUs or more, this one has ${cpus.length}`);
       runner = newRunner({ cpus });
@@ -811,22 +876,24 @@ describe("unit sandbox: the walls, from inside real sandboxes", function () {
       const seen = reported<{ pinned_to: number[]; unshare_command: [number, string] } & Record<string, unknown>>(unitId, "syscalls");
       assert.equal(seen.pinned_to.length, f.pinned ? 1 : cpus.length);
       assert.deepEqual(
-        { unshare_user: seen["unshare_user"], widen_affinity: seen["widen_affinity"], keyctl: seen["keyctl"], thread: seen["thread"], child: seen["child"] },
-        { unshare_user: "EPERM", widen_affinity: f.widen, keyctl: "EPERM", thread: ["ran"], child: "child ran" },
+        { unshare_user: seen["unshare_user"], widen_affinity: seen["widen_affinity"], keyctl: seen["keyctl"], shmget: seen["shmget"], memfd_create: seen["memfd_create"], thread: seen["thread"], child: seen["child"] },
+        { unshare_user: "EPERM", widen_affinity: f.widen, keyctl: "EPERM", shmget: "EPERM", memfd_create: "ENOSYS", thread: ["ran"], child: "child ran" },
       );
       assert.equal(seen.unshare_command[0], 1);
       assert.match(seen.unshare_command[1], /Operation not permitted/);
     });
   }
 
-  it("stops a unit that holds more than its memory_mb as FAILED \"out of memory at 64 MB\"", async () => {
-    const unitId = randomUUID();
-    await runner.assign(await assignFor(unitId, MEMORY_HOG_PY, { memoryMb: 64 }));
-    const done = finished(unitId)[0];
-    assert.equal(done?.outcome, Outcome.FAILED, done?.error);
-    assert.match(done?.error ?? "", /^out of memory at 64 MB/);
-    assert.ok(!logLines(unitId).includes("kept 2 GB"), "stopped before it got there");
-  });
+  for (const hog of MEMORY_HOGS) {
+    it(`stops a unit that keeps memory ${hog.name} as FAILED "out of memory at 64 MB"`, async () => {
+      const unitId = randomUUID();
+      await runner.assign(await assignFor(unitId, hog.python, { memoryMb: 64 }));
+      const done = finished(unitId)[0];
+      assert.equal(done?.outcome, Outcome.FAILED, done?.error);
+      assert.match(done?.error ?? "", /^out of memory at 64 MB/);
+      assert.ok(!logLines(unitId).includes("kept 2 GB"), "stopped before it got there");
+    });
+  }
 
   it("counts a heap shared by forked workers once: a unit whose RssAnon sum is far past its memory_mb completes", async () => {
     runner = newRunner({ memoryCheckMs: 50 });
@@ -835,6 +902,14 @@ describe("unit sandbox: the walls, from inside real sandboxes", function () {
     const done = finished(unitId)[0];
     assert.equal(done?.outcome, Outcome.SUCCEEDED, done?.error);
     assert.ok(reported<number>(unitId, "rss_anon_sum_mb") > 256, "the per-process RssAnon sum would have stopped it");
+  });
+
+  it("counts a /dev/shm file mapped by forked workers once (as the tmpfs's usage, not again as their shared pages): a 40 MiB file under a 64 MB limit completes", async () => {
+    runner = newRunner({ memoryCheckMs: 50 });
+    const unitId = randomUUID();
+    await runner.assign(await assignFor(unitId, SHARED_SHM_FILE_PY, { memoryMb: 64 }));
+    const done = finished(unitId)[0];
+    assert.equal(done?.outcome, Outcome.SUCCEEDED, done?.error);
   });
 
   it("shows no host path on any command line or environment inside: the init reads `bwrap --args 4 -- sh -s`, the unit its own script and arguments, passed unchanged", async () => {
