@@ -96,27 +96,36 @@ export interface UnitMemoryOptions {
   quickUpToBytes?: number;
 }
 
-/** Sum of `field` over the /proc/<pid>/status of each pid, in kB (0 for a process that ended). */
-async function statusSumKb(pids: readonly number[], procDir: string, field: string): Promise<number> {
+/** Sum of `fields` over the /proc/<pid>/status of each pid, in kB (0 for a process that ended). */
+async function statusSumKb(pids: readonly number[], procDir: string, ...fields: string[]): Promise<number> {
   let kb = 0;
   for (const pid of pids) {
     const status = await readFile(path.join(procDir, String(pid), "status"), "utf8").catch(() => "");
-    kb += fieldKb(status, field) ?? 0;
+    for (const field of fields) kb += fieldKb(status, field) ?? 0;
   }
   return kb;
 }
 
 /**
+ * A process's private anonymous memory in status terms: resident (RssAnon) and swapped out (VmSwap).
+ * Swap counts because a unit may page its own memory out (madvise MADV_PAGEOUT) on a node with swap,
+ * where a delegated cgroup would allow it none.
+ */
+const ANON_STATUS_FIELDS = ["RssAnon", "VmSwap"];
+
+/**
  * The proportional anonymous memory of `pid`, in kB: each anonymous page divided by the number of
  * processes mapping it, so that summed over processes sharing pages after a fork, each page counts
- * once. Falls back to the process's RssAnon (each shared page in full) where smaps_rollup cannot
- * say: absent (kernels before 4.14), without a Pss_Anon line (before 5.9), or unreadable (EACCES:
- * reading it needs ptrace-read access, which /proc/<pid>/status does not; ESRCH: the process is
- * ending).
+ * once, resident (Pss_Anon) or swapped out (SwapPss). Falls back to the process's RssAnon and VmSwap
+ * (each shared page in full) where smaps_rollup cannot say: absent (kernels before 4.14), without a
+ * Pss_Anon line (before 5.9), or unreadable (EACCES: reading it needs ptrace-read access, which
+ * /proc/<pid>/status does not; ESRCH: the process is ending).
  */
 async function proportionalAnonKb(pid: number, procDir: string): Promise<number> {
   const rollup = await readFile(path.join(procDir, String(pid), "smaps_rollup"), "utf8").catch(() => "");
-  return fieldKb(rollup, "Pss_Anon") ?? (await statusSumKb([pid], procDir, "RssAnon"));
+  const resident = fieldKb(rollup, "Pss_Anon");
+  if (resident === undefined) return statusSumKb([pid], procDir, ...ANON_STATUS_FIELDS);
+  return resident + (fieldKb(rollup, "SwapPss") ?? 0);
 }
 
 /**
@@ -224,7 +233,7 @@ export async function unitMemoryBytes(tree: ProcessTree, options: UnitMemoryOpti
   const unsizedPids = [...new Set(shmem.unsized.map((u) => u.pid))];
   const quickUpTo = options.quickUpToBytes ?? 0;
   if (quickUpTo > 0) {
-    const anonKb = await statusSumKb(tree.pids, procDir, "RssAnon");
+    const anonKb = await statusSumKb(tree.pids, procDir, ...ANON_STATUS_FIELDS);
     const unsizedKb = await statusSumKb(unsizedPids, procDir, "RssShmem");
     const quick = (anonKb + unsizedKb) * 1024 + tmpfsBytes + shmem.bytes;
     if (quick <= quickUpTo) return quick;

@@ -113,6 +113,8 @@ describe("unit memory: where smaps_rollup cannot say, each process's RssAnon", (
   const ROLLUP_BEFORE_5_9 = "00400000-7fff0000 ---p 00000000 00:00 0                          [rollup]\nRss:     3000 kB\nPss:     2000 kB\n";
   const cases: { name: string; files: Record<string, string>; rollupIsDirectory?: boolean; kb: number }[] = [
     { name: "reads Pss_Anon from smaps_rollup", files: { status: STATUS, smaps_rollup: ROLLUP }, kb: 400 },
+    { name: "adds what the process swapped out (SwapPss)", files: { status: STATUS, smaps_rollup: `${ROLLUP}Swap:     900 kB\nSwapPss:     300 kB\n` }, kb: 700 },
+    { name: "adds VmSwap to RssAnon without smaps_rollup", files: { status: `${STATUS}VmSwap:\t     900 kB\n` }, kb: 1900 },
     { name: "takes RssAnon without smaps_rollup (kernels before 4.14)", files: { status: STATUS }, kb: 1000 },
     { name: "takes RssAnon where smaps_rollup has no Pss_Anon (kernels before 5.9)", files: { status: STATUS, smaps_rollup: ROLLUP_BEFORE_5_9 }, kb: 1000 },
     { name: "takes RssAnon where smaps_rollup cannot be read", files: { status: STATUS }, rollupIsDirectory: true, kb: 1000 },
@@ -132,16 +134,17 @@ describe("unit memory: where smaps_rollup cannot say, each process's RssAnon", (
     });
   }
 
-  const quickCases: { name: string; quickUpToKb: number; kb: number }[] = [
+  const quickCases: { name: string; status?: string; quickUpToKb: number; kb: number }[] = [
     { name: "settles for the RssAnon sum while it is within quickUpToBytes", quickUpToKb: 1000, kb: 1000 },
     { name: "walks the page tables once the RssAnon sum is past quickUpToBytes", quickUpToKb: 999, kb: 400 },
+    { name: "counts VmSwap in the quick sum: past quickUpToBytes with it, the page tables are walked", status: `${STATUS}VmSwap:\t       1 kB\n`, quickUpToKb: 1000, kb: 400 },
   ];
   for (const c of quickCases) {
     it(c.name, async () => {
       const procDir = await mkdtemp(path.join(os.tmpdir(), "gpu-agent-proc-"));
       try {
         await mkdir(path.join(procDir, "7"));
-        await writeFile(path.join(procDir, "7", "status"), STATUS);
+        await writeFile(path.join(procDir, "7", "status"), c.status ?? STATUS);
         await writeFile(path.join(procDir, "7", "smaps_rollup"), ROLLUP);
         assert.equal(await unitMemoryBytes({ pids: [7], inner: [] }, { procDir, quickUpToBytes: c.quickUpToKb * 1024 }), c.kb * 1024);
       } finally {
