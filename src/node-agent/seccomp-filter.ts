@@ -44,14 +44,14 @@ const SYSCALLS = {
     keyctl: 250, add_key: 248, request_key: 249, bpf: 321, perf_event_open: 298, userfaultfd: 323,
     kexec_load: 246, kexec_file_load: 320, init_module: 175, finit_module: 313, delete_module: 176,
     mount: 165, umount2: 166, pivot_root: 155, open_tree: 428, move_mount: 429, fsopen: 430, fsconfig: 431, fsmount: 432, fspick: 433, mount_setattr: 442,
-    shmget: 29, memfd_create: 319,
+    shmget: 29, memfd_create: 319, io_uring_setup: 425,
   },
   arm64: {
     clone: 220, clone3: 435, unshare: 97, setns: 268, sched_setaffinity: 122,
     keyctl: 219, add_key: 217, request_key: 218, bpf: 280, perf_event_open: 241, userfaultfd: 282,
     kexec_load: 104, kexec_file_load: 294, init_module: 105, finit_module: 273, delete_module: 106,
     mount: 40, umount2: 39, pivot_root: 41, open_tree: 428, move_mount: 429, fsopen: 430, fsconfig: 431, fsmount: 432, fspick: 433, mount_setattr: 442,
-    shmget: 194, memfd_create: 279,
+    shmget: 194, memfd_create: 279, io_uring_setup: 425,
   },
 } as const satisfies Record<SeccompArch, Record<string, number>>;
 
@@ -94,9 +94,11 @@ export const DENIED_SYSCALLS: readonly SyscallName[] = [
  *   flags are in a register;
  * - memfd_create: a memfd held only by its descriptor is memory the memory watch could find only by
  *   a readlink of every descriptor of every process at every measurement (unit-limits.ts); callers
- *   (asmjit in PyTorch, glib, Mesa) fall back to a file in /dev/shm, which the watch counts.
+ *   (asmjit in PyTorch, glib, Mesa) fall back to a file in /dev/shm, which the watch counts;
+ * - io_uring_setup: io_uring has been one of the kernel's most exploited interfaces (container
+ *   runtimes' default profiles refuse it too); liburing users fall back to ordinary reads and writes.
  */
-export const UNIMPLEMENTED_SYSCALLS: readonly SyscallName[] = ["clone3", "memfd_create"];
+export const UNIMPLEMENTED_SYSCALLS: readonly SyscallName[] = ["clone3", "memfd_create", "io_uring_setup"];
 
 /** <linux/sched.h>: the flag of clone and unshare that makes a user namespace. */
 export const CLONE_NEWUSER = 0x10000000;
@@ -162,7 +164,7 @@ export function seccompArchOf(arch: string): SeccompArch | undefined {
  * 1. a call of another architecture (i386 `int 0x80` on x86_64, arm32 on arm64) kills the process: its
  *    numbers mean other calls, so nothing below would hold for it;
  * 2. x32 calls are refused (EPERM), for the same reason;
- * 3. clone3 and memfd_create answer ENOSYS (UNIMPLEMENTED_SYSCALLS);
+ * 3. clone3, memfd_create and io_uring_setup answer ENOSYS (UNIMPLEMENTED_SYSCALLS);
  * 4. clone and unshare with CLONE_NEWUSER, the fixed list, and (pinned units) sched_setaffinity: EPERM.
  */
 export function seccompFilter(opts: SeccompOptions): Buffer {

@@ -109,6 +109,7 @@ describe("seccomp filter of every unit", () => {
         { name: "unshare(CLONE_NEWNS) (refused later by the kernel: no capability)", call: call(arch, "unshare", [0x00020000]), pinned: "allow", unpinned: "allow" },
         { name: "clone3, whose flags are in memory: ENOSYS, so libc falls back to clone", call: call(arch, "clone3"), pinned: `errno ${ENOSYS}`, unpinned: `errno ${ENOSYS}` },
         { name: "memfd_create: ENOSYS, so callers fall back to a file in /dev/shm", call: call(arch, "memfd_create"), pinned: `errno ${ENOSYS}`, unpinned: `errno ${ENOSYS}` },
+        { name: "io_uring_setup: ENOSYS, so callers fall back to plain reads and writes", call: call(arch, "io_uring_setup"), pinned: `errno ${ENOSYS}`, unpinned: `errno ${ENOSYS}` },
         { name: "sched_setaffinity", call: call(arch, "sched_setaffinity"), pinned: `errno ${EPERM}`, unpinned: "allow" },
         { name: "another architecture's call", call: { arch: arch === "x64" ? AUDIT.i386 : AUDIT.arm, nr: 1 }, pinned: "kill", unpinned: "kill" },
       ];

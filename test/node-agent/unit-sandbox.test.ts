@@ -582,6 +582,7 @@ report = {
     "keyctl": call(libc.syscall(250 if os.uname().machine == "x86_64" else 219, 0, 0, 0, 0, 0)),
     "shmget": "ok" if libc.shmget(0, 1 << 20, 0o1600) >= 0 else errno.errorcode[ctypes.get_errno()],
     "memfd_create": memfd(),
+    "io_uring_setup": "ok" if libc.syscall(425, 8, ctypes.create_string_buffer(120)) >= 0 else errno.errorcode[ctypes.get_errno()],
     "thread": threads,
     "child": subprocess.run([sys.executable, "-c", "print('child ran')"], capture_output=True, text=True).stdout.strip(),
 }
@@ -866,7 +867,7 @@ describe("unit sandbox: the walls, from inside real sandboxes", function () {
     { name: "a unit on all CPUs", cpuCores: 0, pinned: false, widen: "ok" },
   ];
   for (const f of filtered) {
-    it(`refuses ${f.name} a user namespace of its own, a keyring, a SysV shared memory segment and a memfd${f.pinned ? ", and a wider CPU affinity" : ""}; threads and children still run`, async () => {
+    it(`refuses ${f.name} a user namespace of its own, a keyring, a SysV shared memory segment, a memfd and an io_uring${f.pinned ? ", and a wider CPU affinity" : ""}; threads and children still run`, async () => {
       const cpus = await allowedCpus();
       assert.ok(cpus.length >= 2, `pinning needs a machine of 2 CPUs or more, this one has ${cpus.length}`);
       runner = newRunner({ cpus });
@@ -876,8 +877,8 @@ describe("unit sandbox: the walls, from inside real sandboxes", function () {
       const seen = reported<{ pinned_to: number[]; unshare_command: [number, string] } & Record<string, unknown>>(unitId, "syscalls");
       assert.equal(seen.pinned_to.length, f.pinned ? 1 : cpus.length);
       assert.deepEqual(
-        { unshare_user: seen["unshare_user"], widen_affinity: seen["widen_affinity"], keyctl: seen["keyctl"], shmget: seen["shmget"], memfd_create: seen["memfd_create"], thread: seen["thread"], child: seen["child"] },
-        { unshare_user: "EPERM", widen_affinity: f.widen, keyctl: "EPERM", shmget: "EPERM", memfd_create: "ENOSYS", thread: ["ran"], child: "child ran" },
+        { unshare_user: seen["unshare_user"], widen_affinity: seen["widen_affinity"], keyctl: seen["keyctl"], shmget: seen["shmget"], memfd_create: seen["memfd_create"], io_uring_setup: seen["io_uring_setup"], thread: seen["thread"], child: seen["child"] },
+        { unshare_user: "EPERM", widen_affinity: f.widen, keyctl: "EPERM", shmget: "EPERM", memfd_create: "ENOSYS", io_uring_setup: "ENOSYS", thread: ["ran"], child: "child ran" },
       );
       assert.equal(seen.unshare_command[0], 1);
       assert.match(seen.unshare_command[1], /Operation not permitted/);
