@@ -53,13 +53,18 @@ import type { ScoreWeights } from "../platform/config.ts";
  * cluster holds), then a node's track record, then a warm dataset cache. A
  * cached dataset saves one download but, weighted high, pulls units onto a
  * few nodes whatever their fit (with 0.5 / 0.3 / 0.2 bench:placer places
- * 94,069 units instead of 96,847 on its 10k scenario). The fragmentation
- * score (FGD) at 0.3 keeps GPUs usable for the work that is arriving: it
- * packs more on both benchmarks than without it, and bench:trace (where the
- * other scores tie on every node) packs the same from 0.3 to 1 (README,
- * "Fragmentation score").
+ * 94,069 units instead of 96,847 on its 10k scenario). Reliability and
+ * DataLocality are preferences between nodes that fit alike: at 0.2 and 0.1
+ * a cached dataset (6.7 points of the total) outweighed 14 points of
+ * BinPack, and on bench:placer 10k they cost 366 units (96,924 placed
+ * against 97,290 at 0.1 and 0.05) for 25 % more cache hits and 0.001 of
+ * mean node reliability (README, "Scores"). The fragmentation score (FGD)
+ * at 0.3 keeps GPUs usable for the work that is arriving: it packs more on
+ * both benchmarks than without it, and bench:trace (where the other scores
+ * tie on every node) packs the same from 0.3 to 1 (README, "Fragmentation
+ * score").
  */
-export const defaultWeights: ScoreWeights = { binPack: 0.7, reliability: 0.2, dataLocality: 0.1, gpuFragmentation: 0.3, gpuScarcity: 0.2 };
+export const defaultWeights: ScoreWeights = { binPack: 0.7, reliability: 0.1, dataLocality: 0.05, gpuFragmentation: 0.3, gpuScarcity: 0.2 };
 
 /**
  * Default cap on feasible nodes scored per unit. Without it a small unit on

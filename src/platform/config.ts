@@ -231,7 +231,7 @@ function intFrom(env: NodeJS.ProcessEnv, name: string, fallback: number, range: 
 }
 
 /**
- * `GPU_AGENT_PLACER_WEIGHTS=bin_pack=0.7,reliability=0.2,data_locality=0.1,gpu_fragmentation=0.3,gpu_scarcity=0.2`:
+ * `GPU_AGENT_PLACER_WEIGHTS=bin_pack=0.7,reliability=0.1,data_locality=0.05,gpu_fragmentation=0.3,gpu_scarcity=0.2`:
  * every score named once (`gpu_fragmentation` and `gpu_scarcity` may be left out: 0, as before those scores
  * existed, so a value set before them keeps planning as it did), finite and non-negative, not all zero (only
  * their ratios matter). Unset: undefined, and the placer's defaults apply (`defaultWeights`, which include both).

@@ -510,6 +510,17 @@ describe("placeUnits: scores and ties", () => {
     assert.deepEqual(placedOn(place(nodes, [unitWith()])), { "unit-1": "b" });
   });
 
+  it("does not let a cached dataset outweigh a clearly better fit: the unit leaves more cores next to the same GPU elsewhere", () => {
+    // Same 12 GB GPU on both, so the 8 GB unit leaves the same VRAM either way; on "cached" it would leave 4 free
+    // cores (2 typical units), on "roomy" 14. With reliability 0.2 and locality 0.1 (the defaults before) it went to "cached".
+    const nodes = [nodeWith({ id: "cached", vram: [12288], freeCpuCores: 6, cached: ["ds-1"] }), nodeWith({ id: "roomy", vram: [12288] })];
+    assert.deepEqual(placedOn(place(nodes, [unitWith({ vramMb: 8000 })])), { "unit-1": "roomy" });
+    assert.deepEqual(
+      placedOn(placeUnits({ nodes }, [unitWith({ vramMb: 8000 })], { seed, weights: { ...defaultWeights, reliability: 0.2, dataLocality: 0.1 } })),
+      { "unit-1": "cached" },
+    );
+  });
+
   it("prefers the more reliable node when all else is equal", () => {
     const nodes = [nodeWith({ id: "a", reliability: 0.5 }), nodeWith({ id: "b", reliability: 0.99 }), nodeWith({ id: "c", reliability: 0.7 })];
     assert.deepEqual(placedOn(place(nodes, [unitWith()])), { "unit-1": "b" });
@@ -796,12 +807,12 @@ describe("placeUnits: golden plan", () => {
  */
 const GOLDEN: PlacementResult = {
   placements: [
-    { unitId: "acme-train-big", nodeId: "lab-a100", gpuIndex: 1, gpuIndexes: [1], score: 49.915 },
-    { unitId: "bob-cats", nodeId: "home-3090", gpuIndex: 0, gpuIndexes: [0], score: 61.999 },
-    { unitId: "acme-train-2", nodeId: "home-4090x2", gpuIndex: 0, gpuIndexes: [0], score: 47.987 },
-    { unitId: "bob-small", nodeId: "lab-a100", gpuIndex: 0, gpuIndexes: [0], score: 68.434 },
-    { unitId: "acme-prep", nodeId: "lab-cpu", gpuIndex: -1, gpuIndexes: [], score: 70.979 },
-    { unitId: "bob-retry", nodeId: "lab-a100", gpuIndex: 0, gpuIndexes: [0], score: 47.297 },
+    { unitId: "acme-train-big", nodeId: "lab-a100", gpuIndex: 1, gpuIndexes: [1], score: 47.817 },
+    { unitId: "bob-cats", nodeId: "home-3090", gpuIndex: 0, gpuIndexes: [0], score: 58.782 },
+    { unitId: "acme-train-2", nodeId: "home-4090x2", gpuIndex: 0, gpuIndexes: [0], score: 45.985 },
+    { unitId: "bob-small", nodeId: "lab-a100", gpuIndex: 0, gpuIndexes: [0], score: 68.751 },
+    { unitId: "acme-prep", nodeId: "lab-cpu", gpuIndex: -1, gpuIndexes: [], score: 71.542 },
+    { unitId: "bob-retry", nodeId: "lab-a100", gpuIndex: 0, gpuIndexes: [0], score: 44.858 },
   ],
   unplaced: [
     {
