@@ -20,7 +20,9 @@ import { failedConstraint, GpuConstraint, gpuCountOf, hasGpuConstraints } from "
 import { sandboxRequired } from "./node-rules.ts";
 import {
   binPack,
-  binPackScore,
+  type BinPackAsk,
+  binPackAskOf,
+  binPackScoreOf,
   cachedDatasetScore,
   cpuFit,
   dataLocality,
@@ -305,6 +307,8 @@ interface Ctx {
   readonly free: FreeResources;
   // The decision in progress.
   unit: UnitRequest;
+  /** The unit's BinPack asks against the cycle's profile, the same on every node it is scored on. */
+  readonly ask: BinPackAsk;
   /** The unit's dataset as `state.datasets` numbers it (-1: no node caches it). */
   dataset: number;
   /** The unit's static GPU rules over the cluster, for a unit with several GPUs or GPU constraints; else undefined. */
@@ -345,7 +349,7 @@ function partialScore(ctx: Ctx, unit: UnitRequest, i: number): number {
     free.memoryMb = state.memory[i] as number;
     free.diskMb = state.disk[i] as number;
     free.unitSlots = state.slots[i] as number;
-    total += wBinPack * binPackScore(unit, free, ctx.cycle.profile);
+    total += wBinPack * binPackScoreOf(ctx.ask, free, ctx.cycle.profile);
   }
   const wReliability = weights[1] as number;
   if (wReliability !== 0) total += wReliability * reliabilityScore(state.reliability[i] as number);
@@ -447,15 +451,20 @@ function scorePruned(ctx: Ctx, unit: UnitRequest, frag: FragmentationTable, wFra
   for (let k = 0; k < n; k++) {
     candPartial[k] = partialScore(ctx, unit, candNode[k] as number);
     ctx.candGpu[k] = -1;
-    let at = k;
-    while (at > 0 && (candPartial[candOrder[at - 1] as number] as number) < (candPartial[k] as number)) {
-      candOrder[at] = candOrder[at - 1] as number;
-      at--;
-    }
-    candOrder[at] = k;
+    candOrder[k] = k;
   }
   for (let o = 0; o < n; o++) {
-    const k = candOrder[o] as number;
+    // The next candidate by its other scores (ties: the earlier one). A selection, not a sort: the loop
+    // usually stops after a few of the ~30 candidates (5 on bench:placer 10k).
+    let next = o;
+    for (let q = o + 1; q < n; q++) {
+      const a = candPartial[candOrder[q] as number] as number;
+      const b = candPartial[candOrder[next] as number] as number;
+      if (a > b || (a === b && (candOrder[q] as number) < (candOrder[next] as number))) next = q;
+    }
+    const k = candOrder[next] as number;
+    candOrder[next] = candOrder[o] as number;
+    candOrder[o] = k;
     const i = candNode[k] as number;
     const partial = candPartial[k] as number;
     if (ctx.bestK !== -1) {
@@ -729,6 +738,7 @@ function decide(ctx: Ctx, unit: UnitRequest): Decision {
   }
   const counts = ctx.counts;
   ctx.unit = unit;
+  binPackAskOf(unit, ctx.cycle.profile, ctx.ask);
   ctx.dataset = state.datasets.numberOf.get(unit.datasetId) ?? -1;
   ctx.seq = ++state.seq;
   if (ctx.excluded.length !== state.size) ctx.excluded = new Int32Array(state.size);
@@ -1003,6 +1013,7 @@ export function createPlacer(snapshot: ClusterSnapshot): Placer {
     excluded: new Int32Array(0),
     free: { vramMb: 0, cpuCores: 0, memoryMb: 0, diskMb: 0, unitSlots: Infinity },
     unit: undefined as unknown as UnitRequest,
+    ask: { vram: 0, cpu: 0, memory: 0, disk: 0, size: 0 },
     dataset: -1,
     elig: undefined,
     seq: 0,

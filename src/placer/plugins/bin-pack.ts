@@ -72,20 +72,44 @@ export function binPackScore(
   free: FreeResources,
   profile: DemandProfile,
 ): number {
+  return binPackScoreOf(binPackAskOf(unit, profile), free, profile);
+}
+
+/** A unit's asks in the profile's typical units (a_r; NaN: a resource the profile leaves out) and its size, max_r a_r. */
+export interface BinPackAsk {
+  vram: number;
+  cpu: number;
+  memory: number;
+  disk: number;
+  size: number;
+}
+
+/** {@link BinPackAsk} of `unit`: the same for every node it is scored on, so the placer computes it once per decision. */
+export function binPackAskOf(
+  unit: { kind: "cpu" | "gpu"; vramMb: number; gpuCount?: number; diskMb: number; cpuCores: number; memoryMb: number },
+  profile: DemandProfile,
+  into: BinPackAsk = { vram: 0, cpu: 0, memory: 0, disk: 0, size: 0 },
+): BinPackAsk {
+  into.vram = units(unit.kind === "gpu" ? unit.vramMb * (unit.gpuCount ?? 1) : 0, profile.vramMb);
+  into.cpu = units(unit.cpuCores, profile.cpuCores);
+  into.memory = units(unit.memoryMb, profile.memoryMb);
+  into.disk = units(unit.diskMb, profile.diskMb);
+  into.size = Math.max(0, maxOf(into.vram, into.cpu, into.memory, into.disk));
+  return into;
+}
+
+/** {@link binPackScore} of a unit whose asks are `ask` (binPackAskOf with the same profile). */
+export function binPackScoreOf(ask: BinPackAsk, free: FreeResources, profile: DemandProfile): number {
   // Capacity (U_r) and ask (a_r) per resource in typical units; NaN marks a resource the profile leaves out.
   const uV = units(free.vramMb, profile.vramMb);
   const uC = units(free.cpuCores, profile.cpuCores);
   const uM = units(free.memoryMb, profile.memoryMb);
   const uD = units(free.diskMb, profile.diskMb);
-  const aV = units(unit.kind === "gpu" ? unit.vramMb * (unit.gpuCount ?? 1) : 0, profile.vramMb);
-  const aC = units(unit.cpuCores, profile.cpuCores);
-  const aM = units(unit.memoryMb, profile.memoryMb);
-  const aD = units(unit.diskMb, profile.diskMb);
+  const { vram: aV, cpu: aC, memory: aM, disk: aD, size } = ask;
   // Math.min/max ignore nothing, so NaN (left out) is filtered by hand.
   const uS = free.unitSlots === undefined || free.unitSlots === Infinity ? NaN : Math.max(0, free.unitSlots);
   const cap = Math.min(minOf(uV, uC, uM, uD), Number.isNaN(uS) ? Infinity : uS);
   const loss = Math.max(0, maxOf(aV - (uV - cap), aC - (uC - cap), aM - (uM - cap), aD - (uD - cap)), Number.isNaN(uS) ? 0 : 1 - (uS - cap));
-  const size = Math.max(0, maxOf(aV, aC, aM, aD));
   const room = Math.min(minOf(uC - aC, uM - aM, uD - aD, NaN), Number.isNaN(uS) ? Infinity : uS - 1);
   // loss ≤ size but through the slots (clamped: no fit); the ratio is NaN only for absurd inputs (a vanishing profile: ∞/∞), counted as no fit.
   const ratio = loss / size;

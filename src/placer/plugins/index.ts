@@ -32,7 +32,7 @@ import { reliability } from "./reliability.ts";
 import { trustTier } from "./trust-tier.ts";
 
 export type { FilterPlugin, ScorePlugin } from "./plugin.ts";
-export { binPack, binPackScore, fitShare, type FreeResources, freeOf, leftOver, roomHalf } from "./bin-pack.ts";
+export { binPack, type BinPackAsk, binPackAskOf, binPackScore, binPackScoreOf, fitShare, type FreeResources, freeOf, leftOver, roomHalf } from "./bin-pack.ts";
 export { cachedDatasetScore } from "./data-locality.ts";
 export { reliabilityScore } from "./reliability.ts";
 export { fragmentationScore, gpuFragmentation, growthOnNode, neutralFragmentationScore, typicalVramMb } from "./gpu-fragmentation.ts";
