@@ -138,8 +138,11 @@ async function proportionalAnonKb(pid: number, procDir: string): Promise<number>
  * this looks: a memfd held only by a descriptor would need a walk over every descriptor of every
  * process (a readlink each) at every measurement.
  */
-const SHMEM_OBJECT = /^(\/dev\/zero|\/memfd:|\/SYSV[0-9a-f]{8}|\[anon_shmem)/;
-const SHMEM_OBJECT_ANYWHERE = / (\/dev\/zero|\/memfd:|\/SYSV[0-9a-f]{8}|\[anon_shmem)/;
+const SHMEM_PATH = String.raw`(\/dev\/zero|\/memfd:|\/SYSV[0-9a-f]{8}|\[anon_shmem)`;
+/** A mapping's path that names a shmem object. */
+const SHMEM_OBJECT = new RegExp(`^${SHMEM_PATH}`);
+/** Some mapping in a maps text names one (paths follow a space). */
+const SHMEM_OBJECT_ANYWHERE = new RegExp(` ${SHMEM_PATH}`);
 
 /** A shmem object mapped by a process whose size could not be read (map_files needs CAP_SYS_ADMIN). */
 interface UnsizedMapping {

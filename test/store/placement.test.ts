@@ -19,6 +19,18 @@ const backends: readonly { name: string; open(): Promise<Database> }[] = [
 const now = new Date("2030-01-01T00:00:00Z");
 const silentBefore = new Date(now.getTime() - 30_000);
 
+/** A queued job with one ready CPU unit that last waited for `unschedulableReason`. */
+async function insertReadyCpuUnit(db: Database, unschedulableReason: string): Promise<{ unitId: string; jobId: string }> {
+  const { customerId, jobId } = await insertJob(db);
+  const unitId = randomUUID();
+  await db.query(
+    `INSERT INTO compute_units (id, job_id, customer_id, name, kind, status, entrypoint, attempt, max_attempts, ready_at, unschedulable_reason, required_gpu_count)
+     VALUES ($1, $2, $3, 'train', 'cpu', 'ready', 'train.py', 1, 3, $4, $5, 0)`,
+    [unitId, jobId, customerId, now, unschedulableReason],
+  );
+  return { unitId, jobId };
+}
+
 interface UnitState {
   status: string;
   node_id: string | null;
@@ -46,13 +58,7 @@ for (const backend of backends) {
 
     /** A ready CPU unit of a queued job, and one online controlled node last heard a second ago. */
     async function readyUnitAndNode(): Promise<{ unitId: string; nodeId: string; jobId: string }> {
-      const { customerId, jobId } = await insertJob(db);
-      const unitId = randomUUID();
-      await db.query(
-        `INSERT INTO compute_units (id, job_id, customer_id, name, kind, status, entrypoint, attempt, max_attempts, ready_at, unschedulable_reason, required_gpu_count)
-         VALUES ($1, $2, $3, 'train', 'cpu', 'ready', 'train.py', 1, 3, $4, 'no node had room', 0)`,
-        [unitId, jobId, customerId, now],
-      );
+      const { unitId, jobId } = await insertReadyCpuUnit(db, "no node had room");
       const [nodeId] = (await insertNodes(db, 1, new Date(now.getTime() - 1000))) as [string];
       return { unitId, nodeId, jobId };
     }
@@ -304,13 +310,7 @@ describe("store/placement: the cycle's advisory writes never wait on rows anothe
   });
 
   it("skips a queued job and its unit that a cancel holds (it would deadlock with it), and writes them once it let go", async () => {
-    const { customerId, jobId } = await insertJob(db);
-    const unitId = randomUUID();
-    await db.query(
-      `INSERT INTO compute_units (id, job_id, customer_id, name, kind, status, entrypoint, attempt, max_attempts, ready_at, unschedulable_reason, required_gpu_count)
-       VALUES ($1, $2, $3, 'train', 'cpu', 'ready', 'train.py', 1, 3, $4, '', 0)`,
-      [unitId, jobId, customerId, now],
-    );
+    const { unitId, jobId } = await insertReadyCpuUnit(db, "");
     // A cancel's order: the job row, then its units; it holds both until it commits.
     let release!: () => void;
     const released = new Promise<void>((resolve) => (release = resolve));
@@ -323,10 +323,13 @@ describe("store/placement: the cycle's advisory writes never wait on rows anothe
       await released;
     });
     await held;
-    const cycle = db.transaction(async (tx) => {
-      await setUnschedulableReason(tx, unitId, "no node had room");
-      return setPendingReasons(tx, new Map([[jobId, "waiting for a node"]]));
-    });
+    // The cycle's two advisory writes, in its order; they answer the jobs whose pending reason changed.
+    const advisoryWrites = () =>
+      db.transaction(async (tx) => {
+        await setUnschedulableReason(tx, unitId, "no node had room");
+        return setPendingReasons(tx, new Map([[jobId, "waiting for a node"]]));
+      });
+    const cycle = advisoryWrites();
     let timer: NodeJS.Timeout | undefined;
     const waited = new Promise<"waited">((resolve) => (timer = setTimeout(() => resolve("waited"), 10_000)));
     const outcome = await Promise.race([cycle, waited]);
@@ -334,10 +337,7 @@ describe("store/placement: the cycle's advisory writes never wait on rows anothe
     release();
     await cancel;
     assert.deepEqual(outcome, [], "the cycle changed no job while the cancel held it, and did not wait for it");
-    const changed = await db.transaction(async (tx) => {
-      await setUnschedulableReason(tx, unitId, "no node had room");
-      return setPendingReasons(tx, new Map([[jobId, "waiting for a node"]]));
-    });
+    const changed = await advisoryWrites();
     assert.deepEqual(changed, [jobId]);
     const [unit] = await db.query<{ unschedulable_reason: string }>(`SELECT unschedulable_reason FROM compute_units WHERE id = $1`, [unitId]);
     assert.equal(unit?.unschedulable_reason, "no node had room");
